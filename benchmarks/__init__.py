@@ -1,0 +1,1 @@
+"""Benchmarks: scripts that print figures and write Markdown tables to docs/benchmarks.md."""

@@ -1,0 +1,38 @@
+"""Request dependencies: the services on `app.state`, and who is calling.
+
+Every admin router depends on `caller`; authentication (a later layer) replaces its body
+without touching the routes.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Annotated
+
+from fastapi import Depends, Request
+
+from openmaas.registry.service import RegistryService
+from openmaas.services import Services
+
+
+@dataclass(frozen=True, slots=True)
+class Caller:
+    actor: str  # recorded in history: who registered, moved or edited
+
+
+def caller(request: Request) -> Caller:
+    return Caller(actor="anonymous")
+
+
+def services(request: Request) -> Services:
+    value: Services = request.app.state.services
+    return value
+
+
+def registry(request: Request) -> RegistryService:
+    return services(request).registry
+
+
+CallerDep = Annotated[Caller, Depends(caller)]
+RegistryDep = Annotated[RegistryService, Depends(registry)]
+ServicesDep = Annotated[Services, Depends(services)]

@@ -1,0 +1,96 @@
+"""One place that turns every failure into `{"error": {message, type, param, code}}`."""
+
+from __future__ import annotations
+
+import logging
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from openmaas.errors import OpenMaaSError
+
+logger = logging.getLogger("openmaas.api")
+
+_HTTP_TYPES = {
+    400: "invalid_request_error",
+    401: "authentication_error",
+    403: "permission_error",
+    404: "not_found_error",
+    405: "invalid_request_error",
+    409: "conflict_error",
+    413: "invalid_request_error",
+    415: "invalid_request_error",
+    429: "rate_limit_error",
+}
+
+
+def error_body(message: str, error_type: str, code: str, param: str | None = None) -> dict[str, object]:
+    return {"error": {"message": message, "type": error_type, "param": param, "code": code}}
+
+
+def _request_id(request: Request) -> str:
+    return str(getattr(request.state, "request_id", "-"))
+
+
+async def handle_openmaas_error(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, OpenMaaSError)
+    if exc.status_code >= 500:
+        logger.error("request %s failed: %s", _request_id(request), exc.message)
+    return JSONResponse(exc.to_dict(), status_code=exc.status_code)
+
+
+async def handle_validation_error(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, RequestValidationError)
+    errors = exc.errors()
+    first = errors[0] if errors else {}
+    location = [str(part) for part in first.get("loc", ()) if part not in ("body", "query", "path")]
+    param = ".".join(location) or None
+    if not location and first.get("type") in ("model_attributes_type", "dict_type", "missing"):
+        message = "request body must be a JSON object (send Content-Type: application/json)"
+    elif first.get("type") == "json_invalid":
+        message = "request body is not valid JSON: " + str(first.get("ctx", {}).get("error", ""))
+    else:
+        message = f"{param or 'request'}: {first.get('msg', 'invalid value')}"
+        if len(errors) > 1:
+            message += f" (and {len(errors) - 1} more problem{'s' if len(errors) > 2 else ''})"
+    return JSONResponse(
+        error_body(message, "invalid_request_error", "invalid_request", param), status_code=400
+    )
+
+
+async def handle_http_error(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, StarletteHTTPException)
+    status = exc.status_code
+    if status == 404 and exc.detail == "Not Found":
+        message = f"no route {request.method} {request.url.path}; see /docs for the API"
+    else:
+        message = str(exc.detail)
+    code = "route_not_found" if status == 404 else f"http_{status}"
+    return JSONResponse(
+        error_body(message, _HTTP_TYPES.get(status, "server_error"), code),
+        status_code=status,
+        headers=getattr(exc, "headers", None),
+    )
+
+
+async def handle_unexpected_error(request: Request, exc: Exception) -> JSONResponse:
+    request_id = _request_id(request)
+    logger.exception("request %s failed with an unexpected error", request_id, exc_info=exc)
+    return JSONResponse(
+        error_body(
+            f"internal server error; quote request id {request_id} when reporting it",
+            "server_error",
+            "internal_error",
+        ),
+        status_code=500,
+        headers={"X-Request-Id": request_id},
+    )
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    app.add_exception_handler(OpenMaaSError, handle_openmaas_error)
+    app.add_exception_handler(RequestValidationError, handle_validation_error)
+    app.add_exception_handler(StarletteHTTPException, handle_http_error)
+    app.add_exception_handler(Exception, handle_unexpected_error)

@@ -1,0 +1,1 @@
+"""The `openmaas` command line."""

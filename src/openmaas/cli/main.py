@@ -1,0 +1,51 @@
+"""`openmaas`: run the server and manage the registry from a terminal."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+app = typer.Typer(
+    name="openmaas",
+    help="OpenMaaS: self-hosted Model-as-a-Service.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+)
+
+
+@app.command()
+def serve(
+    host: Annotated[str | None, typer.Option(help="Bind address (OPENMAAS_HOST).")] = None,
+    port: Annotated[int | None, typer.Option(help="Port (OPENMAAS_PORT).")] = None,
+    home: Annotated[Path | None, typer.Option(help="State directory (OPENMAAS_HOME).")] = None,
+) -> None:
+    """Start the HTTP server with its embedded defaults (SQLite, local artifacts)."""
+    import uvicorn
+
+    from openmaas.api.app import build_app
+    from openmaas.settings import Settings
+
+    overrides: dict[str, object] = {}
+    if host is not None:
+        overrides["host"] = host
+    if port is not None:
+        overrides["port"] = port
+    if home is not None:
+        overrides["home"] = home
+    settings = Settings(**overrides)  # type: ignore[arg-type]
+    uvicorn.run(
+        build_app(settings),
+        host=settings.host,
+        port=settings.port,
+        log_level=settings.log_level,
+    )
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()

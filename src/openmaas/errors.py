@@ -1,0 +1,110 @@
+"""One error hierarchy. Each class carries its HTTP status, OpenAI-style type and a stable code.
+
+Services raise these; the API renders every one as
+`{"error": {"message", "type", "param", "code"}}` with the class's status.
+
+Example::
+
+    raise ModelNotFound("model 'bert' not found", param="model")
+"""
+
+from __future__ import annotations
+
+
+class OpenMaaSError(Exception):
+    """Base of every error the platform raises on purpose."""
+
+    status_code: int = 500
+    error_type: str = "server_error"
+    code: str = "internal_error"
+
+    def __init__(self, message: str, *, param: str | None = None, code: str | None = None):
+        super().__init__(message)
+        self.message = message
+        self.param = param
+        if code is not None:
+            self.code = code
+
+    def to_dict(self) -> dict[str, object]:
+        return {
+            "error": {
+                "message": self.message,
+                "type": self.error_type,
+                "param": self.param,
+                "code": self.code,
+            }
+        }
+
+
+class InvalidRequest(OpenMaaSError):
+    status_code = 400
+    error_type = "invalid_request_error"
+    code = "invalid_request"
+
+
+class InvalidName(InvalidRequest):
+    code = "invalid_name"
+
+
+class InvalidReference(InvalidRequest):
+    code = "invalid_reference"
+
+
+class UnsafeArtifact(InvalidRequest):
+    """A file that could run code when loaded (a pickle), or an archive entry that escapes."""
+
+    code = "unsafe_artifact"
+
+
+class UnsupportedSource(InvalidRequest):
+    code = "unsupported_source"
+
+
+class TaskNotDetected(InvalidRequest):
+    code = "task_not_detected"
+
+
+class PayloadTooLarge(OpenMaaSError):
+    status_code = 413
+    error_type = "invalid_request_error"
+    code = "payload_too_large"
+
+
+class NotFound(OpenMaaSError):
+    status_code = 404
+    error_type = "not_found_error"
+    code = "not_found"
+
+
+class ModelNotFound(NotFound):
+    code = "model_not_found"
+
+
+class VersionNotFound(NotFound):
+    code = "version_not_found"
+
+
+class AliasNotFound(NotFound):
+    code = "alias_not_found"
+
+
+class CatalogEntryNotFound(NotFound):
+    code = "catalog_entry_not_found"
+
+
+class Conflict(OpenMaaSError):
+    status_code = 409
+    error_type = "conflict_error"
+    code = "conflict"
+
+
+class NothingToRollBack(Conflict):
+    code = "nothing_to_roll_back"
+
+
+class ArtifactCorrupted(OpenMaaSError):
+    """Stored files no longer match the manifest recorded at registration."""
+
+    status_code = 500
+    error_type = "server_error"
+    code = "artifact_integrity_error"

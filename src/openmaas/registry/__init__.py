@@ -1,0 +1,1 @@
+"""Model registry: immutable versions, moving aliases with history, verified artifacts."""

@@ -1,0 +1,163 @@
+"""What the registry hands out: frozen records, independent of the SQL rows behind them."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from enum import StrEnum
+from typing import Any
+
+
+class Task(StrEnum):
+    EMBEDDING = "embedding"
+    TEXT_CLASSIFICATION = "text-classification"
+    TOKEN_CLASSIFICATION = "token-classification"
+    RERANK = "rerank"
+    TEXT_GENERATION = "text-generation"
+    TRANSLATION = "translation"
+    SUMMARIZATION = "summarization"
+    SPEECH_RECOGNITION = "speech-recognition"
+    IMAGE_CLASSIFICATION = "image-classification"
+
+
+class VersionStatus(StrEnum):
+    READY = "ready"
+
+
+class Storage(StrEnum):
+    """Where a version's files live: copied into the artifact store, or referenced in place
+    (an installed package registered by the catalog; its hashes are still verified)."""
+
+    STORE = "store"
+    EXTERNAL = "external"
+
+
+@dataclass(frozen=True, slots=True)
+class FileEntry:
+    path: str  # relative, POSIX separators
+    size: int  # bytes
+    sha256: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"path": self.path, "size": self.size, "sha256": self.sha256}
+
+
+@dataclass(frozen=True, slots=True)
+class Lineage:
+    """Where a version came from. Unknown fields stay None."""
+
+    source: dict[str, Any] = field(default_factory=dict)
+    parent_version: int | None = None
+    transform: str | None = None
+    dataset_id: str | None = None
+    dataset_sha256: str | None = None
+    job_id: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "source": dict(self.source),
+            "parent_version": self.parent_version,
+            "transform": self.transform,
+            "dataset_id": self.dataset_id,
+            "dataset_sha256": self.dataset_sha256,
+            "job_id": self.job_id,
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Lineage:
+        return cls(
+            source=dict(data.get("source") or {}),
+            parent_version=data.get("parent_version"),
+            transform=data.get("transform"),
+            dataset_id=data.get("dataset_id"),
+            dataset_sha256=data.get("dataset_sha256"),
+            job_id=data.get("job_id"),
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class RegisteredModel:
+    name: str
+    description: str
+    tags: dict[str, str]
+    latest_version: int | None
+    aliases: dict[str, int]
+    created_at: datetime
+    updated_at: datetime
+    created_by: str
+
+
+@dataclass(frozen=True, slots=True)
+class ModelVersion:
+    model: str
+    version: int
+    task: str
+    runtime: str
+    format: str
+    status: str
+    description: str
+    tags: dict[str, str]
+    params: dict[str, Any]
+    metrics: dict[str, float]
+    lineage: Lineage
+    files: tuple[FileEntry, ...]
+    storage: str
+    size_bytes: int
+    aliases: tuple[str, ...]
+    created_at: datetime
+    created_by: str
+
+
+@dataclass(frozen=True, slots=True)
+class AliasEvent:
+    model: str
+    alias: str
+    action: str  # set | move | delete | rollback
+    from_version: int | None
+    to_version: int | None
+    actor: str
+    reason: str
+    created_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class MetadataEdit:
+    model: str
+    version: int | None
+    before: dict[str, Any]
+    after: dict[str, Any]
+    actor: str
+    created_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class VerifyProblem:
+    path: str
+    problem: str  # missing | size_mismatch | hash_mismatch | unexpected
+
+
+@dataclass(frozen=True, slots=True)
+class VerifyReport:
+    model: str
+    version: int
+    files_checked: int
+    problems: tuple[VerifyProblem, ...]
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems
+
+
+@dataclass(frozen=True, slots=True)
+class VersionComparison:
+    model: str
+    a: int
+    b: int
+    metrics: dict[str, dict[str, float | None]]  # name -> {a, b, delta}
+    params: dict[str, dict[str, Any]]  # changed/added/removed keys -> {a, b}
+    files_added: tuple[str, ...]
+    files_removed: tuple[str, ...]
+    files_changed: tuple[str, ...]
+    files_unchanged: int
+    lineage: dict[str, dict[str, Any]]  # {"a": ..., "b": ...}
+    fields: dict[str, dict[str, Any]]  # task/runtime/format differences

@@ -1,0 +1,331 @@
+"""Wire shapes of the registry API, shared by the server and the Python SDK.
+
+Example::
+
+    body = RegisterRequest(source=SpacySource(package="en_core_web_sm"), alias="staging")
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated, Any, Generic, Literal, TypeVar
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from openmaas.registry.entities import (
+    AliasEvent,
+    MetadataEdit,
+    ModelVersion,
+    RegisteredModel,
+    VerifyReport,
+    VersionComparison,
+)
+
+
+T = TypeVar("T")
+
+
+class Schema(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class Response(BaseModel):
+    # Responses ignore unknown fields so an older SDK keeps working against a newer server.
+    model_config = ConfigDict(extra="ignore")
+
+
+# -- requests ------------------------------------------------------------------------------
+
+
+class PathSource(Schema):
+    """A model directory (or a single .onnx file) on the server's filesystem."""
+
+    type: Literal["path"] = "path"
+    path: str
+
+
+class OnnxSource(Schema):
+    """An .onnx file plus the directory holding its tokenizer, both on the server."""
+
+    type: Literal["onnx"] = "onnx"
+    path: str
+    tokenizer_path: str | None = None
+
+
+class SpacySource(Schema):
+    """An installed spaCy pipeline package, by package name."""
+
+    type: Literal["spacy"] = "spacy"
+    package: str
+
+
+class PackageSource(Schema):
+    """An installed Python distribution that ships a model directory."""
+
+    type: Literal["package"] = "package"
+    distribution: str
+    subpath: str | None = None
+
+
+class HubSource(Schema):
+    """A Hugging Face Hub repository (the server needs network access)."""
+
+    type: Literal["hub"] = "hub"
+    repo_id: str
+    revision: str | None = None
+
+
+Source = Annotated[
+    PathSource | OnnxSource | SpacySource | PackageSource | HubSource,
+    Field(discriminator="type"),
+]
+
+
+class LineageIn(Schema):
+    source: dict[str, Any] = Field(default_factory=dict)
+    parent_version: int | None = None
+    transform: str | None = None
+    dataset_id: str | None = None
+    dataset_sha256: str | None = None
+    job_id: str | None = None
+
+
+class VersionMetadata(Schema):
+    """Everything about a new version except where its files come from."""
+
+    task: str | None = Field(default=None, description="Detected from the files when omitted.")
+    runtime: str | None = None
+    format: str | None = None
+    description: str = Field(default="", max_length=10_000)
+    tags: dict[str, str] = Field(default_factory=dict)
+    params: dict[str, Any] = Field(default_factory=dict)
+    metrics: dict[str, float] = Field(default_factory=dict)
+    lineage: LineageIn = Field(default_factory=LineageIn)
+    alias: str | None = Field(default=None, description="Alias to point at the new version.")
+
+
+class RegisterRequest(VersionMetadata):
+    source: Source
+
+
+class MetadataPatch(Schema):
+    description: str | None = Field(default=None, max_length=10_000)
+    tags: dict[str, str | None] | None = Field(
+        default=None, description="Merged into the current tags; a null value removes a tag."
+    )
+
+
+class AliasRequest(Schema):
+    version: int = Field(ge=1)
+    reason: str = Field(default="", max_length=2_000)
+
+
+class ReasonRequest(Schema):
+    reason: str = Field(default="", max_length=2_000)
+
+
+# -- responses -----------------------------------------------------------------------------
+
+
+class FileOut(Response):
+    path: str
+    size: int
+    sha256: str
+
+
+class LineageOut(Response):
+    source: dict[str, Any]
+    parent_version: int | None
+    transform: str | None
+    dataset_id: str | None
+    dataset_sha256: str | None
+    job_id: str | None
+
+
+class ModelOut(Response):
+    object: Literal["registered_model"] = "registered_model"
+    name: str
+    description: str
+    tags: dict[str, str]
+    latest_version: int | None
+    aliases: dict[str, int]
+    created_at: datetime
+    updated_at: datetime
+    created_by: str
+
+    @classmethod
+    def from_entity(cls, model: RegisteredModel) -> ModelOut:
+        return cls(
+            name=model.name,
+            description=model.description,
+            tags=model.tags,
+            latest_version=model.latest_version,
+            aliases=model.aliases,
+            created_at=model.created_at,
+            updated_at=model.updated_at,
+            created_by=model.created_by,
+        )
+
+
+class VersionOut(Response):
+    object: Literal["model_version"] = "model_version"
+    model: str
+    version: int
+    task: str
+    runtime: str
+    format: str
+    status: str
+    description: str
+    tags: dict[str, str]
+    params: dict[str, Any]
+    metrics: dict[str, float]
+    lineage: LineageOut
+    files: list[FileOut]
+    storage: str
+    size_bytes: int
+    aliases: list[str]
+    created_at: datetime
+    created_by: str
+
+    @property
+    def reference(self) -> str:
+        return f"{self.model}:{self.version}"
+
+    @classmethod
+    def from_entity(cls, v: ModelVersion) -> VersionOut:
+        return cls(
+            model=v.model,
+            version=v.version,
+            task=v.task,
+            runtime=v.runtime,
+            format=v.format,
+            status=v.status,
+            description=v.description,
+            tags=v.tags,
+            params=v.params,
+            metrics=v.metrics,
+            lineage=LineageOut(**v.lineage.to_dict()),
+            files=[FileOut(path=f.path, size=f.size, sha256=f.sha256) for f in v.files],
+            storage=v.storage,
+            size_bytes=v.size_bytes,
+            aliases=list(v.aliases),
+            created_at=v.created_at,
+            created_by=v.created_by,
+        )
+
+
+class AliasEventOut(Response):
+    model: str
+    alias: str
+    action: str
+    from_version: int | None
+    to_version: int | None
+    actor: str
+    reason: str
+    created_at: datetime
+
+    @classmethod
+    def from_entity(cls, e: AliasEvent) -> AliasEventOut:
+        return cls(
+            model=e.model,
+            alias=e.alias,
+            action=e.action,
+            from_version=e.from_version,
+            to_version=e.to_version,
+            actor=e.actor,
+            reason=e.reason,
+            created_at=e.created_at,
+        )
+
+
+class AliasMoveOut(Response):
+    """The result of an alias change; `event` is null when nothing moved."""
+
+    model: str
+    alias: str
+    version: int | None
+    event: AliasEventOut | None
+
+
+class MetadataEditOut(Response):
+    model: str
+    version: int | None
+    before: dict[str, Any]
+    after: dict[str, Any]
+    actor: str
+    created_at: datetime
+
+    @classmethod
+    def from_entity(cls, e: MetadataEdit) -> MetadataEditOut:
+        return cls(
+            model=e.model,
+            version=e.version,
+            before=e.before,
+            after=e.after,
+            actor=e.actor,
+            created_at=e.created_at,
+        )
+
+
+class VerifyProblemOut(Response):
+    path: str
+    problem: str
+
+
+class VerifyOut(Response):
+    model: str
+    version: int
+    ok: bool
+    files_checked: int
+    problems: list[VerifyProblemOut]
+
+    @classmethod
+    def from_entity(cls, r: VerifyReport) -> VerifyOut:
+        return cls(
+            model=r.model,
+            version=r.version,
+            ok=r.ok,
+            files_checked=r.files_checked,
+            problems=[VerifyProblemOut(path=p.path, problem=p.problem) for p in r.problems],
+        )
+
+
+class FilesDiffOut(Response):
+    added: list[str]
+    removed: list[str]
+    changed: list[str]
+    unchanged: int
+
+
+class CompareOut(Response):
+    model: str
+    a: int
+    b: int
+    fields: dict[str, dict[str, Any]]
+    metrics: dict[str, dict[str, float | None]]
+    params: dict[str, dict[str, Any]]
+    files: FilesDiffOut
+    lineage: dict[str, dict[str, Any]]
+
+    @classmethod
+    def from_entity(cls, c: VersionComparison) -> CompareOut:
+        return cls(
+            model=c.model,
+            a=c.a,
+            b=c.b,
+            fields=c.fields,
+            metrics=c.metrics,
+            params=c.params,
+            files=FilesDiffOut(
+                added=list(c.files_added),
+                removed=list(c.files_removed),
+                changed=list(c.files_changed),
+                unchanged=c.files_unchanged,
+            ),
+            lineage=c.lineage,
+        )
+
+
+class ListOut(Response, Generic[T]):
+    object: Literal["list"] = "list"
+    data: list[T]

@@ -1,0 +1,742 @@
+"""The registry service: register immutable versions, move aliases, resolve references.
+
+Example::
+
+    registry = RegistryService(db, ArtifactStore(root), allow_pickle=False, limits=limits)
+    registry.start()
+    v = registry.register_plan("minilm", plan_directory(Path("all-MiniLM-L6-v2")), VersionSpec())
+    registry.set_alias("minilm", "production", v.version, actor="alice", reason="first")
+    registry.resolve("minilm").version  # -> 1
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import IO, Any
+
+from sqlalchemy import func, select
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy.orm import Session
+
+from openmaas.errors import (
+    AliasNotFound,
+    ArtifactCorrupted,
+    Conflict,
+    InvalidRequest,
+    ModelNotFound,
+    NothingToRollBack,
+    VersionNotFound,
+)
+from openmaas.registry.artifacts import (
+    ArtifactStore,
+    Progress,
+    StagedArtifact,
+    hash_files,
+    verify_files,
+)
+from openmaas.registry.compare import compare_versions
+from openmaas.registry.detection import detect, require_task
+from openmaas.registry.entities import (
+    AliasEvent,
+    FileEntry,
+    Lineage,
+    MetadataEdit,
+    ModelVersion,
+    RegisteredModel,
+    Storage,
+    VerifyProblem,
+    VerifyReport,
+    VersionComparison,
+    VersionStatus,
+)
+from openmaas.registry.intake import (
+    ArchiveLimits,
+    iter_archive_files,
+    open_archive,
+    refuse_if_pickle,
+    walk_directory,
+)
+from openmaas.registry.names import (
+    DEFAULT_ALIAS,
+    check_alias,
+    check_model_name,
+    parse_reference,
+)
+from openmaas.registry.sources import FilePlan
+from openmaas.store.database import Database
+from openmaas.store.tables import AliasEventRow, AliasRow, MetadataEditRow, ModelRow, VersionRow
+
+MAX_TAGS = 64
+MAX_TAG_CHARS = 256
+
+
+@dataclass(frozen=True, slots=True)
+class VersionSpec:
+    """What the caller says about a new version; anything left None is detected."""
+
+    task: str | None = None
+    runtime: str | None = None
+    format: str | None = None
+    description: str = ""
+    tags: dict[str, str] = field(default_factory=dict)
+    params: dict[str, Any] = field(default_factory=dict)
+    metrics: dict[str, float] = field(default_factory=dict)
+    lineage: Lineage = field(default_factory=Lineage)
+    alias: str | None = None  # moved to the new version once it is registered
+    created_by: str = ""
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+def _aware(moment: datetime) -> datetime:
+    # SQLite hands timestamps back without a zone; they were written in UTC.
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+
+
+def _check_tags(tags: Mapping[str, Any], *, allow_none: bool = False) -> None:
+    if len(tags) > MAX_TAGS:
+        raise InvalidRequest(f"at most {MAX_TAGS} tags per model or version", param="tags")
+    for key, value in tags.items():
+        if not key or len(key) > MAX_TAG_CHARS:
+            raise InvalidRequest(f"tag keys must be 1-{MAX_TAG_CHARS} characters", param="tags")
+        if value is None and allow_none:
+            continue
+        if not isinstance(value, str) or len(value) > MAX_TAG_CHARS:
+            raise InvalidRequest(
+                f"tag {key!r}: values must be strings of at most {MAX_TAG_CHARS} characters",
+                param="tags",
+            )
+
+
+def _check_metrics(metrics: Mapping[str, Any]) -> None:
+    for key, value in metrics.items():
+        if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+            raise InvalidRequest(
+                f"metric {key!r} must be a finite number, got {value!r}", param="metrics"
+            )
+
+
+class RegistryService:
+    """Models, their immutable versions, aliases with history, and verified artifacts."""
+
+    def __init__(
+        self,
+        db: Database,
+        artifacts: ArtifactStore,
+        *,
+        allow_pickle: bool,
+        limits: ArchiveLimits,
+    ) -> None:
+        self.db = db
+        self.artifacts = artifacts
+        self.allow_pickle = allow_pickle
+        self.limits = limits
+
+    def start(self) -> None:
+        self.artifacts.start()
+        with self.db.transaction() as session:
+            referenced = set(
+                session.scalars(
+                    select(VersionRow.location).where(VersionRow.storage == Storage.STORE.value)
+                )
+            )
+        self.artifacts.sweep_orphans(referenced)
+
+    # -- registration -------------------------------------------------------------------
+
+    def register_plan(
+        self,
+        name: str,
+        plan: FilePlan,
+        spec: VersionSpec,
+        *,
+        progress: Progress | None = None,
+        storage: Storage = Storage.STORE,
+    ) -> ModelVersion:
+        """Register the files of `plan` as the model's next version.
+
+        STORE copies them into the artifact store; EXTERNAL records them in place (used for
+        installed packages, whose files we hash but do not own).
+        """
+        check_model_name(name)
+        self._check_spec(spec)
+        for rel, path in plan.files.items():
+            refuse_if_pickle(rel, path, allow_pickle=self.allow_pickle)
+        detected = detect(plan.files)
+        task = require_task(detected, spec.task)
+        lineage = self._lineage_with_source(spec.lineage, plan.source)
+        if storage is Storage.EXTERNAL:
+            if plan.root is None:
+                raise InvalidRequest("in-place registration needs a single source directory")
+            files = hash_files(plan.files, progress)
+            return self._commit(
+                name, spec, task, detected.runtime, detected.format, lineage, files,
+                storage=storage, location=str(plan.root), staged=None,
+            )
+        staged = self.artifacts.stage_files(plan.files, progress)
+        return self._commit(
+            name, spec, task, detected.runtime, detected.format, lineage, staged.files,
+            storage=storage, location=None, staged=staged,
+        )
+
+    def register_archive(
+        self,
+        name: str,
+        archive: Path | IO[bytes],
+        spec: VersionSpec,
+        *,
+        source: dict[str, Any],
+    ) -> ModelVersion:
+        """Unpack an uploaded .tar.gz safely into staging, then register it."""
+        check_model_name(name)
+        self._check_spec(spec)
+        staging = self.artifacts.new_staging()
+        try:
+            with open_archive(archive) as tar:
+                streams = (
+                    (rel, stream) for rel, stream, _ in iter_archive_files(tar, self.limits)
+                )
+                staged = self.artifacts.stage_streams(staging, streams)
+            if not staged.files:
+                raise InvalidRequest("the archive holds no files", param="file")
+            files = walk_directory(staging)
+            for rel, path in files.items():
+                refuse_if_pickle(rel, path, allow_pickle=self.allow_pickle)
+            detected = detect(files)
+            task = require_task(detected, spec.task)
+        except BaseException:
+            self.artifacts.discard(staging)
+            raise
+        lineage = self._lineage_with_source(spec.lineage, source)
+        return self._commit(
+            name, spec, task, detected.runtime, detected.format, lineage, staged.files,
+            storage=Storage.STORE, location=None, staged=staged,
+        )
+
+    def _check_spec(self, spec: VersionSpec) -> None:
+        _check_tags(spec.tags)
+        _check_metrics(spec.metrics)
+        if spec.alias is not None:
+            check_alias(spec.alias)
+
+    @staticmethod
+    def _lineage_with_source(lineage: Lineage, source: dict[str, Any]) -> Lineage:
+        merged = {**source, **lineage.source}
+        return Lineage(
+            source=merged,
+            parent_version=lineage.parent_version,
+            transform=lineage.transform,
+            dataset_id=lineage.dataset_id,
+            dataset_sha256=lineage.dataset_sha256,
+            job_id=lineage.job_id,
+        )
+
+    def _commit(
+        self,
+        name: str,
+        spec: VersionSpec,
+        task: str,
+        runtime: str,
+        fmt: str,
+        lineage: Lineage,
+        files: tuple[FileEntry, ...],
+        *,
+        storage: Storage,
+        location: str | None,
+        staged: StagedArtifact | None,
+    ) -> ModelVersion:
+        published: str | None = None
+        try:
+            with self.db.transaction() as session:
+                model = self._lock_or_create_model(session, name, spec.created_by)
+                # The model row is locked until commit, so numbers are distinct and gap-free
+                # across processes; a failed registration rolls its number back.
+                model.last_version += 1
+                model.updated_at = _now()
+                if staged is not None:
+                    published = self.artifacts.publish(staged)
+                    location = published
+                assert location is not None
+                row = VersionRow(
+                    model_id=model.id,
+                    version=model.last_version,
+                    task=task,
+                    runtime=spec.runtime or runtime,
+                    format=spec.format or fmt,
+                    status=VersionStatus.READY.value,
+                    description=spec.description,
+                    tags=dict(spec.tags),
+                    params=dict(spec.params),
+                    metrics={k: float(v) for k, v in spec.metrics.items()},
+                    lineage=lineage.to_dict(),
+                    manifest=[entry.to_dict() for entry in files],
+                    storage=storage.value,
+                    location=location,
+                    size_bytes=sum(entry.size for entry in files),
+                    created_at=_now(),
+                    created_by=spec.created_by,
+                )
+                session.add(row)
+                session.flush()
+                if spec.alias is not None:
+                    self._move_alias(
+                        session, model, spec.alias, row.version, spec.created_by,
+                        "set at registration",
+                    )
+                return self._version_entity(session, model, row)
+        except BaseException:
+            if published is not None:
+                self.artifacts.remove(published)
+            elif staged is not None:
+                self.artifacts.discard(staged.path)
+            raise
+
+    def _lock_or_create_model(self, session: Session, name: str, actor: str) -> ModelRow:
+        now = _now()
+        values = {
+            "name": name, "description": "", "tags": {}, "last_version": 0,
+            "created_at": now, "updated_at": now, "created_by": actor,
+        }
+        insert = pg_insert if session.bind and session.bind.dialect.name == "postgresql" else (
+            sqlite_insert
+        )
+        session.execute(insert(ModelRow).values(**values).on_conflict_do_nothing())
+        model = session.scalars(
+            select(ModelRow).where(ModelRow.name == name).with_for_update()
+        ).one()
+        return model
+
+    # -- models -------------------------------------------------------------------------
+
+    def list_models(self) -> list[RegisteredModel]:
+        with self.db.transaction() as session:
+            rows = session.scalars(select(ModelRow).order_by(ModelRow.name)).all()
+            return [self._model_entity(session, row) for row in rows]
+
+    def get_model(self, name: str) -> RegisteredModel:
+        with self.db.transaction() as session:
+            return self._model_entity(session, self._model_row(session, name))
+
+    def update_model(
+        self,
+        name: str,
+        *,
+        description: str | None = None,
+        tags: Mapping[str, str | None] | None = None,
+        actor: str = "",
+    ) -> RegisteredModel:
+        with self.db.transaction() as session:
+            row = self._model_row(session, name, lock=True)
+            self._edit_metadata(session, row, None, row, description, tags, actor)
+            return self._model_entity(session, row)
+
+    def delete_model(self, name: str) -> list[str]:
+        """Delete a model with all its versions and files; returns the removed locations."""
+        with self.db.transaction() as session:
+            row = self._model_row(session, name, lock=True)
+            locations = list(
+                session.scalars(
+                    select(VersionRow.location).where(
+                        VersionRow.model_id == row.id, VersionRow.storage == Storage.STORE.value
+                    )
+                )
+            )
+            session.delete(row)
+        for location in locations:
+            self.artifacts.remove(location)
+        return locations
+
+    # -- versions -----------------------------------------------------------------------
+
+    def list_versions(self, name: str) -> list[ModelVersion]:
+        with self.db.transaction() as session:
+            model = self._model_row(session, name)
+            rows = session.scalars(
+                select(VersionRow).where(VersionRow.model_id == model.id).order_by(
+                    VersionRow.version
+                )
+            ).all()
+            return [self._version_entity(session, model, row) for row in rows]
+
+    def get_version(self, name: str, version: int) -> ModelVersion:
+        with self.db.transaction() as session:
+            model = self._model_row(session, name)
+            return self._version_entity(session, model, self._version_row(session, model, version))
+
+    def update_version(
+        self,
+        name: str,
+        version: int,
+        *,
+        description: str | None = None,
+        tags: Mapping[str, str | None] | None = None,
+        actor: str = "",
+    ) -> ModelVersion:
+        """Edit a version's description or tags (its files and manifest never change)."""
+        with self.db.transaction() as session:
+            model = self._model_row(session, name, lock=True)
+            row = self._version_row(session, model, version)
+            self._edit_metadata(session, model, version, row, description, tags, actor)
+            return self._version_entity(session, model, row)
+
+    def delete_version(self, name: str, version: int) -> None:
+        with self.db.transaction() as session:
+            model = self._model_row(session, name, lock=True)
+            row = self._version_row(session, model, version)
+            aliases = session.scalars(
+                select(AliasRow.alias).where(
+                    AliasRow.model_id == model.id, AliasRow.version == version
+                )
+            ).all()
+            if aliases:
+                raise Conflict(
+                    f"version {version} of {name!r} is the target of alias "
+                    f"{', '.join(sorted(aliases))}; move or delete the alias first",
+                    param="version",
+                )
+            location, storage = row.location, row.storage
+            session.delete(row)
+        if storage == Storage.STORE.value:
+            self.artifacts.remove(location)
+
+    def metadata_history(self, name: str, version: int | None = None) -> list[MetadataEdit]:
+        with self.db.transaction() as session:
+            model = self._model_row(session, name)
+            query = select(MetadataEditRow).where(MetadataEditRow.model_id == model.id)
+            if version is not None:
+                query = query.where(MetadataEditRow.version == version)
+            rows = session.scalars(query.order_by(MetadataEditRow.id)).all()
+            return [
+                MetadataEdit(
+                    model=name, version=r.version, before=r.before, after=r.after,
+                    actor=r.actor, created_at=_aware(r.created_at),
+                )
+                for r in rows
+            ]
+
+    def _edit_metadata(
+        self,
+        session: Session,
+        model: ModelRow,
+        version: int | None,
+        row: ModelRow | VersionRow,
+        description: str | None,
+        tags: Mapping[str, str | None] | None,
+        actor: str,
+    ) -> None:
+        before: dict[str, Any] = {}
+        after: dict[str, Any] = {}
+        if description is not None and description != row.description:
+            before["description"], after["description"] = row.description, description
+            row.description = description
+        if tags is not None:
+            _check_tags(tags, allow_none=True)
+            merged = {k: v for k, v in {**row.tags, **tags}.items() if v is not None}
+            _check_tags(merged)
+            if merged != row.tags:
+                before["tags"], after["tags"] = dict(row.tags), merged
+                row.tags = merged
+        if not after:
+            return
+        model.updated_at = _now()
+        session.add(
+            MetadataEditRow(
+                model_id=model.id, version=version, before=before, after=after,
+                actor=actor, created_at=_now(),
+            )
+        )
+
+    # -- references ---------------------------------------------------------------------
+
+    def resolve(self, reference: str) -> ModelVersion:
+        """`name` (alias production, else newest), `name@alias` or `name:version`."""
+        ref = parse_reference(reference)
+        with self.db.transaction() as session:
+            model = self._model_row(session, ref.model)
+            if ref.version is not None:
+                row = self._version_row(session, model, ref.version)
+            elif ref.alias is not None and ref.alias != "latest":
+                row = self._version_row(session, model, self._alias_target(session, model, ref.alias))
+            else:
+                target = None
+                if ref.alias is None:
+                    target = session.scalar(
+                        select(AliasRow.version).where(
+                            AliasRow.model_id == model.id, AliasRow.alias == DEFAULT_ALIAS
+                        )
+                    )
+                if target is None:
+                    target = self._newest_version(session, model)
+                row = self._version_row(session, model, target)
+            return self._version_entity(session, model, row)
+
+    def _newest_version(self, session: Session, model: ModelRow) -> int:
+        newest = session.scalar(
+            select(func.max(VersionRow.version)).where(
+                VersionRow.model_id == model.id, VersionRow.status == VersionStatus.READY.value
+            )
+        )
+        if newest is None:
+            raise VersionNotFound(f"model {model.name!r} has no versions yet", param="model")
+        return int(newest)
+
+    # -- aliases ------------------------------------------------------------------------
+
+    def set_alias(
+        self, name: str, alias: str, version: int, *, actor: str = "", reason: str = ""
+    ) -> AliasEvent | None:
+        """Point `alias` at `version`; returns the recorded move (None if it already did)."""
+        check_alias(alias)
+        with self.db.transaction() as session:
+            model = self._model_row(session, name, lock=True)
+            self._version_row(session, model, version)
+            return self._move_alias(session, model, alias, version, actor, reason)
+
+    def delete_alias(self, name: str, alias: str, *, actor: str = "", reason: str = "") -> AliasEvent:
+        with self.db.transaction() as session:
+            model = self._model_row(session, name, lock=True)
+            row = self._alias_row(session, model, alias)
+            event = self._record_alias_event(
+                session, model, alias, "delete", row.version, None, actor, reason
+            )
+            session.delete(row)
+            return event
+
+    def alias_history(self, name: str, alias: str | None = None) -> list[AliasEvent]:
+        with self.db.transaction() as session:
+            model = self._model_row(session, name)
+            query = select(AliasEventRow).where(AliasEventRow.model_id == model.id)
+            if alias is not None:
+                query = query.where(AliasEventRow.alias == alias)
+            rows = session.scalars(query.order_by(AliasEventRow.id)).all()
+            return [self._alias_event_entity(name, row) for row in rows]
+
+    def rollback_alias(
+        self, name: str, alias: str, *, actor: str = "", reason: str = ""
+    ) -> AliasEvent:
+        """Move `alias` back to the target it had before its last move.
+
+        History is a stack: v1 -> v2 -> v3, then rollback gives v2 and another gives v1.
+        Targets whose version was deleted since are skipped.
+        """
+        with self.db.transaction() as session:
+            model = self._model_row(session, name, lock=True)
+            current = self._alias_row(session, model, alias)
+            events = session.scalars(
+                select(AliasEventRow)
+                .where(AliasEventRow.model_id == model.id, AliasEventRow.alias == alias)
+                .order_by(AliasEventRow.id)
+            ).all()
+            stack: list[int] = []
+            for event in events:
+                if event.action in ("set", "move") and event.to_version is not None:
+                    stack.append(event.to_version)
+                elif event.action == "rollback":
+                    while stack and stack[-1] != event.to_version:
+                        stack.pop()
+                elif event.action == "delete":
+                    stack.clear()
+            existing = set(
+                session.scalars(select(VersionRow.version).where(VersionRow.model_id == model.id))
+            )
+            earlier = [v for v in stack[:-1] if v in existing and v != current.version]
+            if not earlier:
+                raise NothingToRollBack(
+                    f"alias {alias!r} of {name!r} has no earlier target to roll back to",
+                    param="alias",
+                )
+            target = earlier[-1]
+            event_row = self._record_alias_event(
+                session, model, alias, "rollback", current.version, target, actor, reason
+            )
+            current.version = target
+            current.updated_at = _now()
+            return event_row
+
+    def _move_alias(
+        self, session: Session, model: ModelRow, alias: str, version: int, actor: str, reason: str
+    ) -> AliasEvent | None:
+        row = session.scalar(
+            select(AliasRow).where(AliasRow.model_id == model.id, AliasRow.alias == alias)
+        )
+        if row is not None and row.version == version:
+            return None
+        previous = row.version if row is not None else None
+        if row is None:
+            session.add(AliasRow(model_id=model.id, alias=alias, version=version, updated_at=_now()))
+        else:
+            row.version = version
+            row.updated_at = _now()
+        action = "set" if previous is None else "move"
+        return self._record_alias_event(session, model, alias, action, previous, version, actor, reason)
+
+    def _record_alias_event(
+        self,
+        session: Session,
+        model: ModelRow,
+        alias: str,
+        action: str,
+        from_version: int | None,
+        to_version: int | None,
+        actor: str,
+        reason: str,
+    ) -> AliasEvent:
+        row = AliasEventRow(
+            model_id=model.id, alias=alias, action=action, from_version=from_version,
+            to_version=to_version, actor=actor, reason=reason, created_at=_now(),
+        )
+        session.add(row)
+        model.updated_at = _now()
+        return self._alias_event_entity(model.name, row)
+
+    # -- compare and verify -------------------------------------------------------------
+
+    def compare(self, name: str, a: int, b: int) -> VersionComparison:
+        return compare_versions(self.get_version(name, a), self.get_version(name, b))
+
+    def version_files_root(self, version: ModelVersion, location: str) -> Path:
+        if version.storage == Storage.EXTERNAL.value:
+            return Path(location)
+        return self.artifacts.path_of(location)
+
+    def verify(self, name: str, version: int, progress: Progress | None = None) -> VerifyReport:
+        """Re-hash every file of a version against the manifest recorded at registration."""
+        entity, location = self._version_and_location(name, version)
+        root = self.version_files_root(entity, location)
+        problems = verify_files(root, entity.files, progress)
+        if entity.storage == Storage.STORE.value and root.is_dir():
+            known = {f.path for f in entity.files}
+            problems += [
+                VerifyProblem(path=rel, problem="unexpected")
+                for rel in walk_directory(root)
+                if rel not in known
+            ]
+        return VerifyReport(
+            model=name, version=version, files_checked=len(entity.files), problems=tuple(problems)
+        )
+
+    def open_version(self, reference: str, *, verify: bool = True) -> tuple[ModelVersion, Path]:
+        """Resolve a reference to its files on disk, re-checking hashes first (for loaders)."""
+        entity = self.resolve(reference)
+        _, location = self._version_and_location(entity.model, entity.version)
+        if verify:
+            report = self.verify(entity.model, entity.version)
+            if not report.ok:
+                first = report.problems[0]
+                raise ArtifactCorrupted(
+                    f"{entity.model}:{entity.version}: file {first.path!r} failed verification "
+                    f"({first.problem}); the stored artifact no longer matches its manifest"
+                )
+        return entity, self.version_files_root(entity, location)
+
+    def _version_and_location(self, name: str, version: int) -> tuple[ModelVersion, str]:
+        with self.db.transaction() as session:
+            model = self._model_row(session, name)
+            row = self._version_row(session, model, version)
+            return self._version_entity(session, model, row), row.location
+
+    # -- row lookups and entity building ------------------------------------------------
+
+    def _model_row(self, session: Session, name: str, *, lock: bool = False) -> ModelRow:
+        query = select(ModelRow).where(ModelRow.name == name)
+        if lock:
+            query = query.with_for_update()
+        row = session.scalar(query)
+        if row is None:
+            raise ModelNotFound(f"model {name!r} not found", param="model")
+        return row
+
+    def _version_row(self, session: Session, model: ModelRow, version: int) -> VersionRow:
+        row = session.scalar(
+            select(VersionRow).where(VersionRow.model_id == model.id, VersionRow.version == version)
+        )
+        if row is None:
+            versions = session.scalars(
+                select(VersionRow.version).where(VersionRow.model_id == model.id).order_by(
+                    VersionRow.version
+                )
+            ).all()
+            known = ", ".join(map(str, versions)) or "none"
+            raise VersionNotFound(
+                f"model {model.name!r} has no version {version} (versions: {known})",
+                param="version",
+            )
+        return row
+
+    def _alias_row(self, session: Session, model: ModelRow, alias: str) -> AliasRow:
+        row = session.scalar(
+            select(AliasRow).where(AliasRow.model_id == model.id, AliasRow.alias == alias)
+        )
+        if row is None:
+            known = ", ".join(sorted(self._aliases(session, model))) or "none"
+            raise AliasNotFound(
+                f"model {model.name!r} has no alias {alias!r} (aliases: {known})", param="alias"
+            )
+        return row
+
+    def _alias_target(self, session: Session, model: ModelRow, alias: str) -> int:
+        return self._alias_row(session, model, alias).version
+
+    def _aliases(self, session: Session, model: ModelRow) -> dict[str, int]:
+        rows = session.execute(
+            select(AliasRow.alias, AliasRow.version).where(AliasRow.model_id == model.id)
+        ).all()
+        return {alias: version for alias, version in rows}
+
+    def _model_entity(self, session: Session, row: ModelRow) -> RegisteredModel:
+        latest = session.scalar(
+            select(func.max(VersionRow.version)).where(VersionRow.model_id == row.id)
+        )
+        return RegisteredModel(
+            name=row.name,
+            description=row.description,
+            tags=dict(row.tags),
+            latest_version=latest,
+            aliases=dict(sorted(self._aliases(session, row).items())),
+            created_at=_aware(row.created_at),
+            updated_at=_aware(row.updated_at),
+            created_by=row.created_by,
+        )
+
+    def _version_entity(self, session: Session, model: ModelRow, row: VersionRow) -> ModelVersion:
+        aliases = tuple(sorted(a for a, v in self._aliases(session, model).items() if v == row.version))
+        return ModelVersion(
+            model=model.name,
+            version=row.version,
+            task=row.task,
+            runtime=row.runtime,
+            format=row.format,
+            status=row.status,
+            description=row.description,
+            tags=dict(row.tags),
+            params=dict(row.params),
+            metrics=dict(row.metrics),
+            lineage=Lineage.from_dict(row.lineage),
+            files=tuple(FileEntry(**entry) for entry in row.manifest),
+            storage=row.storage,
+            size_bytes=row.size_bytes,
+            aliases=aliases,
+            created_at=_aware(row.created_at),
+            created_by=row.created_by,
+        )
+
+    @staticmethod
+    def _alias_event_entity(model: str, row: AliasEventRow) -> AliasEvent:
+        return AliasEvent(
+            model=model,
+            alias=row.alias,
+            action=row.action,
+            from_version=row.from_version,
+            to_version=row.to_version,
+            actor=row.actor,
+            reason=row.reason,
+            created_at=_aware(row.created_at),
+        )
+

@@ -1,0 +1,177 @@
+"""Where a model's files come from: a directory, ONNX + tokenizer, a spaCy package, an
+installed Python package, or the Hugging Face Hub. Each yields a file plan; nothing is loaded.
+
+Example::
+
+    plan = plan_spacy("en_core_web_sm")
+    plan.files  # {"meta.json": Path(...), "ner/model": Path(...), ...}
+"""
+
+from __future__ import annotations
+
+import importlib.metadata
+import importlib.util
+from dataclasses import dataclass, field
+from pathlib import Path, PurePosixPath
+from typing import Any
+
+from openmaas.errors import NotFound, UnsupportedSource
+from openmaas.registry.intake import SKIPPED_NAMES, safe_member_path, walk_directory
+
+# Files that belong with an ONNX graph: tokenizer and model configs, never other weights.
+TOKENIZER_SUFFIXES = frozenset({".json", ".txt", ".model", ".vocab", ".merges", ".tiktoken"})
+_MODEL_MARKERS = ("config.json", "meta.json", "model.bin", "openmaas.json")
+
+
+@dataclass(frozen=True, slots=True)
+class FilePlan:
+    """Files to register ({relative path: readable file}) and a lineage note on their origin."""
+
+    files: dict[str, Path]
+    source: dict[str, Any] = field(default_factory=dict)
+    root: Path | None = None  # the directory the files live in, when they share one
+
+
+def plan_directory(path: Path) -> FilePlan:
+    path = path.expanduser()
+    if not path.exists():
+        raise NotFound(f"no such file or directory on the server: {path}", param="path")
+    if path.is_file():
+        if path.suffix == ".onnx":
+            return FilePlan(files={"model.onnx": path}, source={"type": "onnx", "file": path.name})
+        raise UnsupportedSource(
+            f"{path.name} is a file: register a model directory, an .onnx file, or upload a "
+            ".tar.gz archive",
+            param="path",
+        )
+    files = walk_directory(path)
+    if not files:
+        raise UnsupportedSource(f"directory {path} holds no files", param="path")
+    return FilePlan(files=files, source={"type": "path", "name": path.name}, root=path.resolve())
+
+
+def plan_onnx(onnx_path: Path, tokenizer_dir: Path | None) -> FilePlan:
+    onnx_path = onnx_path.expanduser()
+    if not onnx_path.is_file() or onnx_path.suffix != ".onnx":
+        raise NotFound(f"no .onnx file at {onnx_path}", param="path")
+    files: dict[str, Path] = {"model.onnx": onnx_path}
+    source: dict[str, Any] = {"type": "onnx", "file": onnx_path.name}
+    if tokenizer_dir is not None:
+        tokenizer_dir = tokenizer_dir.expanduser()
+        if not tokenizer_dir.is_dir():
+            raise NotFound(f"no tokenizer directory at {tokenizer_dir}", param="tokenizer_path")
+        for rel, path in walk_directory(tokenizer_dir).items():
+            if PurePosixPath(rel).suffix in TOKENIZER_SUFFIXES and rel not in files:
+                files[rel] = path
+        source["tokenizer"] = tokenizer_dir.name
+    return FilePlan(files=files, source=source)
+
+
+def package_dir(import_name: str) -> Path:
+    spec = importlib.util.find_spec(import_name)
+    if spec is None or not spec.submodule_search_locations:
+        raise NotFound(
+            f"Python package {import_name!r} is not installed on the server", param="package"
+        )
+    return Path(next(iter(spec.submodule_search_locations)))
+
+
+def plan_spacy(package: str) -> FilePlan:
+    import_name = package.replace("-", "_")
+    root = package_dir(import_name)
+    candidates = sorted(
+        p.parent for p in root.rglob("meta.json") if (p.parent / "config.cfg").is_file()
+    )
+    if not candidates:
+        raise UnsupportedSource(
+            f"package {package!r} does not contain a spaCy pipeline (meta.json + config.cfg)",
+            param="package",
+        )
+    pipeline = candidates[0]
+    return FilePlan(
+        files=walk_directory(pipeline),
+        source={"type": "spacy", "package": import_name, "version": _version_of(import_name)},
+        root=pipeline,
+    )
+
+
+def plan_package(distribution: str, subpath: str | None = None) -> FilePlan:
+    """The model directory shipped inside an installed distribution (found by its markers)."""
+    try:
+        dist = importlib.metadata.distribution(distribution)
+    except importlib.metadata.PackageNotFoundError:
+        raise NotFound(
+            f"distribution {distribution!r} is not installed on the server", param="distribution"
+        ) from None
+    source = {"type": "package", "distribution": dist.metadata["Name"], "version": dist.version}
+    if subpath:
+        rel = safe_member_path(subpath)
+        base = Path(str(dist.locate_file(rel)))
+        source["subpath"] = rel
+        return _with_source(plan_directory(base), source)
+    candidates: set[str] = set()
+    for entry in dist.files or []:
+        parts = PurePosixPath(str(entry)).parts
+        if any(part.endswith(".dist-info") or part in SKIPPED_NAMES for part in parts):
+            continue
+        if parts[-1] in _MODEL_MARKERS or parts[-1].endswith(".onnx"):
+            candidates.add(str(PurePosixPath(*parts[:-1])))
+    if not candidates:
+        raise UnsupportedSource(
+            f"distribution {distribution!r} ships no model directory (looked for "
+            f"{', '.join(_MODEL_MARKERS)} or .onnx files)",
+            param="distribution",
+        )
+    shallowest = min(len(PurePosixPath(c).parts) for c in candidates)
+    top = sorted(c for c in candidates if len(PurePosixPath(c).parts) == shallowest)
+    top = [c for c in top if not any(c != o and c.startswith(o + "/") for o in candidates)]
+    if len(top) != 1:
+        raise UnsupportedSource(
+            f"distribution {distribution!r} ships several model directories: "
+            f"{', '.join(sorted(candidates))}; choose one with subpath",
+            param="subpath",
+        )
+    source["subpath"] = top[0]
+    return _with_source(plan_directory(Path(str(dist.locate_file(top[0])))), source)
+
+
+def plan_hub(repo_id: str, revision: str | None, cache_dir: Path) -> FilePlan:
+    """Download a snapshot from the Hugging Face Hub (needs network), safe formats only."""
+    try:
+        from huggingface_hub import snapshot_download
+    except ImportError:
+        raise UnsupportedSource(
+            "Hub sources need the huggingface_hub package on the server (pip install "
+            "'openmaas[models]')",
+            param="repo_id",
+        ) from None
+    try:
+        local = snapshot_download(
+            repo_id,
+            revision=revision,
+            cache_dir=str(cache_dir),
+            allow_patterns=["*.json", "*.safetensors", "*.txt", "*.model", "*.onnx", "*.md",
+                            "*/*.json", "*/*.safetensors", "*/*.txt", "*/*.onnx"],
+        )
+    except Exception as exc:  # hub client raises many unrelated types for network failures
+        raise UnsupportedSource(
+            f"could not download {repo_id!r} from the Hugging Face Hub: "
+            f"{exc.__class__.__name__}: {exc}"[:500],
+            param="repo_id",
+        ) from exc
+    source = {"type": "hub", "repo_id": repo_id, "revision": revision or "main"}
+    return _with_source(plan_directory(Path(local)), source)
+
+
+def _with_source(plan: FilePlan, source: dict[str, Any]) -> FilePlan:
+    return FilePlan(files=plan.files, source=source, root=plan.root)
+
+
+def _version_of(import_name: str) -> str | None:
+    try:
+        return importlib.metadata.version(import_name)
+    except importlib.metadata.PackageNotFoundError:
+        try:
+            return importlib.metadata.version(import_name.replace("_", "-"))
+        except importlib.metadata.PackageNotFoundError:
+            return None

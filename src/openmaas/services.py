@@ -1,0 +1,48 @@
+"""The long-lived services of one server process, built from settings and started once.
+
+Example::
+
+    services = Services.build(Settings(home=tmp_path))
+    services.start()
+    ...
+    services.close()
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from openmaas.registry.artifacts import ArtifactStore
+from openmaas.registry.intake import ArchiveLimits
+from openmaas.registry.service import RegistryService
+from openmaas.settings import Settings
+from openmaas.store.database import Database
+
+
+@dataclass(slots=True)
+class Services:
+    settings: Settings
+    db: Database
+    registry: RegistryService
+
+    @classmethod
+    def build(cls, settings: Settings) -> Services:
+        db = Database(settings.database_url)
+        registry = RegistryService(
+            db,
+            ArtifactStore(settings.artifact_root),
+            allow_pickle=settings.allow_pickle,
+            limits=ArchiveLimits(
+                max_total_bytes=settings.max_extracted_bytes,
+                max_members=settings.max_archive_members,
+            ),
+        )
+        return cls(settings=settings, db=db, registry=registry)
+
+    def start(self) -> None:
+        self.settings.home.mkdir(parents=True, exist_ok=True)
+        self.db.migrate()
+        self.registry.start()
+
+    def close(self) -> None:
+        self.db.close()

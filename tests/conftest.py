@@ -1,0 +1,75 @@
+"""Fixtures shared by every test directory."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from sqlalchemy import create_engine, text
+
+from openmaas.registry.artifacts import ArtifactStore
+from openmaas.registry.intake import ArchiveLimits
+from openmaas.registry.service import RegistryService
+from openmaas.store.database import Database
+
+PG_ADMIN_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
+
+
+@pytest.fixture(scope="session")
+def pg_database_url() -> Iterator[str]:
+    """A fresh PostgreSQL database for this test session, dropped at the end."""
+    name = f"openmaas_test_{uuid.uuid4().hex[:10]}"
+    admin = create_engine(PG_ADMIN_URL, isolation_level="AUTOCOMMIT")
+    try:
+        with admin.connect() as connection:
+            connection.execute(text(f'CREATE DATABASE "{name}"'))
+    except Exception as exc:  # pragma: no cover - the CI machine always has PostgreSQL
+        pytest.fail(f"PostgreSQL at 127.0.0.1:5432 is required for these tests: {exc}")
+    yield f"postgresql+psycopg://postgres@127.0.0.1:5432/{name}"
+    with admin.connect() as connection:
+        connection.execute(
+            text("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = :n"),
+            {"n": name},
+        )
+        connection.execute(text(f'DROP DATABASE IF EXISTS "{name}"'))
+    admin.dispose()
+
+
+def _reset_postgres(url: str) -> None:
+    engine = create_engine(url)
+    with engine.begin() as connection:
+        connection.execute(text("DROP SCHEMA public CASCADE; CREATE SCHEMA public"))
+    engine.dispose()
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """Each store test runs once on SQLite and once on a clean PostgreSQL schema."""
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'openmaas.db'}"
+    url: str = request.getfixturevalue("pg_database_url")
+    _reset_postgres(url)
+    return url
+
+
+def build_registry(url: str, artifacts: Path, *, allow_pickle: bool = False) -> RegistryService:
+    db = Database(url)
+    db.migrate()
+    registry = RegistryService(
+        db,
+        ArtifactStore(artifacts),
+        allow_pickle=allow_pickle,
+        limits=ArchiveLimits(max_total_bytes=64 * 1024 * 1024, max_members=1000),
+    )
+    registry.start()
+    return registry
+
+
+@pytest.fixture
+def registry(tmp_path: Path) -> Iterator[RegistryService]:
+    """A registry on SQLite in a temporary directory (fast unit tests)."""
+    service = build_registry(f"sqlite:///{tmp_path / 'openmaas.db'}", tmp_path / "artifacts")
+    yield service
+    service.db.close()
