@@ -43,8 +43,16 @@ def start_server(home: Path, extra_env: dict[str, str] | None = None) -> Running
     }
     log = (home.parent / f"server-{port}.log").open("wb")
     process = subprocess.Popen(
-        [sys.executable, "-m", "openmaas.cli.main", "serve", "--host", "127.0.0.1",
-         "--port", str(port)],
+        [
+            sys.executable,
+            "-m",
+            "openmaas.cli.main",
+            "serve",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+        ],
         env=env,
         stdout=log,
         stderr=subprocess.STDOUT,

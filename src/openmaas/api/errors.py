@@ -26,7 +26,9 @@ _HTTP_TYPES = {
 }
 
 
-def error_body(message: str, error_type: str, code: str, param: str | None = None) -> dict[str, object]:
+def error_body(
+    message: str, error_type: str, code: str, param: str | None = None
+) -> dict[str, object]:
     return {"error": {"message": message, "type": error_type, "param": param, "code": code}}
 
 

@@ -56,7 +56,9 @@ def hash_file(path: Path, progress: Progress | None = None) -> FileEntry:
     return FileEntry(path="", size=size, sha256=digest.hexdigest())
 
 
-def hash_files(files: Mapping[str, Path], progress: Progress | None = None) -> tuple[FileEntry, ...]:
+def hash_files(
+    files: Mapping[str, Path], progress: Progress | None = None
+) -> tuple[FileEntry, ...]:
     entries = []
     for rel, path in sorted(files.items()):
         entry = hash_file(path, progress)
@@ -100,7 +102,7 @@ class ArtifactStore:
     def stage_files(
         self, files: Mapping[str, Path], progress: Progress | None = None
     ) -> StagedArtifact:
-        """Copy `files` ({relative path: source}) into a new staging directory, hashing as it goes."""
+        """Copy `files` ({relative path: source}) into a new staging directory, hashing them."""
         staging = self.new_staging()
         try:
             return self.stage_streams(

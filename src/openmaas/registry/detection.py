@@ -16,7 +16,9 @@ from openmaas.registry.entities import Task
 NATIVE_SPEC = "openmaas.json"
 
 _TRANSLATION_TYPES = frozenset({"marian", "m2m_100", "nllb-moe", "fsmt", "mbart"})
-_SUMMARIZATION_TYPES = frozenset({"bart", "pegasus", "t5", "mt5", "led", "longt5", "bigbird_pegasus"})
+_SUMMARIZATION_TYPES = frozenset(
+    {"bart", "pegasus", "t5", "mt5", "led", "longt5", "bigbird_pegasus"}
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,8 +55,13 @@ def detect(files: Mapping[str, Path]) -> Detected:
         return Detected(task=task, runtime="spacy", format="spacy")
     config = _read_json(files["config.json"]) if "config.json" in top else {}
     if "model.bin" in top and any(
-        v in top for v in ("vocabulary.txt", "vocabulary.json", "shared_vocabulary.txt",
-                           "shared_vocabulary.json")
+        v in top
+        for v in (
+            "vocabulary.txt",
+            "vocabulary.json",
+            "shared_vocabulary.txt",
+            "shared_vocabulary.json",
+        )
     ):
         whisper_like = "suppress_ids_begin" in config or "lang_ids" in config
         task = Task.SPEECH_RECOGNITION.value if whisper_like else None
@@ -120,6 +127,6 @@ def require_task(detected: Detected, given: str | None) -> str:
         return detected.task
     raise TaskNotDetected(
         f"could not tell the task of this {detected.runtime} model from its files; pass one "
-        f"of: {', '.join(t.value for t in Task)} (CLI: --task, API: \"task\")",
+        f'of: {", ".join(t.value for t in Task)} (CLI: --task, API: "task")',
         param="task",
     )

@@ -11,7 +11,7 @@ from typing import Any
 class Task(StrEnum):
     EMBEDDING = "embedding"
     TEXT_CLASSIFICATION = "text-classification"
-    TOKEN_CLASSIFICATION = "token-classification"
+    TOKEN_CLASSIFICATION = "token-classification"  # noqa: S105 - a task name, not a secret
     RERANK = "rerank"
     TEXT_GENERATION = "text-generation"
     TRANSLATION = "translation"

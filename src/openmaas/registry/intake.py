@@ -177,7 +177,10 @@ def iter_archive_files(
                 f"refused archive entry {member.name!r}: only regular files and directories "
                 "are allowed"
             )
-        if PurePosixPath(path).parts[0] in SKIPPED_NAMES or PurePosixPath(path).name in SKIPPED_NAMES:
+        if (
+            PurePosixPath(path).parts[0] in SKIPPED_NAMES
+            or PurePosixPath(path).name in SKIPPED_NAMES
+        ):
             continue
         total += member.size
         if total > limits.max_total_bytes:

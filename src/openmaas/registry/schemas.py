@@ -21,7 +21,6 @@ from openmaas.registry.entities import (
     VersionComparison,
 )
 
-
 T = TypeVar("T")
 
 

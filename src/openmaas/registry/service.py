@@ -117,7 +117,11 @@ def _check_tags(tags: Mapping[str, Any], *, allow_none: bool = False) -> None:
 
 def _check_metrics(metrics: Mapping[str, Any]) -> None:
     for key, value in metrics.items():
-        if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+        if (
+            isinstance(value, bool)
+            or not isinstance(value, int | float)
+            or not math.isfinite(value)
+        ):
             raise InvalidRequest(
                 f"metric {key!r} must be a finite number, got {value!r}", param="metrics"
             )
@@ -177,13 +181,29 @@ class RegistryService:
                 raise InvalidRequest("in-place registration needs a single source directory")
             files = hash_files(plan.files, progress)
             return self._commit(
-                name, spec, task, detected.runtime, detected.format, lineage, files,
-                storage=storage, location=str(plan.root), staged=None,
+                name,
+                spec,
+                task,
+                detected.runtime,
+                detected.format,
+                lineage,
+                files,
+                storage=storage,
+                location=str(plan.root),
+                staged=None,
             )
         staged = self.artifacts.stage_files(plan.files, progress)
         return self._commit(
-            name, spec, task, detected.runtime, detected.format, lineage, staged.files,
-            storage=storage, location=None, staged=staged,
+            name,
+            spec,
+            task,
+            detected.runtime,
+            detected.format,
+            lineage,
+            staged.files,
+            storage=storage,
+            location=None,
+            staged=staged,
         )
 
     def register_archive(
@@ -200,9 +220,7 @@ class RegistryService:
         staging = self.artifacts.new_staging()
         try:
             with open_archive(archive) as tar:
-                streams = (
-                    (rel, stream) for rel, stream, _ in iter_archive_files(tar, self.limits)
-                )
+                streams = ((rel, stream) for rel, stream, _ in iter_archive_files(tar, self.limits))
                 staged = self.artifacts.stage_streams(staging, streams)
             if not staged.files:
                 raise InvalidRequest("the archive holds no files", param="file")
@@ -216,8 +234,16 @@ class RegistryService:
             raise
         lineage = self._lineage_with_source(spec.lineage, source)
         return self._commit(
-            name, spec, task, detected.runtime, detected.format, lineage, staged.files,
-            storage=Storage.STORE, location=None, staged=staged,
+            name,
+            spec,
+            task,
+            detected.runtime,
+            detected.format,
+            lineage,
+            staged.files,
+            storage=Storage.STORE,
+            location=None,
+            staged=staged,
         )
 
     def _check_spec(self, spec: VersionSpec) -> None:
@@ -287,7 +313,11 @@ class RegistryService:
                 session.flush()
                 if spec.alias is not None:
                     self._move_alias(
-                        session, model, spec.alias, row.version, spec.created_by,
+                        session,
+                        model,
+                        spec.alias,
+                        row.version,
+                        spec.created_by,
                         "set at registration",
                     )
                 return self._version_entity(session, model, row)
@@ -301,11 +331,18 @@ class RegistryService:
     def _lock_or_create_model(self, session: Session, name: str, actor: str) -> ModelRow:
         now = _now()
         values = {
-            "name": name, "description": "", "tags": {}, "last_version": 0,
-            "created_at": now, "updated_at": now, "created_by": actor,
+            "name": name,
+            "description": "",
+            "tags": {},
+            "last_version": 0,
+            "created_at": now,
+            "updated_at": now,
+            "created_by": actor,
         }
-        insert = pg_insert if session.bind and session.bind.dialect.name == "postgresql" else (
-            sqlite_insert
+        insert = (
+            pg_insert
+            if session.bind and session.bind.dialect.name == "postgresql"
+            else (sqlite_insert)
         )
         session.execute(insert(ModelRow).values(**values).on_conflict_do_nothing())
         model = session.scalars(
@@ -359,9 +396,9 @@ class RegistryService:
         with self.db.transaction() as session:
             model = self._model_row(session, name)
             rows = session.scalars(
-                select(VersionRow).where(VersionRow.model_id == model.id).order_by(
-                    VersionRow.version
-                )
+                select(VersionRow)
+                .where(VersionRow.model_id == model.id)
+                .order_by(VersionRow.version)
             ).all()
             return [self._version_entity(session, model, row) for row in rows]
 
@@ -415,8 +452,12 @@ class RegistryService:
             rows = session.scalars(query.order_by(MetadataEditRow.id)).all()
             return [
                 MetadataEdit(
-                    model=name, version=r.version, before=r.before, after=r.after,
-                    actor=r.actor, created_at=_aware(r.created_at),
+                    model=name,
+                    version=r.version,
+                    before=r.before,
+                    after=r.after,
+                    actor=r.actor,
+                    created_at=_aware(r.created_at),
                 )
                 for r in rows
             ]
@@ -448,8 +489,12 @@ class RegistryService:
         model.updated_at = _now()
         session.add(
             MetadataEditRow(
-                model_id=model.id, version=version, before=before, after=after,
-                actor=actor, created_at=_now(),
+                model_id=model.id,
+                version=version,
+                before=before,
+                after=after,
+                actor=actor,
+                created_at=_now(),
             )
         )
 
@@ -463,7 +508,9 @@ class RegistryService:
             if ref.version is not None:
                 row = self._version_row(session, model, ref.version)
             elif ref.alias is not None and ref.alias != "latest":
-                row = self._version_row(session, model, self._alias_target(session, model, ref.alias))
+                row = self._version_row(
+                    session, model, self._alias_target(session, model, ref.alias)
+                )
             else:
                 target = None
                 if ref.alias is None:
@@ -499,7 +546,9 @@ class RegistryService:
             self._version_row(session, model, version)
             return self._move_alias(session, model, alias, version, actor, reason)
 
-    def delete_alias(self, name: str, alias: str, *, actor: str = "", reason: str = "") -> AliasEvent:
+    def delete_alias(
+        self, name: str, alias: str, *, actor: str = "", reason: str = ""
+    ) -> AliasEvent:
         with self.db.transaction() as session:
             model = self._model_row(session, name, lock=True)
             row = self._alias_row(session, model, alias)
@@ -570,12 +619,16 @@ class RegistryService:
             return None
         previous = row.version if row is not None else None
         if row is None:
-            session.add(AliasRow(model_id=model.id, alias=alias, version=version, updated_at=_now()))
+            session.add(
+                AliasRow(model_id=model.id, alias=alias, version=version, updated_at=_now())
+            )
         else:
             row.version = version
             row.updated_at = _now()
         action = "set" if previous is None else "move"
-        return self._record_alias_event(session, model, alias, action, previous, version, actor, reason)
+        return self._record_alias_event(
+            session, model, alias, action, previous, version, actor, reason
+        )
 
     def _record_alias_event(
         self,
@@ -589,8 +642,14 @@ class RegistryService:
         reason: str,
     ) -> AliasEvent:
         row = AliasEventRow(
-            model_id=model.id, alias=alias, action=action, from_version=from_version,
-            to_version=to_version, actor=actor, reason=reason, created_at=_now(),
+            model_id=model.id,
+            alias=alias,
+            action=action,
+            from_version=from_version,
+            to_version=to_version,
+            actor=actor,
+            reason=reason,
+            created_at=_now(),
         )
         session.add(row)
         model.updated_at = _now()
@@ -659,9 +718,9 @@ class RegistryService:
         )
         if row is None:
             versions = session.scalars(
-                select(VersionRow.version).where(VersionRow.model_id == model.id).order_by(
-                    VersionRow.version
-                )
+                select(VersionRow.version)
+                .where(VersionRow.model_id == model.id)
+                .order_by(VersionRow.version)
             ).all()
             known = ", ".join(map(str, versions)) or "none"
             raise VersionNotFound(
@@ -706,7 +765,9 @@ class RegistryService:
         )
 
     def _version_entity(self, session: Session, model: ModelRow, row: VersionRow) -> ModelVersion:
-        aliases = tuple(sorted(a for a, v in self._aliases(session, model).items() if v == row.version))
+        aliases = tuple(
+            sorted(a for a, v in self._aliases(session, model).items() if v == row.version)
+        )
         return ModelVersion(
             model=model.name,
             version=row.version,
@@ -739,4 +800,3 @@ class RegistryService:
             reason=row.reason,
             created_at=_aware(row.created_at),
         )
-

@@ -150,8 +150,18 @@ def plan_hub(repo_id: str, revision: str | None, cache_dir: Path) -> FilePlan:
             repo_id,
             revision=revision,
             cache_dir=str(cache_dir),
-            allow_patterns=["*.json", "*.safetensors", "*.txt", "*.model", "*.onnx", "*.md",
-                            "*/*.json", "*/*.safetensors", "*/*.txt", "*/*.onnx"],
+            allow_patterns=[
+                "*.json",
+                "*.safetensors",
+                "*.txt",
+                "*.model",
+                "*.onnx",
+                "*.md",
+                "*/*.json",
+                "*/*.safetensors",
+                "*/*.txt",
+                "*/*.onnx",
+            ],
         )
     except Exception as exc:  # hub client raises many unrelated types for network failures
         raise UnsupportedSource(

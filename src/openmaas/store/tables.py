@@ -1,11 +1,20 @@
-"""SQL rows. Entities handed to callers live in `registry/entities.py`; these never leave the store."""
+"""SQL rows. Callers get the entities of `registry/entities.py`; rows never leave the store."""
 
 from __future__ import annotations
 
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import JSON, BigInteger, DateTime, ForeignKey, Integer, String, Text, UniqueConstraint
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    DateTime,
+    ForeignKey,
+    Integer,
+    String,
+    Text,
+    UniqueConstraint,
+)
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 

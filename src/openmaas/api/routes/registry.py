@@ -81,7 +81,9 @@ def get_model(name: str, registry: RegistryDep) -> ModelOut:
 
 @router.patch("/models/{name}")
 def update_model(name: str, body: MetadataPatch, registry: RegistryDep, who: CallerDep) -> ModelOut:
-    model = registry.update_model(name, description=body.description, tags=body.tags, actor=who.actor)
+    model = registry.update_model(
+        name, description=body.description, tags=body.tags, actor=who.actor
+    )
     return ModelOut.from_entity(model)
 
 
@@ -208,7 +210,9 @@ def delete_alias(
     reason: Annotated[str, Query(max_length=2_000)] = "",
 ) -> AliasMoveOut:
     event = registry.delete_alias(name, alias, actor=who.actor, reason=reason)
-    return AliasMoveOut(model=name, alias=alias, version=None, event=AliasEventOut.from_entity(event))
+    return AliasMoveOut(
+        model=name, alias=alias, version=None, event=AliasEventOut.from_entity(event)
+    )
 
 
 @router.get("/models/{name}/aliases/{alias}/history")
