@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from openmaas.catalog.service import CatalogService
 from openmaas.registry.artifacts import ArtifactStore
 from openmaas.registry.intake import ArchiveLimits
 from openmaas.registry.service import RegistryService
@@ -24,6 +25,7 @@ class Services:
     settings: Settings
     db: Database
     registry: RegistryService
+    catalog: CatalogService
 
     @classmethod
     def build(cls, settings: Settings) -> Services:
@@ -37,12 +39,15 @@ class Services:
                 max_members=settings.max_archive_members,
             ),
         )
-        return cls(settings=settings, db=db, registry=registry)
+        catalog = CatalogService(registry)
+        return cls(settings=settings, db=db, registry=registry, catalog=catalog)
 
     def start(self) -> None:
         self.settings.home.mkdir(parents=True, exist_ok=True)
         self.db.migrate()
         self.registry.start()
+        if self.settings.catalog_autoregister:
+            self.catalog.register_available()
 
     def close(self) -> None:
         self.db.close()

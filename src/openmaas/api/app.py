@@ -16,7 +16,7 @@ from fastapi import FastAPI
 from openmaas import __version__
 from openmaas.api.errors import install_error_handlers
 from openmaas.api.middleware import BodyLimitMiddleware, RequestIdMiddleware
-from openmaas.api.routes import health, registry
+from openmaas.api.routes import catalog, health, registry
 from openmaas.services import Services
 from openmaas.settings import MiB, Settings
 
@@ -51,4 +51,5 @@ def build_app(settings: Settings, services: Services | None = None) -> FastAPI:
     app.add_middleware(RequestIdMiddleware)
     app.include_router(health.router)
     app.include_router(registry.router)
+    app.include_router(catalog.router)
     return app

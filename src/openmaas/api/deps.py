@@ -11,6 +11,7 @@ from typing import Annotated
 
 from fastapi import Depends, Request
 
+from openmaas.catalog.service import CatalogService
 from openmaas.registry.service import RegistryService
 from openmaas.services import Services
 
@@ -33,6 +34,11 @@ def registry(request: Request) -> RegistryService:
     return services(request).registry
 
 
+def catalog(request: Request) -> CatalogService:
+    return services(request).catalog
+
+
 CallerDep = Annotated[Caller, Depends(caller)]
 RegistryDep = Annotated[RegistryService, Depends(registry)]
+CatalogDep = Annotated[CatalogService, Depends(catalog)]
 ServicesDep = Annotated[Services, Depends(services)]

@@ -52,6 +52,7 @@ async def handle_validation_error(request: Request, exc: Exception) -> JSONRespo
     if not location and first.get("type") in ("model_attributes_type", "dict_type", "missing"):
         message = "request body must be a JSON object (send Content-Type: application/json)"
     elif first.get("type") == "json_invalid":
+        param = None  # the location is a character offset, not a field
         message = "request body is not valid JSON: " + str(first.get("ctx", {}).get("error", ""))
     else:
         message = f"{param or 'request'}: {first.get('msg', 'invalid value')}"

@@ -1,0 +1,20 @@
+"""Admin API for the built-in model catalog: what is available here, and what is registered."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Depends
+
+from openmaas.api.deps import CatalogDep, caller
+from openmaas.catalog.schemas import CatalogEntryOut, CatalogListOut
+
+router = APIRouter(prefix="/v1/catalog", tags=["catalog"], dependencies=[Depends(caller)])
+
+
+@router.get("")
+def list_catalog(catalog: CatalogDep) -> CatalogListOut:
+    return CatalogListOut(data=[CatalogEntryOut.from_entity(e) for e in catalog.entries()])
+
+
+@router.get("/{name}")
+def get_catalog_entry(name: str, catalog: CatalogDep) -> CatalogEntryOut:
+    return CatalogEntryOut.from_entity(catalog.get(name))
