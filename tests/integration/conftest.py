@@ -14,6 +14,8 @@ from pathlib import Path
 import httpx
 import pytest
 
+from openmaas import APIError, Client
+
 STARTUP_TIMEOUT_S = 60.0
 
 
@@ -41,27 +43,30 @@ def start_server(home: Path, extra_env: dict[str, str] | None = None) -> Running
         "OPENMAAS_LOG_LEVEL": "warning",
         **(extra_env or {}),
     }
-    log = (home.parent / f"server-{port}.log").open("wb")
-    process = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "openmaas.cli.main",
-            "serve",
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(port),
-        ],
-        env=env,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-    )
+    log_path = home.parent / f"server-{port}.log"
+    # The child gets its own copy of the descriptor; closing ours avoids a ResourceWarning
+    # (an error under filterwarnings=error).
+    with log_path.open("wb") as log:
+        process = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "openmaas.cli.main",
+                "serve",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(port),
+            ],
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
     url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + STARTUP_TIMEOUT_S
     while time.monotonic() < deadline:
         if process.poll() is not None:
-            raise RuntimeError(f"server exited with {process.returncode}; see {log.name}")
+            raise RuntimeError(f"server exited with {process.returncode}; see {log_path}")
         try:
             if httpx.get(f"{url}/readyz", timeout=1.0).status_code == 200:
                 return RunningServer(url=url, home=home, env=env, process=process)
@@ -87,3 +92,27 @@ def server(tmp_path: Path) -> Iterator[RunningServer]:
     running = start_server(tmp_path / "home")
     yield running
     stop_server(running)
+
+
+@pytest.fixture(scope="module")
+def shared_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningServer]:
+    """One server for a whole test module (starting one costs about a second).
+
+    Tests that share it must not interfere: each uses its own model names.
+    """
+    running = start_server(tmp_path_factory.mktemp("shared") / "home")
+    yield running
+    stop_server(running)
+
+
+@pytest.fixture(scope="module")
+def sdk(shared_server: RunningServer) -> Iterator[Client]:
+    """The Python SDK pointed at the module's shared server."""
+    with Client(shared_server.url) as client:
+        yield client
+
+
+def assert_api_error(exc: pytest.ExceptionInfo[APIError], status: int, code: str) -> None:
+    """The SDK error has this HTTP status and error code, and names its request id."""
+    assert (exc.value.status_code, exc.value.code) == (status, code), exc.value.message
+    assert exc.value.request_id

@@ -143,10 +143,12 @@ def safe_member_path(name: str) -> str:
         raise UnsafeArtifact(f"refused archive entry {name!r}: absolute path", param="file")
     parts = PurePosixPath(name.replace("\\", "/")).parts
     if any(part == ".." for part in parts):
-        raise UnsafeArtifact(f"refused archive entry {name!r}: '..' escapes the archive")
+        raise UnsafeArtifact(
+            f"refused archive entry {name!r}: '..' escapes the archive", param="file"
+        )
     clean = [part for part in parts if part not in ("", ".")]
     if not clean:
-        raise UnsafeArtifact(f"refused archive entry {name!r}: empty path")
+        raise UnsafeArtifact(f"refused archive entry {name!r}: empty path", param="file")
     return "/".join(clean)
 
 
