@@ -176,3 +176,22 @@ def parse_params(values: Iterable[str]) -> dict[str, Any]:
         except ValueError:
             params[key] = value
     return params
+
+
+TagOption = Annotated[
+    list[str] | None, typer.Option("--tag", help="KEY=VALUE tag to set; repeatable.")
+]
+UntagOption = Annotated[
+    list[str] | None, typer.Option("--untag", help="Tag KEY to remove; repeatable.")
+]
+
+
+def tag_changes(
+    description: str | None, tag: list[str] | None, untag: list[str] | None
+) -> dict[str, str | None]:
+    """The tag patch of an `edit` command (a None value removes the tag); refuses a no-op."""
+    tags: dict[str, str | None] = dict(parse_pairs(tag or [], "--tag"))
+    tags.update(dict.fromkeys(untag or []))
+    if description is None and not tags:
+        raise CLIError("nothing to change: give --description, --tag or --untag", exit_code=2)
+    return tags

@@ -11,6 +11,8 @@ import typer
 from openmaas.cli.common import (
     CLIError,
     JsonFlag,
+    TagOption,
+    UntagOption,
     aliases_text,
     client_from,
     human_size,
@@ -21,6 +23,7 @@ from openmaas.cli.common import (
     plain,
     print_json,
     table,
+    tag_changes,
     when,
 )
 from openmaas.cli.progress import upload_progress, working
@@ -263,15 +266,12 @@ def edit_model(
     ctx: typer.Context,
     name: NameArg,
     description: Annotated[str | None, typer.Option(help="New description.")] = None,
-    tag: Annotated[list[str] | None, typer.Option(help="KEY=VALUE tag to set; repeatable.")] = None,
-    untag: Annotated[list[str] | None, typer.Option(help="Tag KEY to remove; repeatable.")] = None,
+    tag: TagOption = None,
+    untag: UntagOption = None,
     as_json: JsonFlag = False,
 ) -> None:
     """Edit a model's description and tags (each change is kept in its history)."""
-    tags: dict[str, str | None] = dict(parse_pairs(tag or [], "--tag"))
-    tags.update(dict.fromkeys(untag or []))
-    if description is None and not tags:
-        raise CLIError("nothing to change: give --description, --tag or --untag", exit_code=2)
+    tags = tag_changes(description, tag, untag)
     with client_from(ctx) as client:
         model = client.update_model(name, description=description, tags=tags or None)
     if as_json:

@@ -11,15 +11,17 @@ from rich.text import Text
 from openmaas.cli.common import (
     CLIError,
     JsonFlag,
+    TagOption,
+    UntagOption,
     client_from,
     compact,
     human_size,
     number,
     out,
-    parse_pairs,
     plain,
     print_json,
     table,
+    tag_changes,
     when,
 )
 from openmaas.cli.models import versions_table
@@ -205,15 +207,12 @@ def edit_version(
     name: NameArg,
     version: VersionArg,
     description: Annotated[str | None, typer.Option(help="New description.")] = None,
-    tag: Annotated[list[str] | None, typer.Option(help="KEY=VALUE tag to set; repeatable.")] = None,
-    untag: Annotated[list[str] | None, typer.Option(help="Tag KEY to remove; repeatable.")] = None,
+    tag: TagOption = None,
+    untag: UntagOption = None,
     as_json: JsonFlag = False,
 ) -> None:
     """Edit a version's description and tags (files never change; edits are recorded)."""
-    tags: dict[str, str | None] = dict(parse_pairs(tag or [], "--tag"))
-    tags.update(dict.fromkeys(untag or []))
-    if description is None and not tags:
-        raise CLIError("nothing to change: give --description, --tag or --untag", exit_code=2)
+    tags = tag_changes(description, tag, untag)
     with client_from(ctx) as client:
         updated = client.update_version(name, version, description=description, tags=tags or None)
     if as_json:

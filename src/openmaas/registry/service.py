@@ -40,7 +40,7 @@ from openmaas.registry.artifacts import (
     verify_files,
 )
 from openmaas.registry.compare import compare_versions
-from openmaas.registry.detection import detect, require_task
+from openmaas.registry.detection import Detected, detect, require_task
 from openmaas.registry.entities import (
     AliasEvent,
     FileEntry,
@@ -183,9 +183,7 @@ class RegistryService:
             return self._commit(
                 name,
                 spec,
-                task,
-                detected.runtime,
-                detected.format,
+                Detected(task, detected.runtime, detected.format),
                 lineage,
                 files,
                 storage=storage,
@@ -196,9 +194,7 @@ class RegistryService:
         return self._commit(
             name,
             spec,
-            task,
-            detected.runtime,
-            detected.format,
+            Detected(task, detected.runtime, detected.format),
             lineage,
             staged.files,
             storage=storage,
@@ -236,9 +232,7 @@ class RegistryService:
         return self._commit(
             name,
             spec,
-            task,
-            detected.runtime,
-            detected.format,
+            Detected(task, detected.runtime, detected.format),
             lineage,
             staged.files,
             storage=Storage.STORE,
@@ -268,9 +262,7 @@ class RegistryService:
         self,
         name: str,
         spec: VersionSpec,
-        task: str,
-        runtime: str,
-        fmt: str,
+        kind: Detected,
         lineage: Lineage,
         files: tuple[FileEntry, ...],
         *,
@@ -278,6 +270,7 @@ class RegistryService:
         location: str | None,
         staged: StagedArtifact | None,
     ) -> ModelVersion:
+        assert kind.task is not None  # callers resolve it with require_task first
         published: str | None = None
         try:
             with self.db.transaction() as session:
@@ -293,9 +286,9 @@ class RegistryService:
                 row = VersionRow(
                     model_id=model.id,
                     version=model.last_version,
-                    task=task,
-                    runtime=spec.runtime or runtime,
-                    format=spec.format or fmt,
+                    task=kind.task,
+                    runtime=spec.runtime or kind.runtime,
+                    format=spec.format or kind.format,
                     status=VersionStatus.READY.value,
                     description=spec.description,
                     tags=dict(spec.tags),
