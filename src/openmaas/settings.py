@@ -2,7 +2,7 @@
 
 Example::
 
-    settings = Settings(home=Path("/tmp/om"), catalog_autoregister=False)
+    settings = Settings(home=Path("state"), catalog_autoregister=False)
     app = build_app(settings)
 """
 

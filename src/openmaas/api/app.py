@@ -2,7 +2,7 @@
 
 Example::
 
-    app = build_app(Settings(home=Path("/tmp/om")))
+    app = build_app(Settings(home=Path("state")))
     uvicorn.run(app)
 """
 
