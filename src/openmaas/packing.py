@@ -8,7 +8,7 @@ Example::
     def show(event: UploadProgress) -> None:
         print(event.phase, event.done, "/", event.total)
 
-    pack_directory(Path("my-model"), Path("/tmp/my-model.tar.gz"), progress=show)
+    pack_directory(Path("my-model"), Path("my-model.tar.gz"), progress=show)
 """
 
 from __future__ import annotations
