@@ -6,7 +6,16 @@ from typing import Annotated
 
 import typer
 
-from openmaas.cli.common import JsonFlag, client_from, out, plain, print_json, table, when
+from openmaas.cli.common import (
+    JsonFlag,
+    NameArg,
+    client_from,
+    out,
+    plain,
+    print_json,
+    table,
+    when,
+)
 from openmaas.registry.schemas import AliasMoveOut
 
 app = typer.Typer(
@@ -14,7 +23,6 @@ app = typer.Typer(
     no_args_is_help=True,
 )
 
-NameArg = Annotated[str, typer.Argument(help="Model name.", show_default=False)]
 AliasArg = Annotated[str, typer.Argument(help="Alias, e.g. production.", show_default=False)]
 ReasonOption = Annotated[str, typer.Option(help="Why; recorded in the alias history.")]
 

@@ -195,3 +195,7 @@ def tag_changes(
     if description is None and not tags:
         raise CLIError("nothing to change: give --description, --tag or --untag", exit_code=2)
     return tags
+
+
+# The model-name argument every command group takes first.
+NameArg = Annotated[str, typer.Argument(help="Model name.", show_default=False)]

@@ -11,6 +11,7 @@ import typer
 from openmaas.cli.common import (
     CLIError,
     JsonFlag,
+    NameArg,
     TagOption,
     UntagOption,
     aliases_text,
@@ -40,8 +41,6 @@ from openmaas.registry.schemas import VersionOut
 app = typer.Typer(
     help="Registered models: list, show, register, edit, delete.", no_args_is_help=True
 )
-
-NameArg = Annotated[str, typer.Argument(help="Model name.", show_default=False)]
 
 
 @app.command("list")

@@ -11,6 +11,7 @@ from rich.text import Text
 from openmaas.cli.common import (
     CLIError,
     JsonFlag,
+    NameArg,
     TagOption,
     UntagOption,
     client_from,
@@ -32,7 +33,6 @@ app = typer.Typer(
     help="Model versions: list, show, compare, verify, edit, delete.", no_args_is_help=True
 )
 
-NameArg = Annotated[str, typer.Argument(help="Model name.", show_default=False)]
 VersionArg = Annotated[int, typer.Argument(help="Version number.", min=1, show_default=False)]
 RefArg = Annotated[
     str,
