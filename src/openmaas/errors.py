@@ -18,10 +18,18 @@ class OpenMaaSError(Exception):
     error_type: str = "server_error"
     code: str = "internal_error"
 
-    def __init__(self, message: str, *, param: str | None = None, code: str | None = None):
+    def __init__(
+        self,
+        message: str,
+        *,
+        param: str | None = None,
+        code: str | None = None,
+        headers: dict[str, str] | None = None,
+    ):
         super().__init__(message)
         self.message = message
         self.param = param
+        self.headers = dict(headers or {})
         if code is not None:
             self.code = code
 
@@ -62,6 +70,22 @@ class UnsupportedSource(InvalidRequest):
 
 class TaskNotDetected(InvalidRequest):
     code = "task_not_detected"
+
+
+class WrongTask(InvalidRequest):
+    """The model exists but does not serve what the route asks of it."""
+
+    code = "wrong_task"
+
+
+class InputTooLong(InvalidRequest):
+    """An input has more tokens than the model accepts and truncation is off."""
+
+    code = "context_length_exceeded"
+
+
+class UnsupportedLanguage(InvalidRequest):
+    code = "unsupported_language"
 
 
 class PayloadTooLarge(OpenMaaSError):
@@ -108,3 +132,26 @@ class ArtifactCorrupted(OpenMaaSError):
     status_code = 500
     error_type = "server_error"
     code = "artifact_integrity_error"
+
+
+class Overloaded(OpenMaaSError):
+    """A model's queue is full: retry after the given number of seconds."""
+
+    status_code = 429
+    error_type = "rate_limit_error"
+    code = "overloaded"
+
+    def __init__(self, message: str, *, retry_after_seconds: int = 1) -> None:
+        super().__init__(message, headers={"Retry-After": str(retry_after_seconds)})
+
+
+class ModelLoadFailed(OpenMaaSError):
+    """A model could not be loaded. The next request tries again."""
+
+    status_code = 503
+    error_type = "server_error"
+    code = "model_load_failed"
+
+
+class ModelNotLoaded(Conflict):
+    code = "model_not_loaded"

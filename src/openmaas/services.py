@@ -13,9 +13,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from openmaas.catalog.service import CatalogService
+from openmaas.observability.metrics import Metrics
 from openmaas.registry.artifacts import ArtifactStore
 from openmaas.registry.intake import ArchiveLimits
 from openmaas.registry.service import RegistryService
+from openmaas.serving.engine import InferenceEngine
 from openmaas.settings import Settings
 from openmaas.store.database import Database
 
@@ -26,6 +28,8 @@ class Services:
     db: Database
     registry: RegistryService
     catalog: CatalogService
+    metrics: Metrics
+    engine: InferenceEngine
 
     @classmethod
     def build(cls, settings: Settings) -> Services:
@@ -40,7 +44,16 @@ class Services:
             ),
         )
         catalog = CatalogService(registry)
-        return cls(settings=settings, db=db, registry=registry, catalog=catalog)
+        metrics = Metrics()
+        engine = InferenceEngine(registry, settings, metrics)
+        return cls(
+            settings=settings,
+            db=db,
+            registry=registry,
+            catalog=catalog,
+            metrics=metrics,
+            engine=engine,
+        )
 
     def start(self) -> None:
         self.settings.home.mkdir(parents=True, exist_ok=True)
@@ -48,6 +61,13 @@ class Services:
         self.registry.start()
         if self.settings.catalog_autoregister:
             self.catalog.register_available()
+
+    async def start_serving(self) -> None:
+        """Start the inference engine (needs the event loop): preload models, idle reaper."""
+        await self.engine.start()
+
+    async def close_serving(self) -> None:
+        await self.engine.close()
 
     def close(self) -> None:
         self.db.close()

@@ -9,9 +9,10 @@ Example::
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Annotated
 
-from pydantic import Field, model_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import Field, field_validator, model_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 MiB = 1024 * 1024
 
@@ -46,6 +47,57 @@ class Settings(BaseSettings):
         default=True, description="Register available built-in catalog models on start."
     )
     log_level: str = "info"
+    log_format: str = Field(default="text", description="text | json (one JSON object a line).")
+
+    # -- serving --------------------------------------------------------------------------
+    device: str = Field(default="cpu", description="Where models run: cpu, cuda, cuda:1, ...")
+    threads: int | None = Field(
+        default=None, ge=1, description="Threads per model for inference; default all cores."
+    )
+    memory_budget_mb: int = Field(
+        default=8192, ge=1, description="Loaded models beyond this are evicted, LRU first."
+    )
+    idle_unload_s: float = Field(
+        default=1800.0, ge=0, description="Unload models unused this long; 0 = never."
+    )
+    preload: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description="Model references to load at start and keep loaded (comma-separated).",
+    )
+    max_batch_size: int = Field(default=32, ge=1)
+    max_batch_tokens: int = Field(default=16_384, ge=1)
+    max_wait_ms: float = Field(
+        default=0.0,
+        ge=0,
+        description="Longest wait for a batch to fill, from its first item. 0: run as soon "
+        "as the model is free (batches still form while the previous one runs).",
+    )
+    max_queue: int = Field(default=1024, ge=1, description="Queued items per model before 429.")
+    max_items_per_request: int = Field(default=2048, ge=1)
+    max_audio_mb: int = Field(default=25, ge=1, description="Largest audio upload.")
+    max_concurrent_generations: int = Field(
+        default=64, ge=1, description="Generation requests per model, running or waiting."
+    )
+    cache_max_entries: int = Field(default=100_000, ge=0, description="0 turns the cache off.")
+    cache_max_mb: int = Field(default=256, ge=0)
+    cache_tasks: Annotated[list[str], NoDecode] = Field(
+        default_factory=lambda: ["embedding"],
+        description="Tasks whose results are cached: embedding, text-classification, "
+        "token-classification.",
+    )
+    resolve_ttl_s: float = Field(
+        default=2.0,
+        ge=0,
+        description="How long a model reference's resolution is reused; alias moves made by "
+        "another process show within this time (this process's own at once).",
+    )
+
+    @field_validator("preload", "cache_tasks", mode="before")
+    @classmethod
+    def _comma_list(cls, value: object) -> object:
+        if isinstance(value, str):
+            return [part.strip() for part in value.split(",") if part.strip()]
+        return value
 
     @model_validator(mode="after")
     def _fill_defaults(self) -> Settings:

@@ -15,8 +15,8 @@ from fastapi import FastAPI
 
 from openmaas import __version__
 from openmaas.api.errors import install_error_handlers
-from openmaas.api.middleware import BodyLimitMiddleware, RequestIdMiddleware
-from openmaas.api.routes import catalog, health, registry
+from openmaas.api.middleware import BodyLimitMiddleware, MetricsMiddleware, RequestIdMiddleware
+from openmaas.api.routes import catalog, embeddings, health, metrics, models, registry
 from openmaas.services import Services
 from openmaas.settings import MiB, Settings
 
@@ -33,9 +33,13 @@ def build_app(settings: Settings, services: Services | None = None) -> FastAPI:
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         if owned:
             active.start()
-        yield
-        if owned:
-            active.close()
+        await active.start_serving()
+        try:
+            yield
+        finally:
+            await active.close_serving()
+            if owned:
+                active.close()
 
     app = FastAPI(
         title="OpenMaaS",
@@ -46,10 +50,13 @@ def build_app(settings: Settings, services: Services | None = None) -> FastAPI:
     app.state.services = active
     install_error_handlers(app)
     app.add_middleware(
-        BodyLimitMiddleware, limit=JSON_BODY_LIMIT_BYTES, upload_limit=settings.max_upload_bytes
+        BodyLimitMiddleware,
+        limit=JSON_BODY_LIMIT_BYTES,
+        upload_limit=settings.max_upload_bytes,
+        limits={"/v1/audio/transcriptions": settings.max_audio_mb * MiB},
     )
+    app.add_middleware(MetricsMiddleware, metrics=active.metrics)
     app.add_middleware(RequestIdMiddleware)
-    app.include_router(health.router)
-    app.include_router(registry.router)
-    app.include_router(catalog.router)
+    for module in (health, metrics, registry, catalog, models, embeddings):
+        app.include_router(module.router)
     return app

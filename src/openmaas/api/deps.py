@@ -14,6 +14,7 @@ from fastapi import Depends, Request
 from openmaas.catalog.service import CatalogService
 from openmaas.registry.service import RegistryService
 from openmaas.services import Services
+from openmaas.serving.engine import InferenceEngine
 
 
 @dataclass(frozen=True, slots=True)
@@ -38,7 +39,12 @@ def catalog(request: Request) -> CatalogService:
     return services(request).catalog
 
 
+def engine(request: Request) -> InferenceEngine:
+    return services(request).engine
+
+
 CallerDep = Annotated[Caller, Depends(caller)]
 RegistryDep = Annotated[RegistryService, Depends(registry)]
 CatalogDep = Annotated[CatalogService, Depends(catalog)]
 ServicesDep = Annotated[Services, Depends(services)]
+EngineDep = Annotated[InferenceEngine, Depends(engine)]

@@ -40,7 +40,7 @@ async def handle_openmaas_error(request: Request, exc: Exception) -> JSONRespons
     assert isinstance(exc, OpenMaaSError)
     if exc.status_code >= 500:
         logger.error("request %s failed: %s", _request_id(request), exc.message)
-    return JSONResponse(exc.to_dict(), status_code=exc.status_code)
+    return JSONResponse(exc.to_dict(), status_code=exc.status_code, headers=exc.headers or None)
 
 
 async def handle_validation_error(request: Request, exc: Exception) -> JSONResponse:
@@ -55,7 +55,8 @@ async def handle_validation_error(request: Request, exc: Exception) -> JSONRespo
         param = None  # the location is a character offset, not a field
         message = "request body is not valid JSON: " + str(first.get("ctx", {}).get("error", ""))
     else:
-        message = f"{param or 'request'}: {first.get('msg', 'invalid value')}"
+        detail = str(first.get("msg", "invalid value")).removeprefix("Value error, ")
+        message = f"{param or 'request'}: {detail}"
         if len(errors) > 1:
             message += f" (and {len(errors) - 1} more problem{'s' if len(errors) > 2 else ''})"
     return JSONResponse(

@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import json
 import re
+import time
 import uuid
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from openmaas.errors import PayloadTooLarge
+from openmaas.observability.logs import request_id_var
+from openmaas.observability.metrics import Metrics
 
 _REQUEST_ID_RE = re.compile(r"^[A-Za-z0-9._-]{1,128}$")
 
@@ -26,6 +29,7 @@ class RequestIdMiddleware:
         incoming = dict(scope["headers"]).get(b"x-request-id", b"").decode("latin-1")
         request_id = incoming if _REQUEST_ID_RE.match(incoming) else uuid.uuid4().hex
         scope.setdefault("state", {})["request_id"] = request_id
+        token = request_id_var.set(request_id)
 
         async def send_with_id(message: Message) -> None:
             if message["type"] == "http.response.start":
@@ -34,25 +38,38 @@ class RequestIdMiddleware:
                 message["headers"] = headers
             await send(message)
 
-        await self.app(scope, receive, send_with_id)
+        try:
+            await self.app(scope, receive, send_with_id)
+        finally:
+            request_id_var.reset(token)
 
 
 class BodyLimitMiddleware:
     """Refuses bodies over the limit with 413, whether announced by Content-Length or streamed.
 
-    Upload routes (paths ending in `/upload`) get `upload_limit`, every other route `limit`.
+    Upload routes (paths ending in `/upload`) get `upload_limit`, paths in `limits` their own
+    limit, every other route `limit`.
     """
 
-    def __init__(self, app: ASGIApp, *, limit: int, upload_limit: int) -> None:
+    def __init__(
+        self,
+        app: ASGIApp,
+        *,
+        limit: int,
+        upload_limit: int,
+        limits: dict[str, int] | None = None,
+    ) -> None:
         self.app = app
         self.limit = limit
         self.upload_limit = upload_limit
+        self.limits = dict(limits or {})
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        limit = self.upload_limit if scope["path"].endswith("/upload") else self.limit
+        path = scope["path"]
+        limit = self.upload_limit if path.endswith("/upload") else self.limits.get(path, self.limit)
         declared = dict(scope["headers"]).get(b"content-length")
         if declared is not None and declared.isdigit() and int(declared) > limit:
             await _send_too_large(send, limit)
@@ -74,7 +91,7 @@ class BodyLimitMiddleware:
 def _too_large_message(limit: int) -> str:
     return (
         f"request body is larger than the {limit // (1024 * 1024)} MiB this route accepts "
-        "(uploads: OPENMAAS_MAX_UPLOAD_MB)"
+        "(uploads: OPENMAAS_MAX_UPLOAD_MB, audio: OPENMAAS_MAX_AUDIO_MB)"
     )
 
 
@@ -88,3 +105,41 @@ async def _send_too_large(send: Send, limit: int) -> None:
         }
     )
     await send({"type": "http.response.body", "body": body})
+
+
+class MetricsMiddleware:
+    """Counts requests and times them by model, route template and status class.
+
+    The route label is the matched path template (`/v1/models/{model_id}`), never the raw
+    path, so label cardinality stays bounded; routes label the model via `request.state.model`.
+    """
+
+    def __init__(self, app: ASGIApp, *, metrics: Metrics) -> None:
+        self.app = app
+        self.metrics = metrics
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = time.perf_counter()
+        status = 500
+
+        async def send_recording(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = int(message["status"])
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_recording)
+        finally:
+            route = scope.get("route")
+            template = getattr(route, "path", None) or "unmatched"
+            model = str(scope.get("state", {}).get("model", ""))
+            self.metrics.requests.labels(
+                model=model, route=template, status=f"{status // 100}xx"
+            ).inc()
+            self.metrics.request_seconds.labels(model=model, route=template).observe(
+                time.perf_counter() - started
+            )

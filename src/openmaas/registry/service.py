@@ -12,7 +12,7 @@ Example::
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -142,6 +142,16 @@ class RegistryService:
         self.artifacts = artifacts
         self.allow_pickle = allow_pickle
         self.limits = limits
+        self._listeners: list[Callable[[str], None]] = []
+
+    def add_listener(self, listener: Callable[[str], None]) -> None:
+        """Call `listener(model_name)` after any change to what a reference of that model
+        resolves to (new version, alias change, deletion). The serving router uses it."""
+        self._listeners.append(listener)
+
+    def _changed(self, name: str) -> None:
+        for listener in self._listeners:
+            listener(name)
 
     def start(self) -> None:
         self.artifacts.start()
@@ -313,13 +323,15 @@ class RegistryService:
                         spec.created_by,
                         "set at registration",
                     )
-                return self._version_entity(session, model, row)
+                registered = self._version_entity(session, model, row)
         except BaseException:
             if published is not None:
                 self.artifacts.remove(published)
             elif staged is not None:
                 self.artifacts.discard(staged.path)
             raise
+        self._changed(name)
+        return registered
 
     def _lock_or_create_model(self, session: Session, name: str, actor: str) -> ModelRow:
         now = _now()
@@ -379,6 +391,7 @@ class RegistryService:
                 )
             )
             session.delete(row)
+        self._changed(name)
         for location in locations:
             self.artifacts.remove(location)
         return locations
@@ -433,6 +446,7 @@ class RegistryService:
                 )
             location, storage = row.location, row.storage
             session.delete(row)
+        self._changed(name)
         if storage == Storage.STORE.value:
             self.artifacts.remove(location)
 
@@ -537,7 +551,9 @@ class RegistryService:
         with self.db.transaction() as session:
             model = self._model_row(session, name, lock=True)
             self._version_row(session, model, version)
-            return self._move_alias(session, model, alias, version, actor, reason)
+            event = self._move_alias(session, model, alias, version, actor, reason)
+        self._changed(name)
+        return event
 
     def delete_alias(
         self, name: str, alias: str, *, actor: str = "", reason: str = ""
@@ -549,7 +565,8 @@ class RegistryService:
                 session, model, alias, "delete", row.version, None, actor, reason
             )
             session.delete(row)
-            return event
+        self._changed(name)
+        return event
 
     def alias_history(self, name: str, alias: str | None = None) -> list[AliasEvent]:
         with self.db.transaction() as session:
@@ -600,7 +617,8 @@ class RegistryService:
             )
             current.version = target
             current.updated_at = _now()
-            return event_row
+        self._changed(name)
+        return event_row
 
     def _move_alias(
         self, session: Session, model: ModelRow, alias: str, version: int, actor: str, reason: str

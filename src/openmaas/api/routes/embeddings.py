@@ -1,0 +1,56 @@
+"""OpenAI `POST /v1/embeddings`."""
+
+from __future__ import annotations
+
+import base64
+from collections.abc import Sequence
+
+import numpy as np
+from fastapi import APIRouter, Depends, Request, Response
+
+from openmaas.api.deps import EngineDep, caller
+from openmaas.api.protocol.openai import EmbeddingRequest, EmbeddingResponse
+from openmaas.api.responses import json_response, mark_model
+from openmaas.runtimes.base import FloatArray
+
+router = APIRouter(tags=["openai"], dependencies=[Depends(caller)])
+
+
+@router.post("/v1/embeddings", response_model=EmbeddingResponse)
+async def create_embedding(body: EmbeddingRequest, request: Request, engine: EngineDep) -> Response:
+    inputs: list[str] | list[list[int]]
+    if isinstance(body.input, str):
+        inputs = [body.input]
+    elif body.input and all(isinstance(v, int) for v in body.input):
+        inputs = [[int(v) for v in body.input if isinstance(v, int)]]  # one list of ids
+    else:
+        inputs = body.input  # type: ignore[assignment]  # list[str] | list[list[int]]
+    served = await engine.embed(
+        body.model, inputs, truncate=body.truncate, dimensions=body.dimensions
+    )
+    mark_model(request, served.version)
+    data = _encode(served.results, body.encoding_format)
+    payload = {
+        "object": "list",
+        "data": data,
+        "model": body.model,
+        "usage": {"prompt_tokens": served.prompt_tokens, "total_tokens": served.prompt_tokens},
+    }
+    return json_response(payload, served.version)
+
+
+def _encode(vectors: Sequence[FloatArray], encoding_format: str) -> list[dict[str, object]]:
+    if encoding_format == "base64":
+        # Little-endian float32 bytes, what the openai client decodes with numpy.
+        return [
+            {
+                "object": "embedding",
+                "index": i,
+                "embedding": base64.b64encode(v.astype("<f4").tobytes()).decode("ascii"),
+            }
+            for i, v in enumerate(vectors)
+        ]
+    return [
+        {"object": "embedding", "index": i, "embedding": np.asarray(v, dtype=np.float32)}
+        for i, v in enumerate(vectors)
+    ]

@@ -1,0 +1,1 @@
+"""Observability: every Prometheus metric in one module, structured logs with request ids."""

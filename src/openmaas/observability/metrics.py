@@ -1,0 +1,116 @@
+"""Every Prometheus metric the server exports, on a registry of its own (no globals).
+
+Example::
+
+    metrics = Metrics()
+    metrics.requests.labels(model="m", route="/v1/embeddings", status="2xx").inc()
+    text = metrics.render()
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.exposition import CONTENT_TYPE_LATEST
+
+LATENCY_BUCKETS_S = (
+    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0,
+)  # fmt: skip
+SIZE_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256)
+TOKEN_BUCKETS = (16, 64, 256, 1024, 4096, 16384, 65536)
+
+CONTENT_TYPE = CONTENT_TYPE_LATEST
+
+
+class Metrics:
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry(auto_describe=True)
+        r = self.registry
+        self.requests = Counter(
+            "openmaas_requests",
+            "HTTP requests by model, route and status class.",
+            ["model", "route", "status"],
+            registry=r,
+        )
+        self.request_seconds = Histogram(
+            "openmaas_request_duration_seconds",
+            "HTTP request latency by model and route.",
+            ["model", "route"],
+            buckets=LATENCY_BUCKETS_S,
+            registry=r,
+        )
+        self.batch_size = Histogram(
+            "openmaas_batch_size", "Items per executed batch.", ["model"],
+            buckets=SIZE_BUCKETS, registry=r,
+        )  # fmt: skip
+        self.batch_tokens = Histogram(
+            "openmaas_batch_tokens", "Tokens per executed batch.", ["model"],
+            buckets=TOKEN_BUCKETS, registry=r,
+        )  # fmt: skip
+        self.queue_depth = Gauge(
+            "openmaas_queue_depth", "Items waiting for a batch.", ["model"], registry=r
+        )
+        self.queue_wait_seconds = Histogram(
+            "openmaas_queue_wait_seconds", "Time from queueing to batch start.", ["model"],
+            buckets=LATENCY_BUCKETS_S, registry=r,
+        )  # fmt: skip
+        self.batch_seconds = Histogram(
+            "openmaas_batch_execution_seconds", "Batch execution time.", ["model", "outcome"],
+            buckets=LATENCY_BUCKETS_S, registry=r,
+        )  # fmt: skip
+        self.model_loads = Counter(
+            "openmaas_model_loads", "Model loads by outcome.", ["model", "outcome"], registry=r
+        )
+        self.model_load_seconds = Histogram(
+            "openmaas_model_load_seconds", "Model load time.", ["model"],
+            buckets=LATENCY_BUCKETS_S, registry=r,
+        )  # fmt: skip
+        self.model_unloads = Counter(
+            "openmaas_model_unloads",
+            "Models unloaded, by reason (evicted for memory, idle, requested).",
+            ["model", "reason"],
+            registry=r,
+        )
+        self.resident_bytes = Gauge(
+            "openmaas_pool_resident_bytes", "Estimated memory of loaded models.", registry=r
+        )
+        self.loaded_models = Gauge("openmaas_pool_loaded_models", "Loaded models.", registry=r)
+        self.cache_hits = Counter(
+            "openmaas_cache_hits", "Response cache hits.", ["model", "task"], registry=r
+        )
+        self.cache_misses = Counter(
+            "openmaas_cache_misses", "Response cache misses.", ["model", "task"], registry=r
+        )
+        self.cache_entries = Gauge("openmaas_cache_entries", "Response cache entries.", registry=r)
+        self.cache_bytes = Gauge("openmaas_cache_bytes", "Response cache size.", registry=r)
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)
+
+    def batch_observer(self, model: str) -> ModelBatchMetrics:
+        return ModelBatchMetrics(self, model)
+
+
+class ModelBatchMetrics:
+    """The batcher's observer for one model."""
+
+    def __init__(self, metrics: Metrics, model: str) -> None:
+        self._depth = metrics.queue_depth.labels(model=model)
+        self._size = metrics.batch_size.labels(model=model)
+        self._tokens = metrics.batch_tokens.labels(model=model)
+        self._wait = metrics.queue_wait_seconds.labels(model=model)
+        self._ok = metrics.batch_seconds.labels(model=model, outcome="ok")
+        self._failed = metrics.batch_seconds.labels(model=model, outcome="error")
+
+    def queue_depth(self, depth: int) -> None:
+        self._depth.set(depth)
+
+    def batch_started(self, size: int, tokens: int, waits_s: Sequence[float]) -> None:
+        self._size.observe(size)
+        self._tokens.observe(tokens)
+        for wait in waits_s:
+            self._wait.observe(wait)
+
+    def batch_finished(self, seconds: float, ok: bool) -> None:
+        (self._ok if ok else self._failed).observe(seconds)

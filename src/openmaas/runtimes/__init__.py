@@ -1,0 +1,1 @@
+"""Runtimes: one interface (`base.Runtime` / `base.LoadedModel`), one module per model format."""

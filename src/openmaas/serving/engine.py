@@ -1,0 +1,493 @@
+"""The inference engine: router → pool → batcher, with the response cache in front.
+
+Every API route calls one method here. Methods resolve the model reference, check that the
+version serves the task, lease the loaded model (loading it if needed), validate inputs against
+the model (token limits), then queue each input item on the model's batcher so that items of
+concurrent requests share batches.
+
+Example::
+
+    engine = InferenceEngine(registry, settings, metrics)
+    await engine.start()
+    served = await engine.embed("all-minilm-l6-v2", ["hello"])
+    served.results[0].shape  # -> (384,)
+    await engine.close()
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Generic, TypeVar
+
+import numpy as np
+
+from openmaas.errors import InputTooLong, InvalidRequest, Overloaded, WrongTask
+from openmaas.observability.metrics import Metrics
+from openmaas.registry.entities import ModelVersion, RegisteredModel, Task
+from openmaas.registry.service import RegistryService
+from openmaas.runtimes.base import (
+    Entity,
+    FloatArray,
+    GenerationDelta,
+    GenerationParams,
+    LabelScore,
+    LoadOptions,
+    ModelSource,
+    Seq2SeqParams,
+    Transcription,
+    TranscriptionParams,
+)
+from openmaas.serving.batcher import Batcher, BatchLimits
+from openmaas.serving.cache import ResponseCache, normalize_text
+from openmaas.serving.pool import ModelPool, PoolLimits, Resident, VersionKey
+from openmaas.serving.router import ModelRouter
+from openmaas.serving.streaming import iterate_in_thread
+from openmaas.settings import MiB, Settings
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+Item = TypeVar("Item")
+
+# Which recorded version tasks can serve a request for a task. Rerank also works with an
+# embedding model (cosine similarity); a cross-encoder classifier is checked once loaded.
+SERVABLE_BY: dict[Task, frozenset[str]] = {
+    Task.EMBEDDING: frozenset({Task.EMBEDDING}),
+    Task.TEXT_CLASSIFICATION: frozenset({Task.TEXT_CLASSIFICATION}),
+    Task.TOKEN_CLASSIFICATION: frozenset({Task.TOKEN_CLASSIFICATION}),
+    Task.RERANK: frozenset({Task.RERANK, Task.EMBEDDING, Task.TEXT_CLASSIFICATION}),
+    Task.TEXT_GENERATION: frozenset({Task.TEXT_GENERATION}),
+    Task.TRANSLATION: frozenset({Task.TRANSLATION}),
+    Task.SUMMARIZATION: frozenset({Task.SUMMARIZATION}),
+    Task.SPEECH_RECOGNITION: frozenset({Task.SPEECH_RECOGNITION}),
+}
+
+# Batch size 1 for work that is one big item (an audio file).
+_SINGLE = BatchLimits(max_batch_size=1)
+
+
+@dataclass(frozen=True, slots=True)
+class Served(Generic[T]):
+    """Results in input order, the version that computed them, and the input tokens."""
+
+    version: ModelVersion
+    results: list[T]
+    prompt_tokens: int
+
+
+@dataclass(frozen=True, slots=True)
+class Stream:
+    """A started generation: the first delta is already computed, so errors surface before
+    any response is sent."""
+
+    version: ModelVersion
+    prompt_tokens: int
+    deltas: AsyncIterator[GenerationDelta]
+
+
+@dataclass(frozen=True, slots=True)
+class RerankScore:
+    index: int
+    score: float
+
+
+class InferenceEngine:
+    def __init__(self, registry: RegistryService, settings: Settings, metrics: Metrics) -> None:
+        self.registry = registry
+        self.settings = settings
+        self.metrics = metrics
+        self.router = ModelRouter(registry, ttl_s=settings.resolve_ttl_s)
+        self.batch_limits = BatchLimits(
+            max_batch_size=settings.max_batch_size,
+            max_batch_tokens=settings.max_batch_tokens,
+            max_wait_ms=settings.max_wait_ms,
+            max_queue=settings.max_queue,
+        )
+        self.pool = ModelPool(
+            self._open_source,
+            PoolLimits(
+                memory_budget_bytes=settings.memory_budget_mb * MiB,
+                idle_unload_s=settings.idle_unload_s,
+                batch=self.batch_limits,
+            ),
+            metrics,
+            LoadOptions(
+                device=settings.device,
+                threads=settings.threads,
+                open_dependency=self._open_dependency,
+            ),
+        )
+        self.cache = ResponseCache(
+            max_entries=settings.cache_max_entries,
+            max_bytes=settings.cache_max_mb * MiB,
+            metrics=metrics,
+        )
+        self.cached_tasks = frozenset(Task(t) for t in settings.cache_tasks)
+        self._generations: dict[VersionKey, int] = {}
+
+    # -- lifecycle ---------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        self.pool.start()
+        for reference in self.settings.preload:
+            version = await self.router.resolve(reference)
+            await self.pool.load(_key(version), pinned=True)
+
+    async def close(self) -> None:
+        await self.pool.close()
+
+    # -- models ------------------------------------------------------------------------------
+
+    async def resolve(self, reference: str, task: Task | None = None) -> ModelVersion:
+        if not reference or not reference.strip():
+            raise InvalidRequest("model: give a model name", param="model")
+        version = await self.router.resolve(reference.strip())
+        if task is not None and version.task not in SERVABLE_BY[task]:
+            raise WrongTask(
+                f"model '{reference}' is a {version.task} model; {_route_hint(task)}",
+                param="model",
+            )
+        return version
+
+    async def list_models(self) -> list[tuple[RegisteredModel, ModelVersion]]:
+        """Every registered model with the version its bare name serves."""
+
+        def read() -> list[tuple[RegisteredModel, ModelVersion]]:
+            served = []
+            for model in self.registry.list_models():
+                if model.latest_version is not None:
+                    served.append((model, self.registry.resolve(model.name)))
+            return served
+
+        return await asyncio.to_thread(read)
+
+    async def get_model(self, name: str) -> RegisteredModel:
+        return await asyncio.to_thread(self.registry.get_model, name)
+
+    async def load(self, reference: str) -> ModelVersion:
+        version = await self.resolve(reference)
+        await self.pool.load(_key(version))
+        return version
+
+    async def unload(self, reference: str) -> ModelVersion:
+        version = await self.resolve(reference)
+        await self.pool.unload(_key(version))
+        return version
+
+    def is_loaded(self, version: ModelVersion) -> bool:
+        return self.pool.is_loaded(_key(version))
+
+    # -- tasks -------------------------------------------------------------------------------
+
+    async def embed(
+        self,
+        reference: str,
+        inputs: Sequence[str] | Sequence[Sequence[int]],
+        *,
+        truncate: bool = False,
+        dimensions: int | None = None,
+    ) -> Served[FloatArray]:
+        """Embeddings of texts (or of token-id lists, decoded with the model's tokenizer)."""
+        version = await self.resolve(reference, Task.EMBEDDING)
+        async with self.pool.lease(_key(version)) as resident:
+            model = resident.model
+            full = model.embedding_dimensions
+            shortenable = model.truncatable_dimensions and full is not None
+            if dimensions is not None and dimensions != full and not shortenable:
+                raise InvalidRequest(
+                    f"dimensions: model '{resident.label}' gives {full}-dimensional "
+                    f"embeddings and cannot shorten them; omit dimensions or send {full}",
+                    param="dimensions",
+                )
+            if dimensions is not None and full is not None and dimensions > full:
+                raise InvalidRequest(
+                    f"dimensions: at most {full} for model '{resident.label}'",
+                    param="dimensions",
+                )
+            texts = [i if isinstance(i, str) else model.detokenize(i) for i in inputs]
+            tokens = self._count(resident, texts, truncate)
+            results = await self._run_cached(
+                resident, Task.EMBEDDING, "", texts, tokens, lambda b: list(model.embed(b))
+            )
+        if dimensions is not None and dimensions != full:
+            results = [_shorten(v, dimensions) for v in results]
+        return Served(version, results, sum(tokens))
+
+    async def classify(
+        self, reference: str, texts: Sequence[str], *, truncate: bool = False
+    ) -> Served[list[LabelScore]]:
+        version = await self.resolve(reference, Task.TEXT_CLASSIFICATION)
+        async with self.pool.lease(_key(version)) as resident:
+            model = resident.model
+            tokens = self._count(resident, texts, truncate)
+            results = await self._run_cached(
+                resident, Task.TEXT_CLASSIFICATION, "", texts, tokens, model.classify
+            )
+        return Served(version, results, sum(tokens))
+
+    async def extract_entities(
+        self, reference: str, texts: Sequence[str], *, truncate: bool = False
+    ) -> Served[list[Entity]]:
+        version = await self.resolve(reference, Task.TOKEN_CLASSIFICATION)
+        async with self.pool.lease(_key(version)) as resident:
+            model = resident.model
+            tokens = self._count(resident, texts, truncate)
+            results = await self._run_cached(
+                resident, Task.TOKEN_CLASSIFICATION, "", texts, tokens, model.extract_entities
+            )
+        return Served(version, results, sum(tokens))
+
+    async def translate(
+        self, reference: str, texts: Sequence[str], params: Seq2SeqParams
+    ) -> Served[str]:
+        return await self._seq2seq(reference, Task.TRANSLATION, texts, params)
+
+    async def summarize(
+        self, reference: str, texts: Sequence[str], params: Seq2SeqParams
+    ) -> Served[str]:
+        return await self._seq2seq(reference, Task.SUMMARIZATION, texts, params)
+
+    async def _seq2seq(
+        self, reference: str, task: Task, texts: Sequence[str], params: Seq2SeqParams
+    ) -> Served[str]:
+        version = await self.resolve(reference, task)
+        async with self.pool.lease(_key(version)) as resident:
+            model = resident.model
+            tokens = self._count(resident, texts, truncate=True)
+            run = model.translate if task is Task.TRANSLATION else model.summarize
+            # Items share a batch only when they share parameters.
+            op = f"{task.value}:{params!r}"
+            batcher = self._batcher(resident, op, lambda batch: run(batch, params))
+            results = await _gather(batcher, list(texts), tokens)
+        return Served(version, results, sum(tokens))
+
+    async def transcribe(
+        self, reference: str, audio: bytes, params: TranscriptionParams
+    ) -> Served[Transcription]:
+        version = await self.resolve(reference, Task.SPEECH_RECOGNITION)
+        async with self.pool.lease(_key(version)) as resident:
+            model = resident.model
+            batcher = self._batcher(
+                resident,
+                f"transcribe:{params!r}",
+                lambda batch: [model.transcribe(audio, params) for audio in batch],
+                limits=_SINGLE,
+            )
+            result = await batcher.submit(audio, 1)
+        return Served(version, [result], 0)
+
+    async def rerank(
+        self, reference: str, query: str, documents: Sequence[str], *, truncate: bool = True
+    ) -> Served[RerankScore]:
+        """Scores of documents for the query, in document order."""
+        version = await self.resolve(reference, Task.RERANK)
+        async with self.pool.lease(_key(version)) as resident:
+            model = resident.model
+            texts = [query, *documents]
+            tokens = self._count(resident, texts, truncate)
+            if Task.RERANK in model.tasks:
+                pairs = [(query, d) for d in documents]
+                batcher = self._batcher(resident, "rerank", model.score_pairs)
+                pair_tokens = [tokens[0] + t for t in tokens[1:]]
+                scores = await _gather(batcher, pairs, pair_tokens)
+                prompt_tokens = sum(pair_tokens)
+            elif Task.EMBEDDING in model.tasks:
+                vectors = await self._run_cached(
+                    resident, Task.EMBEDDING, "", texts, tokens, lambda b: list(model.embed(b))
+                )
+                scores = [_cosine(vectors[0], v) for v in vectors[1:]]
+                prompt_tokens = sum(tokens)
+            else:
+                raise WrongTask(
+                    f"model '{reference}' is a classifier without a relevance score; rerank "
+                    "needs an embedding model or a cross-encoder (one output)",
+                    param="model",
+                )
+        results = [RerankScore(i, float(s)) for i, s in enumerate(scores)]
+        return Served(version, results, prompt_tokens)
+
+    async def generate(
+        self,
+        reference: str,
+        params: GenerationParams,
+        *,
+        prompt: str | None = None,
+        messages: Sequence[Mapping[str, str]] | None = None,
+    ) -> Stream:
+        version = await self.resolve(reference, Task.TEXT_GENERATION)
+        key = _key(version)
+        active = self._generations.get(key, 0)
+        if active >= self.settings.max_concurrent_generations:
+            raise Overloaded(
+                f"model '{version.model}:{version.version}' has {active} generations running "
+                "or waiting (the limit); retry shortly"
+            )
+        self._generations[key] = active + 1
+        lease = self.pool.lease(key)
+        try:
+            resident = await lease.__aenter__()
+            model = resident.model
+            text = model.chat_prompt(messages) if messages is not None else (prompt or "")
+            prompt_tokens = model.count_tokens([text])[0]
+            limit = model.max_input_tokens
+            if limit is not None and prompt_tokens >= limit:
+                raise InputTooLong(
+                    f"the prompt has {prompt_tokens} tokens; model '{version.model}' has a "
+                    f"context of {limit} tokens; shorten the prompt",
+                    param="messages" if messages is not None else "prompt",
+                )
+            deltas: AsyncGenerator[GenerationDelta, None] = iterate_in_thread(
+                resident.executor, lambda: model.generate(text, params)
+            )
+            first = await anext(deltas)
+        except BaseException:
+            self._generations[key] -= 1
+            await lease.__aexit__(None, None, None)
+            raise
+
+        async def rest() -> AsyncIterator[GenerationDelta]:
+            try:
+                yield first
+                async for delta in deltas:
+                    yield delta
+            finally:
+                await deltas.aclose()
+                self._generations[key] -= 1
+                await lease.__aexit__(None, None, None)
+
+        return Stream(version, prompt_tokens, rest())
+
+    # -- internals ---------------------------------------------------------------------------
+
+    def _count(self, resident: Resident, texts: Sequence[str], truncate: bool) -> list[int]:
+        model = resident.model
+        if len(texts) > self.settings.max_items_per_request:
+            raise InvalidRequest(
+                f"input: {len(texts)} items; at most {self.settings.max_items_per_request} "
+                "per request (OPENMAAS_MAX_ITEMS_PER_REQUEST)",
+                param="input",
+            )
+        tokens = model.count_tokens(list(texts))
+        limit = model.max_input_tokens
+        if limit is not None:
+            clipped = [min(t, limit) for t in tokens]
+            if not truncate and clipped != tokens:
+                index = next(i for i, t in enumerate(tokens) if t > limit)
+                raise InputTooLong(
+                    f"input[{index}] has {tokens[index]} tokens; model "
+                    f"'{resident.label}' accepts at most {limit}. Shorten it, or send "
+                    '"truncate": true to cut it at the limit',
+                    param="input",
+                )
+            tokens = clipped
+        return tokens
+
+    def _batcher(
+        self,
+        resident: Resident,
+        op: str,
+        run: Callable[[list[Any]], Sequence[Any]],
+        *,
+        limits: BatchLimits | None = None,
+    ) -> Batcher[Any, Any]:
+        batcher = resident.batchers.get(op)
+        if batcher is None:
+            batcher = Batcher(
+                run,
+                limits or self.batch_limits,
+                executor=resident.executor,
+                observer=self.metrics.batch_observer(resident.key[0]),
+                name=f"model '{resident.label}'",
+            )
+            resident.batchers[op] = batcher
+        return batcher
+
+    async def _run_cached(
+        self,
+        resident: Resident,
+        task: Task,
+        options: str,
+        texts: Sequence[str],
+        tokens: Sequence[int],
+        run: Callable[[list[str]], Sequence[T]],
+    ) -> list[T]:
+        batcher: Batcher[str, T] = self._batcher(resident, task.value, run)
+        name, number = resident.key
+        if task not in self.cached_tasks or not self.cache.enabled:
+            return await _gather(batcher, list(texts), list(tokens))
+        # NER offsets point into the text as sent: only exact repeats share an entry.
+        normalize: Callable[[str], str] = (
+            (lambda t: t) if task is Task.TOKEN_CLASSIFICATION else normalize_text
+        )
+        keys = [self.cache.key(name, number, task.value, options, normalize(t)) for t in texts]
+        results: list[T | None] = [self.cache.get(k, name, task.value) for k in keys]
+        missing = [i for i, r in enumerate(results) if r is None]
+        if missing:
+            computed = await _gather(
+                batcher, [texts[i] for i in missing], [tokens[i] for i in missing]
+            )
+            for i, value in zip(missing, computed, strict=True):
+                if isinstance(value, np.ndarray):
+                    value = value.copy()  # own row, not a view that keeps the batch alive
+                results[i] = value
+                self.cache.put(keys[i], value, size_bytes=_size_of(value))
+        return [r for r in results if r is not None]
+
+    def _open_source(self, name: str, version: int) -> ModelSource:
+        model_version, directory = self.registry.open_version(f"{name}:{version}")
+        return ModelSource.from_version(model_version, directory)
+
+    def _open_dependency(self, reference: str) -> ModelSource:
+        model_version, directory = self.registry.open_version(reference)
+        return ModelSource.from_version(model_version, directory)
+
+
+async def _gather(batcher: Batcher[Item, T], items: list[Item], tokens: Sequence[int]) -> list[T]:
+    if len(items) == 1:
+        return [await batcher.submit(items[0], tokens[0])]
+    return list(
+        await asyncio.gather(*(batcher.submit(i, t) for i, t in zip(items, tokens, strict=False)))
+    )
+
+
+def _key(version: ModelVersion) -> VersionKey:
+    return (version.model, version.version)
+
+
+def _shorten(vector: FloatArray, dimensions: int) -> FloatArray:
+    """Leading dimensions of a Matryoshka embedding, re-normalized to unit length."""
+    head = vector[:dimensions]
+    norm = float(np.linalg.norm(head))
+    return (head / norm if norm else head).astype(np.float32)
+
+
+def _cosine(a: FloatArray, b: FloatArray) -> float:
+    denominator = float(np.linalg.norm(a) * np.linalg.norm(b))
+    return float(np.dot(a, b)) / denominator if denominator else 0.0
+
+
+def _size_of(value: object) -> int:
+    if isinstance(value, np.ndarray):
+        return int(value.nbytes)
+    if isinstance(value, list):
+        return 64 * max(1, len(value))
+    return 64
+
+
+_ROUTES: dict[Task, str] = {
+    Task.EMBEDDING: "/v1/embeddings needs an embedding model",
+    Task.TEXT_CLASSIFICATION: "/v1/classify and /v1/moderations need a text-classification model",
+    Task.TOKEN_CLASSIFICATION: "/v1/ner needs a token-classification model",
+    Task.RERANK: "/v1/rerank needs an embedding model or a cross-encoder",
+    Task.TEXT_GENERATION: "chat and completions need a text-generation model",
+    Task.TRANSLATION: "/v1/translate needs a translation model",
+    Task.SUMMARIZATION: "/v1/summarize needs a summarization model",
+    Task.SPEECH_RECOGNITION: "/v1/audio/transcriptions needs a speech-recognition model",
+}
+
+
+def _route_hint(task: Task) -> str:
+    return _ROUTES.get(task, f"this route needs a {task.value} model")

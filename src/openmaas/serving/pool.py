@@ -1,0 +1,243 @@
+"""The model pool: loads models on first use, keeps them under a memory budget, unloads idle ones.
+
+* Concurrent first requests for one version share one load.
+* A failed load is reported to every waiting caller as `ModelLoadFailed` (naming the model and
+  the cause) and forgotten, so the next request tries again.
+* Least-recently-used models are evicted to make room for a new one; a model with requests in
+  flight is never evicted or unloaded under them.
+* Models idle for `idle_unload_s` are unloaded; preloaded (pinned) models stay.
+
+Example::
+
+    pool = ModelPool(open_source, PoolLimits(memory_budget_bytes=8 << 30), metrics)
+    pool.start()
+    async with pool.lease(version) as resident:
+        vectors = await resident.batcher("embed", ...).submit(text, tokens)
+    await pool.close()
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import AsyncIterator, Callable
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import asynccontextmanager, suppress
+from dataclasses import dataclass, field
+from typing import Any
+
+from openmaas.errors import ModelLoadFailed, ModelNotLoaded, OpenMaaSError
+from openmaas.observability.metrics import Metrics
+from openmaas.runtimes.base import LoadedModel, LoadOptions, ModelSource, get_runtime
+from openmaas.serving.batcher import Batcher, BatchLimits
+
+log = logging.getLogger(__name__)
+
+VersionKey = tuple[str, int]  # (model name, version number)
+SourceOpener = Callable[[str, int], ModelSource]  # hash-verified source of name:version
+
+
+@dataclass(frozen=True, slots=True)
+class PoolLimits:
+    memory_budget_bytes: int = 8 << 30
+    idle_unload_s: float = 0.0  # 0 = never
+    batch: BatchLimits = field(default_factory=BatchLimits)
+
+
+@dataclass(eq=False, slots=True)
+class Resident:
+    """A loaded model with its worker thread and batchers."""
+
+    key: VersionKey
+    model: LoadedModel
+    executor: ThreadPoolExecutor
+    load_seconds: float
+    pinned: bool = False
+    in_flight: int = 0
+    last_used: float = field(default_factory=time.monotonic)
+    batchers: dict[str, Batcher[Any, Any]] = field(default_factory=dict)
+
+    @property
+    def label(self) -> str:
+        return f"{self.key[0]}:{self.key[1]}"
+
+
+class ModelPool:
+    def __init__(
+        self,
+        open_source: SourceOpener,
+        limits: PoolLimits,
+        metrics: Metrics,
+        options: LoadOptions | None = None,
+    ) -> None:
+        self._open_source = open_source
+        self.limits = limits
+        self.metrics = metrics
+        self.options = options or LoadOptions()
+        self._residents: dict[VersionKey, Resident] = {}
+        self._loading: dict[VersionKey, asyncio.Future[Resident]] = {}
+        self._changed = asyncio.Event()
+        self._reaper: asyncio.Task[None] | None = None
+        # Loads happen one at a time: two big models loading at once would both pass the
+        # memory check that each alone passes.
+        self._load_lock = asyncio.Lock()
+
+    # -- lifecycle ---------------------------------------------------------------------------
+
+    def start(self) -> None:
+        if self._reaper is None and self.limits.idle_unload_s > 0:
+            self._reaper = asyncio.get_running_loop().create_task(self._reap_idle())
+
+    async def close(self) -> None:
+        if self._reaper is not None:
+            self._reaper.cancel()
+            with suppress(asyncio.CancelledError):
+                await self._reaper
+            self._reaper = None
+        for resident in list(self._residents.values()):
+            await self._unload(resident, reason="shutdown")
+
+    # -- reading -----------------------------------------------------------------------------
+
+    def residents(self) -> list[Resident]:
+        return list(self._residents.values())
+
+    def get_loaded(self, key: VersionKey) -> Resident | None:
+        return self._residents.get(key)
+
+    def is_loaded(self, key: VersionKey) -> bool:
+        return key in self._residents
+
+    @property
+    def resident_bytes(self) -> int:
+        return sum(r.model.memory_bytes for r in self._residents.values())
+
+    # -- use ---------------------------------------------------------------------------------
+
+    @asynccontextmanager
+    async def lease(self, key: VersionKey) -> AsyncIterator[Resident]:
+        """The loaded model for `key`, loading it if needed; it is not unloaded while leased."""
+        resident = await self.load(key)
+        resident.in_flight += 1
+        resident.last_used = time.monotonic()
+        try:
+            yield resident
+        finally:
+            resident.in_flight -= 1
+            resident.last_used = time.monotonic()
+            self._changed.set()
+
+    async def load(self, key: VersionKey, *, pinned: bool = False) -> Resident:
+        resident = self._residents.get(key)
+        if resident is not None:
+            resident.pinned = resident.pinned or pinned
+            return resident
+        pending = self._loading.get(key)
+        if pending is None:
+            pending = asyncio.get_running_loop().create_future()
+            self._loading[key] = pending
+            asyncio.get_running_loop().create_task(self._load(key, pending, pinned))
+        # shield: a caller that goes away must not cancel the load others wait for
+        return await asyncio.shield(pending)
+
+    async def unload(self, key: VersionKey) -> None:
+        resident = self._residents.get(key)
+        if resident is None:
+            raise ModelNotLoaded(f"model '{key[0]}:{key[1]}' is not loaded", param="model")
+        await self._unload(resident, reason="requested")
+
+    # -- internals ---------------------------------------------------------------------------
+
+    async def _load(self, key: VersionKey, pending: asyncio.Future[Resident], pinned: bool) -> None:
+        label = f"{key[0]}:{key[1]}"
+        loop = asyncio.get_running_loop()
+        try:
+            async with self._load_lock:
+                source = await asyncio.to_thread(self._open_source, *key)
+                runtime = get_runtime(source.runtime)
+                estimate = await asyncio.to_thread(runtime.estimate_memory_bytes, source)
+                await self._make_room(estimate)
+                executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"model-{label}")
+                started = time.perf_counter()
+                try:
+                    model = await loop.run_in_executor(executor, runtime.load, source, self.options)
+                except BaseException:
+                    executor.shutdown(wait=False)
+                    raise
+                seconds = time.perf_counter() - started
+        except Exception as exc:
+            self._loading.pop(key, None)
+            self.metrics.model_loads.labels(model=key[0], outcome="error").inc()
+            log.warning("loading %s failed: %s", label, exc, exc_info=exc)
+            pending.set_exception(_load_error(label, exc))
+            pending.exception()  # mark retrieved: callers may all have gone
+            return
+        resident = Resident(key, model, executor, seconds, pinned=pinned)
+        self._residents[key] = resident
+        self._loading.pop(key, None)
+        self.metrics.model_loads.labels(model=key[0], outcome="ok").inc()
+        self.metrics.model_load_seconds.labels(model=key[0]).observe(seconds)
+        self._report_memory()
+        log.info("loaded %s in %.2f s (%.0f MiB)", label, seconds, model.memory_bytes / (1 << 20))
+        pending.set_result(resident)
+        self._changed.set()
+
+    async def _make_room(self, needed: int) -> None:
+        budget = self.limits.memory_budget_bytes
+        while self.resident_bytes + needed > budget:
+            victims = sorted(
+                (r for r in self._residents.values() if r.in_flight == 0 and not r.pinned),
+                key=lambda r: r.last_used,
+            )
+            if not victims:
+                log.warning(
+                    "memory budget %d MiB exceeded: %d MiB resident and %d MiB needed, but "
+                    "every loaded model is in use or pinned",
+                    budget >> 20,
+                    self.resident_bytes >> 20,
+                    needed >> 20,
+                )
+                return
+            await self._unload(victims[0], reason="evicted")
+
+    async def _unload(self, resident: Resident, *, reason: str) -> None:
+        if self._residents.get(resident.key) is not resident:
+            return
+        del self._residents[resident.key]  # new requests load afresh from here on
+        for batcher in resident.batchers.values():
+            await batcher.close()
+        loop = asyncio.get_running_loop()
+        await loop.run_in_executor(resident.executor, resident.model.unload)
+        resident.executor.shutdown(wait=False)
+        self.metrics.model_unloads.labels(model=resident.key[0], reason=reason).inc()
+        self._report_memory()
+        log.info("unloaded %s (%s)", resident.label, reason)
+
+    def _report_memory(self) -> None:
+        self.metrics.resident_bytes.set(self.resident_bytes)
+        self.metrics.loaded_models.set(len(self._residents))
+
+    async def _reap_idle(self) -> None:
+        idle_s = self.limits.idle_unload_s
+        while True:
+            now = time.monotonic()
+            candidates = [r for r in self._residents.values() if not r.pinned and r.in_flight == 0]
+            for resident in candidates:
+                if now - resident.last_used >= idle_s:
+                    await self._unload(resident, reason="idle")
+            remaining = [
+                r.last_used + idle_s - now
+                for r in self._residents.values()
+                if not r.pinned and r.in_flight == 0
+            ]
+            self._changed.clear()
+            # Wake at the next idle deadline, or when a model is loaded or released.
+            timeout = max(0.01, min(remaining)) if remaining else None
+            with suppress(TimeoutError):
+                await asyncio.wait_for(self._changed.wait(), timeout)
+
+
+def _load_error(label: str, exc: Exception) -> ModelLoadFailed:
+    cause = exc.message if isinstance(exc, OpenMaaSError) else f"{type(exc).__name__}: {exc}"
+    return ModelLoadFailed(f"model '{label}' could not be loaded: {cause}", param="model")

@@ -1,0 +1,53 @@
+"""The router: a model reference (`name`, `name@alias`, `name:version`) to the version serving it.
+
+Resolutions are cached for `ttl_s` so the hot path does not query the store on every request.
+Changes made through this process's registry invalidate the cache at once; changes made by
+another process (another server on the same database) are seen within `ttl_s`. Requests
+already running keep the version they resolved, so an alias move never fails them.
+
+Example::
+
+    router = ModelRouter(registry, ttl_s=2.0)
+    version = await router.resolve("all-minilm-l6-v2@production")
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+from openmaas.registry.entities import ModelVersion
+from openmaas.registry.service import RegistryService
+
+
+class ModelRouter:
+    def __init__(self, registry: RegistryService, *, ttl_s: float = 2.0) -> None:
+        self.registry = registry
+        self.ttl_s = ttl_s
+        self._cache: dict[str, tuple[float, ModelVersion]] = {}
+        registry.add_listener(self.invalidate)
+
+    async def resolve(self, reference: str) -> ModelVersion:
+        hit = self._cache.get(reference)
+        now = time.monotonic()
+        if hit is not None and now - hit[0] < self.ttl_s:
+            return hit[1]
+        version = await asyncio.to_thread(self.registry.resolve, reference)
+        self._cache[reference] = (now, version)
+        return version
+
+    def invalidate(self, model: str) -> None:
+        """Forget every cached resolution of `model` (called on alias moves and deletes)."""
+        for reference in [r for r, (_, v) in self._cache.items() if v.model == model]:
+            del self._cache[reference]
+        # A reference may not have resolved to this model before but does now (a new model
+        # with that name): drop references that start with the name too.
+        for reference in [r for r in self._cache if _model_part(r) == model]:
+            del self._cache[reference]
+
+
+def _model_part(reference: str) -> str:
+    for separator in ("@", ":"):
+        if separator in reference:
+            return reference.split(separator, 1)[0]
+    return reference
