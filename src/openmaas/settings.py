@@ -78,6 +78,10 @@ class Settings(BaseSettings):
     max_concurrent_generations: int = Field(
         default=64, ge=1, description="Generation requests per model, running or waiting."
     )
+    moderation_model: str = Field(
+        default="",
+        description="Text classifier that answers /v1/moderations when a request names none.",
+    )
     cache_max_entries: int = Field(default=100_000, ge=0, description="0 turns the cache off.")
     cache_max_mb: int = Field(default=256, ge=0)
     cache_tasks: Annotated[list[str], NoDecode] = Field(

@@ -116,3 +116,15 @@ def assert_api_error(exc: pytest.ExceptionInfo[APIError], status: int, code: str
     """The SDK error has this HTTP status and error code, and names its request id."""
     assert (exc.value.status_code, exc.value.code) == (status, code), exc.value.message
     assert exc.value.request_id
+
+
+@pytest.fixture(scope="session")
+def serving_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningServer]:
+    """One server for every serving test: the built-in catalog registered (as `make serve`
+    does), models loaded on first use. Tests register further models under their own names."""
+    running = start_server(
+        tmp_path_factory.mktemp("serving") / "home",
+        {"OPENMAAS_CATALOG_AUTOREGISTER": "true", "OPENMAAS_THREADS": "2"},
+    )
+    yield running
+    stop_server(running)

@@ -16,7 +16,19 @@ from fastapi import FastAPI
 from openmaas import __version__
 from openmaas.api.errors import install_error_handlers
 from openmaas.api.middleware import BodyLimitMiddleware, MetricsMiddleware, RequestIdMiddleware
-from openmaas.api.routes import catalog, embeddings, health, metrics, models, registry
+from openmaas.api.routes import (
+    audio,
+    catalog,
+    completions,
+    embeddings,
+    health,
+    metrics,
+    models,
+    moderations,
+    registry,
+    tasks,
+    v2,
+)
 from openmaas.services import Services
 from openmaas.settings import MiB, Settings
 
@@ -57,6 +69,7 @@ def build_app(settings: Settings, services: Services | None = None) -> FastAPI:
     )
     app.add_middleware(MetricsMiddleware, metrics=active.metrics)
     app.add_middleware(RequestIdMiddleware)
-    for module in (health, metrics, registry, catalog, models, embeddings):
+    routers = (health, metrics, registry, catalog, models, embeddings, completions, moderations)
+    for module in (*routers, audio, tasks, v2):
         app.include_router(module.router)
     return app

@@ -1,4 +1,8 @@
-"""One place that turns every failure into `{"error": {message, type, param, code}}`."""
+"""One place that turns every failure into `{"error": {message, type, param, code}}`.
+
+Open Inference Protocol (`/v2/...`) clients read `{"error": "<message>"}` instead (tritonclient
+shows that string), so errors under `/v2` are rendered in that shape.
+"""
 
 from __future__ import annotations
 
@@ -36,11 +40,24 @@ def _request_id(request: Request) -> str:
     return str(getattr(request.state, "request_id", "-"))
 
 
+def _respond(
+    request: Request,
+    body: dict[str, object],
+    status_code: int,
+    headers: dict[str, str] | None = None,
+) -> JSONResponse:
+    path = request.url.path
+    if path == "/v2" or path.startswith("/v2/"):
+        error = body.get("error")
+        body = {"error": error.get("message") if isinstance(error, dict) else error}
+    return JSONResponse(body, status_code=status_code, headers=headers)
+
+
 async def handle_openmaas_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, OpenMaaSError)
     if exc.status_code >= 500:
         logger.error("request %s failed: %s", _request_id(request), exc.message)
-    return JSONResponse(exc.to_dict(), status_code=exc.status_code, headers=exc.headers or None)
+    return _respond(request, exc.to_dict(), exc.status_code, exc.headers or None)
 
 
 async def handle_validation_error(request: Request, exc: Exception) -> JSONResponse:
@@ -59,8 +76,8 @@ async def handle_validation_error(request: Request, exc: Exception) -> JSONRespo
         message = f"{param or 'request'}: {detail}"
         if len(errors) > 1:
             message += f" (and {len(errors) - 1} more problem{'s' if len(errors) > 2 else ''})"
-    return JSONResponse(
-        error_body(message, "invalid_request_error", "invalid_request", param), status_code=400
+    return _respond(
+        request, error_body(message, "invalid_request_error", "invalid_request", param), 400
     )
 
 
@@ -72,24 +89,26 @@ async def handle_http_error(request: Request, exc: Exception) -> JSONResponse:
     else:
         message = str(exc.detail)
     code = "route_not_found" if status == 404 else f"http_{status}"
-    return JSONResponse(
+    return _respond(
+        request,
         error_body(message, _HTTP_TYPES.get(status, "server_error"), code),
-        status_code=status,
-        headers=getattr(exc, "headers", None),
+        status,
+        getattr(exc, "headers", None),
     )
 
 
 async def handle_unexpected_error(request: Request, exc: Exception) -> JSONResponse:
     request_id = _request_id(request)
     logger.exception("request %s failed with an unexpected error", request_id, exc_info=exc)
-    return JSONResponse(
+    return _respond(
+        request,
         error_body(
             f"internal server error; quote request id {request_id} when reporting it",
             "server_error",
             "internal_error",
         ),
-        status_code=500,
-        headers={"X-Request-Id": request_id},
+        500,
+        {"X-Request-Id": request_id},
     )
 
 

@@ -94,6 +94,7 @@ class Batcher(Generic[In, Out]):
         self._queue: deque[_Pending[In, Out]] = deque()
         self._arrived = asyncio.Event()
         self._worker: asyncio.Task[None] | None = None
+        self._running: list[_Pending[In, Out]] = []  # the batch being executed
         self._closed = False
 
     @property
@@ -109,15 +110,16 @@ class Batcher(Generic[In, Out]):
     async def close(self) -> None:
         """Stop the worker; callers still queued get an error rather than waiting forever."""
         self._closed = True
+        stranded = [*self._running, *self._queue]
         if self._worker is not None:
             self._worker.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._worker
             self._worker = None
-        while self._queue:
-            pending = self._queue.popleft()
+        self._queue.clear()
+        for pending in stranded:
             if not pending.future.done():
-                pending.future.set_exception(Overloaded(f"{self.name} is shutting down"))
+                pending.future.set_exception(Overloaded(f"{self.name} is shutting down; retry"))
         self._observer.queue_depth(0)
 
     async def submit(self, item: In, tokens: int = 1) -> Out:
@@ -198,6 +200,7 @@ class Batcher(Generic[In, Out]):
         )
         items = [p.item for p in batch]
         loop = asyncio.get_running_loop()
+        self._running = batch
         try:
             results = await loop.run_in_executor(self._executor, self._run, items)
             if len(results) != len(batch):
@@ -210,6 +213,8 @@ class Batcher(Generic[In, Out]):
                 if not pending.future.done():
                     pending.future.set_exception(exc)
             return
+        finally:
+            self._running = []
         self._observer.batch_finished(time.perf_counter() - started, ok=True)
         for pending, result in zip(batch, results, strict=True):
             if not pending.future.done():

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncGenerator, AsyncIterator, Callable, Mapping, Sequence
+from collections.abc import AsyncGenerator, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
@@ -85,7 +85,8 @@ class Stream:
 
     version: ModelVersion
     prompt_tokens: int
-    deltas: AsyncIterator[GenerationDelta]
+    # Consume it to the end or `aclose()` it: closing releases the model for eviction.
+    deltas: AsyncGenerator[GenerationDelta, None]
 
 
 @dataclass(frozen=True, slots=True)
@@ -348,7 +349,7 @@ class InferenceEngine:
             await lease.__aexit__(None, None, None)
             raise
 
-        async def rest() -> AsyncIterator[GenerationDelta]:
+        async def rest() -> AsyncGenerator[GenerationDelta, None]:
             try:
                 yield first
                 async for delta in deltas:

@@ -1,0 +1,242 @@
+"""OpenAI `POST /v1/chat/completions` and `POST /v1/completions` for causal language models,
+with server-sent-event streaming (`stream: true`) ending in `data: [DONE]`."""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import AsyncGenerator, AsyncIterator, Callable
+from typing import Any
+
+import orjson
+from fastapi import APIRouter, Depends, Request, Response
+from fastapi.responses import StreamingResponse
+
+from openmaas.api.deps import EngineDep, caller
+from openmaas.api.protocol.openai import (
+    ChatCompletion,
+    ChatCompletionRequest,
+    Completion,
+    CompletionRequest,
+)
+from openmaas.api.responses import VERSION_HEADER, json_response, mark_model
+from openmaas.errors import InvalidRequest
+from openmaas.runtimes.base import GenerationDelta, GenerationParams
+from openmaas.serving.engine import Stream
+
+router = APIRouter(tags=["openai"], dependencies=[Depends(caller)])
+
+DEFAULT_MAX_TOKENS = 256
+
+
+@router.post("/v1/chat/completions", response_model=ChatCompletion)
+async def create_chat_completion(
+    body: ChatCompletionRequest, request: Request, engine: EngineDep
+) -> Response:
+    if body.tools:
+        raise InvalidRequest("tools are not supported by OpenMaaS models yet", param="tools")
+    if body.response_format and body.response_format.get("type") not in (None, "text"):
+        raise InvalidRequest(
+            "response_format: only {'type': 'text'} is supported", param="response_format"
+        )
+    params = _params(body, body.max_completion_tokens or body.max_tokens)
+    messages = [{"role": m.role, "content": m.text()} for m in body.messages]
+    stream = await engine.generate(body.model, params, messages=messages)
+    mark_model(request, stream.version)
+    ident, created = f"chatcmpl-{uuid.uuid4().hex}", int(time.time())
+    if body.stream:
+        include_usage = bool(body.stream_options and body.stream_options.include_usage)
+
+        def chunk(delta: dict[str, Any], finish: str | None) -> dict[str, Any]:
+            return {
+                "id": ident,
+                "object": "chat.completion.chunk",
+                "created": created,
+                "model": body.model,
+                "choices": [
+                    {"index": 0, "delta": delta, "finish_reason": finish, "logprobs": None}
+                ],
+            }
+
+        def usage_chunk(usage: dict[str, int]) -> dict[str, Any]:
+            return {
+                "id": ident,
+                "object": "chat.completion.chunk",
+                "created": created,
+                "model": body.model,
+                "choices": [],
+                "usage": usage,
+            }
+
+        first = chunk({"role": "assistant", "content": ""}, None)
+        events = _sse(
+            stream,
+            first,
+            lambda text: chunk({"content": text}, None),
+            lambda reason: chunk({}, reason),
+            usage_chunk if include_usage else None,
+        )
+        return _streaming(events, stream)
+    text, last = await _collect(stream.deltas)
+    payload = {
+        "id": ident,
+        "object": "chat.completion",
+        "created": created,
+        "model": body.model,
+        "choices": [
+            {
+                "index": 0,
+                "message": {"role": "assistant", "content": text},
+                "finish_reason": last.finish_reason,
+                "logprobs": None,
+            }
+        ],
+        "usage": _usage(stream, last),
+    }
+    return json_response(payload, stream.version)
+
+
+@router.post("/v1/completions", response_model=Completion)
+async def create_completion(
+    body: CompletionRequest, request: Request, engine: EngineDep
+) -> Response:
+    if body.suffix:
+        raise InvalidRequest("suffix is not supported", param="suffix")
+    prompt = body.prompt_text()
+    params = _params(body, body.max_tokens)
+    stream = await engine.generate(body.model, params, prompt=prompt)
+    mark_model(request, stream.version)
+    ident, created = f"cmpl-{uuid.uuid4().hex}", int(time.time())
+    prefix = prompt if body.echo else ""
+    if body.stream:
+        include_usage = bool(body.stream_options and body.stream_options.include_usage)
+
+        def chunk(text: str, finish: str | None) -> dict[str, Any]:
+            return {
+                "id": ident,
+                "object": "text_completion",
+                "created": created,
+                "model": body.model,
+                "choices": [{"index": 0, "text": text, "finish_reason": finish, "logprobs": None}],
+            }
+
+        def usage_chunk(usage: dict[str, int]) -> dict[str, Any]:
+            return {
+                "id": ident,
+                "object": "text_completion",
+                "created": created,
+                "model": body.model,
+                "choices": [],
+                "usage": usage,
+            }
+
+        first = chunk(prefix, None) if prefix else None
+        events = _sse(
+            stream,
+            first,
+            lambda text: chunk(text, None),
+            lambda reason: chunk("", reason),
+            usage_chunk if include_usage else None,
+        )
+        return _streaming(events, stream)
+    text, last = await _collect(stream.deltas)
+    payload = {
+        "id": ident,
+        "object": "text_completion",
+        "created": created,
+        "model": body.model,
+        "choices": [
+            {
+                "index": 0,
+                "text": prefix + text,
+                "finish_reason": last.finish_reason,
+                "logprobs": None,
+            }
+        ],
+        "usage": _usage(stream, last),
+    }
+    return json_response(payload, stream.version)
+
+
+def _params(
+    body: ChatCompletionRequest | CompletionRequest, max_tokens: int | None
+) -> GenerationParams:
+    if body.n != 1:
+        raise InvalidRequest("n: only 1 choice per request is supported", param="n")
+    if body.presence_penalty or body.frequency_penalty:
+        raise InvalidRequest(
+            "presence_penalty and frequency_penalty are not supported; send 0 or omit them",
+            param="presence_penalty" if body.presence_penalty else "frequency_penalty",
+        )
+    if body.logprobs:
+        raise InvalidRequest("logprobs are not supported", param="logprobs")
+    return GenerationParams(
+        max_tokens=max_tokens or DEFAULT_MAX_TOKENS,
+        temperature=body.temperature,
+        top_p=body.top_p,
+        stop=body.stop_sequences(),
+        seed=body.seed,
+    )
+
+
+async def _collect(
+    deltas: AsyncGenerator[GenerationDelta, None],
+) -> tuple[str, GenerationDelta]:
+    parts: list[str] = []
+    last: GenerationDelta | None = None
+    try:
+        async for delta in deltas:
+            parts.append(delta.text)
+            last = delta
+    finally:
+        await deltas.aclose()  # a cancelled request stops its generation here
+    assert last is not None  # the engine yields at least the final delta
+    return "".join(parts), last
+
+
+def _usage(stream: Stream, last: GenerationDelta) -> dict[str, int]:
+    return {
+        "prompt_tokens": stream.prompt_tokens,
+        "completion_tokens": last.completion_tokens,
+        "total_tokens": stream.prompt_tokens + last.completion_tokens,
+    }
+
+
+async def _sse(
+    stream: Stream,
+    first: dict[str, Any] | None,
+    text_chunk: Callable[[str], dict[str, Any]],
+    final_chunk: Callable[[str], dict[str, Any]],
+    usage_chunk: Callable[[dict[str, int]], dict[str, Any]] | None,
+) -> AsyncIterator[bytes]:
+    if first is not None:
+        yield _event(first)
+    last: GenerationDelta | None = None
+    try:
+        async for delta in stream.deltas:
+            last = delta
+            if delta.text:
+                yield _event(text_chunk(delta.text))
+    finally:
+        await stream.deltas.aclose()  # the client went away: stop generating
+    assert last is not None
+    yield _event(final_chunk(last.finish_reason or "stop"))
+    if usage_chunk is not None:
+        yield _event(usage_chunk(_usage(stream, last)))
+    yield b"data: [DONE]\n\n"
+
+
+def _event(payload: dict[str, Any]) -> bytes:
+    return b"data: " + orjson.dumps(payload) + b"\n\n"
+
+
+def _streaming(events: AsyncIterator[bytes], stream: Stream) -> StreamingResponse:
+    return StreamingResponse(
+        events,
+        media_type="text/event-stream",
+        headers={
+            "Cache-Control": "no-cache",
+            "X-Accel-Buffering": "no",  # proxies must not buffer the stream
+            VERSION_HEADER: f"{stream.version.model}:{stream.version.version}",
+        },
+    )

@@ -1,0 +1,117 @@
+"""Task routes for what OpenAI's API lacks: `/v1/classify`, `/v1/ner`, `/v1/translate`,
+`/v1/summarize` and `/v1/rerank`."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Depends, Request, Response
+
+from openmaas.api.deps import EngineDep, caller
+from openmaas.api.protocol.common import as_list
+from openmaas.api.protocol.tasks import (
+    ClassifyRequest,
+    ClassifyResponse,
+    NerRequest,
+    NerResponse,
+    RerankRequest,
+    RerankResponse,
+    SummarizeRequest,
+    TextResponse,
+    TranslateRequest,
+)
+from openmaas.api.responses import json_response, mark_model
+from openmaas.runtimes.base import Seq2SeqParams
+
+router = APIRouter(prefix="/v1", tags=["tasks"], dependencies=[Depends(caller)])
+
+
+def _list(model: str, tokens: int, data: list[dict[str, object]]) -> dict[str, object]:
+    return {
+        "object": "list",
+        "model": model,
+        "data": data,
+        "usage": {"prompt_tokens": tokens, "total_tokens": tokens},
+    }
+
+
+@router.post("/classify", response_model=ClassifyResponse)
+async def classify(body: ClassifyRequest, request: Request, engine: EngineDep) -> Response:
+    served = await engine.classify(body.model, as_list(body.input), truncate=body.truncate)
+    mark_model(request, served.version)
+    data: list[dict[str, object]] = []
+    for index, ranking in enumerate(served.results):
+        kept = ranking[: body.top_k] if body.top_k else ranking
+        data.append(
+            {
+                "index": index,
+                "label": ranking[0].label,
+                "score": ranking[0].score,
+                "labels": [{"label": r.label, "score": r.score} for r in kept],
+            }
+        )
+    return json_response(_list(body.model, served.prompt_tokens, data), served.version)
+
+
+@router.post("/ner", response_model=NerResponse)
+async def extract_entities(body: NerRequest, request: Request, engine: EngineDep) -> Response:
+    served = await engine.extract_entities(body.model, as_list(body.input), truncate=body.truncate)
+    mark_model(request, served.version)
+    data: list[dict[str, object]] = [
+        {
+            "index": index,
+            "entities": [
+                {"text": e.text, "label": e.label, "start": e.start, "end": e.end, "score": e.score}
+                for e in entities
+            ],
+        }
+        for index, entities in enumerate(served.results)
+    ]
+    return json_response(_list(body.model, served.prompt_tokens, data), served.version)
+
+
+@router.post("/translate", response_model=TextResponse)
+async def translate(body: TranslateRequest, request: Request, engine: EngineDep) -> Response:
+    params = Seq2SeqParams(
+        max_tokens=body.max_tokens,
+        source_language=body.source_language,
+        target_language=body.target_language,
+    )
+    served = await engine.translate(body.model, as_list(body.input), params)
+    mark_model(request, served.version)
+    data: list[dict[str, object]] = [
+        {"index": i, "text": text} for i, text in enumerate(served.results)
+    ]
+    return json_response(_list(body.model, served.prompt_tokens, data), served.version)
+
+
+@router.post("/summarize", response_model=TextResponse)
+async def summarize(body: SummarizeRequest, request: Request, engine: EngineDep) -> Response:
+    params = Seq2SeqParams(max_tokens=body.max_tokens, ratio=body.ratio)
+    served = await engine.summarize(body.model, as_list(body.input), params)
+    mark_model(request, served.version)
+    data: list[dict[str, object]] = [
+        {"index": i, "text": text} for i, text in enumerate(served.results)
+    ]
+    return json_response(_list(body.model, served.prompt_tokens, data), served.version)
+
+
+@router.post("/rerank", response_model=RerankResponse)
+async def rerank(body: RerankRequest, request: Request, engine: EngineDep) -> Response:
+    documents = body.texts()
+    served = await engine.rerank(body.model, body.query, documents, truncate=body.truncate)
+    mark_model(request, served.version)
+    ordered = sorted(served.results, key=lambda r: r.score, reverse=True)
+    if body.top_n is not None:
+        ordered = ordered[: body.top_n]
+    results: list[dict[str, object]] = []
+    for item in ordered:
+        result: dict[str, object] = {"index": item.index, "relevance_score": item.score}
+        if body.return_documents:
+            result["document"] = {"text": documents[item.index]}
+        results.append(result)
+    tokens = served.prompt_tokens
+    payload = {
+        "model": body.model,
+        "results": results,
+        "usage": {"prompt_tokens": tokens, "total_tokens": tokens},
+    }
+    return json_response(payload, served.version)

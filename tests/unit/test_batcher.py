@@ -1,0 +1,208 @@
+"""The batcher, gated on asyncio events and thread events: no sleeps decide an outcome."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections.abc import Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+
+from openmaas.errors import Overloaded
+from openmaas.serving.batcher import Batcher, BatchLimits
+
+LONG_WAIT_MS = 60_000.0  # a wait no test reaches: batches must close for another reason
+
+
+class Recorder:
+    """A batch function that records its batches and can be held at a gate."""
+
+    def __init__(self, gate: threading.Event | None = None) -> None:
+        self.batches: list[list[str]] = []
+        self.gate = gate
+        self.entered = threading.Event()
+
+    def __call__(self, items: list[str]) -> list[str]:
+        self.entered.set()
+        if self.gate is not None:
+            assert self.gate.wait(10), "test gate never opened"
+        self.batches.append(list(items))
+        return [item.upper() for item in items]
+
+
+async def _until(predicate: object, *, steps: int = 10_000) -> None:
+    """Yield to the loop until `predicate()` holds (event-driven code needs a few turns)."""
+    for _ in range(steps):
+        if predicate():  # type: ignore[operator]
+            return
+        await asyncio.sleep(0)
+    raise AssertionError("condition never became true")
+
+
+async def _wait_thread_event(event: threading.Event) -> None:
+    assert await asyncio.to_thread(event.wait, 10)
+
+
+@pytest.fixture
+def executor() -> Iterator[ThreadPoolExecutor]:
+    pool = ThreadPoolExecutor(max_workers=1)
+    yield pool
+    pool.shutdown(wait=True)
+
+
+@pytest.mark.asyncio
+async def test_batch_closes_at_max_size_without_waiting(executor: ThreadPoolExecutor) -> None:
+    run = Recorder()
+    batcher = Batcher(
+        run, BatchLimits(max_batch_size=4, max_wait_ms=LONG_WAIT_MS), executor=executor
+    )
+    results = await asyncio.gather(*(batcher.submit(f"t{i}") for i in range(4)))
+    assert results == ["T0", "T1", "T2", "T3"]
+    assert run.batches == [["t0", "t1", "t2", "t3"]]
+    await batcher.close()
+
+
+@pytest.mark.asyncio
+async def test_batch_closes_at_token_budget(executor: ThreadPoolExecutor) -> None:
+    run = Recorder()
+    limits = BatchLimits(max_batch_size=100, max_batch_tokens=10, max_wait_ms=LONG_WAIT_MS)
+    batcher = Batcher(run, limits, executor=executor)
+    # 4 + 4 fit in 10 tokens; the third item would make 12, so it starts the next batch,
+    # which is completed by the fourth (6 + 4 = 10).
+    tasks = [
+        asyncio.ensure_future(batcher.submit(f"t{i}", tokens))
+        for i, tokens in enumerate([4, 4, 6, 4])
+    ]
+    await asyncio.gather(*tasks)
+    assert run.batches == [["t0", "t1"], ["t2", "t3"]]
+    await batcher.close()
+
+
+@pytest.mark.asyncio
+async def test_max_wait_counts_from_first_item(executor: ThreadPoolExecutor) -> None:
+    run = Recorder()
+    batcher = Batcher(run, BatchLimits(max_batch_size=8, max_wait_ms=50), executor=executor)
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    first = asyncio.ensure_future(batcher.submit("a"))
+    await _until(lambda: batcher.depth == 1)
+    second = asyncio.ensure_future(batcher.submit("b"))
+    assert list(await asyncio.gather(first, second)) == ["A", "B"]
+    # Both went in one batch that closed on the wait, not on size.
+    assert run.batches == [["a", "b"]]
+    assert loop.time() - started >= 0.05
+    await batcher.close()
+
+
+@pytest.mark.asyncio
+async def test_zero_wait_runs_at_once_and_batches_form_while_busy(
+    executor: ThreadPoolExecutor,
+) -> None:
+    gate = threading.Event()
+    run = Recorder(gate)
+    batcher = Batcher(run, BatchLimits(max_batch_size=8, max_wait_ms=0), executor=executor)
+    first = asyncio.ensure_future(batcher.submit("a"))
+    await _wait_thread_event(run.entered)  # the first item runs alone, without waiting
+    rest = [asyncio.ensure_future(batcher.submit(x)) for x in "bcd"]
+    await _until(lambda: batcher.depth == 3)
+    gate.set()
+    assert await first == "A"
+    assert await asyncio.gather(*rest) == ["B", "C", "D"]
+    assert run.batches == [["a"], ["b", "c", "d"]]
+    await batcher.close()
+
+
+@pytest.mark.asyncio
+async def test_cancelled_callers_are_dropped_before_execution(
+    executor: ThreadPoolExecutor,
+) -> None:
+    gate = threading.Event()
+    run = Recorder(gate)
+    batcher = Batcher(run, BatchLimits(max_batch_size=8), executor=executor)
+    busy = asyncio.ensure_future(batcher.submit("busy"))
+    await _wait_thread_event(run.entered)
+    keep = asyncio.ensure_future(batcher.submit("keep"))
+    gone = asyncio.ensure_future(batcher.submit("gone"))
+    await _until(lambda: batcher.depth == 2)
+    gone.cancel()  # the client disconnected
+    gate.set()
+    assert await busy == "BUSY"
+    assert await keep == "KEEP"
+    with pytest.raises(asyncio.CancelledError):
+        await gone
+    assert run.batches == [["busy"], ["keep"]]
+    await batcher.close()
+
+
+@pytest.mark.asyncio
+async def test_failure_reaches_every_caller_in_the_batch(executor: ThreadPoolExecutor) -> None:
+    def explode(items: list[str]) -> Sequence[str]:
+        raise RuntimeError(f"broken batch of {len(items)}")
+
+    batcher = Batcher(
+        explode, BatchLimits(max_batch_size=3, max_wait_ms=LONG_WAIT_MS), executor=executor
+    )
+    outcomes = await asyncio.gather(*(batcher.submit(x) for x in "abc"), return_exceptions=True)
+    assert [str(o) for o in outcomes] == ["broken batch of 3"] * 3
+    # The batcher survives a failed batch.
+    ok = Batcher(Recorder(), BatchLimits(max_batch_size=1), executor=executor)
+    assert await ok.submit("x") == "X"
+    await batcher.close()
+    await ok.close()
+
+
+@pytest.mark.asyncio
+async def test_wrong_result_count_is_an_error_for_all(executor: ThreadPoolExecutor) -> None:
+    batcher: Batcher[str, str] = Batcher(
+        lambda items: items[:1],
+        BatchLimits(max_batch_size=2, max_wait_ms=LONG_WAIT_MS),
+        executor=executor,
+    )
+    outcomes = await asyncio.gather(
+        batcher.submit("a"), batcher.submit("b"), return_exceptions=True
+    )
+    assert all("1 results for 2 inputs" in str(o) for o in outcomes)
+    await batcher.close()
+
+
+@pytest.mark.asyncio
+async def test_full_queue_answers_overloaded_with_retry_after(
+    executor: ThreadPoolExecutor,
+) -> None:
+    gate = threading.Event()
+    run = Recorder(gate)
+    batcher = Batcher(run, BatchLimits(max_batch_size=1, max_queue=2), executor=executor)
+    running = asyncio.ensure_future(batcher.submit("running"))
+    await _wait_thread_event(run.entered)
+    queued = [asyncio.ensure_future(batcher.submit(x)) for x in ("q1", "q2")]
+    await _until(lambda: batcher.depth == 2)
+    with pytest.raises(Overloaded) as refused:
+        await batcher.submit("one too many")
+    assert refused.value.status_code == 429
+    assert refused.value.headers["Retry-After"] == "1"
+    gate.set()
+    assert await running == "RUNNING"
+    assert await asyncio.gather(*queued) == ["Q1", "Q2"]
+    await batcher.close()
+
+
+@pytest.mark.asyncio
+async def test_close_fails_queued_callers_instead_of_hanging(
+    executor: ThreadPoolExecutor,
+) -> None:
+    gate = threading.Event()
+    run = Recorder(gate)
+    batcher = Batcher(run, BatchLimits(max_batch_size=1), executor=executor)
+    running = asyncio.ensure_future(batcher.submit("running"))
+    await _wait_thread_event(run.entered)
+    queued = asyncio.ensure_future(batcher.submit("queued"))
+    await _until(lambda: batcher.depth == 1)
+    closing = asyncio.ensure_future(batcher.close())
+    for caller in (queued, running):  # queued, and in the batch that was executing
+        with pytest.raises(Overloaded):
+            await caller
+    gate.set()
+    await closing
+    with pytest.raises(Overloaded):
+        await batcher.submit("after close")

@@ -1,0 +1,192 @@
+"""The model pool: one load for concurrent first requests, retry after a failed load, LRU
+eviction under the memory budget, idle unload, and no unload under a request in flight.
+
+The models are instances of a small runtime defined here (a real `Runtime` whose "weights"
+are a text file), so the tests count loads exactly and make a load fail on purpose.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections.abc import Sequence
+from pathlib import Path
+
+import pytest
+
+from openmaas.errors import ModelLoadFailed, ModelNotLoaded
+from openmaas.observability.metrics import Metrics
+from openmaas.registry.entities import Task
+from openmaas.runtimes import base
+from openmaas.runtimes.base import LabelScore, LoadedModel, LoadOptions, ModelSource, Runtime
+from openmaas.serving.pool import ModelPool, PoolLimits
+
+MiB = 1 << 20
+
+
+class WordCountModel(LoadedModel):
+    def __init__(self, source: ModelSource, size: int) -> None:
+        self.source = source
+        self.tasks = frozenset({Task.TEXT_CLASSIFICATION})
+        self.memory_bytes = size
+        self.labels = ("short", "long")
+        self.unloaded = False
+
+    def classify(self, texts: Sequence[str]) -> list[list[LabelScore]]:
+        return [
+            base.ranked(self.labels, [1.0, 0.0] if len(t.split()) < 5 else [0.0, 1.0])
+            for t in texts
+        ]
+
+    def unload(self) -> None:
+        self.unloaded = True
+
+
+class WordCountRuntime(Runtime):
+    """Loads `weights.txt` (its first line is the model's size in MiB, or "fail")."""
+
+    name = "word-count"
+    tasks = frozenset({Task.TEXT_CLASSIFICATION})
+    loads: list[str] = []
+    gate: threading.Event | None = None
+
+    def estimate_memory_bytes(self, source: ModelSource) -> int:
+        text = (source.directory / "weights.txt").read_text()
+        return int(text) * MiB if text.isdigit() else MiB
+
+    def load(self, source: ModelSource, options: LoadOptions) -> LoadedModel:
+        if WordCountRuntime.gate is not None:
+            assert WordCountRuntime.gate.wait(10)
+        WordCountRuntime.loads.append(source.label)
+        text = (source.directory / "weights.txt").read_text()
+        if not text.isdigit():
+            raise OSError(f"weights.txt is corrupt: {text!r}")
+        return WordCountModel(source, int(text) * MiB)
+
+
+@pytest.fixture(autouse=True)
+def word_count_runtime(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(base.RUNTIMES, "word-count", f"{__name__}:WordCountRuntime")
+    WordCountRuntime.loads = []
+    WordCountRuntime.gate = None
+
+
+@pytest.fixture
+def models(tmp_path: Path) -> dict[str, Path]:
+    """Model directories by name; write `weights.txt` to set a size or break a model."""
+    directories = {}
+    for name, content in {"a": "100", "b": "100", "c": "100", "broken": "garbage"}.items():
+        directory = tmp_path / name
+        directory.mkdir()
+        (directory / "weights.txt").write_text(content)
+        directories[name] = directory
+    return directories
+
+
+def _pool(models: dict[str, Path], **limits: float) -> ModelPool:
+    def open_source(name: str, version: int) -> ModelSource:
+        return ModelSource.for_directory(
+            models[name],
+            task="text-classification",
+            runtime="word-count",
+            name=name,
+            version=version,
+        )
+
+    return ModelPool(open_source, PoolLimits(**limits), Metrics())  # type: ignore[arg-type]
+
+
+@pytest.mark.asyncio
+async def test_concurrent_first_requests_load_once(models: dict[str, Path]) -> None:
+    pool = _pool(models)
+    WordCountRuntime.gate = threading.Event()
+    waiting = [asyncio.ensure_future(pool.load(("a", 1))) for _ in range(10)]
+    await asyncio.sleep(0)
+    WordCountRuntime.gate.set()
+    residents = await asyncio.gather(*waiting)
+    assert WordCountRuntime.loads == ["a:1"]
+    assert len({id(r) for r in residents}) == 1
+    await pool.close()
+
+
+@pytest.mark.asyncio
+async def test_failed_load_names_model_and_cause_and_next_request_retries(
+    models: dict[str, Path],
+) -> None:
+    pool = _pool(models)
+    outcomes = await asyncio.gather(
+        *(pool.load(("broken", 1)) for _ in range(3)), return_exceptions=True
+    )
+    assert all(isinstance(o, ModelLoadFailed) for o in outcomes)
+    error = outcomes[0]
+    assert isinstance(error, ModelLoadFailed)
+    assert error.status_code == 503
+    assert "broken:1" in error.message
+    assert "weights.txt is corrupt" in error.message
+    assert WordCountRuntime.loads == ["broken:1"]  # one attempt for the three callers
+    (models["broken"] / "weights.txt").write_text("10")  # fixed: the next request loads it
+    resident = await pool.load(("broken", 1))
+    assert resident.model.memory_bytes == 10 * MiB
+    await pool.close()
+
+
+@pytest.mark.asyncio
+async def test_least_recently_used_model_is_evicted_under_the_budget(
+    models: dict[str, Path],
+) -> None:
+    pool = _pool(models, memory_budget_bytes=250 * MiB)
+    first = await pool.load(("a", 1))
+    await pool.load(("b", 1))
+    async with pool.lease(("a", 1)):  # a is now more recently used than b
+        pass
+    await pool.load(("c", 1))  # 300 MiB > 250: b goes
+    assert sorted(r.label for r in pool.residents()) == ["a:1", "c:1"]
+    assert not first.model.unloaded  # type: ignore[attr-defined]
+    assert pool.resident_bytes == 200 * MiB
+    await pool.close()
+
+
+@pytest.mark.asyncio
+async def test_model_in_use_is_not_evicted(models: dict[str, Path]) -> None:
+    pool = _pool(models, memory_budget_bytes=150 * MiB)
+    async with pool.lease(("a", 1)) as busy:
+        await pool.load(("b", 1))  # over budget, but a is serving a request
+        assert pool.is_loaded(("a", 1))
+        assert pool.is_loaded(("b", 1))
+        assert not busy.model.unloaded  # type: ignore[attr-defined]
+    await pool.load(("c", 1))  # now a and b are idle: both are evicted for c
+    assert [r.label for r in pool.residents()] == ["c:1"]
+    await pool.close()
+
+
+@pytest.mark.asyncio
+async def test_idle_models_are_unloaded_but_pinned_ones_stay(models: dict[str, Path]) -> None:
+    pool = _pool(models, idle_unload_s=0.05)
+    pool.start()
+    pinned = await pool.load(("a", 1), pinned=True)
+    idle = await pool.load(("b", 1))
+    for _ in range(200):
+        if not pool.is_loaded(("b", 1)):
+            break
+        await asyncio.sleep(0.01)
+    assert not pool.is_loaded(("b", 1))
+    assert idle.model.unloaded  # type: ignore[attr-defined]
+    assert pool.is_loaded(("a", 1))
+    assert not pinned.model.unloaded  # type: ignore[attr-defined]
+    metrics = pool.metrics.render().decode()
+    assert 'openmaas_model_unloads_total{model="b",reason="idle"} 1.0' in metrics
+    await pool.close()
+
+
+@pytest.mark.asyncio
+async def test_unload_on_request(models: dict[str, Path]) -> None:
+    pool = _pool(models)
+    with pytest.raises(ModelNotLoaded):
+        await pool.unload(("a", 1))
+    resident = await pool.load(("a", 1))
+    await pool.unload(("a", 1))
+    assert resident.model.unloaded  # type: ignore[attr-defined]
+    assert not pool.is_loaded(("a", 1))
+    await pool.load(("a", 1))
+    assert WordCountRuntime.loads == ["a:1", "a:1"]
+    await pool.close()
