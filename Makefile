@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 HOST ?= 127.0.0.1
 PORT ?= 8000
 
-.PHONY: install serve test unit lint format clean
+.PHONY: install system-deps serve test unit lint format clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -21,6 +21,21 @@ $(STAMP): pyproject.toml | $(BIN)/python
 
 install: $(STAMP)
 
+# Debian packages the tests use: real speech clips with transcripts, and Apertium for the
+# rule-based translation runtime. Installed when missing and apt is usable (CI runs as root).
+DEBIAN_PACKAGES := pocketsphinx-testdata apertium apertium-eng-spa
+system-deps:
+	@missing=$$(for p in $(DEBIAN_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || echo $$p; done); \
+	if [ -n "$$missing" ]; then \
+		if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+			echo "installing $$missing"; \
+			DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends $$missing >/dev/null \
+			|| (apt-get update -q >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends $$missing >/dev/null); \
+		else \
+			echo "note: $$missing not installed; the tests that need them are skipped"; \
+		fi; \
+	fi
+
 serve: install
 	$(BIN)/openmaas serve --host $(HOST) --port $(PORT)
 
@@ -29,7 +44,7 @@ lint: install
 	$(BIN)/ruff format --check src tests benchmarks
 	$(BIN)/mypy
 
-test: lint
+test: lint system-deps
 	$(BIN)/pytest
 
 unit: install

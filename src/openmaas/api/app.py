@@ -15,7 +15,12 @@ from fastapi import FastAPI
 
 from openmaas import __version__
 from openmaas.api.errors import install_error_handlers
-from openmaas.api.middleware import BodyLimitMiddleware, MetricsMiddleware, RequestIdMiddleware
+from openmaas.api.middleware import (
+    BodyLimitMiddleware,
+    CancelOnDisconnectMiddleware,
+    MetricsMiddleware,
+    RequestIdMiddleware,
+)
 from openmaas.api.routes import (
     audio,
     catalog,
@@ -67,6 +72,7 @@ def build_app(settings: Settings, services: Services | None = None) -> FastAPI:
         upload_limit=settings.max_upload_bytes,
         limits={"/v1/audio/transcriptions": settings.max_audio_mb * MiB},
     )
+    app.add_middleware(CancelOnDisconnectMiddleware)
     app.add_middleware(MetricsMiddleware, metrics=active.metrics)
     app.add_middleware(RequestIdMiddleware)
     routers = (health, metrics, registry, catalog, models, embeddings, completions, moderations)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import re
 import time
@@ -123,7 +124,7 @@ class MetricsMiddleware:
             await self.app(scope, receive, send)
             return
         started = time.perf_counter()
-        status = 500
+        status = 499  # no response sent: the client closed the request (nginx's convention)
 
         async def send_recording(message: Message) -> None:
             nonlocal status
@@ -143,3 +144,61 @@ class MetricsMiddleware:
             self.metrics.request_seconds.labels(model=model, route=template).observe(
                 time.perf_counter() - started
             )
+
+
+class CancelOnDisconnectMiddleware:
+    """Cancels a request's handler when its client disconnects before the response starts.
+
+    Servers keep running a handler whose client has gone; for inference that wastes a batch
+    slot. Once the handler has read the whole body, this reads the connection on its behalf:
+    an `http.disconnect` before the response has started cancels the handler (its queued batch
+    items are then dropped). After the response has started, disconnects are left to the
+    response itself (a streaming response stops on its own).
+    """
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        inbox: asyncio.Queue[Message] = asyncio.Queue()
+        body_done = asyncio.Event()
+        started = False
+
+        async def relayed_receive() -> Message:
+            if body_done.is_set():
+                return await inbox.get()
+            message = await receive()
+            if message["type"] != "http.request" or not message.get("more_body", False):
+                body_done.set()
+            return message
+
+        async def tracking_send(message: Message) -> None:
+            nonlocal started
+            if message["type"] == "http.response.start":
+                started = True
+            await send(message)
+
+        handler = asyncio.ensure_future(self.app(scope, relayed_receive, tracking_send))
+
+        async def watch() -> None:
+            await body_done.wait()
+            while True:
+                message = await receive()
+                await inbox.put(message)
+                if message["type"] == "http.disconnect":
+                    if not started:
+                        handler.cancel()
+                    return
+
+        watcher = asyncio.ensure_future(watch())
+        try:
+            await handler
+        except asyncio.CancelledError:
+            if not handler.cancelled() or started:
+                raise
+            # The client is gone: nothing to send, nobody to tell.
+        finally:
+            watcher.cancel()

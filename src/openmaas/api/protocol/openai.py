@@ -34,6 +34,8 @@ class ModelCard(BaseModel):
     runtime: str
     aliases: dict[str, int] = Field(default_factory=dict)
     loaded: bool
+    load_seconds: float | None = Field(default=None, description="When loaded: load time.")
+    memory_bytes: int | None = Field(default=None, description="When loaded: its estimate.")
 
 
 class ModelList(BaseModel):

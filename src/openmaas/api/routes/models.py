@@ -7,11 +7,13 @@ from fastapi import APIRouter, Depends
 from openmaas.api.deps import EngineDep, caller
 from openmaas.api.protocol.openai import ModelCard, ModelList
 from openmaas.registry.entities import ModelVersion, RegisteredModel
+from openmaas.serving.engine import InferenceEngine
 
 router = APIRouter(prefix="/v1/models", tags=["openai"], dependencies=[Depends(caller)])
 
 
-def _card(model: RegisteredModel, version: ModelVersion, loaded: bool) -> ModelCard:
+def _card(model: RegisteredModel, version: ModelVersion, engine: InferenceEngine) -> ModelCard:
+    resident = engine.pool.get_loaded((version.model, version.version))
     return ModelCard(
         id=model.name,
         created=int(model.created_at.timestamp()),
@@ -20,19 +22,21 @@ def _card(model: RegisteredModel, version: ModelVersion, loaded: bool) -> ModelC
         version=version.version,
         runtime=version.runtime,
         aliases=dict(model.aliases),
-        loaded=loaded,
+        loaded=resident is not None,
+        load_seconds=round(resident.load_seconds, 3) if resident else None,
+        memory_bytes=resident.model.memory_bytes if resident else None,
     )
 
 
 @router.get("")
 async def list_models(engine: EngineDep) -> ModelList:
     served = await engine.list_models()
-    return ModelList(data=[_card(m, v, engine.is_loaded(v)) for m, v in served])
+    return ModelList(data=[_card(m, v, engine) for m, v in served])
 
 
 @router.get("/{model_id:path}")
 async def retrieve_model(model_id: str, engine: EngineDep) -> ModelCard:
     version = await engine.resolve(model_id)
     model = await engine.get_model(version.model)
-    card = _card(model, version, engine.is_loaded(version))
+    card = _card(model, version, engine)
     return card.model_copy(update={"id": model_id})
