@@ -73,7 +73,7 @@ class BodyLimitMiddleware:
         limit = self.upload_limit if path.endswith("/upload") else self.limits.get(path, self.limit)
         declared = dict(scope["headers"]).get(b"content-length")
         if declared is not None and declared.isdigit() and int(declared) > limit:
-            await _send_too_large(send, limit)
+            await _send_too_large(send, limit, path)
             return
         received = 0
 
@@ -96,8 +96,11 @@ def _too_large_message(limit: int) -> str:
     )
 
 
-async def _send_too_large(send: Send, limit: int) -> None:
-    body = json.dumps(PayloadTooLarge(_too_large_message(limit)).to_dict()).encode()
+async def _send_too_large(send: Send, limit: int, path: str) -> None:
+    error = PayloadTooLarge(_too_large_message(limit))
+    # Open Inference Protocol clients read {"error": "<message>"} (see api.errors).
+    shape = {"error": error.message} if path.startswith("/v2") else error.to_dict()
+    body = json.dumps(shape).encode()
     await send(
         {
             "type": "http.response.start",
