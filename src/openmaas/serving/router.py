@@ -37,14 +37,16 @@ class ModelRouter:
         return version
 
     def invalidate(self, model: str) -> None:
-        """Forget every cached resolution of `model` (called on alias moves and deletes)."""
-        for reference in [r for r, (_, v) in self._cache.items() if v.model == model]:
-            del self._cache[reference]
-        # A reference may not have resolved to this model before but does now (a new model
-        # with that name): drop references that start with the name too.
-        for reference in [r for r in self._cache if _model_part(r) == model]:
-            del self._cache[reference]
+        """Forget every cached resolution of `model` (called on alias moves and deletes).
 
+        Called from whichever thread changed the registry: it copies the entries in one step
+        (atomic under the GIL) and removes with `pop`, so a concurrent `resolve` is safe.
+        """
+        for reference, (_, version) in list(self._cache.items()):
+            # A reference may name a model that did not exist when it was cached, hence
+            # the name check besides the cached version's model.
+            if version.model == model or _model_part(reference) == model:
+                self._cache.pop(reference, None)
 
 def _model_part(reference: str) -> str:
     for separator in ("@", ":"):
