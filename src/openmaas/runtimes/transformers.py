@@ -1,0 +1,269 @@
+"""The transformers runtime: Hugging Face PyTorch checkpoints, loaded with `from_pretrained`.
+
+This module holds what every task shares: loading a checkpoint onto its device, the facts a
+loaded model declares (memory, input limit), token counting, and length-sorted sub-batching.
+The tasks live beside it: `transformers_encoders` (embedding, classification, rerank, entities)
+and `transformers_generation` (causal and sequence-to-sequence generation).
+
+Example::
+
+    runtime = TransformersRuntime()
+    source = ModelSource.for_directory(path, task="embedding", runtime="transformers")
+    model = runtime.load(source, LoadOptions(threads=4))
+    vectors = model.embed(["hello", "world"])
+"""
+
+from __future__ import annotations
+
+import copy
+import itertools
+import json
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, ClassVar, Protocol, Self
+
+import numpy as np
+import torch
+from transformers import AutoTokenizer, BatchEncoding, PreTrainedModel, PreTrainedTokenizerBase
+from transformers.utils import logging as transformers_logging
+
+from openmaas.errors import InvalidRequest, WrongTask
+from openmaas.registry.entities import Task
+from openmaas.runtimes.base import LoadedModel, LoadOptions, ModelSource, Runtime
+
+# A server loads models in the background: per-load progress bars only clutter its logs.
+transformers_logging.disable_progress_bar()  # type: ignore[no-untyped-call]
+
+# Beyond this a tokenizer's `model_max_length` is the library's "no limit" placeholder (1e30).
+SANE_MODEL_MAX_LENGTH = 100_000
+# Resident memory over weight-file size: allocator slack and the activations of one batch.
+MEMORY_OVERHEAD_FACTOR = 1.2
+# Sub-batch limits for encoder passes: at most this many texts, and at most this many tokens
+# once padded, so one long text does not make a whole batch of short ones pay for its padding.
+MAX_TEXTS_PER_PASS = 64
+MAX_PADDED_TOKENS_PER_PASS = 16_384
+
+
+class AutoModelClass(Protocol):
+    """`AutoModel`, `AutoModelForSequenceClassification`, ...: what `load_checkpoint` needs."""
+
+    @classmethod
+    def from_pretrained(
+        cls, pretrained_model_name_or_path: Any, /, *args: Any, **kwargs: Any
+    ) -> Any: ...
+
+
+@dataclass(frozen=True, slots=True)
+class Checkpoint:
+    """A network on its device with its tokenizer and the facts every task declares."""
+
+    network: PreTrainedModel
+    tokenizer: PreTrainedTokenizerBase
+    device: torch.device
+    memory_bytes: int
+    max_input_tokens: int | None
+
+
+def load_checkpoint(
+    source: ModelSource,
+    options: LoadOptions,
+    auto_class: type[AutoModelClass],
+    *,
+    subdirectory: str = "",
+) -> Checkpoint:
+    directory = source.directory / subdirectory if subdirectory else source.directory
+    device = torch.device(options.device)
+    if options.threads:
+        torch.set_num_threads(options.threads)
+    # float32 on CPU: half-precision checkpoints are slow there and drift from reference outputs.
+    dtype: torch.dtype | str = torch.float32 if device.type == "cpu" else "auto"
+    network: PreTrainedModel = auto_class.from_pretrained(
+        directory, local_files_only=True, dtype=dtype
+    )
+    # Through nn.Module: transformers overrides both without annotations.
+    module: torch.nn.Module = network
+    module.eval()
+    module.to(device)
+    tokenizer = AutoTokenizer.from_pretrained(directory, local_files_only=True)
+    tensors = itertools.chain(network.parameters(), network.buffers())
+    return Checkpoint(
+        network=network,
+        tokenizer=tokenizer,
+        device=device,
+        memory_bytes=sum(t.numel() * t.element_size() for t in tensors),
+        max_input_tokens=_max_input_tokens(source.directory, tokenizer, network),
+    )
+
+
+def _max_input_tokens(
+    directory: Path, tokenizer: PreTrainedTokenizerBase, network: PreTrainedModel
+) -> int | None:
+    positions = getattr(network.config, "max_position_embeddings", None)
+    limit: int | None = None
+    sentence_config = directory / "sentence_bert_config.json"
+    if sentence_config.is_file():
+        limit = json.loads(sentence_config.read_text(encoding="utf-8")).get("max_seq_length")
+    if limit is None and 0 < tokenizer.model_max_length < SANE_MODEL_MAX_LENGTH:
+        limit = int(tokenizer.model_max_length)
+    if limit is None:
+        return int(positions) if positions else None
+    # A declared length past the position table would fail inside the model, not truncate.
+    return min(int(limit), int(positions)) if positions else int(limit)
+
+
+@dataclass(frozen=True, slots=True)
+class SubBatch:
+    indices: list[int]  # positions of these rows in the caller's input
+    lengths: list[int]  # unpadded token counts
+    inputs: dict[str, torch.Tensor]  # padded model inputs, on the device
+
+
+class TransformersModel(LoadedModel):
+    """A checkpoint serving one concept of task. Subclasses name their `auto_class`."""
+
+    auto_class: ClassVar[type[AutoModelClass]]
+
+    def __init__(self, source: ModelSource, tasks: frozenset[Task], checkpoint: Checkpoint):
+        self.source = source
+        self.tasks = tasks
+        self.network = checkpoint.network
+        self.tokenizer = checkpoint.tokenizer
+        # The engine counts tokens on the event loop while a batch tokenizes in the model's
+        # thread. A fast tokenizer's truncation settings are state inside the Rust object, and
+        # two threads changing them at once fail ("Already borrowed"): counting gets a copy.
+        self.counting_tokenizer = copy.deepcopy(checkpoint.tokenizer)
+        self.device = checkpoint.device
+        self.memory_bytes = checkpoint.memory_bytes
+        self.max_input_tokens = checkpoint.max_input_tokens
+
+    @classmethod
+    def load(cls, source: ModelSource, options: LoadOptions) -> Self:
+        return cls(
+            source, frozenset({Task(source.task)}), load_checkpoint(source, options, cls.auto_class)
+        )
+
+    def count_tokens(self, texts: Sequence[str]) -> list[int]:
+        if not texts:
+            return []
+        encoded = self.counting_tokenizer(
+            list(texts),
+            add_special_tokens=True,
+            truncation=False,
+            return_attention_mask=False,
+            return_token_type_ids=False,
+        )
+        return [max(1, len(ids)) for ids in encoded["input_ids"]]
+
+    def detokenize(self, ids: Sequence[int]) -> str:
+        vocabulary = self.counting_tokenizer.vocab_size
+        bad = next((i for i in ids if not 0 <= i < vocabulary), None)
+        if bad is not None:
+            raise InvalidRequest(
+                f"input: token id {bad} is outside the vocabulary of model "
+                f"'{self.source.label}' (0..{vocabulary - 1})",
+                param="input",
+            )
+        text = self.counting_tokenizer.decode(list(ids), skip_special_tokens=True)
+        return text if isinstance(text, str) else "".join(text)
+
+    def unload(self) -> None:
+        del self.network
+        if self.device.type == "cuda":
+            torch.cuda.empty_cache()
+
+    def tokenize(
+        self, texts: Sequence[str], pairs: Sequence[str] | None = None, **kwargs: Any
+    ) -> BatchEncoding:
+        """Unpadded encodings, truncated to the model's limit (pairs: longest side first)."""
+        limit = self.max_input_tokens
+        encoded: BatchEncoding = self.tokenizer(
+            list(texts),
+            list(pairs) if pairs is not None else None,
+            truncation=limit is not None,
+            max_length=limit,
+            **kwargs,
+        )
+        return encoded
+
+    def sub_batches(
+        self, encoded: BatchEncoding, *, max_texts: int = MAX_TEXTS_PER_PASS
+    ) -> Iterator[SubBatch]:
+        """Padded sub-batches in decreasing length order, so each pads only to its own longest
+        row (and the largest allocation comes first, where it fails fastest)."""
+        keys = [k for k in self.tokenizer.model_input_names if k in encoded]
+        rows = encoded["input_ids"]
+        lengths = [len(ids) for ids in rows]
+        order = sorted(range(len(rows)), key=lambda i: -lengths[i])
+        start = 0
+        while start < len(order):
+            longest = max(1, lengths[order[start]])
+            size = max(1, min(max_texts, MAX_PADDED_TOKENS_PER_PASS // longest))
+            indices = order[start : start + size]
+            start += size
+            inputs = {key: self._padded(encoded[key], indices, longest, key) for key in keys}
+            yield SubBatch(indices=indices, lengths=[lengths[i] for i in indices], inputs=inputs)
+
+    def _padded(
+        self, rows: Sequence[Sequence[int]], indices: Sequence[int], width: int, key: str
+    ) -> torch.Tensor:
+        # Right padding; masked positions never reach the results.
+        fill = (self.tokenizer.pad_token_id or 0) if key == "input_ids" else 0
+        array = np.full((len(indices), width), fill, dtype=np.int64)
+        for row, i in enumerate(indices):
+            array[row, : len(rows[i])] = rows[i]
+        return torch.from_numpy(array).to(self.device)
+
+
+class TransformersRuntime(Runtime):
+    """Hugging Face checkpoints (safetensors or PyTorch weights) run with PyTorch."""
+
+    name = "transformers"
+    tasks = frozenset(
+        {
+            Task.EMBEDDING,
+            Task.TEXT_CLASSIFICATION,
+            Task.RERANK,
+            Task.TOKEN_CLASSIFICATION,
+            Task.TEXT_GENERATION,
+            Task.TRANSLATION,
+            Task.SUMMARIZATION,
+        }
+    )
+
+    def estimate_memory_bytes(self, source: ModelSource) -> int:
+        # Weights only: a directory often carries the same weights twice (.safetensors and
+        # .bin) plus tokenizer files and exports for other runtimes.
+        files = [p for p in source.directory.rglob("*.safetensors") if p.is_file()]
+        if not files:
+            files = [p for p in source.directory.rglob("*.bin") if p.is_file()]
+        if not files:
+            return super().estimate_memory_bytes(source)
+        return int(sum(p.stat().st_size for p in files) * MEMORY_OVERHEAD_FACTOR)
+
+    def load(self, source: ModelSource, options: LoadOptions) -> LoadedModel:
+        task = Task(source.task)
+        if task not in self.tasks:
+            served = ", ".join(sorted(t.value for t in self.tasks))
+            raise WrongTask(
+                f"model '{source.label}': the transformers runtime serves {served}, "
+                f"not {task.value}",
+                param="model",
+            )
+        return _model_class(task).load(source, options)
+
+
+def _model_class(task: Task) -> type[TransformersModel]:
+    # Imported here, not at the top: the task modules subclass `TransformersModel` above.
+    from openmaas.runtimes import transformers_encoders, transformers_generation
+
+    classes: dict[Task, type[TransformersModel]] = {
+        Task.EMBEDDING: transformers_encoders.EmbeddingModel,
+        Task.TEXT_CLASSIFICATION: transformers_encoders.TextClassifier,
+        Task.RERANK: transformers_encoders.CrossEncoder,
+        Task.TOKEN_CLASSIFICATION: transformers_encoders.EntityTagger,
+        Task.TEXT_GENERATION: transformers_generation.CausalLanguageModel,
+        Task.TRANSLATION: transformers_generation.Translator,
+        Task.SUMMARIZATION: transformers_generation.Summarizer,
+    }
+    return classes[task]

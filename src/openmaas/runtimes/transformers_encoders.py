@@ -1,0 +1,384 @@
+"""Encoder tasks of the transformers runtime: embeddings, text classification, cross-encoder
+reranking and token classification (entities with character offsets).
+
+Every pass tokenizes the whole batch once and runs it in length-sorted sub-batches (see
+`TransformersModel.sub_batches`); results go back to input order.
+
+Example::
+
+    # source.task == "token-classification"
+    model = TransformersRuntime().load(source, LoadOptions())
+    model.extract_entities(["Angela Merkel visited Paris."])
+    # [[Entity(text='Angela Merkel', label='PER', start=0, end=13, score=0.98), ...]]
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any, Self
+
+import numpy as np
+import numpy.typing as npt
+import torch
+from transformers import (
+    AutoModel,
+    AutoModelForSequenceClassification,
+    AutoModelForTokenClassification,
+    BatchEncoding,
+    PretrainedConfig,
+)
+
+from openmaas.errors import InvalidRequest, UnsupportedSource, WrongTask
+from openmaas.registry.entities import Task
+from openmaas.runtimes.base import (
+    Entity,
+    FloatArray,
+    LabelScore,
+    LoadOptions,
+    ModelSource,
+    l2_normalize,
+    ranked,
+    softmax,
+)
+from openmaas.runtimes.transformers import Checkpoint, TransformersModel, load_checkpoint
+
+# -- embeddings -------------------------------------------------------------------------------
+
+POOLING_MODES = ("mean", "cls", "max", "last")
+# sentence-transformers' names for the modes we run (its `pooling_mode`, and the older flags).
+SENTENCE_TRANSFORMERS_MODES = {"mean": "mean", "cls": "cls", "max": "max", "lasttoken": "last"}
+SENTENCE_TRANSFORMERS_FLAGS = {
+    "pooling_mode_cls_token": "cls",
+    "pooling_mode_max_tokens": "max",
+    "pooling_mode_mean_tokens": "mean",
+    "pooling_mode_mean_sqrt_len_tokens": "mean_sqrt_len_tokens",
+    "pooling_mode_weightedmean_tokens": "weightedmean",
+    "pooling_mode_lasttoken": "lasttoken",
+}
+
+
+@dataclass(frozen=True, slots=True)
+class Pooling:
+    """How token vectors become one text vector: from a sentence-transformers directory's
+    modules when it has them, else the version's params (`pooling`, `normalize`), else mean."""
+
+    mode: str = "mean"
+    normalize: bool = False
+    checkpoint_path: str = ""  # where a sentence-transformers directory keeps the network
+
+    @classmethod
+    def for_source(cls, source: ModelSource) -> Pooling:
+        if (source.directory / "modules.json").is_file():
+            return cls._from_sentence_transformers(source)
+        mode = str(source.params.get("pooling") or "mean")
+        normalize = source.params.get("normalize")
+        if mode not in POOLING_MODES or normalize not in (None, "l2"):
+            raise InvalidRequest(
+                f"model '{source.label}': pooling must be one of {', '.join(POOLING_MODES)} and "
+                f"normalize 'l2' or null; got pooling={mode!r}, normalize={normalize!r}",
+                param="params",
+            )
+        return cls(mode=mode, normalize=normalize == "l2")
+
+    @classmethod
+    def _from_sentence_transformers(cls, source: ModelSource) -> Pooling:
+        modules = json.loads((source.directory / "modules.json").read_text(encoding="utf-8"))
+        pooling = cls()
+        for module in modules:
+            kind = str(module.get("type", "")).rsplit(".", 1)[-1]
+            path = str(module.get("path", ""))
+            if kind == "Transformer":
+                pooling = cls(pooling.mode, pooling.normalize, path)
+            elif kind == "Pooling":
+                config = json.loads((source.directory / path / "config.json").read_text("utf-8"))
+                mode = _sentence_transformers_mode(source, config)
+                pooling = cls(mode, pooling.normalize, pooling.checkpoint_path)
+            elif kind == "Normalize":
+                pooling = cls(pooling.mode, True, pooling.checkpoint_path)
+            else:
+                # A Dense or other module changes the vectors: serving without it would be
+                # silently wrong.
+                raise UnsupportedSource(
+                    f"model '{source.label}' uses the sentence-transformers module "
+                    f"{module.get('type')}, which the transformers runtime does not run",
+                    param="source",
+                )
+        return pooling
+
+
+def _sentence_transformers_mode(source: ModelSource, config: dict[str, Any]) -> str:
+    declared = config.get("pooling_mode")
+    if declared is None:
+        modes = [mode for flag, mode in SENTENCE_TRANSFORMERS_FLAGS.items() if config.get(flag)]
+    else:
+        modes = [declared] if isinstance(declared, str) else list(declared)
+    modes = modes or ["mean"]
+    if len(modes) != 1 or modes[0] not in SENTENCE_TRANSFORMERS_MODES:
+        raise UnsupportedSource(
+            f"model '{source.label}' pools with {'+'.join(modes)}; the transformers runtime "
+            f"runs one of {', '.join(SENTENCE_TRANSFORMERS_MODES)}",
+            param="source",
+        )
+    return SENTENCE_TRANSFORMERS_MODES[modes[0]]
+
+
+def pool(hidden: torch.Tensor, mask: torch.Tensor, mode: str) -> torch.Tensor:
+    """(batch, tokens, dim) -> (batch, dim), ignoring padded positions (right padding)."""
+    if mode == "cls":
+        return hidden[:, 0]
+    if mode == "last":
+        last = mask.sum(dim=1) - 1
+        return hidden[torch.arange(hidden.shape[0], device=hidden.device), last]
+    weights = mask.unsqueeze(-1).to(hidden.dtype)
+    if mode == "max":
+        return hidden.masked_fill(weights == 0, torch.finfo(hidden.dtype).min).amax(dim=1)
+    return (hidden * weights).sum(dim=1) / weights.sum(dim=1).clamp(min=1e-9)
+
+
+class EmbeddingModel(TransformersModel):
+    """A bare encoder (`AutoModel`) pooled into one vector per text."""
+
+    auto_class = AutoModel
+
+    def __init__(
+        self,
+        source: ModelSource,
+        tasks: frozenset[Task],
+        checkpoint: Checkpoint,
+        pooling: Pooling | None = None,
+    ):
+        super().__init__(source, tasks, checkpoint)
+        self.pooling = pooling or Pooling.for_source(source)
+        self.dimensions = int(self.network.config.hidden_size)
+        self.embedding_dimensions = self.dimensions
+
+    @classmethod
+    def load(cls, source: ModelSource, options: LoadOptions) -> Self:
+        # The pooling comes first: it says where a sentence-transformers directory keeps
+        # the network.
+        pooling = Pooling.for_source(source)
+        checkpoint = load_checkpoint(
+            source, options, cls.auto_class, subdirectory=pooling.checkpoint_path
+        )
+        return cls(source, frozenset({Task.EMBEDDING}), checkpoint, pooling)
+
+    def embed(self, texts: Sequence[str]) -> FloatArray:
+        vectors = np.zeros((len(texts), self.dimensions), dtype=np.float32)
+        if not texts:
+            return vectors
+        encoded = self.tokenize(texts)
+        for batch in self.sub_batches(encoded):
+            with torch.inference_mode():
+                hidden = self.network(**batch.inputs).last_hidden_state
+                pooled = pool(hidden, batch.inputs["attention_mask"], self.pooling.mode)
+            vectors[batch.indices] = pooled.float().cpu().numpy()
+        return l2_normalize(vectors) if self.pooling.normalize else vectors
+
+
+# -- sequence classification ------------------------------------------------------------------
+
+
+class _SequenceScorer(TransformersModel):
+    """`AutoModelForSequenceClassification` logits for texts or text pairs, in input order."""
+
+    auto_class = AutoModelForSequenceClassification
+
+    def _logits(self, encoded: BatchEncoding) -> npt.NDArray[np.float32]:
+        rows = len(encoded["input_ids"])
+        logits = np.zeros((rows, self.network.config.num_labels or 1), dtype=np.float32)
+        for batch in self.sub_batches(encoded):
+            with torch.inference_mode():
+                output = self.network(**batch.inputs).logits
+            logits[batch.indices] = output.float().cpu().numpy()
+        return logits
+
+
+class TextClassifier(_SequenceScorer):
+    """Every label with its probability: softmax, or one sigmoid per label for multi-label
+    models (`problem_type == "multi_label_classification"`)."""
+
+    def __init__(self, source: ModelSource, tasks: frozenset[Task], checkpoint: Checkpoint):
+        super().__init__(source, tasks, checkpoint)
+        config = self.network.config
+        if config.num_labels == 1:
+            raise WrongTask(
+                f"model '{source.label}' has a single output: it is a cross-encoder and serves "
+                "rerank, not text-classification",
+                param="model",
+            )
+        self.labels = _labels(config)
+        self.multi_label = config.problem_type == "multi_label_classification"
+
+    def classify(self, texts: Sequence[str]) -> list[list[LabelScore]]:
+        if not texts:
+            return []
+        logits = self._logits(self.tokenize(texts))
+        scores = _sigmoid(logits) if self.multi_label else softmax(logits)
+        return [ranked(self.labels, row.tolist()) for row in scores]
+
+
+class CrossEncoder(_SequenceScorer):
+    """A one-output sequence classifier over (query, document) pairs; relevance is the
+    sigmoid of that output, as sentence-transformers' CrossEncoder reports it."""
+
+    def __init__(self, source: ModelSource, tasks: frozenset[Task], checkpoint: Checkpoint):
+        super().__init__(source, tasks, checkpoint)
+        labels = self.network.config.num_labels
+        if labels != 1:
+            raise WrongTask(
+                f"model '{source.label}' has {labels} labels: it is a text classifier, not a "
+                "cross-encoder (one relevance output), so it cannot serve rerank",
+                param="model",
+            )
+
+    def score_pairs(self, pairs: Sequence[tuple[str, str]]) -> list[float]:
+        if not pairs:
+            return []
+        queries = [query for query, _ in pairs]
+        documents = [document for _, document in pairs]
+        logits = self._logits(self.tokenize(queries, documents))
+        return [float(s) for s in _sigmoid(logits[:, 0])]
+
+
+def _labels(config: PretrainedConfig) -> tuple[str, ...]:
+    """Label names in id order (`id2label` keys are ints once loaded, strings in raw JSON)."""
+    names: dict[Any, str] = dict(config.id2label or {})
+    count = config.num_labels or len(names)
+    return tuple(str(names.get(i, names.get(str(i), f"LABEL_{i}"))) for i in range(count))
+
+
+def _sigmoid(logits: npt.NDArray[np.float32]) -> npt.NDArray[np.float64]:
+    result: npt.NDArray[np.float64] = 1.0 / (1.0 + np.exp(-logits.astype(np.float64)))
+    return result
+
+
+# -- token classification ---------------------------------------------------------------------
+
+# Tag prefixes of the BIO / IOB2, BIOES and BILOU schemes.
+BEGIN_TAGS = frozenset({"B", "S", "U"})
+INSIDE_TAGS = frozenset({"I", "E", "L"})
+ENDING_TAGS = frozenset({"E", "L", "S", "U"})  # the entity is complete after this word
+OUTSIDE_LABELS = frozenset({"O", "OUTSIDE"})
+
+
+@dataclass(frozen=True, slots=True)
+class TaggedToken:
+    """One subword with its predicted label; `word` groups subwords into words."""
+
+    word: int
+    start: int  # character offsets into the text
+    end: int
+    label: str
+    score: float  # the predicted label's probability
+
+
+@dataclass(slots=True)
+class _Word:
+    start: int
+    end: int
+    label: str  # the first subword's
+    scores: list[float] = field(default_factory=list)
+
+
+def parse_tag(label: str) -> tuple[str | None, str | None]:
+    """("B", "PER") for "B-PER"; (None, "PER") for a plain "PER"; (None, None) for outside."""
+    if label.upper() in OUTSIDE_LABELS:
+        return None, None
+    prefix, dash, kind = label.partition("-")
+    if dash and kind and prefix.upper() in BEGIN_TAGS | INSIDE_TAGS:
+        return prefix.upper(), kind
+    return None, label
+
+
+def group_entities(text: str, tokens: Sequence[TaggedToken]) -> list[Entity]:
+    """Entity spans from tagged subwords: a word takes its first subword's label; a word tagged
+    I-X (or E-X, L-X) extends an open X entity, as does a plain X after a plain X; B-X starts
+    a new one. The score is the mean probability of the entity's tokens."""
+    words: list[_Word] = []
+    current_word: int | None = None
+    for token in tokens:
+        if token.word != current_word:
+            words.append(_Word(token.start, token.end, token.label))
+            current_word = token.word
+        words[-1].end = max(words[-1].end, token.end)
+        words[-1].scores.append(token.score)
+
+    groups: list[tuple[str, list[_Word]]] = []
+    open_kind: str | None = None
+    open_plain = False
+    for word in words:
+        position, kind = parse_tag(word.label)
+        if kind is None:
+            open_kind = None
+            continue
+        continues = kind == open_kind and (
+            position in INSIDE_TAGS or (position is None and open_plain)
+        )
+        if continues:
+            groups[-1][1].append(word)
+        else:
+            groups.append((kind, [word]))
+            open_kind, open_plain = kind, position is None
+        if position in ENDING_TAGS:
+            open_kind = None
+    return [entity for kind, group in groups if (entity := _entity(text, kind, group))]
+
+
+def _entity(text: str, kind: str, words: list[_Word]) -> Entity | None:
+    start, end = words[0].start, words[-1].end
+    # Byte-level tokenizers count a word's leading space in its offsets.
+    while start < end and text[start].isspace():
+        start += 1
+    while end > start and text[end - 1].isspace():
+        end -= 1
+    if start >= end:
+        return None
+    scores = [score for word in words for score in word.scores]
+    return Entity(
+        text=text[start:end], label=kind, start=start, end=end, score=float(np.mean(scores))
+    )
+
+
+class EntityTagger(TransformersModel):
+    """`AutoModelForTokenClassification` with entity spans aggregated from subwords. Needs a
+    fast tokenizer, for character offsets and word boundaries."""
+
+    auto_class = AutoModelForTokenClassification
+
+    def __init__(self, source: ModelSource, tasks: frozenset[Task], checkpoint: Checkpoint):
+        super().__init__(source, tasks, checkpoint)
+        if not self.tokenizer.is_fast:
+            raise UnsupportedSource(
+                f"model '{source.label}' has no fast (tokenizer.json) tokenizer: entity "
+                "offsets need one",
+                param="source",
+            )
+        self.labels = _labels(self.network.config)
+
+    def extract_entities(self, texts: Sequence[str]) -> list[list[Entity]]:
+        if not texts:
+            return []
+        encoded = self.tokenize(texts, return_offsets_mapping=True)
+        probabilities: list[npt.NDArray[np.float32]] = [np.zeros((0, 0), np.float32)] * len(texts)
+        for batch in self.sub_batches(encoded):
+            with torch.inference_mode():
+                logits = self.network(**batch.inputs).logits
+            rows = torch.softmax(logits.float(), dim=-1).cpu().numpy()
+            for row, (index, length) in enumerate(zip(batch.indices, batch.lengths, strict=True)):
+                probabilities[index] = rows[row, :length]
+        results = []
+        for index, text in enumerate(texts):
+            best = probabilities[index].argmax(axis=-1)
+            tokens = [
+                TaggedToken(
+                    word, start, end, self.labels[best[t]], float(probabilities[index][t, best[t]])
+                )
+                for t, (word, (start, end)) in enumerate(
+                    zip(encoded.word_ids(index), encoded["offset_mapping"][index], strict=True)
+                )
+                if word is not None and end > start
+            ]
+            results.append(group_entities(text, tokens))
+        return results
