@@ -47,6 +47,8 @@ def tiny(serving_server: RunningServer, tmp_path_factory: pytest.TempPathFactory
             forced_label="toxic",
         )
         sdk.register("tiny-moderation", PathSource(path=str(toxic)))
+        cross = build_bert(root / "cross", head="sequence-classification", labels=["relevance"])
+        sdk.register("tiny-cross-encoder", PathSource(path=str(cross)))  # detected: rerank
     return "tiny-gpt2"
 
 
@@ -344,3 +346,24 @@ def _batches(server: RunningServer) -> float:
         if line.startswith('openmaas_batch_size_count{model="all-minilm-l6-v2"}'):
             return float(line.split()[-1])
     return 0.0
+
+
+def test_rerank_with_a_cross_encoder(serving_server: RunningServer, tiny: str) -> None:
+    documents = ["first document", "second document", "third one"]
+    response = httpx.post(
+        f"{serving_server.url}/v1/rerank",
+        json={"model": "tiny-cross-encoder", "query": "which?", "documents": documents},
+        timeout=60,
+    )
+    assert response.status_code == 200, response.text
+    results = response.json()["results"]
+    assert sorted(r["index"] for r in results) == [0, 1, 2]
+    scores = [r["relevance_score"] for r in results]
+    assert scores == sorted(scores, reverse=True)
+    assert all(0.0 <= s <= 1.0 for s in scores)
+    refused = httpx.post(
+        f"{serving_server.url}/v1/rerank",
+        json={"model": "tiny-moderation", "query": "q", "documents": ["d"]},
+    )
+    assert refused.status_code == 400
+    assert refused.json()["error"]["code"] == "wrong_task"

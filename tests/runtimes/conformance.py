@@ -11,6 +11,7 @@ import time
 from collections.abc import Sequence
 
 import numpy as np
+import pytest
 
 from openmaas.errors import WrongTask
 from openmaas.registry.entities import Task
@@ -85,18 +86,16 @@ def check_conformance(
 
 def _check_wrong_task_refused(model: LoadedModel) -> None:
     if Task.TRANSLATION not in model.tasks:
-        try:
+        with pytest.raises(WrongTask) as refused:
             model.translate(["x"], Seq2SeqParams())
-        except WrongTask as exc:
-            assert model.source.name in exc.message
-        else:  # pragma: no cover - the failure message is the point
-            raise AssertionError("translate() on a non-translation model must raise WrongTask")
+        assert model.source.name in refused.value.message
 
 
 def _check_embedding(model: LoadedModel, texts: Sequence[str]) -> None:
     vectors = model.embed(list(texts))
     dim = model.embedding_dimensions
-    assert dim is not None and dim > 0
+    assert dim is not None
+    assert dim > 0
     assert vectors.shape == (len(texts), dim)
     assert vectors.dtype == np.float32
     assert np.isfinite(vectors).all()
@@ -117,9 +116,7 @@ def _check_classification(model: LoadedModel, texts: Sequence[str]) -> None:
         assert scores == sorted(scores, reverse=True)
         single = model.classify([texts[i]])[0]
         assert [r.label for r in single][:1] == [r.label for r in ranking][:1]
-        np.testing.assert_allclose(
-            [r.score for r in single], scores, rtol=1e-4, atol=1e-4
-        )
+        np.testing.assert_allclose([r.score for r in single], scores, rtol=1e-4, atol=1e-4)
     assert model.classify([]) == []
 
 

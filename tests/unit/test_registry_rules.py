@@ -104,6 +104,13 @@ def test_task_is_detected_from_the_config(
     assert registry.register_plan("m", plan_directory(model_dir), VersionSpec()).task == task
 
 
+def test_one_output_classifier_is_a_cross_encoder(
+    registry: RegistryService, tmp_path: Path
+) -> None:
+    model_dir = write_hf_model(tmp_path / "m", extra_config={"id2label": {"0": "LABEL_0"}})
+    assert registry.register_plan("m", plan_directory(model_dir), VersionSpec()).task == "rerank"
+
+
 def test_undetectable_task_asks_for_one(registry: RegistryService, tmp_path: Path) -> None:
     model_dir = write_hf_model(
         tmp_path / "m", architecture="T5ForConditionalGeneration", model_type="custom"

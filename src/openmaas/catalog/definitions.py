@@ -2,7 +2,9 @@
 
 `load_catalog()` parses `catalog.toml` into frozen definitions; `locate()` says whether an
 entry's packages are installed and complete. Availability only reads package metadata and
-stats files: it never imports torch, spaCy or scikit-learn, so it stays fast.
+stats files: it never imports torch, spaCy or scikit-learn, so it stays fast. A Debian source
+(a system package such as Apertium) is available when its command is on PATH and its files
+exist.
 
 Example::
 
@@ -14,6 +16,8 @@ Example::
 from __future__ import annotations
 
 import importlib.metadata
+import re
+import shutil
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -27,7 +31,9 @@ from openmaas.registry.names import check_model_name
 
 CATALOG_FILE = Path(__file__).with_name("catalog.toml")
 KINDS = frozenset({"directory", "onnx", "rules", "linear-head"})
-SOURCE_TYPES = frozenset({"pypi", "hub"})
+SOURCE_TYPES = frozenset({"pypi", "debian", "hub"})
+INSTALLED_TYPES = frozenset({"pypi", "debian"})  # sources whose files are on this machine
+DPKG_STATUS = Path("/var/lib/dpkg/status")
 ROLES = frozenset({"model", "tokenizer", "encoder", "engine"})
 
 
@@ -37,16 +43,19 @@ class CatalogFileError(ValueError):
 
 @dataclass(frozen=True, slots=True)
 class CatalogSource:
-    """One place an entry's files come from: an installed distribution or a Hub repository."""
+    """One place an entry's files come from: an installed distribution, a Debian package or a
+    Hub repository."""
 
-    type: str  # pypi | hub
+    type: str  # pypi | debian | hub
     distribution: str | None = None
-    package: str | None = None  # import name, when it differs from the distribution's
-    path: str | None = None  # directory inside the distribution; may hold "{version}"
+    package: str | None = None  # import name, when it differs; debian: the package name
+    path: str | None = None  # directory inside the distribution ("{version}" allowed); debian:
+    # an absolute system directory
     files: tuple[str, ...] = ()  # must exist under `path`
     copy: tuple[str, ...] = ()  # rules entries: copied next to the spec
     role: str = "model"
     repo_id: str | None = None
+    command: str | None = None  # debian: the executable that must be on PATH
     installed_version: str | None = None  # filled in by `locate`
 
 
@@ -66,7 +75,7 @@ class CatalogDefinition:
 
     @property
     def packages(self) -> tuple[CatalogSource, ...]:
-        return tuple(s for s in self.sources if s.type == "pypi")
+        return tuple(s for s in self.sources if s.type in INSTALLED_TYPES)
 
     def package(self, role: str) -> CatalogSource:
         for source in self.packages:
@@ -84,6 +93,14 @@ class LocatedPackage:
     root: Path
 
     def lineage(self) -> dict[str, Any]:
+        if self.source.type == "debian":
+            return {
+                "type": "debian",
+                "package": self.source.package,
+                "version": self.version,
+                "path": self.source.path,
+                "role": self.source.role,
+            }
         return {
             "distribution": self.source.distribution,
             "version": self.version,
@@ -170,17 +187,16 @@ def _source(raw: Any, where: str) -> CatalogSource:
         raise CatalogFileError(f"{where}: every source must be a table")
     kind = _text(raw, "type", where)
     if kind not in SOURCE_TYPES:
-        raise CatalogFileError(f"{where}: source type must be pypi or hub, got {kind!r}")
+        raise CatalogFileError(f"{where}: source type must be pypi, debian or hub, got {kind!r}")
     if kind == "hub":
         return CatalogSource(type="hub", repo_id=_text(raw, "repo_id", where))
+    if kind == "debian":
+        return _debian_source(raw, where)
     path = _safe_path(_text(raw, "path", where), "path", where)
     files = _paths(raw, "files", where)
     copy = _paths(raw, "copy", where)
     if not set(copy) <= set(files):
         raise CatalogFileError(f"{where}: every `copy` file must also be listed in `files`")
-    role = raw.get("role", "model")
-    if role not in ROLES:
-        raise CatalogFileError(f"{where}: role must be one of {sorted(ROLES)}, got {role!r}")
     return CatalogSource(
         type="pypi",
         distribution=_text(raw, "distribution", where),
@@ -188,8 +204,30 @@ def _source(raw: Any, where: str) -> CatalogSource:
         path=path,
         files=files,
         copy=copy,
-        role=role,
+        role=_role(raw, where),
     )
+
+
+def _debian_source(raw: Mapping[str, Any], where: str) -> CatalogSource:
+    # The files stay where dpkg put them (nothing is copied), so `path` is a system directory.
+    path = PurePosixPath(_text(raw, "path", where))
+    if not path.is_absolute() or ".." in path.parts:
+        raise CatalogFileError(f"{where}: a debian source's `path` must be an absolute directory")
+    return CatalogSource(
+        type="debian",
+        package=_text(raw, "package", where),
+        command=_text(raw, "command", where),
+        path=str(path),
+        files=_paths(raw, "files", where),
+        role=_role(raw, where),
+    )
+
+
+def _role(raw: Mapping[str, Any], where: str) -> str:
+    role = raw.get("role", "model")
+    if role not in ROLES:
+        raise CatalogFileError(f"{where}: role must be one of {sorted(ROLES)}, got {role!r}")
+    return str(role)
 
 
 def _check_kind(definition: CatalogDefinition, where: str) -> None:
@@ -249,9 +287,11 @@ def locate(definition: CatalogDefinition) -> Located:
 
 def _locate_package(source: CatalogSource) -> LocatedPackage | str:
     try:
+        if source.type == "debian":
+            return _find_debian_package(source)
         return _find_package(source)
     except OSError as exc:  # an unreadable RECORD or directory: unavailable, not a crash
-        return f"cannot read package {source.distribution!r}: {exc}"
+        return f"cannot read package {source.distribution or source.package!r}: {exc}"
 
 
 def _find_package(source: CatalogSource) -> LocatedPackage | str:
@@ -283,3 +323,31 @@ def _find_package(source: CatalogSource) -> LocatedPackage | str:
         if not Path(str(dist.locate_file(entry))).is_file():
             return f"{source.distribution} {version} is incomplete: {entry} is missing"
     return LocatedPackage(source=source, version=version, root=root)
+
+
+def _find_debian_package(source: CatalogSource) -> LocatedPackage | str:
+    # All three are checked when the catalog file is loaded.
+    assert source.package is not None
+    assert source.command is not None
+    assert source.path is not None
+    install = f"apt-get install {source.package}"
+    if shutil.which(source.command) is None:
+        return f"the {source.command!r} command is not installed on the server ({install})"
+    root = Path(source.path)
+    for name in source.files:
+        if not (root / name).is_file():
+            return f"Debian package {source.package!r} is missing {root / name} ({install})"
+    return LocatedPackage(source=source, version=_debian_version(source.package), root=root)
+
+
+def _debian_version(package: str) -> str:
+    """The version dpkg recorded; "unknown" where there is no dpkg database (the files were
+    found, so the model works whoever installed them)."""
+    try:
+        status = DPKG_STATUS.read_text(encoding="utf-8", errors="replace")
+    except OSError:
+        return "unknown"
+    # `.+\n` never matches an empty line, so the search stays inside the package's stanza.
+    pattern = rf"^Package: {re.escape(package)}\n(?:.+\n)*?Version: (\S+)$"
+    found = re.search(pattern, status, flags=re.MULTILINE)
+    return found.group(1) if found else "unknown"

@@ -22,15 +22,17 @@ class _Response(BaseModel):
 
 
 class CatalogSourceOut(_Response):
-    """Where an entry's files come from: an installed PyPI package or a Hub repository."""
+    """Where an entry's files come from: an installed PyPI package, a Debian package (with the
+    command that must be on PATH) or a Hub repository."""
 
-    type: Literal["pypi", "hub"]
+    type: Literal["pypi", "debian", "hub"]
     distribution: str | None = None
     package: str | None = None
     path: str | None = None
     role: str | None = None
     installed_version: str | None = None  # null when not installed (or a Hub source)
     repo_id: str | None = None
+    command: str | None = None
 
 
 class CatalogEntryOut(_Response):
@@ -55,13 +57,14 @@ class CatalogEntryOut(_Response):
             license=entry.license,
             sources=[
                 CatalogSourceOut(
-                    type="hub" if s.type == "hub" else "pypi",
+                    type=s.type if s.type in ("hub", "debian") else "pypi",
                     distribution=s.distribution,
                     package=s.package,
                     path=s.path,
-                    role=s.role if s.type == "pypi" else None,
+                    role=s.role if s.type != "hub" else None,
                     installed_version=s.installed_version,
                     repo_id=s.repo_id,
+                    command=s.command,
                 )
                 for s in entry.sources
             ],

@@ -19,7 +19,7 @@ import logging
 import shutil
 import tempfile
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -171,7 +171,7 @@ class CatalogService:
             "packages": [p.lineage() for p in located.packages],
         }
         primary = located.packages[0]
-        lineage_source["distribution"] = primary.source.distribution
+        lineage_source["distribution"] = primary.source.distribution or primary.source.package
         lineage_source["version"] = primary.version
         tags = {"origin": "catalog"}
         if definition.license:
@@ -224,17 +224,8 @@ def _plan(
 def _with_version(source: CatalogSource, version: str | None) -> CatalogSource:
     if version is None:
         return source
-    return CatalogSource(
-        type=source.type,
-        distribution=source.distribution,
-        package=source.package,
-        path=source.path.format(version=version) if source.path else None,
-        files=source.files,
-        copy=source.copy,
-        role=source.role,
-        repo_id=source.repo_id,
-        installed_version=version,
-    )
+    path = source.path.format(version=version) if source.path else None
+    return replace(source, path=path, installed_version=version)
 
 
 def _onnx_plan(located: Located, lineage_source: dict[str, Any]) -> FilePlan:

@@ -93,6 +93,10 @@ def _task_from_transformers_config(config: dict[str, Any], names: set[str]) -> s
     for arch in config.get("architectures") or []:
         arch = str(arch)
         if arch.endswith("ForSequenceClassification"):
+            # One output and no label names: a cross-encoder scoring (query, document) pairs.
+            labels = config.get("id2label") or {}
+            if config.get("num_labels", len(labels) or 2) == 1 or len(labels) == 1:
+                return Task.RERANK.value
             return Task.TEXT_CLASSIFICATION.value
         if arch.endswith("ForTokenClassification"):
             return Task.TOKEN_CLASSIFICATION.value

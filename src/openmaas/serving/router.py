@@ -48,6 +48,7 @@ class ModelRouter:
             if version.model == model or _model_part(reference) == model:
                 self._cache.pop(reference, None)
 
+
 def _model_part(reference: str) -> str:
     for separator in ("@", ":"):
         if separator in reference:
