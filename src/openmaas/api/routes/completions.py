@@ -6,6 +6,7 @@ from __future__ import annotations
 import time
 import uuid
 from collections.abc import AsyncGenerator, AsyncIterator, Callable
+from dataclasses import dataclass
 from typing import Any
 
 import orjson
@@ -29,6 +30,26 @@ router = APIRouter(tags=["openai"], dependencies=[Depends(caller)])
 DEFAULT_MAX_TOKENS = 256
 
 
+@dataclass(frozen=True, slots=True)
+class _Envelope:
+    """The fields every completion object and chunk repeats around its choices."""
+
+    id: str
+    object: str
+    created: int
+    model: str
+
+    def __call__(self, choices: list[dict[str, Any]], **extra: Any) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "object": self.object,
+            "created": self.created,
+            "model": self.model,
+            "choices": choices,
+            **extra,
+        }
+
+
 @router.post("/v1/chat/completions", response_model=ChatCompletion)
 async def create_chat_completion(
     body: ChatCompletionRequest, request: Request, engine: EngineDep
@@ -45,55 +66,26 @@ async def create_chat_completion(
     mark_model(request, stream.version)
     ident, created = f"chatcmpl-{uuid.uuid4().hex}", int(time.time())
     if body.stream:
-        include_usage = bool(body.stream_options and body.stream_options.include_usage)
+        chunk = _Envelope(ident, "chat.completion.chunk", created, body.model)
 
-        def chunk(delta: dict[str, Any], finish: str | None) -> dict[str, Any]:
-            return {
-                "id": ident,
-                "object": "chat.completion.chunk",
-                "created": created,
-                "model": body.model,
-                "choices": [
-                    {"index": 0, "delta": delta, "finish_reason": finish, "logprobs": None}
-                ],
-            }
+        def delta(content: dict[str, Any], finish: str | None) -> dict[str, Any]:
+            return chunk(
+                [{"index": 0, "delta": content, "finish_reason": finish, "logprobs": None}]
+            )
 
-        def usage_chunk(usage: dict[str, int]) -> dict[str, Any]:
-            return {
-                "id": ident,
-                "object": "chat.completion.chunk",
-                "created": created,
-                "model": body.model,
-                "choices": [],
-                "usage": usage,
-            }
-
-        first = chunk({"role": "assistant", "content": ""}, None)
         events = _sse(
             stream,
-            first,
-            lambda text: chunk({"content": text}, None),
-            lambda reason: chunk({}, reason),
-            usage_chunk if include_usage else None,
+            delta({"role": "assistant", "content": ""}, None),
+            lambda text: delta({"content": text}, None),
+            lambda reason: delta({}, reason),
+            chunk if _include_usage(body) else None,
         )
         return _streaming(events, stream)
     text, last = await _collect(stream.deltas)
-    payload = {
-        "id": ident,
-        "object": "chat.completion",
-        "created": created,
-        "model": body.model,
-        "choices": [
-            {
-                "index": 0,
-                "message": {"role": "assistant", "content": text},
-                "finish_reason": last.finish_reason,
-                "logprobs": None,
-            }
-        ],
-        "usage": _usage(stream, last),
-    }
-    return json_response(payload, stream.version)
+    message = {"role": "assistant", "content": text}
+    choice = {"index": 0, "message": message, "finish_reason": last.finish_reason, "logprobs": None}
+    envelope = _Envelope(ident, "chat.completion", created, body.model)
+    return json_response(envelope([choice], usage=_usage(stream, last)), stream.version)
 
 
 @router.post("/v1/completions", response_model=Completion)
@@ -106,56 +98,31 @@ async def create_completion(
     params = _params(body, body.max_tokens)
     stream = await engine.generate(body.model, params, prompt=prompt)
     mark_model(request, stream.version)
-    ident, created = f"cmpl-{uuid.uuid4().hex}", int(time.time())
+    envelope = _Envelope(
+        f"cmpl-{uuid.uuid4().hex}", "text_completion", int(time.time()), body.model
+    )
     prefix = prompt if body.echo else ""
+
+    def choice(text: str, finish: str | None) -> dict[str, Any]:
+        return envelope([{"index": 0, "text": text, "finish_reason": finish, "logprobs": None}])
+
     if body.stream:
-        include_usage = bool(body.stream_options and body.stream_options.include_usage)
-
-        def chunk(text: str, finish: str | None) -> dict[str, Any]:
-            return {
-                "id": ident,
-                "object": "text_completion",
-                "created": created,
-                "model": body.model,
-                "choices": [{"index": 0, "text": text, "finish_reason": finish, "logprobs": None}],
-            }
-
-        def usage_chunk(usage: dict[str, int]) -> dict[str, Any]:
-            return {
-                "id": ident,
-                "object": "text_completion",
-                "created": created,
-                "model": body.model,
-                "choices": [],
-                "usage": usage,
-            }
-
-        first = chunk(prefix, None) if prefix else None
         events = _sse(
             stream,
-            first,
-            lambda text: chunk(text, None),
-            lambda reason: chunk("", reason),
-            usage_chunk if include_usage else None,
+            choice(prefix, None) if prefix else None,
+            lambda text: choice(text, None),
+            lambda reason: choice("", reason),
+            envelope if _include_usage(body) else None,
         )
         return _streaming(events, stream)
     text, last = await _collect(stream.deltas)
-    payload = {
-        "id": ident,
-        "object": "text_completion",
-        "created": created,
-        "model": body.model,
-        "choices": [
-            {
-                "index": 0,
-                "text": prefix + text,
-                "finish_reason": last.finish_reason,
-                "logprobs": None,
-            }
-        ],
-        "usage": _usage(stream, last),
-    }
+    payload = choice(prefix + text, last.finish_reason)
+    payload["usage"] = _usage(stream, last)
     return json_response(payload, stream.version)
+
+
+def _include_usage(body: ChatCompletionRequest | CompletionRequest) -> bool:
+    return bool(body.stream and body.stream_options and body.stream_options.include_usage)
 
 
 def _params(
@@ -207,7 +174,7 @@ async def _sse(
     first: dict[str, Any] | None,
     text_chunk: Callable[[str], dict[str, Any]],
     final_chunk: Callable[[str], dict[str, Any]],
-    usage_chunk: Callable[[dict[str, int]], dict[str, Any]] | None,
+    usage_chunk: _Envelope | None,
 ) -> AsyncIterator[bytes]:
     if first is not None:
         yield _event(first)
@@ -222,7 +189,7 @@ async def _sse(
     assert last is not None
     yield _event(final_chunk(last.finish_reason or "stop"))
     if usage_chunk is not None:
-        yield _event(usage_chunk(_usage(stream, last)))
+        yield _event(usage_chunk([], usage=_usage(stream, last)))
     yield b"data: [DONE]\n\n"
 
 
