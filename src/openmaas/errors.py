@@ -155,3 +155,34 @@ class ModelLoadFailed(OpenMaaSError):
 
 class ModelNotLoaded(Conflict):
     code = "model_not_loaded"
+
+
+class AuthenticationFailed(OpenMaaSError):
+    """No usable API key: missing, malformed, unknown, wrong secret, revoked or expired.
+
+    An unknown key and a wrong secret share one message and code, so a caller cannot probe
+    which public prefixes exist.
+    """
+
+    status_code = 401
+    error_type = "authentication_error"
+    code = "invalid_api_key"
+
+    def __init__(self, message: str, *, code: str | None = None) -> None:
+        super().__init__(message, code=code, headers={"WWW-Authenticate": "Bearer"})
+
+
+class PermissionDenied(OpenMaaSError):
+    """A valid key without the scope the operation needs."""
+
+    status_code = 403
+    error_type = "permission_error"
+    code = "insufficient_scope"
+
+
+class ProjectNotFound(NotFound):
+    code = "project_not_found"
+
+
+class ApiKeyNotFound(NotFound):
+    code = "api_key_not_found"

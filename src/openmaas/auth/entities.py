@@ -1,0 +1,49 @@
+"""What the auth service hands out: frozen records, independent of the SQL rows behind them.
+
+No record carries a key's secret or hash; the plaintext exists once, in `create_key`'s answer.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+
+from openmaas.auth.scopes import Scope
+
+DEFAULT_PROJECT = "default"
+
+
+@dataclass(frozen=True, slots=True)
+class Project:
+    name: str
+    description: str
+    created_at: datetime
+    created_by: str
+
+
+@dataclass(frozen=True, slots=True)
+class ApiKey:
+    id: int
+    project: str
+    name: str
+    prefix: str  # public; shown as `om-<prefix>_…` to identify the key
+    scopes: tuple[Scope, ...]
+    created_at: datetime
+    created_by: str
+    expires_at: datetime | None
+    revoked_at: datetime | None
+    revoked_by: str | None
+    last_used_at: datetime | None
+
+    def is_active(self, now: datetime) -> bool:
+        return self.revoked_at is None and (self.expires_at is None or now < self.expires_at)
+
+
+@dataclass(frozen=True, slots=True)
+class Principal:
+    """Who is calling: the authenticated key and its project."""
+
+    project: str
+    key_id: int
+    prefix: str
+    scopes: tuple[Scope, ...]
