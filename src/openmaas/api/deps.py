@@ -22,25 +22,34 @@ class Caller:
     actor: str  # recorded in history: who registered, moved or edited
 
 
-def caller(request: Request) -> Caller:
+# Dependencies are `async def` although they do not await: FastAPI runs a plain `def`
+# dependency in its thread pool, two thread hand-offs per request that cost more CPU than
+# a small inference (measured in benchmarks/embeddings_serving.py).
+
+
+async def caller(request: Request) -> Caller:
     return Caller(actor="anonymous")
 
 
-def services(request: Request) -> Services:
+def _services(request: Request) -> Services:
     value: Services = request.app.state.services
     return value
 
 
-def registry(request: Request) -> RegistryService:
-    return services(request).registry
+async def services(request: Request) -> Services:
+    return _services(request)
 
 
-def catalog(request: Request) -> CatalogService:
-    return services(request).catalog
+async def registry(request: Request) -> RegistryService:
+    return _services(request).registry
 
 
-def engine(request: Request) -> InferenceEngine:
-    return services(request).engine
+async def catalog(request: Request) -> CatalogService:
+    return _services(request).catalog
+
+
+async def engine(request: Request) -> InferenceEngine:
+    return _services(request).engine
 
 
 CallerDep = Annotated[Caller, Depends(caller)]

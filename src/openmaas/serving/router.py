@@ -25,6 +25,9 @@ class ModelRouter:
         self.registry = registry
         self.ttl_s = ttl_s
         self._cache: dict[str, tuple[float, ModelVersion]] = {}
+        # One store lookup per reference at a time: when an entry expires under load, the
+        # requests in flight share the lookup instead of each starting its own.
+        self._lookups: dict[str, asyncio.Future[ModelVersion]] = {}
         registry.add_listener(self.invalidate)
 
     async def resolve(self, reference: str) -> ModelVersion:
@@ -32,7 +35,12 @@ class ModelRouter:
         now = time.monotonic()
         if hit is not None and now - hit[0] < self.ttl_s:
             return hit[1]
-        version = await asyncio.to_thread(self.registry.resolve, reference)
+        pending = self._lookups.get(reference)
+        if pending is None:
+            pending = asyncio.ensure_future(asyncio.to_thread(self.registry.resolve, reference))
+            self._lookups[reference] = pending
+            pending.add_done_callback(lambda _: self._lookups.pop(reference, None))
+        version = await asyncio.shield(pending)
         self._cache[reference] = (now, version)
         return version
 

@@ -1,0 +1,195 @@
+"""The embedding serving benchmark's pure helpers: statistics, sentences, the report."""
+
+from __future__ import annotations
+
+import math
+import subprocess
+import sys
+from dataclasses import replace
+from datetime import UTC, datetime
+from pathlib import Path
+
+import numpy as np
+import pytest
+from benchmarks import embeddings_serving as bench
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.mark.parametrize("q", [0, 10, 50, 90, 99, 100])
+def test_percentile_matches_numpy(q: float) -> None:
+    values = [float(v) for v in np.random.default_rng(7).exponential(10.0, size=37)]
+    assert bench.percentile(values, q) == pytest.approx(float(np.percentile(values, q)))
+
+
+def test_percentile_of_one_value_and_bad_input() -> None:
+    assert bench.percentile([4.0], 99) == 4.0
+    assert bench.percentile([1.0, 3.0], 50) == 2.0
+    with pytest.raises(ValueError, match="no values"):
+        bench.percentile([], 50)
+    with pytest.raises(ValueError, match="0..100"):
+        bench.percentile([1.0], 101)
+
+
+def test_sentences_are_deterministic_distinct_and_sentence_like() -> None:
+    first = bench.make_sentences(2000)
+    assert first == bench.make_sentences(2000)
+    assert len(set(first)) == len(first)
+    assert bench.make_sentences(5, start=100) == first[100:105]
+    assert all(s[0].isupper() and s.endswith(".") for s in first)
+    words = [len(s.split()) for s in first]
+    assert min(words) >= 8
+    assert max(words) <= 36
+    assert 14 <= sum(words) / len(words) <= 22  # about 24 tokens with special tokens
+    # The stride walks every mix exactly once.
+    assert math.gcd(bench.SENTENCE_STRIDE, bench.SENTENCE_COUNT) == 1
+
+
+def test_sentence_plan_phases_do_not_share_sentences() -> None:
+    workload = bench.QUICK
+    plan = bench.SentencePlan.for_workload(workload)
+    assert len(plan.single) == workload.single_requests
+    assert len(plan.concurrent) == workload.concurrent_sentences
+    assert len(plan.batched) == workload.batched_sentences
+    every = [*plan.warmup, *plan.measured]
+    assert len(set(every)) == len(every)
+    assert plan == bench.SentencePlan.for_workload(workload)
+
+
+def test_requests_hold_one_string_or_a_list() -> None:
+    single, *_ = bench.make_requests(["a.", "b."], 1)
+    assert single.sentences == 1
+    assert single.body == b'{"model":"all-minilm-l6-v2","input":"a."}'
+    batched = bench.make_requests(["a.", "b.", "c."], 2)
+    assert [r.sentences for r in batched] == [2, 1]
+    assert b'"input":["a.","b."]' in batched[0].body
+
+
+def _measurement(sentences: int, seconds: float, latency_ms: float) -> bench.Measurement:
+    return bench.Measurement(
+        sentences=sentences,
+        seconds=seconds,
+        latencies_ms=tuple(latency_ms + i / 10 for i in range(20)),
+        client_cpu_s=0.1 * seconds,
+        server_cpu_s=0.008 * sentences,
+        other_cpu_s=0.0,
+    )
+
+
+def _system(name: str, scale: float) -> bench.SystemResult:
+    return bench.SystemResult(
+        name=name,
+        single=_measurement(200, 2.0 * scale, 9.0 * scale),
+        concurrent=_measurement(1024, 4.0 * scale, 200.0 * scale),
+        batched=_measurement(1024, 4.0 * scale, 120.0 * scale),
+        startup_s=5.0,
+        probe=(1.0, 0.0),
+        client="aiohttp 3",
+    )
+
+
+def _results() -> bench.BenchmarkResults:
+    ceiling = bench.Ceiling(
+        single_ms=(8.0, 8.0, 9.0),
+        rates={16: 250.0, 32: 270.0, 64: 260.0},
+        cpu_ms_per_sentence={16: 7.5, 32: 7.0, 64: 7.2},
+        other_cpu_cores=0.01,
+        probe=(1.0, 0.0),
+    )
+    return bench.BenchmarkResults(
+        openmaas=_system("OpenMaaS", 1.0),  # 256 sentences/s: 95% of 270
+        baseline=_system("baseline", 4.0),
+        ceiling=ceiling,
+        workload=bench.FULL,
+        tokens=bench.TokenStats(24.5, 12, 39),
+        machine="2 CPUs (test)",
+        measured_at=datetime(2025, 1, 2, 3, 4, tzinfo=UTC),
+        seconds=200.0,
+    )
+
+
+def test_table_compares_systems_and_checks_the_targets() -> None:
+    table = bench.render_table(_results())
+    lines = table.splitlines()
+    assert lines[0].startswith("| Load | Figure | OpenMaaS |")
+    assert set(lines[1]) <= {"|", "-", ":"}
+    assert len(lines) == 2 + 8  # (a) 2 figures, (b) and (c) 3 each
+    assert all(line.count("|") == lines[0].count("|") for line in lines)
+    concurrent = next(line for line in lines if "64 clients" in line and "throughput" in line)
+    assert "| 256 | 64 | 270 (batch 32) | 4.0x |" in concurrent
+    assert "95% ✅" in concurrent
+    single = lines[2]
+    assert "| 9.9 | 37.0 | 8.0 (one `embed` call) |" in single
+    assert "+1.9 ms ✅" in single
+
+
+def test_table_marks_missed_targets() -> None:
+    results = _results()
+    slow = replace(results, openmaas=_system("OpenMaaS", 2.0))
+    table = bench.render_table(slow)
+    assert "47% ❌" in table
+    assert "❌" in table.splitlines()[2]
+
+
+def test_table_says_slower_where_openmaas_is_slower() -> None:
+    results = _results()
+    fast_baseline = replace(results, baseline=_system("baseline", 0.5))
+    single = bench.render_table(fast_baseline).splitlines()[2]
+    assert "1.8x slower" in single  # 9.9 ms against 5.5
+
+
+def test_ceiling_keeps_the_better_of_two_measurements() -> None:
+    first = _results().ceiling
+    second = bench.Ceiling(
+        single_ms=(7.0, 7.5, 9.0),
+        rates={32: 300.0},
+        cpu_ms_per_sentence={32: 6.5},
+        other_cpu_cores=0.2,
+        probe=(0.0, 1.0),
+    )
+    best = first.best_of(second)
+    assert best.single_p50_ms == 7.5
+    assert best.rates == {16: 250.0, 32: 300.0, 64: 260.0}
+    assert best.cpu_ms_per_sentence[32] == 6.5
+    assert best.best_batch_size == 32
+    assert best.other_cpu_cores == 0.2
+    assert first.best_of(first) == first
+
+
+def test_section_states_how_it_was_measured() -> None:
+    section = bench.render_section(_results())
+    assert section.startswith("## Embedding serving\n")
+    assert "2025-01-02 03:04 UTC" in section
+    assert "2 CPUs (test)" in section
+    assert "24.5 tokens on average" in section
+    assert bench.render_table(_results()) in section
+
+
+def test_replace_section_keeps_other_sections() -> None:
+    ours = "## Embedding serving\n\nnew figures\n"
+    document = (
+        "# Benchmarks\n\nintro\n\n## Training\n\nkept\n\n"
+        "## Embedding serving\n\nold figures\n\n### detail\n\nold\n\n## Zeta\n\nalso kept\n"
+    )
+    replaced = bench.replace_section(document, ours)
+    assert replaced == (
+        "# Benchmarks\n\nintro\n\n## Training\n\nkept\n\n"
+        "## Embedding serving\n\nnew figures\n\n## Zeta\n\nalso kept\n"
+    )
+    assert bench.replace_section(replaced, ours) == replaced
+
+
+def test_replace_section_appends_when_missing() -> None:
+    ours = "## Embedding serving\n\nfigures\n"
+    assert bench.replace_section("", ours) == ours
+    assert bench.replace_section("# Benchmarks\n\nintro\n", ours) == (
+        "# Benchmarks\n\nintro\n\n## Embedding serving\n\nfigures\n"
+    )
+
+
+def test_importing_the_script_loads_no_model_libraries() -> None:
+    code = (
+        "import sys, benchmarks.embeddings_serving\n"
+        "assert not {'torch', 'transformers', 'sentence_transformers'} & set(sys.modules)"
+    )
+    subprocess.run([sys.executable, "-c", code], cwd=REPO_ROOT, check=True, timeout=60)
