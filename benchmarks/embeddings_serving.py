@@ -47,6 +47,7 @@ import orjson
 
 # Light (no torch): the runtime module is imported by name when a model loads.
 from openmaas.runtimes.base import LoadedModel, LoadOptions, ModelSource, get_runtime
+from openmaas.settings import Settings
 
 # -- settings ---------------------------------------------------------------------------------
 
@@ -765,7 +766,8 @@ def render_section(results: BenchmarkResults) -> str:
         "",
         "- **OpenMaaS**: `openmaas serve` in its own process, fresh `OPENMAAS_HOME`, catalog "
         f"registered, `OPENMAAS_PRELOAD={MODEL_NAME}`, `OPENMAAS_THREADS={THREADS}`; every other "
-        "setting as shipped (batches of at most 32, `OPENMAAS_MAX_WAIT_MS=0`, response cache on).",
+        f"setting as shipped (batches of at most {Settings().max_batch_size}, "
+        "`OPENMAAS_MAX_WAIT_MS=0`, response cache on).",
         "- **Baseline**: FastAPI + sentence-transformers, one `encode` call per request from a "
         "sync route, no batching across requests (`benchmarks/baseline_server.py`, uvicorn, "
         f"`torch.set_num_threads({THREADS})`).",

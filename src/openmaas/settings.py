@@ -64,7 +64,7 @@ class Settings(BaseSettings):
         default_factory=list,
         description="Model references to load at start and keep loaded (comma-separated).",
     )
-    max_batch_size: int = Field(default=32, ge=1)
+    max_batch_size: int = Field(default=64, ge=1)
     max_batch_tokens: int = Field(default=16_384, ge=1)
     max_wait_ms: float = Field(
         default=0.0,
