@@ -112,7 +112,6 @@ class InferenceEngine:
             PoolLimits(
                 memory_budget_bytes=settings.memory_budget_mb * MiB,
                 idle_unload_s=settings.idle_unload_s,
-                batch=self.batch_limits,
             ),
             metrics,
             LoadOptions(
@@ -209,9 +208,8 @@ class InferenceEngine:
                     param="dimensions",
                 )
             texts = [i if isinstance(i, str) else model.detokenize(i) for i in inputs]
-            tokens = self._count(resident, texts, truncate)
-            results = await self._run_cached(
-                resident, Task.EMBEDDING, "", texts, tokens, lambda b: list(model.embed(b))
+            results, tokens = await self._run_cached(
+                resident, Task.EMBEDDING, texts, truncate, lambda b: list(model.embed(b))
             )
         if dimensions is not None and dimensions != full:
             results = [_shorten(v, dimensions) for v in results]
@@ -222,10 +220,8 @@ class InferenceEngine:
     ) -> Served[list[LabelScore]]:
         version = await self.resolve(reference, Task.TEXT_CLASSIFICATION)
         async with self.pool.lease(_key(version)) as resident:
-            model = resident.model
-            tokens = self._count(resident, texts, truncate)
-            results = await self._run_cached(
-                resident, Task.TEXT_CLASSIFICATION, "", texts, tokens, model.classify
+            results, tokens = await self._run_cached(
+                resident, Task.TEXT_CLASSIFICATION, texts, truncate, resident.model.classify
             )
         return Served(version, results, sum(tokens))
 
@@ -234,10 +230,12 @@ class InferenceEngine:
     ) -> Served[list[Entity]]:
         version = await self.resolve(reference, Task.TOKEN_CLASSIFICATION)
         async with self.pool.lease(_key(version)) as resident:
-            model = resident.model
-            tokens = self._count(resident, texts, truncate)
-            results = await self._run_cached(
-                resident, Task.TOKEN_CLASSIFICATION, "", texts, tokens, model.extract_entities
+            results, tokens = await self._run_cached(
+                resident,
+                Task.TOKEN_CLASSIFICATION,
+                texts,
+                truncate,
+                resident.model.extract_entities,
             )
         return Served(version, results, sum(tokens))
 
@@ -288,16 +286,16 @@ class InferenceEngine:
         async with self.pool.lease(_key(version)) as resident:
             model = resident.model
             texts = [query, *documents]
-            tokens = self._count(resident, texts, truncate)
             if Task.RERANK in model.tasks:
+                tokens = self._count(resident, texts, truncate)
                 pairs = [(query, d) for d in documents]
                 batcher = self._batcher(resident, "rerank", model.score_pairs)
                 pair_tokens = [tokens[0] + t for t in tokens[1:]]
                 scores = await _gather(batcher, pairs, pair_tokens)
                 prompt_tokens = sum(pair_tokens)
             elif Task.EMBEDDING in model.tasks:
-                vectors = await self._run_cached(
-                    resident, Task.EMBEDDING, "", texts, tokens, lambda b: list(model.embed(b))
+                vectors, tokens = await self._run_cached(
+                    resident, Task.EMBEDDING, texts, truncate, lambda b: list(model.embed(b))
                 )
                 scores = [_cosine(vectors[0], v) for v in vectors[1:]]
                 prompt_tokens = sum(tokens)
@@ -364,27 +362,32 @@ class InferenceEngine:
     # -- internals ---------------------------------------------------------------------------
 
     def _count(self, resident: Resident, texts: Sequence[str], truncate: bool) -> list[int]:
-        model = resident.model
+        """Tokens per text, within the model's limit (or InputTooLong when not truncating)."""
+        self._check_items(texts)
+        return self._limit(resident, resident.model.count_tokens(list(texts)), truncate)
+
+    def _check_items(self, texts: Sequence[str]) -> None:
         if len(texts) > self.settings.max_items_per_request:
             raise InvalidRequest(
                 f"input: {len(texts)} items; at most {self.settings.max_items_per_request} "
                 "per request (OPENMAAS_MAX_ITEMS_PER_REQUEST)",
                 param="input",
             )
-        tokens = model.count_tokens(list(texts))
-        limit = model.max_input_tokens
-        if limit is not None:
-            clipped = [min(t, limit) for t in tokens]
-            if not truncate and clipped != tokens:
-                index = next(i for i, t in enumerate(tokens) if t > limit)
-                raise InputTooLong(
-                    f"input[{index}] has {tokens[index]} tokens; model "
-                    f"'{resident.label}' accepts at most {limit}. Shorten it, or send "
-                    '"truncate": true to cut it at the limit',
-                    param="input",
-                )
-            tokens = clipped
-        return tokens
+
+    @staticmethod
+    def _limit(resident: Resident, tokens: list[int], truncate: bool) -> list[int]:
+        limit = resident.model.max_input_tokens
+        if limit is None:
+            return tokens
+        too_long = next((i for i, t in enumerate(tokens) if t > limit), None)
+        if too_long is not None and not truncate:
+            raise InputTooLong(
+                f"input[{too_long}] has {tokens[too_long]} tokens; model "
+                f"'{resident.label}' accepts at most {limit}. Shorten it, or send "
+                '"truncate": true to cut it at the limit',
+                param="input",
+            )
+        return [min(t, limit) for t in tokens]
 
     def _batcher(
         self,
@@ -410,22 +413,30 @@ class InferenceEngine:
         self,
         resident: Resident,
         task: Task,
-        options: str,
         texts: Sequence[str],
-        tokens: Sequence[int],
+        truncate: bool,
         run: Callable[[list[str]], Sequence[T]],
-    ) -> list[T]:
+    ) -> tuple[list[T], list[int]]:
+        """Results and token counts per text. Cache hits are answered without tokenizing:
+        an entry keeps the text's token count beside its result."""
+        self._check_items(texts)
         batcher: Batcher[str, T] = self._batcher(resident, task.value, run)
-        name, number = resident.key
+        model = resident.model
         if task not in self.cached_tasks or not self.cache.enabled:
-            return await _gather(batcher, list(texts), list(tokens))
+            tokens = self._limit(resident, model.count_tokens(list(texts)), truncate)
+            return await _gather(batcher, list(texts), tokens), tokens
+        name, number = resident.key
         # NER offsets point into the text as sent: only exact repeats share an entry.
         normalize: Callable[[str], str] = (
             (lambda t: t) if task is Task.TOKEN_CLASSIFICATION else normalize_text
         )
-        keys = [self.cache.key(name, number, task.value, options, normalize(t)) for t in texts]
-        results: list[T | None] = [self.cache.get(k, name, task.value) for k in keys]
-        missing = [i for i, r in enumerate(results) if r is None]
+        keys = [self.cache.key(name, number, task.value, "", normalize(t)) for t in texts]
+        hits: list[tuple[T, int] | None] = [self.cache.get(k, name, task.value) for k in keys]
+        missing = [i for i, hit in enumerate(hits) if hit is None]
+        counted = iter(model.count_tokens([texts[i] for i in missing]) if missing else [])
+        raw = [hit[1] if hit is not None else next(counted) for hit in hits]
+        tokens = self._limit(resident, raw, truncate)
+        results: list[T | None] = [hit[0] if hit is not None else None for hit in hits]
         if missing:
             computed = await _gather(
                 batcher, [texts[i] for i in missing], [tokens[i] for i in missing]
@@ -434,8 +445,8 @@ class InferenceEngine:
                 if isinstance(value, np.ndarray):
                     value = value.copy()  # own row, not a view that keeps the batch alive
                 results[i] = value
-                self.cache.put(keys[i], value, size_bytes=_size_of(value))
-        return [r for r in results if r is not None]
+                self.cache.put(keys[i], (value, raw[i]), size_bytes=_size_of(value))
+        return [r for r in results if r is not None], tokens
 
     def _open_source(self, name: str, version: int) -> ModelSource:
         model_version, directory = self.registry.open_version(f"{name}:{version}")

@@ -30,7 +30,7 @@ from typing import Any
 from openmaas.errors import ModelLoadFailed, ModelNotLoaded, OpenMaaSError
 from openmaas.observability.metrics import Metrics
 from openmaas.runtimes.base import LoadedModel, LoadOptions, ModelSource, get_runtime
-from openmaas.serving.batcher import Batcher, BatchLimits
+from openmaas.serving.batcher import Batcher
 
 log = logging.getLogger(__name__)
 
@@ -42,7 +42,6 @@ SourceOpener = Callable[[str, int], ModelSource]  # hash-verified source of name
 class PoolLimits:
     memory_budget_bytes: int = 8 << 30
     idle_unload_s: float = 0.0  # 0 = never
-    batch: BatchLimits = field(default_factory=BatchLimits)
 
 
 @dataclass(eq=False, slots=True)
