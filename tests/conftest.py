@@ -73,3 +73,26 @@ def registry(tmp_path: Path) -> Iterator[RegistryService]:
     service = build_registry(f"sqlite:///{tmp_path / 'openmaas.db'}", tmp_path / "artifacts")
     yield service
     service.db.close()
+
+
+def shared_datasets() -> Path | None:
+    """The labeled datasets shared beside the checkout (`../shared/datasets` of the checkout
+    or of a directory above it), or `$OPENMAAS_SHARED_DATASETS`; None when neither exists."""
+    import os
+
+    given = os.environ.get("OPENMAAS_SHARED_DATASETS")
+    if given:
+        return Path(given) if Path(given).is_dir() else None
+    for parent in Path(__file__).resolve().parents:
+        candidate = parent / "shared" / "datasets"
+        if candidate.is_dir():
+            return candidate
+    return None
+
+
+SHARED_DATASETS = shared_datasets()
+# Tests that train on real data skip, naming what is missing, where the datasets are absent.
+needs_shared_datasets = pytest.mark.skipif(
+    SHARED_DATASETS is None,
+    reason="needs the shared datasets (../shared/datasets or $OPENMAAS_SHARED_DATASETS)",
+)

@@ -18,8 +18,12 @@ Example::
 
 from __future__ import annotations
 
+import contextlib
+import os
 import tempfile
-from collections.abc import Mapping
+import time
+from collections.abc import Iterator, Mapping, Sequence
+from datetime import datetime
 from pathlib import Path
 from types import TracebackType
 from typing import Any, Self, TypeVar
@@ -28,6 +32,14 @@ from urllib.parse import quote
 import httpx
 from pydantic import BaseModel
 
+from openmaas.api.protocol.admin import CreatedKeyOut, KeyOut, ProjectOut, WhoAmIOut
+from openmaas.api.protocol.datasets import (
+    DatasetDeletedOut,
+    DatasetOut,
+    DatasetSplitOut,
+    DatasetSummaryOut,
+)
+from openmaas.api.protocol.metering import AuditListOut, UsageReportOut
 from openmaas.catalog.schemas import CatalogEntryOut
 from openmaas.packing import (
     ProgressCallback,
@@ -54,6 +66,16 @@ from openmaas.registry.schemas import (
     VerifyOut,
     VersionMetadata,
     VersionOut,
+)
+from openmaas.training.schemas import (
+    EarlyStoppingIn,
+    PageOut,
+    RecipeOut,
+    TrainingCheckpointOut,
+    TrainingEventOut,
+    TrainingJobCreate,
+    TrainingJobOut,
+    TrainingJobUpdate,
 )
 from openmaas.transport import APIError, ConnectionFailed, send
 
@@ -109,6 +131,7 @@ class Client:
         transport: httpx.BaseTransport | None = None,
     ) -> None:
         self.base_url = base_url.rstrip("/")
+        api_key = api_key if api_key is not None else os.environ.get("OPENMAAS_API_KEY")
         headers = {"User-Agent": "openmaas-python"}
         if api_key:
             headers["Authorization"] = f"Bearer {api_key}"
@@ -229,19 +252,7 @@ class Client:
         meta: VersionMetadata,
         progress: ProgressCallback | None,
     ) -> VersionOut:
-        total = archive.stat().st_size
-        sent = 0
-
-        def on_read(size: int) -> None:
-            nonlocal sent
-            sent += size
-            if progress is not None:
-                progress(UploadProgress("upload", min(sent, total), total))
-
-        if progress is not None:
-            progress(UploadProgress("upload", 0, total))
-        with archive.open("rb") as handle:
-            reader = ProgressReader(handle, on_read)
+        with _upload_reader(archive, progress) as reader:
             files = {"file": (archive.name, reader, "application/gzip")}
             data = {"metadata": meta.model_dump_json()}
             return self._one(
@@ -319,6 +330,112 @@ class Client:
         path = f"{_alias_path(name, alias)}/rollback"
         return self._one("POST", path, AliasMoveOut, json={"reason": reason})
 
+    # -- projects and keys (admin) -------------------------------------------------------
+
+    def create_project(
+        self, name: str, description: str = "", limits: Mapping[str, int | None] | None = None
+    ) -> ProjectOut:
+        body = {"name": name, "description": description, "limits": dict(limits or {})}
+        return self._one("POST", "/v1/projects", ProjectOut, json=body)
+
+    def list_projects(self) -> list[ProjectOut]:
+        return self._list("GET", "/v1/projects", ProjectOut)
+
+    def set_project_limits(self, name: str, limits: Mapping[str, int | None]) -> ProjectOut:
+        """Replace a project's rate limits and quotas; fields left out become unlimited."""
+        path = f"/v1/projects/{_segment(name)}/limits"
+        return self._one("PUT", path, ProjectOut, json={"limits": dict(limits)})
+
+    def create_key(
+        self,
+        name: str,
+        scopes: list[str],
+        project: str = "default",
+        expires_at: datetime | None = None,
+        limits: Mapping[str, int | None] | None = None,
+    ) -> CreatedKeyOut:
+        """Create an API key; `.key` in the answer is its only copy."""
+        body: dict[str, Any] = {
+            "name": name,
+            "scopes": scopes,
+            "project": project,
+            "limits": dict(limits or {}),
+        }
+        if expires_at is not None:
+            body["expires_at"] = expires_at.isoformat()
+        return self._one("POST", "/v1/keys", CreatedKeyOut, json=body)
+
+    def list_keys(self, project: str | None = None) -> list[KeyOut]:
+        params = {"project": project} if project else {}
+        return self._list("GET", "/v1/keys", KeyOut, params=params)
+
+    def revoke_key(self, key_id: int) -> KeyOut:
+        return self._one("POST", f"/v1/keys/{_segment(key_id)}/revoke", KeyOut)
+
+    def set_key_limits(self, key_id: int, limits: Mapping[str, int | None]) -> KeyOut:
+        """Replace a key's own overrides of its project's limits."""
+        path = f"/v1/keys/{_segment(key_id)}/limits"
+        return self._one("PUT", path, KeyOut, json={"limits": dict(limits)})
+
+    def whoami(self) -> WhoAmIOut:
+        """The project and scopes of the key this client sends."""
+        return self._one("GET", "/v1/keys/self", WhoAmIOut)
+
+    # -- datasets ------------------------------------------------------------------------
+
+    def upload_dataset(
+        self,
+        path: str | Path,
+        *,
+        format: str | None = None,  # the API's field name
+        text_column: str | None = None,
+        label_column: str | None = None,
+        progress: ProgressCallback | None = None,
+    ) -> DatasetOut:
+        """Upload a JSONL, CSV, TSV or CoNLL file as a training dataset (streamed).
+
+        The answer carries the inferred schema, the statistics and the validation report; a
+        file with problems comes back with `status == "error"` and every problem by line. One
+        that cannot be read at all raises `APIError` (400 `invalid_file`), one too large 413.
+        `progress` receives `UploadProgress("upload", ...)` reports.
+        """
+        local = Path(path).expanduser()
+        if not local.is_file():
+            raise FileNotFoundError(f"no such file: {local}")
+        fields = {"format": format, "text_column": text_column, "label_column": label_column}
+        data = {name: value for name, value in fields.items() if value}
+        with _upload_reader(local, progress) as reader:
+            files = {"file": (local.name, reader, "application/octet-stream")}
+            return self._one(
+                "POST", "/v1/datasets", DatasetOut, files=files, data=data, upload=True
+            )
+
+    def list_datasets(self) -> list[DatasetSummaryOut]:
+        """Your project's datasets (every project's for an admin key), newest first."""
+        return self._list("GET", "/v1/datasets", DatasetSummaryOut)
+
+    def get_dataset(self, dataset_id: str) -> DatasetOut:
+        return self._one("GET", f"/v1/datasets/{_segment(dataset_id)}", DatasetOut)
+
+    def dataset_split(
+        self,
+        dataset_id: str,
+        *,
+        seed: int = 0,
+        ratios: Sequence[float] = (0.8, 0.1, 0.1),
+    ) -> DatasetSplitOut:
+        """Rows, labels and content hash of the train/validation/test split a seed gives."""
+        params = {"seed": seed, "ratios": ",".join(str(float(ratio)) for ratio in ratios)}
+        path = f"/v1/datasets/{_segment(dataset_id)}/split"
+        return self._one("GET", path, DatasetSplitOut, params=params)
+
+    def dataset_content(self, dataset_id: str) -> bytes:
+        """The file's bytes as uploaded."""
+        return self._request("GET", f"/v1/files/{_segment(dataset_id)}/content").content
+
+    def delete_dataset(self, dataset_id: str) -> DatasetDeletedOut:
+        return self._one("DELETE", f"/v1/datasets/{_segment(dataset_id)}", DatasetDeletedOut)
+
     # -- catalog -------------------------------------------------------------------------
 
     def catalog(self) -> list[CatalogEntryOut]:
@@ -327,6 +444,208 @@ class Client:
 
     def catalog_entry(self, name: str) -> CatalogEntryOut:
         return self._one("GET", f"/v1/catalog/{_segment(name)}", CatalogEntryOut)
+
+    # -- training jobs -------------------------------------------------------------------
+
+    def recipes(self) -> list[RecipeOut]:
+        """The recipes the server trains with: tasks, base model needs, defaults."""
+        return self._list("GET", "/v1/training/recipes", RecipeOut)
+
+    def create_training_job(
+        self,
+        recipe: str,
+        training_file: str,
+        *,
+        validation_file: str | None = None,
+        task: str | None = None,
+        base_model: str | None = None,
+        hyperparameters: Mapping[str, Any] | None = None,
+        early_stopping: EarlyStoppingIn | Mapping[str, Any] | None = None,
+        class_imbalance: str | None = None,
+        validation_split: float = 0.1,
+        test_split: float = 0.1,
+        seed: int | None = None,
+        suffix: str | None = None,
+        model_name: str | None = None,
+        alias: str | None = None,
+    ) -> TrainingJobOut:
+        """Queue a training job; on success it registers `model_name` (default
+        `<suffix or recipe>-<short id>`) with test-split metrics and moves `alias`."""
+        body = TrainingJobCreate.model_validate(
+            {
+                "recipe": recipe,
+                "training_file": training_file,
+                "validation_file": validation_file,
+                "task": task,
+                "base_model": base_model,
+                "hyperparameters": dict(hyperparameters or {}),
+                "early_stopping": early_stopping,
+                "class_imbalance": class_imbalance,
+                "validation_split": validation_split,
+                "test_split": test_split,
+                "seed": seed,
+                "suffix": suffix,
+                "model_name": model_name,
+                "alias": alias,
+            }
+        )
+        payload = body.model_dump(mode="json", exclude_none=True)
+        return self._one("POST", "/v1/training/jobs", TrainingJobOut, json=payload)
+
+    def list_training_jobs(
+        self, *, after: str | None = None, limit: int = 20
+    ) -> PageOut[TrainingJobOut]:
+        """Newest first; pass the last id as `after` for the next page."""
+        params: dict[str, str | int] = {"limit": limit}
+        if after is not None:
+            params["after"] = after
+        return self._one("GET", "/v1/training/jobs", PageOut[TrainingJobOut], params=params)
+
+    def get_training_job(self, job_id: str) -> TrainingJobOut:
+        return self._one("GET", _job_path(job_id), TrainingJobOut)
+
+    def cancel_training_job(self, job_id: str) -> TrainingJobOut:
+        """Cancel at once when not started; a running job stops within seconds."""
+        return self._one("POST", f"{_job_path(job_id)}/cancel", TrainingJobOut)
+
+    def training_job_events(
+        self, job_id: str, *, after: int | None = None, limit: int = 100, order: str = "asc"
+    ) -> PageOut[TrainingEventOut]:
+        params: dict[str, str | int] = {"limit": limit, "order": order}
+        if after is not None:
+            params["after"] = after
+        path = f"{_job_path(job_id)}/events"
+        return self._one("GET", path, PageOut[TrainingEventOut], params=params)
+
+    def training_job_checkpoints(
+        self, job_id: str, *, after: str | None = None, limit: int = 10
+    ) -> PageOut[TrainingCheckpointOut]:
+        params: dict[str, str | int] = {"limit": limit}
+        if after is not None:
+            params["after"] = after
+        path = f"{_job_path(job_id)}/checkpoints"
+        return self._one("GET", path, PageOut[TrainingCheckpointOut], params=params)
+
+    def follow_training_job(
+        self, job_id: str, *, poll_s: float = 1.0, after: int | None = None
+    ) -> Iterator[TrainingJobUpdate]:
+        """Yield the job and its new events every `poll_s` until it has finished (the last
+        update holds the finished job and its last events)::
+
+            for update in client.follow_training_job(job.id):
+                for event in update.events:
+                    print(event.message)
+        """
+        while True:
+            events = self.training_job_events(job_id, after=after, limit=1000)
+            if events.data:
+                after = events.data[-1].id
+            job = self.get_training_job(job_id)
+            yield TrainingJobUpdate(job=job, events=list(events.data))
+            if events.has_more:
+                continue
+            if job.finished:
+                # Events written just before the job finished may follow this page.
+                rest = self.training_job_events(job_id, after=after, limit=1000)
+                if rest.data:
+                    yield TrainingJobUpdate(job=job, events=list(rest.data))
+                return
+            time.sleep(poll_s)
+
+    def wait_for_training_job(
+        self, job_id: str, *, poll_s: float = 1.0, timeout_s: float | None = None
+    ) -> TrainingJobOut:
+        """Block until the job has finished (succeeded, failed or cancelled)."""
+        deadline = None if timeout_s is None else time.monotonic() + timeout_s
+        while True:
+            job = self.get_training_job(job_id)
+            if job.finished:
+                return job
+            if deadline is not None and time.monotonic() >= deadline:
+                raise TimeoutError(f"job {job_id} is still {job.status} after {timeout_s} s")
+            time.sleep(poll_s)
+
+    # -- usage and audit -----------------------------------------------------------------
+
+    def usage(
+        self,
+        *,
+        start: datetime | str | None = None,
+        end: datetime | str | None = None,
+        project: str | None = None,
+        key_id: int | None = None,
+        key_prefix: str | None = None,
+        model: str | None = None,
+        group_by: Sequence[str] | None = None,
+    ) -> UsageReportOut:
+        """Usage totals in [start, end) per group, and overall.
+
+        Defaults: the 30 days before now, grouped by day and model (`group_by` takes any of
+        day, project, key, model, route; `[]` gives the totals only). Times without a zone
+        are UTC. A key without the `admin` scope sees its own project only.
+        """
+        params = _metering_params(
+            start=start,
+            end=end,
+            project=project,
+            key_id=key_id,
+            key_prefix=key_prefix,
+            model=model,
+            group_by=",".join(group_by) if group_by is not None else None,
+        )
+        return self._one("GET", "/v1/usage", UsageReportOut, params=params)
+
+    def usage_csv(
+        self,
+        *,
+        start: datetime | str | None = None,
+        end: datetime | str | None = None,
+        project: str | None = None,
+        key_id: int | None = None,
+        key_prefix: str | None = None,
+        model: str | None = None,
+        group_by: Sequence[str] | None = None,
+    ) -> str:
+        """The billing CSV: one row per day, project, key and model by default, with the cost
+        from the server's price table (OPENMAAS_USAGE_PRICES)."""
+        params = _metering_params(
+            start=start,
+            end=end,
+            project=project,
+            key_id=key_id,
+            key_prefix=key_prefix,
+            model=model,
+            group_by=",".join(group_by) if group_by is not None else None,
+            format="csv",
+        )
+        return self._request("GET", "/v1/usage", params=params).text
+
+    def audit(
+        self,
+        *,
+        start: datetime | str | None = None,
+        end: datetime | str | None = None,
+        actor: str | None = None,
+        project: str | None = None,
+        action: str | None = None,
+        target: str | None = None,
+        limit: int = 100,
+        after_id: int | None = None,
+    ) -> AuditListOut:
+        """One page of audit events, oldest first (needs an `admin` key). For the next page
+        pass the answer's `next_after_id` as `after_id`; it is None on the last page.
+        `target="models/bert"` also finds the model's versions and aliases."""
+        params = _metering_params(
+            start=start,
+            end=end,
+            actor=actor,
+            project=project,
+            action=action,
+            target=target,
+            limit=limit,
+            after_id=after_id,
+        )
+        return self._one("GET", "/v1/audit", AuditListOut, params=params)
 
     # -- plumbing ------------------------------------------------------------------------
 
@@ -341,6 +660,19 @@ class Client:
         self, method: str, path: str, *, upload: bool = False, **kwargs: Any
     ) -> httpx.Response:
         return send(self._http, method, path, upload=upload, **kwargs)
+
+
+def _metering_params(**values: datetime | str | int | None) -> dict[str, str | int]:
+    """Query parameters without the unset ones; datetimes as ISO 8601."""
+    return {
+        name: value.isoformat() if isinstance(value, datetime) else value
+        for name, value in values.items()
+        if value is not None
+    }
+
+
+def _job_path(job_id: str) -> str:
+    return f"/v1/training/jobs/{_segment(job_id)}"
 
 
 def _model_path(name: str) -> str:
@@ -393,3 +725,22 @@ def _metadata(
         lineage=lineage_in,
         alias=alias,
     )
+
+
+@contextlib.contextmanager
+def _upload_reader(path: Path, progress: ProgressCallback | None) -> Iterator[ProgressReader]:
+    """`path` opened for an upload body, reporting `UploadProgress("upload", ...)` from 0 to
+    its size as httpx reads it."""
+    total = path.stat().st_size
+    sent = 0
+
+    def on_read(size: int) -> None:
+        nonlocal sent
+        sent += size
+        if progress is not None:
+            progress(UploadProgress("upload", min(sent, total), total))
+
+    if progress is not None:
+        progress(UploadProgress("upload", 0, total))
+    with path.open("rb") as handle:
+        yield ProgressReader(handle, on_read)

@@ -186,3 +186,54 @@ class ProjectNotFound(NotFound):
 
 class ApiKeyNotFound(NotFound):
     code = "api_key_not_found"
+
+
+class RateLimited(OpenMaaSError):
+    """A requests- or tokens-per-minute limit is reached: retry after the given seconds."""
+
+    status_code = 429
+    error_type = "rate_limit_error"
+    code = "rate_limit_exceeded"
+
+    def __init__(self, message: str, *, retry_after_seconds: int) -> None:
+        super().__init__(message, headers={"Retry-After": str(max(1, retry_after_seconds))})
+
+
+class QuotaExhausted(OpenMaaSError):
+    """A daily or monthly quota is used up. `x-should-retry: false` stops the OpenAI clients'
+    automatic retries; Retry-After says when the quota resets."""
+
+    status_code = 429
+    # What OpenAI answers for an exhausted quota, so its clients recognise it.
+    error_type = "insufficient_quota"
+    code = "quota_exceeded"
+
+    def __init__(self, message: str, *, retry_after_seconds: int) -> None:
+        super().__init__(
+            message,
+            headers={
+                "Retry-After": str(max(1, retry_after_seconds)),
+                "x-should-retry": "false",
+            },
+        )
+
+
+class TooManyAuthFailures(OpenMaaSError):
+    """Too many failed API key attempts from one client address: refused for a while."""
+
+    status_code = 429
+    error_type = "rate_limit_error"
+    code = "too_many_auth_failures"
+
+    def __init__(self, message: str, *, retry_after_seconds: int) -> None:
+        super().__init__(message, headers={"Retry-After": str(max(1, retry_after_seconds))})
+
+
+class EncryptionKeyError(OpenMaaSError):
+    """Artifacts encrypted at rest and the configured key do not fit. `code` says how:
+    encryption_key_missing (encrypted files, no key), encryption_key_mismatch (another key),
+    encryption_key_invalid (a malformed key or an unreadable key file)."""
+
+    status_code = 500
+    error_type = "server_error"
+    code = "encryption_key_error"

@@ -12,14 +12,25 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from openmaas.auth.bootstrap import announce_admin_key, load_pepper
+from openmaas.auth.bruteforce import BruteForceGuard
+from openmaas.auth.enforcement import Limits
+from openmaas.auth.http import Authenticator
+from openmaas.auth.ratelimit import RateLimiter
+from openmaas.auth.service import AuthService
 from openmaas.catalog.service import CatalogService
+from openmaas.crypto import Keyring, key_from_settings
+from openmaas.datasets.service import DatasetLimits, DatasetService
+from openmaas.metering.audit import AuditLog
+from openmaas.metering.usage import UsageRecorder
 from openmaas.observability.metrics import Metrics
 from openmaas.registry.artifacts import ArtifactStore
 from openmaas.registry.intake import ArchiveLimits
 from openmaas.registry.service import RegistryService
 from openmaas.serving.engine import InferenceEngine
-from openmaas.settings import Settings
+from openmaas.settings import MiB, Settings
 from openmaas.store.database import Database
+from openmaas.training.jobs import JobService, build_job_service
 
 
 @dataclass(slots=True)
@@ -30,13 +41,22 @@ class Services:
     catalog: CatalogService
     metrics: Metrics
     engine: InferenceEngine
+    auth: AuthService
+    authenticator: Authenticator
+    usage: UsageRecorder
+    audit: AuditLog
+    limits: Limits
+    datasets: DatasetService
+    jobs: JobService
 
     @classmethod
     def build(cls, settings: Settings) -> Services:
+        # First: a malformed key must stop the server before it opens anything.
+        keys = Keyring(key_from_settings(settings))
         db = Database(settings.database_url)
         registry = RegistryService(
             db,
-            ArtifactStore(settings.artifact_root),
+            ArtifactStore(settings.artifact_root, keys),
             allow_pickle=settings.allow_pickle,
             limits=ArchiveLimits(
                 max_total_bytes=settings.max_extracted_bytes,
@@ -46,6 +66,14 @@ class Services:
         catalog = CatalogService(registry)
         metrics = Metrics()
         engine = InferenceEngine(registry, settings, metrics)
+        auth = AuthService(db, pepper=load_pepper(settings))
+        guard = BruteForceGuard(
+            settings.redis_url,
+            failures_before_delay=settings.auth_failures_before_delay,
+            failures_before_block=settings.auth_failures_before_block,
+            block_s=settings.auth_block_s,
+        )
+        authenticator = Authenticator(auth, ttl_s=settings.auth_cache_ttl_s, guard=guard)
         return cls(
             settings=settings,
             db=db,
@@ -53,12 +81,29 @@ class Services:
             catalog=catalog,
             metrics=metrics,
             engine=engine,
+            auth=auth,
+            authenticator=authenticator,
+            usage=UsageRecorder(db, flush_s=settings.usage_flush_s),
+            audit=AuditLog(db),
+            datasets=DatasetService(
+                db, registry.artifacts, DatasetLimits(max_bytes=settings.max_dataset_mb * MiB)
+            ),
+            limits=Limits(RateLimiter(settings.redis_url)),
+            jobs=build_job_service(settings, db, registry),
         )
 
     def start(self) -> None:
         self.settings.home.mkdir(parents=True, exist_ok=True)
         self.db.migrate()
+        self.usage.start()
         self.registry.start()
+        self.datasets.start()
+        admin_key = self.settings.admin_key
+        created = self.auth.bootstrap_admin_key(
+            admin_key.get_secret_value() if admin_key is not None else None
+        )
+        if admin_key is None:
+            announce_admin_key(created, self.settings)
         if self.settings.catalog_autoregister:
             self.catalog.register_available()
 
@@ -68,6 +113,10 @@ class Services:
 
     async def close_serving(self) -> None:
         await self.engine.close()
+        await self.limits.close()
+        if self.authenticator.guard is not None:
+            await self.authenticator.guard.close()
 
     def close(self) -> None:
+        self.usage.close()  # writes the usage still buffered
         self.db.close()

@@ -11,7 +11,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 MiB = 1024 * 1024
@@ -75,6 +75,7 @@ class Settings(BaseSettings):
     max_queue: int = Field(default=1024, ge=1, description="Queued items per model before 429.")
     max_items_per_request: int = Field(default=2048, ge=1)
     max_audio_mb: int = Field(default=25, ge=1, description="Largest audio upload.")
+    max_dataset_mb: int = Field(default=512, ge=1, description="Largest dataset file.")
     max_concurrent_generations: int = Field(
         default=64, ge=1, description="Generation requests per model, running or waiting."
     )
@@ -96,7 +97,92 @@ class Settings(BaseSettings):
         "another process show within this time (this process's own at once).",
     )
 
-    @field_validator("preload", "cache_tasks", mode="before")
+    # -- security and metering ------------------------------------------------------------
+    dev_no_auth: bool = Field(
+        default=False,
+        description="Development only: serve without API keys (every caller is an admin of "
+        "the default project). Refused unless the server binds to a loopback address.",
+    )
+    admin_key: SecretStr | None = Field(
+        default=None,
+        description="On a store without keys, import this as the admin key instead of "
+        "generating and printing one.",
+    )
+    key_pepper: SecretStr | None = Field(
+        default=None,
+        description="Secret mixed into every key hash; default a random one kept in "
+        "$OPENMAAS_HOME/secrets/pepper. Servers sharing a database must share it.",
+    )
+    auth_cache_ttl_s: float = Field(
+        default=1.0,
+        ge=0,
+        description="How long a verified key is reused without a store read. Revocations "
+        "through this process apply at once; through another process within this time.",
+    )
+    auth_failures_before_delay: int = Field(
+        default=5, ge=1, description="Failed key attempts from one address before slowing."
+    )
+    auth_failures_before_block: int = Field(
+        default=20, ge=1, description="Failed key attempts from one address before refusing."
+    )
+    auth_block_s: int = Field(
+        default=300, ge=1, description="How long an address is refused, and the window."
+    )
+    redis_url: str = Field(
+        default="",
+        description="Redis for rate limits and quotas shared by several server processes; "
+        "empty: kept in this process's memory.",
+    )
+    usage_flush_s: float = Field(
+        default=1.0, gt=0, description="Usage records are written in batches this often."
+    )
+    usage_prices: dict[str, float] = Field(
+        default_factory=dict,
+        description="Price per 1000 tokens by model name (JSON), for the billing export.",
+    )
+    encryption_key: SecretStr | None = Field(
+        default=None,
+        description="Base64 of a 32-byte AES-256-GCM key: artifacts are encrypted at rest.",
+    )
+    encryption_key_file: Path | None = Field(
+        default=None, description="A file holding the encryption key (instead of the variable)."
+    )
+    ssl_certfile: Path | None = Field(default=None, description="TLS certificate (PEM).")
+    ssl_keyfile: Path | None = Field(default=None, description="TLS private key (PEM).")
+
+    # -- training jobs --------------------------------------------------------------------
+    workers: int = Field(
+        default=1,
+        ge=0,
+        description="Training worker processes `openmaas serve` starts (and restarts when "
+        "they die); 0: none, jobs wait for `openmaas worker` processes elsewhere.",
+    )
+    training_threads: int | None = Field(
+        default=None,
+        ge=1,
+        description="Torch threads each training worker uses; default all cores. Fewer leave "
+        "cores to serving on a shared machine: with every core busy, OpenMP's threads wait on "
+        "each other and a job can run several times slower than on one thread.",
+    )
+    job_heartbeat_s: float = Field(
+        default=5.0, gt=0, description="A worker records that it is alive this often."
+    )
+    job_heartbeat_timeout_s: float = Field(
+        default=60.0,
+        gt=0,
+        description="A running job whose worker has not heartbeaten this long is requeued "
+        "and resumes from its last checkpoint.",
+    )
+    job_max_attempts: int = Field(
+        default=3, ge=1, description="A job whose worker dies this many times fails."
+    )
+    extra_recipes: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description="Training recipes besides the built-in ones: comma-separated "
+        "`module:attribute` names of Recipe instances or classes.",
+    )
+
+    @field_validator("preload", "cache_tasks", "extra_recipes", mode="before")
     @classmethod
     def _comma_list(cls, value: object) -> object:
         if isinstance(value, str):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -15,8 +16,13 @@ import httpx
 import pytest
 
 from openmaas import APIError, Client
+from openmaas.auth.keys import generate_key
 
 STARTUP_TIMEOUT_S = 60.0
+# The admin key every test server imports (OPENMAAS_ADMIN_KEY) unless a test asks for the
+# first-start behaviour, where the server generates one and prints it.
+ADMIN_KEY = generate_key().plaintext
+PRINTED_KEY = re.compile(r"^\s+(om-[a-z0-9]{8}_[A-Za-z0-9_-]+)$", re.M)
 
 
 def free_port() -> int:
@@ -30,19 +36,33 @@ def free_port() -> int:
 class RunningServer:
     url: str
     home: Path
-    env: dict[str, str]
+    env: dict[str, str]  # the server's environment; OPENMAAS_API_KEY is its admin key
     process: subprocess.Popen[bytes]
+    key: str  # an admin key of this server
+    log: Path
+
+    @property
+    def headers(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.key}"}
 
 
-def start_server(home: Path, extra_env: dict[str, str] | None = None) -> RunningServer:
+def start_server(
+    home: Path, extra_env: dict[str, str] | None = None, *, admin_key: str | None = ADMIN_KEY
+) -> RunningServer:
+    """Start `openmaas serve`; with `admin_key=None` the key it prints on first start is read."""
     port = free_port()
     env = {
         **os.environ,
         "OPENMAAS_HOME": str(home),
         "OPENMAAS_CATALOG_AUTOREGISTER": "false",
         "OPENMAAS_LOG_LEVEL": "warning",
+        # No training workers unless a test asks for them: each is a process of its own.
+        "OPENMAAS_WORKERS": "0",
         **(extra_env or {}),
     }
+    env.pop("OPENMAAS_API_KEY", None)
+    if admin_key is not None:
+        env["OPENMAAS_ADMIN_KEY"] = admin_key
     log_path = home.parent / f"server-{port}.log"
     # The child gets its own copy of the descriptor; closing ours avoids a ResourceWarning
     # (an error under filterwarnings=error).
@@ -69,12 +89,25 @@ def start_server(home: Path, extra_env: dict[str, str] | None = None) -> Running
             raise RuntimeError(f"server exited with {process.returncode}; see {log_path}")
         try:
             if httpx.get(f"{url}/readyz", timeout=1.0).status_code == 200:
-                return RunningServer(url=url, home=home, env=env, process=process)
+                key = admin_key or _printed_key(log_path)
+                return RunningServer(
+                    url=url,
+                    home=home,
+                    env={**env, "OPENMAAS_API_KEY": key},
+                    process=process,
+                    key=key,
+                    log=log_path,
+                )
         except httpx.TransportError:
             pass
         time.sleep(0.1)
     process.kill()
     raise RuntimeError(f"server did not become ready in {STARTUP_TIMEOUT_S} s")
+
+
+def _printed_key(log_path: Path) -> str:
+    found = PRINTED_KEY.findall(log_path.read_text())
+    return str(found[0]) if found else ""
 
 
 def stop_server(server: RunningServer) -> None:
@@ -108,7 +141,7 @@ def shared_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningS
 @pytest.fixture(scope="module")
 def sdk(shared_server: RunningServer) -> Iterator[Client]:
     """The Python SDK pointed at the module's shared server."""
-    with Client(shared_server.url) as client:
+    with Client(shared_server.url, api_key=shared_server.key) as client:
         yield client
 
 

@@ -11,8 +11,9 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from sqlalchemy import select
 
-from openmaas.auth import DEFAULT_PROJECT, AuthService, Principal, Scope
+from openmaas.auth import DEFAULT_PROJECT, Principal, Scope
 from openmaas.auth.keys import format_key, generate_key, parse_key
+from openmaas.auth.service import AuthService
 from openmaas.errors import (
     ApiKeyNotFound,
     AuthenticationFailed,

@@ -22,8 +22,7 @@ OPENMAAS = Path(sys.executable).parent / "openmaas"
 def run(
     server: RunningServer, *args: str, url: str | None = None, stdin: str | None = None
 ) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "OPENMAAS_URL": url or server.url}
-    env.pop("OPENMAAS_API_KEY", None)
+    env = {**os.environ, "OPENMAAS_URL": url or server.url, "OPENMAAS_API_KEY": server.key}
     return subprocess.run(
         [str(OPENMAAS), *args],
         env=env,

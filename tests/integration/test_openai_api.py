@@ -6,7 +6,6 @@ import threading
 from collections.abc import Iterator
 from pathlib import Path
 
-import httpx
 import numpy as np
 import openai
 import pytest
@@ -14,6 +13,7 @@ from openai import OpenAI
 
 from openmaas import Client
 from openmaas.registry.schemas import PathSource
+from tests.integration import authed
 from tests.integration.conftest import RunningServer
 from tests.runtimes.tiny_models import build_bert, build_gpt2, minilm_path
 
@@ -25,7 +25,9 @@ SENTENCES = ["The cat sits on the mat.", "A quick brown fox.", "Embeddings map t
 
 @pytest.fixture(scope="module")
 def client(serving_server: RunningServer) -> Iterator[OpenAI]:
-    with OpenAI(base_url=f"{serving_server.url}/v1", api_key="unused", max_retries=0) as c:
+    with OpenAI(
+        base_url=f"{serving_server.url}/v1", api_key=serving_server.key, max_retries=0
+    ) as c:
         yield c
 
 
@@ -34,7 +36,7 @@ def tiny(serving_server: RunningServer, tmp_path_factory: pytest.TempPathFactory
     """Registers tiny models on the shared server: a causal LM (two versions) and a
     moderation classifier whose `toxic` label always wins."""
     root = tmp_path_factory.mktemp("tiny-models")
-    with Client(serving_server.url) as sdk:
+    with Client(serving_server.url, api_key=serving_server.key) as sdk:
         for seed in (0, 1):
             sdk.register(
                 "tiny-gpt2", PathSource(path=str(build_gpt2(root / f"gpt2-{seed}", seed=seed)))
@@ -157,7 +159,7 @@ def test_chat_completion_with_and_without_streaming(client: OpenAI, tiny: str) -
 
 def test_stream_ends_with_done(serving_server: RunningServer, tiny: str) -> None:
     body = {"model": tiny, "prompt": "Hello", "max_tokens": 4, "temperature": 0, "stream": True}
-    with httpx.stream("POST", f"{serving_server.url}/v1/completions", json=body) as response:
+    with authed.stream("POST", f"{serving_server.url}/v1/completions", json=body) as response:
         assert response.headers["content-type"].startswith("text/event-stream")
         lines = [line for line in response.iter_lines() if line]
     assert lines[-1] == "data: [DONE]"
@@ -193,12 +195,12 @@ def test_alias_move_takes_effect_without_failing_requests_in_flight(
     serving_server: RunningServer, tiny: str
 ) -> None:
     body = {"model": tiny, "prompt": "Hello", "max_tokens": 30, "temperature": 0, "stream": True}
-    with httpx.stream("POST", f"{serving_server.url}/v1/completions", json=body) as streaming:
+    with authed.stream("POST", f"{serving_server.url}/v1/completions", json=body) as streaming:
         assert streaming.headers["openmaas-model-version"] == f"{tiny}:1"
-        with Client(serving_server.url) as sdk:
+        with Client(serving_server.url, api_key=serving_server.key) as sdk:
             sdk.set_alias(tiny, "production", 2)
             try:
-                after = httpx.post(
+                after = authed.post(
                     f"{serving_server.url}/v1/completions",
                     json={**body, "stream": False},
                     timeout=60,
@@ -244,18 +246,18 @@ def test_transcription(client: OpenAI) -> None:
 
 def test_error_shapes_and_statuses(serving_server: RunningServer) -> None:
     url = serving_server.url
-    malformed = httpx.post(
+    malformed = authed.post(
         f"{url}/v1/embeddings", content=b"{not json", headers={"content-type": "application/json"}
     )
     assert malformed.status_code == 400
     assert set(malformed.json()["error"]) == {"message", "type", "param", "code"}
-    too_big = httpx.post(
+    too_big = authed.post(
         f"{url}/v1/embeddings",
         content=b"x" * (17 << 20),
         headers={"content-type": "application/json"},
     )
     assert too_big.status_code == 413
-    many = httpx.post(
+    many = authed.post(
         f"{url}/v1/embeddings", json={"model": "all-minilm-l6-v2", "input": ["a"] * 5000}
     )
     assert many.status_code == 400
@@ -266,14 +268,14 @@ def test_error_shapes_and_statuses(serving_server: RunningServer) -> None:
 
 def test_task_routes(serving_server: RunningServer) -> None:
     url = serving_server.url
-    classified = httpx.post(
+    classified = authed.post(
         f"{url}/v1/classify",
         json={"model": "vader", "input": ["I love it", "I hate it"], "top_k": 2},
     ).json()
     assert [d["label"] for d in classified["data"]] == ["positive", "negative"]
     assert len(classified["data"][0]["labels"]) == 2
     assert classified["usage"]["prompt_tokens"] > 0
-    ner = httpx.post(
+    ner = authed.post(
         f"{url}/v1/ner", json={"model": "en-core-web-sm", "input": "Angela Merkel visited Paris."}
     ).json()
     labels = {(e["text"], e["label"]) for e in ner["data"][0]["entities"]}
@@ -284,9 +286,9 @@ def test_task_routes(serving_server: RunningServer) -> None:
         "Metrics are exported for Prometheus. Users call it with clients they already have. "
         "Models are versioned, and aliases move between versions."
     )
-    summary = httpx.post(f"{url}/v1/summarize", json={"model": "textrank", "input": text}).json()
+    summary = authed.post(f"{url}/v1/summarize", json={"model": "textrank", "input": text}).json()
     assert summary["data"][0]["text"]
-    reranked = httpx.post(
+    reranked = authed.post(
         f"{url}/v1/rerank",
         json={
             "model": "all-minilm-l6-v2",
@@ -298,7 +300,7 @@ def test_task_routes(serving_server: RunningServer) -> None:
     ).json()
     assert reranked["results"][0]["index"] == 1
     assert reranked["results"][0]["document"]["text"].startswith("Cats")
-    wrong = httpx.post(f"{url}/v1/ner", json={"model": "vader", "input": "x"})
+    wrong = authed.post(f"{url}/v1/ner", json={"model": "vader", "input": "x"})
     assert wrong.status_code == 400
     assert wrong.json()["error"]["code"] == "wrong_task"
 
@@ -308,7 +310,7 @@ def test_metrics_count_requests_batches_and_cache(
 ) -> None:
     for _ in range(2):
         client.embeddings.create(model="all-minilm-l6-v2", input="metrics probe")
-    text = httpx.get(f"{serving_server.url}/metrics").text
+    text = authed.get(f"{serving_server.url}/metrics").text
     assert (
         'openmaas_requests_total{model="all-minilm-l6-v2",route="/v1/embeddings",status="2xx"}'
         in text
@@ -325,7 +327,7 @@ def test_concurrent_requests_share_batches(serving_server: RunningServer) -> Non
     results: list[int] = []
 
     def call(i: int) -> None:
-        response = httpx.post(
+        response = authed.post(
             url,
             json={"model": "all-minilm-l6-v2", "input": f"sentence {i} of the concurrency test"},
             timeout=60,
@@ -342,7 +344,7 @@ def test_concurrent_requests_share_batches(serving_server: RunningServer) -> Non
 
 
 def _batches(server: RunningServer) -> float:
-    for line in httpx.get(f"{server.url}/metrics").text.splitlines():
+    for line in authed.get(f"{server.url}/metrics").text.splitlines():
         if line.startswith('openmaas_batch_size_count{model="all-minilm-l6-v2"}'):
             return float(line.split()[-1])
     return 0.0
@@ -350,7 +352,7 @@ def _batches(server: RunningServer) -> float:
 
 def test_rerank_with_a_cross_encoder(serving_server: RunningServer, tiny: str) -> None:
     documents = ["first document", "second document", "third one"]
-    response = httpx.post(
+    response = authed.post(
         f"{serving_server.url}/v1/rerank",
         json={"model": "tiny-cross-encoder", "query": "which?", "documents": documents},
         timeout=60,
@@ -361,7 +363,7 @@ def test_rerank_with_a_cross_encoder(serving_server: RunningServer, tiny: str) -
     scores = [r["relevance_score"] for r in results]
     assert scores == sorted(scores, reverse=True)
     assert all(0.0 <= s <= 1.0 for s in scores)
-    refused = httpx.post(
+    refused = authed.post(
         f"{serving_server.url}/v1/rerank",
         json={"model": "tiny-moderation", "query": "q", "documents": ["d"]},
     )

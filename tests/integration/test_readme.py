@@ -42,6 +42,7 @@ def script_env(server: RunningServer) -> dict[str, str]:
     return {
         **os.environ,
         "OPENMAAS_URL": server.url,
+        "OPENMAAS_API_KEY": server.key,
         "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
         "COLUMNS": "200",
     }
@@ -51,7 +52,9 @@ def script_env(server: RunningServer) -> dict[str, str]:
 def first_start(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningServer]:
     """A server on a fresh home with the catalog registered, as `make serve` starts it."""
     home = tmp_path_factory.mktemp("readme") / "home"
-    server = start_server(home, {"OPENMAAS_CATALOG_AUTOREGISTER": "true"})
+    # As on a fresh machine: no key given, the server generates one and prints it.
+    server = start_server(home, {"OPENMAAS_CATALOG_AUTOREGISTER": "true"}, admin_key=None)
+    assert server.key, f"no admin key printed on first start; see {server.log}"
     yield server
     stop_server(server)
 
@@ -72,7 +75,9 @@ def test_quickstart_commands_run_as_written(first_start: RunningServer) -> None:
         )
         assert result.returncode == 0, f"{script}\n---\n{result.stdout}\n{result.stderr}"
 
-    models = httpx.get(f"{first_start.url}/v1/registry/models").json()["data"]
+    models = httpx.get(f"{first_start.url}/v1/registry/models", headers=first_start.headers).json()[
+        "data"
+    ]
     names = {m["name"] for m in models}
     assert {
         "all-minilm-l6-v2",
@@ -85,9 +90,22 @@ def test_quickstart_commands_run_as_written(first_start: RunningServer) -> None:
         "my-embedder",
     } <= names
     resolve = f"{first_start.url}/v1/registry/resolve"
-    assert httpx.get(resolve, params={"ref": "my-embedder"}).json()["version"] == 1
-    assert httpx.get(resolve, params={"ref": "my-embedder@latest"}).json()["version"] == 2
-    history = httpx.get(f"{first_start.url}/v1/registry/models/my-embedder/aliases/history")
+    assert (
+        httpx.get(resolve, params={"ref": "my-embedder"}, headers=first_start.headers).json()[
+            "version"
+        ]
+        == 1
+    )
+    assert (
+        httpx.get(
+            resolve, params={"ref": "my-embedder@latest"}, headers=first_start.headers
+        ).json()["version"]
+        == 2
+    )
+    history = httpx.get(
+        f"{first_start.url}/v1/registry/models/my-embedder/aliases/history",
+        headers=first_start.headers,
+    )
     assert [e["action"] for e in history.json()["data"]] == ["set", "move", "rollback"]
 
 
@@ -95,7 +113,11 @@ def test_sdk_example_runs_as_written(first_start: RunningServer) -> None:
     (example,) = blocks("Python SDK", "python")
     script = example.replace("http://127.0.0.1:8000", first_start.url)
     result = subprocess.run(
-        [sys.executable, "-c", script], capture_output=True, text=True, timeout=300
+        [sys.executable, "-c", script],
+        env=script_env(first_start),
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     assert result.returncode == 0, result.stderr
     lines = result.stdout.splitlines()
@@ -120,9 +142,36 @@ def shown_default(value: object) -> str:
         return f"{value:g}"
     if isinstance(value, list):
         return ",".join(value) or "empty"
+    if isinstance(value, dict):
+        return ",".join(f"{k}={v}" for k, v in value.items()) or "empty"
     if isinstance(value, Path):
         return f"./{value}"
     return str(value) or "empty"
+
+
+def test_key_commands_run_as_written(first_start: RunningServer) -> None:
+    commands = blocks("API keys, projects and limits", "bash")
+    assert len(commands) == 2
+    outputs = []
+    for block in commands:
+        result = subprocess.run(
+            ["bash", "-euo", "pipefail", "-c", block],
+            env=script_env(first_start),
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        assert result.returncode == 0, f"{block}\n---\n{result.stdout}\n{result.stderr}"
+        outputs.append(result.stdout)
+    assert "in project default: admin" in outputs[0]
+    assert "created project acme" in outputs[0]
+    assert "requests_per_minute=600" in outputs[0]
+    keys = httpx.get(f"{first_start.url}/v1/keys", headers=first_start.headers).json()["data"]
+    by_name = {key["name"]: key for key in keys}
+    assert by_name["acme-app"]["project"] == "acme"
+    assert by_name["acme-app"]["expires_at"] is not None
+    assert by_name["ci-bot"]["revoked_at"] is not None
+    assert by_name["ci-bot"]["limits"] == {"requests_per_minute": 60}
 
 
 def test_configuration_table_matches_the_settings() -> None:
@@ -143,7 +192,7 @@ def test_configuration_table_matches_the_settings() -> None:
 
 def test_error_example_matches_the_server(first_start: RunningServer) -> None:
     (example,) = blocks("HTTP API", "json")
-    response = httpx.get(f"{first_start.url}/v1/registry/models/bert")
+    response = httpx.get(f"{first_start.url}/v1/registry/models/bert", headers=first_start.headers)
     assert response.status_code == 404
     assert response.json() == json.loads(example)
 
@@ -227,17 +276,17 @@ def skip_reason(example: Example, server: RunningServer) -> str | None:
         if not Path(path).exists():
             return f"needs {path} (make system-deps installs the Debian packages)"
     if '"apertium-eng-spa"' in example.body:
-        found = httpx.get(f"{server.url}/v1/models/apertium-eng-spa")
+        found = httpx.get(f"{server.url}/v1/models/apertium-eng-spa", headers=server.headers)
         if found.status_code == 404:
             return "needs the Debian packages apertium apertium-eng-spa"
     return None
 
 
-Check = Callable[[str, str], None]  # (the example's stdout, the server's URL)
+Check = Callable[[str, RunningServer], None]  # (the example's stdout, the server)
 
 
 def expect(extract: Callable[[str], object], expected: object) -> Check:
-    def check(output: str, url: str) -> None:
+    def check(output: str, server: RunningServer) -> None:
         assert extract(output) == expected, output[:2000]
 
     return check
@@ -248,15 +297,16 @@ def data(output: str) -> list[Any]:
     return items
 
 
-def int8_agrees_with_minilm(output: str, url: str) -> None:
+def int8_agrees_with_minilm(output: str, server: RunningServer) -> None:
     int8 = np.asarray(data(output)[0]["embedding"])
     body = {"model": "all-minilm-l6-v2", "input": "The cat sits on the mat."}
-    full = np.asarray(httpx.post(f"{url}/v1/embeddings", json=body).json()["data"][0]["embedding"])
+    answer = httpx.post(f"{server.url}/v1/embeddings", json=body, headers=server.headers)
+    full = np.asarray(answer.json()["data"][0]["embedding"])
     assert int8.shape == full.shape == (384,)
     assert float(int8 @ full / (np.linalg.norm(int8) * np.linalg.norm(full))) > 0.99
 
 
-def error_matches_the_readme(output: str, url: str) -> None:
+def error_matches_the_readme(output: str, server: RunningServer) -> None:
     (shown,) = blocks(SERVING, "json")
     assert json.loads(output) == json.loads(shown)
 
@@ -321,7 +371,7 @@ def my_gpt(first_start: RunningServer, tmp_path_factory: pytest.TempPathFactory)
     """The causal LM the chat examples call `my-gpt`. The README registers GPT-2 from the Hub;
     offline, a tiny random GPT-2 stands in for it."""
     path = build_gpt2(tmp_path_factory.mktemp("my-gpt") / "gpt2")
-    with Client(first_start.url) as sdk:
+    with Client(first_start.url, api_key=first_start.key) as sdk:
         sdk.register("my-gpt", PathSource(path=str(path)))
     return "my-gpt"
 
@@ -342,4 +392,4 @@ def test_serving_example_runs_as_written(
     if "my-gpt" in example.body:
         request.getfixturevalue("my_gpt")
     output = run_example(example, first_start)
-    EXPECTED[example.name](output, first_start.url)
+    EXPECTED[example.name](output, first_start)

@@ -19,7 +19,7 @@ from openmaas.client import (
     UploadProgress,
 )
 from tests.factories import make_tarball, write_hf_model
-from tests.integration.conftest import assert_api_error
+from tests.integration.conftest import ADMIN_KEY, assert_api_error
 
 
 def upload_model(sdk: Client, tmp_path: Path, name: str, seed: int, **meta: Any) -> int:
@@ -125,7 +125,8 @@ def test_metadata_edits_are_recorded(sdk: Client, tmp_path: Path) -> None:
         ({"description": "old", "tags": {}}, {"description": "new", "tags": {"stage": "qa"}}),
         ({"tags": {"stage": "qa"}}, {"tags": {}}),
     ]
-    assert {e.actor for e in history} == {"anonymous"}
+    # The actor is the public part of the key that made the edit.
+    assert {e.actor for e in history} == {ADMIN_KEY.split("_")[0]}
     model_edits = sdk.model_history("edited")
     assert [e.version for e in model_edits] == [None, 1, 1]
     assert model_edits[0].after == {"description": "a classifier", "tags": {"owner": "ml"}}

@@ -20,6 +20,7 @@ import pytest
 from openmaas import APIError, Client
 from openmaas.client import ConnectionFailed
 from tests.factories import write_hf_model
+from tests.integration import authed
 from tests.integration.conftest import (
     RunningServer,
     assert_api_error,
@@ -108,7 +109,7 @@ def test_oversized_upload_is_refused(tmp_path: Path) -> None:
         model_dir = write_hf_model(tmp_path / "big")
         # Random bytes do not compress, so the archive really is over 1 MiB.
         (model_dir / "extra.txt").write_bytes(os.urandom(2 * 1024 * 1024))
-        with Client(small.url) as small_sdk, pytest.raises(APIError) as too_big:
+        with Client(small.url, api_key=small.key) as small_sdk, pytest.raises(APIError) as too_big:
             small_sdk.upload("big", model_dir)
         assert_api_error(too_big, 413, "payload_too_large")
         assert "OPENMAAS_MAX_UPLOAD_MB" in too_big.value.message
@@ -121,13 +122,15 @@ def test_oversized_upload_is_refused(tmp_path: Path) -> None:
 
 def test_malformed_json_gets_the_error_shape(shared_server: RunningServer) -> None:
     url = f"{shared_server.url}/v1/registry/models/broken/versions"
-    response = httpx.post(url, content=b'{"source": ', headers={"Content-Type": "application/json"})
+    response = authed.post(
+        url, content=b'{"source": ', headers={"Content-Type": "application/json"}
+    )
     assert response.status_code == 400
     assert set(response.json()["error"]) == ERROR_FIELDS
     assert response.json()["error"]["type"] == "invalid_request_error"
     assert response.headers["X-Request-Id"]
 
-    upload = httpx.post(
+    upload = authed.post(
         f"{url}/upload",
         files={"file": ("m.tar.gz", b"not an archive", "application/gzip")},
         data={"metadata": "{not json"},
@@ -137,7 +140,7 @@ def test_malformed_json_gets_the_error_shape(shared_server: RunningServer) -> No
 
 
 def test_error_body_shape_and_request_id(sdk: Client, shared_server: RunningServer) -> None:
-    response = httpx.get(
+    response = authed.get(
         f"{shared_server.url}/v1/registry/models/missing", headers={"X-Request-Id": "trace-123"}
     )
     assert response.status_code == 404

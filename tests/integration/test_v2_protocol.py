@@ -9,20 +9,32 @@ import wave
 from collections.abc import Iterator
 from typing import Any
 
-import httpx
 import numpy as np
 import pytest
 import tritonclient.http as triton  # type: ignore[import-untyped]
+from tritonclient.http import InferenceServerClientPlugin  # type: ignore[import-untyped]
 from tritonclient.utils import InferenceServerException  # type: ignore[import-untyped]
 
+from tests.integration import authed
 from tests.integration.conftest import RunningServer
 
 EMBEDDER = "all-minilm-l6-v2"
 
 
+class BearerAuth(InferenceServerClientPlugin):  # type: ignore[misc]
+    """tritonclient's plugin hook, the documented way to add a header to every call."""
+
+    def __init__(self, key: str) -> None:
+        self.value = f"Bearer {key}"
+
+    def __call__(self, request: Any) -> None:
+        request.headers["authorization"] = self.value
+
+
 @pytest.fixture(scope="module")
 def client(serving_server: RunningServer) -> Iterator[Any]:
     connection = triton.InferenceServerClient(url=serving_server.url.removeprefix("http://"))
+    connection.register_plugin(BearerAuth(serving_server.key))
     yield connection
     connection.close()
 
@@ -91,7 +103,7 @@ def test_embeddings_binary_and_json_equal_the_openai_route(
     assert "data" in as_json.get_output("EMBEDDING")
     from_json = as_json.as_numpy("EMBEDDING")
 
-    response = httpx.post(
+    response = authed.post(
         f"{serving_server.url}/v1/embeddings", json={"model": EMBEDDER, "input": texts}
     )
     response.raise_for_status()
@@ -196,7 +208,7 @@ def test_errors_are_4xx_with_messages_that_name_the_fix(client: Any) -> None:
 
 
 def test_v2_error_bodies_are_plain_strings(serving_server: RunningServer) -> None:
-    response = httpx.post(
+    response = authed.post(
         f"{serving_server.url}/v2/models/{EMBEDDER}/infer",
         content=b'{"inputs": [{"name": "TEXT", "shape": [1], "datatype": "BYTES"}]}',
     )
@@ -204,7 +216,7 @@ def test_v2_error_bodies_are_plain_strings(serving_server: RunningServer) -> Non
     assert isinstance(response.json()["error"], str)
     assert "no data" in response.json()["error"]
 
-    response = httpx.post(
+    response = authed.post(
         f"{serving_server.url}/v2/models/{EMBEDDER}/infer",
         content=b'{"inputs": []}XXXX',
         headers={"Inference-Header-Content-Length": "14"},

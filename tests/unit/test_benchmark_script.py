@@ -1,7 +1,8 @@
-"""The embedding serving benchmark's pure helpers: statistics, sentences, the report."""
+"""The embedding serving benchmark's helpers: statistics, sentences, the report, the client."""
 
 from __future__ import annotations
 
+import asyncio
 import math
 import subprocess
 import sys
@@ -12,6 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from benchmarks import embeddings_serving as bench
+from benchmarks.http_load import HttpLoadClient
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
@@ -71,6 +73,7 @@ def _measurement(sentences: int, seconds: float, latency_ms: float) -> bench.Mea
         seconds=seconds,
         latencies_ms=tuple(latency_ms + i / 10 for i in range(20)),
         client_cpu_s=0.1 * seconds,
+        requests=sentences,
         server_cpu_s=0.008 * sentences,
         other_cpu_s=0.0,
     )
@@ -193,3 +196,132 @@ def test_importing_the_script_loads_no_model_libraries() -> None:
         "assert not {'torch', 'transformers', 'sentence_transformers'} & set(sys.modules)"
     )
     subprocess.run([sys.executable, "-c", code], cwd=REPO_ROOT, check=True, timeout=60)
+
+
+# -- the load client ---------------------------------------------------------------------------
+
+
+class _TinyServer:
+    """Answers each request on a connection with `replies[i]`, written in small pieces."""
+
+    def __init__(self, replies: list[bytes]) -> None:
+        self.replies = replies
+        self.requests: list[bytes] = []
+        self.connections = 0
+
+    async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.connections += 1
+        try:
+            while self.replies:
+                head = await reader.readuntil(b"\r\n\r\n")
+                length = int(head.lower().split(b"content-length: ")[1].split(b"\r\n")[0])
+                self.requests.append(head + await reader.readexactly(length))
+                reply = self.replies.pop(0)
+                if not reply:  # hang up instead of answering
+                    break
+                for start in range(0, len(reply), 7):
+                    writer.write(reply[start : start + 7])
+                    await writer.drain()
+                    await asyncio.sleep(0)
+        except asyncio.IncompleteReadError:
+            pass
+        finally:
+            writer.close()
+
+
+def _reply(status: str, body: bytes, *headers: str) -> bytes:
+    head = "".join(f"{h}\r\n" for h in headers)
+    return f"HTTP/1.1 {status}\r\n{head}\r\n".encode() + body
+
+
+@pytest.mark.asyncio
+async def test_load_client_reuses_a_connection_and_reads_split_responses() -> None:
+    server = _TinyServer(
+        [
+            _reply("200 OK", b'{"a": 1}', "content-type: application/json", "Content-Length: 8"),
+            _reply("429 Too Many Requests", b"slow down", "content-length: 9", "x-more: 1"),
+        ]
+    )
+    listener = await asyncio.start_server(server.handle, "127.0.0.1", 0)
+    port = listener.sockets[0].getsockname()[1]
+    async with listener, HttpLoadClient("127.0.0.1", port, {"authorization": "Bearer k"}) as c:
+        assert await c.post("/v1/embeddings", b'{"x": 1}') == (200, b'{"a": 1}')
+        assert await c.post("/v1/embeddings", b"{}") == (429, b"slow down")
+    assert server.connections == 1
+    first = server.requests[0]
+    assert first.startswith(b"POST /v1/embeddings HTTP/1.1\r\n")
+    assert b"authorization: Bearer k\r\n" in first
+    assert b"content-type: application/json\r\n" in first
+    assert first.endswith(b'content-length: 8\r\n\r\n{"x": 1}')
+
+
+@pytest.mark.asyncio
+async def test_load_client_reports_a_closed_connection_and_reconnects() -> None:
+    server = _TinyServer([b"", _reply("200 OK", b"ok", "content-length: 2")])
+    listener = await asyncio.start_server(server.handle, "127.0.0.1", 0)
+    port = listener.sockets[0].getsockname()[1]
+    async with listener, HttpLoadClient("127.0.0.1", port) as client:
+        with pytest.raises(ConnectionError, match="closed the connection"):
+            await client.post("/v1/embeddings", b"{}")
+        assert await client.post("/v1/embeddings", b"{}") == (200, b"ok")
+    assert server.connections == 2
+
+
+@pytest.mark.asyncio
+async def test_load_client_refuses_responses_without_a_length() -> None:
+    chunked = _reply("200 OK", b"2\r\nok\r\n0\r\n\r\n", "transfer-encoding: chunked")
+    server = _TinyServer([chunked])
+    listener = await asyncio.start_server(server.handle, "127.0.0.1", 0)
+    port = listener.sockets[0].getsockname()[1]
+    async with listener, HttpLoadClient("127.0.0.1", port) as client:
+        with pytest.raises(ConnectionError, match="Content-Length"):
+            await client.post("/v1/embeddings", b"{}")
+
+
+@pytest.mark.asyncio
+async def test_load_client_times_out() -> None:
+    hung_up = asyncio.Event()
+
+    async def silent(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.readuntil(b"\r\n\r\n{}")
+        await reader.read()  # no answer: wait for the client to give up and hang up
+        writer.close()
+        hung_up.set()
+
+    listener = await asyncio.start_server(silent, "127.0.0.1", 0)
+    port = listener.sockets[0].getsockname()[1]
+    async with listener, HttpLoadClient("127.0.0.1", port, timeout_s=0.05) as client:
+        with pytest.raises(TimeoutError, match="no response within"):
+            await client.post("/v1/embeddings", b"{}")
+        await hung_up.wait()
+
+
+@pytest.mark.asyncio
+async def test_load_client_skips_connections_the_server_closed_while_idle() -> None:
+    opened: list[int] = []
+
+    async def one_reply_each(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        opened.append(1)
+        await reader.readuntil(b"\r\n\r\n{}")
+        writer.write(_reply("200 OK", b"ok", "content-length: 2"))
+        writer.close()  # as a server does once a keep-alive connection has idled too long
+        await writer.wait_closed()
+
+    listener = await asyncio.start_server(one_reply_each, "127.0.0.1", 0)
+    port = listener.sockets[0].getsockname()[1]
+    async with listener, HttpLoadClient("127.0.0.1", port) as client:
+        assert await client.post("/v1/embeddings", b"{}") == (200, b"ok")
+        await asyncio.sleep(0.05)  # the hang-up reaches the idle connection
+        assert await client.post("/v1/embeddings", b"{}") == (200, b"ok")
+    assert len(opened) == 2
+
+
+def test_load_client_runs_on_the_benchmarks_event_loop() -> None:
+    async def exchange() -> tuple[int, bytes]:
+        server = _TinyServer([_reply("200 OK", b"{}", "content-length: 2")])
+        listener = await asyncio.start_server(server.handle, "127.0.0.1", 0)
+        port = listener.sockets[0].getsockname()[1]
+        async with listener, HttpLoadClient("127.0.0.1", port) as client:
+            return await client.post("/v1/embeddings", b"{}")
+
+    assert bench.run_load(exchange()) == (200, b"{}")  # uvloop where installed

@@ -14,9 +14,11 @@ from pathlib import Path
 
 import pytest
 from fastapi.testclient import TestClient
+from pydantic import SecretStr
 from safetensors.numpy import load_file
 
 from openmaas.api.app import build_app
+from openmaas.auth.keys import generate_key
 from openmaas.catalog import CatalogService
 from openmaas.catalog.definitions import (
     CatalogDefinition,
@@ -397,10 +399,13 @@ def test_register_one_entry_by_name(registry: RegistryService) -> None:
 
 
 def test_get_catalog_lists_every_entry_and_start_registers_them(tmp_path: Path) -> None:
-    services = Services.build(Settings(home=tmp_path / "home", catalog_autoregister=True))
+    key = generate_key().plaintext
+    settings = Settings(home=tmp_path / "home", catalog_autoregister=True, admin_key=SecretStr(key))
+    services = Services.build(settings)
     services.start()
     try:
-        with TestClient(build_app(services.settings, services)) as client:
+        app = build_app(services.settings, services)
+        with TestClient(app, headers={"Authorization": f"Bearer {key}"}) as client:
             response = client.get("/v1/catalog")
             assert response.status_code == 200
             body = response.json()

@@ -11,10 +11,12 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
-from fastapi import FastAPI
+from fastapi import Depends, FastAPI
 
 from openmaas import __version__
+from openmaas.api.deps import requires
 from openmaas.api.errors import install_error_handlers
+from openmaas.api.metering import MeteringMiddleware
 from openmaas.api.middleware import (
     BodyLimitMiddleware,
     CancelOnDisconnectMiddleware,
@@ -22,18 +24,27 @@ from openmaas.api.middleware import (
     RequestIdMiddleware,
 )
 from openmaas.api.routes import (
+    admin,
     audio,
+    audit,
     catalog,
     completions,
+    datasets,
     embeddings,
+    files,
+    fine_tuning,
     health,
     metrics,
     models,
     moderations,
     registry,
     tasks,
+    training,
+    usage,
     v2,
 )
+from openmaas.auth.bootstrap import check_dev_no_auth, warn_dev_no_auth
+from openmaas.auth.scopes import Scope
 from openmaas.services import Services
 from openmaas.settings import MiB, Settings
 
@@ -43,6 +54,7 @@ JSON_BODY_LIMIT_BYTES = 16 * MiB
 
 def build_app(settings: Settings, services: Services | None = None) -> FastAPI:
     """The server for `settings`; pass `services` to share already-started ones (tests)."""
+    check_dev_no_auth(settings)
     owned = services is None
     active = services or Services.build(settings)
 
@@ -50,6 +62,8 @@ def build_app(settings: Settings, services: Services | None = None) -> FastAPI:
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         if owned:
             active.start()
+        if settings.dev_no_auth:
+            warn_dev_no_auth()
         await active.start_serving()
         try:
             yield
@@ -70,12 +84,41 @@ def build_app(settings: Settings, services: Services | None = None) -> FastAPI:
         BodyLimitMiddleware,
         limit=JSON_BODY_LIMIT_BYTES,
         upload_limit=settings.max_upload_bytes,
-        limits={"/v1/audio/transcriptions": settings.max_audio_mb * MiB},
+        limits={
+            "/v1/audio/transcriptions": settings.max_audio_mb * MiB,
+            # The dataset limit plus room for the multipart framing; the service enforces
+            # the exact size with a message naming OPENMAAS_MAX_DATASET_MB.
+            "/v1/files": settings.max_dataset_mb * MiB + MiB,
+            "/v1/datasets": settings.max_dataset_mb * MiB + MiB,
+        },
     )
     app.add_middleware(CancelOnDisconnectMiddleware)
     app.add_middleware(MetricsMiddleware, metrics=active.metrics)
+    app.add_middleware(MeteringMiddleware, services=active)
     app.add_middleware(RequestIdMiddleware)
-    routers = (health, metrics, registry, catalog, models, embeddings, completions, moderations)
-    for module in (*routers, audio, tasks, v2):
-        app.include_router(module.router)
+    # The scopes each group of routes needs (v2 sets its own per route; health is open).
+    inference = requires(Scope.INFERENCE)
+    guards = {
+        health: None,
+        v2: None,
+        admin: None,
+        metrics: requires(Scope.ADMIN),
+        registry: requires(Scope.MODELS_READ, write=(Scope.MODELS_WRITE,)),
+        catalog: requires(Scope.MODELS_READ, write=(Scope.MODELS_WRITE,)),
+        models: requires(Scope.INFERENCE, Scope.MODELS_READ),
+        embeddings: inference,
+        completions: inference,
+        moderations: inference,
+        audio: inference,
+        tasks: inference,
+        # Every key sees its own project's usage; the route narrows what it may ask for.
+        usage: requires(),
+        audit: requires(Scope.ADMIN),
+        files: requires(Scope.TRAINING),
+        datasets: requires(Scope.TRAINING),
+        fine_tuning: requires(Scope.TRAINING),
+        training: requires(Scope.TRAINING),
+    }
+    for module, guard in guards.items():
+        app.include_router(module.router, dependencies=[Depends(guard)] if guard else [])
     return app

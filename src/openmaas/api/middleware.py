@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
+import random
 import re
 import time
-import uuid
+from typing import Any
 
+from prometheus_client import Counter, Histogram
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from openmaas.errors import PayloadTooLarge
@@ -17,18 +20,32 @@ from openmaas.observability.metrics import Metrics
 _REQUEST_ID_RE = re.compile(r"^[A-Za-z0-9._-]{1,128}$")
 
 
+class RequestIds:
+    """Random ids shaped like `uuid4().hex` (32 hex digits), drawn from a generator seeded
+    once from the OS. `uuid4` reads the OS's random source on every call: a system call
+    that also hands the GIL to the model's thread and back. Ids need to be unique, not
+    secret."""
+
+    def __init__(self) -> None:
+        self._random = random.Random(os.urandom(32))  # noqa: S311 - not a secret
+
+    def new(self) -> str:
+        return f"{self._random.getrandbits(128):032x}"
+
+
 class RequestIdMiddleware:
     """Gives every request an id (the caller's `X-Request-Id` if sane) and echoes it back."""
 
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
+        self.ids = RequestIds()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        incoming = dict(scope["headers"]).get(b"x-request-id", b"").decode("latin-1")
-        request_id = incoming if _REQUEST_ID_RE.match(incoming) else uuid.uuid4().hex
+        incoming = _header(scope, b"x-request-id").decode("latin-1")
+        request_id = incoming if _REQUEST_ID_RE.match(incoming) else self.ids.new()
         scope.setdefault("state", {})["request_id"] = request_id
         token = request_id_var.set(request_id)
 
@@ -71,8 +88,8 @@ class BodyLimitMiddleware:
             return
         path = scope["path"]
         limit = self.upload_limit if path.endswith("/upload") else self.limits.get(path, self.limit)
-        declared = dict(scope["headers"]).get(b"content-length")
-        if declared is not None and declared.isdigit() and int(declared) > limit:
+        declared = _header(scope, b"content-length")
+        if declared.isdigit() and int(declared) > limit:
             await _send_too_large(send, limit, path)
             return
         received = 0
@@ -87,6 +104,15 @@ class BodyLimitMiddleware:
             return message
 
         await self.app(scope, counting_receive, send)
+
+
+def _header(scope: Scope, name: bytes) -> bytes:
+    """The last value of header `name` (lowercase), b"" when absent: what `dict(headers)`
+    gives, without building a dict on every request."""
+    for key, value in reversed(scope["headers"]):
+        if key == name:
+            return bytes(value)
+    return b""
 
 
 def _too_large_message(limit: int) -> str:
@@ -121,6 +147,8 @@ class MetricsMiddleware:
     def __init__(self, app: ASGIApp, *, metrics: Metrics) -> None:
         self.app = app
         self.metrics = metrics
+        # `labels()` validates, sorts and locks on every call; the label sets are few.
+        self._series: dict[tuple[str, str, int], tuple[Counter, Histogram]] = {}
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -141,12 +169,18 @@ class MetricsMiddleware:
             route = scope.get("route")
             template = getattr(route, "path", None) or "unmatched"
             model = str(scope.get("state", {}).get("model", ""))
-            self.metrics.requests.labels(
-                model=model, route=template, status=f"{status // 100}xx"
-            ).inc()
-            self.metrics.request_seconds.labels(model=model, route=template).observe(
-                time.perf_counter() - started
-            )
+            key = (model, template, status // 100)
+            series = self._series.get(key)
+            if series is None:
+                series = (
+                    self.metrics.requests.labels(
+                        model=model, route=template, status=f"{status // 100}xx"
+                    ),
+                    self.metrics.request_seconds.labels(model=model, route=template),
+                )
+                self._series[key] = series
+            series[0].inc()
+            series[1].observe(time.perf_counter() - started)
 
 
 class CancelOnDisconnectMiddleware:
@@ -157,51 +191,77 @@ class CancelOnDisconnectMiddleware:
     an `http.disconnect` before the response has started cancels the handler (its queued batch
     items are then dropped). After the response has started, disconnects are left to the
     response itself (a streaming response stops on its own).
+
+    The handler runs in the server's own task (cancelled, then un-cancelled, on a disconnect):
+    one extra task per request, the watcher, and only once the body has been read.
     """
 
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
+        task = asyncio.current_task()
+        if scope["type"] != "http" or task is None:
             await self.app(scope, receive, send)
             return
-        inbox: asyncio.Queue[Message] = asyncio.Queue()
-        body_done = asyncio.Event()
-        started = False
-
-        async def relayed_receive() -> Message:
-            if body_done.is_set():
-                return await inbox.get()
-            message = await receive()
-            if message["type"] != "http.request" or not message.get("more_body", False):
-                body_done.set()
-            return message
-
-        async def tracking_send(message: Message) -> None:
-            nonlocal started
-            if message["type"] == "http.response.start":
-                started = True
-            await send(message)
-
-        handler = asyncio.ensure_future(self.app(scope, relayed_receive, tracking_send))
-
-        async def watch() -> None:
-            await body_done.wait()
-            while True:
-                message = await receive()
-                await inbox.put(message)
-                if message["type"] == "http.disconnect":
-                    if not started:
-                        handler.cancel()
-                    return
-
-        watcher = asyncio.ensure_future(watch())
+        connection = _WatchedConnection(task, receive, send)
         try:
-            await handler
+            await self.app(scope, connection.receive, connection.send)
         except asyncio.CancelledError:
-            if not handler.cancelled() or started:
+            if not connection.cancelled_handler:
+                raise
+            connection.cancelled_handler = False
+            if task.uncancel() > 0:  # cancelled for another reason too (server shutdown)
                 raise
             # The client is gone: nothing to send, nobody to tell.
         finally:
-            watcher.cancel()
+            connection.close()
+            if connection.cancelled_handler:  # the app swallowed our cancellation
+                task.uncancel()
+
+
+class _WatchedConnection:
+    """One request's receive/send as the handler sees them, with the disconnect watcher."""
+
+    __slots__ = ("_inbox", "_receive", "_send", "_task", "_watcher", "cancelled_handler", "started")
+
+    def __init__(self, task: asyncio.Task[Any], receive: Receive, send: Send) -> None:
+        self._task = task
+        self._receive = receive
+        self._send = send
+        self._watcher: asyncio.Task[None] | None = None
+        self._inbox: asyncio.Queue[Message] | None = None  # what the watcher read, for the app
+        self.started = False  # the response has started
+        self.cancelled_handler = False
+
+    async def receive(self) -> Message:
+        if self._watcher is not None:  # the body is read: the watcher owns the connection
+            return await self._messages().get()
+        message = await self._receive()
+        if message["type"] != "http.request" or not message.get("more_body", False):
+            self._watcher = asyncio.get_running_loop().create_task(self._watch())
+        return message
+
+    async def send(self, message: Message) -> None:
+        if message["type"] == "http.response.start":
+            self.started = True
+        await self._send(message)
+
+    def close(self) -> None:
+        if self._watcher is not None:
+            self._watcher.cancel()
+
+    def _messages(self) -> asyncio.Queue[Message]:
+        if self._inbox is None:
+            self._inbox = asyncio.Queue()
+        return self._inbox
+
+    async def _watch(self) -> None:
+        while True:
+            message = await self._receive()
+            self._messages().put_nowait(message)
+            if message["type"] == "http.disconnect":
+                if not self.started:
+                    self.cancelled_handler = True
+                    self._task.cancel()
+                return

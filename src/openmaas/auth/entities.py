@@ -5,8 +5,10 @@ No record carries a key's secret or hash; the plaintext exists once, in `create_
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from datetime import datetime
+from typing import Any
 
 from openmaas.auth.scopes import Scope
 
@@ -19,6 +21,7 @@ class Project:
     description: str
     created_at: datetime
     created_by: str
+    limits: Mapping[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)
@@ -34,6 +37,7 @@ class ApiKey:
     revoked_at: datetime | None
     revoked_by: str | None
     last_used_at: datetime | None
+    limits: Mapping[str, Any] = field(default_factory=dict)
 
     def is_active(self, now: datetime) -> bool:
         return self.revoked_at is None and (self.expires_at is None or now < self.expires_at)
@@ -47,3 +51,12 @@ class Principal:
     key_id: int
     prefix: str
     scopes: tuple[Scope, ...]
+    expires_at: datetime | None = None
+    # Rate limits and quotas as stored (see auth.policy): the project's, then the key's own.
+    project_limits: Mapping[str, Any] = field(default_factory=dict)
+    key_limits: Mapping[str, Any] = field(default_factory=dict)
+
+    @property
+    def actor(self) -> str:
+        """How this caller is named in histories and the audit log: the key's public part."""
+        return f"om-{self.prefix}"

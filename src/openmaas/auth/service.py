@@ -12,8 +12,9 @@ Example::
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 from sqlalchemy import select
 from sqlalchemy.dialects.postgresql import insert as pg_insert
@@ -110,7 +111,11 @@ class AuthService:
                 if session.scalar(select(ProjectRow.id).where(ProjectRow.name == name)):
                     raise Conflict(f"project {name!r} already exists", param="name")
                 row = ProjectRow(
-                    name=name, description=description, created_at=_now(), created_by=actor
+                    name=name,
+                    description=description,
+                    created_at=_now(),
+                    created_by=actor,
+                    limits={},
                 )
                 session.add(row)
                 session.flush()
@@ -204,6 +209,28 @@ class AuthService:
             )
             return key.plaintext
 
+    # -- limits -------------------------------------------------------------------------
+
+    def set_project_limits(
+        self, name: str, limits: Mapping[str, Any]
+    ) -> tuple[dict[str, Any], dict[str, Any]]:
+        """Replace a project's limits (already validated); returns (before, after)."""
+        with self.db.transaction() as session:
+            row = self._project_row(session, name)
+            before = dict(row.limits or {})
+            row.limits = dict(limits)
+            return before, dict(row.limits)
+
+    def set_key_limits(
+        self, key_id: int, limits: Mapping[str, Any]
+    ) -> tuple[dict[str, Any], dict[str, Any]]:
+        """Replace a key's own limit overrides (already validated); returns (before, after)."""
+        with self.db.transaction() as session:
+            row, _ = self._key_row(session, key_id, lock=True)
+            before = dict(row.limits or {})
+            row.limits = dict(limits)
+            return before, dict(row.limits)
+
     # -- authentication -----------------------------------------------------------------
 
     def authenticate(self, plaintext: str | None, now: datetime | None = None) -> Principal:
@@ -229,6 +256,9 @@ class AuthService:
                 verify_secret(self._pepper, self._decoy_salt, parsed.secret, self._decoy_hash)
                 raise AuthenticationFailed(INVALID_KEY)
             row, project_name = found
+            project_limits = session.scalar(
+                select(ProjectRow.limits).where(ProjectRow.id == row.project_id)
+            )
             salt, expected = bytes.fromhex(row.salt), bytes.fromhex(row.secret_hash)
             if not verify_secret(self._pepper, salt, parsed.secret, expected):
                 raise AuthenticationFailed(INVALID_KEY)
@@ -244,6 +274,9 @@ class AuthService:
                 key_id=row.id,
                 prefix=row.prefix,
                 scopes=parse_scopes(row.scopes),
+                expires_at=_optional_aware(row.expires_at),
+                project_limits=dict(project_limits or {}),
+                key_limits=dict(row.limits or {}),
             )
 
     # -- rows and entities --------------------------------------------------------------
@@ -263,7 +296,13 @@ class AuthService:
         )
         session.execute(
             insert(ProjectRow)
-            .values(name=DEFAULT_PROJECT, description="", created_at=_now(), created_by="system")
+            .values(
+                name=DEFAULT_PROJECT,
+                description="",
+                created_at=_now(),
+                created_by="system",
+                limits={},
+            )
             .on_conflict_do_nothing()
         )
         return session.scalars(
@@ -313,6 +352,7 @@ class AuthService:
             created_at=_now(),
             created_by=actor,
             expires_at=expires_at,
+            limits={},
         )
         session.add(row)
         session.flush()
@@ -325,6 +365,7 @@ class AuthService:
             description=row.description,
             created_at=_aware(row.created_at),
             created_by=row.created_by,
+            limits=dict(row.limits or {}),
         )
 
     @staticmethod
@@ -341,4 +382,5 @@ class AuthService:
             revoked_at=_optional_aware(row.revoked_at),
             revoked_by=row.revoked_by,
             last_used_at=_optional_aware(row.last_used_at),
+            limits=dict(row.limits or {}),
         )

@@ -191,6 +191,8 @@ class CatalogService:
             version = self.registry.register_plan(definition.name, plan, spec, storage=storage)
         # The model (not only its first version) should say what it is in `models list`.
         self.registry.update_model(definition.name, description=definition.description, actor=actor)
+        # The built-in catalog is for everyone: every project sees and calls its models.
+        self.registry.set_public(definition.name, True)
         return version
 
 

@@ -18,9 +18,12 @@ from typing import Annotated
 
 import typer
 
-from openmaas.cli import aliases, catalog, models, versions
+from openmaas.cli import admin, aliases, audit, catalog, datasets, keys, models, usage, versions
 from openmaas.cli.common import CLIError, Connection
+from openmaas.cli.jobs import app as jobs_app
+from openmaas.cli.jobs import train
 from openmaas.cli.serve import serve
+from openmaas.cli.worker import worker
 from openmaas.client import DEFAULT_URL, APIError
 
 app = typer.Typer(
@@ -64,6 +67,15 @@ app.add_typer(models.app, name="models")
 app.add_typer(versions.app, name="versions")
 app.add_typer(aliases.app, name="alias")
 app.add_typer(catalog.app, name="catalog")
+app.add_typer(admin.app, name="admin")
+app.add_typer(keys.keys_app, name="keys")
+app.add_typer(keys.projects_app, name="projects")
+app.add_typer(datasets.app, name="datasets")
+app.command("usage")(usage.show_usage)
+app.command("audit")(audit.show_audit)
+app.command("train")(train)
+app.add_typer(jobs_app, name="jobs")
+app.command(help="Run training workers without a server (against the server's database).")(worker)
 
 
 def _fail(message: str, exit_code: int) -> None:

@@ -85,6 +85,8 @@ class RegisteredModel:
     created_at: datetime
     updated_at: datetime
     created_by: str
+    project: str = "default"  # the tenant that owns it
+    public: bool = False  # visible to every project (the built-in catalog is)
 
 
 @dataclass(frozen=True, slots=True)
@@ -106,6 +108,8 @@ class ModelVersion:
     aliases: tuple[str, ...]
     created_at: datetime
     created_by: str
+    project: str = "default"  # the owning model's project and visibility
+    public: bool = False
 
 
 @dataclass(frozen=True, slots=True)

@@ -12,7 +12,8 @@ Example::
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Mapping
+import shutil
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -23,6 +24,7 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
 
+from openmaas.auth.entities import DEFAULT_PROJECT
 from openmaas.errors import (
     AliasNotFound,
     ArtifactCorrupted,
@@ -30,9 +32,11 @@ from openmaas.errors import (
     InvalidRequest,
     ModelNotFound,
     NothingToRollBack,
+    OpenMaaSError,
     VersionNotFound,
 )
 from openmaas.registry.artifacts import (
+    CHUNK_BYTES,
     ArtifactStore,
     Progress,
     StagedArtifact,
@@ -76,6 +80,32 @@ MAX_TAG_CHARS = 256
 
 
 @dataclass(frozen=True, slots=True)
+class OpenedVersion:
+    """A version's files as plaintext on disk. When they are a decrypted copy (the version is
+    encrypted at rest), `close()` deletes it; otherwise it does nothing.
+
+    Example::
+
+        with registry.open_files("minilm") as opened:
+            model = runtime.load(ModelSource.from_version(opened.version, opened.directory), o)
+    """
+
+    version: ModelVersion
+    directory: Path
+    decrypted: bool = False
+
+    def close(self) -> None:
+        if self.decrypted:
+            shutil.rmtree(self.directory, ignore_errors=True)
+
+    def __enter__(self) -> OpenedVersion:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+
+@dataclass(frozen=True, slots=True)
 class VersionSpec:
     """What the caller says about a new version; anything left None is detected."""
 
@@ -89,6 +119,9 @@ class VersionSpec:
     lineage: Lineage = field(default_factory=Lineage)
     alias: str | None = None  # moved to the new version once it is registered
     created_by: str = ""
+    # The caller's project: a new model belongs to it, an existing one must. None: any
+    # (admins and the server itself); a new model then goes to the default project.
+    project: str | None = None
 
 
 def _now() -> datetime:
@@ -223,6 +256,8 @@ class RegistryService:
         """Unpack an uploaded .tar.gz safely into staging, then register it."""
         check_model_name(name)
         self._check_spec(spec)
+        if self.artifacts.encrypts:
+            return self._register_archive_decrypted(name, archive, spec, source=source)
         staging = self.artifacts.new_staging()
         try:
             with open_archive(archive) as tar:
@@ -249,6 +284,34 @@ class RegistryService:
             location=None,
             staged=staged,
         )
+
+    def _register_archive_decrypted(
+        self,
+        name: str,
+        archive: Path | IO[bytes],
+        spec: VersionSpec,
+        *,
+        source: dict[str, Any],
+    ) -> ModelVersion:
+        # Staged files are encrypted, so they cannot be scanned or detected where they are:
+        # unpack into a private plaintext scratch directory and register from there.
+        scratch: Path | None = None
+        try:
+            with open_archive(archive) as tar:
+                members = list(iter_archive_files(tar, self.limits))
+                scratch = self.artifacts.new_scratch(sum(size for _, _, size in members))
+                for rel, stream, _ in members:
+                    target = scratch / rel
+                    target.parent.mkdir(parents=True, exist_ok=True)
+                    with stream, target.open("xb") as out:
+                        shutil.copyfileobj(stream, out, CHUNK_BYTES)
+            files = walk_directory(scratch)
+            if not files:
+                raise InvalidRequest("the archive holds no files", param="file")
+            return self.register_plan(name, FilePlan(files=files, source=source), spec)
+        finally:
+            if scratch is not None:
+                self.artifacts.discard(scratch)
 
     def _check_spec(self, spec: VersionSpec) -> None:
         _check_tags(spec.tags)
@@ -284,7 +347,13 @@ class RegistryService:
         published: str | None = None
         try:
             with self.db.transaction() as session:
-                model = self._lock_or_create_model(session, name, spec.created_by)
+                model = self._lock_or_create_model(session, name, spec.created_by, spec.project)
+                if spec.project is not None and model.project != spec.project:
+                    raise Conflict(
+                        f"the model name {name!r} is taken by another project; choose another",
+                        param="name",
+                        code="name_taken",
+                    )
                 # The model row is locked until commit, so numbers are distinct and gap-free
                 # across processes; a failed registration rolls its number back.
                 model.last_version += 1
@@ -333,10 +402,14 @@ class RegistryService:
         self._changed(name)
         return registered
 
-    def _lock_or_create_model(self, session: Session, name: str, actor: str) -> ModelRow:
+    def _lock_or_create_model(
+        self, session: Session, name: str, actor: str, project: str | None
+    ) -> ModelRow:
         now = _now()
         values = {
             "name": name,
+            "project": project or DEFAULT_PROJECT,
+            "public": False,
             "description": "",
             "tags": {},
             "last_version": 0,
@@ -356,6 +429,15 @@ class RegistryService:
         return model
 
     # -- models -------------------------------------------------------------------------
+
+    def set_public(self, name: str, public: bool) -> tuple[bool, bool]:
+        """Make a model visible to every project, or only to its own; returns (before, after)."""
+        with self.db.transaction() as session:
+            row = self._model_row(session, name, lock=True)
+            before = row.public
+            row.public = public
+        self._changed(name)
+        return before, public
 
     def list_models(self) -> list[RegisteredModel]:
         with self.db.transaction() as session:
@@ -677,34 +759,100 @@ class RegistryService:
         return self.artifacts.path_of(location)
 
     def verify(self, name: str, version: int, progress: Progress | None = None) -> VerifyReport:
-        """Re-hash every file of a version against the manifest recorded at registration."""
+        """Re-hash every file of a version against the manifest recorded at registration
+        (decrypting files encrypted at rest). Raises `EncryptionKeyError` when the configured
+        key does not open them."""
         entity, location = self._version_and_location(name, version)
         root = self.version_files_root(entity, location)
-        problems = verify_files(root, entity.files, progress)
-        if entity.storage == Storage.STORE.value and root.is_dir():
-            known = {f.path for f in entity.files}
-            problems += [
-                VerifyProblem(path=rel, problem="unexpected")
-                for rel in walk_directory(root)
-                if rel not in known
-            ]
+        problems = verify_files(root, entity.files, progress, keys=self.artifacts.keys)
+        problems += self._unexpected_files(entity, root)
         return VerifyReport(
             model=name, version=version, files_checked=len(entity.files), problems=tuple(problems)
         )
 
+    def _unexpected_files(self, entity: ModelVersion, root: Path) -> list[VerifyProblem]:
+        if entity.storage != Storage.STORE.value or not root.is_dir():
+            return []
+        known = {f.path for f in entity.files}
+        return [
+            VerifyProblem(path=rel, problem="unexpected")
+            for rel in walk_directory(root)
+            if rel not in known
+        ]
+
+    def open_files(self, reference: str, *, verify: bool = True) -> OpenedVersion:
+        """Resolve a reference to its files as plaintext on disk, hash-checked (for loaders).
+
+        A plaintext version opens where it is stored. A version encrypted at rest is
+        decrypted into a private scratch directory (in memory when there is room) and
+        checked in the same pass, whatever `verify` says; `close()` deletes that copy, which
+        a loader does as soon as its runtime has read the files.
+        """
+        entity, root = self._locate(reference)
+        if not self._encrypted_at_rest(entity, root):
+            if verify:
+                self._require_intact(entity, self.verify(entity.model, entity.version).problems)
+            return OpenedVersion(entity, root)
+        scratch = self.artifacts.new_scratch(entity.size_bytes)
+        try:
+            problems = self.artifacts.copy_plaintext(root, entity.files, scratch)
+            self._require_intact(entity, [*problems, *self._unexpected_files(entity, root)])
+        except BaseException:
+            self.artifacts.discard(scratch)
+            raise
+        return OpenedVersion(entity, scratch, decrypted=True)
+
     def open_version(self, reference: str, *, verify: bool = True) -> tuple[ModelVersion, Path]:
-        """Resolve a reference to its files on disk, re-checking hashes first (for loaders)."""
+        """Resolve a reference to its stored directory, re-checking hashes first.
+
+        For plaintext versions only: the stored files of a version encrypted at rest are
+        ciphertext, so it raises for one (loaders use `open_files`, which decrypts a copy).
+        """
+        entity, root = self._locate(reference)
+        if self._encrypted_at_rest(entity, root):
+            raise OpenMaaSError(
+                f"{entity.model}:{entity.version} is encrypted at rest: its stored files are "
+                "ciphertext; open it with RegistryService.open_files(), which decrypts a copy"
+            )
+        if verify:
+            self._require_intact(entity, self.verify(entity.model, entity.version).problems)
+        return entity, root
+
+    def stored_versions(self) -> list[tuple[ModelVersion, Path]]:
+        """Every version whose files the artifact store owns, with their directory (for
+        maintenance such as key rotation)."""
+        with self.db.transaction() as session:
+            rows = session.execute(
+                select(ModelRow, VersionRow)
+                .join(VersionRow, VersionRow.model_id == ModelRow.id)
+                .where(VersionRow.storage == Storage.STORE.value)
+                .order_by(ModelRow.name, VersionRow.version)
+            ).all()
+            return [
+                (self._version_entity(session, model, row), self.artifacts.path_of(row.location))
+                for model, row in rows
+            ]
+
+    def _locate(self, reference: str) -> tuple[ModelVersion, Path]:
         entity = self.resolve(reference)
         _, location = self._version_and_location(entity.model, entity.version)
-        if verify:
-            report = self.verify(entity.model, entity.version)
-            if not report.ok:
-                first = report.problems[0]
-                raise ArtifactCorrupted(
-                    f"{entity.model}:{entity.version}: file {first.path!r} failed verification "
-                    f"({first.problem}); the stored artifact no longer matches its manifest"
-                )
         return entity, self.version_files_root(entity, location)
+
+    def _encrypted_at_rest(self, entity: ModelVersion, root: Path) -> bool:
+        # Per file: a store that got a key later, or an interrupted rotation, mixes both.
+        if entity.storage != Storage.STORE.value:
+            return False  # recorded in place: never copied, so never encrypted
+        paths = (root / f.path for f in entity.files)
+        return any(path.is_file() and self.artifacts.is_encrypted(path) for path in paths)
+
+    @staticmethod
+    def _require_intact(entity: ModelVersion, problems: Sequence[VerifyProblem]) -> None:
+        if problems:
+            first = problems[0]
+            raise ArtifactCorrupted(
+                f"{entity.model}:{entity.version}: file {first.path!r} failed verification "
+                f"({first.problem}); the stored artifact no longer matches its manifest"
+            )
 
     def _version_and_location(self, name: str, version: int) -> tuple[ModelVersion, str]:
         with self.db.transaction() as session:
@@ -773,6 +921,8 @@ class RegistryService:
             created_at=_aware(row.created_at),
             updated_at=_aware(row.updated_at),
             created_by=row.created_by,
+            project=row.project,
+            public=row.public,
         )
 
     def _version_entity(self, session: Session, model: ModelRow, row: VersionRow) -> ModelVersion:
@@ -797,6 +947,8 @@ class RegistryService:
             aliases=aliases,
             created_at=_aware(row.created_at),
             created_by=row.created_by,
+            project=model.project,
+            public=model.public,
         )
 
     @staticmethod

@@ -32,6 +32,10 @@ from openmaas.registry.entities import ModelVersion, Task
 FloatArray = npt.NDArray[np.float32]
 
 
+def _keep_directory() -> None:
+    return None
+
+
 @dataclass(frozen=True, slots=True)
 class ModelSource:
     """What a runtime needs to know about the version it loads."""
@@ -43,6 +47,11 @@ class ModelSource:
     format: str
     params: Mapping[str, Any]  # the version's recorded params (pooling, normalize, labels, ...)
     directory: Path  # hash-verified, read-only
+    # Deletes `directory` when it is a private decrypted copy of a version encrypted at rest
+    # (the pool calls it once the runtime has loaded); does nothing for stored directories.
+    release_directory: Callable[[], None] = field(
+        default=_keep_directory, repr=False, compare=False
+    )
 
     @classmethod
     def for_directory(
@@ -67,7 +76,13 @@ class ModelSource:
         )
 
     @classmethod
-    def from_version(cls, version: ModelVersion, directory: Path) -> ModelSource:
+    def from_version(
+        cls,
+        version: ModelVersion,
+        directory: Path,
+        *,
+        release_directory: Callable[[], None] = _keep_directory,
+    ) -> ModelSource:
         return cls(
             name=version.model,
             version=version.version,
@@ -76,6 +91,7 @@ class ModelSource:
             format=version.format,
             params=dict(version.params),
             directory=directory,
+            release_directory=release_directory,
         )
 
     @property
@@ -242,6 +258,11 @@ class Runtime(ABC):
 
     name: ClassVar[str]
     tasks: ClassVar[frozenset[Task]]
+    # False: `load` reads everything it needs, so the directory may be deleted once it returns
+    # (a decrypted copy is; files the model memory-maps stay readable after deletion on POSIX).
+    # True for a runtime that opens files by path later: the pool keeps a decrypted copy
+    # until the model is unloaded.
+    reads_files_after_load: ClassVar[bool] = False
 
     def estimate_memory_bytes(self, source: ModelSource) -> int:
         """Resident memory once loaded; by default the size of the files."""
@@ -260,6 +281,8 @@ RUNTIMES: dict[str, str] = {
     "ctranslate2": "openmaas.runtimes.whisper:WhisperRuntime",
     "rules": "openmaas.runtimes.rules:RulesRuntime",
     "linear-head": "openmaas.runtimes.linear_head:LinearHeadRuntime",
+    "openmaas-nn": "openmaas.runtimes.textnn:TextNetworkRuntime",
+    "word2vec": "openmaas.runtimes.word_vectors:WordVectorsRuntime",
 }
 
 

@@ -18,13 +18,15 @@ from __future__ import annotations
 import copy
 import itertools
 import json
-from collections.abc import Iterator, Sequence
+import threading
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar, Protocol, Self
 
 import numpy as np
 import torch
+from tokenizers import Encoding, Tokenizer
 from transformers import AutoTokenizer, BatchEncoding, PreTrainedModel, PreTrainedTokenizerBase
 from transformers.utils import logging as transformers_logging
 
@@ -46,6 +48,18 @@ MAX_TEXTS_PER_PASS = 64
 # throughput barely grows past 16 rows (two passes of 16: +8% sentences/s over one of 32).
 MAX_TEXTS_PER_PASS_CPU = 16
 MAX_PADDED_TOKENS_PER_PASS = 16_384
+# Encodings made while counting a request's tokens, kept for the batch that embeds the texts
+# (see `TransformersModel.remember_counted`): enough for a full queue and a running batch.
+COUNTED_ENCODINGS_KEPT = 2048
+# Model inputs by the `tokenizers.Encoding` attribute that holds them.
+ENCODING_FIELDS = {
+    "input_ids": "ids",
+    "token_type_ids": "type_ids",
+    "attention_mask": "attention_mask",
+}
+
+# Unpadded model inputs by name (`input_ids`, ...): a `BatchEncoding` or a plain dict.
+ModelInputs = Mapping[str, Sequence[Sequence[int]]]
 
 
 class AutoModelClass(Protocol):
@@ -126,6 +140,10 @@ class TransformersModel(LoadedModel):
     """A checkpoint serving one concept of task. Subclasses name their `auto_class`."""
 
     auto_class: ClassVar[type[AutoModelClass]]
+    # Whether the texts counted are then run through `model_inputs` (embeddings): counting
+    # keeps their encodings for it, so a text is tokenized once, not twice (a fast tokenizer
+    # whose model inputs an encoding holds: ids, type ids, attention mask).
+    remember_counted: ClassVar[bool] = False
 
     def __init__(self, source: ModelSource, tasks: frozenset[Task], checkpoint: Checkpoint):
         self.source = source
@@ -136,6 +154,22 @@ class TransformersModel(LoadedModel):
         # thread. A fast tokenizer's truncation settings are state inside the Rust object, and
         # two threads changing them at once fail ("Already borrowed"): counting gets a copy.
         self.counting_tokenizer = copy.deepcopy(checkpoint.tokenizer)
+        # A fast tokenizer counts through its Rust core: `__call__` costs about as much Python
+        # again as the tokenizing, per call. Without truncation or padding the core gives
+        # what `__call__(truncation=False)` gives.
+        self._counter: Tokenizer | None = None
+        if self.counting_tokenizer.is_fast:
+            self._counter = self.counting_tokenizer.backend_tokenizer
+            self._counter.no_truncation()
+            self._counter.no_padding()
+        # Counted on the event loop, consumed in the model's thread.
+        self._counted: dict[str, Encoding] = {}
+        self._counted_lock = threading.Lock()
+        self._reuses_counted = (
+            self.remember_counted
+            and self._counter is not None
+            and set(self.tokenizer.model_input_names) <= ENCODING_FIELDS.keys()
+        )
         self.device = checkpoint.device
         self.memory_bytes = checkpoint.memory_bytes
         self.max_input_tokens = checkpoint.max_input_tokens
@@ -149,14 +183,28 @@ class TransformersModel(LoadedModel):
     def count_tokens(self, texts: Sequence[str]) -> list[int]:
         if not texts:
             return []
-        encoded = self.counting_tokenizer(
-            list(texts),
-            add_special_tokens=True,
-            truncation=False,
-            return_attention_mask=False,
-            return_token_type_ids=False,
-        )
-        return [max(1, len(ids)) for ids in encoded["input_ids"]]
+        if self._counter is None:
+            encoded = self.counting_tokenizer(
+                list(texts),
+                add_special_tokens=True,
+                truncation=False,
+                return_attention_mask=False,
+                return_token_type_ids=False,
+            )
+            return [max(1, len(ids)) for ids in encoded["input_ids"]]
+        if len(texts) == 1:
+            encodings = [self._counter.encode(texts[0], add_special_tokens=True)]
+        else:
+            encodings = self._counter.encode_batch(list(texts), add_special_tokens=True)
+        if self._reuses_counted:
+            with self._counted_lock:
+                for text, encoding in zip(texts, encodings, strict=True):
+                    self._counted[text] = encoding
+                # Entries of requests that never reached a batch (rejected, cancelled) go
+                # first: a dict iterates in insertion order.
+                while len(self._counted) > COUNTED_ENCODINGS_KEPT:
+                    del self._counted[next(iter(self._counted))]
+        return [max(1, len(encoding)) for encoding in encodings]
 
     def detokenize(self, ids: Sequence[int]) -> str:
         vocabulary = self.counting_tokenizer.vocab_size
@@ -189,8 +237,38 @@ class TransformersModel(LoadedModel):
         )
         return encoded
 
+    def model_inputs(self, texts: Sequence[str]) -> ModelInputs:
+        """What `tokenize(texts)` gives, reusing the encodings `count_tokens` kept for texts
+        within the model's limit (each is used once) and tokenizing only the rest."""
+        if not self._reuses_counted:
+            return self.tokenize(texts)
+        with self._counted_lock:
+            counted = [self._counted.pop(text, None) for text in texts]
+        limit = self.max_input_tokens
+        fresh_at = [
+            i
+            for i, encoding in enumerate(counted)
+            if encoding is None or (limit is not None and len(encoding) > limit)
+        ]
+        if len(fresh_at) == len(texts):
+            return self.tokenize(texts)
+        keys = self.tokenizer.model_input_names
+        inputs: dict[str, list[list[int]]] = {
+            key: [
+                getattr(encoding, ENCODING_FIELDS[key]) if encoding is not None else []
+                for encoding in counted
+            ]
+            for key in keys
+        }
+        if fresh_at:
+            fresh = self.tokenize([texts[i] for i in fresh_at])
+            for key in keys:
+                for row, i in enumerate(fresh_at):
+                    inputs[key][i] = fresh[key][row]
+        return inputs
+
     def sub_batches(
-        self, encoded: BatchEncoding, *, max_texts: int | None = None
+        self, encoded: ModelInputs, *, max_texts: int | None = None
     ) -> Iterator[SubBatch]:
         """Padded sub-batches in decreasing length order, so each pads only to its own longest
         row (and the largest allocation comes first, where it fails fastest)."""

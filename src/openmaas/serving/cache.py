@@ -19,6 +19,8 @@ import unicodedata
 from collections import OrderedDict
 from typing import Any
 
+from prometheus_client import Counter
+
 from openmaas.observability.metrics import Metrics
 
 CacheKey = bytes
@@ -40,6 +42,8 @@ class ResponseCache:
         self.metrics = metrics
         self._entries: OrderedDict[CacheKey, tuple[Any, int]] = OrderedDict()
         self.bytes = 0
+        # (model, task) -> its (hits, misses) counters: `labels()` costs more than a lookup.
+        self._counters: dict[tuple[str, str], tuple[Counter, Counter]] = {}
 
     @property
     def enabled(self) -> bool:
@@ -58,12 +62,23 @@ class ResponseCache:
 
     def get(self, key: CacheKey, model: str, task: str) -> Any | None:
         entry = self._entries.get(key)
+        hits, misses = self._counters_for(model, task)
         if entry is None:
-            self.metrics.cache_misses.labels(model=model, task=task).inc()
+            misses.inc()
             return None
         self._entries.move_to_end(key)
-        self.metrics.cache_hits.labels(model=model, task=task).inc()
+        hits.inc()
         return entry[0]
+
+    def _counters_for(self, model: str, task: str) -> tuple[Counter, Counter]:
+        counters = self._counters.get((model, task))
+        if counters is None:
+            counters = (
+                self.metrics.cache_hits.labels(model=model, task=task),
+                self.metrics.cache_misses.labels(model=model, task=task),
+            )
+            self._counters[(model, task)] = counters
+        return counters
 
     def put(self, key: CacheKey, value: Any, *, size_bytes: int) -> None:
         size = size_bytes + _ENTRY_OVERHEAD_BYTES

@@ -24,6 +24,7 @@ from typing import Any, Generic, TypeVar
 
 import numpy as np
 
+from openmaas.auth.access import can_see, check_visible, current_principal
 from openmaas.errors import InputTooLong, InvalidRequest, Overloaded, WrongTask
 from openmaas.observability.metrics import Metrics
 from openmaas.registry.entities import ModelVersion, RegisteredModel, Task
@@ -145,6 +146,7 @@ class InferenceEngine:
         if not reference or not reference.strip():
             raise InvalidRequest("model: give a model name", param="model")
         version = await self.router.resolve(reference.strip())
+        check_visible(version.model, version.project, version.public)
         if task is not None and version.task not in SERVABLE_BY[task]:
             raise WrongTask(
                 f"model '{reference}' is a {version.task} model; {_route_hint(task)}",
@@ -155,17 +157,21 @@ class InferenceEngine:
     async def list_models(self) -> list[tuple[RegisteredModel, ModelVersion]]:
         """Every registered model with the version its bare name serves."""
 
+        who = current_principal()  # read here: the worker thread has its own context
+
         def read() -> list[tuple[RegisteredModel, ModelVersion]]:
             served = []
             for model in self.registry.list_models():
-                if model.latest_version is not None:
+                if model.latest_version is not None and can_see(model.project, model.public, who):
                     served.append((model, self.registry.resolve(model.name)))
             return served
 
         return await asyncio.to_thread(read)
 
     async def get_model(self, name: str) -> RegisteredModel:
-        return await asyncio.to_thread(self.registry.get_model, name)
+        model = await asyncio.to_thread(self.registry.get_model, name)
+        check_visible(model.name, model.project, model.public)
+        return model
 
     async def load(self, reference: str) -> ModelVersion:
         version = await self.resolve(reference)
@@ -449,12 +455,18 @@ class InferenceEngine:
         return [r for r in results if r is not None], tokens
 
     def _open_source(self, name: str, version: int) -> ModelSource:
-        model_version, directory = self.registry.open_version(f"{name}:{version}")
-        return ModelSource.from_version(model_version, directory)
+        # Hash-checked plaintext; a version encrypted at rest comes as a private decrypted
+        # copy, which the pool releases once the runtime has loaded it.
+        opened = self.registry.open_files(f"{name}:{version}")
+        return ModelSource.from_version(
+            opened.version, opened.directory, release_directory=opened.close
+        )
 
     def _open_dependency(self, reference: str) -> ModelSource:
-        model_version, directory = self.registry.open_version(reference)
-        return ModelSource.from_version(model_version, directory)
+        opened = self.registry.open_files(reference)
+        return ModelSource.from_version(
+            opened.version, opened.directory, release_directory=opened.close
+        )
 
 
 async def _gather(batcher: Batcher[Item, T], items: list[Item], tokens: Sequence[int]) -> list[T]:

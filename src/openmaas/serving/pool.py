@@ -6,6 +6,9 @@
 * Least-recently-used models are evicted to make room for a new one; a model with requests in
   flight is never evicted or unloaded under them.
 * Models idle for `idle_unload_s` are unloaded; preloaded (pinned) models stay.
+* A version encrypted at rest is opened as a private decrypted copy; the copy (and those of
+  dependencies the runtime opens) is deleted as soon as the runtime has loaded, or at unload
+  for a runtime that reads files later (`Runtime.reads_files_after_load`).
 
 Example::
 
@@ -24,7 +27,7 @@ import time
 from collections.abc import AsyncIterator, Callable
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager, suppress
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from openmaas.errors import ModelLoadFailed, ModelNotLoaded, OpenMaaSError
@@ -36,6 +39,10 @@ log = logging.getLogger(__name__)
 
 VersionKey = tuple[str, int]  # (model name, version number)
 SourceOpener = Callable[[str, int], ModelSource]  # hash-verified source of name:version
+
+
+def _nothing() -> None:
+    return None
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,6 +63,7 @@ class Resident:
     in_flight: int = 0
     last_used: float = field(default_factory=time.monotonic)
     batchers: dict[str, Batcher[Any, Any]] = field(default_factory=dict)
+    release_files: Callable[[], None] = _nothing  # decrypted copies kept while it is loaded
 
     @property
     def label(self) -> str:
@@ -151,20 +159,30 @@ class ModelPool:
     async def _load(self, key: VersionKey, pending: asyncio.Future[Resident], pinned: bool) -> None:
         label = f"{key[0]}:{key[1]}"
         loop = asyncio.get_running_loop()
+        files = _LoadFiles(self.options)
+        model: LoadedModel | None = None
         try:
             async with self._load_lock:
-                source = await asyncio.to_thread(self._open_source, *key)
-                runtime = get_runtime(source.runtime)
-                estimate = await asyncio.to_thread(runtime.estimate_memory_bytes, source)
-                await self._make_room(estimate)
-                executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"model-{label}")
-                started = time.perf_counter()
                 try:
-                    model = await loop.run_in_executor(executor, runtime.load, source, self.options)
-                except BaseException:
-                    executor.shutdown(wait=False)
-                    raise
-                seconds = time.perf_counter() - started
+                    source = files.add(await asyncio.to_thread(self._open_source, *key))
+                    runtime = get_runtime(source.runtime)
+                    estimate = await asyncio.to_thread(runtime.estimate_memory_bytes, source)
+                    await self._make_room(estimate)
+                    executor = ThreadPoolExecutor(
+                        max_workers=1, thread_name_prefix=f"model-{label}"
+                    )
+                    started = time.perf_counter()
+                    try:
+                        model = await loop.run_in_executor(
+                            executor, runtime.load, source, files.options
+                        )
+                    except BaseException:
+                        executor.shutdown(wait=False)
+                        raise
+                    seconds = time.perf_counter() - started
+                finally:
+                    # Decrypted plaintext lives only as long as the runtime needs it.
+                    release_later = await asyncio.to_thread(files.release, loaded=model is not None)
         except Exception as exc:
             self._loading.pop(key, None)
             self.metrics.model_loads.labels(model=key[0], outcome="error").inc()
@@ -172,7 +190,9 @@ class ModelPool:
             pending.set_exception(_load_error(label, exc))
             pending.exception()  # mark retrieved: callers may all have gone
             return
-        resident = Resident(key, model, executor, seconds, pinned=pinned)
+        resident = Resident(
+            key, model, executor, seconds, pinned=pinned, release_files=release_later
+        )
         self._residents[key] = resident
         self._loading.pop(key, None)
         self.metrics.model_loads.labels(model=key[0], outcome="ok").inc()
@@ -209,6 +229,7 @@ class ModelPool:
         loop = asyncio.get_running_loop()
         await loop.run_in_executor(resident.executor, resident.model.unload)
         resident.executor.shutdown(wait=False)
+        await asyncio.to_thread(resident.release_files)
         self.metrics.model_unloads.labels(model=resident.key[0], reason=reason).inc()
         self._report_memory()
         log.info("unloaded %s (%s)", resident.label, reason)
@@ -235,6 +256,47 @@ class ModelPool:
             timeout = max(0.01, min(remaining)) if remaining else None
             with suppress(TimeoutError):
                 await asyncio.wait_for(self._changed.wait(), timeout)
+
+
+class _LoadFiles:
+    """Every source one load opens (the model's, and dependencies' its runtime opens through
+    `LoadOptions.open_dependency`), so that their decrypted copies can be deleted after."""
+
+    def __init__(self, options: LoadOptions) -> None:
+        self._open_dependency = options.open_dependency
+        self.options = replace(options, open_dependency=self._record_dependency)
+        self.sources: list[ModelSource] = []
+
+    def add(self, source: ModelSource) -> ModelSource:
+        self.sources.append(source)
+        return source
+
+    def _record_dependency(self, reference: str) -> ModelSource:
+        return self.add(self._open_dependency(reference))
+
+    def release(self, *, loaded: bool) -> Callable[[], None]:
+        """Delete the copies no loaded model reads any more; returns what deletes the rest."""
+        kept = []
+        for source in self.sources:
+            if loaded and _reads_files_after_load(source.runtime):
+                kept.append(source.release_directory)
+            else:
+                source.release_directory()
+        if not kept:
+            return _nothing
+
+        def release_kept() -> None:
+            for release in kept:
+                release()
+
+        return release_kept
+
+
+def _reads_files_after_load(runtime: str) -> bool:
+    try:
+        return get_runtime(runtime).reads_files_after_load
+    except OpenMaaSError:
+        return False
 
 
 def _load_error(label: str, exc: Exception) -> ModelLoadFailed:

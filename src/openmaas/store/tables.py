@@ -8,8 +8,11 @@ from typing import Any
 from sqlalchemy import (
     JSON,
     BigInteger,
+    Boolean,
     DateTime,
+    Float,
     ForeignKey,
+    Index,
     Integer,
     String,
     Text,
@@ -34,6 +37,10 @@ class ModelRow(Base):
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), nullable=False)
     updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), nullable=False)
     created_by: Mapped[str] = mapped_column(String(128), default="", nullable=False)
+    # The owning project (by name: project names never change) and whether every project
+    # may see and call it.
+    project: Mapped[str] = mapped_column(String(128), default="default", nullable=False, index=True)
+    public: Mapped[bool] = mapped_column(Boolean, default=False, nullable=False)
 
 
 class VersionRow(Base):
@@ -119,6 +126,8 @@ class ProjectRow(Base):
     description: Mapped[str] = mapped_column(Text, default="", nullable=False)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), nullable=False)
     created_by: Mapped[str] = mapped_column(String(128), default="", nullable=False)
+    # Rate limits and quotas (auth.policy.LimitPolicy fields); absent means unlimited.
+    limits: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict, nullable=False)
 
 
 class ApiKeyRow(Base):
@@ -141,3 +150,141 @@ class ApiKeyRow(Base):
     revoked_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
     revoked_by: Mapped[str | None] = mapped_column(String(128), nullable=True)
     last_used_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    # Overrides of the project's limits for this key alone.
+    limits: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict, nullable=False)
+
+
+class UsageRow(Base):
+    """One metered request. Written in batches; never updated."""
+
+    __tablename__ = "usage_records"
+    __table_args__ = (Index("ix_usage_project_time", "project", "created_at"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    created_at: Mapped[datetime] = mapped_column(
+        DateTime(timezone=True), nullable=False, index=True
+    )
+    project: Mapped[str] = mapped_column(String(128), nullable=False)
+    key_id: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    key_prefix: Mapped[str] = mapped_column(String(16), default="", nullable=False)
+    model: Mapped[str] = mapped_column(String(128), default="", nullable=False)
+    version: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    route: Mapped[str] = mapped_column(String(128), nullable=False)
+    input_tokens: Mapped[int] = mapped_column(Integer, default=0, nullable=False)
+    output_tokens: Mapped[int] = mapped_column(Integer, default=0, nullable=False)
+    items: Mapped[int] = mapped_column(Integer, default=0, nullable=False)
+    audio_seconds: Mapped[float] = mapped_column(Float, default=0.0, nullable=False)
+    latency_ms: Mapped[float] = mapped_column(Float, nullable=False)
+    status: Mapped[int] = mapped_column(Integer, nullable=False)
+    request_id: Mapped[str] = mapped_column(String(64), default="", nullable=False)
+
+
+class AuditRow(Base):
+    """One mutating admin action. Append-only: no code path updates or deletes a row."""
+
+    __tablename__ = "audit_events"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    created_at: Mapped[datetime] = mapped_column(
+        DateTime(timezone=True), nullable=False, index=True
+    )
+    actor: Mapped[str] = mapped_column(String(128), nullable=False)  # key prefix
+    project: Mapped[str] = mapped_column(String(128), nullable=False, index=True)
+    action: Mapped[str] = mapped_column(String(64), nullable=False, index=True)
+    target: Mapped[str] = mapped_column(String(512), nullable=False)
+    before: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
+    after: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
+    request_id: Mapped[str] = mapped_column(String(64), default="", nullable=False)
+    client_address: Mapped[str] = mapped_column(String(128), default="", nullable=False)
+
+
+class DatasetRow(Base):
+    """An uploaded file (OpenAI `/v1/files`) and, once validated, the dataset it holds."""
+
+    __tablename__ = "datasets"
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)  # file-<hex>
+    project: Mapped[str] = mapped_column(String(128), nullable=False, index=True)
+    purpose: Mapped[str] = mapped_column(String(32), nullable=False)
+    filename: Mapped[str] = mapped_column(String(512), nullable=False)
+    format: Mapped[str] = mapped_column(String(16), nullable=False)  # jsonl csv tsv conll
+    size_bytes: Mapped[int] = mapped_column(BigInteger, nullable=False)
+    sha256: Mapped[str] = mapped_column(String(64), nullable=False)  # of the bytes uploaded
+    content_sha256: Mapped[str] = mapped_column(String(64), default="", nullable=False)
+    location: Mapped[str] = mapped_column(Text, nullable=False)  # in the artifact store
+    status: Mapped[str] = mapped_column(String(16), nullable=False)  # processed | error
+    task: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    schema: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict, nullable=False)
+    stats: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict, nullable=False)
+    report: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict, nullable=False)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), nullable=False)
+    created_by: Mapped[str] = mapped_column(String(128), default="", nullable=False)
+
+
+class JobRow(Base):
+    """A training job. Workers claim queued jobs, heartbeat while running, and resume jobs
+    whose worker stopped heartbeating from their last checkpoint."""
+
+    __tablename__ = "training_jobs"
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)  # ftjob-<hex>
+    project: Mapped[str] = mapped_column(String(128), nullable=False, index=True)
+    key_id: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    created_by: Mapped[str] = mapped_column(String(128), default="", nullable=False)
+    recipe: Mapped[str] = mapped_column(String(64), nullable=False)
+    task: Mapped[str] = mapped_column(String(64), nullable=False)
+    base_model: Mapped[str | None] = mapped_column(String(256), nullable=True)
+    training_file: Mapped[str] = mapped_column(String(64), nullable=False)
+    validation_file: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    hyperparameters: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict, nullable=False)
+    options: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict, nullable=False)
+    suffix: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    seed: Mapped[int] = mapped_column(Integer, nullable=False)
+    model_name: Mapped[str] = mapped_column(String(128), nullable=False)  # registered as
+    alias: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    # validating_files | queued | running | succeeded | failed | cancelled
+    status: Mapped[str] = mapped_column(String(32), nullable=False, index=True)
+    error: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
+    fine_tuned_model: Mapped[str | None] = mapped_column(String(256), nullable=True)
+    metrics: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict, nullable=False)
+    trained_tokens: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    cancel_requested: Mapped[bool] = mapped_column(Boolean, default=False, nullable=False)
+    attempts: Mapped[int] = mapped_column(Integer, default=0, nullable=False)
+    worker_id: Mapped[str | None] = mapped_column(String(128), nullable=True)
+    heartbeat_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), nullable=False)
+    started_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+
+
+class JobEventRow(Base):
+    """A job's event: a message, or metrics (loss, accuracy, F1) at a step or epoch."""
+
+    __tablename__ = "training_job_events"
+    __table_args__ = (Index("ix_job_events_job_id", "job_id", "id"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    job_id: Mapped[str] = mapped_column(
+        ForeignKey("training_jobs.id", ondelete="CASCADE"), nullable=False
+    )
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), nullable=False)
+    level: Mapped[str] = mapped_column(String(16), nullable=False)  # info | warn | error
+    type: Mapped[str] = mapped_column(String(16), nullable=False)  # message | metrics
+    message: Mapped[str] = mapped_column(Text, nullable=False)
+    data: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
+
+
+class JobCheckpointRow(Base):
+    """A saved training state a job can resume from (and a servable snapshot)."""
+
+    __tablename__ = "training_job_checkpoints"
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)  # ftckpt-<hex>
+    job_id: Mapped[str] = mapped_column(
+        ForeignKey("training_jobs.id", ondelete="CASCADE"), nullable=False, index=True
+    )
+    step: Mapped[int] = mapped_column(Integer, nullable=False)
+    epoch: Mapped[int] = mapped_column(Integer, nullable=False)
+    metrics: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict, nullable=False)
+    location: Mapped[str] = mapped_column(Text, nullable=False)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), nullable=False)

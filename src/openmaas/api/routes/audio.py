@@ -8,6 +8,7 @@ from fastapi import APIRouter, Depends, File, Form, Request, Response, UploadFil
 from fastapi.responses import PlainTextResponse
 
 from openmaas.api.deps import EngineDep, caller
+from openmaas.api.metering import meter
 from openmaas.api.protocol.openai import TranscriptionResponse
 from openmaas.api.responses import VERSION_HEADER, json_response, mark_model
 from openmaas.errors import InvalidRequest
@@ -36,6 +37,7 @@ async def create_transcription(
     served = await engine.transcribe(model, audio, params)
     mark_model(request, served.version)
     result = served.results[0]
+    meter(request, served.version, items=1, audio_seconds=result.duration_seconds)
     version = f"{served.version.model}:{served.version.version}"
     if response_format == "text":
         return PlainTextResponse(result.text, headers={VERSION_HEADER: version})

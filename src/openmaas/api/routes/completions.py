@@ -14,6 +14,7 @@ from fastapi import APIRouter, Depends, Request, Response
 from fastapi.responses import StreamingResponse
 
 from openmaas.api.deps import EngineDep, caller
+from openmaas.api.metering import meter
 from openmaas.api.protocol.openai import (
     ChatCompletion,
     ChatCompletionRequest,
@@ -64,6 +65,7 @@ async def create_chat_completion(
     messages = [{"role": m.role, "content": m.text()} for m in body.messages]
     stream = await engine.generate(body.model, params, messages=messages)
     mark_model(request, stream.version)
+    _meter(request, stream, None)
     ident, created = f"chatcmpl-{uuid.uuid4().hex}", int(time.time())
     if body.stream:
         chunk = _Envelope(ident, "chat.completion.chunk", created, body.model)
@@ -79,9 +81,11 @@ async def create_chat_completion(
             lambda text: delta({"content": text}, None),
             lambda reason: delta({}, reason),
             chunk if _include_usage(body) else None,
+            request,
         )
         return _streaming(events, stream)
     text, last = await _collect(stream.deltas)
+    _meter(request, stream, last)
     message = {"role": "assistant", "content": text}
     choice = {"index": 0, "message": message, "finish_reason": last.finish_reason, "logprobs": None}
     envelope = _Envelope(ident, "chat.completion", created, body.model)
@@ -98,6 +102,7 @@ async def create_completion(
     params = _params(body, body.max_tokens)
     stream = await engine.generate(body.model, params, prompt=prompt)
     mark_model(request, stream.version)
+    _meter(request, stream, None)
     envelope = _Envelope(
         f"cmpl-{uuid.uuid4().hex}", "text_completion", int(time.time()), body.model
     )
@@ -113,9 +118,11 @@ async def create_completion(
             lambda text: choice(text, None),
             lambda reason: choice("", reason),
             envelope if _include_usage(body) else None,
+            request,
         )
         return _streaming(events, stream)
     text, last = await _collect(stream.deltas)
+    _meter(request, stream, last)
     payload = choice(prefix + text, last.finish_reason)
     payload["usage"] = _usage(stream, last)
     return json_response(payload, stream.version)
@@ -161,6 +168,17 @@ async def _collect(
     return "".join(parts), last
 
 
+def _meter(request: Request, stream: Stream, last: GenerationDelta | None) -> None:
+    completion = last.completion_tokens if last is not None else 0
+    meter(
+        request,
+        stream.version,
+        input_tokens=stream.prompt_tokens,
+        output_tokens=completion,
+        items=1,
+    )
+
+
 def _usage(stream: Stream, last: GenerationDelta) -> dict[str, int]:
     return {
         "prompt_tokens": stream.prompt_tokens,
@@ -175,6 +193,7 @@ async def _sse(
     text_chunk: Callable[[str], dict[str, Any]],
     final_chunk: Callable[[str], dict[str, Any]],
     usage_chunk: _Envelope | None,
+    request: Request,
 ) -> AsyncIterator[bytes]:
     if first is not None:
         yield _event(first)
@@ -186,6 +205,7 @@ async def _sse(
                 yield _event(text_chunk(delta.text))
     finally:
         await stream.deltas.aclose()  # the client went away: stop generating
+        _meter(request, stream, last)  # what was generated is used, even if cut short
     assert last is not None
     yield _event(final_chunk(last.finish_reason or "stop"))
     if usage_chunk is not None:

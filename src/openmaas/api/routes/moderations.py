@@ -12,6 +12,7 @@ import uuid
 from fastapi import APIRouter, Depends, Request, Response
 
 from openmaas.api.deps import EngineDep, ServicesDep, caller
+from openmaas.api.metering import meter
 from openmaas.api.protocol.common import as_list
 from openmaas.api.protocol.openai import ModerationRequest, ModerationResponse
 from openmaas.api.responses import json_response, mark_model
@@ -39,6 +40,7 @@ async def create_moderation(
         )
     served = await engine.classify(model, as_list(body.input), truncate=True)
     mark_model(request, served.version)
+    meter(request, served.version, input_tokens=served.prompt_tokens, items=len(served.results))
     results = []
     for ranking in served.results:
         scores = {r.label: r.score for r in ranking if r.label.lower() not in SAFE_LABELS}

@@ -1,17 +1,36 @@
-"""Admin API for the model registry: models, versions, aliases, compare, verify."""
+"""Admin API for the model registry: models, versions, aliases, compare, verify.
+
+Every change that succeeds is recorded once in the audit log, with the state before and
+after it; a request that changes nothing records nothing. Targets read `models/<name>`,
+`models/<name>/versions/<n>` and `models/<name>/aliases/<alias>`.
+"""
 
 from __future__ import annotations
 
+import hashlib
 import json
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, File, Form, Query, UploadFile, status
-from pydantic import ValidationError
+from fastapi import APIRouter, Depends, File, Form, Query, Request, UploadFile, status
+from pydantic import BaseModel, ConfigDict, ValidationError
 
-from openmaas.api.deps import CallerDep, RegistryDep, caller
-from openmaas.errors import InvalidRequest
-from openmaas.registry.entities import Lineage
+from openmaas.api.deps import CallerDep, PrincipalDep, RegistryDep, caller, requires
+from openmaas.api.routes.audit import Auditor, AuditorDep
+from openmaas.auth.access import can_see, check_changeable, check_visible, is_admin
+from openmaas.auth.entities import Principal
+from openmaas.auth.scopes import Scope
+from openmaas.errors import InvalidRequest, ModelNotFound, PermissionDenied
+from openmaas.registry.entities import (
+    AliasEvent,
+    FileEntry,
+    Lineage,
+    ModelVersion,
+    RegisteredModel,
+)
 from openmaas.registry.schemas import (
     AliasEventOut,
     AliasMoveOut,
@@ -37,11 +56,45 @@ from openmaas.registry.sources import (
     plan_spacy,
 )
 
-router = APIRouter(prefix="/v1/registry", tags=["registry"], dependencies=[Depends(caller)])
+
+def model_access(request: Request, registry: RegistryDep, who: PrincipalDep) -> None:
+    """Every route on `/models/{name}`: another project's hidden model is 'not found', a
+    visible one of another project (public) is read-only. Registering under a name that
+    does not exist yet is left to the route (the registry refuses names taken elsewhere)."""
+    name = request.path_params.get("name")
+    if name is None or is_admin(who):
+        return
+    try:
+        model = registry.get_model(name)
+    except ModelNotFound:
+        return  # the route answers 404 itself, or creates the model
+    if request.method in ("GET", "HEAD"):
+        check_visible(model.name, model.project, model.public)
+    elif (
+        request.method == "POST"
+        and request.url.path.endswith(("/versions", "/versions/upload"))
+        and not can_see(model.project, model.public, who)
+    ):
+        return  # registering into a hidden name: the registry answers 409 name_taken
+    else:
+        check_visible(model.name, model.project, model.public)
+        check_changeable(model.name, model.project, model.public)
 
 
-def _spec(meta: VersionMetadata, actor: str) -> VersionSpec:
+router = APIRouter(
+    prefix="/v1/registry",
+    tags=["registry"],
+    dependencies=[Depends(caller), Depends(model_access)],
+)
+
+# Sources read from the server's own disk: a tenant must not be able to register (and so
+# read) arbitrary server directories.
+SERVER_PATH_SOURCES = ("path", "onnx")
+
+
+def _spec(meta: VersionMetadata, actor: str, who: Principal) -> VersionSpec:
     return VersionSpec(
+        project=None if is_admin(who) else who.project,
         task=meta.task,
         runtime=meta.runtime,
         format=meta.format,
@@ -55,8 +108,28 @@ def _spec(meta: VersionMetadata, actor: str) -> VersionSpec:
     )
 
 
-def _plan(body: RegisterRequest, registry: RegistryService) -> FilePlan:
+@contextmanager
+def _hub_cache(registry: RegistryService) -> Iterator[Path]:
+    """Where Hub downloads land before they are staged. With encryption at rest they must
+    not stay on disk in the clear: a temporary directory, removed after the registration."""
+    if not registry.artifacts.encrypts:
+        yield registry.artifacts.root / "hub-cache"
+        return
+    with tempfile.TemporaryDirectory(prefix="openmaas-hub-") as tmp:
+        yield Path(tmp)
+
+
+def _plan(
+    body: RegisterRequest, registry: RegistryService, who: Principal, hub_cache: Path
+) -> FilePlan:
     source = body.source
+    if source.type in SERVER_PATH_SOURCES and not is_admin(who):
+        raise PermissionDenied(
+            f"registering from a {source.type!r} source reads the server's disk and needs an "
+            "admin key; upload the model instead (openmaas models register uploads it)",
+            param="source",
+            code="insufficient_scope",
+        )
     if source.type == "path":
         return plan_directory(Path(source.path))
     if source.type == "onnx":
@@ -66,12 +139,91 @@ def _plan(body: RegisterRequest, registry: RegistryService) -> FilePlan:
         return plan_spacy(source.package)
     if source.type == "package":
         return plan_package(source.distribution, source.subpath)
-    return plan_hub(source.repo_id, source.revision, registry.artifacts.root / "hub-cache")
+    return plan_hub(source.repo_id, source.revision, hub_cache)
+
+
+class VisibilityRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    public: bool
+
+
+# -- audit: targets and the state recorded before and after ----------------------------------
+
+
+def _model_target(name: str) -> str:
+    return f"models/{name}"
+
+
+def _version_target(name: str, version: int) -> str:
+    return f"models/{name}/versions/{version}"
+
+
+def _alias_target(name: str, alias: str) -> str:
+    return f"models/{name}/aliases/{alias}"
+
+
+def _model_state(model: RegisteredModel) -> dict[str, Any]:
+    return {
+        "description": model.description,
+        "tags": model.tags,
+        "latest_version": model.latest_version,
+        "aliases": model.aliases,
+    }
+
+
+def _manifest_sha256(files: tuple[FileEntry, ...]) -> str:
+    """One digest for every file of a version (sha256sum's lines, sorted by path)."""
+    lines = "".join(f"{f.sha256}  {f.path}\n" for f in sorted(files, key=lambda f: f.path))
+    return hashlib.sha256(lines.encode()).hexdigest()
+
+
+def _version_state(v: ModelVersion) -> dict[str, Any]:
+    return {
+        "task": v.task,
+        "runtime": v.runtime,
+        "format": v.format,
+        "description": v.description,
+        "tags": v.tags,
+        "aliases": list(v.aliases),
+        "storage": v.storage,
+        "size_bytes": v.size_bytes,
+        "files": len(v.files),
+        "manifest_sha256": _manifest_sha256(v.files),
+        "source": v.lineage.source,
+    }
+
+
+def _edited(state: RegisteredModel | ModelVersion, body: MetadataPatch) -> dict[str, Any]:
+    """The fields the patch names, as they stand in `state`."""
+    return {
+        field: getattr(state, field)
+        for field in ("description", "tags")
+        if field in body.model_fields_set
+    }
+
+
+def _audit_edit(
+    auditor: Auditor,
+    action: str,
+    target: str,
+    before: RegisteredModel | ModelVersion,
+    after: RegisteredModel | ModelVersion,
+    body: MetadataPatch,
+) -> None:
+    old, new = _edited(before, body), _edited(after, body)
+    if old != new:  # an edit that changes nothing records nothing
+        auditor.record(action, target, before=old, after=new)
+
+
+def _alias_states(event: AliasEvent, reason: str) -> tuple[dict[str, Any], dict[str, Any]]:
+    # Alias actions always carry both sides; a null version means no alias.
+    return {"version": event.from_version}, {"version": event.to_version, "reason": reason}
 
 
 @router.get("/models")
-def list_models(registry: RegistryDep) -> ListOut[ModelOut]:
-    return ListOut(data=[ModelOut.from_entity(m) for m in registry.list_models()])
+def list_models(registry: RegistryDep, who: PrincipalDep) -> ListOut[ModelOut]:
+    visible = [m for m in registry.list_models() if can_see(m.project, m.public, who)]
+    return ListOut(data=[ModelOut.from_entity(m) for m in visible])
 
 
 @router.get("/models/{name}")
@@ -80,16 +232,25 @@ def get_model(name: str, registry: RegistryDep) -> ModelOut:
 
 
 @router.patch("/models/{name}")
-def update_model(name: str, body: MetadataPatch, registry: RegistryDep, who: CallerDep) -> ModelOut:
+def update_model(
+    name: str, body: MetadataPatch, registry: RegistryDep, who: CallerDep, auditor: AuditorDep
+) -> ModelOut:
+    before = registry.get_model(name)
     model = registry.update_model(
         name, description=body.description, tags=body.tags, actor=who.actor
     )
+    _audit_edit(auditor, "model.update", _model_target(name), before, model, body)
     return ModelOut.from_entity(model)
 
 
 @router.delete("/models/{name}")
-def delete_model(name: str, registry: RegistryDep) -> dict[str, object]:
+def delete_model(name: str, registry: RegistryDep, auditor: AuditorDep) -> dict[str, object]:
+    before = {
+        **_model_state(registry.get_model(name)),
+        "versions": [v.version for v in registry.list_versions(name)],
+    }
     registry.delete_model(name)
+    auditor.record("model.delete", _model_target(name), before=before)
     return {"object": "registered_model", "name": name, "deleted": True}
 
 
@@ -98,12 +259,21 @@ def model_metadata_history(name: str, registry: RegistryDep) -> ListOut[Metadata
     return ListOut(data=[MetadataEditOut.from_entity(e) for e in registry.metadata_history(name)])
 
 
+def _audit_registration(auditor: Auditor, version: ModelVersion, alias: str | None) -> None:
+    # An alias set at registration is part of this one action, not an alias.set of its own.
+    after = {**_version_state(version), "alias": alias}
+    auditor.record("version.register", _version_target(version.model, version.version), after=after)
+
+
 @router.post("/models/{name}/versions", status_code=status.HTTP_201_CREATED)
 def register_version(
-    name: str, body: RegisterRequest, registry: RegistryDep, who: CallerDep
+    name: str, body: RegisterRequest, registry: RegistryDep, who: CallerDep, auditor: AuditorDep
 ) -> VersionOut:
-    plan = _plan(body, registry)
-    return VersionOut.from_entity(registry.register_plan(name, plan, _spec(body, who.actor)))
+    with _hub_cache(registry) as hub_cache:
+        plan = _plan(body, registry, who.principal, hub_cache)
+        version = registry.register_plan(name, plan, _spec(body, who.actor, who.principal))
+    _audit_registration(auditor, version, body.alias)
+    return VersionOut.from_entity(version)
 
 
 @router.post("/models/{name}/versions/upload", status_code=status.HTTP_201_CREATED)
@@ -111,6 +281,7 @@ def upload_version(
     name: str,
     registry: RegistryDep,
     who: CallerDep,
+    auditor: AuditorDep,
     file: Annotated[UploadFile, File(description="The model directory as a .tar.gz archive.")],
     metadata: Annotated[
         str, Form(description="JSON object with the fields of VersionMetadata.")
@@ -125,7 +296,9 @@ def upload_version(
         where = ".".join(str(p) for p in first["loc"])
         raise InvalidRequest(f"metadata.{where}: {first['msg']}", param="metadata") from None
     source = {"type": "upload", "filename": file.filename or ""}
-    version = registry.register_archive(name, file.file, _spec(meta, who.actor), source=source)
+    spec = _spec(meta, who.actor, who.principal)
+    version = registry.register_archive(name, file.file, spec, source=source)
+    _audit_registration(auditor, version, meta.alias)
     return VersionOut.from_entity(version)
 
 
@@ -141,17 +314,28 @@ def get_version(name: str, version: int, registry: RegistryDep) -> VersionOut:
 
 @router.patch("/models/{name}/versions/{version}")
 def update_version(
-    name: str, version: int, body: MetadataPatch, registry: RegistryDep, who: CallerDep
+    name: str,
+    version: int,
+    body: MetadataPatch,
+    registry: RegistryDep,
+    who: CallerDep,
+    auditor: AuditorDep,
 ) -> VersionOut:
+    before = registry.get_version(name, version)
     updated = registry.update_version(
         name, version, description=body.description, tags=body.tags, actor=who.actor
     )
+    _audit_edit(auditor, "version.update", _version_target(name, version), before, updated, body)
     return VersionOut.from_entity(updated)
 
 
 @router.delete("/models/{name}/versions/{version}")
-def delete_version(name: str, version: int, registry: RegistryDep) -> dict[str, object]:
+def delete_version(
+    name: str, version: int, registry: RegistryDep, auditor: AuditorDep
+) -> dict[str, object]:
+    before = _version_state(registry.get_version(name, version))
     registry.delete_version(name, version)
+    auditor.record("version.delete", _version_target(name, version), before=before)
     return {"object": "model_version", "model": name, "version": version, "deleted": True}
 
 
@@ -190,9 +374,17 @@ def all_alias_history(name: str, registry: RegistryDep) -> ListOut[AliasEventOut
 
 @router.put("/models/{name}/aliases/{alias}")
 def set_alias(
-    name: str, alias: str, body: AliasRequest, registry: RegistryDep, who: CallerDep
+    name: str,
+    alias: str,
+    body: AliasRequest,
+    registry: RegistryDep,
+    who: CallerDep,
+    auditor: AuditorDep,
 ) -> AliasMoveOut:
     event = registry.set_alias(name, alias, body.version, actor=who.actor, reason=body.reason)
+    if event is not None:  # None: it already pointed there, nothing changed
+        before, after = _alias_states(event, body.reason)
+        auditor.record("alias.set", _alias_target(name, alias), before=before, after=after)
     return AliasMoveOut(
         model=name,
         alias=alias,
@@ -207,9 +399,12 @@ def delete_alias(
     alias: str,
     registry: RegistryDep,
     who: CallerDep,
+    auditor: AuditorDep,
     reason: Annotated[str, Query(max_length=2_000)] = "",
 ) -> AliasMoveOut:
     event = registry.delete_alias(name, alias, actor=who.actor, reason=reason)
+    before, after = _alias_states(event, reason)
+    auditor.record("alias.delete", _alias_target(name, alias), before=before, after=after)
     return AliasMoveOut(
         model=name, alias=alias, version=None, event=AliasEventOut.from_entity(event)
     )
@@ -222,10 +417,17 @@ def alias_history(name: str, alias: str, registry: RegistryDep) -> ListOut[Alias
 
 @router.post("/models/{name}/aliases/{alias}/rollback")
 def rollback_alias(
-    name: str, alias: str, registry: RegistryDep, who: CallerDep, body: ReasonRequest | None = None
+    name: str,
+    alias: str,
+    registry: RegistryDep,
+    who: CallerDep,
+    auditor: AuditorDep,
+    body: ReasonRequest | None = None,
 ) -> AliasMoveOut:
     reason = body.reason if body else ""
     event = registry.rollback_alias(name, alias, actor=who.actor, reason=reason)
+    before, after = _alias_states(event, reason)
+    auditor.record("alias.rollback", _alias_target(name, alias), before=before, after=after)
     return AliasMoveOut(
         model=name,
         alias=alias,
@@ -234,9 +436,29 @@ def rollback_alias(
     )
 
 
+@router.put("/models/{name}/public", dependencies=[Depends(requires(Scope.ADMIN))])
+def set_public(
+    name: str, body: VisibilityRequest, registry: RegistryDep, auditor: AuditorDep
+) -> ModelOut:
+    """Make a model visible to (and callable by) every project, or only its own (admin)."""
+    before, after = registry.set_public(name, body.public)
+    if before != after:
+        auditor.record(
+            "model.visibility",
+            _model_target(name),
+            before={"public": before},
+            after={"public": after},
+        )
+    return ModelOut.from_entity(registry.get_model(name))
+
+
 @router.get("/resolve")
 def resolve_reference(
     registry: RegistryDep,
+    who: PrincipalDep,
     ref: Annotated[str, Query(description="name, name@alias or name:version", max_length=256)],
 ) -> VersionOut:
-    return VersionOut.from_entity(registry.resolve(ref))
+    version = registry.resolve(ref)
+    if not can_see(version.project, version.public, who):
+        raise ModelNotFound(f"model {version.model!r} not found", param="model")
+    return VersionOut.from_entity(version)

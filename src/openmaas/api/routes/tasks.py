@@ -3,9 +3,12 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from fastapi import APIRouter, Depends, Request, Response
 
 from openmaas.api.deps import EngineDep, caller
+from openmaas.api.metering import meter
 from openmaas.api.protocol.common import as_list
 from openmaas.api.protocol.tasks import (
     ClassifyRequest,
@@ -20,6 +23,7 @@ from openmaas.api.protocol.tasks import (
 )
 from openmaas.api.responses import json_response, mark_model
 from openmaas.runtimes.base import Seq2SeqParams
+from openmaas.serving.engine import Served
 
 router = APIRouter(prefix="/v1", tags=["tasks"], dependencies=[Depends(caller)])
 
@@ -37,6 +41,7 @@ def _list(model: str, tokens: int, data: list[dict[str, object]]) -> dict[str, o
 async def classify(body: ClassifyRequest, request: Request, engine: EngineDep) -> Response:
     served = await engine.classify(body.model, as_list(body.input), truncate=body.truncate)
     mark_model(request, served.version)
+    _meter(request, served)
     data: list[dict[str, object]] = []
     for index, ranking in enumerate(served.results):
         kept = ranking[: body.top_k] if body.top_k else ranking
@@ -55,6 +60,7 @@ async def classify(body: ClassifyRequest, request: Request, engine: EngineDep) -
 async def extract_entities(body: NerRequest, request: Request, engine: EngineDep) -> Response:
     served = await engine.extract_entities(body.model, as_list(body.input), truncate=body.truncate)
     mark_model(request, served.version)
+    _meter(request, served)
     data: list[dict[str, object]] = [
         {
             "index": index,
@@ -77,6 +83,7 @@ async def translate(body: TranslateRequest, request: Request, engine: EngineDep)
     )
     served = await engine.translate(body.model, as_list(body.input), params)
     mark_model(request, served.version)
+    _meter(request, served)
     data: list[dict[str, object]] = [
         {"index": i, "text": text} for i, text in enumerate(served.results)
     ]
@@ -88,6 +95,7 @@ async def summarize(body: SummarizeRequest, request: Request, engine: EngineDep)
     params = Seq2SeqParams(max_tokens=body.max_tokens, ratio=body.ratio)
     served = await engine.summarize(body.model, as_list(body.input), params)
     mark_model(request, served.version)
+    _meter(request, served)
     data: list[dict[str, object]] = [
         {"index": i, "text": text} for i, text in enumerate(served.results)
     ]
@@ -99,6 +107,7 @@ async def rerank(body: RerankRequest, request: Request, engine: EngineDep) -> Re
     documents = body.texts()
     served = await engine.rerank(body.model, body.query, documents, truncate=body.truncate)
     mark_model(request, served.version)
+    _meter(request, served)
     ordered = sorted(served.results, key=lambda r: r.score, reverse=True)
     if body.top_n is not None:
         ordered = ordered[: body.top_n]
@@ -115,3 +124,7 @@ async def rerank(body: RerankRequest, request: Request, engine: EngineDep) -> Re
         "usage": {"prompt_tokens": tokens, "total_tokens": tokens},
     }
     return json_response(payload, served.version)
+
+
+def _meter(request: Request, served: Served[Any]) -> None:
+    meter(request, served.version, input_tokens=served.prompt_tokens, items=len(served.results))

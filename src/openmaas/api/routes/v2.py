@@ -29,7 +29,8 @@ from pydantic import BaseModel, ValidationError
 from sqlalchemy import text as sql
 
 from openmaas import __version__
-from openmaas.api.deps import EngineDep, ServicesDep, caller
+from openmaas.api.deps import EngineDep, ServicesDep, requires
+from openmaas.api.metering import meter
 from openmaas.api.protocol.v2 import (
     HEADER_LENGTH,
     InferenceRequest,
@@ -47,12 +48,19 @@ from openmaas.api.protocol.v2 import (
     wants_binary,
 )
 from openmaas.api.responses import VERSION_HEADER, mark_model
+from openmaas.auth.access import check_changeable
+from openmaas.auth.scopes import Scope
 from openmaas.errors import InvalidRequest, ModelNotLoaded, WrongTask
 from openmaas.registry.entities import ModelVersion, Task
 from openmaas.runtimes.base import LabelScore, LoadedModel, Seq2SeqParams, TranscriptionParams
-from openmaas.serving.engine import InferenceEngine
+from openmaas.serving.engine import InferenceEngine, Served
 
-router = APIRouter(tags=["open-inference-v2"], dependencies=[Depends(caller)])
+# Server metadata and health answer without a key (orchestrators probe them); every model
+# route needs one. Scopes per route below.
+router = APIRouter(tags=["open-inference-v2"])
+_DESCRIBE = [Depends(requires(Scope.INFERENCE, Scope.MODELS_READ))]
+_INFER = [Depends(requires(Scope.INFERENCE))]
+_MANAGE = [Depends(requires(Scope.MODELS_WRITE))]
 
 EXTENSIONS = ["binary_tensor_data", "model_repository", "model_configuration"]
 
@@ -96,8 +104,12 @@ def check_server_ready(services: ServicesDep) -> Response:
 # -- models ---------------------------------------------------------------------------------------
 
 
-@router.get("/v2/models/{model_name}", response_model_exclude_none=True)
-@router.get("/v2/models/{model_name}/versions/{model_version}", response_model_exclude_none=True)
+@router.get("/v2/models/{model_name}", response_model_exclude_none=True, dependencies=_DESCRIBE)
+@router.get(
+    "/v2/models/{model_name}/versions/{model_version}",
+    response_model_exclude_none=True,
+    dependencies=_DESCRIBE,
+)
 async def get_model_metadata(
     model_name: str, engine: EngineDep, model_version: str | None = None
 ) -> ModelMetadataResponse:
@@ -115,8 +127,8 @@ async def get_model_metadata(
     )
 
 
-@router.get("/v2/models/{model_name}/ready")
-@router.get("/v2/models/{model_name}/versions/{model_version}/ready")
+@router.get("/v2/models/{model_name}/ready", dependencies=_DESCRIBE)
+@router.get("/v2/models/{model_name}/versions/{model_version}/ready", dependencies=_DESCRIBE)
 async def check_model_ready(
     model_name: str, engine: EngineDep, model_version: str | None = None
 ) -> Response:
@@ -133,8 +145,8 @@ async def check_model_ready(
     return Response(status_code=200)
 
 
-@router.get("/v2/models/{model_name}/config")
-@router.get("/v2/models/{model_name}/versions/{model_version}/config")
+@router.get("/v2/models/{model_name}/config", dependencies=_DESCRIBE)
+@router.get("/v2/models/{model_name}/versions/{model_version}/config", dependencies=_DESCRIBE)
 async def get_model_config(
     model_name: str, engine: EngineDep, model_version: str | None = None
 ) -> dict[str, Any]:
@@ -163,8 +175,8 @@ async def get_model_config(
 # -- inference ------------------------------------------------------------------------------------
 
 
-@router.post("/v2/models/{model_name}/infer")
-@router.post("/v2/models/{model_name}/versions/{model_version}/infer")
+@router.post("/v2/models/{model_name}/infer", dependencies=_INFER)
+@router.post("/v2/models/{model_name}/versions/{model_version}/infer", dependencies=_INFER)
 async def infer(
     model_name: str, request: Request, engine: EngineDep, model_version: str | None = None
 ) -> Response:
@@ -178,7 +190,7 @@ async def infer(
     version = await engine.resolve(_reference(model_name, model_version))
     task = _task(version)
     requested = _requested_outputs(infer_request, version, task)
-    outputs = await _run(engine, version, task, tensors, infer_request.parameters or {})
+    outputs = await _run(engine, request, version, task, tensors, infer_request.parameters or {})
     mark_model(request, version)
     by_name = {t.name: t for t in outputs}
     encoded = encode_infer_response(
@@ -196,7 +208,7 @@ async def infer(
 # -- repository -----------------------------------------------------------------------------------
 
 
-@router.post("/v2/repository/index")
+@router.post("/v2/repository/index", dependencies=_DESCRIBE)
 async def index_repository(request: Request, engine: EngineDep) -> list[RepositoryIndexEntry]:
     """Every registered model with the version its name serves, plus any other loaded version."""
     index_request = _parse_json(await request.body(), RepositoryIndexRequest)
@@ -205,30 +217,40 @@ async def index_repository(request: Request, engine: EngineDep) -> list[Reposito
     for _, version in await engine.list_models():
         listed.add((version.model, version.version))
         entries.append(_index_entry(version.model, version.version, engine.is_loaded(version)))
+    visible = {name for name, _ in listed}  # list_models answers only the caller's models
     for resident in engine.pool.residents():
-        if resident.key not in listed:
+        if resident.key not in listed and resident.key[0] in visible:
             entries.append(_index_entry(*resident.key, True))
     if index_request.ready:
         entries = [e for e in entries if e.state == "READY"]
     return sorted(entries, key=lambda e: (e.name, int(e.version)))
 
 
-@router.post("/v2/repository/models/{model_name}/load")
+@router.post("/v2/repository/models/{model_name}/load", dependencies=_MANAGE)
 async def load_model(model_name: str, request: Request, engine: EngineDep) -> Response:
     if _parse_json(await request.body(), RepositoryLoadRequest).parameters:
         raise InvalidRequest(
             "load parameters (config, file:...) are not supported: OpenMaaS loads registered "
             "versions as recorded; register new files through /v1/registry"
         )
+    await _check_changeable(engine, model_name)
     await engine.load(model_name)
     return Response(status_code=200)
 
 
-@router.post("/v2/repository/models/{model_name}/unload")
+@router.post("/v2/repository/models/{model_name}/unload", dependencies=_MANAGE)
 async def unload_model(model_name: str, engine: EngineDep) -> Response:
+    await _check_changeable(engine, model_name)
     with suppress(ModelNotLoaded):  # already unloaded: success, as Triton answers
         await engine.unload(model_name)
     return Response(status_code=200)
+
+
+async def _check_changeable(engine: InferenceEngine, reference: str) -> None:
+    # Loading and unloading affect every caller of a model: its own project (or an admin)
+    # only, also for public models.
+    version = await engine.resolve(reference)
+    check_changeable(version.model, version.project, version.public)
 
 
 # -- tensors per task -----------------------------------------------------------------------------
@@ -291,6 +313,7 @@ def _model_parameters(version: ModelVersion, labels: Sequence[str] | None) -> Pa
 
 async def _run(
     engine: InferenceEngine,
+    request: Request,
     version: ModelVersion,
     task: Task,
     tensors: Sequence[Tensor],
@@ -305,19 +328,24 @@ async def _run(
             temperature=_param(parameters, "temperature", float) or 0.0,
         )
         transcribed = await engine.transcribe(reference, audio, options)
+        seconds = transcribed.results[0].duration_seconds
+        meter(request, version, items=1, audio_seconds=seconds)
         return [_strings("TEXT_OUT", [transcribed.results[0].text])]
     texts = _texts(_single_input(tensors, version, _TEXT_INPUT))
     truncate = _param(parameters, "truncate", bool) or False
     if task == Task.EMBEDDING:
         dimensions = _param(parameters, "dimensions", int)
         embedded = await engine.embed(reference, texts, truncate=truncate, dimensions=dimensions)
+        _meter(request, embedded)
         vectors = np.stack(embedded.results).astype(np.float32, copy=False)
         return [Tensor("EMBEDDING", "FP32", vectors)]
     if task == Task.TEXT_CLASSIFICATION:
         classified = await engine.classify(reference, texts, truncate=truncate)
+        _meter(request, classified)
         return _classification(engine, version, classified.results)
     if task == Task.TOKEN_CLASSIFICATION:
         found = await engine.extract_entities(reference, texts, truncate=truncate)
+        _meter(request, found)
         documents = [
             orjson.dumps(
                 [
@@ -339,7 +367,12 @@ async def _run(
         params = replace(params, max_tokens=max_tokens)
     run = engine.translate if task == Task.TRANSLATION else engine.summarize
     generated = await run(reference, texts, params)
+    _meter(request, generated)
     return [_strings("TEXT_OUT", generated.results)]
+
+
+def _meter(request: Request, served: Served[Any]) -> None:
+    meter(request, served.version, input_tokens=served.prompt_tokens, items=len(served.results))
 
 
 def _classification(

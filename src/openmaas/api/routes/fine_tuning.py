@@ -1,0 +1,132 @@
+"""`/v1/fine_tuning/jobs` in OpenAI's shapes, so the stock `openai` client fine-tunes here.
+
+`model` names a recipe (trained from scratch: `textcnn`, ...) or a registered base model
+(fine-tuned by the recipe that fits it). The job registers its model as
+`<suffix or recipe>-<first 8 hex digits of the job id>` in the caller's project and reports
+that name as `fine_tuned_model`, which `/v1/classify` and the other task routes take.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Query
+from starlette.concurrency import run_in_threadpool
+
+from openmaas.api.deps import PrincipalDep, ServicesDep
+from openmaas.api.routes.audit import AuditorDep
+from openmaas.api.routes.training import cancel_job, create_job
+from openmaas.errors import InvalidRequest
+from openmaas.training.schemas import (
+    EVENT_CURSOR_PATTERN,
+    FineTuningCheckpointOut,
+    FineTuningEventOut,
+    FineTuningJobCreate,
+    FineTuningJobOut,
+    PageOut,
+    parse_event_cursor,
+)
+
+router = APIRouter(prefix="/v1/fine_tuning", tags=["training"])
+
+MAX_PAGE = 100
+
+
+@router.post("/jobs")
+async def create_fine_tuning_job(
+    body: FineTuningJobCreate, services: ServicesDep, principal: PrincipalDep, auditor: AuditorDep
+) -> FineTuningJobOut:
+    if body.method is not None and body.method.type != "supervised":
+        raise InvalidRequest(
+            f"method {body.method.type!r} is not supported here: only 'supervised'",
+            param="method.type",
+        )
+    if body.integrations:
+        raise InvalidRequest(
+            "integrations (Weights & Biases) are not supported by this server; follow the "
+            "job's events instead",
+            param="integrations",
+        )
+    # The deprecated top-level field, overridden by the method's own (OpenAI's precedence).
+    hyperparameters = body.hyperparameters.given() if body.hyperparameters else {}
+    supervised = body.method.supervised if body.method else None
+    if supervised is not None and supervised.hyperparameters is not None:
+        hyperparameters |= supervised.hyperparameters.given()
+    options = {"metadata": dict(body.metadata)} if body.metadata else {}
+    request = await run_in_threadpool(
+        services.jobs.openai_request,
+        principal,
+        model=body.model,
+        training_file=body.training_file,
+        validation_file=body.validation_file,
+        hyperparameters=hyperparameters,
+        suffix=body.suffix,
+        seed=body.seed,
+        options=options,
+    )
+    job = await create_job(services, principal, auditor, request)
+    return FineTuningJobOut.from_entity(job)
+
+
+@router.get("/jobs")
+def list_fine_tuning_jobs(
+    services: ServicesDep,
+    principal: PrincipalDep,
+    after: Annotated[str | None, Query(max_length=64)] = None,
+    limit: Annotated[int, Query(ge=1, le=MAX_PAGE)] = 20,
+) -> PageOut[FineTuningJobOut]:
+    page = services.jobs.list(principal, after=after, limit=limit)
+    return PageOut(
+        data=[FineTuningJobOut.from_entity(job) for job in page.items], has_more=page.has_more
+    )
+
+
+@router.get("/jobs/{fine_tuning_job_id}")
+def retrieve_fine_tuning_job(
+    fine_tuning_job_id: str, services: ServicesDep, principal: PrincipalDep
+) -> FineTuningJobOut:
+    return FineTuningJobOut.from_entity(services.jobs.get(fine_tuning_job_id, principal))
+
+
+@router.post("/jobs/{fine_tuning_job_id}/cancel")
+def cancel_fine_tuning_job(
+    fine_tuning_job_id: str, services: ServicesDep, principal: PrincipalDep, auditor: AuditorDep
+) -> FineTuningJobOut:
+    job = cancel_job(services, principal, auditor, fine_tuning_job_id)
+    return FineTuningJobOut.from_entity(job)
+
+
+@router.get("/jobs/{fine_tuning_job_id}/events")
+def list_fine_tuning_events(
+    fine_tuning_job_id: str,
+    services: ServicesDep,
+    principal: PrincipalDep,
+    after: Annotated[
+        str | None, Query(pattern=EVENT_CURSOR_PATTERN, description="An event id: ftevent-<n>.")
+    ] = None,
+    limit: Annotated[int, Query(ge=1, le=MAX_PAGE)] = 20,
+) -> PageOut[FineTuningEventOut]:
+    """Newest first, as OpenAI lists them."""
+    cursor = parse_event_cursor(after)
+    page = services.jobs.events(fine_tuning_job_id, principal, after=cursor, limit=limit)
+    return PageOut(
+        data=[FineTuningEventOut.from_entity(event) for event in page.items],
+        has_more=page.has_more,
+    )
+
+
+@router.get("/jobs/{fine_tuning_job_id}/checkpoints")
+def list_fine_tuning_checkpoints(
+    fine_tuning_job_id: str,
+    services: ServicesDep,
+    principal: PrincipalDep,
+    after: Annotated[str | None, Query(max_length=64)] = None,
+    limit: Annotated[int, Query(ge=1, le=MAX_PAGE)] = 10,
+) -> PageOut[FineTuningCheckpointOut]:
+    """Newest first."""
+    job = services.jobs.get(fine_tuning_job_id, principal)
+    page = services.jobs.checkpoints(fine_tuning_job_id, principal, after=after, limit=limit)
+    return PageOut(
+        data=[FineTuningCheckpointOut.from_entity(c, job.model_name) for c in page.items],
+        has_more=page.has_more,
+    )

@@ -1,0 +1,49 @@
+"""A caller's rate limits and quotas, read from its principal and enforced by the limiter.
+
+Example::
+
+    limits = Limits(RateLimiter(settings.redis_url))
+    await limits.check(principal)              # per request: 429 when over a limit
+    await limits.charge_tokens(principal, 42)  # after the response
+"""
+
+from __future__ import annotations
+
+from openmaas.auth.entities import Principal
+from openmaas.auth.policy import LimitPolicy
+from openmaas.auth.ratelimit import RateLimiter, RateLimitStatus
+
+
+class Limits:
+    def __init__(self, limiter: RateLimiter) -> None:
+        self.limiter = limiter
+
+    @staticmethod
+    def policies(principal: Principal) -> tuple[LimitPolicy, LimitPolicy] | None:
+        """(project, key) policies, or None when neither sets anything (nothing to count)."""
+        if not principal.project_limits and not principal.key_limits:
+            return None
+        return (
+            LimitPolicy.from_json(dict(principal.project_limits)),
+            LimitPolicy.from_json(dict(principal.key_limits)),
+        )
+
+    async def check(self, principal: Principal) -> RateLimitStatus | None:
+        """429 when over a limit; else what remains of this minute's (None: no limits)."""
+        found = self.policies(principal)
+        if found is None:
+            return None
+        return await self.limiter.check_request(principal.project, principal.key_id, *found)
+
+    async def charge_tokens(self, principal: Principal, tokens: int) -> None:
+        found = self.policies(principal)
+        if found is not None and tokens > 0:
+            await self.limiter.charge_tokens(principal.project, principal.key_id, *found, tokens)
+
+    async def charge_training_job(self, principal: Principal) -> None:
+        found = self.policies(principal)
+        if found is not None:
+            await self.limiter.charge_training_job(principal.project, principal.key_id, *found)
+
+    async def close(self) -> None:
+        await self.limiter.close()

@@ -1,0 +1,118 @@
+"""Turn an HTTP request's credentials into a Principal, cheaply and safely.
+
+Keys arrive as `Authorization: Bearer <key>` (what the openai client sends) or `X-API-Key`.
+A verified key is reused for `ttl_s` without a store read; revocations made through this
+process drop it at once (`forget`), those made by another process show within `ttl_s`.
+Failed attempts are counted per client address by the brute-force guard, when one is set.
+
+Example::
+
+    authenticator = Authenticator(auth_service, ttl_s=1.0)
+    principal = await authenticator.authenticate(bearer_or_api_key_header, "10.0.0.7")
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Protocol
+
+from openmaas.auth.entities import Principal
+from openmaas.auth.service import MISSING_KEY, AuthService
+from openmaas.errors import AuthenticationFailed, InvalidRequest
+
+# Entries beyond this are dropped oldest first; a key is one entry however often it is used.
+MAX_CACHED_KEYS = 10_000
+MAX_KEY_HEADER_CHARS = 256
+
+
+class FailureGuard(Protocol):
+    """What the authenticator needs from the brute-force guard."""
+
+    async def check(self, address: str) -> None: ...
+
+    async def failed(self, address: str) -> float: ...
+
+    async def close(self) -> None: ...
+
+
+@dataclass(frozen=True, slots=True)
+class _Cached:
+    principal: Principal
+    fresh_until: float  # monotonic
+    expires_at: datetime | None  # the key's own expiry
+
+
+def presented_key(headers: Mapping[str, str]) -> str | None:
+    """The key in `Authorization: Bearer …` or `X-API-Key`, or None when neither is sent."""
+    authorization = headers.get("authorization")
+    if authorization:
+        scheme, _, value = authorization.strip().partition(" ")
+        if scheme.lower() != "bearer" or not value.strip():
+            raise AuthenticationFailed(
+                "the Authorization header must be 'Bearer <API key>'", code="invalid_api_key"
+            )
+        return _bounded(value.strip())
+    api_key = headers.get("x-api-key")
+    return _bounded(api_key.strip()) if api_key and api_key.strip() else None
+
+
+def _bounded(value: str) -> str:
+    if len(value) > MAX_KEY_HEADER_CHARS:
+        raise InvalidRequest(f"an API key is at most {MAX_KEY_HEADER_CHARS} characters")
+    return value
+
+
+class Authenticator:
+    def __init__(
+        self, service: AuthService, *, ttl_s: float, guard: FailureGuard | None = None
+    ) -> None:
+        self.service = service
+        self.ttl_s = ttl_s
+        self.guard = guard
+        self._cache: dict[bytes, _Cached] = {}
+
+    async def authenticate(self, plaintext: str | None, address: str) -> Principal:
+        if not plaintext:
+            raise AuthenticationFailed(MISSING_KEY, code="missing_api_key")
+        # Keyed by a digest, so the cache never holds a usable secret.
+        digest = hashlib.sha256(plaintext.encode()).digest()
+        cached = self._cache.get(digest)
+        if cached is not None:
+            now = time.monotonic()
+            expired = cached.expires_at is not None and datetime.now(UTC) >= cached.expires_at
+            if now < cached.fresh_until and not expired:
+                return cached.principal
+            del self._cache[digest]
+        if self.guard is not None:
+            await self.guard.check(address)
+        try:
+            # A store read (and at most once a minute a write of last_used_at): off the loop.
+            principal, expires_at = await asyncio.to_thread(self._verify, plaintext)
+        except AuthenticationFailed:
+            if self.guard is not None:
+                delay = await self.guard.failed(address)
+                if delay > 0:
+                    await asyncio.sleep(delay)
+            raise
+        if self.ttl_s > 0:
+            if len(self._cache) >= MAX_CACHED_KEYS:
+                self._cache.pop(next(iter(self._cache)))
+            self._cache[digest] = _Cached(principal, time.monotonic() + self.ttl_s, expires_at)
+        return principal
+
+    def _verify(self, plaintext: str) -> tuple[Principal, datetime | None]:
+        principal = self.service.authenticate(plaintext)
+        return principal, principal.expires_at
+
+    def forget(self, key_id: int | None = None, project: str | None = None) -> None:
+        """Drop cached principals of a key (revoked, limits changed) or of a whole project."""
+        for digest, entry in list(self._cache.items()):
+            matches_key = key_id is not None and entry.principal.key_id == key_id
+            matches_project = project is not None and entry.principal.project == project
+            if matches_key or matches_project or (key_id is None and project is None):
+                self._cache.pop(digest, None)

@@ -1,0 +1,462 @@
+"""The worker side of the job state machine: claim, heartbeat, reclaim, finish.
+
+Every change is one transaction. A claim takes the oldest queued job atomically: PostgreSQL
+skips rows another worker has locked (`FOR UPDATE SKIP LOCKED`); SQLite transactions begin
+IMMEDIATE (see `store.database`), so claims from several processes run one at a time.
+Changes a worker makes to a running job are fenced by its worker id: once a job has been
+reclaimed from a worker that stopped heartbeating, that worker's late writes change nothing
+and it learns so (`LeaseLost`).
+
+Example::
+
+    queue = JobQueue(db, heartbeat_timeout_s=60, max_attempts=3)
+    job = queue.claim("host:4242:ab12")
+    if job is not None:
+        queue.heartbeat(job.id, "host:4242:ab12")  # every few seconds while training
+        queue.succeed(job.id, "host:4242:ab12", fine_tuned_model="sst2-1a2b3c4d", metrics={})
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from sqlalchemy import delete, select
+from sqlalchemy.orm import Session
+
+from openmaas.store.database import Database
+from openmaas.store.tables import JobCheckpointRow, JobEventRow, JobRow
+from openmaas.training.entities import (
+    Job,
+    JobCheckpoint,
+    JobEvent,
+    JobProgress,
+    JobStatus,
+    can_move,
+)
+
+logger = logging.getLogger("openmaas.training")
+
+
+class LeaseLost(Exception):
+    """The job is no longer this worker's: it was reclaimed after missed heartbeats."""
+
+
+@dataclass(frozen=True, slots=True)
+class Lease:
+    """What a worker learns about its job on a heartbeat."""
+
+    held: bool  # still running under this worker
+    cancel_requested: bool
+
+
+def now() -> datetime:
+    return datetime.now(UTC)
+
+
+def aware(moment: datetime | None) -> datetime | None:
+    # SQLite hands timestamps back without a zone; they were written in UTC.
+    if moment is None:
+        return None
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+
+
+def job_entity(row: JobRow, progress: JobProgress | None = None) -> Job:
+    created_at = aware(row.created_at)
+    assert created_at is not None
+    return Job(
+        id=row.id,
+        project=row.project,
+        created_by=row.created_by,
+        recipe=row.recipe,
+        task=row.task,
+        base_model=row.base_model,
+        training_file=row.training_file,
+        validation_file=row.validation_file,
+        hyperparameters=dict(row.hyperparameters),
+        options=dict(row.options),
+        suffix=row.suffix,
+        seed=row.seed,
+        model_name=row.model_name,
+        alias=row.alias,
+        status=JobStatus(row.status),
+        error=dict(row.error) if row.error else None,
+        fine_tuned_model=row.fine_tuned_model,
+        metrics=dict(row.metrics),
+        trained_tokens=row.trained_tokens,
+        cancel_requested=row.cancel_requested,
+        attempts=row.attempts,
+        worker_id=row.worker_id,
+        heartbeat_at=aware(row.heartbeat_at),
+        created_at=created_at,
+        started_at=aware(row.started_at),
+        finished_at=aware(row.finished_at),
+        progress=progress,
+    )
+
+
+def event_entity(row: JobEventRow) -> JobEvent:
+    created_at = aware(row.created_at)
+    assert created_at is not None
+    return JobEvent(
+        id=row.id,
+        job_id=row.job_id,
+        created_at=created_at,
+        level=row.level,
+        type=row.type,
+        message=row.message,
+        data=dict(row.data) if row.data is not None else None,
+    )
+
+
+def checkpoint_entity(row: JobCheckpointRow) -> JobCheckpoint:
+    created_at = aware(row.created_at)
+    assert created_at is not None
+    return JobCheckpoint(
+        id=row.id,
+        job_id=row.job_id,
+        step=row.step,
+        epoch=row.epoch,
+        metrics=dict(row.metrics),
+        location=row.location,
+        created_at=created_at,
+    )
+
+
+def latest_progress(session: Session, job_id: str) -> JobProgress | None:
+    row = session.scalar(
+        select(JobEventRow)
+        .where(JobEventRow.job_id == job_id, JobEventRow.type == "metrics")
+        .order_by(JobEventRow.id.desc())
+        .limit(1)
+    )
+    if row is None or not row.data:
+        return None
+    data = dict(row.data)
+    finish = data.get("estimated_finish")
+    total = data.get("total_steps")
+    reserved = {"step", "epoch", "total_steps", "estimated_finish"}
+    return JobProgress(
+        step=int(data.get("step") or 0),
+        epoch=int(data.get("epoch") or 0),
+        total_steps=int(total) if isinstance(total, int | float) else None,
+        metrics={
+            k: float(v)
+            for k, v in data.items()
+            if k not in reserved and isinstance(v, int | float) and not isinstance(v, bool)
+        },
+        estimated_finish=(
+            datetime.fromtimestamp(finish, UTC) if isinstance(finish, int | float) else None
+        ),
+    )
+
+
+class JobQueue:
+    """Claims, heartbeats, reclaims and finishes jobs; shared by workers and the API."""
+
+    def __init__(
+        self, db: Database, *, heartbeat_timeout_s: float = 60.0, max_attempts: int = 3
+    ) -> None:
+        self.db = db
+        self.heartbeat_timeout_s = heartbeat_timeout_s
+        self.max_attempts = max_attempts
+
+    # -- claiming ---------------------------------------------------------------------------
+
+    def claim(self, worker_id: str) -> Job | None:
+        """Take the oldest queued job for `worker_id` (None when the queue is empty)."""
+        with self.db.transaction() as session:
+            row = session.scalar(
+                select(JobRow)
+                .where(JobRow.status == JobStatus.QUEUED.value, JobRow.cancel_requested.is_(False))
+                .order_by(JobRow.created_at, JobRow.id)
+                .limit(1)
+                .with_for_update(skip_locked=True)
+            )
+            if row is None:
+                return None
+            moment = now()
+            self._move(row, JobStatus.RUNNING)
+            row.worker_id = worker_id
+            row.heartbeat_at = moment
+            if row.started_at is None:
+                row.started_at = moment
+            self._event(session, row.id, f"Job started on worker {worker_id}")
+            return job_entity(row)
+
+    def heartbeat(self, job_id: str, worker_id: str) -> Lease:
+        """Record that `worker_id` is alive and still running `job_id`; learn of a cancel."""
+        with self.db.transaction() as session:
+            row = session.get(JobRow, job_id, with_for_update=True)
+            if row is None or not self._holds(row, worker_id):
+                return Lease(held=False, cancel_requested=bool(row and row.cancel_requested))
+            row.heartbeat_at = now()
+            return Lease(held=True, cancel_requested=row.cancel_requested)
+
+    def lease(self, job_id: str, worker_id: str) -> Lease:
+        """Like `heartbeat` without writing: whether the job is still ours, and cancelled."""
+        with self.db.transaction() as session:
+            found = session.execute(
+                select(JobRow.status, JobRow.worker_id, JobRow.cancel_requested).where(
+                    JobRow.id == job_id
+                )
+            ).one_or_none()
+        if found is None:
+            return Lease(held=False, cancel_requested=False)
+        status, owner, cancel = found
+        return Lease(
+            held=status == JobStatus.RUNNING.value and owner == worker_id, cancel_requested=cancel
+        )
+
+    # -- reclaiming jobs of workers that stopped -----------------------------------------------
+
+    def reclaim_stale(self) -> list[str]:
+        """Requeue (or fail, after `max_attempts` lost runs) running jobs whose worker has not
+        heartbeaten for `heartbeat_timeout_s`; returns their ids."""
+        cutoff = now() - timedelta(seconds=self.heartbeat_timeout_s)
+        reclaimed = []
+        with self.db.transaction() as session:
+            rows = session.scalars(
+                select(JobRow)
+                .where(JobRow.status == JobStatus.RUNNING.value, JobRow.heartbeat_at < cutoff)
+                .order_by(JobRow.created_at)
+                .with_for_update(skip_locked=True)
+            ).all()
+            for row in rows:
+                beat = aware(row.heartbeat_at)
+                silent_s = (now() - beat).total_seconds() if beat else float("inf")
+                reason = (
+                    f"worker {row.worker_id} stopped heartbeating ({silent_s:.0f} s without a "
+                    f"heartbeat; the limit is {self.heartbeat_timeout_s:g} s)"
+                )
+                self._take_back(session, row, reason, count_attempt=True)
+                reclaimed.append(row.id)
+        return reclaimed
+
+    def reclaim_worker(
+        self, worker_id: str, reason: str, *, count_attempt: bool = True
+    ) -> list[str]:
+        """Take back every job `worker_id` is running, at once (its supervisor saw it exit)."""
+        reclaimed = []
+        with self.db.transaction() as session:
+            rows = session.scalars(
+                select(JobRow)
+                .where(JobRow.status == JobStatus.RUNNING.value, JobRow.worker_id == worker_id)
+                .with_for_update()
+            ).all()
+            for row in rows:
+                self._take_back(session, row, reason, count_attempt=count_attempt)
+                reclaimed.append(row.id)
+        return reclaimed
+
+    def release(self, job_id: str, worker_id: str, reason: str) -> bool:
+        """A worker that is stopping hands its job back to the queue (no attempt counted)."""
+        with self.db.transaction() as session:
+            row = session.get(JobRow, job_id, with_for_update=True)
+            if row is None or not self._holds(row, worker_id):
+                return False
+            self._take_back(session, row, reason, count_attempt=False)
+            return True
+
+    def _take_back(
+        self, session: Session, row: JobRow, reason: str, *, count_attempt: bool
+    ) -> None:
+        checkpoint = self._latest_checkpoint(session, row.id)
+        if row.cancel_requested:
+            self._finish(row, JobStatus.CANCELLED)
+            self._event(session, row.id, f"{reason}; the job was being cancelled: cancelled")
+            return
+        if count_attempt:
+            row.attempts += 1
+        if count_attempt and row.attempts >= self.max_attempts:
+            message = (
+                f"{reason}; the job lost its worker {row.attempts} times "
+                f"(at most {self.max_attempts} allowed) and is not retried"
+            )
+            self._finish(row, JobStatus.FAILED)
+            row.error = {"code": "worker_lost", "message": message, "param": None}
+            self._event(session, row.id, message, level="error")
+            return
+        self._move(row, JobStatus.QUEUED)
+        row.worker_id = None
+        row.heartbeat_at = None
+        where = (
+            f"from checkpoint {checkpoint.id} (step {checkpoint.step}, epoch {checkpoint.epoch})"
+            if checkpoint is not None
+            else "from the start (no checkpoint yet)"
+        )
+        runs = f"; lost runs: {row.attempts} of {self.max_attempts}" if count_attempt else ""
+        self._event(
+            session, row.id, f"{reason}; job requeued, will resume {where}{runs}", level="warn"
+        )
+
+    # -- progress ------------------------------------------------------------------------------
+
+    def record_event(
+        self,
+        job_id: str,
+        message: str,
+        *,
+        level: str = "info",
+        type: str = "message",
+        data: Mapping[str, Any] | None = None,
+    ) -> JobEvent:
+        with self.db.transaction() as session:
+            return event_entity(
+                self._event(session, job_id, message, level=level, type=type, data=data)
+            )
+
+    def record_checkpoint(
+        self,
+        job_id: str,
+        worker_id: str,
+        *,
+        checkpoint_id: str,
+        step: int,
+        epoch: int,
+        metrics: Mapping[str, float],
+        location: str,
+    ) -> JobCheckpoint:
+        """Record a checkpoint whose files are stored at `location`; `LeaseLost` when the job
+        is no longer this worker's (the caller then removes the files)."""
+        with self.db.transaction() as session:
+            job = session.get(JobRow, job_id, with_for_update=True)
+            if job is None or not self._holds(job, worker_id):
+                raise LeaseLost(f"job {job_id} is no longer run by worker {worker_id}")
+            row = JobCheckpointRow(
+                id=checkpoint_id,
+                job_id=job_id,
+                step=step,
+                epoch=epoch,
+                metrics={k: float(v) for k, v in metrics.items()},
+                location=location,
+                created_at=now(),
+            )
+            session.add(row)
+            job.heartbeat_at = now()
+            self._event(
+                session,
+                job_id,
+                f"Checkpoint {checkpoint_id} saved at step {step} (epoch {epoch})",
+                data={"checkpoint": checkpoint_id, "step": step, "epoch": epoch},
+            )
+            session.flush()
+            return checkpoint_entity(row)
+
+    def latest_checkpoint(self, job_id: str) -> JobCheckpoint | None:
+        with self.db.transaction() as session:
+            return self._latest_checkpoint(session, job_id)
+
+    def prune_checkpoints(self, job_id: str, keep: int) -> list[str]:
+        """Forget all but the newest `keep` checkpoints; returns the locations to delete."""
+        with self.db.transaction() as session:
+            rows = session.scalars(
+                select(JobCheckpointRow)
+                .where(JobCheckpointRow.job_id == job_id)
+                .order_by(JobCheckpointRow.created_at.desc(), JobCheckpointRow.id.desc())
+                .offset(keep)
+            ).all()
+            if rows:
+                session.execute(
+                    delete(JobCheckpointRow).where(JobCheckpointRow.id.in_([r.id for r in rows]))
+                )
+            return [row.location for row in rows]
+
+    # -- finishing -----------------------------------------------------------------------------
+
+    def succeed(
+        self,
+        job_id: str,
+        worker_id: str,
+        *,
+        fine_tuned_model: str,
+        metrics: Mapping[str, float],
+        trained_tokens: int | None = None,
+    ) -> Job:
+        with self.db.transaction() as session:
+            row = self._owned(session, job_id, worker_id)
+            self._finish(row, JobStatus.SUCCEEDED)
+            row.fine_tuned_model = fine_tuned_model
+            row.metrics = {k: float(v) for k, v in metrics.items()}
+            row.trained_tokens = trained_tokens
+            self._event(
+                session,
+                job_id,
+                f"Job succeeded: registered {fine_tuned_model}",
+                data={"fine_tuned_model": fine_tuned_model, "metrics": dict(row.metrics)},
+            )
+            return job_entity(row)
+
+    def fail(self, job_id: str, worker_id: str, *, code: str, message: str) -> Job:
+        with self.db.transaction() as session:
+            row = self._owned(session, job_id, worker_id)
+            self._finish(row, JobStatus.FAILED)
+            row.error = {"code": code, "message": message, "param": None}
+            self._event(session, job_id, f"Job failed: {message}", level="error")
+            return job_entity(row)
+
+    def finish_cancelled(self, job_id: str, worker_id: str, message: str) -> Job:
+        with self.db.transaction() as session:
+            row = self._owned(session, job_id, worker_id)
+            self._finish(row, JobStatus.CANCELLED)
+            self._event(session, job_id, message)
+            return job_entity(row)
+
+    # -- helpers -------------------------------------------------------------------------------
+
+    @staticmethod
+    def _holds(row: JobRow, worker_id: str) -> bool:
+        return row.status == JobStatus.RUNNING.value and row.worker_id == worker_id
+
+    def _owned(self, session: Session, job_id: str, worker_id: str) -> JobRow:
+        row = session.get(JobRow, job_id, with_for_update=True)
+        if row is None or not self._holds(row, worker_id):
+            raise LeaseLost(f"job {job_id} is no longer run by worker {worker_id}")
+        return row
+
+    @staticmethod
+    def _move(row: JobRow, status: JobStatus) -> None:
+        before = JobStatus(row.status)
+        if not can_move(before, status):
+            raise AssertionError(f"job {row.id}: no transition {before} -> {status}")
+        row.status = status.value
+
+    def _finish(self, row: JobRow, status: JobStatus) -> None:
+        self._move(row, status)
+        row.finished_at = now()
+        row.heartbeat_at = None
+
+    @staticmethod
+    def _latest_checkpoint(session: Session, job_id: str) -> JobCheckpoint | None:
+        row = session.scalar(
+            select(JobCheckpointRow)
+            .where(JobCheckpointRow.job_id == job_id)
+            .order_by(JobCheckpointRow.created_at.desc(), JobCheckpointRow.id.desc())
+            .limit(1)
+        )
+        return checkpoint_entity(row) if row is not None else None
+
+    @staticmethod
+    def _event(
+        session: Session,
+        job_id: str,
+        message: str,
+        *,
+        level: str = "info",
+        type: str = "message",
+        data: Mapping[str, Any] | None = None,
+    ) -> JobEventRow:
+        row = JobEventRow(
+            job_id=job_id,
+            created_at=now(),
+            level=level,
+            type=type,
+            message=message,
+            data=dict(data) if data is not None else None,
+        )
+        session.add(row)
+        session.flush()
+        return row

@@ -1,0 +1,116 @@
+"""Fine-tune a registered transformer encoder (e.g. the packaged MiniLM) with a new
+classification head: every weight trains, at a small learning rate with warmup and linear
+decay. The result is a Hugging Face `AutoModelForSequenceClassification` directory with the
+labels as `id2label`, served by the `transformers` runtime.
+
+The slowest recipe and usually the most accurate: on 2 CPU cores a one-epoch job over 5,472
+AG News examples at 64 tokens, evaluation included, took 4 to 6 minutes (0.893 test accuracy,
+see docs/benchmarks.md).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from openmaas.training.hyperparameters import COMMON_DEFAULTS
+from openmaas.training.recipe import TrainingContext, TrainingResult
+from openmaas.training.recipes.classification import ClassificationRecipe
+
+DEFAULTS: dict[str, Any] = {
+    **COMMON_DEFAULTS,
+    "n_epochs": 3,
+    "batch_size": 16,
+    "learning_rate": 5e-5,  # the usual BERT fine-tuning range is 2e-5 to 5e-5
+    "warmup_ratio": 0.1,
+    "schedule": "linear",
+    "weight_decay": 0.01,
+    "dropout": 0.1,  # in front of the classification layer
+    "max_length": 128,
+    "patience": 1,
+    "checkpoint_every_steps": 100,  # a checkpoint holds the weights twice plus Adam's state
+}
+
+
+class FinetuneTransformerRecipe(ClassificationRecipe):
+    name = "finetune_transformer"
+    needs_base_model = True
+    description = "fine-tune a registered transformer encoder with a classification head"
+
+    def defaults(self) -> dict[str, Any]:
+        return dict(DEFAULTS)
+
+    def train(self, ctx: TrainingContext) -> TrainingResult:
+        import torch
+        from torch import nn
+
+        from openmaas.training.loop import LabeledItems, augment_text, evaluate, train_classifier
+        from openmaas.training.recipes.classification import (
+            LabeledSplits,
+            classification_result,
+        )
+        from openmaas.training.recipes.sequence_classification import (
+            RUNTIME,
+            forward_texts,
+            load_sequence_classifier,
+            require_base_model,
+            save_sequence_classifier,
+            served_max_length,
+            token_counts,
+        )
+
+        hp = self.resolve(ctx.hyperparameters, len(ctx.train))
+        settings = self.loop_settings(hp)
+        base = require_base_model(ctx)
+        data = LabeledSplits.from_context(ctx)
+        max_length = int(hp["max_length"])
+        device = torch.device(ctx.device)
+
+        torch.manual_seed(ctx.seed)  # the new head's initial weights
+        network, tokenizer = load_sequence_classifier(base, data.labels, dropout=hp["dropout"])
+        module: nn.Module = network  # through nn.Module: transformers annotates `to` oddly
+        module.to(device)
+
+        def forward_at(limit: int) -> Callable[[Sequence[str]], torch.Tensor]:
+            def forward(texts: Sequence[str]) -> torch.Tensor:
+                return forward_texts(network, tokenizer, texts, max_length=limit, device=device)
+
+            return forward
+
+        outcome = train_classifier(
+            ctx,
+            network=network,
+            forward=forward_at(max_length),
+            train=LabeledItems(data.train.texts, data.train.labels),
+            validation=LabeledItems(data.validation.texts, data.validation.labels),
+            labels=data.labels,
+            settings=settings,
+            augment=augment_text,
+            item_tokens=token_counts(tokenizer, data.train.texts, max_length=max_length),
+        )
+
+        # The registered metrics describe the model as served: texts cut where the
+        # transformers runtime cuts them, not at the training length.
+        evaluated = data.evaluation_split()
+        evaluation = None
+        if evaluated is not None:
+            split = evaluated[1]
+            served = forward_at(served_max_length(network, tokenizer))
+            evaluation = evaluate(
+                network,
+                served,
+                LabeledItems(split.texts, split.labels),
+                data.labels,
+                should_stop=ctx.should_stop,
+            )
+        save_sequence_classifier(ctx.output_dir, network, tokenizer)
+        return classification_result(
+            ctx,
+            recipe=self.name,
+            runtime=RUNTIME,
+            hyperparameters=hp,
+            labels=data.labels,
+            outcome=outcome,
+            evaluation=evaluation,
+            evaluated_on=evaluated[0] if evaluated is not None else None,
+        )

@@ -1,0 +1,144 @@
+"""What the two recipes over a registered transformer share: the base model loaded with a
+fresh classification head for the data's labels, batches tokenized for it, and the result
+written as a standard Hugging Face `AutoModelForSequenceClassification` directory (safetensors,
+`id2label`/`label2id`, the tokenizer) that the `transformers` runtime serves.
+
+Example::
+
+    network, tokenizer = load_sequence_classifier(ctx.base_model, labels, dropout=0.1)
+    logits = forward_texts(network, tokenizer, ["a fine film"], max_length=128)
+    save_sequence_classifier(ctx.output_dir, network, tokenizer)
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import torch
+from torch import nn
+from transformers import (
+    AutoConfig,
+    AutoModelForSequenceClassification,
+    AutoTokenizer,
+    PreTrainedModel,
+    PreTrainedTokenizerBase,
+)
+from transformers.utils import logging as transformers_logging
+
+from openmaas.training.recipe import TrainingContext
+
+# A job's event log is no place for per-file progress bars.
+transformers_logging.disable_progress_bar()  # type: ignore[no-untyped-call]
+
+RUNTIME = "transformers"
+# A tokenizer's `model_max_length` past this is the library's "no limit" placeholder (1e30).
+SANE_MODEL_MAX_LENGTH = 100_000
+# Names configs give the dropout in front of the classification layer.
+CLASSIFIER_DROPOUT_FIELDS = ("classifier_dropout", "seq_classif_dropout")
+# Where architectures keep the final layer that maps features to one logit per label.
+CLASSIFIER_PATHS = ("classifier", "classifier.out_proj", "score", "classification_head.out_proj")
+
+
+def require_base_model(ctx: TrainingContext) -> Path:
+    if ctx.base_model is None:
+        raise ValueError("this recipe fine-tunes a registered model: give a base model")
+    if not (ctx.base_model / "config.json").is_file():
+        raise ValueError(
+            f"the base model is not a Hugging Face directory (no config.json in {ctx.base_model})"
+        )
+    return ctx.base_model
+
+
+def load_sequence_classifier(
+    base: Path, labels: Sequence[str], *, dropout: float
+) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
+    """The base encoder with a new head for `labels` (the head is initialized from the torch
+    RNG: seed first)."""
+    config = AutoConfig.from_pretrained(
+        base,
+        local_files_only=True,
+        num_labels=len(labels),
+        id2label=dict(enumerate(labels)),
+        label2id={label: i for i, label in enumerate(labels)},
+        problem_type="single_label_classification",
+    )
+    for name in CLASSIFIER_DROPOUT_FIELDS:
+        if hasattr(config, name):
+            setattr(config, name, dropout)
+    network: PreTrainedModel = AutoModelForSequenceClassification.from_pretrained(
+        base, config=config, local_files_only=True, dtype=torch.float32
+    )
+    tokenizer: PreTrainedTokenizerBase = AutoTokenizer.from_pretrained(base, local_files_only=True)
+    return network, tokenizer
+
+
+def classification_layer(network: nn.Module, n_labels: int) -> nn.Linear:
+    """The layer producing the logits: a known path, else the last Linear with one output per
+    label."""
+    for path in CLASSIFIER_PATHS:
+        try:
+            layer = network.get_submodule(path)
+        except AttributeError:
+            continue
+        if isinstance(layer, nn.Linear) and layer.out_features == n_labels:
+            return layer
+    linears = [
+        m for m in network.modules() if isinstance(m, nn.Linear) and m.out_features == n_labels
+    ]
+    if not linears:
+        raise ValueError(f"{type(network).__name__} has no layer with {n_labels} outputs")
+    return linears[-1]
+
+
+def tokenize(
+    tokenizer: PreTrainedTokenizerBase,
+    texts: Sequence[str],
+    *,
+    max_length: int,
+    device: torch.device,
+) -> dict[str, torch.Tensor]:
+    encoded = tokenizer(
+        list(texts), padding=True, truncation=True, max_length=max_length, return_tensors="pt"
+    )
+    return {name: tensor.to(device) for name, tensor in encoded.items()}
+
+
+def forward_texts(
+    network: PreTrainedModel,
+    tokenizer: PreTrainedTokenizerBase,
+    texts: Sequence[str],
+    *,
+    max_length: int,
+    device: torch.device | None = None,
+) -> torch.Tensor:
+    inputs = tokenize(tokenizer, texts, max_length=max_length, device=device or network.device)
+    logits: torch.Tensor = network(**inputs).logits
+    return logits
+
+
+def served_max_length(network: PreTrainedModel, tokenizer: PreTrainedTokenizerBase) -> int:
+    """Where the `transformers` runtime cuts a text of this model: the tokenizer's declared
+    limit, within the position table."""
+    positions = getattr(network.config, "max_position_embeddings", None) or SANE_MODEL_MAX_LENGTH
+    declared = tokenizer.model_max_length
+    limit = int(declared) if 0 < declared < SANE_MODEL_MAX_LENGTH else int(positions)
+    return min(limit, int(positions))
+
+
+def token_counts(
+    tokenizer: PreTrainedTokenizerBase, texts: Sequence[str], *, max_length: int
+) -> list[int]:
+    encoded = tokenizer(list(texts), truncation=True, max_length=max_length)
+    return [len(ids) for ids in encoded["input_ids"]]
+
+
+def save_sequence_classifier(
+    directory: Path, network: PreTrainedModel, tokenizer: PreTrainedTokenizerBase
+) -> None:
+    directory.mkdir(parents=True, exist_ok=True)
+    module: nn.Module = network  # through nn.Module: transformers leaves these unannotated
+    module.cpu()
+    module.eval()
+    network.save_pretrained(directory)
+    tokenizer.save_pretrained(directory)

@@ -1,0 +1,438 @@
+"""Wire shapes of the training job APIs, shared by the server and the Python SDK.
+
+`/v1/fine_tuning/jobs` speaks OpenAI's shapes exactly (`FineTuningJobOut`, ...), so the
+stock `openai` client works; `/v1/training/jobs` takes and returns our richer ones
+(`TrainingJobCreate`, `TrainingJobOut`).
+
+Example::
+
+    body = TrainingJobCreate(recipe="textcnn", training_file="file-1a2b", alias="staging")
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Annotated, Any, Generic, Literal, TypeVar
+
+from pydantic import BaseModel, ConfigDict, Field, PlainValidator
+
+from openmaas.training.entities import (
+    BATCH_NAMES,
+    EPOCH_NAMES,
+    Job,
+    JobCheckpoint,
+    JobEvent,
+    JobProgress,
+)
+from openmaas.training.recipe import Recipe
+
+T = TypeVar("T")
+
+SEED_MAX = 2**31 - 1
+
+Auto = Literal["auto"]
+
+
+class _Request(BaseModel):
+    # Like OpenAI: fields this server does not know are ignored.
+    model_config = ConfigDict(extra="ignore")
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class Response(BaseModel):
+    # Responses ignore unknown fields so an older SDK keeps working against a newer server.
+    model_config = ConfigDict(extra="ignore")
+
+
+class PageOut(Response, Generic[T]):
+    object: Literal["list"] = "list"
+    data: list[T]
+    has_more: bool = False
+
+
+# -- OpenAI: /v1/fine_tuning/jobs ------------------------------------------------------------
+
+
+def _count(value: Any) -> Auto | int | None:
+    if value is None or value == "auto":
+        return value  # type: ignore[no-any-return]
+    if isinstance(value, float) and value.is_integer():
+        value = int(value)
+    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= 100_000:
+        raise ValueError(f"must be 'auto' or a whole number from 1, got {value!r}")
+    return value
+
+
+def _multiplier(value: Any) -> Auto | float | None:
+    if value is None or value == "auto":
+        return value  # type: ignore[no-any-return]
+    if isinstance(value, bool) or not isinstance(value, int | float) or not 0 < value <= 100:
+        raise ValueError(f"must be 'auto' or a number above 0 (at most 100), got {value!r}")
+    return float(value)
+
+
+Count = Annotated[
+    Auto | int | None, PlainValidator(_count, json_schema_input_type=Auto | int | None)
+]
+Multiplier = Annotated[
+    Auto | float | None, PlainValidator(_multiplier, json_schema_input_type=Auto | float | None)
+]
+
+
+class OpenAIHyperparameters(_Request):
+    """OpenAI's three, checked here; any other name passes through as one of the recipe's
+    own (`n_layer` of `gpt`), which the recipe checks: an unknown name is a 400 naming it,
+    not silently dropped."""
+
+    model_config = ConfigDict(extra="allow")
+
+    n_epochs: Count = None
+    batch_size: Count = None
+    learning_rate_multiplier: Multiplier = None
+
+    def given(self) -> dict[str, Any]:
+        return self.model_dump(exclude_none=True)
+
+
+class SupervisedMethodIn(_Request):
+    hyperparameters: OpenAIHyperparameters | None = None
+
+
+class MethodIn(_Request):
+    type: Literal["supervised", "dpo", "reinforcement"]
+    supervised: SupervisedMethodIn | None = None
+
+
+class FineTuningJobCreate(_Request):
+    model: str = Field(min_length=1, max_length=256)
+    training_file: str = Field(min_length=1, max_length=64)
+    validation_file: str | None = Field(default=None, max_length=64)
+    hyperparameters: OpenAIHyperparameters | None = None
+    suffix: str | None = Field(default=None, max_length=64)
+    seed: int | None = Field(default=None, ge=0, le=SEED_MAX)
+    method: MethodIn | None = None
+    integrations: list[dict[str, Any]] | None = None
+    metadata: dict[str, str] | None = None
+
+
+class FineTuningErrorOut(Response):
+    code: str
+    message: str
+    param: str | None = None
+
+
+class FineTuningHyperparametersOut(Response):
+    n_epochs: Auto | int = "auto"
+    batch_size: Auto | int = "auto"
+    learning_rate_multiplier: Auto | float = "auto"
+
+
+class FineTuningJobOut(Response):
+    id: str
+    object: Literal["fine_tuning.job"] = "fine_tuning.job"
+    model: str
+    created_at: int
+    finished_at: int | None = None
+    fine_tuned_model: str | None = None
+    organization_id: str
+    result_files: list[str] = Field(default_factory=list)
+    status: str
+    validation_file: str | None = None
+    training_file: str
+    hyperparameters: FineTuningHyperparametersOut
+    trained_tokens: int | None = None
+    error: FineTuningErrorOut | None = None
+    seed: int
+    estimated_finish: int | None = None
+    integrations: list[dict[str, Any]] | None = None
+    metadata: dict[str, str] | None = None
+    method: dict[str, Any] | None = None
+
+    @classmethod
+    def from_entity(cls, job: Job) -> FineTuningJobOut:
+        hyperparameters = openai_hyperparameters(job)
+        metadata = job.options.get("metadata")
+        return cls(
+            id=job.id,
+            model=job.openai_model,
+            created_at=_unix(job.created_at) or 0,
+            finished_at=_unix(job.finished_at),
+            fine_tuned_model=job.fine_tuned_model,
+            organization_id=job.project,
+            status=job.status.value,
+            validation_file=job.validation_file,
+            training_file=job.training_file,
+            hyperparameters=hyperparameters,
+            trained_tokens=job.trained_tokens,
+            error=FineTuningErrorOut.model_validate(dict(job.error)) if job.error else None,
+            seed=job.seed,
+            estimated_finish=_unix(job.progress.estimated_finish) if job.progress else None,
+            integrations=[],
+            metadata=dict(metadata) if isinstance(metadata, Mapping) else None,
+            method={
+                "type": "supervised",
+                "supervised": {"hyperparameters": hyperparameters.model_dump()},
+            },
+        )
+
+
+class FineTuningEventOut(Response):
+    id: str
+    object: Literal["fine_tuning.job.event"] = "fine_tuning.job.event"
+    created_at: int
+    level: str
+    message: str
+    type: str
+    data: dict[str, Any] | None = None
+
+    @classmethod
+    def from_entity(cls, event: JobEvent) -> FineTuningEventOut:
+        return cls(
+            id=event_cursor(event.id),
+            created_at=_unix(event.created_at) or 0,
+            level=event.level,
+            message=event.message,
+            type=event.type,
+            data=dict(event.data) if event.data is not None else None,
+        )
+
+
+class FineTuningCheckpointOut(Response):
+    id: str
+    object: Literal["fine_tuning.job.checkpoint"] = "fine_tuning.job.checkpoint"
+    created_at: int
+    fine_tuned_model_checkpoint: str
+    fine_tuning_job_id: str
+    metrics: dict[str, float]
+    step_number: int
+
+    @classmethod
+    def from_entity(cls, checkpoint: JobCheckpoint, model_name: str) -> FineTuningCheckpointOut:
+        metrics = {**checkpoint.metrics, "step": float(checkpoint.step)}
+        if "loss" in metrics:  # what OpenAI's clients show
+            metrics.setdefault("train_loss", metrics["loss"])
+        return cls(
+            id=checkpoint.id,
+            created_at=_unix(checkpoint.created_at) or 0,
+            fine_tuned_model_checkpoint=f"{model_name}:ckpt-step-{checkpoint.step}",
+            fine_tuning_job_id=checkpoint.job_id,
+            metrics=metrics,
+            step_number=checkpoint.step,
+        )
+
+
+def event_cursor(event_id: int) -> str:
+    return f"ftevent-{event_id}"
+
+
+EVENT_CURSOR_PATTERN = r"^(ftevent-)?[0-9]{1,18}$"
+
+
+def parse_event_cursor(value: str | None) -> int | None:
+    """The numeric id of an `after` cursor (`ftevent-42`) checked by EVENT_CURSOR_PATTERN."""
+    return int(value.removeprefix("ftevent-")) if value else None
+
+
+def openai_hyperparameters(job: Job) -> FineTuningHyperparametersOut:
+    values = job.hyperparameters
+    epochs = next((values[n] for n in EPOCH_NAMES if isinstance(values.get(n), int)), "auto")
+    batch = next((values[n] for n in BATCH_NAMES if isinstance(values.get(n), int)), "auto")
+    multiplier = job.options.get("learning_rate_multiplier")
+    return FineTuningHyperparametersOut(
+        n_epochs=epochs,
+        batch_size=batch,
+        learning_rate_multiplier=float(multiplier)
+        if isinstance(multiplier, int | float)
+        else "auto",
+    )
+
+
+def _unix(moment: datetime | None) -> int | None:
+    return int(moment.timestamp()) if moment is not None else None
+
+
+# -- ours: /v1/training/jobs -----------------------------------------------------------------
+
+
+class EarlyStoppingIn(_Strict):
+    patience: int = Field(ge=1, le=1000, description="Evaluations without improvement.")
+    min_delta: float = Field(default=0.0, ge=0, description="Smallest change that counts.")
+    metric: str | None = Field(
+        default=None, max_length=64, description="Validation metric to watch; recipe default."
+    )
+
+
+class TrainingJobCreate(_Strict):
+    recipe: str = Field(min_length=1, max_length=64)
+    training_file: str = Field(min_length=1, max_length=64)
+    validation_file: str | None = Field(default=None, max_length=64)
+    task: str | None = Field(default=None, max_length=64)
+    base_model: str | None = Field(default=None, max_length=256)
+    hyperparameters: dict[str, Any] = Field(default_factory=dict)
+    early_stopping: EarlyStoppingIn | None = None
+    class_imbalance: Literal["none", "weighted", "oversample"] | None = None
+    validation_split: float = Field(default=0.1, ge=0, le=0.5)
+    test_split: float = Field(default=0.1, gt=0, le=0.5)
+    seed: int | None = Field(default=None, ge=0, le=SEED_MAX)
+    suffix: str | None = Field(default=None, max_length=64)
+    model_name: str | None = Field(
+        default=None, max_length=128, description="Register as this model's next version."
+    )
+    alias: str | None = Field(default=None, max_length=64, description="Moved on success.")
+
+
+class RecipeOut(Response):
+    name: str
+    tasks: list[str]
+    needs_base_model: bool = False
+    description: str = ""
+    defaults: dict[str, Any] = Field(default_factory=dict)
+
+    @classmethod
+    def from_recipe(cls, recipe: Recipe) -> RecipeOut:
+        return cls(
+            name=recipe.name,
+            tasks=list(recipe.tasks),
+            needs_base_model=recipe.needs_base_model,
+            description=recipe.description,
+            defaults=recipe.defaults(),
+        )
+
+
+class ProgressOut(Response):
+    step: int
+    epoch: int
+    total_steps: int | None = None
+    metrics: dict[str, float] = Field(default_factory=dict)
+    estimated_finish: datetime | None = None
+
+    @classmethod
+    def from_entity(cls, progress: JobProgress) -> ProgressOut:
+        return cls(
+            step=progress.step,
+            epoch=progress.epoch,
+            total_steps=progress.total_steps,
+            metrics=dict(progress.metrics),
+            estimated_finish=progress.estimated_finish,
+        )
+
+
+class TrainingJobOut(Response):
+    id: str
+    object: Literal["training.job"] = "training.job"
+    project: str
+    created_by: str
+    status: str
+    recipe: str
+    task: str
+    base_model: str | None = None
+    base_version: str | None = None
+    training_file: str
+    validation_file: str | None = None
+    hyperparameters: dict[str, Any]
+    seed: int
+    suffix: str | None = None
+    model_name: str
+    alias: str | None = None
+    fine_tuned_model: str | None = None
+    metrics: dict[str, float] = Field(default_factory=dict)
+    trained_tokens: int | None = None
+    error: dict[str, Any] | None = None
+    cancel_requested: bool = False
+    attempts: int = 0
+    worker_id: str | None = None
+    heartbeat_at: datetime | None = None
+    created_at: datetime
+    started_at: datetime | None = None
+    finished_at: datetime | None = None
+    progress: ProgressOut | None = None
+
+    @property
+    def finished(self) -> bool:
+        return self.status in ("succeeded", "failed", "cancelled")
+
+    @classmethod
+    def from_entity(cls, job: Job) -> TrainingJobOut:
+        base_version = job.options.get("base_version")
+        return cls(
+            id=job.id,
+            project=job.project,
+            created_by=job.created_by,
+            status=job.status.value,
+            recipe=job.recipe,
+            task=job.task,
+            base_model=job.base_model,
+            base_version=str(base_version) if base_version else None,
+            training_file=job.training_file,
+            validation_file=job.validation_file,
+            hyperparameters=dict(job.hyperparameters),
+            seed=job.seed,
+            suffix=job.suffix,
+            model_name=job.model_name,
+            alias=job.alias,
+            fine_tuned_model=job.fine_tuned_model,
+            metrics=dict(job.metrics),
+            trained_tokens=job.trained_tokens,
+            error=dict(job.error) if job.error else None,
+            cancel_requested=job.cancel_requested,
+            attempts=job.attempts,
+            worker_id=job.worker_id,
+            heartbeat_at=job.heartbeat_at,
+            created_at=job.created_at,
+            started_at=job.started_at,
+            finished_at=job.finished_at,
+            progress=ProgressOut.from_entity(job.progress) if job.progress else None,
+        )
+
+
+class TrainingEventOut(Response):
+    id: int
+    created_at: datetime
+    level: str
+    type: str
+    message: str
+    data: dict[str, Any] | None = None
+
+    @classmethod
+    def from_entity(cls, event: JobEvent) -> TrainingEventOut:
+        return cls(
+            id=event.id,
+            created_at=event.created_at,
+            level=event.level,
+            type=event.type,
+            message=event.message,
+            data=dict(event.data) if event.data is not None else None,
+        )
+
+
+class TrainingCheckpointOut(Response):
+    id: str
+    job_id: str
+    step: int
+    epoch: int
+    metrics: dict[str, float] = Field(default_factory=dict)
+    created_at: datetime
+
+    @classmethod
+    def from_entity(cls, checkpoint: JobCheckpoint) -> TrainingCheckpointOut:
+        return cls(
+            id=checkpoint.id,
+            job_id=checkpoint.job_id,
+            step=checkpoint.step,
+            epoch=checkpoint.epoch,
+            metrics=dict(checkpoint.metrics),
+            created_at=checkpoint.created_at,
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class TrainingJobUpdate:
+    """What following a job yields: its state now and the events since the last update."""
+
+    job: TrainingJobOut
+    events: list[TrainingEventOut]

