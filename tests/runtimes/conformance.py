@@ -147,6 +147,9 @@ def _check_generation(model: LoadedModel) -> None:
     assert a == b, "the same seed must give the same sample"
     prompt = model.chat_prompt([{"role": "user", "content": "Hi"}])
     assert "Hi" in prompt
+    ids = model.encode_chat([{"role": "user", "content": "Hi"}])
+    assert ids
+    assert list(model.generate(ids, greedy))[-1].prompt_tokens == len(ids)
 
 
 def _check_seq2seq(model: LoadedModel, task: Task, texts: Sequence[str]) -> None:

@@ -226,12 +226,20 @@ class LoadedModel(ABC):
     def extract_entities(self, texts: Sequence[str]) -> list[list[Entity]]:
         raise self._wrong(Task.TOKEN_CLASSIFICATION)
 
-    def generate(self, prompt: str, params: GenerationParams) -> Iterator[GenerationDelta]:
-        """Stream a continuation of `prompt`; the last delta carries `finish_reason`."""
+    def generate(
+        self, prompt: str | Sequence[int], params: GenerationParams
+    ) -> Iterator[GenerationDelta]:
+        """Stream a continuation of `prompt` (text, or token ids from `encode_chat`); the
+        last delta carries `finish_reason`."""
         raise self._wrong(Task.TEXT_GENERATION)
 
     def chat_prompt(self, messages: Sequence[Mapping[str, str]]) -> str:
         """The prompt for a chat: the tokenizer's chat template when it has one."""
+        raise self._wrong(Task.TEXT_GENERATION)
+
+    def encode_chat(self, messages: Sequence[Mapping[str, str]]) -> list[int]:
+        """`chat_prompt` as token ids, in which message contents are only ever text: a
+        control token written in a message (`<|im_end|>`) cannot end its turn or open one."""
         raise self._wrong(Task.TEXT_GENERATION)
 
     def translate(self, texts: Sequence[str], params: Seq2SeqParams) -> list[str]:

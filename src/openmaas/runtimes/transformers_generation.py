@@ -14,6 +14,7 @@ Example::
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
@@ -147,6 +148,11 @@ class StopSequences:
 
 # -- causal language models -------------------------------------------------------------------
 
+# Placeholders for message contents while a chat template renders (private-use characters, so
+# no template or tokenizer gives them meaning); content itself never enters the rendered shell.
+CONTENT_MARK = ("\ue000", "\ue001")
+CONTENT_MARKS = re.compile(f"{CONTENT_MARK[0]}(\\d+){CONTENT_MARK[1]}")
+
 
 class CausalLanguageModel(TransformersModel):
     """`AutoModelForCausalLM`, streamed token by token."""
@@ -178,10 +184,35 @@ class CausalLanguageModel(TransformersModel):
         lines = [f"{message['role']}: {message['content']}" for message in messages]
         return "\n".join([*lines, "assistant:"])
 
-    def generate(self, prompt: str, params: GenerationParams) -> Iterator[GenerationDelta]:
+    def encode_chat(self, messages: Sequence[Mapping[str, str]]) -> list[int]:
+        rendered = self.chat_prompt(messages)
+        if not any(control in m["content"] for m in messages for control in self._controls):
+            return self._prompt_ids(rendered)  # the common case: tokenized as trained
+        # A message writes a control token. The template is rendered around placeholders and
+        # encoded piece by piece: its own text with control tokens parsed, each message's
+        # content with them split into ordinary text.
+        opening, closing = CONTENT_MARK
+        shell = self.chat_prompt(
+            [{**m, "content": f"{opening}{i}{closing}"} for i, m in enumerate(messages)]
+        )
+        pieces = CONTENT_MARKS.split(shell)
+        ids = self._prompt_ids(pieces[0], allow_empty=True)
+        for index, text in zip(pieces[1::2], pieces[2::2], strict=True):
+            content = messages[int(index)]["content"]
+            ids += self.tokenizer(content, add_special_tokens=False, split_special_tokens=True)[
+                "input_ids"
+            ]
+            ids += self.tokenizer(text, add_special_tokens=False)["input_ids"]
+        return ids or self._prompt_ids("")
+
+    def generate(
+        self, prompt: str | Sequence[int], params: GenerationParams
+    ) -> Iterator[GenerationDelta]:
         # Checks happen here, before the first `next()`: a generator function would defer
         # them to the first step, after the caller has started streaming a response.
-        prompt_ids = self._prompt_ids(prompt)
+        prompt_ids = self._prompt_ids(prompt) if isinstance(prompt, str) else list(prompt)
+        if not prompt_ids:
+            prompt_ids = self._prompt_ids("")
         context = self.max_input_tokens
         if context is not None and len(prompt_ids) >= context:
             raise InputTooLong(
@@ -197,12 +228,20 @@ class CausalLanguageModel(TransformersModel):
         sampler = TokenSampler(params, self.device)
         return self._stream(prompt_ids, budget, sampler, StopSequences.of(params.stop))
 
-    def _prompt_ids(self, prompt: str) -> list[int]:
+    @functools.cached_property
+    def _controls(self) -> tuple[str, ...]:
+        """The tokenizer's control tokens as text: special tokens, and added tokens marked
+        special (ChatML's `<|im_start|>`)."""
+        added = self.tokenizer.added_tokens_decoder.values()
+        controls = {*self.tokenizer.all_special_tokens, *(t.content for t in added if t.special)}
+        return tuple(sorted(c for c in controls if c))
+
+    def _prompt_ids(self, prompt: str, *, allow_empty: bool = False) -> list[int]:
         bos = self.tokenizer.bos_token
         # A chat template renders the BOS token itself; a second one degrades the output.
         add_special_tokens = not (isinstance(bos, str) and bos and prompt.startswith(bos))
         ids = list(self.tokenizer(prompt, add_special_tokens=add_special_tokens)["input_ids"])
-        if ids:
+        if ids or allow_empty:
             return ids
         if self.tokenizer.bos_token_id is None:
             raise InvalidRequest("the prompt is empty", param="prompt")

@@ -335,8 +335,13 @@ class InferenceEngine:
         try:
             resident = await lease.__aenter__()
             model = resident.model
-            text = model.chat_prompt(messages) if messages is not None else (prompt or "")
-            prompt_tokens = model.count_tokens([text])[0]
+            text: str | list[int]
+            if messages is not None:
+                text = model.encode_chat(messages)
+                prompt_tokens = len(text)
+            else:
+                text = prompt or ""
+                prompt_tokens = model.count_tokens([text])[0]
             limit = model.max_input_tokens
             if limit is not None and prompt_tokens >= limit:
                 raise InputTooLong(
