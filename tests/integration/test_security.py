@@ -7,6 +7,7 @@ injection through model names; the first-start admin key.
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -17,8 +18,10 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import numpy as np
 import openai
 import pytest
+from safetensors.numpy import save_file
 
 from openmaas import APIError, Client
 from openmaas.auth.keys import generate_key, parse_key
@@ -375,6 +378,69 @@ def test_projects_see_only_their_own_models_and_the_public_ones(
         f"{url}/v1/embeddings", json={"model": "a-secret", "input": "x"}, headers=as_b
     )
     assert shared.status_code == 200, shared.text
+
+
+def embedding_head(directory: Path, encoder: str, dim: int = 32) -> Path:
+    """A linear-head version over `encoder` whose identity weights would echo, as scores,
+    every dimension of the encoder's embedding of a text."""
+    directory.mkdir(parents=True)
+    eye = np.eye(dim, dtype=np.float32)
+    save_file({"weight": eye, "bias": np.zeros(dim, np.float32)}, directory / "weights.safetensors")
+    labels = {"labels": [f"d{i}" for i in range(dim)]}
+    (directory / "labels.json").write_text(json.dumps(labels), encoding="utf-8")
+    spec = {
+        "task": "text-classification",
+        "runtime": "linear-head",
+        "format": "safetensors",
+        "encoder": encoder,
+        "pooling": "mean",
+        "normalize": None,
+    }
+    (directory / "openmaas.json").write_text(json.dumps(spec), encoding="utf-8")
+    return directory
+
+
+def test_a_head_cannot_read_another_projects_private_encoder(
+    guarded: RunningServer, admin: Client, tmp_path: Path
+) -> None:
+    for name in ("tenant-c", "tenant-d"):
+        admin.create_project(name)
+    scopes = ["inference", "models:read", "models:write"]
+    key_c = admin.create_key("c", scopes, project="tenant-c").key
+    key_d = admin.create_key("d", scopes, project="tenant-d").key
+    with Client(guarded.url, api_key=key_c) as tenant_c:
+        tenant_c.upload("c-encoder", build_bert(tmp_path / "bert"))
+        tenant_c.upload("c-head", embedding_head(tmp_path / "own", "c-encoder"))
+    with Client(guarded.url, api_key=key_d) as tenant_d:
+        tenant_d.upload("d-reads-c", embedding_head(tmp_path / "theirs", "c-encoder"))
+        tenant_d.upload("d-dangling", embedding_head(tmp_path / "none", "no-such-encoder"))
+
+    def classify(model: str, key: str) -> httpx.Response:
+        return httpx.post(
+            f"{guarded.url}/v1/classify",
+            json={"model": model, "input": "a secret sentence"},
+            headers=bearer(key),
+            timeout=60,
+        )
+
+    # D's head over C's private encoder fails exactly as one over an encoder that never was.
+    hidden, absent = classify("d-reads-c", key_d), classify("d-dangling", key_d)
+    # (A model that cannot load is a 503 naming it and the cause.)
+    assert hidden.status_code == absent.status_code == 503, hidden.text
+    assert hidden.json()["error"]["message"].endswith("model 'c-encoder' not found")
+    renamed = hidden.text.replace("d-reads-c", "d-dangling").replace("c-encoder", "no-such-encoder")
+    assert renamed == absent.text
+    # A head over its own project's encoder, and over a public one, loads.
+    own = classify("c-head", key_c)
+    assert own.status_code == 200, own.text
+    assert len(own.json()["data"][0]["labels"]) == 32
+    marked = httpx.put(
+        f"{guarded.url}/v1/registry/models/c-encoder/public",
+        json={"public": True},
+        headers=bearer(guarded.key),
+    )
+    assert marked.status_code == 200, marked.text
+    assert classify("d-reads-c", key_d).status_code == 200
 
 
 def test_server_paths_need_an_admin_key(

@@ -25,7 +25,7 @@ from typing import Any, Generic, TypeVar
 import numpy as np
 
 from openmaas.auth.access import can_see, check_visible, current_principal
-from openmaas.errors import InputTooLong, InvalidRequest, Overloaded, WrongTask
+from openmaas.errors import InputTooLong, InvalidRequest, ModelNotFound, Overloaded, WrongTask
 from openmaas.observability.metrics import Metrics
 from openmaas.registry.entities import ModelVersion, RegisteredModel, Task
 from openmaas.registry.service import RegistryService
@@ -115,11 +115,8 @@ class InferenceEngine:
                 idle_unload_s=settings.idle_unload_s,
             ),
             metrics,
-            LoadOptions(
-                device=settings.device,
-                threads=settings.threads,
-                open_dependency=self._open_dependency,
-            ),
+            LoadOptions(device=settings.device, threads=settings.threads),
+            open_dependency=self._open_dependency,
         )
         self.cache = ResponseCache(
             max_entries=settings.cache_max_entries,
@@ -467,7 +464,14 @@ class InferenceEngine:
             opened.version, opened.directory, release_directory=opened.close
         )
 
-    def _open_dependency(self, reference: str) -> ModelSource:
+    def _open_dependency(self, dependent: VersionKey, reference: str) -> ModelSource:
+        """A model the dependent names (a head's encoder), if the dependent's project may see
+        it: public or its own. Another project's private model is 'not found', as everywhere,
+        or a head could be registered to read out that model's embeddings."""
+        owner = self.registry.get_version(*dependent)
+        named = self.registry.resolve(reference)
+        if not (named.public or named.project == owner.project):
+            raise ModelNotFound(f"model {named.model!r} not found", param="model")
         opened = self.registry.open_files(reference)
         return ModelSource.from_version(
             opened.version, opened.directory, release_directory=opened.close

@@ -22,6 +22,7 @@ Example::
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import time
 from collections.abc import AsyncIterator, Callable
@@ -39,6 +40,8 @@ log = logging.getLogger(__name__)
 
 VersionKey = tuple[str, int]  # (model name, version number)
 SourceOpener = Callable[[str, int], ModelSource]  # hash-verified source of name:version
+# The source of a dependency (a reference) that the model being loaded (the key) names.
+DependencyFor = Callable[[VersionKey, str], ModelSource]
 
 
 def _nothing() -> None:
@@ -77,11 +80,15 @@ class ModelPool:
         limits: PoolLimits,
         metrics: Metrics,
         options: LoadOptions | None = None,
+        open_dependency: DependencyFor | None = None,
     ) -> None:
         self._open_source = open_source
         self.limits = limits
         self.metrics = metrics
         self.options = options or LoadOptions()
+        # Dependencies are opened on behalf of the model that names them (its project decides
+        # what it may name); without this, `options.open_dependency` as given.
+        self._open_dependency = open_dependency
         self._residents: dict[VersionKey, Resident] = {}
         self._loading: dict[VersionKey, asyncio.Future[Resident]] = {}
         self._changed = asyncio.Event()
@@ -159,7 +166,11 @@ class ModelPool:
     async def _load(self, key: VersionKey, pending: asyncio.Future[Resident], pinned: bool) -> None:
         label = f"{key[0]}:{key[1]}"
         loop = asyncio.get_running_loop()
-        files = _LoadFiles(self.options)
+        options = self.options
+        if self._open_dependency is not None:
+            opener = functools.partial(self._open_dependency, key)
+            options = replace(options, open_dependency=opener)
+        files = _LoadFiles(options)
         model: LoadedModel | None = None
         try:
             async with self._load_lock:
