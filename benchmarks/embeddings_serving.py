@@ -829,6 +829,18 @@ def render_section(results: BenchmarkResults) -> str:
             + f"; in-process at batch {ceiling.best_batch_size}: "
             f"{ceiling.cpu_ms_per_sentence[ceiling.best_batch_size]:.1f}."
         )
+    busy = results.openmaas.concurrent.server_cpu_ms_per_sentence
+    if busy:
+        cores = os.cpu_count() or 1
+        bound = cores * 1000 / busy
+        lines.append(
+            f"- What bounds {w.concurrency} clients here: OpenMaaS spent {busy:.1f} CPU ms per "
+            f"sentence, the ceiling {ceiling.cpu_ms_per_sentence[ceiling.best_batch_size]:.1f}."
+            " The difference is the event loop's work (HTTP, authentication, limits, metering, "
+            f"batching) on the same {cores} cores as the model's threads, and the OpenMP "
+            f"threads it preempts. At {busy:.1f} CPU ms a sentence, {cores} cores serve at most "
+            f"{bound:.0f} sentences/s ({bound / ceiling.best_rate:.0%} of the ceiling)."
+        )
     if others:
         lines.append(
             f"- Other processes on the machine used up to {max(others):.2f} cores during a "

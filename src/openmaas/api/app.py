@@ -8,6 +8,7 @@ Example::
 
 from __future__ import annotations
 
+import gc
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -52,6 +53,16 @@ from openmaas.settings import MiB, Settings
 JSON_BODY_LIMIT_BYTES = 16 * MiB
 
 
+def settle_heap() -> None:
+    """Take what is alive once the server has started (imported libraries, preloaded models:
+    about half a million objects) out of the cyclic garbage collector's walks. A full
+    collection over them holds the event loop, and the GIL, for about 140 ms; frozen, the
+    collector walks only what came after. At 64 clients embedding throughput rose by about 4%
+    (288 against 275 sentences/s, runs alternated). Models loaded later stay collectable."""
+    gc.collect()
+    gc.freeze()
+
+
 def build_app(settings: Settings, services: Services | None = None) -> FastAPI:
     """The server for `settings`; pass `services` to share already-started ones (tests)."""
     check_dev_no_auth(settings)
@@ -65,6 +76,8 @@ def build_app(settings: Settings, services: Services | None = None) -> FastAPI:
         if settings.dev_no_auth:
             warn_dev_no_auth()
         await active.start_serving()
+        if owned:
+            settle_heap()
         try:
             yield
         finally:
