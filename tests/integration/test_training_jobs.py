@@ -33,6 +33,7 @@ from openmaas.training.recipes.textcnn import TextCNNRecipe
 from openmaas.training.schemas import TrainingEventOut, TrainingJobOut
 from tests.conftest import SHARED_DATASETS, _reset_postgres
 from tests.integration.conftest import RunningServer, start_server, stop_server
+from tests.runtimes.tiny_models import build_bert
 
 ROOT = Path(__file__).resolve().parents[2]
 SST2 = (SHARED_DATASETS or Path("shared-datasets-missing")) / "sst2" / "train.tsv"
@@ -252,6 +253,40 @@ def test_a_training_job_registers_a_new_version_and_moves_its_alias(
         timeout=60,
     )
     assert answer.status_code == 200, answer.text
+
+
+def test_a_frozen_encoder_job_over_an_embedding_model_serves_a_head_over_it(
+    server: RunningServer, sdk: Client, file_id: str, tmp_path: Path
+) -> None:
+    sdk.upload("tiny-encoder", build_bert(tmp_path / "encoder"), task="embedding")
+    job = sdk.create_training_job(
+        "frozen_encoder",
+        file_id,
+        base_model="tiny-encoder",
+        hyperparameters={"n_epochs": 3, "learning_rate": 1e-2},
+        model_name="sentiment-head",
+    )
+    done = finished(sdk, job.id)
+    assert done.status == "succeeded", done.error
+    version = sdk.resolve("sentiment-head")
+    assert (version.task, version.runtime, version.format) == (
+        "text-classification",
+        "linear-head",
+        "safetensors",
+    )
+    assert version.params["encoder"] == "tiny-encoder:1"
+    assert version.lineage.source["base_model"] == "tiny-encoder:1"
+    answer = httpx.post(
+        f"{server.url}/v1/classify",
+        headers=server.headers,
+        json={"model": "sentiment-head", "input": ["what a delight", "a dreary mess"]},
+        timeout=60,
+    )
+    assert answer.status_code == 200, answer.text
+    assert all(
+        {label["label"] for label in row["labels"]} == {"negative", "positive"}
+        for row in answer.json()["data"]
+    )
 
 
 # -- crash recovery and cancel ---------------------------------------------------------------

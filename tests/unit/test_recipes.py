@@ -134,6 +134,7 @@ def make_job(
     should_stop: Callable[[], bool] = lambda: False,
     on_metrics: Callable[[int], None] = lambda step: None,
     output: str = "output",
+    base_model_task: str | None = None,
 ) -> Job:
     """A job under `root` (its work directory is shared by every run of the same root, as a
     resumed job's is); checkpoints are copied to `root/store/<n>` as the job store would."""
@@ -149,6 +150,9 @@ def make_job(
             output_dir=root / output,
             work_dir=root / "work",
             base_model=minilm_path(),
+            base_model_reference="minilm:1",
+            base_model_task=base_model_task,
+            base_model_runtime="transformers",
             resume_from=resume_from,
             should_stop=should_stop,
         )
@@ -170,11 +174,18 @@ def make_job(
     return job
 
 
+def minilm_source(reference: str) -> ModelSource:
+    """The registry, as the serving engine opens a dependency: only the base exists."""
+    assert reference == "minilm:1", reference
+    return ModelSource.for_directory(minilm_path(), task="embedding", runtime="transformers")
+
+
 def served_accuracy(
     result: TrainingResult, directory: Path, test: Sequence[Mapping[str, Any]]
 ) -> float:
     source = ModelSource.for_directory(directory, task=result.task, runtime=result.runtime)
-    model = get_runtime(result.runtime).load(source, LoadOptions())
+    options = LoadOptions(open_dependency=minilm_source)
+    model = get_runtime(result.runtime).load(source, options)
     try:
         rankings = model.classify([e["text"] for e in test])
     finally:
@@ -269,6 +280,52 @@ def test_pretrained_recipe_writes_a_hugging_face_classifier(
         name = "encoder.layer.0.attention.self.query.weight"
         assert torch.equal(trained[f"bert.{name}"], base[name])
         assert list((job.ctx.work_dir / "features").glob("train-*.safetensors"))
+
+
+def test_frozen_encoder_over_an_embedding_model_trains_a_linear_head_on_its_embeddings(
+    ag_news: list[dict[str, str]], tmp_path: Path
+) -> None:
+    train, validation, test = ag_news[:64], ag_news[64:96], ag_news[96:196]
+    job = make_job(
+        tmp_path,
+        "frozen_encoder",
+        train=train,
+        validation=validation,
+        test=test,
+        hyperparameters=TINY_PRETRAINED["frozen_encoder"],
+        base_model_task="embedding",  # "auto" features: the base model's own embeddings
+    )
+    result = RECIPES["frozen_encoder"].train(job.ctx)
+
+    assert (result.runtime, result.params["encoder"]) == ("linear-head", "minilm:1")
+    assert result.metrics["accuracy"] > BEATS_CHANCE
+    output = job.ctx.output_dir
+    assert {p.name for p in output.iterdir()} == {
+        "weights.safetensors",
+        "labels.json",
+        "openmaas.json",
+    }
+    spec = json.loads((output / "openmaas.json").read_text())
+    assert (spec["encoder"], spec["input_dim"], spec["num_labels"]) == ("minilm:1", 384, 4)
+    detected = detect(plan_directory(output).files)
+    assert (detected.task, detected.runtime, detected.format) == (
+        "text-classification",
+        "linear-head",
+        "safetensors",
+    )
+    # The features were the embeddings /v1/embeddings serves, so the served head scores the
+    # test split as the job did.
+    assert served_accuracy(result, output, test) == pytest.approx(
+        result.metrics["accuracy"], abs=0.011
+    )
+    assert list((job.ctx.work_dir / "features").glob("train-*.safetensors"))
+
+
+def test_frozen_encoder_features_can_be_chosen_and_are_checked() -> None:
+    recipe = RECIPES["frozen_encoder"]
+    assert recipe.resolve({"features": "classifier"}, 10)["features"] == "classifier"
+    with pytest.raises(ValueError, match="'features' must be one of auto, embedding, classifier"):
+        recipe.resolve({"features": "pooler"}, 10)
 
 
 # -- the loop's guarantees, on TextCNN --------------------------------------------------------

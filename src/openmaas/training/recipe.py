@@ -60,6 +60,10 @@ class TrainingContext:
     device: str = "cpu"
     base_model: Path | None = None  # files of the registered base model, when the recipe has one
     base_model_params: Mapping[str, Any] = field(default_factory=dict)
+    # The base model as registered: a pinned reference ("name:version"), its task and runtime.
+    base_model_reference: str | None = None
+    base_model_task: str | None = None
+    base_model_runtime: str | None = None
     resume_from: Checkpoint | None = None
     # Set by the worker: events go to the job's event log, checkpoints to its store.
     on_message: Callable[[str, str], None] = lambda level, message: None

@@ -290,6 +290,11 @@ class Worker:
                 device=self.device,
                 base_model=base.directory if base is not None else None,
                 base_model_params=dict(base.version.params) if base is not None else {},
+                base_model_reference=(
+                    f"{base.version.model}:{base.version.version}" if base is not None else None
+                ),
+                base_model_task=base.version.task if base is not None else None,
+                base_model_runtime=base.version.runtime if base is not None else None,
                 resume_from=resume,
                 on_message=lambda level, text: self._message(job, level, text),
                 on_metrics=lambda step, epoch, metrics: self._metrics(job, step, epoch, metrics),
