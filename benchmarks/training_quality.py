@@ -64,7 +64,9 @@ BUDGETS: dict[str, dict[str, dict[str, Any]]] = {
         "textcnn": {"hyperparameters": {}},
         "bilstm": {"hyperparameters": {"n_epochs": 3}},
         "frozen_encoder": {"hyperparameters": {}},
-        FINETUNE: {"hyperparameters": {"n_epochs": 1, "max_length": 64}},
+        # A higher rate than the default 5e-5 (tuned for BERT-base): validation accuracy
+        # after one epoch 0.934 against 0.915; the second epoch is the early stop.
+        FINETUNE: {"hyperparameters": {"learning_rate": 1e-4, "max_length": 96}},
     },
     "bbc": {  # 1,529 long articles: every recipe reads the first 128 tokens
         "textcnn": {"hyperparameters": {}},

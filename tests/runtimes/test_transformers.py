@@ -554,24 +554,26 @@ def test_chat_prompt_without_a_template_is_a_transcript(load: Loader) -> None:
     assert prompt == "system: Be brief.\nuser: Hi\nassistant:"
 
 
+CHAT_TEMPLATE = (
+    "{% for m in messages %}<|{{ m['role'] }}|>{{ m['content'] }}</s>{% endfor %}"
+    "{% if add_generation_prompt %}<|assistant|>{% endif %}"
+)
+
+
+def chat_model(directory: Path) -> LoadedModel:
+    """A tiny GPT-2 whose chat template closes every turn with its EOS token, `</s>`."""
+    tiny_models.build_gpt2(directory, chat_template=CHAT_TEMPLATE)
+    return RUNTIME.load(source(directory, "text-generation"), LoadOptions())
+
+
 def test_chat_prompt_uses_the_tokenizer_template(tmp_path: Path) -> None:
-    template = (
-        "{% for m in messages %}<|{{ m['role'] }}|>{{ m['content'] }}</s>{% endfor %}"
-        "{% if add_generation_prompt %}<|assistant|>{% endif %}"
-    )
-    directory = tiny_models.build_gpt2(tmp_path / "chat", chat_template=template)
-    model = RUNTIME.load(source(directory, "text-generation"), LoadOptions())
+    model = chat_model(tmp_path / "chat")
     prompt = model.chat_prompt([{"role": "user", "content": "Hi"}])
     assert prompt == "<|user|>Hi</s><|assistant|>"
 
 
 def test_control_tokens_in_message_contents_stay_text(tmp_path: Path) -> None:
-    template = (
-        "{% for m in messages %}<|{{ m['role'] }}|>{{ m['content'] }}</s>{% endfor %}"
-        "{% if add_generation_prompt %}<|assistant|>{% endif %}"
-    )
-    directory = tiny_models.build_gpt2(tmp_path / "chat", chat_template=template)
-    model = RUNTIME.load(source(directory, "text-generation"), LoadOptions())
+    model = chat_model(tmp_path / "chat")
     tokenizer = model.tokenizer  # type: ignore[attr-defined]
     eos = tokenizer.eos_token_id
     plain = [{"role": "user", "content": "Hi"}]

@@ -37,6 +37,7 @@ if TYPE_CHECKING:
     from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
     from openmaas.runtimes.base import LoadedModel
+    from openmaas.training.loop import Evaluation, LabeledItems, LoopOutcome
 
 DEFAULTS: dict[str, Any] = {
     **{name: value for name, value in COMMON_DEFAULTS.items() if name != "augment"},
@@ -76,17 +77,14 @@ class FrozenEncoderRecipe(ClassificationRecipe):
         return self.train_on_classifier_features(ctx, hp)
 
     def train_on_embeddings(self, ctx: TrainingContext, hp: Mapping[str, Any]) -> TrainingResult:
-        import torch
-        from torch import nn
 
         from openmaas.runtimes.base import LoadOptions, ModelSource, get_runtime
-        from openmaas.training.loop import LabeledItems, evaluate, train_classifier
+        from openmaas.training.loop import LabeledItems
         from openmaas.training.recipes.classification import (
             LabeledSplits,
             classification_result,
         )
 
-        settings = self.loop_settings(hp)
         data = LabeledSplits.from_context(ctx)
         if ctx.base_model is None or not ctx.base_model_reference or not ctx.base_model_runtime:
             raise ValueError("embedding features need a registered base model: give one")
@@ -119,30 +117,17 @@ class FrozenEncoderRecipe(ClassificationRecipe):
         finally:
             encoder.unload()
         ctx.message(f"embedded {len(train) + len(validation)} texts; training the head")
-
-        torch.manual_seed(ctx.seed)
-        device = torch.device(ctx.device)
-        linear = nn.Linear(dim, len(data.labels))
-        head = nn.Sequential(nn.Dropout(hp["dropout"]), linear)
-        head.to(device)
-
-        def forward(rows: Sequence[torch.Tensor]) -> torch.Tensor:
-            logits: torch.Tensor = head(torch.stack(list(rows)).to(device))
-            return logits
-
-        outcome = train_classifier(
+        linear, outcome, evaluation = fit_head(
             ctx,
-            network=head,
-            forward=forward,
-            train=train,
-            validation=validation,
-            labels=data.labels,
-            settings=settings,
+            hp,
+            self.loop_settings(hp),
+            data.labels,
+            train,
+            validation,
+            held_out,
+            in_features=dim,
             item_tokens=item_tokens,
         )
-        evaluation = None
-        if held_out is not None:
-            evaluation = evaluate(head, forward, held_out, data.labels, should_stop=ctx.should_stop)
         save_linear_head(ctx.output_dir, linear, data.labels, encoder=ctx.base_model_reference)
         return classification_result(
             ctx,
@@ -160,9 +145,8 @@ class FrozenEncoderRecipe(ClassificationRecipe):
         self, ctx: TrainingContext, hp: Mapping[str, Any]
     ) -> TrainingResult:
         import torch
-        from torch import nn
 
-        from openmaas.training.loop import LabeledItems, evaluate, train_classifier
+        from openmaas.training.loop import LabeledItems
         from openmaas.training.recipes.classification import (
             LabeledSplits,
             classification_result,
@@ -177,7 +161,6 @@ class FrozenEncoderRecipe(ClassificationRecipe):
             token_counts,
         )
 
-        settings = self.loop_settings(hp)
         base = require_base_model(ctx)
         data = LabeledSplits.from_context(ctx)
         max_length = int(hp["max_length"])
@@ -200,41 +183,26 @@ class FrozenEncoderRecipe(ClassificationRecipe):
         validation = LabeledItems(
             features("validation", data.validation.texts, max_length), data.validation.labels
         )
-        ctx.message(f"encoded {len(train) + len(validation)} texts; training the head")
-
-        linear = nn.Linear(layer.in_features, layer.out_features)
-        head = nn.Sequential(nn.Dropout(hp["dropout"]), linear)
-        head.to(device)
-
-        def forward(rows: Sequence[torch.Tensor]) -> torch.Tensor:
-            logits: torch.Tensor = head(torch.stack(list(rows)).to(device))
-            return logits
-
-        outcome = train_classifier(
-            ctx,
-            network=head,
-            forward=forward,
-            train=train,
-            validation=validation,
-            labels=data.labels,
-            settings=settings,
-            item_tokens=token_counts(tokenizer, data.train.texts, max_length=max_length),
-        )
-
         # The registered metrics describe the model as served: texts cut where the
         # transformers runtime cuts them, not at the training length.
         evaluated = data.evaluation_split()
-        evaluation = None
+        held_out = None
         if evaluated is not None:
             name, split = evaluated
             rows = features(name, split.texts, served_max_length(network, tokenizer))
-            evaluation = evaluate(
-                head,
-                forward,
-                LabeledItems(rows, split.labels),
-                data.labels,
-                should_stop=ctx.should_stop,
-            )
+            held_out = LabeledItems(rows, split.labels)
+        ctx.message(f"encoded {len(train) + len(validation)} texts; training the head")
+        linear, outcome, evaluation = fit_head(
+            ctx,
+            hp,
+            self.loop_settings(hp),
+            data.labels,
+            train,
+            validation,
+            held_out,
+            in_features=layer.in_features,
+            item_tokens=token_counts(tokenizer, data.train.texts, max_length=max_length),
+        )
         with torch.no_grad():
             layer.weight.copy_(linear.weight)
             layer.bias.copy_(linear.bias)
@@ -249,6 +217,50 @@ class FrozenEncoderRecipe(ClassificationRecipe):
             evaluation=evaluation,
             evaluated_on=evaluated[0] if evaluated is not None else None,
         )
+
+
+def fit_head(
+    ctx: TrainingContext,
+    hp: Mapping[str, Any],
+    settings: LoopSettings,
+    labels: Sequence[str],
+    train: LabeledItems[torch.Tensor],
+    validation: LabeledItems[torch.Tensor],
+    held_out: LabeledItems[torch.Tensor] | None,
+    *,
+    in_features: int,
+    item_tokens: Sequence[int],
+) -> tuple[nn.Linear, LoopOutcome, Evaluation | None]:
+    """Train a linear layer (dropout in front) on feature rows; evaluate it on `held_out`."""
+    import torch
+    from torch import nn
+
+    from openmaas.training.loop import evaluate, train_classifier
+
+    torch.manual_seed(ctx.seed)
+    device = torch.device(ctx.device)
+    linear = nn.Linear(in_features, len(labels))
+    head = nn.Sequential(nn.Dropout(hp["dropout"]), linear)
+    head.to(device)
+
+    def forward(rows: Sequence[torch.Tensor]) -> torch.Tensor:
+        logits: torch.Tensor = head(torch.stack(list(rows)).to(device))
+        return logits
+
+    outcome = train_classifier(
+        ctx,
+        network=head,
+        forward=forward,
+        train=train,
+        validation=validation,
+        labels=labels,
+        settings=settings,
+        item_tokens=item_tokens,
+    )
+    evaluation = None
+    if held_out is not None:
+        evaluation = evaluate(head, forward, held_out, labels, should_stop=ctx.should_stop)
+    return linear, outcome, evaluation
 
 
 def features_of(ctx: TrainingContext, asked: str) -> str:
