@@ -10,6 +10,8 @@ Example::
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 
 class OpenMaaSError(Exception):
     """Base of every error the platform raises on purpose."""
@@ -195,8 +197,17 @@ class RateLimited(OpenMaaSError):
     error_type = "rate_limit_error"
     code = "rate_limit_exceeded"
 
-    def __init__(self, message: str, *, retry_after_seconds: int) -> None:
-        super().__init__(message, headers={"Retry-After": str(max(1, retry_after_seconds))})
+    def __init__(
+        self,
+        message: str,
+        *,
+        retry_after_seconds: int,
+        headers: Mapping[str, str] | None = None,  # e.g. the x-ratelimit-* of the limit hit
+    ) -> None:
+        super().__init__(
+            message,
+            headers={"Retry-After": str(max(1, retry_after_seconds)), **(headers or {})},
+        )
 
 
 class QuotaExhausted(OpenMaaSError):

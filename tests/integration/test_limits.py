@@ -54,6 +54,9 @@ def test_requests_per_minute_answer_429_with_retry_after(limited: RunningServer)
     assert refused.status_code == 429
     assert refused.json()["error"]["code"] == "rate_limit_exceeded"
     assert 1 <= int(refused.headers["retry-after"]) <= 60
+    assert refused.headers["x-ratelimit-limit-requests"] == "3"
+    assert refused.headers["x-ratelimit-remaining-requests"] == "0"
+    assert refused.headers["x-ratelimit-reset-requests"] == f"{refused.headers['retry-after']}s"
 
 
 def test_a_key_override_is_tighter_than_its_project(limited: RunningServer) -> None:

@@ -98,7 +98,13 @@ async def test_requests_per_minute_refuses_with_retry_after_until_the_minute_end
     assert isinstance(error, RateLimited)
     assert error.status_code == 429
     assert error.code == "rate_limit_exceeded"
-    assert error.headers == {"Retry-After": "40"}  # 10:15:20 -> 10:16:00
+    # 10:15:20 -> 10:16:00; and OpenAI's headers for the limit reached.
+    assert error.headers == {
+        "Retry-After": "40",
+        "x-ratelimit-limit-requests": "3",
+        "x-ratelimit-remaining-requests": "0",
+        "x-ratelimit-reset-requests": "40s",
+    }
     assert "the project 'acme' is limited to 3 requests per minute" in error.message
 
     clock.advance(seconds=40)
@@ -209,7 +215,12 @@ async def test_tokens_per_minute_is_a_rate_limit(limiter: RateLimiter, clock: Fa
     error = await refused(limiter.check_request("acme", 1, project, UNLIMITED))
     assert isinstance(error, RateLimited)
     assert "the project 'acme' is limited to 500 tokens per minute" in error.message
-    assert error.headers == {"Retry-After": "40"}
+    assert error.headers == {
+        "Retry-After": "40",
+        "x-ratelimit-limit-tokens": "500",
+        "x-ratelimit-remaining-tokens": "0",
+        "x-ratelimit-reset-tokens": "40s",
+    }
 
     clock.advance(minutes=1)
     await limiter.check_request("acme", 1, project, UNLIMITED)

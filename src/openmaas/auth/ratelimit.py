@@ -187,10 +187,17 @@ class _Counter:
         retry_after = _seconds_until(window.end, now)
         units = meter.unit if self.limit == 1 else meter.units
         if not meter.quota:
+            spent = Remaining(self.limit, 0, retry_after)
+            status = (
+                RateLimitStatus(requests=spent)
+                if meter is REQUESTS_PER_MINUTE
+                else RateLimitStatus(tokens=spent)
+            )
             return RateLimited(
                 f"rate limit reached: {who} is limited to {self.limit} {units} per "
                 f"{window.name}; retry in {retry_after} s",
                 retry_after_seconds=retry_after,
+                headers={name.decode(): value.decode() for name, value in status.headers()},
             )
         if self.limit == 0:
             used = f"{who} has a quota of 0 {meter.units} per {window.name}"
