@@ -70,7 +70,9 @@ BUDGETS: dict[str, dict[str, dict[str, Any]]] = {
     },
     "bbc": {  # 1,529 long articles: the networks read the first 128 words or tokens
         "textcnn": {"hyperparameters": {}},
-        "bilstm": {"hyperparameters": {"n_epochs": 3}},
+        # Batches of 64 make 24 steps an epoch here: after 3 epochs the loss had barely moved
+        # (1.57 to 1.25) and accuracy was 0.627. Smaller batches, more epochs: 0.965.
+        "bilstm": {"hyperparameters": {"n_epochs": 10, "batch_size": 16}},
         "frozen_encoder": {"hyperparameters": {}},
         FINETUNE: {"hyperparameters": {"n_epochs": 1}},
     },
