@@ -42,7 +42,6 @@ class FinetuneTransformerRecipe(ClassificationRecipe):
 
     def train(self, ctx: TrainingContext) -> TrainingResult:
         import torch
-        from torch import nn
 
         from openmaas.training.loop import LabeledItems, augment_text, evaluate, train_classifier
         from openmaas.training.recipes.classification import (
@@ -51,9 +50,9 @@ class FinetuneTransformerRecipe(ClassificationRecipe):
         )
         from openmaas.training.recipes.sequence_classification import (
             RUNTIME,
+            base_with_new_head,
             forward_texts,
             load_sequence_classifier,
-            require_base_model,
             save_sequence_classifier,
             served_max_length,
             token_counts,
@@ -61,15 +60,11 @@ class FinetuneTransformerRecipe(ClassificationRecipe):
 
         hp = self.resolve(ctx.hyperparameters, len(ctx.train))
         settings = self.loop_settings(hp)
-        base = require_base_model(ctx)
         data = LabeledSplits.from_context(ctx)
         max_length = int(hp["max_length"])
-        device = torch.device(ctx.device)
-
-        torch.manual_seed(ctx.seed)  # the new head's initial weights
-        network, tokenizer = load_sequence_classifier(base, data.labels, dropout=hp["dropout"])
-        module: nn.Module = network  # through nn.Module: transformers annotates `to` oddly
-        module.to(device)
+        network, tokenizer, device = base_with_new_head(
+            ctx, load_sequence_classifier, data.labels, dropout=hp["dropout"]
+        )
 
         def forward_at(limit: int) -> Callable[[Sequence[str]], torch.Tensor]:
             def forward(texts: Sequence[str]) -> torch.Tensor:

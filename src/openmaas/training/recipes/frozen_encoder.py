@@ -153,6 +153,7 @@ class FrozenEncoderRecipe(ClassificationRecipe):
         )
         from openmaas.training.recipes.sequence_classification import (
             RUNTIME,
+            base_with_new_head,
             classification_layer,
             load_sequence_classifier,
             require_base_model,
@@ -161,15 +162,12 @@ class FrozenEncoderRecipe(ClassificationRecipe):
             token_counts,
         )
 
-        base = require_base_model(ctx)
         data = LabeledSplits.from_context(ctx)
         max_length = int(hp["max_length"])
-        device = torch.device(ctx.device)
-
-        torch.manual_seed(ctx.seed)
-        network, tokenizer = load_sequence_classifier(base, data.labels, dropout=hp["dropout"])
-        module: nn.Module = network  # through nn.Module: transformers annotates `to` oddly
-        module.to(device)
+        network, tokenizer, _ = base_with_new_head(
+            ctx, load_sequence_classifier, data.labels, dropout=hp["dropout"]
+        )
+        base = require_base_model(ctx)
         layer = classification_layer(network, len(data.labels))
 
         def features(split: str, texts: Sequence[str], limit: int) -> list[torch.Tensor]:

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Protocol
 
 import torch
 from torch import nn
@@ -38,6 +39,28 @@ SANE_MODEL_MAX_LENGTH = 100_000
 CLASSIFIER_DROPOUT_FIELDS = ("classifier_dropout", "seq_classif_dropout")
 # Where architectures keep the final layer that maps features to one logit per label.
 CLASSIFIER_PATHS = ("classifier", "classifier.out_proj", "score", "classification_head.out_proj")
+
+
+class HeadLoader(Protocol):
+    """`load_sequence_classifier` or `load_token_classifier`."""
+
+    def __call__(
+        self, base: Path, labels: Sequence[str], /, *, dropout: float
+    ) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]: ...
+
+
+def base_with_new_head(
+    ctx: TrainingContext, load: HeadLoader, labels: Sequence[str], *, dropout: float
+) -> tuple[PreTrainedModel, PreTrainedTokenizerBase, torch.device]:
+    """The job's base model with a new head for `labels`, the head's initial weights drawn
+    from the job's seed, on the job's device."""
+    base = require_base_model(ctx)
+    device = torch.device(ctx.device)
+    torch.manual_seed(ctx.seed)
+    network, tokenizer = load(base, labels, dropout=dropout)
+    module: nn.Module = network  # through nn.Module: transformers annotates `to` oddly
+    module.to(device)
+    return network, tokenizer, device
 
 
 def require_base_model(ctx: TrainingContext) -> Path:

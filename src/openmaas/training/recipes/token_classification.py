@@ -72,12 +72,10 @@ class FinetuneTransformerNERRecipe(TaggingRecipe):
             )
 
     def train(self, ctx: TrainingContext) -> TrainingResult:
-        import torch
-        from torch import nn
 
         from openmaas.training.recipes.sequence_classification import (
             RUNTIME,
-            require_base_model,
+            base_with_new_head,
             save_sequence_classifier,
             served_max_length,
         )
@@ -86,15 +84,11 @@ class FinetuneTransformerNERRecipe(TaggingRecipe):
 
         hp = self.resolve(ctx.hyperparameters, len(ctx.train))
         settings = self.loop_settings(hp)
-        base = require_base_model(ctx)
         data = TaggedSplits.from_context(ctx)
         max_length = int(hp["max_length"])
-        device = torch.device(ctx.device)
-
-        torch.manual_seed(ctx.seed)  # the new head's initial weights
-        network, tokenizer = load_token_classifier(base, data.tags, dropout=hp["dropout"])
-        module: nn.Module = network  # through nn.Module: transformers annotates `to` oddly
-        module.to(device)
+        network, tokenizer, device = base_with_new_head(
+            ctx, load_token_classifier, data.tags, dropout=hp["dropout"]
+        )
         pad_id = int(tokenizer.pad_token_id or 0)
         continuation = data.continuation() if hp["label_all_subwords"] else None
 
