@@ -792,8 +792,8 @@ def render_section(results: BenchmarkResults) -> str:
         f"registered, `OPENMAAS_PRELOAD={MODEL_NAME}`, `OPENMAAS_THREADS={THREADS}`, "
         "`OPENMAAS_ADMIN_KEY` set and sent as `Authorization: Bearer` on every request "
         "(authentication, rate limits and usage metering on); every other setting as shipped "
-        f"(batches of at most {Settings().max_batch_size}, `OPENMAAS_MAX_WAIT_MS=0`, response "
-        "cache on).",
+        f"(batches of at most {Settings().max_batch_size}, `OPENMAAS_MAX_WAIT_MS=0`, "
+        f"`OPENMAAS_REFILL_WAIT_MS={Settings().refill_wait_ms:g}`, response cache on).",
         "- **Baseline**: FastAPI + sentence-transformers, one `encode` call per request from a "
         "sync route, no batching across requests (`benchmarks/baseline_server.py`, uvicorn, "
         f"`torch.set_num_threads({THREADS})`).",

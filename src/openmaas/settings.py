@@ -72,6 +72,13 @@ class Settings(BaseSettings):
         description="Longest wait for a batch to fill, from its first item. 0: run as soon "
         "as the model is free (batches still form while the previous one runs).",
     )
+    refill_wait_ms: float = Field(
+        default=25.0,
+        ge=0,
+        description="After a batch, longest wait for the callers it answered to send again, "
+        "so that closed-loop clients share one batch (never more than a tenth of the batch's "
+        "run; a lone client never waits). 0: off.",
+    )
     max_queue: int = Field(default=1024, ge=1, description="Queued items per model before 429.")
     max_items_per_request: int = Field(default=2048, ge=1)
     max_audio_mb: int = Field(default=25, ge=1, description="Largest audio upload.")

@@ -206,3 +206,106 @@ async def test_close_fails_queued_callers_instead_of_hanging(
     await closing
     with pytest.raises(Overloaded):
         await batcher.submit("after close")
+
+
+# -- refill: after a batch, wait for the callers it answered ------------------------------------
+
+# Only the callers' return (or a full batch) ends these refill waits.
+REFILL = BatchLimits(max_batch_size=8, refill_wait_ms=LONG_WAIT_MS, refill_share=1e9)
+
+
+@pytest.mark.asyncio
+async def test_refill_waits_for_every_answered_caller(executor: ThreadPoolExecutor) -> None:
+    run = Recorder()
+    batcher = Batcher(run, REFILL, executor=executor)
+    assert await asyncio.gather(batcher.submit("a1"), batcher.submit("b1")) == ["A1", "B1"]
+    # Caller a is back first: without the refill wait its item would run alone.
+    a2 = asyncio.ensure_future(batcher.submit("a2"))
+    await _until(lambda: batcher.depth == 1)
+    for _ in range(100):
+        await asyncio.sleep(0)
+    assert batcher.depth == 1
+    assert len(run.batches) == 1
+    b2 = asyncio.ensure_future(batcher.submit("b2"))
+    assert await asyncio.gather(a2, b2) == ["A2", "B2"]
+    assert run.batches == [["a1", "b1"], ["a2", "b2"]]
+    await batcher.close()
+
+
+@pytest.mark.asyncio
+async def test_refill_never_delays_a_lone_caller(executor: ThreadPoolExecutor) -> None:
+    """One caller, even with several items per request, is never kept waiting for anyone."""
+    run = Recorder()
+    batcher = Batcher(run, REFILL, executor=executor)
+    # A wait would last the whole LONG_WAIT_MS: wait_for fails the test long before that.
+    assert await asyncio.wait_for(batcher.submit_many(list("xyz"), [1] * 3), 10) == list("XYZ")
+    assert await asyncio.wait_for(batcher.submit("w"), 10) == "W"
+    assert await asyncio.wait_for(batcher.submit_many(["u", "v"], [1, 1]), 10) == ["U", "V"]
+    assert run.batches == [["x", "y", "z"], ["w"], ["u", "v"]]
+    await batcher.close()
+
+
+@pytest.mark.asyncio
+async def test_refill_ends_when_the_batch_is_full(executor: ThreadPoolExecutor) -> None:
+    run = Recorder()
+    batcher = Batcher(
+        run,
+        BatchLimits(max_batch_size=2, refill_wait_ms=LONG_WAIT_MS, refill_share=1e9),
+        executor=executor,
+    )
+    await asyncio.gather(batcher.submit("a1"), batcher.submit("b1"))
+    # b never comes back, but two items from a fill the batch.
+    assert await batcher.submit_many(["a2", "a3"], [1, 1]) == ["A2", "A3"]
+    assert run.batches == [["a1", "b1"], ["a2", "a3"]]
+    await batcher.close()
+
+
+@pytest.mark.asyncio
+async def test_refill_wait_is_bounded(executor: ThreadPoolExecutor) -> None:
+    """A caller that does not come back holds the next batch no longer than the wait."""
+    run = Recorder()
+    limits = BatchLimits(max_batch_size=8, refill_wait_ms=20, refill_share=1e9)
+    batcher = Batcher(run, limits, executor=executor)
+    await asyncio.gather(batcher.submit("a1"), batcher.submit("b1"))
+    assert await asyncio.wait_for(batcher.submit("a2"), 10) == "A2"
+    assert run.batches == [["a1", "b1"], ["a2"]]
+    await batcher.close()
+
+
+@pytest.mark.asyncio
+async def test_one_callers_items_queue_all_or_none(executor: ThreadPoolExecutor) -> None:
+    gate = threading.Event()
+    run = Recorder(gate)
+    batcher = Batcher(run, BatchLimits(max_batch_size=4, max_queue=3), executor=executor)
+    # An empty queue takes a request larger than the limit (the request size limit bounds it).
+    big = asyncio.ensure_future(batcher.submit_many(list("abcde"), [1] * 5))
+    await _wait_thread_event(run.entered)
+    assert batcher.depth == 1
+    with pytest.raises(Overloaded, match="1 items are queued and 3 more"):
+        await batcher.submit_many(["x", "y", "z"], [1, 1, 1])
+    assert batcher.depth == 1  # nothing of the refused request was queued
+    gate.set()
+    assert await big == list("ABCDE")
+    assert run.batches == [["a", "b", "c", "d"], ["e"]]
+    await batcher.close()
+
+
+@pytest.mark.asyncio
+async def test_a_failed_batch_fails_its_callers_queued_items(
+    executor: ThreadPoolExecutor,
+) -> None:
+    calls: list[list[str]] = []
+
+    def fail_first(items: list[str]) -> list[str]:
+        calls.append(list(items))
+        if len(calls) == 1:
+            raise RuntimeError("first batch broke")
+        return [item.upper() for item in items]
+
+    batcher = Batcher(fail_first, BatchLimits(max_batch_size=2), executor=executor)
+    with pytest.raises(RuntimeError, match="first batch broke"):
+        await batcher.submit_many(["a", "b", "c"], [1, 1, 1])
+    # "c" was queued behind the failed batch: its request has failed, so it is not computed.
+    assert await batcher.submit("d") == "D"
+    assert calls == [["a", "b"], ["d"]]
+    await batcher.close()

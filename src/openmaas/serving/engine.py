@@ -107,6 +107,7 @@ class InferenceEngine:
             max_batch_tokens=settings.max_batch_tokens,
             max_wait_ms=settings.max_wait_ms,
             max_queue=settings.max_queue,
+            refill_wait_ms=settings.refill_wait_ms,
         )
         self.pool = ModelPool(
             self._open_source,
@@ -479,11 +480,7 @@ class InferenceEngine:
 
 
 async def _gather(batcher: Batcher[Item, T], items: list[Item], tokens: Sequence[int]) -> list[T]:
-    if len(items) == 1:
-        return [await batcher.submit(items[0], tokens[0])]
-    return list(
-        await asyncio.gather(*(batcher.submit(i, t) for i, t in zip(items, tokens, strict=False)))
-    )
+    return await batcher.submit_many(items, tokens)
 
 
 def _key(version: ModelVersion) -> VersionKey:
