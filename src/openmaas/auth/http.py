@@ -3,6 +3,8 @@
 Keys arrive as `Authorization: Bearer <key>` (what the openai client sends) or `X-API-Key`.
 A verified key is reused for `ttl_s` without a store read; revocations made through this
 process drop it at once (`forget`), those made by another process show within `ttl_s`.
+Concurrent requests with a key that is not cached share one store read: under load every
+cached key expires while dozens of requests carry it, and each would otherwise read the store.
 Failed attempts are counted per client address by the brute-force guard, when one is set.
 
 Example::
@@ -14,6 +16,7 @@ Example::
 from __future__ import annotations
 
 import asyncio
+import functools
 import hashlib
 import time
 from collections.abc import Mapping
@@ -75,6 +78,8 @@ class Authenticator:
         self.ttl_s = ttl_s
         self.guard = guard
         self._cache: dict[bytes, _Cached] = {}
+        self._verifying: dict[bytes, asyncio.Future[tuple[Principal, datetime | None]]] = {}
+        self._generation = 0  # moved by `forget`: a read that began before is not cached
 
     async def authenticate(self, plaintext: str | None, address: str) -> Principal:
         if not plaintext:
@@ -90,27 +95,49 @@ class Authenticator:
             del self._cache[digest]
         if self.guard is not None:
             await self.guard.check(address)
-        try:
+        verifying = self._verifying.get(digest)
+        if verifying is None:
             # A store read (and at most once a minute a write of last_used_at): off the loop.
-            principal, expires_at = await asyncio.to_thread(self._verify, plaintext)
+            verifying = asyncio.ensure_future(asyncio.to_thread(self._verify, plaintext))
+            self._verifying[digest] = verifying
+            verifying.add_done_callback(functools.partial(self._verified, digest, self._generation))
+        try:
+            # Shielded: a caller that goes away does not cancel the read others wait for.
+            principal, _ = await asyncio.shield(verifying)
         except AuthenticationFailed:
             if self.guard is not None:
                 delay = await self.guard.failed(address)
                 if delay > 0:
                     await asyncio.sleep(delay)
             raise
-        if self.ttl_s > 0:
+        return principal
+
+    def _verified(
+        self,
+        digest: bytes,
+        generation: int,
+        verifying: asyncio.Future[tuple[Principal, datetime | None]],
+    ) -> None:
+        """Cache a finished read's principal, once for all who waited on it."""
+        if self._verifying.get(digest) is verifying:
+            del self._verifying[digest]
+        if verifying.cancelled() or verifying.exception() is not None:
+            return
+        if self.ttl_s > 0 and generation == self._generation:
+            principal, expires_at = verifying.result()
             if len(self._cache) >= MAX_CACHED_KEYS:
                 self._cache.pop(next(iter(self._cache)))
             self._cache[digest] = _Cached(principal, time.monotonic() + self.ttl_s, expires_at)
-        return principal
 
     def _verify(self, plaintext: str) -> tuple[Principal, datetime | None]:
         principal = self.service.authenticate(plaintext)
         return principal, principal.expires_at
 
     def forget(self, key_id: int | None = None, project: str | None = None) -> None:
-        """Drop cached principals of a key (revoked, limits changed) or of a whole project."""
+        """Drop cached principals of a key (revoked, limits changed) or of a whole project.
+        Reads in flight finish for their callers but are neither cached nor shared further."""
+        self._generation += 1
+        self._verifying.clear()
         for digest, entry in list(self._cache.items()):
             matches_key = key_id is not None and entry.principal.key_id == key_id
             matches_project = project is not None and entry.principal.project == project
