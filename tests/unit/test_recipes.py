@@ -40,7 +40,13 @@ from openmaas.training.loop import (
     open_writer,
     train_classifier,
 )
-from openmaas.training.recipe import Checkpoint, TrainingContext, TrainingResult, TrainingStopped
+from openmaas.training.recipe import (
+    Checkpoint,
+    TrainingContext,
+    TrainingResult,
+    TrainingStopped,
+    batch_size_for,
+)
 from openmaas.training.recipes import RECIPES
 from tests.conftest import SHARED_DATASETS
 from tests.runtimes.tiny_models import minilm_path
@@ -653,8 +659,9 @@ def test_recipes_declare_their_hyperparameters() -> None:
             else ("text-classification",)
         )
         defaults = recipe.defaults()
-        assert recipe.resolve({}, 1000) == defaults
-        assert recipe.resolve({"n_epochs": "auto"}, 1000) == defaults
+        # Enough examples that no "auto" batch size scales down (see batch_size_for).
+        assert recipe.resolve({}, 100_000) == defaults
+        assert recipe.resolve({"n_epochs": "auto"}, 100_000) == defaults
         if not (embedding or generation):  # the shared classification loop's hyperparameters
             assert set(COMMON_DEFAULTS) - {"augment"} <= set(defaults)
     assert RECIPES["finetune_transformer"].needs_base_model
@@ -698,3 +705,30 @@ def test_the_recipe_registry_imports_without_torch() -> None:
         [sys.executable, "-c", code], capture_output=True, text=True, check=True
     )
     assert output.stdout.strip() == "False"
+
+
+@pytest.mark.parametrize(
+    ("n_examples", "default", "expected"),
+    [
+        (1_529, 64, 16),  # BBC: 15.3 examples per step -> the nearest power of two
+        (5_472, 64, 64),  # AG News: 55 -> 64, the default
+        (6_047, 50, 50),  # never above the recipe's default
+        (200, 64, 8),  # at least 8
+        (200, 4, 4),  # ... unless the default is smaller
+        (100_000, 32, 32),
+    ],
+)
+def test_auto_batch_size_gives_a_small_dataset_enough_steps(
+    n_examples: int, default: int, expected: int
+) -> None:
+    assert batch_size_for(n_examples, default) == expected
+
+
+def test_only_an_auto_batch_size_of_a_from_scratch_recipe_scales() -> None:
+    assert RECIPES["bilstm"].resolve({}, 1_529)["batch_size"] == 16
+    assert RECIPES["bilstm"].resolve({"batch_size": "auto"}, 1_529)["batch_size"] == 16
+    assert RECIPES["bilstm"].resolve({"batch_size": 64}, 1_529)["batch_size"] == 64
+    assert RECIPES["textcnn"].resolve({}, 800)["batch_size"] == 8
+    # A pretrained model's fine-tune keeps its default, whatever the data.
+    default = RECIPES["finetune_transformer"].defaults()["batch_size"]
+    assert RECIPES["finetune_transformer"].resolve({}, 80)["batch_size"] == default

@@ -28,6 +28,7 @@ Example::
 from __future__ import annotations
 
 import abc
+import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -109,19 +110,38 @@ class TrainingStopped(Exception):
     """Raised by a recipe that stopped because `should_stop()` said so (a cancel)."""
 
 
+# An "auto" batch size of a network trained from scratch leaves an epoch about this many steps.
+STEPS_PER_EPOCH = 100
+SMALLEST_AUTO_BATCH = 8
+
+
+def batch_size_for(n_examples: int, default: int) -> int:
+    """The recipe's default batch size, or a smaller one for a small dataset: the power of two
+    nearest `n_examples / STEPS_PER_EPOCH`, at least `SMALLEST_AUTO_BATCH`. A network that
+    starts from random weights needs steps more than it needs big batches: the BiLSTM on
+    1,529 BBC articles in batches of 64 took 72 steps in 3 epochs and scored 0.63; in batches
+    of 16, 0.97."""
+    wanted = max(1.0, n_examples / STEPS_PER_EPOCH)
+    nearest = 2 ** round(math.log2(wanted))
+    return max(min(default, SMALLEST_AUTO_BATCH), min(default, nearest))
+
+
 class Recipe(abc.ABC):
     name: str
     tasks: tuple[str, ...]
     needs_base_model: bool = False
     description: str = ""
+    # True: an "auto" batch_size is `batch_size_for(n_examples, default)`, not the default.
+    batch_size_scales_with_data: bool = False
 
     @abc.abstractmethod
     def defaults(self) -> dict[str, Any]:
         """Every hyperparameter with its default value."""
 
     def resolve(self, given: Mapping[str, Any], n_examples: int) -> dict[str, Any]:
-        """Defaults overridden by `given`; `"auto"` keeps the default. Unknown names are a
-        ValueError naming them and the known ones."""
+        """Defaults overridden by `given`; `"auto"` keeps the default (a batch size may scale
+        with `n_examples`, the training split's size). Unknown names are a ValueError naming
+        them and the known ones."""
         defaults = self.defaults()
         unknown = sorted(set(given) - set(defaults))
         if unknown:
@@ -130,7 +150,10 @@ class Recipe(abc.ABC):
                 f"unknown hyperparameters for recipe {self.name!r}: {', '.join(unknown)} "
                 f"(known: {known})"
             )
-        return {k: (defaults[k] if given.get(k, "auto") == "auto" else given[k]) for k in defaults}
+        hp = {k: (defaults[k] if given.get(k, "auto") == "auto" else given[k]) for k in defaults}
+        if self.batch_size_scales_with_data and given.get("batch_size", "auto") == "auto":
+            hp["batch_size"] = batch_size_for(n_examples, int(defaults["batch_size"]))
+        return hp
 
     @abc.abstractmethod
     def train(self, ctx: TrainingContext) -> TrainingResult: ...

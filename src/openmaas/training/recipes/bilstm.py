@@ -73,6 +73,7 @@ def train_recurrent(
 
 class BiLSTMRecipe(ClassificationRecipe):
     name = "bilstm"
+    batch_size_scales_with_data = True
     description = "bidirectional LSTM from scratch with max pooling over time"
 
     def defaults(self) -> dict[str, Any]:

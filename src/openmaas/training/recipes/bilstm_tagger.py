@@ -62,6 +62,7 @@ DEFAULTS: dict[str, Any] = {
 
 class BiLSTMTaggerRecipe(TaggingRecipe):
     name = "bilstm_tagger"
+    batch_size_scales_with_data = True
     description = "BiLSTM tagger from scratch over words and their casing (NER)"
 
     def defaults(self) -> dict[str, Any]:

@@ -19,6 +19,7 @@ DEFAULTS: dict[str, Any] = {**LSTM_DEFAULTS}
 
 class GRURecipe(ClassificationRecipe):
     name = "gru"
+    batch_size_scales_with_data = True
     description = "GRU (bidirectional by default) from scratch with max pooling over time"
 
     def defaults(self) -> dict[str, Any]:

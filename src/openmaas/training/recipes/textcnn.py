@@ -37,6 +37,7 @@ DEFAULTS: dict[str, Any] = {
 
 class TextCNNRecipe(ClassificationRecipe):
     name = "textcnn"
+    batch_size_scales_with_data = True
     description = "TextCNN (Kim 2014) from scratch: the fastest recipe, strong on short texts"
 
     def defaults(self) -> dict[str, Any]:

@@ -36,6 +36,7 @@ DEFAULTS: dict[str, Any] = {
 
 class TransformerEncoderRecipe(ClassificationRecipe):
     name = "transformer_encoder"
+    batch_size_scales_with_data = True
     description = "a small Transformer encoder from scratch with learned positions"
 
     def defaults(self) -> dict[str, Any]:
