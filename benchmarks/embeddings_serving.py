@@ -797,7 +797,7 @@ def render_table(results: BenchmarkResults) -> str:
     single_target = f"≤ in-process + {TARGET_SINGLE_OVERHEAD_MS:.0f} ms: {overhead:+.1f} ms " + (
         "✅" if overhead <= TARGET_SINGLE_OVERHEAD_MS else "❌"
     )
-    share_target = f"≥ {100 * TARGET_CEILING_SHARE:.0f}% of in-process: {100 * share:.0f}% " + (
+    share_target = f"≥ {100 * TARGET_CEILING_SHARE:.0f}% of in-process: {100 * share:.1f}% " + (
         "✅" if share >= TARGET_CEILING_SHARE else "❌"
     )
     batched_share = ours.batched.sentences_per_s / ceiling.best_rate
@@ -843,11 +843,11 @@ def _row(
 
 def round_notes(results: BenchmarkResults) -> list[str]:
     """Each round's figures of the two targets, in the order measured, and their medians."""
-    shares = ", ".join(f"{100 * r.ceiling_share:.0f}%" for r in results.rounds)
+    shares = ", ".join(f"{100 * r.ceiling_share:.1f}%" for r in results.rounds)
     overheads = ", ".join(f"{r.single_overhead_ms:+.1f}" for r in results.rounds)
     return [
         f"{results.workload.concurrency} clients over the ceiling per round: {shares} "
-        f"(median {100 * results.ceiling_share:.0f}%)",
+        f"(median {100 * results.ceiling_share:.1f}%)",
         f"1 client p50 minus one in-process call per round: {overheads} ms "
         f"(median {results.single_overhead_ms:+.1f} ms)",
     ]
@@ -1036,7 +1036,7 @@ def measure_round(index: int, model: LoadedModel, setup: RunSetup, workdir: Path
             raise RuntimeError(message)
     print(
         f"round {index + 1}: {setup.workload.concurrency} clients at "
-        f"{100 * measured.ceiling_share:.0f}% of the ceiling; 1 client p50 "
+        f"{100 * measured.ceiling_share:.1f}% of the ceiling; 1 client p50 "
         f"{measured.single_overhead_ms:+.1f} ms over one in-process call",
         flush=True,
     )

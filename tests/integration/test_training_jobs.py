@@ -289,6 +289,37 @@ def test_a_frozen_encoder_job_over_an_embedding_model_serves_a_head_over_it(
     )
 
 
+def test_a_finetune_over_an_embedding_model_registers_and_serves_its_own_encoder(
+    server: RunningServer, sdk: Client, file_id: str, tmp_path: Path
+) -> None:
+    sdk.upload("tiny-sentences", build_bert(tmp_path / "encoder"), task="embedding")
+    job = sdk.create_training_job(
+        "finetune_transformer",
+        file_id,
+        base_model="tiny-sentences",
+        hyperparameters={"n_epochs": 1, "max_length": 32},
+        model_name="sentiment-tuned",
+    )
+    done = finished(sdk, job.id)
+    assert done.status == "succeeded", done.error
+    version = sdk.resolve("sentiment-tuned")
+    assert (version.task, version.runtime) == ("text-classification", "linear-head")
+    assert version.params["features"] == "embedding"
+    assert "encoder" not in version.params  # served from its own files
+    assert {f.path for f in version.files} >= {"openmaas.json", "encoder/config.json"}
+    answer = httpx.post(
+        f"{server.url}/v1/classify",
+        headers=server.headers,
+        json={"model": "sentiment-tuned", "input": ["what a delight", "a dreary mess"]},
+        timeout=60,
+    )
+    assert answer.status_code == 200, answer.text
+    assert all(
+        {label["label"] for label in row["labels"]} == {"negative", "positive"}
+        for row in answer.json()["data"]
+    )
+
+
 # -- crash recovery and cancel ---------------------------------------------------------------
 
 

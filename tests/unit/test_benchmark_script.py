@@ -127,7 +127,7 @@ def test_table_compares_systems_and_checks_the_targets() -> None:
     assert all(line.count("|") == lines[0].count("|") for line in lines)
     concurrent = next(line for line in lines if "64 clients" in line and "throughput" in line)
     assert "| 256 | 64 | 270 (batch 32) | 4.0x |" in concurrent
-    assert "95% ✅" in concurrent
+    assert "94.8% ✅" in concurrent
     single = lines[2]
     assert "| 9.9 | 37.0 | 8.0 (one `embed` call) |" in single
     assert "+1.9 ms ✅" in single
@@ -136,7 +136,7 @@ def test_table_compares_systems_and_checks_the_targets() -> None:
 def test_table_marks_missed_targets() -> None:
     slow = bench.Round(_ceiling(), _system("OpenMaaS", 2.0), _system("baseline", 4.0))
     table = bench.render_table(_results(slow))
-    assert "47% ❌" in table
+    assert "47.4% ❌" in table
     assert "❌" in table.splitlines()[2]
 
 
@@ -215,14 +215,15 @@ def test_targets_are_the_medians_of_the_per_round_ratios() -> None:
     lines = bench.render_table(results).splitlines()
     concurrent = next(line for line in lines if "64 clients" in line and "throughput" in line)
     assert "| 241 | 64 | 280 (batch 32) |" in concurrent  # the median figures
-    assert "84% ❌" in concurrent  # not 86%
+    assert "84.0% ❌" in concurrent  # not 86%
     assert "| 9.1 | 37.0 | 8.0 (one `embed` call) |" in lines[2]
     assert "+1.4 ms ✅" in lines[2]  # not +1.1
 
 
 def test_section_lists_every_rounds_target_figures() -> None:
     section = bench.render_section(_results(*SPREAD))
-    assert "- 64 clients over the ceiling per round: 81%, 84%, 86% (median 84%).\n" in section
+    shares = "81.0%, 84.0%, 86.0% (median 84.0%)"
+    assert f"- 64 clients over the ceiling per round: {shares}.\n" in section
     assert (
         "- 1 client p50 minus one in-process call per round: +1.1, +1.9, +1.4 ms "
         "(median +1.4 ms).\n"
@@ -231,7 +232,7 @@ def test_section_lists_every_rounds_target_figures() -> None:
     assert "median of each target's per-round figures" in section
     assert "better figures" not in section
     assert bench.round_notes(_results())[0] == (
-        "64 clients over the ceiling per round: 95% (median 95%)"
+        "64 clients over the ceiling per round: 94.8% (median 94.8%)"
     )
 
 

@@ -24,8 +24,9 @@ from typing import Any
 
 import pytest
 import torch
-from safetensors.torch import load_file
+from safetensors.torch import load_file, save_file
 
+from openmaas.errors import ModelLoadFailed
 from openmaas.registry.detection import detect
 from openmaas.registry.sources import plan_directory
 from openmaas.runtimes.base import LoadOptions, ModelSource, get_runtime
@@ -325,6 +326,63 @@ def test_frozen_encoder_over_an_embedding_model_trains_a_linear_head_on_its_embe
         result.metrics["accuracy"], abs=0.011
     )
     assert list((job.ctx.work_dir / "features").glob("train-*.safetensors"))
+
+
+def test_finetune_over_an_embedding_model_trains_its_sentence_embedding(
+    ag_news: list[dict[str, str]], tmp_path: Path
+) -> None:
+    """`auto` features over an embedding base: encoder and a linear head over its mean-pooled
+    tokens train together, and the version carries the fine-tuned encoder."""
+    train, validation, test = ag_news[:64], ag_news[64:96], ag_news[96:196]
+    job = make_job(
+        tmp_path,
+        "finetune_transformer",
+        train=train,
+        validation=validation,
+        test=test,
+        hyperparameters=TINY_PRETRAINED["finetune_transformer"],
+        base_model_task="embedding",
+    )
+    result = RECIPES["finetune_transformer"].train(job.ctx)
+
+    assert (result.runtime, result.params["features"]) == ("linear-head", "embedding")
+    assert "encoder" not in result.params  # no registered model is needed to serve it
+    assert result.metrics["accuracy"] > BEATS_CHANCE
+    output = job.ctx.output_dir
+    spec = json.loads((output / "openmaas.json").read_text())
+    assert (spec["bundled_encoder"], spec["pooling"], spec["input_dim"]) == ("encoder", "mean", 384)
+    assert "encoder" not in spec
+    assert (output / "encoder" / "config.json").is_file()
+    assert (output / "encoder" / "tokenizer.json").is_file()
+    detected = detect(plan_directory(output).files)
+    assert (detected.task, detected.runtime, detected.format) == (
+        "text-classification",
+        "linear-head",
+        "safetensors",
+    )
+    assert not [p for p in output.rglob("*") if p.suffix in (".bin", ".pt", ".pkl")]
+    # The encoder trained: its weights moved off the base model's.
+    trained = load_file(str(output / "encoder" / "model.safetensors"))
+    base = load_file(str(minilm_path() / "model.safetensors"))
+    name = "encoder.layer.0.attention.self.query.weight"
+    assert not torch.equal(trained[name], base[name])
+    assert served_accuracy(result, output, test) == pytest.approx(
+        result.metrics["accuracy"], abs=0.011
+    )
+
+
+def test_a_bundled_encoder_must_be_the_versions_own_directory(tmp_path: Path) -> None:
+    (tmp_path / "openmaas.json").write_text(
+        json.dumps({"bundled_encoder": "../elsewhere", "pooling": "mean"})
+    )
+    (tmp_path / "labels.json").write_text(json.dumps({"labels": ["a", "b"]}))
+    save_file(
+        {"weight": torch.zeros(2, 384), "bias": torch.zeros(2)},
+        str(tmp_path / "weights.safetensors"),
+    )
+    source = ModelSource.for_directory(tmp_path, task="text-classification", runtime="linear-head")
+    with pytest.raises(ModelLoadFailed, match="bundled_encoder must be 'encoder'"):
+        get_runtime("linear-head").load(source, LoadOptions())
 
 
 def test_frozen_encoder_features_can_be_chosen_and_are_checked() -> None:

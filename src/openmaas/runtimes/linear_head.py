@@ -1,9 +1,11 @@
 """Linear classifier heads over another registered model's sentence embeddings.
 
 A version holds `weights.safetensors` (`weight` of shape (labels, dim), `bias` of (labels,)),
-`labels.json` and `openmaas.json`, which names the encoder by registry reference plus the
-pooling and normalization the head was trained on. Loading opens the encoder through
-`LoadOptions.open_dependency` and loads it with its own runtime; a text's scores are
+`labels.json` and `openmaas.json`, which names the encoder plus the pooling and normalization
+the head was trained on. The encoder is another registered model, by reference (`encoder`:
+loading opens it through `LoadOptions.open_dependency` and loads it with its own runtime), or
+the version's own `encoder/` Hugging Face directory (`bundled_encoder`: a fine-tune that
+trained encoder and head together), loaded by the `transformers` runtime. A text's scores are
 `softmax(embedding @ weight.T + bias)` (or per-label sigmoids, normalized, for one-vs-rest
 heads).
 
@@ -40,6 +42,7 @@ from openmaas.runtimes.base import (
 )
 
 PROBABILITIES = frozenset({"softmax", "ovr"})
+BUNDLED_ENCODER = "encoder"  # the only subdirectory a version may name as its encoder
 
 
 class LinearHeadRuntime(Runtime):
@@ -127,10 +130,24 @@ def _read_json(source: ModelSource, name: str) -> dict[str, Any]:
 
 
 def _load_encoder(source: ModelSource, spec: dict[str, Any], options: LoadOptions) -> LoadedModel:
-    reference = spec.get("encoder") or source.params.get("encoder")
-    if not isinstance(reference, str) or not reference:
-        raise ModelLoadFailed(f"{source.label}: {NATIVE_SPEC} names no encoder")
-    dependency = options.open_dependency(reference)
+    bundled = spec.get("bundled_encoder")
+    if bundled is not None:
+        if bundled != BUNDLED_ENCODER:
+            raise ModelLoadFailed(
+                f"{source.label}: bundled_encoder must be {BUNDLED_ENCODER!r}, got {bundled!r}"
+            )
+        dependency = ModelSource.for_directory(
+            source.directory / BUNDLED_ENCODER,
+            task=Task.EMBEDDING.value,
+            runtime="transformers",
+            name=f"{source.name}/{BUNDLED_ENCODER}",
+            version=source.version,
+        )
+    else:
+        reference = spec.get("encoder") or source.params.get("encoder")
+        if not isinstance(reference, str) or not reference:
+            raise ModelLoadFailed(f"{source.label}: {NATIVE_SPEC} names no encoder")
+        dependency = options.open_dependency(reference)
     # The head was fitted on embeddings pooled and normalized one way: the encoder is asked
     # for exactly those, whatever its own version's params say.
     params = dict(dependency.params)

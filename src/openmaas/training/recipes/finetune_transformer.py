@@ -1,7 +1,16 @@
 """Fine-tune a registered transformer encoder (e.g. the packaged MiniLM) with a new
 classification head: every weight trains, at a small learning rate with warmup and linear
-decay. The result is a Hugging Face `AutoModelForSequenceClassification` directory with the
-labels as `id2label`, served by the `transformers` runtime.
+decay. Where the head reads, `features` says:
+
+- `embedding` (what `auto` picks for a base registered as an embedding model): the mean of
+  the encoder's token vectors, its sentence embedding. The result is a `linear-head` version
+  that carries the fine-tuned encoder in `encoder/` (served by the `linear-head` runtime over
+  the `transformers` runtime). On AG News, 5,472 examples, 2 epochs: 0.911 test accuracy,
+  against 0.896 through BERT's pooler, which sentence encoders leave untrained.
+- `classifier` (`auto` for any other base): the architecture's own classification network
+  (BERT: the pooler over the first token). The result is a Hugging Face
+  `AutoModelForSequenceClassification` directory with the labels as `id2label`, served by
+  the `transformers` runtime.
 
 The slowest recipe and usually the most accurate: on 2 CPU cores a one-epoch job over 5,472
 AG News examples at 64 tokens, evaluation included, took 4 to 6 minutes (0.893 test accuracy,
@@ -10,12 +19,15 @@ see docs/benchmarks.md).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
-from typing import Any
+from collections.abc import Callable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any
 
-from openmaas.training.hyperparameters import COMMON_DEFAULTS
+from openmaas.training.hyperparameters import COMMON_DEFAULTS, choice
 from openmaas.training.recipe import TrainingContext, TrainingResult
 from openmaas.training.recipes.classification import ClassificationRecipe
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedModel
 
 DEFAULTS: dict[str, Any] = {
     **COMMON_DEFAULTS,
@@ -29,7 +41,9 @@ DEFAULTS: dict[str, Any] = {
     "max_length": 128,
     "patience": 1,
     "checkpoint_every_steps": 100,  # a checkpoint holds the weights twice plus Adam's state
+    "features": "auto",  # embedding | classifier | auto (see the module docstring)
 }
+FEATURES = ("auto", "embedding", "classifier")
 
 
 class FinetuneTransformerRecipe(ClassificationRecipe):
@@ -40,6 +54,9 @@ class FinetuneTransformerRecipe(ClassificationRecipe):
     def defaults(self) -> dict[str, Any]:
         return dict(DEFAULTS)
 
+    def check(self, hp: Mapping[str, Any]) -> None:
+        choice(hp, "features", FEATURES)
+
     def train(self, ctx: TrainingContext) -> TrainingResult:
         import torch
 
@@ -48,11 +65,15 @@ class FinetuneTransformerRecipe(ClassificationRecipe):
             LabeledSplits,
             classification_result,
         )
+        from openmaas.training.recipes.frozen_encoder import LINEAR_HEAD_RUNTIME, features_of
         from openmaas.training.recipes.sequence_classification import (
             RUNTIME,
+            PooledClassifier,
             base_with_new_head,
             forward_texts,
+            load_pooled_classifier,
             load_sequence_classifier,
+            save_pooled_classifier,
             save_sequence_classifier,
             served_max_length,
             token_counts,
@@ -62,9 +83,19 @@ class FinetuneTransformerRecipe(ClassificationRecipe):
         settings = self.loop_settings(hp)
         data = LabeledSplits.from_context(ctx)
         max_length = int(hp["max_length"])
-        network, tokenizer, device = base_with_new_head(
-            ctx, load_sequence_classifier, data.labels, dropout=hp["dropout"]
-        )
+        features = features_of(ctx, hp["features"])
+        network: PooledClassifier | PreTrainedModel
+        encoder: PreTrainedModel  # where the served length limit comes from
+        if features == "embedding":
+            pooled, tokenizer, device = base_with_new_head(
+                ctx, load_pooled_classifier, data.labels, dropout=hp["dropout"]
+            )
+            network, encoder = pooled, pooled.encoder
+        else:
+            whole, tokenizer, device = base_with_new_head(
+                ctx, load_sequence_classifier, data.labels, dropout=hp["dropout"]
+            )
+            network, encoder = whole, whole
 
         def forward_at(limit: int) -> Callable[[Sequence[str]], torch.Tensor]:
             def forward(texts: Sequence[str]) -> torch.Tensor:
@@ -90,7 +121,7 @@ class FinetuneTransformerRecipe(ClassificationRecipe):
         evaluation = None
         if evaluated is not None:
             split = evaluated[1]
-            served = forward_at(served_max_length(network, tokenizer))
+            served = forward_at(served_max_length(encoder, tokenizer))
             evaluation = evaluate(
                 network,
                 served,
@@ -98,14 +129,18 @@ class FinetuneTransformerRecipe(ClassificationRecipe):
                 data.labels,
                 should_stop=ctx.should_stop,
             )
-        save_sequence_classifier(ctx.output_dir, network, tokenizer)
+        if isinstance(network, PooledClassifier):
+            save_pooled_classifier(ctx.output_dir, network, tokenizer, data.labels)
+        else:
+            save_sequence_classifier(ctx.output_dir, network, tokenizer)
         return classification_result(
             ctx,
             recipe=self.name,
-            runtime=RUNTIME,
+            runtime=LINEAR_HEAD_RUNTIME if features == "embedding" else RUNTIME,
             hyperparameters=hp,
             labels=data.labels,
             outcome=outcome,
             evaluation=evaluation,
             evaluated_on=evaluated[0] if evaluated is not None else None,
+            params={"features": features},
         )

@@ -289,10 +289,19 @@ def embedding_features(
 
 
 def save_linear_head(
-    directory: Path, linear: nn.Linear, labels: Sequence[str], *, encoder: str
+    directory: Path,
+    linear: nn.Linear,
+    labels: Sequence[str],
+    *,
+    encoder: str | None = None,
+    bundled_pooling: str | None = None,
 ) -> None:
-    """The `linear-head` format: weights, labels, and the spec naming the encoder."""
+    """The `linear-head` format: weights, labels, and the spec naming the encoder — a
+    registered one by reference (`encoder`), or the version's own `encoder/` directory,
+    pooled as `bundled_pooling` says."""
     from safetensors.torch import save_file
+
+    from openmaas.runtimes.linear_head import BUNDLED_ENCODER
 
     directory.mkdir(parents=True, exist_ok=True)
     tensors = {
@@ -307,7 +316,12 @@ def save_linear_head(
         "task": "text-classification",
         "runtime": LINEAR_HEAD_RUNTIME,
         "format": "safetensors",
-        "encoder": encoder,
+        **({"encoder": encoder} if encoder is not None else {}),
+        **(
+            {"bundled_encoder": BUNDLED_ENCODER, "pooling": bundled_pooling}
+            if bundled_pooling is not None
+            else {}
+        ),
         "probability": "softmax",
         "num_labels": len(labels),
         "input_dim": int(linear.weight.shape[1]),

@@ -14,12 +14,13 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Protocol
+from typing import Protocol, TypeVar
 
 import torch
 from torch import nn
 from transformers import (
     AutoConfig,
+    AutoModel,
     AutoModelForSequenceClassification,
     AutoTokenizer,
     PreTrainedModel,
@@ -41,17 +42,21 @@ CLASSIFIER_DROPOUT_FIELDS = ("classifier_dropout", "seq_classif_dropout")
 CLASSIFIER_PATHS = ("classifier", "classifier.out_proj", "score", "classification_head.out_proj")
 
 
-class HeadLoader(Protocol):
-    """`load_sequence_classifier` or `load_token_classifier`."""
+Network = TypeVar("Network", bound=nn.Module, covariant=True)
+Loaded = TypeVar("Loaded", bound=nn.Module)
+
+
+class HeadLoader(Protocol[Network]):
+    """`load_sequence_classifier`, `load_pooled_classifier` or `load_token_classifier`."""
 
     def __call__(
         self, base: Path, labels: Sequence[str], /, *, dropout: float
-    ) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]: ...
+    ) -> tuple[Network, PreTrainedTokenizerBase]: ...
 
 
 def base_with_new_head(
-    ctx: TrainingContext, load: HeadLoader, labels: Sequence[str], *, dropout: float
-) -> tuple[PreTrainedModel, PreTrainedTokenizerBase, torch.device]:
+    ctx: TrainingContext, load: HeadLoader[Loaded], labels: Sequence[str], *, dropout: float
+) -> tuple[Loaded, PreTrainedTokenizerBase, torch.device]:
     """The job's base model with a new head for `labels`, the head's initial weights drawn
     from the job's seed, on the job's device."""
     base = require_base_model(ctx)
@@ -96,6 +101,46 @@ def load_sequence_classifier(
     return network, tokenizer
 
 
+class PooledClassifier(nn.Module):
+    """A linear layer over an encoder's sentence embedding: the mean of its token vectors
+    (padding left out), unnormalized, as the `transformers` runtime pools a plain Hugging
+    Face directory. Sentence encoders are trained to put meaning there, where BERT's
+    classification network reads the pooler over the first token, which such encoders leave
+    untrained."""
+
+    encoder: PreTrainedModel
+    classifier: nn.Linear
+
+    def __init__(self, encoder: PreTrainedModel, n_labels: int, dropout: float) -> None:
+        super().__init__()
+        self.encoder = encoder
+        self.dropout = nn.Dropout(dropout)
+        self.classifier = nn.Linear(int(encoder.config.hidden_size), n_labels)
+
+    def forward(
+        self, input_ids: torch.Tensor, attention_mask: torch.Tensor, **rest: torch.Tensor
+    ) -> torch.Tensor:
+        hidden: torch.Tensor = self.encoder(
+            input_ids=input_ids, attention_mask=attention_mask, **rest
+        ).last_hidden_state
+        mask = attention_mask.unsqueeze(-1).to(hidden.dtype)
+        pooled = (hidden * mask).sum(dim=1) / mask.sum(dim=1).clamp(min=1e-9)
+        logits: torch.Tensor = self.classifier(self.dropout(pooled))
+        return logits
+
+
+def load_pooled_classifier(
+    base: Path, labels: Sequence[str], *, dropout: float
+) -> tuple[PooledClassifier, PreTrainedTokenizerBase]:
+    """The base encoder (without any head it had) under a new linear layer for `labels`
+    (initialized from the torch RNG: seed first)."""
+    encoder: PreTrainedModel = AutoModel.from_pretrained(
+        base, local_files_only=True, dtype=torch.float32
+    )
+    tokenizer: PreTrainedTokenizerBase = AutoTokenizer.from_pretrained(base, local_files_only=True)
+    return PooledClassifier(encoder, len(labels), dropout), tokenizer
+
+
 def classification_layer(network: nn.Module, n_labels: int) -> nn.Linear:
     """The layer producing the logits: a known path, else the last Linear with one output per
     label."""
@@ -128,14 +173,18 @@ def tokenize(
 
 
 def forward_texts(
-    network: PreTrainedModel,
+    network: PreTrainedModel | PooledClassifier,
     tokenizer: PreTrainedTokenizerBase,
     texts: Sequence[str],
     *,
     max_length: int,
     device: torch.device | None = None,
 ) -> torch.Tensor:
-    inputs = tokenize(tokenizer, texts, max_length=max_length, device=device or network.device)
+    device = device or next(network.parameters()).device
+    inputs = tokenize(tokenizer, texts, max_length=max_length, device=device)
+    if isinstance(network, PooledClassifier):
+        pooled: torch.Tensor = network(**inputs)
+        return pooled
     logits: torch.Tensor = network(**inputs).logits
     return logits
 
@@ -154,6 +203,24 @@ def token_counts(
 ) -> list[int]:
     encoded = tokenizer(list(texts), truncation=True, max_length=max_length)
     return [len(ids) for ids in encoded["input_ids"]]
+
+
+def save_pooled_classifier(
+    directory: Path,
+    network: PooledClassifier,
+    tokenizer: PreTrainedTokenizerBase,
+    labels: Sequence[str],
+) -> None:
+    """A `linear-head` version that carries its encoder: the fine-tuned encoder as a Hugging
+    Face directory in `encoder/`, the linear layer beside it."""
+    from openmaas.runtimes.linear_head import BUNDLED_ENCODER
+    from openmaas.training.recipes.frozen_encoder import save_linear_head
+
+    network.cpu()
+    network.eval()
+    network.encoder.save_pretrained(directory / BUNDLED_ENCODER)
+    tokenizer.save_pretrained(directory / BUNDLED_ENCODER)
+    save_linear_head(directory, network.classifier, labels, bundled_pooling="mean")
 
 
 def save_sequence_classifier(
