@@ -255,6 +255,21 @@ def test_a_training_job_registers_a_new_version_and_moves_its_alias(
     assert answer.status_code == 200, answer.text
 
 
+def assert_classifies_sentiment(server: RunningServer, model: str) -> None:
+    """`/v1/classify` answers with the sentiment file's two labels for every input."""
+    answer = httpx.post(
+        f"{server.url}/v1/classify",
+        headers=server.headers,
+        json={"model": model, "input": ["what a delight", "a dreary mess"]},
+        timeout=60,
+    )
+    assert answer.status_code == 200, answer.text
+    assert all(
+        {label["label"] for label in row["labels"]} == {"negative", "positive"}
+        for row in answer.json()["data"]
+    )
+
+
 def test_a_frozen_encoder_job_over_an_embedding_model_serves_a_head_over_it(
     server: RunningServer, sdk: Client, file_id: str, tmp_path: Path
 ) -> None:
@@ -276,17 +291,7 @@ def test_a_frozen_encoder_job_over_an_embedding_model_serves_a_head_over_it(
     )
     assert version.params["encoder"] == "tiny-encoder:1"
     assert version.lineage.source["base_model"] == "tiny-encoder:1"
-    answer = httpx.post(
-        f"{server.url}/v1/classify",
-        headers=server.headers,
-        json={"model": "sentiment-head", "input": ["what a delight", "a dreary mess"]},
-        timeout=60,
-    )
-    assert answer.status_code == 200, answer.text
-    assert all(
-        {label["label"] for label in row["labels"]} == {"negative", "positive"}
-        for row in answer.json()["data"]
-    )
+    assert_classifies_sentiment(server, "sentiment-head")
 
 
 def test_a_finetune_over_an_embedding_model_registers_and_serves_its_own_encoder(
@@ -307,17 +312,7 @@ def test_a_finetune_over_an_embedding_model_registers_and_serves_its_own_encoder
     assert version.params["features"] == "embedding"
     assert "encoder" not in version.params  # served from its own files
     assert {f.path for f in version.files} >= {"openmaas.json", "encoder/config.json"}
-    answer = httpx.post(
-        f"{server.url}/v1/classify",
-        headers=server.headers,
-        json={"model": "sentiment-tuned", "input": ["what a delight", "a dreary mess"]},
-        timeout=60,
-    )
-    assert answer.status_code == 200, answer.text
-    assert all(
-        {label["label"] for label in row["labels"]} == {"negative", "positive"}
-        for row in answer.json()["data"]
-    )
+    assert_classifies_sentiment(server, "sentiment-tuned")
 
 
 # -- crash recovery and cancel ---------------------------------------------------------------
