@@ -197,15 +197,12 @@ class Batcher(Generic[In, Out]):
         while not self._live_queue():
             self._arrived.clear()
             await self._arrived.wait()
-        deadline = self._queue[0].queued_at + self.limits.max_wait_ms / 1000
-        if refill is not None:
-            deadline = max(deadline, refill.deadline)
+        first_deadline = self._queue[0].queued_at + self.limits.max_wait_ms / 1000
+        deadline = first_deadline if refill is None else max(first_deadline, refill.deadline)
         while not self._batch_full():
             now = time.perf_counter()
-            first_waited = now >= self._queue[0].queued_at + self.limits.max_wait_ms / 1000
-            if first_waited and (refill is None or self._queued_callers() >= refill.callers):
-                return
-            if now >= deadline:
+            refilled = refill is None or self._queued_callers() >= refill.callers
+            if now >= deadline or (now >= first_deadline and refilled):
                 return
             self._arrived.clear()
             try:

@@ -51,7 +51,6 @@ from openmaas.settings import MiB, Settings
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
-Item = TypeVar("Item")
 
 # Which recorded version tasks can serve a request for a task. Rerank also works with an
 # embedding model (cosine similarity); a cross-encoder classifier is checked once loaded.
@@ -264,7 +263,7 @@ class InferenceEngine:
             # Items share a batch only when they share parameters.
             op = f"{task.value}:{params!r}"
             batcher = self._batcher(resident, op, lambda batch: run(batch, params))
-            results = await _gather(batcher, list(texts), tokens)
+            results = await batcher.submit_many(list(texts), tokens)
         return Served(version, results, sum(tokens))
 
     async def transcribe(
@@ -295,7 +294,7 @@ class InferenceEngine:
                 pairs = [(query, d) for d in documents]
                 batcher = self._batcher(resident, "rerank", model.score_pairs)
                 pair_tokens = [tokens[0] + t for t in tokens[1:]]
-                scores = await _gather(batcher, pairs, pair_tokens)
+                scores = await batcher.submit_many(pairs, pair_tokens)
                 prompt_tokens = sum(pair_tokens)
             elif Task.EMBEDDING in model.tasks:
                 vectors, tokens = await self._run_cached(
@@ -433,7 +432,7 @@ class InferenceEngine:
         model = resident.model
         if task not in self.cached_tasks or not self.cache.enabled:
             tokens = self._limit(resident, model.count_tokens(list(texts)), truncate)
-            return await _gather(batcher, list(texts), tokens), tokens
+            return await batcher.submit_many(list(texts), tokens), tokens
         name, number = resident.key
         # NER offsets point into the text as sent: only exact repeats share an entry.
         normalize: Callable[[str], str] = (
@@ -447,8 +446,8 @@ class InferenceEngine:
         tokens = self._limit(resident, raw, truncate)
         results: list[T | None] = [hit[0] if hit is not None else None for hit in hits]
         if missing:
-            computed = await _gather(
-                batcher, [texts[i] for i in missing], [tokens[i] for i in missing]
+            computed = await batcher.submit_many(
+                [texts[i] for i in missing], [tokens[i] for i in missing]
             )
             for i, value in zip(missing, computed, strict=True):
                 if isinstance(value, np.ndarray):
@@ -477,10 +476,6 @@ class InferenceEngine:
         return ModelSource.from_version(
             opened.version, opened.directory, release_directory=opened.close
         )
-
-
-async def _gather(batcher: Batcher[Item, T], items: list[Item], tokens: Sequence[int]) -> list[T]:
-    return await batcher.submit_many(items, tokens)
 
 
 def _key(version: ModelVersion) -> VersionKey:

@@ -131,12 +131,14 @@ class FinetuneTransformerRecipe(ClassificationRecipe):
             )
         if isinstance(network, PooledClassifier):
             save_pooled_classifier(ctx.output_dir, network, tokenizer, data.labels)
+            runtime = LINEAR_HEAD_RUNTIME
         else:
             save_sequence_classifier(ctx.output_dir, network, tokenizer)
+            runtime = RUNTIME
         return classification_result(
             ctx,
             recipe=self.name,
-            runtime=LINEAR_HEAD_RUNTIME if features == "embedding" else RUNTIME,
+            runtime=runtime,
             hyperparameters=hp,
             labels=data.labels,
             outcome=outcome,

@@ -303,6 +303,8 @@ def save_linear_head(
 
     from openmaas.runtimes.linear_head import BUNDLED_ENCODER
 
+    if (encoder is None) == (bundled_pooling is None):
+        raise ValueError("a linear head names a registered encoder or bundles one, not both")
     directory.mkdir(parents=True, exist_ok=True)
     tensors = {
         "weight": linear.weight.detach().cpu().float().contiguous(),
