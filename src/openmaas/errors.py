@@ -182,6 +182,13 @@ class PermissionDenied(OpenMaaSError):
     code = "insufficient_scope"
 
 
+class MissingCaller(PermissionDenied):
+    """A service was called without saying who calls. Access fails closed: code that lost
+    its caller (a thread, a generator, another process) is refused, never treated as admin."""
+
+    code = "missing_caller"
+
+
 class ProjectNotFound(NotFound):
     code = "project_not_found"
 

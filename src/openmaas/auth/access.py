@@ -18,12 +18,20 @@ from contextlib import contextmanager
 
 from openmaas.auth.entities import Principal
 from openmaas.auth.scopes import Scope
-from openmaas.errors import ModelNotFound, PermissionDenied
+from openmaas.errors import MissingCaller, ModelNotFound, PermissionDenied
 
 # None: the server itself (start-up, the catalog, tests of services): sees everything.
 _current: contextvars.ContextVar[Principal | None] = contextvars.ContextVar(
     "openmaas_principal", default=None
 )
+
+
+def require_caller(caller: Principal | None) -> Principal:
+    """The caller, or MissingCaller: every service entry point that reads or changes tenant
+    data starts with this, so a lost caller is refused instead of seeing everything."""
+    if not isinstance(caller, Principal):
+        raise MissingCaller("this operation needs an explicit caller", param="caller")
+    return caller
 
 
 def set_principal(principal: Principal | None) -> None:

@@ -60,3 +60,9 @@ class Principal:
     def actor(self) -> str:
         """How this caller is named in histories and the audit log: the key's public part."""
         return f"om-{self.prefix}"
+
+
+# The server's own work (start-up, the built-in catalog, job workers acting for the system)
+# runs as this explicit principal: an admin of no tenant's key. Services never infer it from
+# a missing caller.
+SYSTEM = Principal(project=DEFAULT_PROJECT, key_id=0, prefix="system", scopes=(Scope.ADMIN,))
