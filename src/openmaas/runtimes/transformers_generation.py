@@ -15,6 +15,7 @@ Example::
 from __future__ import annotations
 
 import functools
+import inspect
 import re
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
@@ -154,6 +155,13 @@ CONTENT_MARK = ("\ue000", "\ue001")
 CONTENT_MARKS = re.compile(f"{CONTENT_MARK[0]}(\\d+){CONTENT_MARK[1]}")
 
 
+def _cache_field(network: torch.nn.Module) -> str:
+    """The name of the key/value cache, as argument and output field: transformers 5 renamed
+    `past_key_values` to `cache` (and warns on the old name); older releases know only that."""
+    parameters = inspect.signature(network.forward).parameters
+    return "cache" if "cache" in parameters else "past_key_values"
+
+
 class CausalLanguageModel(TransformersModel):
     """`AutoModelForCausalLM`, streamed token by token."""
 
@@ -166,6 +174,7 @@ class CausalLanguageModel(TransformersModel):
         )
         if self.tokenizer.eos_token_id is not None:
             self.eos_ids.add(int(self.tokenizer.eos_token_id))
+        self.cache_field = _cache_field(self.network)
 
     def chat_prompt(self, messages: Sequence[Mapping[str, str]]) -> str:
         if self.tokenizer.chat_template:
@@ -266,9 +275,9 @@ class CausalLanguageModel(TransformersModel):
                 # is suspended between steps while its caller runs other code.
                 with torch.inference_mode():
                     output = self.network(
-                        input_ids=step_input, past_key_values=cache, use_cache=True
+                        input_ids=step_input, use_cache=True, **{self.cache_field: cache}
                     )
-                    cache = output.past_key_values
+                    cache = getattr(output, self.cache_field)
                     token = sampler.pick(output.logits[0, -1])
                 generated += 1  # an EOS counts: it was generated
                 if token in self.eos_ids:
