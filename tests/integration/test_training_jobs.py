@@ -148,7 +148,7 @@ def events(sdk: Client, job_id: str) -> list[TrainingEventOut]:
 
 def _worker_pids(server_pid: int) -> list[int]:
     found = subprocess.run(
-        ["pgrep", "-f", f"openmaas.training.worker .*--parent-pid {server_pid}"],
+        ["pgrep", "-f", f"openmaas.jobs.worker .*--parent-pid {server_pid}"],
         capture_output=True,
         text=True,
         check=False,
