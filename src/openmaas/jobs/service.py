@@ -28,13 +28,8 @@ from openmaas.auth.entities import Principal
 from openmaas.errors import Conflict, InvalidRequest, NotFound, OpenMaaSError
 from openmaas.jobs.entities import FINISHED, Job, JobCheckpoint, JobEvent, JobStatus, NewJob, Page
 from openmaas.jobs.kinds import JobKind, JobKinds
-from openmaas.jobs.queue import (
-    JobQueue,
-    checkpoint_entity,
-    event_entity,
-    job_entity,
-    latest_progress,
-)
+from openmaas.jobs.queue import JobQueue
+from openmaas.jobs.records import checkpoint_entity, event_entity, job_entity, latest_progress
 from openmaas.store.database import Database
 from openmaas.store.tables import JobCheckpointRow, JobEventRow, JobRow
 
