@@ -1,347 +1,42 @@
-"""The job system on SQLite and PostgreSQL: validation, the state machine, project scoping,
-atomic claims by concurrent workers, heartbeats, reclaiming, and the worker's mechanics
-(checkpoints, resume, cancel, graceful stop, failure, registration).
+"""The job system on SQLite and PostgreSQL, through the training kind: the state machine,
+project scoping, atomic claims by concurrent workers, heartbeats, reclaiming, and the
+worker's mechanics (checkpoints, resume, cancel, graceful stop, failure, registration).
 
-The worker tests train `CountingRecipe`, a recipe reduced to the contract's mechanics (steps,
-metrics, checkpoints, should_stop, an output directory), so they run in milliseconds; real
-recipes train in tests/integration/test_training_jobs.py.
+The worker tests train `CountingRecipe` (tests/unit/training_jobs_env.py), so they run in
+milliseconds; real recipes train in tests/integration/test_training_jobs.py.
 """
 
 from __future__ import annotations
 
-import io
-import json
-import math
 import threading
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
 
 import pytest
 import torch
-from openai.types.fine_tuning import FineTuningJob, FineTuningJobEvent
+from openai.types.fine_tuning import FineTuningJobEvent
 from openai.types.fine_tuning.jobs import FineTuningJobCheckpoint
-from sqlalchemy import update
 
-from openmaas.api.openai_fine_tuning import openai_request
-from openmaas.auth.entities import Principal
-from openmaas.auth.scopes import Scope
-from openmaas.datasets.service import DatasetService
-from openmaas.errors import Conflict, InvalidRequest, NotFound
+from openmaas.errors import Conflict, NotFound
 from openmaas.jobs.entities import FINISHED, TRANSITIONS, Job, JobStatus, can_move
 from openmaas.jobs.queue import JobQueue, LeaseLost
-from openmaas.jobs.service import JobService
 from openmaas.jobs.worker import Worker
-from openmaas.registry.service import RegistryService, VersionSpec
-from openmaas.registry.sources import plan_directory
 from openmaas.store.database import Database
-from openmaas.store.tables import JobRow
-from openmaas.training.kind import TrainingJobKind
-from openmaas.training.recipe import (
-    Recipe,
-    TrainingContext,
-    TrainingResult,
-    TrainingStopped,
+from openmaas.training.schemas import FineTuningCheckpointOut, FineTuningEventOut
+from tests.unit.training_jobs_env import (
+    ACME,
+    ADMIN,
+    OTHER,
+    Env,
+    age_heartbeat,
+    make_env,
 )
-from openmaas.training.requests import EarlyStopping, JobRequest
-from openmaas.training.schemas import (
-    FineTuningCheckpointOut,
-    FineTuningEventOut,
-    FineTuningJobOut,
-)
-from tests.conftest import build_registry
-
-ACME = Principal(project="acme", key_id=1, prefix="acme0001", scopes=(Scope.TRAINING,))
-OTHER = Principal(project="other", key_id=2, prefix="other001", scopes=(Scope.TRAINING,))
-ADMIN = Principal(project="default", key_id=3, prefix="admin001", scopes=(Scope.ADMIN,))
-
-
-class CountingRecipe(Recipe):
-    """Counts steps like a training loop: reports a loss per step, checkpoints its position
-    every few steps and when asked to stop, resumes from a checkpoint, writes an output."""
-
-    name = "counting"
-    tasks = ("text-classification",)
-    description = "test double of a recipe"
-
-    def __init__(self) -> None:
-        self.started_from: list[int] = []  # the step each run began at
-        self.threads: list[int] = []  # torch's intra-op threads when each run began
-
-    def defaults(self) -> dict[str, Any]:
-        return {
-            "n_epochs": 2,
-            "batch_size": 4,
-            "checkpoint_every_steps": 3,
-            "step_delay_s": 0.0,
-            "fail_at_step": 0,
-            "planned_steps": 0,  # > 0: tell the job this total (ctx.plan_steps)
-        }
-
-    def resolve(self, given: Any, n_examples: int) -> dict[str, Any]:
-        hp = super().resolve(given, n_examples)
-        if not isinstance(hp["n_epochs"], int) or hp["n_epochs"] < 1:
-            raise ValueError(f"hyperparameter 'n_epochs' must be at least 1, got {hp['n_epochs']}")
-        return hp
-
-    def train(self, ctx: TrainingContext) -> TrainingResult:
-        hp = self.resolve(ctx.hyperparameters, len(ctx.train))
-        per_epoch = math.ceil(len(ctx.train) / hp["batch_size"])
-        total = hp["n_epochs"] * per_epoch
-        step = 0
-        if ctx.resume_from is not None:
-            state = json.loads((ctx.resume_from.directory / "state.json").read_text())
-            step = state["step"]
-            assert step == ctx.resume_from.step
-        self.started_from.append(step)
-        self.threads.append(torch.get_num_threads())
-        if hp["planned_steps"]:
-            ctx.plan_steps(hp["planned_steps"])
-        while step < total:
-            if ctx.should_stop():
-                self._save(ctx, step, per_epoch)
-                raise TrainingStopped(f"stopped at step {step}")
-            time.sleep(hp["step_delay_s"])
-            step += 1
-            if step == hp["fail_at_step"]:
-                raise RuntimeError(f"boom at step {step}")
-            ctx.report_metrics(step, _epoch(step, per_epoch), {"loss": 1.0 / step})
-            if step % hp["checkpoint_every_steps"] == 0:
-                self._save(ctx, step, per_epoch)
-        (ctx.output_dir / "openmaas.json").write_text(
-            json.dumps({"task": ctx.task, "runtime": "rules", "format": "counting"})
-        )
-        (ctx.output_dir / "steps.json").write_text(json.dumps({"steps": step}))
-        return TrainingResult(
-            task=ctx.task,
-            runtime="rules",
-            metrics={"accuracy": 0.75, "macro_f1": 0.7, "nan": float("nan")},
-            params={"steps": step},
-            trained_tokens=10 * step,
-        )
-
-    @staticmethod
-    def _save(ctx: TrainingContext, step: int, per_epoch: int) -> None:
-        directory = ctx.work_dir / "checkpoint"
-        directory.mkdir(parents=True, exist_ok=True)
-        (directory / "state.json").write_text(json.dumps({"step": step}))
-        ctx.save_checkpoint(directory, step, _epoch(step, per_epoch), {"loss": 1.0 / max(1, step)})
-
-
-def _epoch(step: int, per_epoch: int) -> int:
-    return max(1, math.ceil(step / per_epoch))
-
-
-@dataclass
-class Env:
-    jobs: JobService
-    training: TrainingJobKind
-    registry: RegistryService
-    datasets: DatasetService
-    recipe: CountingRecipe
-    home: Path
-    train_file: str  # acme's
-    other_file: str  # the other project's
-
-    def worker(
-        self, name: str = "w1", heartbeat_s: float = 0.1, threads: int | None = None
-    ) -> Worker:
-        return Worker(
-            worker_id=f"test:{name}",
-            queue=self.jobs.queue,
-            kinds=[self.training],
-            registry=self.registry,
-            home=self.home,
-            heartbeat_s=heartbeat_s,
-            threads=threads,
-        )
-
-    def create(self, principal: Principal = ACME, **fields: Any) -> Job:
-        fields.setdefault("recipe", "counting")
-        fields.setdefault("training_file", self.train_file)
-        return self.jobs.create("training", JobRequest(**fields), caller=principal)
-
-
-def _jsonl(rows: int, labels: tuple[str, ...] = ("pos", "neg")) -> bytes:
-    words = {"pos": "good great fine", "neg": "bad awful poor"}
-    lines = [
-        json.dumps(
-            {
-                "text": f"{words.get(labels[i % len(labels)], 'meh')} {i}",
-                "label": labels[i % len(labels)],
-            }
-        )
-        for i in range(rows)
-    ]
-    return ("\n".join(lines) + "\n").encode()
 
 
 @pytest.fixture
 def env(database_url: str, tmp_path: Path) -> Iterator[Env]:
-    registry = build_registry(database_url, tmp_path / "artifacts")
-    datasets = DatasetService(registry.db, registry.artifacts)
-    recipe = CountingRecipe()
-    training = TrainingJobKind(
-        registry.db, registry=registry, datasets=datasets, recipes={recipe.name: recipe}
-    )
-    jobs = JobService(registry.db, kinds=[training], heartbeat_timeout_s=30.0, max_attempts=2)
-    train = datasets.create(io.BytesIO(_jsonl(40)), filename="train.jsonl", project="acme")
-    other = datasets.create(io.BytesIO(_jsonl(40)), filename="train.jsonl", project="other")
-    yield Env(jobs, training, registry, datasets, recipe, tmp_path / "home", train.id, other.id)
-    registry.db.close()
-
-
-def _age_heartbeat(db: Database, job_id: str, seconds: float) -> None:
-    with db.transaction() as session:
-        session.execute(
-            update(JobRow)
-            .where(JobRow.id == job_id)
-            .values(heartbeat_at=datetime.now(UTC) - timedelta(seconds=seconds))
-        )
-
-
-# -- creating: everything checked up front ----------------------------------------------------
-
-
-def test_a_created_job_is_queued_with_its_hyperparameters_resolved(env: Env) -> None:
-    job = env.create(hyperparameters={"n_epochs": 3}, seed=7, alias="staging")
-
-    assert job.id.startswith("ftjob-")
-    assert len(job.id) == 30
-    assert job.status is JobStatus.QUEUED
-    assert job.project == "acme"
-    assert job.created_by == "om-acme0001"
-    assert job.task == "text-classification"
-    assert job.hyperparameters == {**CountingRecipe().defaults(), "n_epochs": 3}
-    assert job.seed == 7
-    assert job.model_name == f"counting-{job.id[6:14]}"
-    messages = [e.message for e in env.jobs.events(job.id, caller=ACME, order="asc").items]
-    assert messages[0] == f"Validating training file: {env.train_file}"
-    assert (
-        messages[1] == "Files validated: 32 training, 4 validation and 4 test examples; job queued"
-    )
-
-
-@pytest.mark.parametrize(
-    ("fields", "param", "fragment"),
-    [
-        ({"recipe": "nope"}, "recipe", "unknown recipe 'nope' (recipes: counting)"),
-        ({"training_file": "file-missing"}, "training_file", "file 'file-missing' not found"),
-        ({"task": "token-classification"}, "task", "holds text-classification examples"),
-        ({"hyperparameters": {"layers": 2}}, "hyperparameters", "unknown hyperparameters"),
-        ({"hyperparameters": {"n_epochs": 0}}, "hyperparameters", "'n_epochs' must be at least 1"),
-        ({"base_model": "bert"}, "base_model", "trains from scratch"),
-        ({"suffix": "no spaces"}, "suffix", "suffix 'no spaces'"),
-        ({"alias": "Bad Alias"}, "alias", "invalid alias"),
-        ({"early_stopping": EarlyStopping(patience=2)}, "early_stopping", "no hyperparameter"),
-        ({"class_imbalance": "weighted"}, "class_imbalance", "no hyperparameter"),
-        ({"test_split": 0.0}, "test_split", "must be above 0"),
-    ],
-)
-def test_a_bad_request_is_refused_naming_the_problem_and_nothing_is_recorded(
-    env: Env, fields: dict[str, Any], param: str, fragment: str
-) -> None:
-    with pytest.raises(InvalidRequest) as caught:
-        env.create(**fields)
-    assert caught.value.param == param
-    assert fragment in caught.value.message
-    assert env.jobs.list(caller=ADMIN).items == []
-
-
-def test_another_projects_file_is_not_found(env: Env) -> None:
-    with pytest.raises(InvalidRequest) as caught:
-        env.create(training_file=env.other_file)
-    assert (caught.value.code, caught.value.param) == ("file_not_found", "training_file")
-
-
-def test_a_file_too_small_to_split_fails_the_job_with_the_reason(env: Env) -> None:
-    tiny = env.datasets.create(io.BytesIO(_jsonl(4)), filename="tiny.jsonl", project="acme")
-    with pytest.raises(InvalidRequest) as caught:
-        env.create(training_file=tiny.id, test_split=0.05)
-    assert caught.value.code == "invalid_training_file"
-    (job,) = env.jobs.list(caller=ACME).items
-    assert job.status is JobStatus.FAILED
-    assert job.error is not None
-    assert job.error["code"] == "invalid_training_file"
-    assert "too small to hold out a test split" in job.error["message"]
-
-
-def test_openai_names_map_onto_the_recipe(env: Env) -> None:
-    request = openai_request(
-        env.training,
-        caller=ACME,
-        model="counting",
-        training_file=env.train_file,
-        hyperparameters={"n_epochs": 4, "batch_size": "auto"},
-        suffix="sst",
-    )
-    job = env.jobs.create("training", request, caller=ACME)
-    assert job.hyperparameters["n_epochs"] == 4
-    assert job.hyperparameters["batch_size"] == 4  # auto: the recipe's default
-    assert job.model_name.startswith("sst-")
-    out = FineTuningJobOut.from_entity(job)
-    assert (out.model, out.organization_id, out.status) == ("counting", "acme", "queued")
-    assert out.hyperparameters.n_epochs == 4
-    # The stock client's own model parses what we send.
-    parsed = FineTuningJob.model_validate(out.model_dump(mode="json"))
-    assert parsed.id == job.id
-    assert parsed.method is not None
-
-    with pytest.raises(InvalidRequest) as caught:
-        openai_request(
-            env.training,
-            caller=ACME,
-            model="counting",
-            training_file=env.train_file,
-            hyperparameters={"learning_rate_multiplier": 2.0},
-        )
-    assert "no hyperparameter for hyperparameters.learning_rate_multiplier" in caught.value.message
-    with pytest.raises(InvalidRequest) as caught:
-        openai_request(env.training, caller=ACME, model="gpt-4o-mini", training_file=env.train_file)
-    assert caught.value.code == "model_not_found"
-    assert "neither a recipe (counting) nor a model registered here" in caught.value.message
-
-
-def test_a_registered_model_is_fine_tuned_by_the_recipe_that_fits_it(
-    env: Env, tmp_path: Path
-) -> None:
-    from openmaas.training.recipes import RECIPES
-
-    encoder = tmp_path / "encoder"  # a transformers encoder: config and weights suffice here
-    encoder.mkdir()
-    (encoder / "config.json").write_text(
-        json.dumps({"architectures": ["BertModel"], "model_type": "bert"})
-    )
-    (encoder / "model.safetensors").write_bytes(b"\0" * 16)
-    env.registry.register_plan("encoder", plan_directory(encoder), VersionSpec(project="acme"))
-    training = TrainingJobKind(
-        env.registry.db, registry=env.registry, datasets=env.datasets, recipes=RECIPES
-    )
-    jobs = JobService(env.registry.db, kinds=[training])
-
-    request = openai_request(training, caller=ACME, model="encoder", training_file=env.train_file)
-    assert (request.recipe, request.base_model) == ("finetune_transformer", "encoder")
-    prepared = jobs.prepare("training", request, caller=ACME)
-    assert prepared.options["base_version"] == "encoder:1"  # pinned: alias moves do not matter
-    assert prepared.options["model"] == "encoder"
-    # Another project's private model is not there for it.
-    with pytest.raises(InvalidRequest) as caught:
-        openai_request(training, caller=OTHER, model="encoder", training_file=env.other_file)
-    assert (caught.value.code, caught.value.message) == (
-        "model_not_found",
-        "model 'encoder' not found",
-    )
-    with pytest.raises(InvalidRequest) as caught:
-        jobs.prepare(
-            "training",
-            JobRequest(training_file=env.train_file, recipe="frozen_encoder"),
-            caller=ACME,
-        )
-    assert caught.value.param == "base_model"
-    assert "fine-tunes a base model: name one" in caught.value.message
+    yield from make_env(database_url, tmp_path)
 
 
 # -- reading: project scoped, paginated --------------------------------------------------------
@@ -477,7 +172,7 @@ def test_a_job_whose_worker_stopped_heartbeating_is_requeued_and_fenced(env: Env
     assert env.jobs.queue.heartbeat(job.id, "dead").held
     assert env.jobs.queue.reclaim_stale() == []  # fresh heartbeat
 
-    _age_heartbeat(env.jobs.db, job.id, 31)
+    age_heartbeat(env.jobs.db, job.id, 31)
     assert env.jobs.queue.reclaim_stale() == [job.id]
 
     requeued = env.jobs.get(job.id, caller=ACME)
@@ -499,7 +194,7 @@ def test_a_job_that_loses_its_worker_max_attempts_times_fails_with_the_reason(en
     job = env.create()
     for _ in range(2):  # max_attempts=2
         assert env.jobs.queue.claim("flaky") is not None
-        _age_heartbeat(env.jobs.db, job.id, 60)
+        age_heartbeat(env.jobs.db, job.id, 60)
         assert env.jobs.queue.reclaim_stale() == [job.id]
 
     failed = env.jobs.get(job.id, caller=ACME)
