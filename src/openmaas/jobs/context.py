@@ -5,6 +5,9 @@ encrypted when the store encrypts, never through a path under its root, so anoth
 (object storage) can back them. The newest `KEEP_CHECKPOINTS` are kept; a job that comes
 back after its worker stopped restores the newest into its scratch directory.
 
+A run reads the inputs its kind pinned in `prepare` as the server's own work: who may use
+them was decided there, with the caller, when the job was created.
+
 Example::
 
     def run(self, context: JobContext) -> JobOutput:

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, Protocol
 
 from openmaas.auth.entities import Principal
 from openmaas.errors import InvalidRequest
@@ -41,7 +41,6 @@ class Admission:
     hyperparameters: Mapping[str, Any] | None = None
 
 
-@runtime_checkable
 class JobKind(Protocol):
     name: str  # recorded on every job of this kind
     failure_code: str  # the error code of a job whose `run` raised

@@ -372,7 +372,7 @@ class Worker:
             self.queue.finish_cancelled(
                 state.job_id,
                 self.worker_id,
-                f"Job cancelled: the job did not stop within {CANCEL_GRACE_S:g} s, so its "
+                f"Job cancelled: the recipe did not stop within {CANCEL_GRACE_S:g} s, so its "
                 "worker process was ended",
             )
         finally:
