@@ -21,6 +21,7 @@ from openmaas.auth.service import AuthService
 from openmaas.catalog.service import CatalogService
 from openmaas.crypto import Keyring, key_from_settings
 from openmaas.datasets.service import DatasetLimits, DatasetService
+from openmaas.jobs.service import JobService
 from openmaas.metering.audit import AuditLog
 from openmaas.metering.usage import UsageRecorder
 from openmaas.observability.metrics import Metrics
@@ -30,7 +31,7 @@ from openmaas.registry.service import RegistryService
 from openmaas.serving.engine import InferenceEngine
 from openmaas.settings import MiB, Settings
 from openmaas.store.database import Database
-from openmaas.training.jobs import JobService, build_job_service
+from openmaas.training.kind import build_job_service
 
 
 @dataclass(slots=True)

@@ -72,7 +72,8 @@ TRAINING_ENV = {
     "OPENMAAS_JOB_HEARTBEAT_S": "0.5",
     "OPENMAAS_JOB_HEARTBEAT_TIMEOUT_S": "3",
     "OPENMAAS_EXTRA_RECIPES": f"{__name__}:SlowTextCNN",
-    "PYTHONPATH": str(ROOT),
+    # The checkout's sources first (not whatever copy is installed), then the tests' module.
+    "PYTHONPATH": os.pathsep.join([str(ROOT / "src"), str(ROOT)]),
     "OPENMAAS_LOG_LEVEL": "info",
 }
 
@@ -148,7 +149,7 @@ def events(sdk: Client, job_id: str) -> list[TrainingEventOut]:
 
 def _worker_pids(server_pid: int) -> list[int]:
     found = subprocess.run(
-        ["pgrep", "-f", f"openmaas.training.worker .*--parent-pid {server_pid}"],
+        ["pgrep", "-f", f"openmaas.jobs.worker .*--parent-pid {server_pid}"],
         capture_output=True,
         text=True,
         check=False,

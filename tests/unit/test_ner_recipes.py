@@ -24,15 +24,17 @@ import torch
 from safetensors.torch import load_file
 from transformers import AutoTokenizer
 
+from openmaas.api.openai_fine_tuning import openai_request
 from openmaas.auth.entities import Principal
 from openmaas.auth.scopes import Scope
 from openmaas.datasets.service import DatasetService
 from openmaas.errors import ModelLoadFailed, WrongTask
+from openmaas.jobs.service import JobService
 from openmaas.registry.detection import detect
 from openmaas.registry.service import RegistryService, VersionSpec
 from openmaas.registry.sources import plan_directory
 from openmaas.runtimes.base import Entity, LoadedModel, LoadOptions, ModelSource, get_runtime
-from openmaas.training.jobs import JobService
+from openmaas.training.kind import TrainingJobKind
 from openmaas.training.ner_metrics import entity_spans
 from openmaas.training.recipe import Checkpoint, TrainingContext, TrainingResult, TrainingStopped
 from openmaas.training.recipes import RECIPES
@@ -349,7 +351,8 @@ def test_a_registered_transformer_fine_tunes_with_the_recipe_for_the_files_task(
 ) -> None:
     encoder = build_bert(tmp_path / "encoder")
     registry.register_plan("encoder", plan_directory(encoder), VersionSpec(project="acme"))
-    jobs = JobService(registry.db, registry=registry, datasets=datasets, recipes=RECIPES)
+    training = TrainingJobKind(registry.db, registry=registry, datasets=datasets, recipes=RECIPES)
+    jobs = JobService(registry.db, kinds=[training])
     principal = Principal(project="acme", key_id=1, prefix="acme0001", scopes=(Scope.TRAINING,))
     ner_file = datasets.create(
         io.BytesIO(conll(sentences(40, seed=0)).encode()), filename="ner.conll", project="acme"
@@ -362,9 +365,9 @@ def test_a_registered_transformer_fine_tunes_with_the_recipe_for_the_files_task(
 
     picked = {}
     for file in (ner_file, classify_file):
-        request = jobs.openai_request(principal, model="encoder", training_file=file.id)
+        request = openai_request(training, caller=principal, model="encoder", training_file=file.id)
         picked[file.task] = request.recipe
-        jobs.prepare(request, principal)  # the task fits the recipe
+        jobs.prepare("training", request, caller=principal)  # the task fits the recipe
     assert picked == {
         "token-classification": "finetune_transformer_ner",
         "text-classification": "finetune_transformer",

@@ -78,7 +78,7 @@ def serve(
         app = build_app(settings)
     except OpenMaaSError as exc:  # a malformed encryption key, an unusable key file, ...
         raise CLIError(exc.message) from None
-    from openmaas.training.supervisor import running_workers
+    from openmaas.jobs.supervisor import running_workers
 
     # Training runs in worker processes, never in this one; they stop when the server does.
     with running_workers(settings):

@@ -34,11 +34,11 @@ def worker(
     """Run training workers until stopped (SIGTERM or Ctrl-C)."""
     # Imported here so the client commands start fast and never load the server stack.
     from openmaas.errors import OpenMaaSError
+    from openmaas.jobs.supervisor import Supervisor
+    from openmaas.jobs.worker import StopSignal
     from openmaas.observability.logs import configure_logging
     from openmaas.settings import Settings
     from openmaas.store.database import Database
-    from openmaas.training.supervisor import Supervisor
-    from openmaas.training.worker import StopSignal
 
     overrides: dict[str, object] = {}
     if home is not None:

@@ -22,6 +22,7 @@ Example::
 from __future__ import annotations
 
 import hashlib
+import io
 import os
 import shutil
 import stat
@@ -43,7 +44,7 @@ from openmaas.crypto import (
     peek_header,
     read_header,
 )
-from openmaas.errors import ArtifactCorrupted
+from openmaas.errors import ArtifactCorrupted, InvalidRequest, NotFound
 from openmaas.registry.entities import FileEntry, VerifyProblem
 
 CHUNK_BYTES = 1024 * 1024
@@ -56,6 +57,11 @@ MEMORY_SCRATCH = Path("/dev/shm")  # noqa: S108
 SCRATCH_HEADROOM_BYTES = 256 * 1024 * 1024
 # Where `rekey_file` writes a file's new form before renaming it over the old one.
 REKEY_TEMP_NAME = ".openmaas-rekey.tmp"
+# Blobs are written as `<name><PART_SUFFIX>` and renamed into place, so a reader never sees
+# half a file; listings skip the leftovers of an interrupted write.
+PART_SUFFIX = ".openmaas-part"
+# Top-level names the registry's own layout uses: a blob key may not start with one.
+RESERVED_PREFIXES = frozenset({"staging", "objects"})
 
 Progress = Callable[[int], None]  # called with the number of bytes just processed
 
@@ -139,6 +145,8 @@ class ArtifactStore:
         store.write_stream(upload, store.root / "datasets" / "d1" / "train.jsonl")
         with store.open_plaintext(store.root / "datasets" / "d1" / "train.jsonl") as rows:
             first = rows.readline()
+        store.put_file("jobs/ftjob-1/ckpt-1/state.json", Path("state.json"))  # blobs by key
+        store.list_keys("jobs/ftjob-1")  # -> ["jobs/ftjob-1/ckpt-1/state.json"]
     """
 
     def __init__(
@@ -281,6 +289,76 @@ class ArtifactStore:
             if problem is not None:
                 problems.append(VerifyProblem(path=entry.path, problem=problem))
         return problems
+
+    # -- blobs by key: what jobs store (checkpoints, outputs), never through a path ------------
+
+    def put_file(self, key: str, path: Path) -> FileEntry:
+        """Store the local file `path` under `key` (replacing what was there), encrypted when
+        the store has a key; atomic: readers see the old blob or the whole new one."""
+        with path.open("rb") as source:
+            return self.put_stream(key, source)
+
+    def put_bytes(self, key: str, data: bytes) -> FileEntry:
+        return self.put_stream(key, io.BytesIO(data))
+
+    def put_stream(self, key: str, source: IO[bytes]) -> FileEntry:
+        target = self._blob_path(key)
+        part = target.with_name(f"{target.name}.{uuid.uuid4().hex}{PART_SUFFIX}")
+        try:
+            entry = self.write_stream(source, part)
+            os.replace(part, target)
+        except BaseException:
+            part.unlink(missing_ok=True)
+            raise
+        _fsync_directory(target.parent)
+        return FileEntry(path=key, size=entry.size, sha256=entry.sha256)
+
+    def open_blob(self, key: str) -> BinaryIO:
+        """The plaintext of the blob `key` (NotFound when there is none)."""
+        path = self._blob_path(key)
+        if not path.is_file():
+            raise NotFound(f"artifact {key!r} not found")
+        return self.open_plaintext(path, name=key)
+
+    def get_bytes(self, key: str) -> bytes:
+        with self.open_blob(key) as blob:
+            return blob.read()
+
+    def fetch_to(self, key: str, local_path: Path) -> None:
+        """Copy the plaintext of blob `key` to the new local file `local_path`."""
+        local_path.parent.mkdir(parents=True, exist_ok=True)
+        with self.open_blob(key) as blob, local_path.open("xb") as out:
+            shutil.copyfileobj(blob, out, CHUNK_BYTES)
+
+    def list_keys(self, prefix: str) -> list[str]:
+        """Every blob key under `prefix` ("a/b" lists "a/b/..."), sorted."""
+        base = self._blob_path(prefix)
+        if not base.is_dir():
+            return []
+        return sorted(
+            f"{prefix.rstrip('/')}/{path.relative_to(base).as_posix()}"
+            for path in base.rglob("*")
+            if path.is_file() and not path.name.endswith(PART_SUFFIX)
+        )
+
+    def delete_prefix(self, prefix: str) -> None:
+        """Remove every blob under `prefix` (and `prefix` itself when it is one blob)."""
+        path = self._blob_path(prefix)
+        if path.is_dir():
+            shutil.rmtree(path, ignore_errors=True)
+        else:
+            path.unlink(missing_ok=True)
+
+    def _blob_path(self, key: str) -> Path:
+        parts = key.strip("/").split("/")
+        if (
+            not key
+            or key.startswith("/")
+            or any(part in ("", ".", "..") or part.startswith(".") for part in parts)
+            or parts[0] in RESERVED_PREFIXES
+        ):
+            raise InvalidRequest(f"artifact key {key!r}: use relative names below the store")
+        return self.root.joinpath(*parts)
 
     # -- key rotation ------------------------------------------------------------------------
 

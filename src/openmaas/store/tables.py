@@ -222,12 +222,16 @@ class DatasetRow(Base):
 
 
 class JobRow(Base):
-    """A training job. Workers claim queued jobs, heartbeat while running, and resume jobs
-    whose worker stopped heartbeating from their last checkpoint."""
+    """A job of some kind (training today). Workers claim queued jobs of the kinds they run,
+    heartbeat while running, and resume jobs whose worker stopped heartbeating from their
+    last checkpoint."""
 
     __tablename__ = "training_jobs"
 
     id: Mapped[str] = mapped_column(String(64), primary_key=True)  # ftjob-<hex>
+    kind: Mapped[str] = mapped_column(
+        String(32), default="training", server_default="training", nullable=False
+    )
     project: Mapped[str] = mapped_column(String(128), nullable=False, index=True)
     key_id: Mapped[int | None] = mapped_column(Integer, nullable=True)
     created_by: Mapped[str] = mapped_column(String(128), default="", nullable=False)

@@ -18,6 +18,12 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+# Names recipes give the hyperparameters OpenAI calls n_epochs, batch_size and (the base of)
+# learning_rate_multiplier.
+EPOCH_NAMES = ("n_epochs", "epochs", "num_epochs")
+BATCH_NAMES = ("batch_size",)
+LEARNING_RATE_NAMES = ("learning_rate", "lr")
+
 OPTIMIZERS = ("adamw", "sgd")
 SCHEDULES = ("linear", "cosine", "constant")  # after the warmup: decay to 0, or hold
 CLASS_WEIGHTINGS = ("none", "weighted", "oversample")

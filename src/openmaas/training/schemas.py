@@ -18,14 +18,8 @@ from typing import Annotated, Any, Generic, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, PlainValidator
 
-from openmaas.training.entities import (
-    BATCH_NAMES,
-    EPOCH_NAMES,
-    Job,
-    JobCheckpoint,
-    JobEvent,
-    JobProgress,
-)
+from openmaas.jobs.entities import Job, JobCheckpoint, JobEvent, JobProgress
+from openmaas.training.hyperparameters import BATCH_NAMES, EPOCH_NAMES
 from openmaas.training.recipe import Recipe
 
 T = TypeVar("T")

@@ -14,6 +14,7 @@ from fastapi import APIRouter, Query
 from starlette.concurrency import run_in_threadpool
 
 from openmaas.api.deps import PrincipalDep, ServicesDep
+from openmaas.api.openai_fine_tuning import openai_request, training_kind
 from openmaas.api.routes.audit import AuditorDep
 from openmaas.api.routes.training import cancel_job, create_job
 from openmaas.errors import InvalidRequest
@@ -54,8 +55,9 @@ async def create_fine_tuning_job(
         hyperparameters |= supervised.hyperparameters.given()
     options = {"metadata": dict(body.metadata)} if body.metadata else {}
     request = await run_in_threadpool(
-        services.jobs.openai_request,
-        principal,
+        openai_request,
+        training_kind(services.jobs),
+        caller=principal,
         model=body.model,
         training_file=body.training_file,
         validation_file=body.validation_file,
@@ -75,7 +77,7 @@ def list_fine_tuning_jobs(
     after: Annotated[str | None, Query(max_length=64)] = None,
     limit: Annotated[int, Query(ge=1, le=MAX_PAGE)] = 20,
 ) -> PageOut[FineTuningJobOut]:
-    page = services.jobs.list(principal, after=after, limit=limit)
+    page = services.jobs.list(caller=principal, after=after, limit=limit)
     return PageOut(
         data=[FineTuningJobOut.from_entity(job) for job in page.items], has_more=page.has_more
     )
@@ -85,7 +87,7 @@ def list_fine_tuning_jobs(
 def retrieve_fine_tuning_job(
     fine_tuning_job_id: str, services: ServicesDep, principal: PrincipalDep
 ) -> FineTuningJobOut:
-    return FineTuningJobOut.from_entity(services.jobs.get(fine_tuning_job_id, principal))
+    return FineTuningJobOut.from_entity(services.jobs.get(fine_tuning_job_id, caller=principal))
 
 
 @router.post("/jobs/{fine_tuning_job_id}/cancel")
@@ -108,7 +110,7 @@ def list_fine_tuning_events(
 ) -> PageOut[FineTuningEventOut]:
     """Newest first, as OpenAI lists them."""
     cursor = parse_event_cursor(after)
-    page = services.jobs.events(fine_tuning_job_id, principal, after=cursor, limit=limit)
+    page = services.jobs.events(fine_tuning_job_id, caller=principal, after=cursor, limit=limit)
     return PageOut(
         data=[FineTuningEventOut.from_entity(event) for event in page.items],
         has_more=page.has_more,
@@ -124,8 +126,8 @@ def list_fine_tuning_checkpoints(
     limit: Annotated[int, Query(ge=1, le=MAX_PAGE)] = 10,
 ) -> PageOut[FineTuningCheckpointOut]:
     """Newest first."""
-    job = services.jobs.get(fine_tuning_job_id, principal)
-    page = services.jobs.checkpoints(fine_tuning_job_id, principal, after=after, limit=limit)
+    job = services.jobs.get(fine_tuning_job_id, caller=principal)
+    page = services.jobs.checkpoints(fine_tuning_job_id, caller=principal, after=after, limit=limit)
     return PageOut(
         data=[FineTuningCheckpointOut.from_entity(c, job.model_name) for c in page.items],
         has_more=page.has_more,

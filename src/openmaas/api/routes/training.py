@@ -8,17 +8,19 @@ exist (admins see every job). Creating one counts against the project's
 
 from __future__ import annotations
 
+import functools
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Query, status
 from starlette.concurrency import run_in_threadpool
 
 from openmaas.api.deps import PrincipalDep, ServicesDep
+from openmaas.api.openai_fine_tuning import training_kind
 from openmaas.api.routes.audit import Auditor, AuditorDep
 from openmaas.auth.entities import Principal
+from openmaas.jobs.entities import TRAINING, Job
 from openmaas.services import Services
-from openmaas.training.entities import Job
-from openmaas.training.jobs import EarlyStopping, JobRequest
+from openmaas.training.requests import EarlyStopping, JobRequest
 from openmaas.training.schemas import (
     PageOut,
     RecipeOut,
@@ -39,23 +41,25 @@ async def create_job(
 ) -> Job:
     """Validate (400 naming the problem), charge the daily quota, record, audit."""
     jobs = services.jobs
-    prepared = await run_in_threadpool(jobs.prepare, request, principal)
+    prepared = await run_in_threadpool(
+        functools.partial(jobs.prepare, TRAINING, request, caller=principal)
+    )
     await services.limits.charge_training_job(principal)  # 429 when the quota is used up
     try:
-        return await run_in_threadpool(jobs.submit, prepared)
+        return await run_in_threadpool(functools.partial(jobs.submit, prepared, caller=principal))
     finally:
         # Recorded whether its files passed or failed the job: the job exists either way.
         await run_in_threadpool(_audit_created, services, principal, auditor, prepared.id)
 
 
 def _audit_created(services: Services, principal: Principal, auditor: Auditor, job_id: str) -> None:
-    job = services.jobs.get(job_id, principal)
+    job = services.jobs.get(job_id, caller=principal)
     auditor.record("job.create", f"jobs/{job.id}", after=_audit_state(job))
 
 
 def cancel_job(services: Services, principal: Principal, auditor: Auditor, job_id: str) -> Job:
-    before = services.jobs.get(job_id, principal)
-    job = services.jobs.cancel(job_id, principal)
+    before = services.jobs.get(job_id, caller=principal)
+    job = services.jobs.cancel(job_id, caller=principal)
     if (before.status, before.cancel_requested) != (job.status, job.cancel_requested):
         auditor.record(
             "job.cancel", f"jobs/{job.id}", before=_audit_state(before), after=_audit_state(job)
@@ -76,7 +80,7 @@ def _audit_state(job: Job) -> dict[str, Any]:
 @router.get("/recipes")
 def list_recipes(services: ServicesDep) -> PageOut[RecipeOut]:
     """The recipes this server trains with, their tasks and default hyperparameters."""
-    recipes = sorted(services.jobs.recipes.values(), key=lambda r: r.name)
+    recipes = sorted(training_kind(services.jobs).recipes.values(), key=lambda r: r.name)
     return PageOut(data=[RecipeOut.from_recipe(recipe) for recipe in recipes])
 
 
@@ -117,7 +121,7 @@ def list_training_jobs(
     limit: Annotated[int, Query(ge=1, le=MAX_PAGE)] = 20,
 ) -> PageOut[TrainingJobOut]:
     """Newest first."""
-    page = services.jobs.list(principal, after=after, limit=limit)
+    page = services.jobs.list(caller=principal, after=after, limit=limit)
     return PageOut(
         data=[TrainingJobOut.from_entity(job) for job in page.items], has_more=page.has_more
     )
@@ -125,7 +129,7 @@ def list_training_jobs(
 
 @router.get("/jobs/{job_id}")
 def get_training_job(job_id: str, services: ServicesDep, principal: PrincipalDep) -> TrainingJobOut:
-    return TrainingJobOut.from_entity(services.jobs.get(job_id, principal))
+    return TrainingJobOut.from_entity(services.jobs.get(job_id, caller=principal))
 
 
 @router.post("/jobs/{job_id}/cancel")
@@ -147,7 +151,7 @@ def list_training_job_events(
     order: Annotated[Literal["asc", "desc"], Query()] = "asc",
 ) -> PageOut[TrainingEventOut]:
     """Oldest first by default: pass the last id you saw as `after` to follow a job."""
-    page = services.jobs.events(job_id, principal, after=after, limit=limit, order=order)
+    page = services.jobs.events(job_id, caller=principal, after=after, limit=limit, order=order)
     return PageOut(
         data=[TrainingEventOut.from_entity(event) for event in page.items],
         has_more=page.has_more,
@@ -163,7 +167,7 @@ def list_training_job_checkpoints(
     limit: Annotated[int, Query(ge=1, le=MAX_PAGE)] = 10,
 ) -> PageOut[TrainingCheckpointOut]:
     """Newest first."""
-    page = services.jobs.checkpoints(job_id, principal, after=after, limit=limit)
+    page = services.jobs.checkpoints(job_id, caller=principal, after=after, limit=limit)
     return PageOut(
         data=[TrainingCheckpointOut.from_entity(c) for c in page.items], has_more=page.has_more
     )

@@ -1,4 +1,5 @@
-"""The worker side of the job state machine: claim, heartbeat, reclaim, finish.
+"""The persisted job queue, generic over kinds: record, admit, claim, heartbeat, reclaim,
+finish, and each job's events and checkpoints.
 
 Every change is one transaction. A claim takes the oldest queued job atomically: PostgreSQL
 skips rows another worker has locked (`FOR UPDATE SKIP LOCKED`); SQLite transactions begin
@@ -10,7 +11,7 @@ and it learns so (`LeaseLost`).
 Example::
 
     queue = JobQueue(db, heartbeat_timeout_s=60, max_attempts=3)
-    job = queue.claim("host:4242:ab12")
+    job = queue.claim("host:4242:ab12", kinds={"training"})
     if job is not None:
         queue.heartbeat(job.id, "host:4242:ab12")  # every few seconds while training
         queue.succeed(job.id, "host:4242:ab12", fine_tuned_model="sst2-1a2b3c4d", metrics={})
@@ -19,26 +20,27 @@ Example::
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from typing import Any
 
 from sqlalchemy import delete, select
 from sqlalchemy.orm import Session
 
+from openmaas.jobs.entities import Job, JobCheckpoint, JobEvent, JobStatus, NewJob, can_move
+from openmaas.jobs.records import (
+    aware,
+    checkpoint_entity,
+    event_entity,
+    job_entity,
+    latest_progress,
+    now,
+)
 from openmaas.store.database import Database
 from openmaas.store.tables import JobCheckpointRow, JobEventRow, JobRow
-from openmaas.training.entities import (
-    Job,
-    JobCheckpoint,
-    JobEvent,
-    JobProgress,
-    JobStatus,
-    can_move,
-)
 
-logger = logging.getLogger("openmaas.training")
+logger = logging.getLogger("openmaas.jobs")
 
 
 class LeaseLost(Exception):
@@ -53,107 +55,6 @@ class Lease:
     cancel_requested: bool
 
 
-def now() -> datetime:
-    return datetime.now(UTC)
-
-
-def aware(moment: datetime | None) -> datetime | None:
-    # SQLite hands timestamps back without a zone; they were written in UTC.
-    if moment is None:
-        return None
-    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
-
-
-def job_entity(row: JobRow, progress: JobProgress | None = None) -> Job:
-    created_at = aware(row.created_at)
-    assert created_at is not None
-    return Job(
-        id=row.id,
-        project=row.project,
-        created_by=row.created_by,
-        recipe=row.recipe,
-        task=row.task,
-        base_model=row.base_model,
-        training_file=row.training_file,
-        validation_file=row.validation_file,
-        hyperparameters=dict(row.hyperparameters),
-        options=dict(row.options),
-        suffix=row.suffix,
-        seed=row.seed,
-        model_name=row.model_name,
-        alias=row.alias,
-        status=JobStatus(row.status),
-        error=dict(row.error) if row.error else None,
-        fine_tuned_model=row.fine_tuned_model,
-        metrics=dict(row.metrics),
-        trained_tokens=row.trained_tokens,
-        cancel_requested=row.cancel_requested,
-        attempts=row.attempts,
-        worker_id=row.worker_id,
-        heartbeat_at=aware(row.heartbeat_at),
-        created_at=created_at,
-        started_at=aware(row.started_at),
-        finished_at=aware(row.finished_at),
-        progress=progress,
-    )
-
-
-def event_entity(row: JobEventRow) -> JobEvent:
-    created_at = aware(row.created_at)
-    assert created_at is not None
-    return JobEvent(
-        id=row.id,
-        job_id=row.job_id,
-        created_at=created_at,
-        level=row.level,
-        type=row.type,
-        message=row.message,
-        data=dict(row.data) if row.data is not None else None,
-    )
-
-
-def checkpoint_entity(row: JobCheckpointRow) -> JobCheckpoint:
-    created_at = aware(row.created_at)
-    assert created_at is not None
-    return JobCheckpoint(
-        id=row.id,
-        job_id=row.job_id,
-        step=row.step,
-        epoch=row.epoch,
-        metrics=dict(row.metrics),
-        location=row.location,
-        created_at=created_at,
-    )
-
-
-def latest_progress(session: Session, job_id: str) -> JobProgress | None:
-    row = session.scalar(
-        select(JobEventRow)
-        .where(JobEventRow.job_id == job_id, JobEventRow.type == "metrics")
-        .order_by(JobEventRow.id.desc())
-        .limit(1)
-    )
-    if row is None or not row.data:
-        return None
-    data = dict(row.data)
-    finish = data.get("estimated_finish")
-    total = data.get("total_steps")
-    reserved = {"step", "epoch", "total_steps", "estimated_finish"}
-    return JobProgress(
-        step=int(data.get("step") or 0),
-        epoch=int(data.get("epoch") or 0),
-        total_steps=int(total) if isinstance(total, int | float) else None,
-        metrics={
-            k: float(v)
-            for k, v in data.items()
-            if k not in reserved and isinstance(v, int | float) and not isinstance(v, bool)
-        },
-        estimated_finish=(
-            datetime.fromtimestamp(finish, UTC) if isinstance(finish, int | float) else None
-        ),
-    )
-
-
 class JobQueue:
     """Claims, heartbeats, reclaims and finishes jobs; shared by workers and the API."""
 
@@ -164,15 +65,100 @@ class JobQueue:
         self.heartbeat_timeout_s = heartbeat_timeout_s
         self.max_attempts = max_attempts
 
+    # -- recording and admitting ----------------------------------------------------------------
+
+    def insert(self, new: NewJob, first_event: str) -> Job:
+        """Record a prepared job, `validating_files` until `admit` (or `refuse`)."""
+        with self.db.transaction() as session:
+            row = JobRow(
+                id=new.id,
+                kind=new.kind,
+                project=new.project,
+                key_id=new.key_id,
+                created_by=new.created_by,
+                recipe=new.recipe,
+                task=new.task,
+                base_model=new.base_model,
+                training_file=new.training_file,
+                validation_file=new.validation_file,
+                hyperparameters=dict(new.hyperparameters),
+                options=dict(new.options),
+                suffix=new.suffix,
+                seed=new.seed,
+                model_name=new.model_name,
+                alias=new.alias,
+                status=JobStatus.VALIDATING_FILES.value,
+                metrics={},
+                attempts=0,
+                cancel_requested=False,
+                created_at=now(),
+            )
+            session.add(row)
+            session.flush()
+            self._event(session, row.id, first_event)
+            return job_entity(row)
+
+    def admit(
+        self,
+        job_id: str,
+        message: str,
+        *,
+        hyperparameters: Mapping[str, Any] | None = None,
+        data: Mapping[str, Any] | None = None,
+    ) -> Job:
+        """Queue a job whose inputs passed, with its hyperparameters resolved against them
+        (a job cancelled meanwhile stays cancelled)."""
+        with self.db.transaction() as session:
+            row = session.get(JobRow, job_id, with_for_update=True)
+            assert row is not None
+            if row.status != JobStatus.VALIDATING_FILES.value:  # cancelled meanwhile
+                return job_entity(row)
+            if hyperparameters is not None:
+                row.hyperparameters = dict(hyperparameters)
+            self._move(row, JobStatus.QUEUED)
+            self._event(session, job_id, message, data=data)
+            return job_entity(row)
+
+    def refuse(self, job_id: str, message: str, param: str | None) -> None:
+        """Fail a job whose inputs did not pass (nothing to do when cancelled meanwhile)."""
+        with self.db.transaction() as session:
+            row = session.get(JobRow, job_id, with_for_update=True)
+            if row is None or row.status != JobStatus.VALIDATING_FILES.value:
+                return
+            self._finish(row, JobStatus.FAILED)
+            row.error = {"code": "invalid_training_file", "message": message, "param": param}
+            self._event(session, job_id, f"File validation failed: {message}", level="error")
+
+    def cancel_row(self, session: Session, row: JobRow, *, who: str) -> Job:
+        """Cancel the unfinished job `row` (locked by the caller's transaction): at once when
+        it is not running yet; a running one is flagged and its worker stops."""
+        if row.status == JobStatus.RUNNING.value:
+            if not row.cancel_requested:
+                row.cancel_requested = True
+                self._event(
+                    session,
+                    row.id,
+                    f"Cancellation requested by {who}; the worker stops at its next step",
+                )
+            return job_entity(row, latest_progress(session, row.id))
+        row.cancel_requested = True
+        self._finish(row, JobStatus.CANCELLED)
+        self._event(session, row.id, f"Job cancelled by {who} before it started")
+        return job_entity(row)
+
     # -- claiming ---------------------------------------------------------------------------
 
-    def claim(self, worker_id: str) -> Job | None:
-        """Take the oldest queued job for `worker_id` (None when the queue is empty)."""
+    def claim(self, worker_id: str, kinds: Collection[str] | None = None) -> Job | None:
+        """Take the oldest queued job for `worker_id` (None when the queue is empty), only
+        of `kinds` when given: a worker claims only what it can run."""
         with self.db.transaction() as session:
+            query = select(JobRow).where(
+                JobRow.status == JobStatus.QUEUED.value, JobRow.cancel_requested.is_(False)
+            )
+            if kinds is not None:
+                query = query.where(JobRow.kind.in_(sorted(kinds)))
             row = session.scalar(
-                select(JobRow)
-                .where(JobRow.status == JobStatus.QUEUED.value, JobRow.cancel_requested.is_(False))
-                .order_by(JobRow.created_at, JobRow.id)
+                query.order_by(JobRow.created_at, JobRow.id)
                 .limit(1)
                 .with_for_update(skip_locked=True)
             )

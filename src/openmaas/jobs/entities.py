@@ -1,4 +1,11 @@
-"""What the job system hands out: frozen records, independent of the SQL rows behind them."""
+"""What the job system hands out: frozen records, independent of the SQL rows behind them.
+
+Example::
+
+    job = jobs.get("ftjob-1a2b", caller=principal)
+    if job.status.finished:
+        print(job.kind, job.status, job.metrics)
+"""
 
 from __future__ import annotations
 
@@ -10,11 +17,8 @@ from typing import Any, Generic, TypeVar
 
 T = TypeVar("T")
 
-# Names recipes give the hyperparameters OpenAI calls n_epochs, batch_size and (the base of)
-# learning_rate_multiplier.
-EPOCH_NAMES = ("n_epochs", "epochs", "num_epochs")
-BATCH_NAMES = ("batch_size",)
-LEARNING_RATE_NAMES = ("learning_rate", "lr")
+# The kind of every job recorded before kinds existed, and the only one today.
+TRAINING = "training"
 
 
 class JobStatus(StrEnum):
@@ -70,8 +74,32 @@ class JobProgress:
 
 
 @dataclass(frozen=True, slots=True)
+class NewJob:
+    """A job a kind has prepared (validated, inputs pinned) and nobody has recorded yet: the
+    caller charges quotas between `JobService.prepare` and `JobService.submit`."""
+
+    id: str
+    kind: str
+    project: str
+    key_id: int | None
+    created_by: str
+    recipe: str
+    task: str
+    base_model: str | None
+    training_file: str
+    validation_file: str | None
+    hyperparameters: Mapping[str, Any]  # as given; the kind resolves them against its inputs
+    options: Mapping[str, Any]
+    suffix: str | None
+    seed: int
+    model_name: str
+    alias: str | None
+
+
+@dataclass(frozen=True, slots=True)
 class Job:
     id: str
+    kind: str  # which JobKind prepares and runs it ("training")
     project: str
     created_by: str
     recipe: str
@@ -123,7 +151,7 @@ class JobCheckpoint:
     step: int
     epoch: int
     metrics: Mapping[str, float]
-    location: str  # relative to the artifact root
+    location: str  # the key prefix of its files in the artifact store
     created_at: datetime
 
 

@@ -1,4 +1,4 @@
-"""Keeps N training worker processes running and hands back the jobs of those that die.
+"""Keeps N job worker processes running and hands back the jobs of those that die.
 
 `openmaas serve` runs one beside the HTTP server (OPENMAAS_WORKERS processes) and
 `openmaas worker` runs one on its own. A worker that exits while the supervisor is not
@@ -34,12 +34,12 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from types import FrameType
 
+from openmaas.jobs.queue import JobQueue
+from openmaas.jobs.worker import worker_identity
 from openmaas.settings import Settings
 from openmaas.store.database import Database
-from openmaas.training.queue import JobQueue
-from openmaas.training.worker import worker_identity
 
-logger = logging.getLogger("openmaas.training.supervisor")
+logger = logging.getLogger("openmaas.jobs.supervisor")
 
 STOP_GRACE_S = 10.0  # SIGTERM, then SIGKILL: a step and a checkpoint fit well inside
 YOUNG_DEATH_S = 10.0  # a worker dying sooner than this after its start is crash-looping
@@ -124,7 +124,7 @@ class Supervisor:
         command = [
             sys.executable,
             "-m",
-            "openmaas.training.worker",
+            "openmaas.jobs.worker",
             "--token",
             token,
             "--parent-pid",

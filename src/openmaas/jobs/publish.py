@@ -1,0 +1,92 @@
+"""Publishing a job's result: a new version of the job's model, with lineage, and the alias
+the job asked for moved to it.
+
+A worker that died between registering and recording success left a version whose lineage
+names the job: publishing again returns that version instead of registering a second one.
+
+Example::
+
+    output = kind.run(context)
+    name = publish(registry, job, output)  # "sst2-1a2b3c4d" (or "name:3" for a named model)
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from openmaas.errors import NotFound
+from openmaas.jobs.context import finite
+from openmaas.jobs.entities import Job
+from openmaas.registry.entities import Lineage, ModelVersion
+from openmaas.registry.service import RegistryService, VersionSpec
+from openmaas.registry.sources import plan_directory
+
+
+@dataclass(frozen=True, slots=True)
+class JobOutput:
+    """What a kind's run produced: a servable model directory (copied into the artifact
+    store by the registration) and what to record with it."""
+
+    directory: Path
+    task: str
+    runtime: str
+    description: str
+    params: Mapping[str, Any] = field(default_factory=dict)
+    metrics: Mapping[str, float] = field(default_factory=dict)
+    trained_tokens: int | None = None
+    source: Mapping[str, Any] = field(default_factory=dict)  # lineage: where it came from
+    base_version: str | None = None  # "name:version" it was derived from, if any
+    transform: str = "train"  # lineage: train | fine-tune | ...
+    dataset_id: str | None = None
+    dataset_sha256: str | None = None
+
+
+def publish(registry: RegistryService, job: Job, output: JobOutput) -> str:
+    """Register `output` as the next version of the job's model; returns the name the job
+    reports (`name:version` when the caller named the model, else the new model's name)."""
+    version = registered_by(registry, job) or registry.register_plan(
+        job.model_name, plan_directory(output.directory), _spec(job, output)
+    )
+    explicit = bool(job.options.get("explicit_model_name"))
+    return f"{version.model}:{version.version}" if explicit else version.model
+
+
+def registered_by(registry: RegistryService, job: Job) -> ModelVersion | None:
+    """The version a previous run of `job` registered, if one did."""
+    try:
+        versions = registry.list_versions(job.model_name)
+    except NotFound:
+        return None
+    return next((v for v in versions if v.lineage.job_id == job.id), None)
+
+
+def _spec(job: Job, output: JobOutput) -> VersionSpec:
+    lineage = Lineage(
+        source=dict(output.source),
+        parent_version=_parent_version(job.model_name, output.base_version),
+        transform=output.transform,
+        dataset_id=output.dataset_id,
+        dataset_sha256=output.dataset_sha256,
+        job_id=job.id,
+    )
+    return VersionSpec(
+        task=output.task,
+        runtime=output.runtime,
+        description=output.description,
+        params=dict(output.params),
+        metrics=finite(output.metrics),
+        lineage=lineage,
+        alias=job.alias,
+        created_by=job.created_by,
+        project=job.project,
+    )
+
+
+def _parent_version(model_name: str, base: str | None) -> int | None:
+    if base is None:
+        return None
+    name, _, version = base.rpartition(":")
+    return int(version) if name == model_name and version.isdigit() else None

@@ -1,0 +1,142 @@
+"""A training job's run on a worker: its recipe trains on the job's split, resuming from the
+newest checkpoint, and the trained model is what the job publishes.
+
+The recipe works in local directories under the job's scratch space (`work/` kept across
+resumes of the job, `output/` emptied on each run); its checkpoints go to the artifact store
+through the job context, and its output is registered by `jobs.publish`.
+
+Example::
+
+    output = run_training(kind, context)  # what TrainingJobKind.run does
+"""
+
+from __future__ import annotations
+
+import math
+import shutil
+from collections.abc import Mapping
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from openmaas.errors import OpenMaaSError
+from openmaas.jobs.context import JobContext, JobStopped, finite
+from openmaas.jobs.publish import JobOutput
+from openmaas.registry.service import OpenedVersion
+from openmaas.training.hyperparameters import BATCH_NAMES, EPOCH_NAMES
+from openmaas.training.recipe import Checkpoint, TrainingContext, TrainingStopped
+from openmaas.training.requests import split_examples
+
+if TYPE_CHECKING:
+    from openmaas.training.kind import TrainingJobKind
+
+
+def run_training(kind: TrainingJobKind, context: JobContext) -> JobOutput:
+    """Train the job with its recipe; `JobStopped` when the recipe stopped as asked."""
+    job = context.job
+    recipe = kind.recipes.get(job.recipe)
+    if recipe is None:
+        raise OpenMaaSError(
+            f"recipe {job.recipe!r} is not installed on worker {context.worker_id} "
+            f"(it has: {', '.join(sorted(kind.recipes))})"
+        )
+    output_dir, work_dir = context.scratch / "output", context.scratch / "work"
+    shutil.rmtree(output_dir, ignore_errors=True)
+    output_dir.mkdir(parents=True)
+    work_dir.mkdir(parents=True, exist_ok=True)
+    train, validation, test = split_examples(kind.datasets, job)
+    restored = context.restore_checkpoint(work_dir / "resume")
+    resume = (
+        Checkpoint(
+            directory=restored.directory,
+            step=restored.checkpoint.step,
+            epoch=restored.checkpoint.epoch,
+            metrics=restored.checkpoint.metrics,
+        )
+        if restored is not None
+        else None
+    )
+    context.plan_steps(_estimate_total_steps(job.hyperparameters, len(train)))
+    base: OpenedVersion | None = None
+    base_version = job.options.get("base_version")
+    if base_version:
+        base = kind.registry.open_files(str(base_version))
+    try:
+        ctx = TrainingContext(
+            job_id=job.id,
+            task=job.task,
+            train=train,
+            validation=validation,
+            test=test,
+            hyperparameters=dict(job.hyperparameters),
+            seed=job.seed,
+            output_dir=output_dir,
+            work_dir=work_dir,
+            device=context.device,
+            base_model=base.directory if base is not None else None,
+            base_model_params=dict(base.version.params) if base is not None else {},
+            base_model_reference=(
+                f"{base.version.model}:{base.version.version}" if base is not None else None
+            ),
+            base_model_task=base.version.task if base is not None else None,
+            base_model_runtime=base.version.runtime if base is not None else None,
+            resume_from=resume,
+            on_message=lambda level, text: context.message(text, level),
+            on_metrics=context.report_metrics,
+            on_checkpoint=lambda directory, step, epoch, metrics: _checkpoint(
+                context, directory, step, epoch, metrics
+            ),
+            should_stop=context.should_stop,
+            on_plan=context.plan_steps,
+        )
+        try:
+            result = recipe.train(ctx)
+        except TrainingStopped as exc:
+            raise JobStopped(str(exc)) from exc
+    finally:
+        if base is not None:
+            base.close()
+    base_reference = str(base_version) if base_version else None
+    return JobOutput(
+        directory=output_dir,
+        task=result.task,
+        runtime=result.runtime,
+        description=f"Trained by job {job.id} (recipe {job.recipe})",
+        params={
+            **dict(result.params),
+            "training": {
+                "job_id": job.id,
+                "recipe": job.recipe,
+                "hyperparameters": dict(job.hyperparameters),
+                "seed": job.seed,
+                "report": dict(result.report),
+            },
+        },
+        metrics=finite(result.metrics),
+        trained_tokens=result.trained_tokens,
+        source={
+            "type": "training-job",
+            "job_id": job.id,
+            "recipe": job.recipe,
+            "base_model": base_reference,
+            "training_file": job.training_file,
+            "validation_file": job.validation_file,
+        },
+        base_version=base_reference,
+        transform="fine-tune" if base_reference else "train",
+        dataset_id=job.training_file,
+        dataset_sha256=str(job.options.get("dataset_sha256") or "") or None,
+    )
+
+
+def _checkpoint(
+    context: JobContext, directory: Path, step: int, epoch: int, metrics: Mapping[str, float]
+) -> None:
+    context.save_checkpoint(directory, step, epoch, metrics)
+
+
+def _estimate_total_steps(hyperparameters: Mapping[str, Any], n_train: int) -> int | None:
+    epochs = next((hyperparameters[n] for n in EPOCH_NAMES if n in hyperparameters), None)
+    batch = next((hyperparameters[n] for n in BATCH_NAMES if n in hyperparameters), None)
+    if not isinstance(epochs, int) or not isinstance(batch, int) or epochs < 1 or batch < 1:
+        return None
+    return epochs * math.ceil(n_train / batch)
