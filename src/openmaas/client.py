@@ -32,15 +32,6 @@ from urllib.parse import quote
 import httpx
 from pydantic import BaseModel
 
-from openmaas.api.protocol.admin import CreatedKeyOut, KeyOut, ProjectOut, WhoAmIOut
-from openmaas.api.protocol.datasets import (
-    DatasetDeletedOut,
-    DatasetOut,
-    DatasetSplitOut,
-    DatasetSummaryOut,
-)
-from openmaas.api.protocol.metering import AuditListOut, UsageReportOut
-from openmaas.catalog.schemas import CatalogEntryOut
 from openmaas.packing import (
     ProgressCallback,
     ProgressReader,
@@ -48,13 +39,22 @@ from openmaas.packing import (
     is_archive,
     pack_directory,
 )
-from openmaas.registry.schemas import (
+from openmaas.protocol.admin import CreatedKeyOut, KeyOut, ProjectOut, WhoAmIOut
+from openmaas.protocol.catalog import CatalogEntryOut
+from openmaas.protocol.common import ListOut
+from openmaas.protocol.datasets import (
+    DatasetDeletedOut,
+    DatasetOut,
+    DatasetSplitOut,
+    DatasetSummaryOut,
+)
+from openmaas.protocol.metering import AuditListOut, UsageReportOut
+from openmaas.protocol.registry import (
     AliasEventOut,
     AliasMoveOut,
     CompareOut,
     HubSource,
     LineageIn,
-    ListOut,
     MetadataEditOut,
     MetadataPatch,
     ModelOut,
@@ -67,7 +67,7 @@ from openmaas.registry.schemas import (
     VersionMetadata,
     VersionOut,
 )
-from openmaas.training.schemas import (
+from openmaas.protocol.training import (
     EarlyStoppingIn,
     PageOut,
     RecipeOut,

@@ -26,10 +26,18 @@ from openai.types.fine_tuning import FineTuningJob, FineTuningJobEvent
 from openai.types.fine_tuning.jobs import FineTuningJobCheckpoint
 from sqlalchemy import update
 
+from openmaas.api.convert.training import (
+    fine_tuning_checkpoint_out,
+    fine_tuning_event_out,
+    fine_tuning_job_out,
+)
 from openmaas.auth.entities import Principal
 from openmaas.auth.scopes import Scope
 from openmaas.datasets.service import DatasetService
 from openmaas.errors import Conflict, InvalidRequest, NotFound
+from openmaas.protocol.training import (
+    FineTuningCheckpointOut,
+)
 from openmaas.registry.service import RegistryService, VersionSpec
 from openmaas.registry.sources import plan_directory
 from openmaas.store.database import Database
@@ -42,11 +50,6 @@ from openmaas.training.recipe import (
     TrainingContext,
     TrainingResult,
     TrainingStopped,
-)
-from openmaas.training.schemas import (
-    FineTuningCheckpointOut,
-    FineTuningEventOut,
-    FineTuningJobOut,
 )
 from openmaas.training.worker import Worker
 from tests.conftest import build_registry
@@ -282,7 +285,7 @@ def test_openai_names_map_onto_the_recipe(env: Env) -> None:
     assert job.hyperparameters["n_epochs"] == 4
     assert job.hyperparameters["batch_size"] == 4  # auto: the recipe's default
     assert job.model_name.startswith("sst-")
-    out = FineTuningJobOut.from_entity(job)
+    out = fine_tuning_job_out(job)
     assert (out.model, out.organization_id, out.status) == ("counting", "acme", "queued")
     assert out.hyperparameters.n_epochs == 4
     # The stock client's own model parses what we send.
@@ -379,7 +382,7 @@ def test_listing_pages_newest_first(env: Env) -> None:
     older = env.jobs.events(created[0], ACME, after=events.items[0].id, limit=5)
     assert [e.message for e in older.items] == [f"Validating training file: {env.train_file}"]
     parsed = FineTuningJobEvent.model_validate(
-        FineTuningEventOut.from_entity(events.items[0]).model_dump(mode="json")
+        fine_tuning_event_out(events.items[0]).model_dump(mode="json")
     )
     assert parsed.id == f"ftevent-{events.items[0].id}"
     assert parsed.type == "message"
@@ -589,7 +592,7 @@ def test_a_worker_trains_registers_and_records_everything(env: Env) -> None:
     assert all(
         (env.registry.artifacts.root / c.location / "state.json").is_file() for c in checkpoints
     )
-    out = FineTuningCheckpointOut.from_entity(checkpoints[0], job.model_name)
+    out = fine_tuning_checkpoint_out(checkpoints[0], job.model_name)
     parsed = FineTuningCheckpointOut.model_validate(out.model_dump())
     assert FineTuningJobCheckpoint.model_validate(parsed.model_dump()).step_number == 15
     assert not (env.home / "training" / "jobs" / job.id).exists()  # scratch removed

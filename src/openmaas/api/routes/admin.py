@@ -10,8 +10,12 @@ from typing import Any
 
 from fastapi import APIRouter, Depends, Query, status
 
+from openmaas.api.convert.admin import key_out, project_out
 from openmaas.api.deps import PrincipalDep, ServicesDep, requires
-from openmaas.api.protocol.admin import (
+from openmaas.api.routes.audit import AuditorDep
+from openmaas.auth.policy import LimitPolicy
+from openmaas.auth.scopes import Scope
+from openmaas.protocol.admin import (
     CreatedKeyOut,
     KeyCreate,
     KeyOut,
@@ -20,10 +24,7 @@ from openmaas.api.protocol.admin import (
     ProjectOut,
     WhoAmIOut,
 )
-from openmaas.api.routes.audit import AuditorDep
-from openmaas.auth.policy import LimitPolicy
-from openmaas.auth.scopes import Scope
-from openmaas.registry.schemas import ListOut
+from openmaas.protocol.common import ListOut
 
 router = APIRouter(prefix="/v1", tags=["admin"])
 _ADMIN = [Depends(requires(Scope.ADMIN))]
@@ -45,19 +46,19 @@ def create_project(
     if limits:
         services.auth.set_project_limits(project.name, limits)
         project = services.auth.get_project(project.name)
-    out = ProjectOut.from_entity(project)
+    out = project_out(project)
     auditor.record("project.create", f"projects/{project.name}", after=_dump(out))
     return out
 
 
 @router.get("/projects", dependencies=_ADMIN)
 def list_projects(services: ServicesDep) -> ListOut[ProjectOut]:
-    return ListOut(data=[ProjectOut.from_entity(p) for p in services.auth.list_projects()])
+    return ListOut(data=[project_out(p) for p in services.auth.list_projects()])
 
 
 @router.get("/projects/{name}", dependencies=_ADMIN)
 def get_project(name: str, services: ServicesDep) -> ProjectOut:
-    return ProjectOut.from_entity(services.auth.get_project(name))
+    return project_out(services.auth.get_project(name))
 
 
 @router.put("/projects/{name}/limits", dependencies=_ADMIN)
@@ -68,7 +69,7 @@ def set_project_limits(
     services.authenticator.forget(project=name)
     if before != after:  # a change that changes nothing records nothing
         auditor.record("project.limits", f"projects/{name}", before=before, after=after)
-    return ProjectOut.from_entity(services.auth.get_project(name))
+    return project_out(services.auth.get_project(name))
 
 
 # -- keys -----------------------------------------------------------------------------------
@@ -95,27 +96,27 @@ def create_key(
     if limits:
         services.auth.set_key_limits(key.id, limits)
         key = services.auth.get_key(key.id)
-    out = KeyOut.from_entity(key)
+    out = key_out(key)
     auditor.record("key.create", f"keys/{key.id}", after=_dump(out))
     return CreatedKeyOut(**out.model_dump(), key=plaintext)
 
 
 @router.get("/keys", dependencies=_ADMIN)
 def list_keys(services: ServicesDep, project: str | None = Query(default=None)) -> ListOut[KeyOut]:
-    return ListOut(data=[KeyOut.from_entity(k) for k in services.auth.list_keys(project)])
+    return ListOut(data=[key_out(k) for k in services.auth.list_keys(project)])
 
 
 @router.get("/keys/{key_id}", dependencies=_ADMIN)
 def get_key(key_id: int, services: ServicesDep) -> KeyOut:
-    return KeyOut.from_entity(services.auth.get_key(key_id))
+    return key_out(services.auth.get_key(key_id))
 
 
 @router.post("/keys/{key_id}/revoke", dependencies=_ADMIN)
 def revoke_key(
     key_id: int, services: ServicesDep, who: PrincipalDep, auditor: AuditorDep
 ) -> KeyOut:
-    before = KeyOut.from_entity(services.auth.get_key(key_id))
-    after = KeyOut.from_entity(services.auth.revoke_key(key_id, actor=who.actor))
+    before = key_out(services.auth.get_key(key_id))
+    after = key_out(services.auth.revoke_key(key_id, actor=who.actor))
     services.authenticator.forget(key_id=key_id)
     if before.revoked_at is None:  # revoking twice changes nothing and records nothing
         auditor.record("key.revoke", f"keys/{key_id}", before=_dump(before), after=_dump(after))
@@ -130,7 +131,7 @@ def set_key_limits(
     services.authenticator.forget(key_id=key_id)
     if before != after:
         auditor.record("key.limits", f"keys/{key_id}", before=before, after=after)
-    return KeyOut.from_entity(services.auth.get_key(key_id))
+    return key_out(services.auth.get_key(key_id))
 
 
 def _dump(out: ProjectOut | KeyOut) -> dict[str, Any]:

@@ -19,16 +19,13 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Query, Request
 
+from openmaas.api.convert.metering import audit_event_out
 from openmaas.api.deps import CallerDep, PrincipalDep, ServicesDep, client_address
-from openmaas.api.protocol.metering import (
-    TIMESTAMP_HINT,
-    AuditEventOut,
-    AuditListOut,
-    parse_timestamp,
-)
+from openmaas.api.query import TIMESTAMP_HINT, parse_timestamp
 from openmaas.auth.scopes import Scope, require
 from openmaas.metering.audit import AuditEvent, AuditLog
 from openmaas.observability.logs import request_id_var
+from openmaas.protocol.metering import AuditListOut
 
 logger = logging.getLogger("openmaas.audit")
 
@@ -132,6 +129,6 @@ def list_audit_events(
     )
     page = events[:limit]
     return AuditListOut(
-        data=[AuditEventOut.from_entity(event) for event in page],
+        data=[audit_event_out(event) for event in page],
         next_after_id=page[-1].id if len(events) > limit else None,
     )

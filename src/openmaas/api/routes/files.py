@@ -20,12 +20,13 @@ from urllib.parse import quote
 from fastapi import APIRouter, File, Form, Query, UploadFile
 from fastapi.responses import StreamingResponse
 
+from openmaas.api.convert.datasets import file_out
 from openmaas.api.deps import PrincipalDep, ServicesDep
-from openmaas.api.protocol.datasets import FileDeletedOut, FileListOut, FileOut
 from openmaas.api.routes.audit import Auditor, AuditorDep
 from openmaas.auth.access import is_admin
 from openmaas.auth.entities import Principal
 from openmaas.datasets.service import Dataset
+from openmaas.protocol.datasets import FileDeletedOut, FileListOut, FileOut
 
 router = APIRouter(prefix="/v1/files", tags=["files"])
 
@@ -76,7 +77,7 @@ def create_file(
         purpose=purpose,
     )
     record_created(auditor, dataset)
-    return FileOut.from_entity(dataset)
+    return file_out(dataset)
 
 
 @router.get("")
@@ -93,7 +94,7 @@ def list_files(
     )
     page = found[:limit]
     return FileListOut(
-        data=[FileOut.from_entity(dataset) for dataset in page],
+        data=[file_out(dataset) for dataset in page],
         first_id=page[0].id if page else None,
         last_id=page[-1].id if page else None,
         has_more=len(found) > limit,
@@ -102,7 +103,7 @@ def list_files(
 
 @router.get("/{file_id}")
 def retrieve_file(file_id: str, services: ServicesDep, who: PrincipalDep) -> FileOut:
-    return FileOut.from_entity(services.datasets.get(file_id, project_scope(who)))
+    return file_out(services.datasets.get(file_id, project_scope(who)))
 
 
 @router.get("/{file_id}/content")

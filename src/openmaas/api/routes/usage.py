@@ -12,14 +12,9 @@ from typing import Annotated, Literal
 from fastapi import APIRouter, Query
 from fastapi.responses import Response
 
+from openmaas.api.convert.metering import usage_group_out
 from openmaas.api.deps import PrincipalDep, ServicesDep
-from openmaas.api.protocol.metering import (
-    TIMESTAMP_HINT,
-    UsageGroupOut,
-    UsageReportOut,
-    parse_timestamp,
-    split_list,
-)
+from openmaas.api.query import TIMESTAMP_HINT, parse_timestamp, split_list
 from openmaas.auth.entities import Principal
 from openmaas.auth.scopes import Scope, scopes_cover
 from openmaas.errors import ProjectNotFound
@@ -31,6 +26,7 @@ from openmaas.metering.usage import (
     check_group_by,
     check_window,
 )
+from openmaas.protocol.metering import UsageReportOut
 
 router = APIRouter(prefix="/v1/usage", tags=["metering"])
 
@@ -114,6 +110,6 @@ def get_usage(
         end=until,
         group_by=list(chosen),
         filters={name: value for name, value in filters.items() if value is not None},
-        data=[UsageGroupOut.from_entity(group) for group in data],
-        total=UsageGroupOut.from_entity(total),
+        data=[usage_group_out(group) for group in data],
+        total=usage_group_out(total),
     )
