@@ -14,6 +14,10 @@ from pydantic import Field
 
 from openmaas.protocol.common import Response, Schema
 
+# Names an uploaded model directory never carries: the SDK leaves them out of the archive it
+# packs, and the server skips them in any archive or directory it takes in.
+SKIPPED_NAMES = frozenset({".git", "__pycache__", ".DS_Store", ".ipynb_checkpoints", ".cache"})
+
 # -- requests ------------------------------------------------------------------------------
 
 
