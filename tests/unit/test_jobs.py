@@ -31,7 +31,7 @@ from openmaas.api.convert.training import (
     fine_tuning_event_out,
     fine_tuning_job_out,
 )
-from openmaas.auth.entities import Principal
+from openmaas.auth.entities import SYSTEM, Principal
 from openmaas.auth.scopes import Scope
 from openmaas.datasets.service import DatasetService
 from openmaas.errors import Conflict, InvalidRequest, NotFound
@@ -192,8 +192,12 @@ def env(database_url: str, tmp_path: Path) -> Iterator[Env]:
         heartbeat_timeout_s=30.0,
         max_attempts=2,
     )
-    train = datasets.create(io.BytesIO(_jsonl(40)), filename="train.jsonl", project="acme")
-    other = datasets.create(io.BytesIO(_jsonl(40)), filename="train.jsonl", project="other")
+    train = datasets.create(
+        io.BytesIO(_jsonl(40)), filename="train.jsonl", project="acme", caller=SYSTEM
+    )
+    other = datasets.create(
+        io.BytesIO(_jsonl(40)), filename="train.jsonl", project="other", caller=SYSTEM
+    )
     yield Env(jobs, registry, datasets, recipe, tmp_path / "home", train.id, other.id)
     registry.db.close()
 
@@ -262,7 +266,9 @@ def test_another_projects_file_is_not_found(env: Env) -> None:
 
 
 def test_a_file_too_small_to_split_fails_the_job_with_the_reason(env: Env) -> None:
-    tiny = env.datasets.create(io.BytesIO(_jsonl(4)), filename="tiny.jsonl", project="acme")
+    tiny = env.datasets.create(
+        io.BytesIO(_jsonl(4)), filename="tiny.jsonl", project="acme", caller=SYSTEM
+    )
     with pytest.raises(InvalidRequest) as caught:
         env.create(training_file=tiny.id, test_split=0.05)
     assert caught.value.code == "invalid_training_file"
@@ -583,7 +589,10 @@ def test_a_worker_trains_registers_and_records_everything(env: Env) -> None:
     assert version.metrics == {"accuracy": 0.75, "macro_f1": 0.7}
     assert version.lineage.job_id == job.id
     assert version.lineage.dataset_id == env.train_file
-    assert version.lineage.dataset_sha256 == env.datasets.get(env.train_file).content_sha256
+    assert (
+        version.lineage.dataset_sha256
+        == env.datasets.get(env.train_file, caller=SYSTEM).content_sha256
+    )
     assert version.params["training"]["hyperparameters"] == dict(job.hyperparameters)
     assert version.params["steps"] == 16
     # Checkpoints: the newest three kept, in the store, listed newest first.

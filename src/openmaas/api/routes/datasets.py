@@ -15,7 +15,7 @@ from fastapi import APIRouter, File, Form, Query, UploadFile, status
 from openmaas.api.convert.datasets import dataset_out, dataset_summary_out
 from openmaas.api.deps import PrincipalDep, ServicesDep
 from openmaas.api.routes.audit import AuditorDep
-from openmaas.api.routes.files import project_scope, record_created, record_deleted
+from openmaas.api.routes.files import record_created, record_deleted
 from openmaas.datasets.formats import content_sha256
 from openmaas.datasets.split import parse_ratios
 from openmaas.datasets.stats import label_counts
@@ -47,6 +47,7 @@ def create_dataset(
         file.file,
         filename=file.filename or "upload",
         project=who.project,
+        caller=who,
         created_by=who.actor,
         format=format or None,
         text_column=text_column or None,
@@ -58,13 +59,13 @@ def create_dataset(
 
 @router.get("")
 def list_datasets(services: ServicesDep, who: PrincipalDep) -> ListOut[DatasetSummaryOut]:
-    datasets = services.datasets.list(project_scope(who))
+    datasets = services.datasets.list(caller=who)
     return ListOut(data=[dataset_summary_out(dataset) for dataset in datasets])
 
 
 @router.get("/{dataset_id}")
 def get_dataset(dataset_id: str, services: ServicesDep, who: PrincipalDep) -> DatasetOut:
-    return dataset_out(services.datasets.get(dataset_id, project_scope(who)))
+    return dataset_out(services.datasets.get(dataset_id, caller=who))
 
 
 @router.get("/{dataset_id}/split")
@@ -79,9 +80,8 @@ def split_dataset(
 ) -> DatasetSplitOut:
     """How a seed splits the dataset: rows, labels and content hash of each split."""
     shares = parse_ratios(ratios)
-    scope = project_scope(who)
-    dataset = services.datasets.get(dataset_id, scope)
-    splits = services.datasets.splits(dataset_id, scope, seed=seed, ratios=shares)
+    dataset = services.datasets.get(dataset_id, caller=who)
+    splits = services.datasets.splits(dataset_id, caller=who, seed=seed, ratios=shares)
     train, validation, test = (
         SplitPartOut(
             rows=len(part),
@@ -105,6 +105,6 @@ def split_dataset(
 def delete_dataset(
     dataset_id: str, services: ServicesDep, who: PrincipalDep, auditor: AuditorDep
 ) -> DatasetDeletedOut:
-    removed = services.datasets.delete(dataset_id, project_scope(who))
+    removed = services.datasets.delete(dataset_id, caller=who)
     record_deleted(auditor, removed)
     return DatasetDeletedOut(id=removed.id)
