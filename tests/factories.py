@@ -9,6 +9,9 @@ from pathlib import Path
 import numpy as np
 from safetensors.numpy import save_file
 
+from openmaas.auth.entities import Principal
+from openmaas.auth.scopes import Scope
+
 
 def write_hf_model(
     directory: Path,
@@ -48,3 +51,10 @@ def make_tarball(source: Path, target: Path, *, arcname: str | None = None) -> P
     with tarfile.open(target, "w:gz") as archive:
         archive.add(source, arcname=arcname or source.name)
     return target
+
+
+def member(project: str, *scopes: Scope) -> Principal:
+    """A caller holding a non-admin key of `project` (training scope unless told)."""
+    return Principal(
+        project=project, key_id=1, prefix=f"{project}key", scopes=scopes or (Scope.TRAINING,)
+    )

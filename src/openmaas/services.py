@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from openmaas.auth.bootstrap import announce_admin_key, load_pepper
 from openmaas.auth.bruteforce import BruteForceGuard
 from openmaas.auth.enforcement import Limits
+from openmaas.auth.entities import SYSTEM
 from openmaas.auth.http import Authenticator
 from openmaas.auth.ratelimit import RateLimiter
 from openmaas.auth.service import AuthService
@@ -101,7 +102,7 @@ class Services:
         self.datasets.start()
         admin_key = self.settings.admin_key
         created = self.auth.bootstrap_admin_key(
-            admin_key.get_secret_value() if admin_key is not None else None
+            admin_key.get_secret_value() if admin_key is not None else None, caller=SYSTEM
         )
         if admin_key is None:
             announce_admin_key(created, self.settings)

@@ -12,6 +12,7 @@ import pytest
 from sqlalchemy import select
 
 from openmaas.auth import DEFAULT_PROJECT, Principal, Scope
+from openmaas.auth.entities import SYSTEM
 from openmaas.auth.keys import format_key, generate_key, parse_key
 from openmaas.auth.service import AuthService
 from openmaas.errors import (
@@ -51,28 +52,30 @@ def _failure(auth: AuthService, plaintext: str | None, now: datetime | None = No
 
 
 def test_projects_are_created_listed_and_unique(auth: AuthService) -> None:
-    assert [p.name for p in auth.list_projects()] == [DEFAULT_PROJECT]
-    created = auth.create_project("acme", "a customer", actor="alice")
+    assert [p.name for p in auth.list_projects(caller=SYSTEM)] == [DEFAULT_PROJECT]
+    created = auth.create_project("acme", "a customer", actor="alice", caller=SYSTEM)
     assert created.name == "acme"
     assert created.description == "a customer"
     assert created.created_by == "alice"
     now = datetime.now(UTC)
     assert now - timedelta(minutes=5) < created.created_at <= now
-    assert auth.get_project("acme") == created
-    assert [p.name for p in auth.list_projects()] == ["acme", DEFAULT_PROJECT]
+    assert auth.get_project("acme", caller=SYSTEM) == created
+    assert [p.name for p in auth.list_projects(caller=SYSTEM)] == ["acme", DEFAULT_PROJECT]
     with pytest.raises(Conflict, match="already exists"):
-        auth.create_project("acme")
+        auth.create_project("acme", caller=SYSTEM)
     with pytest.raises(Conflict):
-        auth.create_project(DEFAULT_PROJECT)
+        auth.create_project(DEFAULT_PROJECT, caller=SYSTEM)
     with pytest.raises(InvalidName):
-        auth.create_project("../etc")
+        auth.create_project("../etc", caller=SYSTEM)
     with pytest.raises(ProjectNotFound):
-        auth.get_project("nobody")
+        auth.get_project("nobody", caller=SYSTEM)
 
 
 def test_a_key_is_shown_once_and_authenticates(auth: AuthService) -> None:
-    auth.create_project("acme")
-    key, plaintext = auth.create_key("acme", "ci", ["inference", Scope.MODELS_READ], actor="alice")
+    auth.create_project("acme", caller=SYSTEM)
+    key, plaintext = auth.create_key(
+        "acme", "ci", ["inference", Scope.MODELS_READ], actor="alice", caller=SYSTEM
+    )
     assert parse_key(plaintext).prefix == key.prefix
     assert key.project == "acme"
     assert key.name == "ci"
@@ -83,14 +86,14 @@ def test_a_key_is_shown_once_and_authenticates(auth: AuthService) -> None:
     assert key.last_used_at is None
 
     # Listings carry no secret and no hash, in any field.
-    listed = auth.list_keys()
+    listed = auth.list_keys(caller=SYSTEM)
     assert listed == [key]
-    assert auth.list_keys("acme") == [key]
-    assert auth.list_keys(DEFAULT_PROJECT) == []
+    assert auth.list_keys("acme", caller=SYSTEM) == [key]
+    assert auth.list_keys(DEFAULT_PROJECT, caller=SYSTEM) == []
     assert {f.name for f in fields(listed[0])}.isdisjoint({"secret", "secret_hash", "salt"})
     assert parse_key(plaintext).secret not in repr(listed)
     with pytest.raises(ProjectNotFound):
-        auth.list_keys("nobody")
+        auth.list_keys("nobody", caller=SYSTEM)
 
     # The database holds neither the plaintext nor the secret.
     with auth.db.transaction() as session:
@@ -102,30 +105,31 @@ def test_a_key_is_shown_once_and_authenticates(auth: AuthService) -> None:
     assert principal == Principal(
         project="acme", key_id=key.id, prefix=key.prefix, scopes=key.scopes
     )
-    assert auth.get_key(key.id).last_used_at is not None
+    assert auth.get_key(key.id, caller=SYSTEM).last_used_at is not None
 
 
 def test_key_creation_is_validated(auth: AuthService) -> None:
     with pytest.raises(ProjectNotFound):
-        auth.create_key("nobody", "k", [Scope.INFERENCE])
+        auth.create_key("nobody", "k", [Scope.INFERENCE], caller=SYSTEM)
     with pytest.raises(InvalidRequest, match="unknown scope"):
-        auth.create_key(DEFAULT_PROJECT, "k", ["root"])
+        auth.create_key(DEFAULT_PROJECT, "k", ["root"], caller=SYSTEM)
     with pytest.raises(InvalidRequest, match="at least one scope"):
-        auth.create_key(DEFAULT_PROJECT, "k", [])
+        auth.create_key(DEFAULT_PROJECT, "k", [], caller=SYSTEM)
     with pytest.raises(InvalidName):
-        auth.create_key(DEFAULT_PROJECT, "", [Scope.INFERENCE])
+        auth.create_key(DEFAULT_PROJECT, "", [Scope.INFERENCE], caller=SYSTEM)
     with pytest.raises(InvalidRequest, match="future"):
         auth.create_key(
             DEFAULT_PROJECT,
             "k",
             [Scope.INFERENCE],
             expires_at=datetime.now(UTC) - timedelta(seconds=1),
+            caller=SYSTEM,
         )
-    assert auth.list_keys() == []
+    assert auth.list_keys(caller=SYSTEM) == []
 
 
 def test_unknown_and_wrong_secret_fail_alike(auth: AuthService) -> None:
-    key, _ = auth.create_key(DEFAULT_PROJECT, "k", [Scope.INFERENCE])
+    key, _ = auth.create_key(DEFAULT_PROJECT, "k", [Scope.INFERENCE], caller=SYSTEM)
     wrong_secret = format_key(key.prefix, generate_key().secret)
     unknown_prefix = generate_key().plaintext
     with pytest.raises(AuthenticationFailed) as wrong:
@@ -135,7 +139,7 @@ def test_unknown_and_wrong_secret_fail_alike(auth: AuthService) -> None:
     assert wrong.value.message == unknown.value.message
     assert wrong.value.code == unknown.value.code == "invalid_api_key"
     assert _failure(auth, wrong_secret) == _failure(auth, unknown_prefix)
-    assert auth.get_key(key.id).last_used_at is None
+    assert auth.get_key(key.id, caller=SYSTEM).last_used_at is None
 
 
 @pytest.mark.parametrize("presented", [None, ""])
@@ -152,16 +156,16 @@ def test_a_malformed_key_fails_with_the_reason(auth: AuthService, presented: str
 
 
 def test_a_revoked_key_fails_on_the_next_call(auth: AuthService) -> None:
-    key, plaintext = auth.create_key(DEFAULT_PROJECT, "k", [Scope.INFERENCE])
+    key, plaintext = auth.create_key(DEFAULT_PROJECT, "k", [Scope.INFERENCE], caller=SYSTEM)
     auth.authenticate(plaintext)
-    revoked = auth.revoke_key(key.id, actor="bob")
+    revoked = auth.revoke_key(key.id, actor="bob", caller=SYSTEM)
     assert revoked.revoked_at is not None
     assert revoked.revoked_by == "bob"
     assert "revoked" in _failure(auth, plaintext)
     # Revoking again keeps the first revocation.
-    assert auth.revoke_key(key.id, actor="carol") == revoked
+    assert auth.revoke_key(key.id, actor="carol", caller=SYSTEM) == revoked
     with pytest.raises(ApiKeyNotFound):
-        auth.revoke_key(key.id + 1000)
+        auth.revoke_key(key.id + 1000, caller=SYSTEM)
     # A wrong secret on a revoked key still says only "invalid".
     assert _failure(auth, format_key(key.prefix, generate_key().secret)) == "invalid API key"
 
@@ -169,7 +173,9 @@ def test_a_revoked_key_fails_on_the_next_call(auth: AuthService) -> None:
 def test_an_expired_key_fails(auth: AuthService) -> None:
     now = datetime.now(UTC)
     expires = now + timedelta(hours=1)
-    key, plaintext = auth.create_key(DEFAULT_PROJECT, "k", [Scope.TRAINING], expires_at=expires)
+    key, plaintext = auth.create_key(
+        DEFAULT_PROJECT, "k", [Scope.TRAINING], expires_at=expires, caller=SYSTEM
+    )
     assert key.expires_at == expires
     assert auth.authenticate(plaintext, now + timedelta(minutes=59)).key_id == key.id
     assert "expired" in _failure(auth, plaintext, expires)
@@ -177,22 +183,22 @@ def test_an_expired_key_fails(auth: AuthService) -> None:
 
 
 def test_last_used_is_written_at_most_once_a_minute(auth: AuthService) -> None:
-    key, plaintext = auth.create_key(DEFAULT_PROJECT, "k", [Scope.INFERENCE])
+    key, plaintext = auth.create_key(DEFAULT_PROJECT, "k", [Scope.INFERENCE], caller=SYSTEM)
     start = datetime.now(UTC) + timedelta(seconds=1)
     auth.authenticate(plaintext, start)
-    assert auth.get_key(key.id).last_used_at == start
+    assert auth.get_key(key.id, caller=SYSTEM).last_used_at == start
     auth.authenticate(plaintext, start + timedelta(seconds=59))
-    assert auth.get_key(key.id).last_used_at == start
+    assert auth.get_key(key.id, caller=SYSTEM).last_used_at == start
     later = start + timedelta(seconds=60)
     auth.authenticate(plaintext, later)
-    assert auth.get_key(key.id).last_used_at == later
+    assert auth.get_key(key.id, caller=SYSTEM).last_used_at == later
 
 
 def test_bootstrap_creates_one_admin_key_then_nothing(auth: AuthService) -> None:
-    plaintext = auth.bootstrap_admin_key()
+    plaintext = auth.bootstrap_admin_key(caller=SYSTEM)
     assert plaintext is not None
-    assert auth.bootstrap_admin_key() is None
-    (key,) = auth.list_keys()
+    assert auth.bootstrap_admin_key(caller=SYSTEM) is None
+    (key,) = auth.list_keys(caller=SYSTEM)
     assert key.project == DEFAULT_PROJECT
     assert key.scopes == (Scope.ADMIN,)
     principal = auth.authenticate(plaintext)
@@ -202,15 +208,15 @@ def test_bootstrap_creates_one_admin_key_then_nothing(auth: AuthService) -> None
 
 def test_bootstrap_imports_a_given_key(auth: AuthService) -> None:
     with pytest.raises(InvalidRequest, match="OPENMAAS_ADMIN_KEY") as caught:
-        auth.bootstrap_admin_key("not-a-key-but-a-secret")
+        auth.bootstrap_admin_key("not-a-key-but-a-secret", caller=SYSTEM)
     assert "not-a-key-but-a-secret" not in caught.value.message
-    assert auth.list_keys() == []
+    assert auth.list_keys(caller=SYSTEM) == []
 
     given = generate_key().plaintext
-    assert auth.bootstrap_admin_key(given) == given
+    assert auth.bootstrap_admin_key(given, caller=SYSTEM) == given
     assert auth.authenticate(given).scopes == (Scope.ADMIN,)
-    assert auth.bootstrap_admin_key(generate_key().plaintext) is None
-    assert len(auth.list_keys()) == 1
+    assert auth.bootstrap_admin_key(generate_key().plaintext, caller=SYSTEM) is None
+    assert len(auth.list_keys(caller=SYSTEM)) == 1
 
 
 def test_servers_starting_together_bootstrap_one_key(database_url: str) -> None:
@@ -222,19 +228,19 @@ def test_servers_starting_together_bootstrap_one_key(database_url: str) -> None:
 
     def bootstrap(service: AuthService) -> str | None:
         start.wait()
-        return service.bootstrap_admin_key()
+        return service.bootstrap_admin_key(caller=SYSTEM)
 
     with ThreadPoolExecutor(BOOTSTRAP_RACERS) as pool:
         results = list(pool.map(bootstrap, services))
     created = [r for r in results if r is not None]
     assert len(created) == 1
-    assert len(services[0].list_keys()) == 1
+    assert len(services[0].list_keys(caller=SYSTEM)) == 1
     for service in services:
         service.db.close()
 
 
 def test_bootstrap_does_nothing_when_keys_exist(auth: AuthService) -> None:
-    auth.create_project("acme")
-    auth.create_key("acme", "k", [Scope.INFERENCE])
-    assert auth.bootstrap_admin_key() is None
-    assert [k.scopes for k in auth.list_keys()] == [(Scope.INFERENCE,)]
+    auth.create_project("acme", caller=SYSTEM)
+    auth.create_key("acme", "k", [Scope.INFERENCE], caller=SYSTEM)
+    assert auth.bootstrap_admin_key(caller=SYSTEM) is None
+    assert [k.scopes for k in auth.list_keys(caller=SYSTEM)] == [(Scope.INFERENCE,)]

@@ -23,11 +23,13 @@ import openai
 import pytest
 
 from openmaas import APIError, Client
+from openmaas.auth.entities import SYSTEM
 from openmaas.datasets.service import DatasetService, DatasetStatus
 from openmaas.errors import NotFound
 from openmaas.registry.artifacts import ArtifactStore
 from openmaas.store.database import Database
 from tests.conftest import SHARED_DATASETS
+from tests.factories import member
 from tests.integration.conftest import RunningServer, assert_api_error, start_server, stop_server
 
 pytestmark = pytest.mark.integration
@@ -335,24 +337,33 @@ def test_the_dataset_records_on_sqlite_and_postgresql(database_url: str, tmp_pat
         )
         ids = [
             service.create(
-                io.BytesIO(good), filename=f"{i}.csv", project="p1" if i < 3 else "p2"
+                io.BytesIO(good),
+                filename=f"{i}.csv",
+                project="p1" if i < 3 else "p2",
+                caller=SYSTEM,
             ).id
             for i in range(4)
         ]
-        broken = service.create(io.BytesIO(b"text,label\nx,\n"), filename="b.csv", project="p1")
+        broken = service.create(
+            io.BytesIO(b"text,label\nx,\n"), filename="b.csv", project="p1", caller=SYSTEM
+        )
         assert broken.status is DatasetStatus.ERROR
-        assert [d.id for d in service.list("p1")] == [broken.id, *ids[2::-1]]
-        assert [d.id for d in service.list("p1", after=ids[2], limit=1)] == [ids[1]]
-        assert [d.id for d in service.list("p2")] == [ids[3]]
-        assert len(service.list()) == 5
-        again = service.get(ids[0], "p1")
+        assert [d.id for d in service.list(caller=member("p1"))] == [broken.id, *ids[2::-1]]
+        assert [d.id for d in service.list(caller=member("p1"), after=ids[2], limit=1)] == [ids[1]]
+        assert [d.id for d in service.list(caller=member("p2"))] == [ids[3]]
+        assert len(service.list(caller=SYSTEM)) == 5
+        again = service.get(ids[0], caller=member("p1"))
         assert again.stats.labels == {"a": 5, "b": 4}
         assert again.schema.text_column == "text"
-        assert service.get(broken.id).report.problems[0].line == 2
+        assert service.get(broken.id, caller=SYSTEM).report.problems[0].line == 2
         with pytest.raises(NotFound):
-            service.get(ids[0], "p2")
-        service.delete(ids[0], "p1")
-        assert [d.id for d in service.list("p1", order="asc")] == [ids[1], ids[2], broken.id]
+            service.get(ids[0], caller=member("p2"))
+        service.delete(ids[0], caller=member("p1"))
+        assert [d.id for d in service.list(caller=member("p1"), order="asc")] == [
+            ids[1],
+            ids[2],
+            broken.id,
+        ]
     finally:
         db.close()
 

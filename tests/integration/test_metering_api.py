@@ -22,10 +22,10 @@ import httpx
 import pytest
 
 from openmaas import APIError, Client
-from openmaas.api.protocol.metering import AuditEventOut
 from openmaas.auth.keys import parse_key
 from openmaas.client import PathSource
 from openmaas.metering.usage import CSV_COLUMNS, UsageRecord, UsageRecorder
+from openmaas.protocol.metering import AuditEventOut
 from openmaas.store.database import Database
 from tests.factories import write_hf_model
 from tests.integration.conftest import RunningServer, assert_api_error

@@ -24,7 +24,7 @@ import openai
 import pytest
 
 from openmaas import Client
-from openmaas.training.schemas import TrainingJobOut
+from openmaas.protocol.training import TrainingJobOut
 from tests.integration.conftest import RunningServer, start_server, stop_server
 from tests.ner_data import conll, sentences
 from tests.runtimes.tiny_models import build_bert

@@ -12,7 +12,7 @@ import pytest
 from openai import OpenAI
 
 from openmaas import Client
-from openmaas.registry.schemas import PathSource
+from openmaas.protocol.registry import PathSource
 from tests.integration import authed
 from tests.integration.conftest import RunningServer
 from tests.runtimes.tiny_models import build_bert, build_gpt2, minilm_path

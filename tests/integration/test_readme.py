@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 
 from openmaas import Client
-from openmaas.registry.schemas import PathSource
+from openmaas.protocol.registry import PathSource
 from openmaas.settings import Settings
 from tests.integration.conftest import RunningServer, start_server, stop_server
 from tests.runtimes.tiny_models import build_gpt2

@@ -28,9 +28,9 @@ import pytest
 from openai.types.fine_tuning import FineTuningJob
 
 from openmaas import APIError, Client
+from openmaas.protocol.training import TrainingEventOut, TrainingJobOut
 from openmaas.training.recipe import TrainingContext, TrainingResult
 from openmaas.training.recipes.textcnn import TextCNNRecipe
-from openmaas.training.schemas import TrainingEventOut, TrainingJobOut
 from tests.conftest import SHARED_DATASETS, _reset_postgres
 from tests.integration.conftest import RunningServer, start_server, stop_server
 from tests.runtimes.tiny_models import build_bert

@@ -8,6 +8,7 @@ from enum import StrEnum
 
 import pytest
 
+from openmaas.auth.entities import SYSTEM
 from openmaas.errors import InvalidRequest
 from openmaas.metering.audit import AuditLog
 from openmaas.store.database import Database
@@ -40,7 +41,7 @@ def test_an_event_is_stored_with_every_field(audit: AuditLog) -> None:
         "10.0.0.7",
     )
 
-    (stored,) = audit.query()
+    (stored,) = audit.query(caller=SYSTEM)
     assert stored == event
     assert (stored.actor, stored.project, stored.action, stored.target) == (
         "om-ab12cd34",
@@ -63,7 +64,7 @@ def test_an_event_is_stored_with_every_field(audit: AuditLog) -> None:
 
 def test_none_means_absent_on_that_side(audit: AuditLog) -> None:
     audit.record("om-a", "p", "model.delete", "models/x", before={"description": ""})
-    (event,) = audit.query()
+    (event,) = audit.query(caller=SYSTEM)
     assert (event.before, event.after, event.request_id, event.client_address) == (
         {"description": ""},
         None,
@@ -89,7 +90,8 @@ def test_filters_by_actor_project_action_and_target_subtree(audit: AuditLog) -> 
         audit.record(actor, project, action, target)
 
     def targets(**filters: str) -> list[str]:
-        return [event.target for event in audit.query(**filters)]  # type: ignore[arg-type]
+        found = audit.query(**filters, caller=SYSTEM)  # type: ignore[arg-type]
+        return [event.target for event in found]
 
     assert targets(target="models/a_b") == [
         "models/a_b/versions/1",
@@ -108,7 +110,7 @@ def test_pages_follow_after_id_oldest_first(audit: AuditLog) -> None:
 
     seen: list[str] = []
     after_id = None
-    while page := audit.query(limit=3, after_id=after_id):
+    while page := audit.query(limit=3, after_id=after_id, caller=SYSTEM):
         seen += [event.target for event in page]
         after_id = page[-1].id
 
@@ -119,23 +121,23 @@ def test_time_window_includes_start_and_excludes_end(audit: AuditLog) -> None:
     first = audit.record("om-a", "p", "model.update", "models/m")
     second = audit.record("om-a", "p", "model.update", "models/m")
 
-    assert audit.query(start=second.created_at) == [second]
-    assert audit.query(end=second.created_at) == (
+    assert audit.query(start=second.created_at, caller=SYSTEM) == [second]
+    assert audit.query(end=second.created_at, caller=SYSTEM) == (
         [first] if first.created_at < second.created_at else []
     )
-    assert audit.query(start=second.created_at + timedelta(seconds=1)) == []
+    assert audit.query(start=second.created_at + timedelta(seconds=1), caller=SYSTEM) == []
 
 
 def test_bad_queries_say_what_to_fix(audit: AuditLog) -> None:
     now = datetime.now(UTC)
     with pytest.raises(InvalidRequest, match="start must be before end"):
-        audit.query(start=now, end=now - timedelta(days=1))
+        audit.query(start=now, end=now - timedelta(days=1), caller=SYSTEM)
     with pytest.raises(InvalidRequest, match="limit must be at least 1"):
-        audit.query(limit=0)
+        audit.query(limit=0, caller=SYSTEM)
 
 
 def test_over_long_fields_are_cut_to_their_column_not_refused(audit: AuditLog) -> None:
     event = audit.record("a" * 500, "p" * 500, "x" * 100, "t" * 1000, request_id="r" * 100)
     assert (len(event.actor), len(event.project), len(event.action)) == (128, 128, 64)
     assert (len(event.target), len(event.request_id)) == (512, 64)
-    assert audit.query() == [event]
+    assert audit.query(caller=SYSTEM) == [event]

@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from openmaas.auth import DEFAULT_PROJECT, Principal
+from openmaas.auth.entities import SYSTEM
 from openmaas.auth.http import Authenticator
 from openmaas.auth.service import AuthService
 from openmaas.errors import AuthenticationFailed
@@ -58,7 +59,7 @@ async def _all_waiting(authenticator: Authenticator, tasks: list[asyncio.Task[Pr
 async def test_concurrent_requests_with_one_key_share_one_store_read(
     service: CountedReads,
 ) -> None:
-    _, plaintext = service.create_key(DEFAULT_PROJECT, "load", ["inference"])
+    _, plaintext = service.create_key(DEFAULT_PROJECT, "load", ["inference"], caller=SYSTEM)
     authenticator = Authenticator(service, ttl_s=60)
     tasks = [
         asyncio.create_task(authenticator.authenticate(plaintext, "10.0.0.1"))
@@ -76,7 +77,7 @@ async def test_concurrent_requests_with_one_key_share_one_store_read(
 
 @pytest.mark.asyncio
 async def test_a_shared_failed_read_fails_every_caller(service: CountedReads) -> None:
-    _, plaintext = service.create_key(DEFAULT_PROJECT, "load", ["inference"])
+    _, plaintext = service.create_key(DEFAULT_PROJECT, "load", ["inference"], caller=SYSTEM)
     wrong = plaintext[:-4] + ("aaaa" if not plaintext.endswith("aaaa") else "bbbb")
     authenticator = Authenticator(service, ttl_s=60)
     tasks = [asyncio.create_task(authenticator.authenticate(wrong, "10.0.0.1")) for _ in range(8)]
@@ -95,11 +96,11 @@ async def test_a_shared_failed_read_fails_every_caller(service: CountedReads) ->
 async def test_a_revocation_during_a_read_keeps_its_result_out_of_the_cache(
     service: CountedReads,
 ) -> None:
-    key, plaintext = service.create_key(DEFAULT_PROJECT, "load", ["inference"])
+    key, plaintext = service.create_key(DEFAULT_PROJECT, "load", ["inference"], caller=SYSTEM)
     authenticator = Authenticator(service, ttl_s=60)
     first = asyncio.create_task(authenticator.authenticate(plaintext, "10.0.0.1"))
     assert await asyncio.to_thread(service.read.wait, 10)
-    service.revoke_key(key.id)
+    service.revoke_key(key.id, caller=SYSTEM)
     authenticator.forget(key_id=key.id)  # what the admin route does after revoking
     service.gate.set()
     await first  # read before the revocation, it answers as the store did then

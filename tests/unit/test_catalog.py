@@ -230,7 +230,7 @@ def test_availability_is_fast_and_imports_no_framework() -> None:
 def test_the_wire_schemas_import_without_the_server_stack() -> None:
     script = (
         "import sys\n"
-        "import openmaas.catalog.schemas\n"
+        "import openmaas.protocol.catalog\n"
         "loaded = {m.split('.')[0] for m in sys.modules}\n"
         "print(sorted({'fastapi', 'sqlalchemy', 'joblib'} & loaded))\n"
     )

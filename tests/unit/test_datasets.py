@@ -20,6 +20,7 @@ from typing import Any
 
 import pytest
 
+from openmaas.auth.entities import SYSTEM
 from openmaas.crypto import EncryptionKey, Keyring
 from openmaas.datasets.formats import (
     Format,
@@ -48,6 +49,7 @@ from openmaas.registry.artifacts import ArtifactStore
 from openmaas.registry.entities import Task
 from openmaas.store.database import Database
 from tests.conftest import SHARED_DATASETS
+from tests.factories import member
 
 DATA = SHARED_DATASETS or Path("shared-datasets-missing")
 SST2 = DATA / "sst2" / "train.tsv"
@@ -626,7 +628,9 @@ CLASSIFICATION_CSV = "text,label\n" + "".join(f"text {i},{'ab'[i % 2]}\n" for i 
 
 def upload(service: DatasetService, data: str | bytes, name: str, project: str = "acme") -> Any:
     raw = data.encode() if isinstance(data, str) else data
-    return service.create(io.BytesIO(raw), filename=name, project=project, created_by="om-test")
+    return service.create(
+        io.BytesIO(raw), filename=name, project=project, caller=SYSTEM, created_by="om-test"
+    )
 
 
 def test_create_records_schema_stats_report_and_hashes(service: DatasetService) -> None:
@@ -643,46 +647,48 @@ def test_create_records_schema_stats_report_and_hashes(service: DatasetService) 
     assert dataset.stats.labels == {"a": 20, "b": 20}
     assert dataset.task is Task.TEXT_CLASSIFICATION
     assert dataset.report.ok
-    task, examples = service.load(dataset.id, "acme")
+    task, examples = service.load(dataset.id, caller=member("acme"))
     assert task is Task.TEXT_CLASSIFICATION
     assert dataset.content_sha256 == content_sha256(examples)
-    assert service.get(dataset.id, "acme") == dataset
-    assert b"".join(service.content(dataset.id, "acme")) == CLASSIFICATION_CSV.encode()
+    assert service.get(dataset.id, caller=member("acme")) == dataset
+    assert (
+        b"".join(service.content(dataset.id, caller=member("acme"))) == CLASSIFICATION_CSV.encode()
+    )
 
 
 def test_another_projects_file_is_not_found(service: DatasetService) -> None:
     dataset = upload(service, CLASSIFICATION_CSV, "a.csv", project="acme")
     for call in (service.get, service.content, service.load, service.delete):
         with pytest.raises(NotFound) as hidden:
-            call(dataset.id, "other")
+            call(dataset.id, caller=member("other"))
         with pytest.raises(NotFound) as absent:
-            call("file-000000000000000000000000", "other")
+            call("file-000000000000000000000000", caller=member("other"))
         assert hidden.value.code == absent.value.code == "file_not_found"
         assert hidden.value.message.replace(dataset.id, "X") == absent.value.message.replace(
             "file-000000000000000000000000", "X"
         )
-    assert [d.id for d in service.list("other")] == []
-    assert [d.id for d in service.list("acme")] == [dataset.id]
-    assert [d.id for d in service.list(None)] == [dataset.id]  # admins see every project
-    assert service.get(dataset.id).id == dataset.id
+    assert [d.id for d in service.list(caller=member("other"))] == []
+    assert [d.id for d in service.list(caller=member("acme"))] == [dataset.id]
+    assert [d.id for d in service.list(caller=SYSTEM)] == [dataset.id]  # admins see every project
+    assert service.get(dataset.id, caller=SYSTEM).id == dataset.id
 
 
 def test_list_is_newest_first_and_pages_with_after(service: DatasetService) -> None:
     ids = [upload(service, CLASSIFICATION_CSV, f"{i}.csv").id for i in range(4)]
-    assert [d.id for d in service.list("acme")] == ids[::-1]
-    assert [d.id for d in service.list("acme", order="asc")] == ids
-    page = service.list("acme", limit=2)
-    assert [d.id for d in service.list("acme", after=page[-1].id)] == ids[1::-1]
-    assert [d.id for d in service.list("acme", purpose="batch")] == []
+    assert [d.id for d in service.list(caller=member("acme"))] == ids[::-1]
+    assert [d.id for d in service.list(caller=member("acme"), order="asc")] == ids
+    page = service.list(caller=member("acme"), limit=2)
+    assert [d.id for d in service.list(caller=member("acme"), after=page[-1].id)] == ids[1::-1]
+    assert [d.id for d in service.list(caller=member("acme"), purpose="batch")] == []
 
 
 def test_delete_removes_the_record_and_the_file(service: DatasetService) -> None:
     dataset = upload(service, CLASSIFICATION_CSV, "a.csv")
     assert (service.root / dataset.id / CONTENT_FILE).is_file()
-    assert service.delete(dataset.id, "acme").id == dataset.id
+    assert service.delete(dataset.id, caller=member("acme")).id == dataset.id
     assert not (service.root / dataset.id).exists()
     with pytest.raises(NotFound):
-        service.get(dataset.id, "acme")
+        service.get(dataset.id, caller=member("acme"))
 
 
 def test_a_file_failing_validation_is_kept_with_its_report_and_refused_for_training(
@@ -698,7 +704,7 @@ def test_a_file_failing_validation_is_kept_with_its_report_and_refused_for_train
     assert dataset.status_details
     assert "line 3" in dataset.status_details
     with pytest.raises(InvalidRequest) as exc:
-        service.load(dataset.id, "acme")
+        service.load(dataset.id, caller=member("acme"))
     assert exc.value.code == "invalid_dataset"
 
 
@@ -707,10 +713,16 @@ def test_an_unreadable_upload_keeps_nothing(service: DatasetService) -> None:
         upload(service, b"", "empty.jsonl")
     assert exc.value.code == "invalid_file"
     with pytest.raises(InvalidRequest) as exc:
-        service.create(io.BytesIO(b"x"), filename="a.csv", project="acme", purpose="assistants")
+        service.create(
+            io.BytesIO(b"x"),
+            filename="a.csv",
+            project="acme",
+            caller=SYSTEM,
+            purpose="assistants",
+        )
     assert exc.value.param == "purpose"
     assert list(service.root.iterdir()) == []
-    assert service.list() == []
+    assert service.list(caller=SYSTEM) == []
 
 
 def test_the_size_limit_is_enforced_while_streaming(database: Database, tmp_path: Path) -> None:
@@ -726,11 +738,11 @@ def test_the_size_limit_is_enforced_while_streaming(database: Database, tmp_path
 
 def test_splits_come_from_the_service(service: DatasetService) -> None:
     dataset = upload(service, CLASSIFICATION_CSV, "a.csv")
-    train, validation, test = service.splits(dataset.id, "acme", seed=5)
+    train, validation, test = service.splits(dataset.id, caller=member("acme"), seed=5)
     assert (len(train), len(validation), len(test)) == (32, 4, 4)
-    assert service.splits(dataset.id, "acme", seed=5) == (train, validation, test)
+    assert service.splits(dataset.id, caller=member("acme"), seed=5) == (train, validation, test)
     with pytest.raises(InvalidRequest):
-        service.splits(dataset.id, "acme", ratios=(0.5, 0.6))
+        service.splits(dataset.id, caller=member("acme"), ratios=(0.5, 0.6))
 
 
 def test_files_are_encrypted_at_rest_and_read_back_in_the_clear(
@@ -743,8 +755,8 @@ def test_files_are_encrypted_at_rest_and_read_back_in_the_clear(
     assert b"text 1" not in stored
     assert dataset.sha256
     assert dataset.size_bytes == len(CLASSIFICATION_CSV)
-    assert b"".join(service.content(dataset.id)) == CLASSIFICATION_CSV.encode()
-    assert len(service.load(dataset.id)[1]) == 40
+    assert b"".join(service.content(dataset.id, caller=SYSTEM)) == CLASSIFICATION_CSV.encode()
+    assert len(service.load(dataset.id, caller=SYSTEM)[1]) == 40
 
 
 def test_a_changed_file_is_refused_on_load(service: DatasetService) -> None:
@@ -753,7 +765,7 @@ def test_a_changed_file_is_refused_on_load(service: DatasetService) -> None:
     path.chmod(0o600)
     path.write_text(CLASSIFICATION_CSV.replace("text 3,b", "text 3,a"))
     with pytest.raises(ArtifactCorrupted):
-        service.load(dataset.id)
+        service.load(dataset.id, caller=SYSTEM)
 
 
 def test_start_sweeps_what_interrupted_uploads_left(

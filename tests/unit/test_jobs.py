@@ -18,12 +18,14 @@ import torch
 from openai.types.fine_tuning import FineTuningJobEvent
 from openai.types.fine_tuning.jobs import FineTuningJobCheckpoint
 
+from openmaas.api.convert.training import fine_tuning_checkpoint_out, fine_tuning_event_out
+from openmaas.auth.entities import SYSTEM
 from openmaas.errors import Conflict, NotFound
 from openmaas.jobs.entities import FINISHED, TRANSITIONS, Job, JobStatus, can_move
 from openmaas.jobs.queue import JobQueue, LeaseLost
 from openmaas.jobs.worker import Worker
+from openmaas.protocol.training import FineTuningCheckpointOut
 from openmaas.store.database import Database
-from openmaas.training.schemas import FineTuningCheckpointOut, FineTuningEventOut
 from tests.unit.training_jobs_env import (
     ACME,
     ADMIN,
@@ -80,7 +82,7 @@ def test_listing_pages_newest_first(env: Env) -> None:
     older = env.jobs.events(created[0], caller=ACME, after=events.items[0].id, limit=5)
     assert [e.message for e in older.items] == [f"Validating training file: {env.train_file}"]
     parsed = FineTuningJobEvent.model_validate(
-        FineTuningEventOut.from_entity(events.items[0]).model_dump(mode="json")
+        fine_tuning_event_out(events.items[0]).model_dump(mode="json")
     )
     assert parsed.id == f"ftevent-{events.items[0].id}"
     assert parsed.type == "message"
@@ -281,7 +283,10 @@ def test_a_worker_trains_registers_and_records_everything(env: Env) -> None:
     assert version.metrics == {"accuracy": 0.75, "macro_f1": 0.7}
     assert version.lineage.job_id == job.id
     assert version.lineage.dataset_id == env.train_file
-    assert version.lineage.dataset_sha256 == env.datasets.get(env.train_file).content_sha256
+    assert (
+        version.lineage.dataset_sha256
+        == env.datasets.get(env.train_file, caller=SYSTEM).content_sha256
+    )
     assert version.params["training"]["hyperparameters"] == dict(job.hyperparameters)
     assert version.params["steps"] == 16
     # Checkpoints: the newest three kept, in the store, listed newest first.
@@ -290,7 +295,7 @@ def test_a_worker_trains_registers_and_records_everything(env: Env) -> None:
     assert all(
         (env.registry.artifacts.root / c.location / "state.json").is_file() for c in checkpoints
     )
-    out = FineTuningCheckpointOut.from_entity(checkpoints[0], job.model_name)
+    out = fine_tuning_checkpoint_out(checkpoints[0], job.model_name)
     parsed = FineTuningCheckpointOut.model_validate(out.model_dump())
     assert FineTuningJobCheckpoint.model_validate(parsed.model_dump()).step_number == 15
     assert not (env.home / "training" / "jobs" / job.id).exists()  # scratch removed

@@ -25,7 +25,7 @@ from safetensors.torch import load_file
 from transformers import AutoTokenizer
 
 from openmaas.api.openai_fine_tuning import openai_request
-from openmaas.auth.entities import Principal
+from openmaas.auth.entities import SYSTEM, Principal
 from openmaas.auth.scopes import Scope
 from openmaas.datasets.service import DatasetService
 from openmaas.errors import ModelLoadFailed, WrongTask
@@ -355,12 +355,17 @@ def test_a_registered_transformer_fine_tunes_with_the_recipe_for_the_files_task(
     jobs = JobService(registry.db, kinds=[training])
     principal = Principal(project="acme", key_id=1, prefix="acme0001", scopes=(Scope.TRAINING,))
     ner_file = datasets.create(
-        io.BytesIO(conll(sentences(40, seed=0)).encode()), filename="ner.conll", project="acme"
+        io.BytesIO(conll(sentences(40, seed=0)).encode()),
+        filename="ner.conll",
+        project="acme",
+        caller=SYSTEM,
     )
     texts = "".join(
         json.dumps({"text": f"text {i}", "label": "ab"[i % 2]}) + "\n" for i in range(40)
     )
-    classify_file = datasets.create(io.BytesIO(texts.encode()), filename="c.jsonl", project="acme")
+    classify_file = datasets.create(
+        io.BytesIO(texts.encode()), filename="c.jsonl", project="acme", caller=SYSTEM
+    )
     assert ner_file.task == "token-classification"
 
     picked = {}
@@ -384,10 +389,12 @@ def test_conll2003_goes_through_the_dataset_service_into_a_tagger(
     # The first 700 sentences (documents and -DOCSTART- lines included), IOB1 as published.
     head = "\n\n".join(path.read_text(encoding="utf-8").split("\n\n")[:700]) + "\n"
     dataset = datasets.create(
-        io.BytesIO(head.encode()), filename="train.txt", project="p", format="conll"
+        io.BytesIO(head.encode()), filename="train.txt", project="p", format="conll", caller=SYSTEM
     )
     assert (dataset.status.value, dataset.task) == ("processed", "token-classification")
-    train, validation, test = datasets.splits(dataset.id, seed=0, ratios=(0.7, 0.1, 0.2))
+    train, validation, test = datasets.splits(
+        dataset.id, caller=SYSTEM, seed=0, ratios=(0.7, 0.1, 0.2)
+    )
     # IOB1 became BIO: every entity opens with B-.
     opened = [e["tags"][s.start] for e in train for s in entity_spans(e["tags"])]
     assert opened

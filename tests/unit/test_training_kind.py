@@ -13,7 +13,9 @@ from typing import Any
 import pytest
 from openai.types.fine_tuning import FineTuningJob
 
+from openmaas.api.convert.training import fine_tuning_job_out
 from openmaas.api.openai_fine_tuning import openai_request
+from openmaas.auth.entities import SYSTEM
 from openmaas.errors import InvalidRequest
 from openmaas.jobs.entities import JobStatus
 from openmaas.jobs.service import JobService
@@ -21,7 +23,6 @@ from openmaas.registry.service import VersionSpec
 from openmaas.registry.sources import plan_directory
 from openmaas.training.kind import TrainingJobKind
 from openmaas.training.requests import EarlyStopping, JobRequest
-from openmaas.training.schemas import FineTuningJobOut
 from tests.unit.training_jobs_env import (
     ACME,
     ADMIN,
@@ -93,7 +94,9 @@ def test_another_projects_file_is_not_found(env: Env) -> None:
 
 
 def test_a_file_too_small_to_split_fails_the_job_with_the_reason(env: Env) -> None:
-    tiny = env.datasets.create(io.BytesIO(jsonl(4)), filename="tiny.jsonl", project="acme")
+    tiny = env.datasets.create(
+        io.BytesIO(jsonl(4)), filename="tiny.jsonl", project="acme", caller=SYSTEM
+    )
     with pytest.raises(InvalidRequest) as caught:
         env.create(training_file=tiny.id, test_split=0.05)
     assert caught.value.code == "invalid_training_file"
@@ -117,7 +120,7 @@ def test_openai_names_map_onto_the_recipe(env: Env) -> None:
     assert job.hyperparameters["n_epochs"] == 4
     assert job.hyperparameters["batch_size"] == 4  # auto: the recipe's default
     assert job.model_name.startswith("sst-")
-    out = FineTuningJobOut.from_entity(job)
+    out = fine_tuning_job_out(job)
     assert (out.model, out.organization_id, out.status) == ("counting", "acme", "queued")
     assert out.hyperparameters.n_epochs == 4
     # The stock client's own model parses what we send.

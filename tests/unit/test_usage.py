@@ -17,6 +17,7 @@ import pytest
 from sqlalchemy import func, select
 from sqlalchemy.exc import OperationalError
 
+from openmaas.auth.entities import SYSTEM
 from openmaas.errors import InvalidRequest
 from openmaas.metering.usage import (
     CSV_COLUMNS,
@@ -160,7 +161,7 @@ def test_totals_equal_exactly_what_was_recorded(
     recorder.flush()
     assert recorder.pending == 0
 
-    got = recorder.query(START, END, group_by=group_by)
+    got = recorder.query(START, END, group_by=group_by, caller=SYSTEM)
 
     want = expected_totals(records, GROUPINGS[group_by])
     assert {group_key(t, group_by) for t in got} == set(want)
@@ -181,9 +182,9 @@ def test_totals_equal_exactly_what_was_recorded(
 
 
 def test_an_empty_window_totals_zero(recorder: UsageRecorder) -> None:
-    (total,) = recorder.query(START, END, group_by=())
+    (total,) = recorder.query(START, END, group_by=(), caller=SYSTEM)
     assert (total.requests, total.errors, total.input_tokens, total.latency_ms_mean) == (0, 0, 0, 0)
-    assert recorder.query(START, END, group_by=("day",)) == []
+    assert recorder.query(START, END, group_by=("day",), caller=SYSTEM) == []
 
 
 def test_days_are_utc_days_split_at_midnight(recorder: UsageRecorder) -> None:
@@ -198,7 +199,7 @@ def test_days_are_utc_days_split_at_midnight(recorder: UsageRecorder) -> None:
         recorder.record(record(created_at=moment))
     recorder.flush()
 
-    days = {t.day: t.requests for t in recorder.query(START, END, group_by=("day",))}
+    days = {t.day: t.requests for t in recorder.query(START, END, group_by=("day",), caller=SYSTEM)}
 
     assert days == {date(2024, 5, 1): 3, date(2024, 5, 2): 2}
 
@@ -209,13 +210,14 @@ def test_the_window_includes_start_and_excludes_end(recorder: UsageRecorder) -> 
         recorder.record(record(created_at=moment))
     recorder.flush()
 
-    (total,) = recorder.query(midnight, midnight + timedelta(days=1), group_by=())
+    (total,) = recorder.query(midnight, midnight + timedelta(days=1), group_by=(), caller=SYSTEM)
     assert total.requests == 1
     # The same instant written in another zone selects the same records.
     (same,) = recorder.query(
         datetime(2024, 5, 2, 2, tzinfo=timezone(timedelta(hours=2))),
         datetime(2024, 5, 3, 2, tzinfo=timezone(timedelta(hours=2))),
         group_by=(),
+        caller=SYSTEM,
     )
     assert same.requests == 1
 
@@ -227,7 +229,7 @@ def test_filters_narrow_by_project_key_and_model(recorder: UsageRecorder) -> Non
     recorder.flush()
 
     def count(**filters: Any) -> int:
-        (total,) = recorder.query(START, END, group_by=(), **filters)
+        (total,) = recorder.query(START, END, group_by=(), **filters, caller=SYSTEM)
         return total.requests
 
     assert count(project="acme") == sum(r.project == "acme" for r in records)
@@ -241,11 +243,11 @@ def test_filters_narrow_by_project_key_and_model(recorder: UsageRecorder) -> Non
 
 def test_bad_group_by_and_window_say_what_to_fix(recorder: UsageRecorder) -> None:
     with pytest.raises(InvalidRequest, match="unknown group_by 'week': use any of day, project"):
-        recorder.query(START, END, group_by=("day", "week"))
+        recorder.query(START, END, group_by=("day", "week"), caller=SYSTEM)
     with pytest.raises(InvalidRequest, match="must be before end"):
-        recorder.query(END, START)
+        recorder.query(END, START, caller=SYSTEM)
     with pytest.raises(InvalidRequest, match="must be before end"):
-        recorder.query(START, START)
+        recorder.query(START, START, caller=SYSTEM)
 
 
 def test_knows_projects_that_exist_or_have_usage(recorder: UsageRecorder) -> None:
@@ -267,7 +269,9 @@ def test_csv_has_fixed_columns_and_costs_from_the_price_table(recorder: UsageRec
     recorder.record(record(model="big", project="other", input_tokens=7))
     recorder.flush()
 
-    text = recorder.export_csv(START, END, {"big": 0.5, "small": 0.1}, project="acme")
+    text = recorder.export_csv(
+        START, END, {"big": 0.5, "small": 0.1}, project="acme", caller=SYSTEM
+    )
 
     assert text.splitlines()[0] == ",".join(CSV_COLUMNS)
     assert text.endswith("\r\n")  # RFC 4180 line ends
@@ -288,7 +292,9 @@ def test_csv_is_always_grouped_by_model(recorder: UsageRecorder) -> None:
     recorder.record(record(model="b", input_tokens=1000))
     recorder.flush()
 
-    text = recorder.export_csv(START, END, {"a": 1.0, "b": 2.0}, group_by=("project",))
+    text = recorder.export_csv(
+        START, END, {"a": 1.0, "b": 2.0}, group_by=("project",), caller=SYSTEM
+    )
 
     rows = list(csv.DictReader(io.StringIO(text)))
     assert [(r["model"], r["day"], r["cost"]) for r in rows] == [

@@ -18,7 +18,7 @@ from typing import Any
 import torch
 from sqlalchemy import update
 
-from openmaas.auth.entities import Principal
+from openmaas.auth.entities import SYSTEM, Principal
 from openmaas.auth.scopes import Scope
 from openmaas.datasets.service import DatasetService
 from openmaas.jobs.entities import Job
@@ -171,8 +171,12 @@ def make_env(database_url: str, tmp_path: Path) -> Iterator[Env]:
         registry.db, registry=registry, datasets=datasets, recipes={recipe.name: recipe}
     )
     jobs = JobService(registry.db, kinds=[training], heartbeat_timeout_s=30.0, max_attempts=2)
-    train = datasets.create(io.BytesIO(jsonl(40)), filename="train.jsonl", project="acme")
-    other = datasets.create(io.BytesIO(jsonl(40)), filename="train.jsonl", project="other")
+    train = datasets.create(
+        io.BytesIO(jsonl(40)), filename="train.jsonl", project="acme", caller=SYSTEM
+    )
+    other = datasets.create(
+        io.BytesIO(jsonl(40)), filename="train.jsonl", project="other", caller=SYSTEM
+    )
     yield Env(jobs, training, registry, datasets, recipe, tmp_path / "home", train.id, other.id)
     registry.db.close()
 

@@ -17,7 +17,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 
 from openmaas.auth.entities import Principal
-from openmaas.auth.scopes import Scope
+from openmaas.auth.scopes import Scope, require
 from openmaas.errors import MissingCaller, ModelNotFound, PermissionDenied
 
 # None: the server itself (start-up, the catalog, tests of services): sees everything.
@@ -80,3 +80,11 @@ def check_changeable(name: str, project: str, public: bool) -> None:
             f"model {name!r} belongs to another project and is read-only to yours",
             code="read_only_model",
         )
+
+
+def require_admin(caller: Principal | None) -> Principal:
+    """The caller if it holds the `admin` scope: MissingCaller without one, PermissionDenied
+    for any other key. Projects and keys are managed by admins only."""
+    who = require_caller(caller)
+    require(who, Scope.ADMIN)
+    return who

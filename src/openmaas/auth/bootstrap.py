@@ -4,7 +4,7 @@ Example::
 
     pepper = load_pepper(settings)
     check_dev_no_auth(settings)  # raises when auth is off on a public bind
-    announce_admin_key(auth.bootstrap_admin_key(None), settings)
+    announce_admin_key(auth.bootstrap_admin_key(None, caller=SYSTEM), settings)
 """
 
 from __future__ import annotations

@@ -3,10 +3,14 @@
 Example::
 
     auth = AuthService(db, pepper=settings.key_pepper)
-    plaintext = auth.bootstrap_admin_key()  # print once; None when keys already exist
-    key, secret = auth.create_key("default", "ci", [Scope.INFERENCE], actor="alice")
+    plaintext = auth.bootstrap_admin_key(caller=SYSTEM)  # print once; None when keys exist
+    key, secret = auth.create_key("default", "ci", [Scope.INFERENCE], caller=admin)
     principal = auth.authenticate(secret)
     require(principal, Scope.INFERENCE)
+
+Every method that reads or changes projects and keys takes the caller explicitly and refuses
+a missing one (`MissingCaller`) or one without the `admin` scope; `authenticate` is how a
+caller comes to be, so it takes none.
 """
 
 from __future__ import annotations
@@ -22,6 +26,7 @@ from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
+from openmaas.auth.access import require_admin
 from openmaas.auth.entities import DEFAULT_PROJECT, ApiKey, Principal, Project
 from openmaas.auth.keys import (
     GeneratedKey,
@@ -104,7 +109,10 @@ class AuthService:
 
     # -- projects -----------------------------------------------------------------------
 
-    def create_project(self, name: str, description: str = "", *, actor: str = "") -> Project:
+    def create_project(
+        self, name: str, description: str = "", *, caller: Principal, actor: str = ""
+    ) -> Project:
+        require_admin(caller)
         check_project_name(name)
         try:
             with self.db.transaction() as session:
@@ -124,12 +132,14 @@ class AuthService:
             # Another process created it between our check and our insert.
             raise Conflict(f"project {name!r} already exists", param="name") from None
 
-    def list_projects(self) -> list[Project]:
+    def list_projects(self, *, caller: Principal) -> list[Project]:
+        require_admin(caller)
         with self.db.transaction() as session:
             rows = session.scalars(select(ProjectRow).order_by(ProjectRow.name)).all()
             return [self._project_entity(row) for row in rows]
 
-    def get_project(self, name: str) -> Project:
+    def get_project(self, name: str, *, caller: Principal) -> Project:
+        require_admin(caller)
         with self.db.transaction() as session:
             return self._project_entity(self._project_row(session, name))
 
@@ -142,9 +152,11 @@ class AuthService:
         scopes: Iterable[Scope | str],
         *,
         expires_at: datetime | None = None,
+        caller: Principal,
         actor: str = "",
     ) -> tuple[ApiKey, str]:
         """Create a key; the plaintext in the answer is the only copy there will ever be."""
+        require_admin(caller)
         check_key_name(name)
         granted = parse_scopes(scopes)
         expires = _optional_aware(expires_at)
@@ -156,8 +168,9 @@ class AuthService:
             row = self._insert_key(session, project_row, name, key, granted, expires, actor)
             return self._key_entity(row, project_row.name), key.plaintext
 
-    def list_keys(self, project: str | None = None) -> list[ApiKey]:
+    def list_keys(self, project: str | None = None, *, caller: Principal) -> list[ApiKey]:
         """Every key (revoked and expired included), oldest first; never hashes or secrets."""
+        require_admin(caller)
         with self.db.transaction() as session:
             query = select(ApiKeyRow, ProjectRow.name).join(
                 ProjectRow, ApiKeyRow.project_id == ProjectRow.id
@@ -167,13 +180,15 @@ class AuthService:
             rows = session.execute(query.order_by(ApiKeyRow.id)).all()
             return [self._key_entity(row, project_name) for row, project_name in rows]
 
-    def get_key(self, key_id: int) -> ApiKey:
+    def get_key(self, key_id: int, *, caller: Principal) -> ApiKey:
+        require_admin(caller)
         with self.db.transaction() as session:
             row, project_name = self._key_row(session, key_id)
             return self._key_entity(row, project_name)
 
-    def revoke_key(self, key_id: int, *, actor: str = "") -> ApiKey:
+    def revoke_key(self, key_id: int, *, caller: Principal, actor: str = "") -> ApiKey:
         """Revoke a key; the next authenticate with it fails. Revoking twice changes nothing."""
+        require_admin(caller)
         with self.db.transaction() as session:
             row, project_name = self._key_row(session, key_id, lock=True)
             if row.revoked_at is None:
@@ -181,12 +196,16 @@ class AuthService:
                 row.revoked_by = actor
             return self._key_entity(row, project_name)
 
-    def bootstrap_admin_key(self, given_plaintext: str | None = None) -> str | None:
+    def bootstrap_admin_key(
+        self, given_plaintext: str | None = None, *, caller: Principal
+    ) -> str | None:
         """On a store without any key, create an admin key in the default project.
 
         With `given_plaintext` (OPENMAAS_ADMIN_KEY) that key is imported instead of a new one
         generated. Returns the plaintext to print once, or None when keys already exist.
+        Start-up's own work: the caller is `SYSTEM`.
         """
+        require_admin(caller)
         given: GeneratedKey | None = None
         if given_plaintext is not None:
             try:
@@ -212,9 +231,10 @@ class AuthService:
     # -- limits -------------------------------------------------------------------------
 
     def set_project_limits(
-        self, name: str, limits: Mapping[str, Any]
+        self, name: str, limits: Mapping[str, Any], *, caller: Principal
     ) -> tuple[dict[str, Any], dict[str, Any]]:
         """Replace a project's limits (already validated); returns (before, after)."""
+        require_admin(caller)
         with self.db.transaction() as session:
             row = self._project_row(session, name)
             before = dict(row.limits or {})
@@ -222,9 +242,10 @@ class AuthService:
             return before, dict(row.limits)
 
     def set_key_limits(
-        self, key_id: int, limits: Mapping[str, Any]
+        self, key_id: int, limits: Mapping[str, Any], *, caller: Principal
     ) -> tuple[dict[str, Any], dict[str, Any]]:
         """Replace a key's own limit overrides (already validated); returns (before, after)."""
+        require_admin(caller)
         with self.db.transaction() as session:
             row, _ = self._key_row(session, key_id, lock=True)
             before = dict(row.limits or {})

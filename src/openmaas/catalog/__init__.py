@@ -20,8 +20,8 @@ if TYPE_CHECKING:
 
 __all__ = ["CatalogDefinition", "CatalogEntry", "CatalogService", "CatalogSource", "load_catalog"]
 
-# Resolved on first use, so that the SDK can import `openmaas.catalog.schemas` without
-# pulling in the registry service and its database layer.
+# Resolved on first use, so that importing the catalog's definitions does not pull in the
+# registry service and its database layer.
 _HOMES = {
     "CatalogDefinition": "openmaas.catalog.definitions",
     "CatalogSource": "openmaas.catalog.definitions",

@@ -16,7 +16,7 @@ from openmaas.cli.common import (
     table,
     when,
 )
-from openmaas.registry.schemas import AliasMoveOut
+from openmaas.protocol.registry import AliasMoveOut
 
 app = typer.Typer(
     help="Aliases (production, staging...): list, set, delete, history, rollback.",

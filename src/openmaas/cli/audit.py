@@ -10,7 +10,6 @@ from typing import Annotated
 
 import typer
 
-from openmaas.api.protocol.metering import AuditEventOut
 from openmaas.cli.common import (
     JsonFlag,
     client_from,
@@ -23,6 +22,7 @@ from openmaas.cli.common import (
     when,
 )
 from openmaas.cli.usage import ProjectOption, SinceOption, UntilOption, parse_time
+from openmaas.protocol.metering import AuditEventOut
 
 
 def show_audit(

@@ -16,7 +16,6 @@ from typing import Annotated
 
 import typer
 
-from openmaas.api.protocol.datasets import DatasetOut, LengthOut
 from openmaas.cli.common import (
     JsonFlag,
     client_from,
@@ -28,6 +27,7 @@ from openmaas.cli.common import (
     when,
 )
 from openmaas.cli.progress import upload_progress
+from openmaas.protocol.datasets import DatasetOut, LengthOut
 
 app = typer.Typer(help="Training datasets: upload, list, show, delete.", no_args_is_help=True)
 

@@ -35,7 +35,7 @@ from openmaas.cli.common import (
     when,
 )
 from openmaas.client import Client
-from openmaas.training.schemas import TrainingEventOut, TrainingJobOut
+from openmaas.protocol.training import TrainingEventOut, TrainingJobOut
 
 app = typer.Typer(help="Training jobs: list, show, follow, cancel.", no_args_is_help=True)
 

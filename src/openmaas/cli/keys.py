@@ -14,8 +14,8 @@ from typing import Annotated
 
 import typer
 
-from openmaas.api.protocol.admin import KeyOut, ProjectOut
 from openmaas.cli.common import CLIError, JsonFlag, client_from, out, plain, print_json, table, when
+from openmaas.protocol.admin import KeyOut, ProjectOut
 
 keys_app = typer.Typer(help="API keys: create, list, revoke, limits, whoami.", no_args_is_help=True)
 projects_app = typer.Typer(help="Projects (tenants): create, list, limits.", no_args_is_help=True)

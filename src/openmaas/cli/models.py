@@ -36,7 +36,7 @@ from openmaas.client import (
     ServerSource,
     SpacySource,
 )
-from openmaas.registry.schemas import VersionOut
+from openmaas.protocol.registry import VersionOut
 
 app = typer.Typer(
     help="Registered models: list, show, register, edit, delete.", no_args_is_help=True

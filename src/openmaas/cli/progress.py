@@ -22,7 +22,7 @@ from rich.progress import (
 from rich.text import Text
 
 from openmaas.cli.common import err
-from openmaas.packing import ProgressCallback, UploadProgress
+from openmaas.client.packing import ProgressCallback, UploadProgress
 
 _LABELS = {"pack": "packing", "upload": "uploading"}
 

@@ -15,7 +15,6 @@ from typing import Annotated
 import typer
 from rich.text import Text
 
-from openmaas.api.protocol.metering import UsageGroupOut
 from openmaas.cli.common import (
     CLIError,
     JsonFlag,
@@ -26,6 +25,7 @@ from openmaas.cli.common import (
     print_json,
     table,
 )
+from openmaas.protocol.metering import UsageGroupOut
 
 _AGE_RE = re.compile(r"^(\d+)([mhdw])$")
 _AGE_UNITS = {"m": "minutes", "h": "hours", "d": "days", "w": "weeks"}

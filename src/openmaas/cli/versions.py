@@ -27,7 +27,7 @@ from openmaas.cli.common import (
 )
 from openmaas.cli.models import versions_table
 from openmaas.client import Client
-from openmaas.registry.schemas import CompareOut, VersionOut
+from openmaas.protocol.registry import CompareOut, VersionOut
 
 app = typer.Typer(
     help="Model versions: list, show, compare, verify, edit, delete.", no_args_is_help=True

@@ -6,16 +6,17 @@ statistics, the validation report and the content hash are recorded with it. A f
 fails validation is kept with status `error` and its report; one that cannot be read at
 all is refused (`InvalidRequest`, code `invalid_file`) and nothing is kept.
 
-Every lookup takes the caller's project (None: every project, for admins and the server
-itself); another project's file is reported exactly like one that does not exist.
+Every entry point takes the caller explicitly and refuses a missing one (`MissingCaller`).
+A caller sees its own project's files, an admin (or the server's own `SYSTEM`) every
+project's; another project's file is reported exactly like one that does not exist.
 
 Example::
 
     datasets = DatasetService(db, artifacts, DatasetLimits(max_bytes=64 * MiB))
     with open("train.csv", "rb") as upload:
-        dataset = datasets.create(upload, filename="train.csv", project="acme")
+        dataset = datasets.create(upload, filename="train.csv", project="acme", caller=who)
     dataset.status, dataset.report.errors, dataset.content_sha256
-    train, validation, test = datasets.splits(dataset.id, "acme", seed=7)
+    train, validation, test = datasets.splits(dataset.id, caller=who, seed=7)
 """
 
 from __future__ import annotations
@@ -35,12 +36,20 @@ from typing import IO, Literal
 from sqlalchemy import and_, or_, select
 from sqlalchemy.orm import Session
 
+from openmaas.auth.access import is_admin, require_caller
+from openmaas.auth.entities import Principal
 from openmaas.datasets.formats import ContentHasher, Example, Format, parse_format
 from openmaas.datasets.schema import DatasetSchema
 from openmaas.datasets.split import DEFAULT_RATIOS, DatasetSplits, check_ratios, split_examples
 from openmaas.datasets.stats import DatasetStats, StatsBuilder
 from openmaas.datasets.validate import DEFAULT_MAX_PROBLEMS, ValidationReport, open_dataset
-from openmaas.errors import ArtifactCorrupted, InvalidRequest, NotFound, PayloadTooLarge
+from openmaas.errors import (
+    ArtifactCorrupted,
+    InvalidRequest,
+    NotFound,
+    PayloadTooLarge,
+    PermissionDenied,
+)
 from openmaas.registry.artifacts import ArtifactStore
 from openmaas.registry.entities import Task
 from openmaas.store.database import Database
@@ -134,13 +143,21 @@ class DatasetService:
         *,
         filename: str,
         project: str,
+        caller: Principal,
         created_by: str = "",
         purpose: str = "fine-tune",
         format: str | None = None,  # the API's field name
         text_column: str | None = None,
         label_column: str | None = None,
     ) -> Dataset:
-        """Store `stream`, read it and record the result (blocks: call from a thread)."""
+        """Store `stream` as a file of `project`, read it and record the result (blocks:
+        call from a thread). Only admins add files to a project other than their own."""
+        who = require_caller(caller)
+        if not is_admin(who) and who.project != project:
+            raise PermissionDenied(
+                f"this API key adds files to project {who.project!r} only, not {project!r}",
+                param="project",
+            )
         if purpose not in PURPOSES:
             raise InvalidRequest(
                 f"purpose {purpose!r} is not supported: this server keeps files for "
@@ -227,20 +244,23 @@ class DatasetService:
 
     # -- read -----------------------------------------------------------------------------
 
-    def get(self, dataset_id: str, project: str | None = None) -> Dataset:
+    def get(self, dataset_id: str, *, caller: Principal) -> Dataset:
+        project = _visible_project(caller)
         with self.db.transaction() as session:
             return _entity(self._row(session, dataset_id, project))
 
     def list(
         self,
-        project: str | None = None,
         *,
+        caller: Principal,
         purpose: str | None = None,
         limit: int | None = None,
         after: str | None = None,
         order: Literal["asc", "desc"] = "desc",
     ) -> builtins.list[Dataset]:
-        """Newest first by default; `after` (an id from the previous page) continues."""
+        """The files the caller sees, newest first by default; `after` (an id from the
+        previous page) continues."""
+        project = _visible_project(caller)
         query = select(DatasetRow)
         if project is not None:
             query = query.where(DatasetRow.project == project)
@@ -269,10 +289,10 @@ class DatasetService:
                 query = query.limit(limit)
             return [_entity(row) for row in session.scalars(query)]
 
-    def content(self, dataset_id: str, project: str | None = None) -> Iterator[bytes]:
+    def content(self, dataset_id: str, *, caller: Principal) -> Iterator[bytes]:
         """The file's bytes as uploaded, in chunks (decrypted when stored encrypted). The
         lookup happens now, so a missing file raises before anything is streamed."""
-        dataset = self.get(dataset_id, project)
+        dataset = self.get(dataset_id, caller=caller)
         return self._chunks(self.root / dataset.id / CONTENT_FILE, dataset.filename)
 
     def _chunks(self, path: Path, name: str) -> Iterator[bytes]:
@@ -280,12 +300,10 @@ class DatasetService:
             while chunk := handle.read(CHUNK_BYTES):
                 yield chunk
 
-    def load(
-        self, dataset_id: str, project: str | None = None
-    ) -> tuple[Task, builtins.list[Example]]:
+    def load(self, dataset_id: str, *, caller: Principal) -> tuple[Task, builtins.list[Example]]:
         """The task and the valid examples, in file order. Refuses a file that failed
         validation, and one whose examples no longer match the recorded content hash."""
-        dataset = self.get(dataset_id, project)
+        dataset = self.get(dataset_id, caller=caller)
         if dataset.status is DatasetStatus.ERROR:
             raise InvalidRequest(
                 f"file {dataset.id!r} did not pass validation ({dataset.report.errors} "
@@ -309,21 +327,23 @@ class DatasetService:
     def splits(
         self,
         dataset_id: str,
-        project: str | None = None,
         *,
+        caller: Principal,
         seed: int = 0,
         ratios: Sequence[float] = DEFAULT_RATIOS,
     ) -> DatasetSplits:
         """(train, validation, test): deterministic for a seed, stratified by label for text
         classification (see `datasets.split`)."""
+        require_caller(caller)
         shares = check_ratios(ratios)
-        task, examples = self.load(dataset_id, project)
+        task, examples = self.load(dataset_id, caller=caller)
         return split_examples(examples, task, seed=seed, ratios=shares)
 
     # -- delete ---------------------------------------------------------------------------
 
-    def delete(self, dataset_id: str, project: str | None = None) -> Dataset:
+    def delete(self, dataset_id: str, *, caller: Principal) -> Dataset:
         """Remove the file and its record; returns what was removed."""
+        project = _visible_project(caller)
         with self.db.transaction() as session:
             row = self._row(session, dataset_id, project)
             removed = _entity(row)
@@ -341,6 +361,12 @@ class DatasetService:
             # Another project's file answers exactly like a file that does not exist.
             raise NotFound(f"no such file: {dataset_id!r}", param=param, code="file_not_found")
         return row
+
+
+def _visible_project(caller: Principal) -> str | None:
+    """The project whose files `caller` sees; None (every project) for admins."""
+    who = require_caller(caller)
+    return None if is_admin(who) else who.project
 
 
 def _entity(row: DatasetRow) -> Dataset:

@@ -12,7 +12,10 @@ Example::
         before={"version": 1}, after={"version": 2, "reason": "better F1"},
         request_id="4f0c...", client_address="10.0.0.7",
     )
-    page = audit.query(action="alias.set", limit=50)
+    page = audit.query(action="alias.set", limit=50, caller=admin)
+
+Writing is the server's own work and takes no caller; reading takes an explicit admin
+caller (`MissingCaller` without one, `PermissionDenied` for any other key).
 """
 
 from __future__ import annotations
@@ -25,6 +28,8 @@ from typing import Any
 from pydantic_core import to_jsonable_python
 from sqlalchemy import String, or_, select
 
+from openmaas.auth.access import require_admin
+from openmaas.auth.entities import Principal
 from openmaas.errors import InvalidRequest
 from openmaas.metering.usage import utc
 from openmaas.store.database import Database
@@ -104,12 +109,16 @@ class AuditLog:
         target: str | None = None,
         limit: int = 100,
         after_id: int | None = None,
+        *,
+        caller: Principal,
     ) -> list[AuditEvent]:
         """Events oldest first, in [start, end), after the event `after_id` (for paging).
+        Only admins read the audit log.
 
         `target` matches that target and everything under it: `models/bert` also finds
         `models/bert/versions/2`.
         """
+        require_admin(caller)
         if limit < 1:
             raise InvalidRequest("limit must be at least 1", param="limit")
         statement = select(AuditRow).order_by(AuditRow.id).limit(limit)

@@ -13,8 +13,12 @@ Example::
     recorder.record(UsageRecord(project="default", route="/v1/embeddings", model="minilm",
                                 input_tokens=12, latency_ms=8.5, status=200))
     recorder.flush()  # blocks: never call it on the event loop
-    recorder.query(start, end, group_by=("day", "model"))
+    recorder.query(start, end, group_by=("day", "model"), caller=principal)
     recorder.close()  # writes what is still buffered
+
+Recording is the server's own work and takes no caller; every query takes the caller
+explicitly (`MissingCaller` without one) and answers only for what that caller may see: its
+own project, or any project for an admin.
 """
 
 from __future__ import annotations
@@ -46,7 +50,9 @@ from sqlalchemy import (
 from sqlalchemy.exc import DataError, DBAPIError, IntegrityError, StatementError
 from sqlalchemy.orm import Session
 
-from openmaas.errors import InvalidRequest
+from openmaas.auth.access import is_admin, require_caller
+from openmaas.auth.entities import Principal
+from openmaas.errors import InvalidRequest, ProjectNotFound
 from openmaas.store.database import Database
 from openmaas.store.tables import ProjectRow, UsageRow
 
@@ -371,11 +377,13 @@ class UsageRecorder:
         group_by: Iterable[str] = DEFAULT_GROUP_BY,
         *,
         key_prefix: str | None = None,
+        caller: Principal,
     ) -> list[UsageTotals]:
-        """Totals per group of the records in [start, end), aggregated in SQL.
+        """Totals per group of the caller's records in [start, end), aggregated in SQL.
 
         Days are UTC days. With no `group_by` the answer is one row (zeros when empty).
         """
+        project = _tenant_filter(caller, project)
         groups = check_group_by(group_by)
         start, end = check_window(start, end)
         dimensions = self._dimensions(groups)
@@ -419,6 +427,7 @@ class UsageRecorder:
         group_by: Iterable[str] = EXPORT_GROUP_BY,
         *,
         key_prefix: str | None = None,
+        caller: Principal,
     ) -> str:
         """The billing CSV (columns `CSV_COLUMNS`): always grouped by model at least.
 
@@ -426,8 +435,21 @@ class UsageRecorder:
         model without a price, so a missing price shows instead of billing zero.
         """
         groups = (*group_by, "model")
-        totals = self.query(start, end, project, key_id, model, groups, key_prefix=key_prefix)
+        totals = self.query(
+            start, end, project, key_id, model, groups, key_prefix=key_prefix, caller=caller
+        )
         return render_csv(totals, prices)
+
+    def visible_project(self, project: str | None, *, caller: Principal) -> str | None:
+        """The project filter `caller` may apply (None: every project, admins only).
+
+        Another project, for a non-admin, and a project that never existed, for an admin,
+        are both `ProjectNotFound`: the same answer, so names cannot be probed.
+        """
+        visible = _tenant_filter(caller, project)
+        if visible is not None and is_admin(caller) and not self.knows_project(visible):
+            raise ProjectNotFound(f"project {visible!r} not found", param="project")
+        return visible
 
     def knows_project(self, name: str) -> bool:
         """The project exists, or existed: usage of a deleted project can still be billed."""
@@ -462,6 +484,16 @@ class UsageRecorder:
             return func.substr(UsageRow.created_at, 1, 10)  # stored as 'YYYY-MM-DD HH:MM:SS'
         in_utc = func.timezone(literal_column("'UTC'"), UsageRow.created_at)
         return func.to_char(in_utc, literal_column("'YYYY-MM-DD'"))
+
+
+def _tenant_filter(caller: Principal, project: str | None) -> str | None:
+    who = require_caller(caller)
+    if is_admin(who):
+        return project
+    if project is not None and project != who.project:
+        # The same answer as for a project that does not exist: no probing names.
+        raise ProjectNotFound(f"project {project!r} not found", param="project")
+    return who.project
 
 
 def _totals(row: RowMapping) -> UsageTotals:

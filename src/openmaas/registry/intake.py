@@ -18,9 +18,10 @@ from typing import IO
 
 from openmaas.errors import PayloadTooLarge, UnsafeArtifact
 
+# Names that are never part of a model (VCS and tool caches), shared with the SDK's packing.
+from openmaas.protocol.registry import SKIPPED_NAMES
+
 PICKLE_SUFFIXES = frozenset({".pkl", ".pickle", ".joblib", ".pt", ".pth", ".ckpt"})
-# Names that are never part of a model: VCS and tool caches.
-SKIPPED_NAMES = frozenset({".git", "__pycache__", ".DS_Store", ".ipynb_checkpoints", ".cache"})
 ALLOW_PICKLE_HINT = (
     "set OPENMAAS_ALLOW_PICKLE=true on the server to accept pickles from sources you trust, "
     "or convert the weights to safetensors"

@@ -16,7 +16,8 @@ from pathlib import Path, PurePosixPath
 from typing import Any
 
 from openmaas.errors import NotFound, UnsupportedSource
-from openmaas.registry.intake import SKIPPED_NAMES, safe_member_path, walk_directory
+from openmaas.protocol.registry import SKIPPED_NAMES
+from openmaas.registry.intake import safe_member_path, walk_directory
 
 # Files that belong with an ONNX graph: tokenizer and model configs, never other weights.
 TOKENIZER_SUFFIXES = frozenset({".json", ".txt", ".model", ".vocab", ".merges", ".tiktoken"})

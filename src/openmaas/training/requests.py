@@ -16,6 +16,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from openmaas.auth.entities import SYSTEM, Principal
 from openmaas.errors import InvalidRequest, OpenMaaSError
 from openmaas.jobs.entities import Job
 from openmaas.training.recipe import Example, Recipe
@@ -33,15 +34,13 @@ class DatasetSource(Protocol):
     """What jobs need of the dataset service (`datasets.service.DatasetService`): a file's
     examples, and its reproducible (train, validation, test) split."""
 
-    def load(
-        self, dataset_id: str, project: str | None = None
-    ) -> tuple[Any, Sequence[Example]]: ...
+    def load(self, dataset_id: str, *, caller: Principal) -> tuple[Any, Sequence[Example]]: ...
 
     def splits(
         self,
         dataset_id: str,
-        project: str | None = None,
         *,
+        caller: Principal,
         seed: int = 0,
         ratios: Sequence[float] = (0.8, 0.1, 0.1),
     ) -> tuple[Sequence[Example], Sequence[Example], Sequence[Example]]: ...
@@ -83,13 +82,16 @@ def split_examples(
     test = float(job.options.get("test_split", 0.1))
     if job.validation_file is not None:
         train, _, tested = datasets.splits(
-            job.training_file, seed=job.seed, ratios=(1 - test, 0.0, test)
+            job.training_file, caller=SYSTEM, seed=job.seed, ratios=(1 - test, 0.0, test)
         )
-        _, given = datasets.load(job.validation_file)
+        _, given = datasets.load(job.validation_file, caller=SYSTEM)
         return train, given, tested
     validation = float(job.options.get("validation_split", 0.1))
     train, held, tested = datasets.splits(
-        job.training_file, seed=job.seed, ratios=(1 - validation - test, validation, test)
+        job.training_file,
+        caller=SYSTEM,
+        seed=job.seed,
+        ratios=(1 - validation - test, validation, test),
     )
     return train, held, tested
 

@@ -10,8 +10,12 @@ from typing import Any
 
 from fastapi import APIRouter, Depends, Query, status
 
+from openmaas.api.convert.admin import key_out, project_out
 from openmaas.api.deps import PrincipalDep, ServicesDep, requires
-from openmaas.api.protocol.admin import (
+from openmaas.api.routes.audit import AuditorDep
+from openmaas.auth.policy import LimitPolicy
+from openmaas.auth.scopes import Scope
+from openmaas.protocol.admin import (
     CreatedKeyOut,
     KeyCreate,
     KeyOut,
@@ -20,10 +24,7 @@ from openmaas.api.protocol.admin import (
     ProjectOut,
     WhoAmIOut,
 )
-from openmaas.api.routes.audit import AuditorDep
-from openmaas.auth.policy import LimitPolicy
-from openmaas.auth.scopes import Scope
-from openmaas.registry.schemas import ListOut
+from openmaas.protocol.common import ListOut
 
 router = APIRouter(prefix="/v1", tags=["admin"])
 _ADMIN = [Depends(requires(Scope.ADMIN))]
@@ -41,34 +42,35 @@ def create_project(
     body: ProjectCreate, services: ServicesDep, who: PrincipalDep, auditor: AuditorDep
 ) -> ProjectOut:
     limits = _limits(body.limits)
-    project = services.auth.create_project(body.name, body.description, actor=who.actor)
+    auth = services.auth
+    project = auth.create_project(body.name, body.description, caller=who, actor=who.actor)
     if limits:
-        services.auth.set_project_limits(project.name, limits)
-        project = services.auth.get_project(project.name)
-    out = ProjectOut.from_entity(project)
+        auth.set_project_limits(project.name, limits, caller=who)
+        project = auth.get_project(project.name, caller=who)
+    out = project_out(project)
     auditor.record("project.create", f"projects/{project.name}", after=_dump(out))
     return out
 
 
 @router.get("/projects", dependencies=_ADMIN)
-def list_projects(services: ServicesDep) -> ListOut[ProjectOut]:
-    return ListOut(data=[ProjectOut.from_entity(p) for p in services.auth.list_projects()])
+def list_projects(services: ServicesDep, who: PrincipalDep) -> ListOut[ProjectOut]:
+    return ListOut(data=[project_out(p) for p in services.auth.list_projects(caller=who)])
 
 
 @router.get("/projects/{name}", dependencies=_ADMIN)
-def get_project(name: str, services: ServicesDep) -> ProjectOut:
-    return ProjectOut.from_entity(services.auth.get_project(name))
+def get_project(name: str, services: ServicesDep, who: PrincipalDep) -> ProjectOut:
+    return project_out(services.auth.get_project(name, caller=who))
 
 
 @router.put("/projects/{name}/limits", dependencies=_ADMIN)
 def set_project_limits(
-    name: str, body: LimitsUpdate, services: ServicesDep, auditor: AuditorDep
+    name: str, body: LimitsUpdate, services: ServicesDep, who: PrincipalDep, auditor: AuditorDep
 ) -> ProjectOut:
-    before, after = services.auth.set_project_limits(name, _limits(body.limits))
+    before, after = services.auth.set_project_limits(name, _limits(body.limits), caller=who)
     services.authenticator.forget(project=name)
     if before != after:  # a change that changes nothing records nothing
         auditor.record("project.limits", f"projects/{name}", before=before, after=after)
-    return ProjectOut.from_entity(services.auth.get_project(name))
+    return project_out(services.auth.get_project(name, caller=who))
 
 
 # -- keys -----------------------------------------------------------------------------------
@@ -90,32 +92,39 @@ def create_key(
 ) -> CreatedKeyOut:
     limits = _limits(body.limits)
     key, plaintext = services.auth.create_key(
-        body.project, body.name, body.scopes, expires_at=body.expires_at, actor=who.actor
+        body.project,
+        body.name,
+        body.scopes,
+        expires_at=body.expires_at,
+        caller=who,
+        actor=who.actor,
     )
     if limits:
-        services.auth.set_key_limits(key.id, limits)
-        key = services.auth.get_key(key.id)
-    out = KeyOut.from_entity(key)
+        services.auth.set_key_limits(key.id, limits, caller=who)
+        key = services.auth.get_key(key.id, caller=who)
+    out = key_out(key)
     auditor.record("key.create", f"keys/{key.id}", after=_dump(out))
     return CreatedKeyOut(**out.model_dump(), key=plaintext)
 
 
 @router.get("/keys", dependencies=_ADMIN)
-def list_keys(services: ServicesDep, project: str | None = Query(default=None)) -> ListOut[KeyOut]:
-    return ListOut(data=[KeyOut.from_entity(k) for k in services.auth.list_keys(project)])
+def list_keys(
+    services: ServicesDep, who: PrincipalDep, project: str | None = Query(default=None)
+) -> ListOut[KeyOut]:
+    return ListOut(data=[key_out(k) for k in services.auth.list_keys(project, caller=who)])
 
 
 @router.get("/keys/{key_id}", dependencies=_ADMIN)
-def get_key(key_id: int, services: ServicesDep) -> KeyOut:
-    return KeyOut.from_entity(services.auth.get_key(key_id))
+def get_key(key_id: int, services: ServicesDep, who: PrincipalDep) -> KeyOut:
+    return key_out(services.auth.get_key(key_id, caller=who))
 
 
 @router.post("/keys/{key_id}/revoke", dependencies=_ADMIN)
 def revoke_key(
     key_id: int, services: ServicesDep, who: PrincipalDep, auditor: AuditorDep
 ) -> KeyOut:
-    before = KeyOut.from_entity(services.auth.get_key(key_id))
-    after = KeyOut.from_entity(services.auth.revoke_key(key_id, actor=who.actor))
+    before = key_out(services.auth.get_key(key_id, caller=who))
+    after = key_out(services.auth.revoke_key(key_id, caller=who, actor=who.actor))
     services.authenticator.forget(key_id=key_id)
     if before.revoked_at is None:  # revoking twice changes nothing and records nothing
         auditor.record("key.revoke", f"keys/{key_id}", before=_dump(before), after=_dump(after))
@@ -124,13 +133,13 @@ def revoke_key(
 
 @router.put("/keys/{key_id}/limits", dependencies=_ADMIN)
 def set_key_limits(
-    key_id: int, body: LimitsUpdate, services: ServicesDep, auditor: AuditorDep
+    key_id: int, body: LimitsUpdate, services: ServicesDep, who: PrincipalDep, auditor: AuditorDep
 ) -> KeyOut:
-    before, after = services.auth.set_key_limits(key_id, _limits(body.limits))
+    before, after = services.auth.set_key_limits(key_id, _limits(body.limits), caller=who)
     services.authenticator.forget(key_id=key_id)
     if before != after:
         auditor.record("key.limits", f"keys/{key_id}", before=before, after=after)
-    return KeyOut.from_entity(services.auth.get_key(key_id))
+    return key_out(services.auth.get_key(key_id, caller=who))
 
 
 def _dump(out: ProjectOut | KeyOut) -> dict[str, Any]:

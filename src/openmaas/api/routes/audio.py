@@ -9,9 +9,9 @@ from fastapi.responses import PlainTextResponse
 
 from openmaas.api.deps import EngineDep, caller
 from openmaas.api.metering import meter
-from openmaas.api.protocol.openai import TranscriptionResponse
 from openmaas.api.responses import VERSION_HEADER, json_response, mark_model
 from openmaas.errors import InvalidRequest
+from openmaas.protocol.openai import TranscriptionResponse
 from openmaas.runtimes.base import Transcription, TranscriptionParams
 
 router = APIRouter(tags=["openai"], dependencies=[Depends(caller)])

@@ -4,17 +4,18 @@ from __future__ import annotations
 
 from fastapi import APIRouter, Depends
 
+from openmaas.api.convert.catalog import catalog_entry_out
 from openmaas.api.deps import CatalogDep, caller
-from openmaas.catalog.schemas import CatalogEntryOut, CatalogListOut
+from openmaas.protocol.catalog import CatalogEntryOut, CatalogListOut
 
 router = APIRouter(prefix="/v1/catalog", tags=["catalog"], dependencies=[Depends(caller)])
 
 
 @router.get("")
 def list_catalog(catalog: CatalogDep) -> CatalogListOut:
-    return CatalogListOut(data=[CatalogEntryOut.from_entity(e) for e in catalog.entries()])
+    return CatalogListOut(data=[catalog_entry_out(e) for e in catalog.entries()])
 
 
 @router.get("/{name}")
 def get_catalog_entry(name: str, catalog: CatalogDep) -> CatalogEntryOut:
-    return CatalogEntryOut.from_entity(catalog.get(name))
+    return catalog_entry_out(catalog.get(name))

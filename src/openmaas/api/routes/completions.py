@@ -15,14 +15,14 @@ from fastapi.responses import StreamingResponse
 
 from openmaas.api.deps import EngineDep, caller
 from openmaas.api.metering import meter
-from openmaas.api.protocol.openai import (
+from openmaas.api.responses import VERSION_HEADER, json_response, mark_model
+from openmaas.errors import InvalidRequest
+from openmaas.protocol.openai import (
     ChatCompletion,
     ChatCompletionRequest,
     Completion,
     CompletionRequest,
 )
-from openmaas.api.responses import VERSION_HEADER, json_response, mark_model
-from openmaas.errors import InvalidRequest
 from openmaas.runtimes.base import GenerationDelta, GenerationParams
 from openmaas.serving.engine import Stream
 

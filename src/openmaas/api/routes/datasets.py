@@ -12,20 +12,21 @@ from typing import Annotated
 
 from fastapi import APIRouter, File, Form, Query, UploadFile, status
 
+from openmaas.api.convert.datasets import dataset_out, dataset_summary_out
 from openmaas.api.deps import PrincipalDep, ServicesDep
-from openmaas.api.protocol.datasets import (
+from openmaas.api.routes.audit import AuditorDep
+from openmaas.api.routes.files import record_created, record_deleted
+from openmaas.datasets.formats import content_sha256
+from openmaas.datasets.split import parse_ratios
+from openmaas.datasets.stats import label_counts
+from openmaas.protocol.common import ListOut
+from openmaas.protocol.datasets import (
     DatasetDeletedOut,
     DatasetOut,
     DatasetSplitOut,
     DatasetSummaryOut,
     SplitPartOut,
 )
-from openmaas.api.routes.audit import AuditorDep
-from openmaas.api.routes.files import project_scope, record_created, record_deleted
-from openmaas.datasets.formats import content_sha256
-from openmaas.datasets.split import parse_ratios
-from openmaas.datasets.stats import label_counts
-from openmaas.registry.schemas import ListOut
 
 router = APIRouter(prefix="/v1/datasets", tags=["datasets"])
 
@@ -46,24 +47,25 @@ def create_dataset(
         file.file,
         filename=file.filename or "upload",
         project=who.project,
+        caller=who,
         created_by=who.actor,
         format=format or None,
         text_column=text_column or None,
         label_column=label_column or None,
     )
     record_created(auditor, dataset)
-    return DatasetOut.from_entity(dataset)
+    return dataset_out(dataset)
 
 
 @router.get("")
 def list_datasets(services: ServicesDep, who: PrincipalDep) -> ListOut[DatasetSummaryOut]:
-    datasets = services.datasets.list(project_scope(who))
-    return ListOut(data=[DatasetSummaryOut.from_entity(dataset) for dataset in datasets])
+    datasets = services.datasets.list(caller=who)
+    return ListOut(data=[dataset_summary_out(dataset) for dataset in datasets])
 
 
 @router.get("/{dataset_id}")
 def get_dataset(dataset_id: str, services: ServicesDep, who: PrincipalDep) -> DatasetOut:
-    return DatasetOut.from_entity(services.datasets.get(dataset_id, project_scope(who)))
+    return dataset_out(services.datasets.get(dataset_id, caller=who))
 
 
 @router.get("/{dataset_id}/split")
@@ -78,9 +80,8 @@ def split_dataset(
 ) -> DatasetSplitOut:
     """How a seed splits the dataset: rows, labels and content hash of each split."""
     shares = parse_ratios(ratios)
-    scope = project_scope(who)
-    dataset = services.datasets.get(dataset_id, scope)
-    splits = services.datasets.splits(dataset_id, scope, seed=seed, ratios=shares)
+    dataset = services.datasets.get(dataset_id, caller=who)
+    splits = services.datasets.splits(dataset_id, caller=who, seed=seed, ratios=shares)
     train, validation, test = (
         SplitPartOut(
             rows=len(part),
@@ -104,6 +105,6 @@ def split_dataset(
 def delete_dataset(
     dataset_id: str, services: ServicesDep, who: PrincipalDep, auditor: AuditorDep
 ) -> DatasetDeletedOut:
-    removed = services.datasets.delete(dataset_id, project_scope(who))
+    removed = services.datasets.delete(dataset_id, caller=who)
     record_deleted(auditor, removed)
     return DatasetDeletedOut(id=removed.id)

@@ -10,8 +10,8 @@ from fastapi import APIRouter, Depends, Request, Response
 
 from openmaas.api.deps import caller
 from openmaas.api.metering import meter
-from openmaas.api.protocol.openai import EmbeddingRequest, EmbeddingResponse
 from openmaas.api.responses import json_response, mark_model
+from openmaas.protocol.openai import EmbeddingRequest, EmbeddingResponse
 from openmaas.runtimes.base import FloatArray
 from openmaas.serving.engine import InferenceEngine
 

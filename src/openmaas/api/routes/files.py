@@ -20,21 +20,15 @@ from urllib.parse import quote
 from fastapi import APIRouter, File, Form, Query, UploadFile
 from fastapi.responses import StreamingResponse
 
+from openmaas.api.convert.datasets import file_out
 from openmaas.api.deps import PrincipalDep, ServicesDep
-from openmaas.api.protocol.datasets import FileDeletedOut, FileListOut, FileOut
 from openmaas.api.routes.audit import Auditor, AuditorDep
-from openmaas.auth.access import is_admin
-from openmaas.auth.entities import Principal
 from openmaas.datasets.service import Dataset
+from openmaas.protocol.datasets import FileDeletedOut, FileListOut, FileOut
 
 router = APIRouter(prefix="/v1/files", tags=["files"])
 
 MAX_PAGE = 10_000  # OpenAI's largest `limit`
-
-
-def project_scope(who: Principal) -> str | None:
-    """The project whose files the caller sees; None (every project) for admin keys."""
-    return None if is_admin(who) else who.project
 
 
 def audit_state(dataset: Dataset) -> dict[str, Any]:
@@ -72,11 +66,12 @@ def create_file(
         file.file,
         filename=file.filename or "upload",
         project=who.project,
+        caller=who,
         created_by=who.actor,
         purpose=purpose,
     )
     record_created(auditor, dataset)
-    return FileOut.from_entity(dataset)
+    return file_out(dataset)
 
 
 @router.get("")
@@ -89,11 +84,11 @@ def list_files(
     order: Annotated[Literal["asc", "desc"], Query(description="By created_at.")] = "desc",
 ) -> FileListOut:
     found = services.datasets.list(
-        project_scope(who), purpose=purpose, limit=limit + 1, after=after, order=order
+        caller=who, purpose=purpose, limit=limit + 1, after=after, order=order
     )
     page = found[:limit]
     return FileListOut(
-        data=[FileOut.from_entity(dataset) for dataset in page],
+        data=[file_out(dataset) for dataset in page],
         first_id=page[0].id if page else None,
         last_id=page[-1].id if page else None,
         has_more=len(found) > limit,
@@ -102,17 +97,16 @@ def list_files(
 
 @router.get("/{file_id}")
 def retrieve_file(file_id: str, services: ServicesDep, who: PrincipalDep) -> FileOut:
-    return FileOut.from_entity(services.datasets.get(file_id, project_scope(who)))
+    return file_out(services.datasets.get(file_id, caller=who))
 
 
 @router.get("/{file_id}/content")
 def retrieve_file_content(
     file_id: str, services: ServicesDep, who: PrincipalDep
 ) -> StreamingResponse:
-    scope = project_scope(who)
-    dataset = services.datasets.get(file_id, scope)
+    dataset = services.datasets.get(file_id, caller=who)
     return StreamingResponse(
-        services.datasets.content(file_id, scope),
+        services.datasets.content(file_id, caller=who),
         media_type="application/octet-stream",
         headers={
             "Content-Length": str(dataset.size_bytes),
@@ -125,6 +119,6 @@ def retrieve_file_content(
 def delete_file(
     file_id: str, services: ServicesDep, who: PrincipalDep, auditor: AuditorDep
 ) -> FileDeletedOut:
-    removed = services.datasets.delete(file_id, project_scope(who))
+    removed = services.datasets.delete(file_id, caller=who)
     record_deleted(auditor, removed)
     return FileDeletedOut(id=removed.id)

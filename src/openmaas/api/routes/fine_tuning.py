@@ -13,12 +13,17 @@ from typing import Annotated
 from fastapi import APIRouter, Query
 from starlette.concurrency import run_in_threadpool
 
+from openmaas.api.convert.training import (
+    fine_tuning_checkpoint_out,
+    fine_tuning_event_out,
+    fine_tuning_job_out,
+)
 from openmaas.api.deps import PrincipalDep, ServicesDep
 from openmaas.api.openai_fine_tuning import openai_request, training_kind
 from openmaas.api.routes.audit import AuditorDep
 from openmaas.api.routes.training import cancel_job, create_job
 from openmaas.errors import InvalidRequest
-from openmaas.training.schemas import (
+from openmaas.protocol.training import (
     EVENT_CURSOR_PATTERN,
     FineTuningCheckpointOut,
     FineTuningEventOut,
@@ -67,7 +72,7 @@ async def create_fine_tuning_job(
         options=options,
     )
     job = await create_job(services, principal, auditor, request)
-    return FineTuningJobOut.from_entity(job)
+    return fine_tuning_job_out(job)
 
 
 @router.get("/jobs")
@@ -78,16 +83,14 @@ def list_fine_tuning_jobs(
     limit: Annotated[int, Query(ge=1, le=MAX_PAGE)] = 20,
 ) -> PageOut[FineTuningJobOut]:
     page = services.jobs.list(caller=principal, after=after, limit=limit)
-    return PageOut(
-        data=[FineTuningJobOut.from_entity(job) for job in page.items], has_more=page.has_more
-    )
+    return PageOut(data=[fine_tuning_job_out(job) for job in page.items], has_more=page.has_more)
 
 
 @router.get("/jobs/{fine_tuning_job_id}")
 def retrieve_fine_tuning_job(
     fine_tuning_job_id: str, services: ServicesDep, principal: PrincipalDep
 ) -> FineTuningJobOut:
-    return FineTuningJobOut.from_entity(services.jobs.get(fine_tuning_job_id, caller=principal))
+    return fine_tuning_job_out(services.jobs.get(fine_tuning_job_id, caller=principal))
 
 
 @router.post("/jobs/{fine_tuning_job_id}/cancel")
@@ -95,7 +98,7 @@ def cancel_fine_tuning_job(
     fine_tuning_job_id: str, services: ServicesDep, principal: PrincipalDep, auditor: AuditorDep
 ) -> FineTuningJobOut:
     job = cancel_job(services, principal, auditor, fine_tuning_job_id)
-    return FineTuningJobOut.from_entity(job)
+    return fine_tuning_job_out(job)
 
 
 @router.get("/jobs/{fine_tuning_job_id}/events")
@@ -112,7 +115,7 @@ def list_fine_tuning_events(
     cursor = parse_event_cursor(after)
     page = services.jobs.events(fine_tuning_job_id, caller=principal, after=cursor, limit=limit)
     return PageOut(
-        data=[FineTuningEventOut.from_entity(event) for event in page.items],
+        data=[fine_tuning_event_out(event) for event in page.items],
         has_more=page.has_more,
     )
 
@@ -129,6 +132,6 @@ def list_fine_tuning_checkpoints(
     job = services.jobs.get(fine_tuning_job_id, caller=principal)
     page = services.jobs.checkpoints(fine_tuning_job_id, caller=principal, after=after, limit=limit)
     return PageOut(
-        data=[FineTuningCheckpointOut.from_entity(c, job.model_name) for c in page.items],
+        data=[fine_tuning_checkpoint_out(c, job.model_name) for c in page.items],
         has_more=page.has_more,
     )

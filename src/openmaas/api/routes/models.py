@@ -5,7 +5,7 @@ from __future__ import annotations
 from fastapi import APIRouter, Depends
 
 from openmaas.api.deps import EngineDep, caller
-from openmaas.api.protocol.openai import ModelCard, ModelList
+from openmaas.protocol.openai import ModelCard, ModelList
 from openmaas.registry.entities import ModelVersion, RegisteredModel
 from openmaas.serving.engine import InferenceEngine
 

@@ -13,10 +13,10 @@ from fastapi import APIRouter, Depends, Request, Response
 
 from openmaas.api.deps import EngineDep, ServicesDep, caller
 from openmaas.api.metering import meter
-from openmaas.api.protocol.common import as_list
-from openmaas.api.protocol.openai import ModerationRequest, ModerationResponse
 from openmaas.api.responses import json_response, mark_model
 from openmaas.errors import InvalidRequest
+from openmaas.protocol.common import as_list
+from openmaas.protocol.openai import ModerationRequest, ModerationResponse
 
 router = APIRouter(tags=["openai"], dependencies=[Depends(caller)])
 

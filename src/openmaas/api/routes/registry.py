@@ -18,25 +18,26 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, File, Form, Query, Request, UploadFile, status
 from pydantic import BaseModel, ConfigDict, ValidationError
 
+from openmaas.api.convert.registry import (
+    alias_event_out,
+    compare_out,
+    metadata_edit_out,
+    model_out,
+    verify_out,
+    version_out,
+)
 from openmaas.api.deps import CallerDep, PrincipalDep, RegistryDep, caller, requires
 from openmaas.api.routes.audit import Auditor, AuditorDep
 from openmaas.auth.access import can_see, check_changeable, check_visible, is_admin
 from openmaas.auth.entities import Principal
 from openmaas.auth.scopes import Scope
 from openmaas.errors import InvalidRequest, ModelNotFound, PermissionDenied
-from openmaas.registry.entities import (
-    AliasEvent,
-    FileEntry,
-    Lineage,
-    ModelVersion,
-    RegisteredModel,
-)
-from openmaas.registry.schemas import (
+from openmaas.protocol.common import ListOut
+from openmaas.protocol.registry import (
     AliasEventOut,
     AliasMoveOut,
     AliasRequest,
     CompareOut,
-    ListOut,
     MetadataEditOut,
     MetadataPatch,
     ModelOut,
@@ -45,6 +46,13 @@ from openmaas.registry.schemas import (
     VerifyOut,
     VersionMetadata,
     VersionOut,
+)
+from openmaas.registry.entities import (
+    AliasEvent,
+    FileEntry,
+    Lineage,
+    ModelVersion,
+    RegisteredModel,
 )
 from openmaas.registry.service import RegistryService, VersionSpec
 from openmaas.registry.sources import (
@@ -223,12 +231,12 @@ def _alias_states(event: AliasEvent, reason: str) -> tuple[dict[str, Any], dict[
 @router.get("/models")
 def list_models(registry: RegistryDep, who: PrincipalDep) -> ListOut[ModelOut]:
     visible = [m for m in registry.list_models() if can_see(m.project, m.public, who)]
-    return ListOut(data=[ModelOut.from_entity(m) for m in visible])
+    return ListOut(data=[model_out(m) for m in visible])
 
 
 @router.get("/models/{name}")
 def get_model(name: str, registry: RegistryDep) -> ModelOut:
-    return ModelOut.from_entity(registry.get_model(name))
+    return model_out(registry.get_model(name))
 
 
 @router.patch("/models/{name}")
@@ -240,7 +248,7 @@ def update_model(
         name, description=body.description, tags=body.tags, actor=who.actor
     )
     _audit_edit(auditor, "model.update", _model_target(name), before, model, body)
-    return ModelOut.from_entity(model)
+    return model_out(model)
 
 
 @router.delete("/models/{name}")
@@ -256,7 +264,7 @@ def delete_model(name: str, registry: RegistryDep, auditor: AuditorDep) -> dict[
 
 @router.get("/models/{name}/history")
 def model_metadata_history(name: str, registry: RegistryDep) -> ListOut[MetadataEditOut]:
-    return ListOut(data=[MetadataEditOut.from_entity(e) for e in registry.metadata_history(name)])
+    return ListOut(data=[metadata_edit_out(e) for e in registry.metadata_history(name)])
 
 
 def _audit_registration(auditor: Auditor, version: ModelVersion, alias: str | None) -> None:
@@ -273,7 +281,7 @@ def register_version(
         plan = _plan(body, registry, who.principal, hub_cache)
         version = registry.register_plan(name, plan, _spec(body, who.actor, who.principal))
     _audit_registration(auditor, version, body.alias)
-    return VersionOut.from_entity(version)
+    return version_out(version)
 
 
 @router.post("/models/{name}/versions/upload", status_code=status.HTTP_201_CREATED)
@@ -299,17 +307,17 @@ def upload_version(
     spec = _spec(meta, who.actor, who.principal)
     version = registry.register_archive(name, file.file, spec, source=source)
     _audit_registration(auditor, version, meta.alias)
-    return VersionOut.from_entity(version)
+    return version_out(version)
 
 
 @router.get("/models/{name}/versions")
 def list_versions(name: str, registry: RegistryDep) -> ListOut[VersionOut]:
-    return ListOut(data=[VersionOut.from_entity(v) for v in registry.list_versions(name)])
+    return ListOut(data=[version_out(v) for v in registry.list_versions(name)])
 
 
 @router.get("/models/{name}/versions/{version}")
 def get_version(name: str, version: int, registry: RegistryDep) -> VersionOut:
-    return VersionOut.from_entity(registry.get_version(name, version))
+    return version_out(registry.get_version(name, version))
 
 
 @router.patch("/models/{name}/versions/{version}")
@@ -326,7 +334,7 @@ def update_version(
         name, version, description=body.description, tags=body.tags, actor=who.actor
     )
     _audit_edit(auditor, "version.update", _version_target(name, version), before, updated, body)
-    return VersionOut.from_entity(updated)
+    return version_out(updated)
 
 
 @router.delete("/models/{name}/versions/{version}")
@@ -344,12 +352,12 @@ def version_metadata_history(
     name: str, version: int, registry: RegistryDep
 ) -> ListOut[MetadataEditOut]:
     edits = registry.metadata_history(name, version)
-    return ListOut(data=[MetadataEditOut.from_entity(e) for e in edits])
+    return ListOut(data=[metadata_edit_out(e) for e in edits])
 
 
 @router.post("/models/{name}/versions/{version}/verify")
 def verify_version(name: str, version: int, registry: RegistryDep) -> VerifyOut:
-    return VerifyOut.from_entity(registry.verify(name, version))
+    return verify_out(registry.verify(name, version))
 
 
 @router.get("/models/{name}/compare")
@@ -359,7 +367,7 @@ def compare_versions(
     a: Annotated[int, Query(ge=1, description="First version.")],
     b: Annotated[int, Query(ge=1, description="Second version.")],
 ) -> CompareOut:
-    return CompareOut.from_entity(registry.compare(name, a, b))
+    return compare_out(registry.compare(name, a, b))
 
 
 @router.get("/models/{name}/aliases")
@@ -369,7 +377,7 @@ def list_aliases(name: str, registry: RegistryDep) -> dict[str, int]:
 
 @router.get("/models/{name}/aliases/history")
 def all_alias_history(name: str, registry: RegistryDep) -> ListOut[AliasEventOut]:
-    return ListOut(data=[AliasEventOut.from_entity(e) for e in registry.alias_history(name)])
+    return ListOut(data=[alias_event_out(e) for e in registry.alias_history(name)])
 
 
 @router.put("/models/{name}/aliases/{alias}")
@@ -389,7 +397,7 @@ def set_alias(
         model=name,
         alias=alias,
         version=body.version,
-        event=AliasEventOut.from_entity(event) if event else None,
+        event=alias_event_out(event) if event else None,
     )
 
 
@@ -405,14 +413,12 @@ def delete_alias(
     event = registry.delete_alias(name, alias, actor=who.actor, reason=reason)
     before, after = _alias_states(event, reason)
     auditor.record("alias.delete", _alias_target(name, alias), before=before, after=after)
-    return AliasMoveOut(
-        model=name, alias=alias, version=None, event=AliasEventOut.from_entity(event)
-    )
+    return AliasMoveOut(model=name, alias=alias, version=None, event=alias_event_out(event))
 
 
 @router.get("/models/{name}/aliases/{alias}/history")
 def alias_history(name: str, alias: str, registry: RegistryDep) -> ListOut[AliasEventOut]:
-    return ListOut(data=[AliasEventOut.from_entity(e) for e in registry.alias_history(name, alias)])
+    return ListOut(data=[alias_event_out(e) for e in registry.alias_history(name, alias)])
 
 
 @router.post("/models/{name}/aliases/{alias}/rollback")
@@ -432,7 +438,7 @@ def rollback_alias(
         model=name,
         alias=alias,
         version=event.to_version,
-        event=AliasEventOut.from_entity(event),
+        event=alias_event_out(event),
     )
 
 
@@ -449,7 +455,7 @@ def set_public(
             before={"public": before},
             after={"public": after},
         )
-    return ModelOut.from_entity(registry.get_model(name))
+    return model_out(registry.get_model(name))
 
 
 @router.get("/resolve")
@@ -461,4 +467,4 @@ def resolve_reference(
     version = registry.resolve(ref)
     if not can_see(version.project, version.public, who):
         raise ModelNotFound(f"model {version.model!r} not found", param="model")
-    return VersionOut.from_entity(version)
+    return version_out(version)

@@ -9,8 +9,9 @@ from fastapi import APIRouter, Depends, Request, Response
 
 from openmaas.api.deps import EngineDep, caller
 from openmaas.api.metering import meter
-from openmaas.api.protocol.common import as_list
-from openmaas.api.protocol.tasks import (
+from openmaas.api.responses import json_response, mark_model
+from openmaas.protocol.common import as_list
+from openmaas.protocol.tasks import (
     ClassifyRequest,
     ClassifyResponse,
     NerRequest,
@@ -21,7 +22,6 @@ from openmaas.api.protocol.tasks import (
     TextResponse,
     TranslateRequest,
 )
-from openmaas.api.responses import json_response, mark_model
 from openmaas.runtimes.base import Seq2SeqParams
 from openmaas.serving.engine import Served
 

@@ -14,14 +14,18 @@ from typing import Annotated, Any, Literal
 from fastapi import APIRouter, Query, status
 from starlette.concurrency import run_in_threadpool
 
+from openmaas.api.convert.training import (
+    recipe_out,
+    training_checkpoint_out,
+    training_event_out,
+    training_job_out,
+)
 from openmaas.api.deps import PrincipalDep, ServicesDep
 from openmaas.api.openai_fine_tuning import training_kind
 from openmaas.api.routes.audit import Auditor, AuditorDep
 from openmaas.auth.entities import Principal
 from openmaas.jobs.entities import TRAINING, Job
-from openmaas.services import Services
-from openmaas.training.requests import EarlyStopping, JobRequest
-from openmaas.training.schemas import (
+from openmaas.protocol.training import (
     PageOut,
     RecipeOut,
     TrainingCheckpointOut,
@@ -29,6 +33,8 @@ from openmaas.training.schemas import (
     TrainingJobCreate,
     TrainingJobOut,
 )
+from openmaas.services import Services
+from openmaas.training.requests import EarlyStopping, JobRequest
 
 router = APIRouter(prefix="/v1/training", tags=["training"])
 
@@ -81,7 +87,7 @@ def _audit_state(job: Job) -> dict[str, Any]:
 def list_recipes(services: ServicesDep) -> PageOut[RecipeOut]:
     """The recipes this server trains with, their tasks and default hyperparameters."""
     recipes = sorted(training_kind(services.jobs).recipes.values(), key=lambda r: r.name)
-    return PageOut(data=[RecipeOut.from_recipe(recipe) for recipe in recipes])
+    return PageOut(data=[recipe_out(recipe) for recipe in recipes])
 
 
 @router.post("/jobs", status_code=status.HTTP_201_CREATED)
@@ -110,7 +116,7 @@ async def create_training_job(
         test_split=body.test_split,
     )
     job = await create_job(services, principal, auditor, request)
-    return TrainingJobOut.from_entity(job)
+    return training_job_out(job)
 
 
 @router.get("/jobs")
@@ -122,14 +128,12 @@ def list_training_jobs(
 ) -> PageOut[TrainingJobOut]:
     """Newest first."""
     page = services.jobs.list(caller=principal, after=after, limit=limit)
-    return PageOut(
-        data=[TrainingJobOut.from_entity(job) for job in page.items], has_more=page.has_more
-    )
+    return PageOut(data=[training_job_out(job) for job in page.items], has_more=page.has_more)
 
 
 @router.get("/jobs/{job_id}")
 def get_training_job(job_id: str, services: ServicesDep, principal: PrincipalDep) -> TrainingJobOut:
-    return TrainingJobOut.from_entity(services.jobs.get(job_id, caller=principal))
+    return training_job_out(services.jobs.get(job_id, caller=principal))
 
 
 @router.post("/jobs/{job_id}/cancel")
@@ -138,7 +142,7 @@ def cancel_training_job(
 ) -> TrainingJobOut:
     """A job not started yet is cancelled at once; a running one stops within seconds and
     keeps its last checkpoint."""
-    return TrainingJobOut.from_entity(cancel_job(services, principal, auditor, job_id))
+    return training_job_out(cancel_job(services, principal, auditor, job_id))
 
 
 @router.get("/jobs/{job_id}/events")
@@ -153,7 +157,7 @@ def list_training_job_events(
     """Oldest first by default: pass the last id you saw as `after` to follow a job."""
     page = services.jobs.events(job_id, caller=principal, after=after, limit=limit, order=order)
     return PageOut(
-        data=[TrainingEventOut.from_entity(event) for event in page.items],
+        data=[training_event_out(event) for event in page.items],
         has_more=page.has_more,
     )
 
@@ -168,6 +172,4 @@ def list_training_job_checkpoints(
 ) -> PageOut[TrainingCheckpointOut]:
     """Newest first."""
     page = services.jobs.checkpoints(job_id, caller=principal, after=after, limit=limit)
-    return PageOut(
-        data=[TrainingCheckpointOut.from_entity(c) for c in page.items], has_more=page.has_more
-    )
+    return PageOut(data=[training_checkpoint_out(c) for c in page.items], has_more=page.has_more)

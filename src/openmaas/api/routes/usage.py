@@ -12,25 +12,17 @@ from typing import Annotated, Literal
 from fastapi import APIRouter, Query
 from fastapi.responses import Response
 
+from openmaas.api.convert.metering import usage_group_out
 from openmaas.api.deps import PrincipalDep, ServicesDep
-from openmaas.api.protocol.metering import (
-    TIMESTAMP_HINT,
-    UsageGroupOut,
-    UsageReportOut,
-    parse_timestamp,
-    split_list,
-)
-from openmaas.auth.entities import Principal
-from openmaas.auth.scopes import Scope, scopes_cover
-from openmaas.errors import ProjectNotFound
+from openmaas.api.query import TIMESTAMP_HINT, parse_timestamp, split_list
 from openmaas.metering.usage import (
     DEFAULT_GROUP_BY,
     EXPORT_GROUP_BY,
     GROUPS,
-    UsageRecorder,
     check_group_by,
     check_window,
 )
+from openmaas.protocol.metering import UsageReportOut
 
 router = APIRouter(prefix="/v1/usage", tags=["metering"])
 
@@ -48,18 +40,6 @@ GroupByQuery = Annotated[
         "is always added there). Empty: totals only."
     ),
 ]
-
-
-def _visible_project(usage: UsageRecorder, principal: Principal, project: str | None) -> str | None:
-    """The project filter this caller may apply; None means every project (admins only)."""
-    if not scopes_cover(principal.scopes, Scope.ADMIN):
-        if project is not None and project != principal.project:
-            # The same answer as for a project that does not exist: no probing names.
-            raise ProjectNotFound(f"project {project!r} not found", param="project")
-        return principal.project
-    if project is not None and not usage.knows_project(project):
-        raise ProjectNotFound(f"project {project!r} not found", param="project")
-    return project
 
 
 @router.get(
@@ -87,7 +67,7 @@ def get_usage(
     since, until = check_window(since, until)
     # Absent: the default grouping; present but empty (`?group_by=`): totals only.
     groups = None if group_by is None else check_group_by(split_list(group_by))
-    visible = _visible_project(usage, principal, project)
+    visible = usage.visible_project(project, caller=principal)
     filters = {"project": visible, "key_id": key_id, "key_prefix": key_prefix, "model": model}
     if format == "csv":
         body = usage.export_csv(
@@ -99,6 +79,7 @@ def get_usage(
             model,
             EXPORT_GROUP_BY if groups is None else groups,
             key_prefix=key_prefix,
+            caller=principal,
         )
         name = f"usage-{since:%Y%m%dT%H%M%SZ}-{until:%Y%m%dT%H%M%SZ}.csv"
         return Response(
@@ -107,13 +88,17 @@ def get_usage(
             headers={"Content-Disposition": f'attachment; filename="{name}"'},
         )
     chosen = DEFAULT_GROUP_BY if groups is None else groups
-    data = usage.query(since, until, visible, key_id, model, chosen, key_prefix=key_prefix)
-    (total,) = usage.query(since, until, visible, key_id, model, (), key_prefix=key_prefix)
+    data = usage.query(
+        since, until, visible, key_id, model, chosen, key_prefix=key_prefix, caller=principal
+    )
+    (total,) = usage.query(
+        since, until, visible, key_id, model, (), key_prefix=key_prefix, caller=principal
+    )
     return UsageReportOut(
         start=since,
         end=until,
         group_by=list(chosen),
         filters={name: value for name, value in filters.items() if value is not None},
-        data=[UsageGroupOut.from_entity(group) for group in data],
-        total=UsageGroupOut.from_entity(total),
+        data=[usage_group_out(group) for group in data],
+        total=usage_group_out(total),
     )

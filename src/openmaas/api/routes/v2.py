@@ -31,7 +31,12 @@ from sqlalchemy import text as sql
 from openmaas import __version__
 from openmaas.api.deps import EngineDep, ServicesDep, requires
 from openmaas.api.metering import meter
-from openmaas.api.protocol.v2 import (
+from openmaas.api.responses import VERSION_HEADER, mark_model
+from openmaas.api.tensors import Tensor, decode_infer_request, encode_infer_response, wants_binary
+from openmaas.auth.access import check_changeable
+from openmaas.auth.scopes import Scope
+from openmaas.errors import InvalidRequest, ModelNotLoaded, WrongTask
+from openmaas.protocol.v2 import (
     HEADER_LENGTH,
     InferenceRequest,
     InferenceResponse,
@@ -42,15 +47,7 @@ from openmaas.api.protocol.v2 import (
     RepositoryIndexRequest,
     RepositoryLoadRequest,
     ServerMetadataResponse,
-    Tensor,
-    decode_infer_request,
-    encode_infer_response,
-    wants_binary,
 )
-from openmaas.api.responses import VERSION_HEADER, mark_model
-from openmaas.auth.access import check_changeable
-from openmaas.auth.scopes import Scope
-from openmaas.errors import InvalidRequest, ModelNotLoaded, WrongTask
 from openmaas.registry.entities import ModelVersion, Task
 from openmaas.runtimes.base import LabelScore, LoadedModel, Seq2SeqParams, TranscriptionParams
 from openmaas.serving.engine import InferenceEngine, Served

@@ -1,11 +1,10 @@
-"""Wire models of the Open Inference Protocol v2 (KServe / Triton), and the binary tensor codec.
+"""Triton's binary tensor data extension: the codec of `/v2/.../infer` bodies.
 
-The REST protocol is JSON; Triton's binary tensor data extension lets a request or response
-carry tensor bytes after the JSON header: the `Inference-Header-Content-Length` header gives the
-header's length, and each tensor whose parameters hold `binary_data_size` takes that many bytes,
-in tensor order. BYTES elements are each prefixed by their length (4 bytes, little-endian);
-numeric tensors are raw little-endian row-major values. `tritonclient.http` sends inputs and
-asks for outputs in this form by default.
+A request or response may carry tensor bytes after the JSON header: the
+`Inference-Header-Content-Length` header gives the header's length, and each tensor whose
+parameters hold `binary_data_size` takes that many bytes, in tensor order. BYTES elements are
+each prefixed by their length (4 bytes, little-endian); numeric tensors are raw little-endian
+row-major values. `tritonclient.http` sends inputs and asks for outputs in this form by default.
 
 Example::
 
@@ -21,16 +20,22 @@ import struct
 from collections.abc import Sequence
 from dataclasses import dataclass
 from math import prod
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
 import orjson
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import ValidationError
 
 from openmaas.errors import InvalidRequest
-
-HEADER_LENGTH = "Inference-Header-Content-Length"
+from openmaas.protocol.v2 import (
+    HEADER_LENGTH,
+    InferenceRequest,
+    InferenceResponse,
+    Parameters,
+    RequestInput,
+    ResponseOutput,
+)
 
 # Numeric datatypes and their little-endian numpy types; BYTES is handled apart.
 NUMPY_TYPES: dict[str, str] = {
@@ -48,93 +53,6 @@ NUMPY_TYPES: dict[str, str] = {
     "FP64": "<f8",
 }
 DATATYPES = frozenset({*NUMPY_TYPES, "BYTES"})
-
-Parameters = dict[str, Any]  # string, number or boolean values
-
-
-class _Wire(BaseModel):
-    # Clients add fields of extensions we do not implement; ignoring them is what Triton does.
-    model_config = ConfigDict(extra="ignore")
-
-
-# -- metadata -----------------------------------------------------------------------------------
-
-
-class ServerMetadataResponse(_Wire):
-    name: str
-    version: str
-    extensions: list[str]
-
-
-class MetadataTensor(_Wire):
-    name: str
-    datatype: str
-    shape: list[int]  # -1 = any size
-    parameters: Parameters | None = None
-
-
-class ModelMetadataResponse(_Wire):
-    name: str
-    versions: list[str]
-    platform: str
-    inputs: list[MetadataTensor]
-    outputs: list[MetadataTensor]
-    parameters: Parameters | None = None
-
-
-class RepositoryIndexRequest(_Wire):
-    ready: bool = False  # only models ready for inference
-
-
-class RepositoryLoadRequest(_Wire):
-    parameters: Parameters | None = None  # Triton's config / file: overrides
-
-
-class RepositoryIndexEntry(_Wire):
-    name: str
-    version: str
-    state: Literal["READY", "UNAVAILABLE"]
-    reason: str = ""
-
-
-# -- inference ----------------------------------------------------------------------------------
-
-
-class RequestInput(_Wire):
-    name: str
-    shape: list[int]
-    datatype: str
-    parameters: Parameters | None = None
-    data: list[Any] | None = None  # row-major, flat or nested; absent when sent as binary
-
-
-class RequestOutput(_Wire):
-    name: str
-    parameters: Parameters | None = None
-
-
-class InferenceRequest(_Wire):
-    id: str | None = None
-    parameters: Parameters | None = None
-    inputs: list[RequestInput]
-    outputs: list[RequestOutput] | None = None
-
-
-class ResponseOutput(_Wire):
-    name: str
-    shape: list[int]
-    datatype: str
-    parameters: Parameters | None = None
-    # A flat list, or a numeric numpy array that orjson writes directly; absent when binary.
-    data: Any = None
-
-
-class InferenceResponse(_Wire):
-    model_name: str
-    model_version: str | None = None
-    id: str | None = None
-    parameters: Parameters | None = None
-    outputs: list[ResponseOutput] = []
 
 
 # -- tensors ------------------------------------------------------------------------------------

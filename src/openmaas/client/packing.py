@@ -13,14 +13,15 @@ Example::
 
 from __future__ import annotations
 
+import contextlib
 import os
 import tarfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Literal
 
-from openmaas.registry.intake import SKIPPED_NAMES
+from openmaas.protocol.registry import SKIPPED_NAMES
 
 ARCHIVE_SUFFIXES = (".tar.gz", ".tgz", ".tar")
 # Model weights are mostly incompressible floats: the fastest gzip level packs gigabytes in
@@ -139,3 +140,22 @@ def pack_directory(
 
 def is_archive(path: Path) -> bool:
     return path.name.lower().endswith(ARCHIVE_SUFFIXES)
+
+
+@contextlib.contextmanager
+def upload_reader(path: Path, progress: ProgressCallback | None) -> Iterator[ProgressReader]:
+    """`path` opened for an upload body, reporting `UploadProgress("upload", ...)` from 0 to
+    its size as httpx reads it."""
+    total = path.stat().st_size
+    sent = 0
+
+    def on_read(size: int) -> None:
+        nonlocal sent
+        sent += size
+        if progress is not None:
+            progress(UploadProgress("upload", min(sent, total), total))
+
+    if progress is not None:
+        progress(UploadProgress("upload", 0, total))
+    with path.open("rb") as handle:
+        yield ProgressReader(handle, on_read)

@@ -6,14 +6,11 @@ Shared by the server and the Python SDK, so nothing here imports FastAPI.
 from __future__ import annotations
 
 from datetime import datetime
-from typing import TYPE_CHECKING, Literal
+from typing import Literal
 
 from pydantic import ConfigDict, Field
 
-from openmaas.registry.schemas import Response
-
-if TYPE_CHECKING:
-    from openmaas.datasets.service import Dataset
+from openmaas.protocol.common import Response
 
 # -- OpenAI Files API -----------------------------------------------------------------------
 
@@ -29,18 +26,6 @@ class FileOut(Response):
     purpose: str
     status: str  # processed | error
     status_details: str | None = None
-
-    @classmethod
-    def from_entity(cls, dataset: Dataset) -> FileOut:
-        return cls(
-            id=dataset.id,
-            bytes=dataset.size_bytes,
-            created_at=int(dataset.created_at.timestamp()),
-            filename=dataset.filename,
-            purpose=dataset.purpose,
-            status=dataset.status.value,
-            status_details=dataset.status_details,
-        )
 
 
 class FileListOut(Response):
@@ -132,23 +117,6 @@ class DatasetSummaryOut(Response):
     created_at: datetime
     created_by: str
 
-    @classmethod
-    def from_entity(cls, dataset: Dataset) -> DatasetSummaryOut:
-        return cls(
-            id=dataset.id,
-            project=dataset.project,
-            filename=dataset.filename,
-            format=dataset.format.value,
-            bytes=dataset.size_bytes,
-            status=dataset.status.value,
-            task=dataset.task.value,
-            rows=dataset.stats.rows,
-            errors=dataset.report.errors,
-            content_sha256=dataset.content_sha256,
-            created_at=dataset.created_at,
-            created_by=dataset.created_by,
-        )
-
 
 class DatasetOut(Response):
     # `schema` is a field name here; pydantic's BaseModel has a (deprecated) method of that
@@ -172,27 +140,6 @@ class DatasetOut(Response):
     schema_: SchemaOut = Field(alias="schema")
     stats: StatsOut
     report: ReportOut
-
-    @classmethod
-    def from_entity(cls, dataset: Dataset) -> DatasetOut:
-        return cls(
-            id=dataset.id,
-            project=dataset.project,
-            purpose=dataset.purpose,
-            filename=dataset.filename,
-            format=dataset.format.value,
-            bytes=dataset.size_bytes,
-            sha256=dataset.sha256,
-            content_sha256=dataset.content_sha256,
-            status=dataset.status.value,
-            status_details=dataset.status_details,
-            task=dataset.task.value,
-            created_at=dataset.created_at,
-            created_by=dataset.created_by,
-            schema_=SchemaOut.model_validate(dataset.schema.to_dict()),
-            stats=StatsOut.model_validate(dataset.stats.to_dict()),
-            report=ReportOut.model_validate(dataset.report.to_dict()),
-        )
 
 
 class DatasetDeletedOut(Response):

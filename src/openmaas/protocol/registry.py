@@ -8,30 +8,15 @@ Example::
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Annotated, Any, Generic, Literal, TypeVar
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 
-from openmaas.registry.entities import (
-    AliasEvent,
-    MetadataEdit,
-    ModelVersion,
-    RegisteredModel,
-    VerifyReport,
-    VersionComparison,
-)
+from openmaas.protocol.common import Response, Schema
 
-T = TypeVar("T")
-
-
-class Schema(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-
-class Response(BaseModel):
-    # Responses ignore unknown fields so an older SDK keeps working against a newer server.
-    model_config = ConfigDict(extra="ignore")
-
+# Names an uploaded model directory never carries: the SDK leaves them out of the archive it
+# packs, and the server skips them in any archive or directory it takes in.
+SKIPPED_NAMES = frozenset({".git", "__pycache__", ".DS_Store", ".ipynb_checkpoints", ".cache"})
 
 # -- requests ------------------------------------------------------------------------------
 
@@ -152,19 +137,6 @@ class ModelOut(Response):
     updated_at: datetime
     created_by: str
 
-    @classmethod
-    def from_entity(cls, model: RegisteredModel) -> ModelOut:
-        return cls(
-            name=model.name,
-            description=model.description,
-            tags=model.tags,
-            latest_version=model.latest_version,
-            aliases=model.aliases,
-            created_at=model.created_at,
-            updated_at=model.updated_at,
-            created_by=model.created_by,
-        )
-
 
 class VersionOut(Response):
     object: Literal["model_version"] = "model_version"
@@ -190,28 +162,6 @@ class VersionOut(Response):
     def reference(self) -> str:
         return f"{self.model}:{self.version}"
 
-    @classmethod
-    def from_entity(cls, v: ModelVersion) -> VersionOut:
-        return cls(
-            model=v.model,
-            version=v.version,
-            task=v.task,
-            runtime=v.runtime,
-            format=v.format,
-            status=v.status,
-            description=v.description,
-            tags=v.tags,
-            params=v.params,
-            metrics=v.metrics,
-            lineage=LineageOut(**v.lineage.to_dict()),
-            files=[FileOut(path=f.path, size=f.size, sha256=f.sha256) for f in v.files],
-            storage=v.storage,
-            size_bytes=v.size_bytes,
-            aliases=list(v.aliases),
-            created_at=v.created_at,
-            created_by=v.created_by,
-        )
-
 
 class AliasEventOut(Response):
     model: str
@@ -222,19 +172,6 @@ class AliasEventOut(Response):
     actor: str
     reason: str
     created_at: datetime
-
-    @classmethod
-    def from_entity(cls, e: AliasEvent) -> AliasEventOut:
-        return cls(
-            model=e.model,
-            alias=e.alias,
-            action=e.action,
-            from_version=e.from_version,
-            to_version=e.to_version,
-            actor=e.actor,
-            reason=e.reason,
-            created_at=e.created_at,
-        )
 
 
 class AliasMoveOut(Response):
@@ -254,17 +191,6 @@ class MetadataEditOut(Response):
     actor: str
     created_at: datetime
 
-    @classmethod
-    def from_entity(cls, e: MetadataEdit) -> MetadataEditOut:
-        return cls(
-            model=e.model,
-            version=e.version,
-            before=e.before,
-            after=e.after,
-            actor=e.actor,
-            created_at=e.created_at,
-        )
-
 
 class VerifyProblemOut(Response):
     path: str
@@ -277,16 +203,6 @@ class VerifyOut(Response):
     ok: bool
     files_checked: int
     problems: list[VerifyProblemOut]
-
-    @classmethod
-    def from_entity(cls, r: VerifyReport) -> VerifyOut:
-        return cls(
-            model=r.model,
-            version=r.version,
-            ok=r.ok,
-            files_checked=r.files_checked,
-            problems=[VerifyProblemOut(path=p.path, problem=p.problem) for p in r.problems],
-        )
 
 
 class FilesDiffOut(Response):
@@ -305,26 +221,3 @@ class CompareOut(Response):
     params: dict[str, dict[str, Any]]
     files: FilesDiffOut
     lineage: dict[str, dict[str, Any]]
-
-    @classmethod
-    def from_entity(cls, c: VersionComparison) -> CompareOut:
-        return cls(
-            model=c.model,
-            a=c.a,
-            b=c.b,
-            fields=c.fields,
-            metrics=c.metrics,
-            params=c.params,
-            files=FilesDiffOut(
-                added=list(c.files_added),
-                removed=list(c.files_removed),
-                changed=list(c.files_changed),
-                unchanged=c.files_unchanged,
-            ),
-            lineage=c.lineage,
-        )
-
-
-class ListOut(Response, Generic[T]):
-    object: Literal["list"] = "list"
-    data: list[T]

@@ -10,7 +10,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from openmaas.api.protocol.common import Usage, check_texts
+from openmaas.protocol.common import Usage, check_texts
 
 Role = Literal["system", "user", "assistant", "developer", "tool"]
 

@@ -11,16 +11,13 @@ Example::
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Annotated, Any, Generic, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, PlainValidator
 
-from openmaas.jobs.entities import Job, JobCheckpoint, JobEvent, JobProgress
-from openmaas.training.hyperparameters import BATCH_NAMES, EPOCH_NAMES
-from openmaas.training.recipe import Recipe
+from openmaas.protocol.common import Response
 
 T = TypeVar("T")
 
@@ -36,11 +33,6 @@ class _Request(BaseModel):
 
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
-
-
-class Response(BaseModel):
-    # Responses ignore unknown fields so an older SDK keeps working against a newer server.
-    model_config = ConfigDict(extra="ignore")
 
 
 class PageOut(Response, Generic[T]):
@@ -147,33 +139,6 @@ class FineTuningJobOut(Response):
     metadata: dict[str, str] | None = None
     method: dict[str, Any] | None = None
 
-    @classmethod
-    def from_entity(cls, job: Job) -> FineTuningJobOut:
-        hyperparameters = openai_hyperparameters(job)
-        metadata = job.options.get("metadata")
-        return cls(
-            id=job.id,
-            model=job.openai_model,
-            created_at=_unix(job.created_at) or 0,
-            finished_at=_unix(job.finished_at),
-            fine_tuned_model=job.fine_tuned_model,
-            organization_id=job.project,
-            status=job.status.value,
-            validation_file=job.validation_file,
-            training_file=job.training_file,
-            hyperparameters=hyperparameters,
-            trained_tokens=job.trained_tokens,
-            error=FineTuningErrorOut.model_validate(dict(job.error)) if job.error else None,
-            seed=job.seed,
-            estimated_finish=_unix(job.progress.estimated_finish) if job.progress else None,
-            integrations=[],
-            metadata=dict(metadata) if isinstance(metadata, Mapping) else None,
-            method={
-                "type": "supervised",
-                "supervised": {"hyperparameters": hyperparameters.model_dump()},
-            },
-        )
-
 
 class FineTuningEventOut(Response):
     id: str
@@ -184,17 +149,6 @@ class FineTuningEventOut(Response):
     type: str
     data: dict[str, Any] | None = None
 
-    @classmethod
-    def from_entity(cls, event: JobEvent) -> FineTuningEventOut:
-        return cls(
-            id=event_cursor(event.id),
-            created_at=_unix(event.created_at) or 0,
-            level=event.level,
-            message=event.message,
-            type=event.type,
-            data=dict(event.data) if event.data is not None else None,
-        )
-
 
 class FineTuningCheckpointOut(Response):
     id: str
@@ -204,20 +158,6 @@ class FineTuningCheckpointOut(Response):
     fine_tuning_job_id: str
     metrics: dict[str, float]
     step_number: int
-
-    @classmethod
-    def from_entity(cls, checkpoint: JobCheckpoint, model_name: str) -> FineTuningCheckpointOut:
-        metrics = {**checkpoint.metrics, "step": float(checkpoint.step)}
-        if "loss" in metrics:  # what OpenAI's clients show
-            metrics.setdefault("train_loss", metrics["loss"])
-        return cls(
-            id=checkpoint.id,
-            created_at=_unix(checkpoint.created_at) or 0,
-            fine_tuned_model_checkpoint=f"{model_name}:ckpt-step-{checkpoint.step}",
-            fine_tuning_job_id=checkpoint.job_id,
-            metrics=metrics,
-            step_number=checkpoint.step,
-        )
 
 
 def event_cursor(event_id: int) -> str:
@@ -230,24 +170,6 @@ EVENT_CURSOR_PATTERN = r"^(ftevent-)?[0-9]{1,18}$"
 def parse_event_cursor(value: str | None) -> int | None:
     """The numeric id of an `after` cursor (`ftevent-42`) checked by EVENT_CURSOR_PATTERN."""
     return int(value.removeprefix("ftevent-")) if value else None
-
-
-def openai_hyperparameters(job: Job) -> FineTuningHyperparametersOut:
-    values = job.hyperparameters
-    epochs = next((values[n] for n in EPOCH_NAMES if isinstance(values.get(n), int)), "auto")
-    batch = next((values[n] for n in BATCH_NAMES if isinstance(values.get(n), int)), "auto")
-    multiplier = job.options.get("learning_rate_multiplier")
-    return FineTuningHyperparametersOut(
-        n_epochs=epochs,
-        batch_size=batch,
-        learning_rate_multiplier=float(multiplier)
-        if isinstance(multiplier, int | float)
-        else "auto",
-    )
-
-
-def _unix(moment: datetime | None) -> int | None:
-    return int(moment.timestamp()) if moment is not None else None
 
 
 # -- ours: /v1/training/jobs -----------------------------------------------------------------
@@ -287,16 +209,6 @@ class RecipeOut(Response):
     description: str = ""
     defaults: dict[str, Any] = Field(default_factory=dict)
 
-    @classmethod
-    def from_recipe(cls, recipe: Recipe) -> RecipeOut:
-        return cls(
-            name=recipe.name,
-            tasks=list(recipe.tasks),
-            needs_base_model=recipe.needs_base_model,
-            description=recipe.description,
-            defaults=recipe.defaults(),
-        )
-
 
 class ProgressOut(Response):
     step: int
@@ -304,16 +216,6 @@ class ProgressOut(Response):
     total_steps: int | None = None
     metrics: dict[str, float] = Field(default_factory=dict)
     estimated_finish: datetime | None = None
-
-    @classmethod
-    def from_entity(cls, progress: JobProgress) -> ProgressOut:
-        return cls(
-            step=progress.step,
-            epoch=progress.epoch,
-            total_steps=progress.total_steps,
-            metrics=dict(progress.metrics),
-            estimated_finish=progress.estimated_finish,
-        )
 
 
 class TrainingJobOut(Response):
@@ -350,39 +252,6 @@ class TrainingJobOut(Response):
     def finished(self) -> bool:
         return self.status in ("succeeded", "failed", "cancelled")
 
-    @classmethod
-    def from_entity(cls, job: Job) -> TrainingJobOut:
-        base_version = job.options.get("base_version")
-        return cls(
-            id=job.id,
-            project=job.project,
-            created_by=job.created_by,
-            status=job.status.value,
-            recipe=job.recipe,
-            task=job.task,
-            base_model=job.base_model,
-            base_version=str(base_version) if base_version else None,
-            training_file=job.training_file,
-            validation_file=job.validation_file,
-            hyperparameters=dict(job.hyperparameters),
-            seed=job.seed,
-            suffix=job.suffix,
-            model_name=job.model_name,
-            alias=job.alias,
-            fine_tuned_model=job.fine_tuned_model,
-            metrics=dict(job.metrics),
-            trained_tokens=job.trained_tokens,
-            error=dict(job.error) if job.error else None,
-            cancel_requested=job.cancel_requested,
-            attempts=job.attempts,
-            worker_id=job.worker_id,
-            heartbeat_at=job.heartbeat_at,
-            created_at=job.created_at,
-            started_at=job.started_at,
-            finished_at=job.finished_at,
-            progress=ProgressOut.from_entity(job.progress) if job.progress else None,
-        )
-
 
 class TrainingEventOut(Response):
     id: int
@@ -392,17 +261,6 @@ class TrainingEventOut(Response):
     message: str
     data: dict[str, Any] | None = None
 
-    @classmethod
-    def from_entity(cls, event: JobEvent) -> TrainingEventOut:
-        return cls(
-            id=event.id,
-            created_at=event.created_at,
-            level=event.level,
-            type=event.type,
-            message=event.message,
-            data=dict(event.data) if event.data is not None else None,
-        )
-
 
 class TrainingCheckpointOut(Response):
     id: str
@@ -411,17 +269,6 @@ class TrainingCheckpointOut(Response):
     epoch: int
     metrics: dict[str, float] = Field(default_factory=dict)
     created_at: datetime
-
-    @classmethod
-    def from_entity(cls, checkpoint: JobCheckpoint) -> TrainingCheckpointOut:
-        return cls(
-            id=checkpoint.id,
-            job_id=checkpoint.job_id,
-            step=checkpoint.step,
-            epoch=checkpoint.epoch,
-            metrics=dict(checkpoint.metrics),
-            created_at=checkpoint.created_at,
-        )
 
 
 @dataclass(frozen=True, slots=True)

@@ -11,8 +11,7 @@ from typing import Any, Literal
 
 from pydantic import Field
 
-from openmaas.auth.entities import ApiKey, Project
-from openmaas.registry.schemas import Response, Schema
+from openmaas.protocol.common import Response, Schema
 
 
 class ProjectCreate(Schema):
@@ -43,16 +42,6 @@ class ProjectOut(Response):
     created_by: str
     limits: dict[str, Any]
 
-    @classmethod
-    def from_entity(cls, project: Project) -> ProjectOut:
-        return cls(
-            name=project.name,
-            description=project.description,
-            created_at=project.created_at,
-            created_by=project.created_by,
-            limits=dict(project.limits),
-        )
-
 
 class KeyOut(Response):
     object: Literal["api_key"] = "api_key"
@@ -68,23 +57,6 @@ class KeyOut(Response):
     revoked_by: str | None
     last_used_at: datetime | None
     limits: dict[str, Any]
-
-    @classmethod
-    def from_entity(cls, key: ApiKey) -> KeyOut:
-        return cls(
-            id=key.id,
-            project=key.project,
-            name=key.name,
-            prefix=f"om-{key.prefix}",
-            scopes=[scope.value for scope in key.scopes],
-            created_at=key.created_at,
-            created_by=key.created_by,
-            expires_at=key.expires_at,
-            revoked_at=key.revoked_at,
-            revoked_by=key.revoked_by,
-            last_used_at=key.last_used_at,
-            limits=dict(key.limits),
-        )
 
 
 class CreatedKeyOut(KeyOut):

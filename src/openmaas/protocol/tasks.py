@@ -11,7 +11,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from openmaas.api.protocol.common import Usage, check_texts
+from openmaas.protocol.common import Usage, check_texts
 
 
 class _TextsRequest(BaseModel):

@@ -1,0 +1,22 @@
+"""The built-in catalog: which well-known models this server can offer, and whether it does.
+
+Example::
+
+    [entry.name for entry in client.catalog() if entry.available and not entry.registered]
+"""
+
+from __future__ import annotations
+
+from openmaas.client.resource import Resource, segment
+from openmaas.protocol.catalog import CatalogEntryOut
+
+
+class CatalogResource(Resource):
+    """`/v1/catalog`."""
+
+    def catalog(self) -> list[CatalogEntryOut]:
+        """The built-in catalog: which models this server can offer, and whether it does."""
+        return self._list("GET", "/v1/catalog", CatalogEntryOut)
+
+    def catalog_entry(self, name: str) -> CatalogEntryOut:
+        return self._one("GET", f"/v1/catalog/{segment(name)}", CatalogEntryOut)

@@ -1,0 +1,153 @@
+"""Training jobs: recipes, create, list, follow, wait, cancel, events, checkpoints.
+
+Example::
+
+    job = client.create_training_job("textcnn", dataset.id, alias="staging")
+    for update in client.follow_training_job(job.id):
+        for event in update.events:
+            print(event.message)
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator, Mapping
+from typing import Any
+
+from openmaas.client.resource import Resource, segment
+from openmaas.protocol.training import (
+    EarlyStoppingIn,
+    PageOut,
+    RecipeOut,
+    TrainingCheckpointOut,
+    TrainingEventOut,
+    TrainingJobCreate,
+    TrainingJobOut,
+    TrainingJobUpdate,
+)
+
+
+class JobsResource(Resource):
+    """`/v1/training` (recipes and jobs)."""
+
+    def recipes(self) -> list[RecipeOut]:
+        """The recipes the server trains with: tasks, base model needs, defaults."""
+        return self._list("GET", "/v1/training/recipes", RecipeOut)
+
+    def create_training_job(
+        self,
+        recipe: str,
+        training_file: str,
+        *,
+        validation_file: str | None = None,
+        task: str | None = None,
+        base_model: str | None = None,
+        hyperparameters: Mapping[str, Any] | None = None,
+        early_stopping: EarlyStoppingIn | Mapping[str, Any] | None = None,
+        class_imbalance: str | None = None,
+        validation_split: float = 0.1,
+        test_split: float = 0.1,
+        seed: int | None = None,
+        suffix: str | None = None,
+        model_name: str | None = None,
+        alias: str | None = None,
+    ) -> TrainingJobOut:
+        """Queue a training job; on success it registers `model_name` (default
+        `<suffix or recipe>-<short id>`) with test-split metrics and moves `alias`."""
+        body = TrainingJobCreate.model_validate(
+            {
+                "recipe": recipe,
+                "training_file": training_file,
+                "validation_file": validation_file,
+                "task": task,
+                "base_model": base_model,
+                "hyperparameters": dict(hyperparameters or {}),
+                "early_stopping": early_stopping,
+                "class_imbalance": class_imbalance,
+                "validation_split": validation_split,
+                "test_split": test_split,
+                "seed": seed,
+                "suffix": suffix,
+                "model_name": model_name,
+                "alias": alias,
+            }
+        )
+        payload = body.model_dump(mode="json", exclude_none=True)
+        return self._one("POST", "/v1/training/jobs", TrainingJobOut, json=payload)
+
+    def list_training_jobs(
+        self, *, after: str | None = None, limit: int = 20
+    ) -> PageOut[TrainingJobOut]:
+        """Newest first; pass the last id as `after` for the next page."""
+        params: dict[str, str | int] = {"limit": limit}
+        if after is not None:
+            params["after"] = after
+        return self._one("GET", "/v1/training/jobs", PageOut[TrainingJobOut], params=params)
+
+    def get_training_job(self, job_id: str) -> TrainingJobOut:
+        return self._one("GET", _job_path(job_id), TrainingJobOut)
+
+    def cancel_training_job(self, job_id: str) -> TrainingJobOut:
+        """Cancel at once when not started; a running job stops within seconds."""
+        return self._one("POST", f"{_job_path(job_id)}/cancel", TrainingJobOut)
+
+    def training_job_events(
+        self, job_id: str, *, after: int | None = None, limit: int = 100, order: str = "asc"
+    ) -> PageOut[TrainingEventOut]:
+        params: dict[str, str | int] = {"limit": limit, "order": order}
+        if after is not None:
+            params["after"] = after
+        path = f"{_job_path(job_id)}/events"
+        return self._one("GET", path, PageOut[TrainingEventOut], params=params)
+
+    def training_job_checkpoints(
+        self, job_id: str, *, after: str | None = None, limit: int = 10
+    ) -> PageOut[TrainingCheckpointOut]:
+        params: dict[str, str | int] = {"limit": limit}
+        if after is not None:
+            params["after"] = after
+        path = f"{_job_path(job_id)}/checkpoints"
+        return self._one("GET", path, PageOut[TrainingCheckpointOut], params=params)
+
+    def follow_training_job(
+        self, job_id: str, *, poll_s: float = 1.0, after: int | None = None
+    ) -> Iterator[TrainingJobUpdate]:
+        """Yield the job and its new events every `poll_s` until it has finished (the last
+        update holds the finished job and its last events)::
+
+            for update in client.follow_training_job(job.id):
+                for event in update.events:
+                    print(event.message)
+        """
+        while True:
+            events = self.training_job_events(job_id, after=after, limit=1000)
+            if events.data:
+                after = events.data[-1].id
+            job = self.get_training_job(job_id)
+            yield TrainingJobUpdate(job=job, events=list(events.data))
+            if events.has_more:
+                continue
+            if job.finished:
+                # Events written just before the job finished may follow this page.
+                rest = self.training_job_events(job_id, after=after, limit=1000)
+                if rest.data:
+                    yield TrainingJobUpdate(job=job, events=list(rest.data))
+                return
+            time.sleep(poll_s)
+
+    def wait_for_training_job(
+        self, job_id: str, *, poll_s: float = 1.0, timeout_s: float | None = None
+    ) -> TrainingJobOut:
+        """Block until the job has finished (succeeded, failed or cancelled)."""
+        deadline = None if timeout_s is None else time.monotonic() + timeout_s
+        while True:
+            job = self.get_training_job(job_id)
+            if job.finished:
+                return job
+            if deadline is not None and time.monotonic() >= deadline:
+                raise TimeoutError(f"job {job_id} is still {job.status} after {timeout_s} s")
+            time.sleep(poll_s)
+
+
+def _job_path(job_id: str) -> str:
+    return f"/v1/training/jobs/{segment(job_id)}"

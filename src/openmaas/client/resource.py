@@ -1,0 +1,51 @@
+"""What every resource's calls share: one HTTP client, typed answers, safe path segments.
+
+Each resource module (`models`, `aliases`, `admin`, ...) is a `Resource` subclass holding that
+resource's methods; `Client` inherits them all, so the SDK stays one object to the caller.
+
+Example::
+
+    class ThingsResource(Resource):
+        def get_thing(self, name: str) -> ThingOut:
+            return self._one("GET", f"/v1/things/{segment(name)}", ThingOut)
+"""
+
+from __future__ import annotations
+
+from typing import Any, TypeVar
+from urllib.parse import quote
+
+import httpx
+from pydantic import BaseModel
+
+from openmaas.client.transport import send
+from openmaas.protocol.common import ListOut
+
+M = TypeVar("M", bound=BaseModel)
+
+
+class Resource:
+    """Request plumbing over the `httpx.Client` the concrete `Client` creates."""
+
+    _http: httpx.Client
+
+    def _one(self, method: str, path: str, model: type[M], **kwargs: Any) -> M:
+        return model.model_validate(self._request(method, path, **kwargs).json())
+
+    def _list(self, method: str, path: str, model: type[M], **kwargs: Any) -> list[M]:
+        page = ListOut[Any].model_validate(self._request(method, path, **kwargs).json())
+        return [model.model_validate(item) for item in page.data]
+
+    def _request(
+        self, method: str, path: str, *, upload: bool = False, **kwargs: Any
+    ) -> httpx.Response:
+        return send(self._http, method, path, upload=upload, **kwargs)
+
+
+def segment(value: str | int) -> str:
+    # Names travel in the path: escape everything, so "a/b" stays one segment, and spell
+    # out dot segments, which URL normalisation would otherwise resolve away.
+    text = str(value)
+    if text in (".", ".."):
+        return text.replace(".", "%2E")
+    return quote(text, safe="")
