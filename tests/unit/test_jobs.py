@@ -26,11 +26,12 @@ from openai.types.fine_tuning import FineTuningJob, FineTuningJobEvent
 from openai.types.fine_tuning.jobs import FineTuningJobCheckpoint
 from sqlalchemy import update
 
-from openmaas.auth.entities import Principal
+from openmaas.auth.entities import SYSTEM, Principal
 from openmaas.auth.scopes import Scope
 from openmaas.datasets.service import DatasetService
 from openmaas.errors import Conflict, InvalidRequest, NotFound
-from openmaas.registry.service import RegistryService, VersionSpec
+from openmaas.registry.composition import Registry
+from openmaas.registry.registration import VersionSpec
 from openmaas.registry.sources import plan_directory
 from openmaas.store.database import Database
 from openmaas.store.tables import JobRow
@@ -135,7 +136,7 @@ def _epoch(step: int, per_epoch: int) -> int:
 @dataclass
 class Env:
     jobs: JobService
-    registry: RegistryService
+    registry: Registry
     datasets: DatasetService
     recipe: CountingRecipe
     home: Path
@@ -315,7 +316,9 @@ def test_a_registered_model_is_fine_tuned_by_the_recipe_that_fits_it(
         json.dumps({"architectures": ["BertModel"], "model_type": "bert"})
     )
     (encoder / "model.safetensors").write_bytes(b"\0" * 16)
-    env.registry.register_plan("encoder", plan_directory(encoder), VersionSpec(project="acme"))
+    env.registry.registration.register_plan(
+        "encoder", plan_directory(encoder), VersionSpec(project="acme"), caller=SYSTEM
+    )
     jobs = JobService(
         env.registry.db, registry=env.registry, datasets=env.datasets, recipes=RECIPES
     )
@@ -575,7 +578,7 @@ def test_a_worker_trains_registers_and_records_everything(env: Env) -> None:
     assert metrics_event.data["epoch"] == 1
     assert metrics_event.message.startswith("Step 1/16 (epoch 1): loss=1")
 
-    version = env.registry.resolve(f"{job.model_name}@staging")
+    version = env.registry.resolve(f"{job.model_name}@staging", caller=SYSTEM)
     assert (version.version, version.project, version.task) == (1, "acme", "text-classification")
     assert version.metrics == {"accuracy": 0.75, "macro_f1": 0.7}
     assert version.lineage.job_id == job.id

@@ -24,12 +24,13 @@ import torch
 from safetensors.torch import load_file
 from transformers import AutoTokenizer
 
-from openmaas.auth.entities import Principal
+from openmaas.auth.entities import SYSTEM, Principal
 from openmaas.auth.scopes import Scope
 from openmaas.datasets.service import DatasetService
 from openmaas.errors import ModelLoadFailed, WrongTask
+from openmaas.registry.composition import Registry
 from openmaas.registry.detection import detect
-from openmaas.registry.service import RegistryService, VersionSpec
+from openmaas.registry.registration import VersionSpec
 from openmaas.registry.sources import plan_directory
 from openmaas.runtimes.base import Entity, LoadedModel, LoadOptions, ModelSource, get_runtime
 from openmaas.training.jobs import JobService
@@ -340,15 +341,17 @@ def test_a_cancelled_tagger_stops_within_a_step_with_a_checkpoint(tmp_path: Path
 
 
 @pytest.fixture
-def datasets(registry: RegistryService) -> DatasetService:
+def datasets(registry: Registry) -> DatasetService:
     return DatasetService(registry.db, registry.artifacts)
 
 
 def test_a_registered_transformer_fine_tunes_with_the_recipe_for_the_files_task(
-    registry: RegistryService, datasets: DatasetService, tmp_path: Path
+    registry: Registry, datasets: DatasetService, tmp_path: Path
 ) -> None:
     encoder = build_bert(tmp_path / "encoder")
-    registry.register_plan("encoder", plan_directory(encoder), VersionSpec(project="acme"))
+    registry.registration.register_plan(
+        "encoder", plan_directory(encoder), VersionSpec(project="acme"), caller=SYSTEM
+    )
     jobs = JobService(registry.db, registry=registry, datasets=datasets, recipes=RECIPES)
     principal = Principal(project="acme", key_id=1, prefix="acme0001", scopes=(Scope.TRAINING,))
     ner_file = datasets.create(

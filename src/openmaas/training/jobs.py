@@ -26,10 +26,10 @@ from typing import Any, Literal, Protocol
 from sqlalchemy import and_, or_, select
 
 from openmaas.auth.access import can_see, is_admin
-from openmaas.auth.entities import DEFAULT_PROJECT, Principal
+from openmaas.auth.entities import DEFAULT_PROJECT, SYSTEM, Principal
 from openmaas.errors import Conflict, InvalidRequest, NotFound, OpenMaaSError
+from openmaas.registry.composition import Registry
 from openmaas.registry.names import check_alias, check_model_name
-from openmaas.registry.service import RegistryService
 from openmaas.settings import Settings
 from openmaas.store.database import Database
 from openmaas.store.tables import DatasetRow, JobCheckpointRow, JobEventRow, JobRow
@@ -182,7 +182,7 @@ def load_recipes(extra: Sequence[str] = ()) -> dict[str, Recipe]:
     return found
 
 
-def build_job_service(settings: Settings, db: Database, registry: RegistryService) -> JobService:
+def build_job_service(settings: Settings, db: Database, registry: Registry) -> JobService:
     """The job service of a server process, from its settings."""
     from openmaas.datasets.service import DatasetService
 
@@ -209,7 +209,7 @@ class JobService(JobQueue):
         self,
         db: Database,
         *,
-        registry: RegistryService,
+        registry: Registry,
         datasets: DatasetSource,
         recipes: Mapping[str, Recipe],
         heartbeat_timeout_s: float = 60.0,
@@ -443,7 +443,7 @@ class JobService(JobQueue):
 
     def _resolve_base(self, reference: str, principal: Principal | None = None) -> Any:
         try:
-            version = self.registry.resolve(reference)
+            version = self.registry.resolve(reference, caller=SYSTEM)
         except (NotFound, InvalidRequest) as exc:
             known = ", ".join(sorted(self.recipes))
             raise InvalidRequest(
@@ -571,7 +571,7 @@ class JobService(JobQueue):
     def _check_model_name(self, name: str, project: str, principal: Principal | None) -> None:
         check_model_name(name)
         try:
-            existing = self.registry.get_model(name)
+            existing = self.registry.get_model(name, caller=SYSTEM)
         except NotFound:
             return
         if existing.project != project and not is_admin(principal):

@@ -36,12 +36,15 @@ from typing import Any
 
 from sqlalchemy.exc import SQLAlchemyError
 
+from openmaas.auth.entities import SYSTEM
 from openmaas.crypto import Keyring, key_from_settings
 from openmaas.errors import NotFound, OpenMaaSError
 from openmaas.registry.artifacts import CHUNK_BYTES, ArtifactStore
+from openmaas.registry.composition import Registry
 from openmaas.registry.entities import Lineage, ModelVersion
+from openmaas.registry.files import OpenedVersion
 from openmaas.registry.intake import ArchiveLimits, walk_directory
-from openmaas.registry.service import OpenedVersion, RegistryService, VersionSpec
+from openmaas.registry.registration import VersionSpec
 from openmaas.registry.sources import plan_directory
 from openmaas.settings import Settings
 from openmaas.store.database import Database
@@ -129,7 +132,7 @@ class Worker:
         *,
         worker_id: str,
         queue: JobQueue,
-        registry: RegistryService,
+        registry: Registry,
         datasets: DatasetSource,
         recipes: Mapping[str, Recipe],
         home: Path,
@@ -165,7 +168,7 @@ class Worker:
         db.migrate()
         artifacts = ArtifactStore(settings.artifact_root, keys)
         artifacts.start()
-        registry = RegistryService(
+        registry = Registry.create(
             db,
             artifacts,
             allow_pickle=False,  # what a job registers is always in a safe format
@@ -275,7 +278,7 @@ class Worker:
         base: OpenedVersion | None = None
         base_version = job.options.get("base_version")
         if base_version:
-            base = self.registry.open_files(str(base_version))
+            base = self.registry.open_files(str(base_version), caller=SYSTEM)
         try:
             ctx = TrainingContext(
                 job_id=job.id,
@@ -552,12 +555,14 @@ class Worker:
             created_by=job.created_by,
             project=job.project,
         )
-        return self.registry.register_plan(job.model_name, plan_directory(output_dir), spec)
+        return self.registry.registration.register_plan(
+            job.model_name, plan_directory(output_dir), spec, caller=SYSTEM
+        )
 
     def _registered_already(self, job: Job) -> ModelVersion | None:
         # A worker that died between registering and recording success: keep that version.
         try:
-            versions = self.registry.list_versions(job.model_name)
+            versions = self.registry.store.list_versions(job.model_name, caller=SYSTEM)
         except NotFound:
             return None
         return next((v for v in versions if v.lineage.job_id == job.id), None)

@@ -16,7 +16,6 @@ from starlette.concurrency import run_in_threadpool
 from openmaas.api.deps import PrincipalDep, ServicesDep
 from openmaas.api.routes.audit import Auditor, AuditorDep
 from openmaas.auth.entities import Principal
-from openmaas.services import Services
 from openmaas.training.entities import Job
 from openmaas.training.jobs import EarlyStopping, JobRequest
 from openmaas.training.schemas import (
@@ -27,6 +26,7 @@ from openmaas.training.schemas import (
     TrainingJobCreate,
     TrainingJobOut,
 )
+from openmaas.wiring import Services
 
 router = APIRouter(prefix="/v1/training", tags=["training"])
 
