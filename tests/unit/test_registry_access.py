@@ -13,8 +13,8 @@ from openmaas.auth.entities import SYSTEM, Principal
 from openmaas.auth.scopes import Scope
 from openmaas.errors import Conflict, MissingCaller, ModelNotFound, PermissionDenied
 from openmaas.registry.composition import Registry
-from openmaas.registry.registration import SourceRef, VersionSpec
-from openmaas.registry.sources import plan_directory
+from openmaas.registry.registration import VersionSpec
+from openmaas.registry.sources import SourceRef, plan_directory
 from tests.factories import make_tarball, write_hf_model
 
 TENANT_SCOPES = (Scope.INFERENCE, Scope.MODELS_READ, Scope.MODELS_WRITE)

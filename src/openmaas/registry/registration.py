@@ -23,7 +23,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Any, Literal
+from typing import IO, Any
 
 from sqlalchemy.orm import Session
 
@@ -49,20 +49,9 @@ from openmaas.registry.intake import (
     walk_directory,
 )
 from openmaas.registry.names import check_alias, check_model_name
-from openmaas.registry.sources import (
-    FilePlan,
-    plan_directory,
-    plan_hub,
-    plan_onnx,
-    plan_package,
-    plan_spacy,
-)
+from openmaas.registry.sources import SERVER_PATH_SOURCES, FilePlan, SourceRef, plan_source
 from openmaas.registry.store import RegistryStore, check_metrics, check_tags, require_changeable
 from openmaas.store.tables import ModelRow, VersionRow
-
-# Sources read from the server's own disk: a tenant must not be able to register (and so
-# read) arbitrary server directories.
-SERVER_PATH_SOURCES = ("path", "onnx")
 
 
 @dataclass(frozen=True, slots=True)
@@ -83,26 +72,6 @@ class VersionSpec:
     # (and the server itself) choose it; for anyone else it is the caller's own project.
     # None for an admin: any existing model; a new one goes to the default project.
     project: str | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class SourceRef:
-    """Where the files of a version come from, as a registration request names them.
-
-    Example::
-
-        SourceRef(type="spacy", package="en_core_web_sm")
-        SourceRef(type="onnx", path="/models/m.onnx", tokenizer_path="/models/tok")
-    """
-
-    type: Literal["path", "onnx", "spacy", "package", "hub"]
-    path: str | None = None
-    tokenizer_path: str | None = None
-    package: str | None = None
-    distribution: str | None = None
-    subpath: str | None = None
-    repo_id: str | None = None
-    revision: str | None = None
 
 
 class RegistrationService:
@@ -143,7 +112,7 @@ class RegistrationService:
                 code="insufficient_scope",
             )
         with self._hub_cache() as hub_cache:
-            plan = _plan(source, hub_cache)
+            plan = plan_source(source, hub_cache)
             return self.register_plan(name, plan, spec, caller=who)
 
     def register_plan(
@@ -363,25 +332,6 @@ def _check_owner(model: ModelRow, project: str | None, caller: Principal) -> Non
         param="name",
         code="name_taken",
     )
-
-
-def _plan(source: SourceRef, hub_cache: Path) -> FilePlan:
-    if source.type == "path":
-        return plan_directory(Path(_given(source.path, "path")))
-    if source.type == "onnx":
-        tokenizer = Path(source.tokenizer_path) if source.tokenizer_path else None
-        return plan_onnx(Path(_given(source.path, "path")), tokenizer)
-    if source.type == "spacy":
-        return plan_spacy(_given(source.package, "package"))
-    if source.type == "package":
-        return plan_package(_given(source.distribution, "distribution"), source.subpath)
-    return plan_hub(_given(source.repo_id, "repo_id"), source.revision, hub_cache)
-
-
-def _given(value: str | None, name: str) -> str:
-    if value is None:
-        raise InvalidRequest(f"the source needs {name!r}", param=f"source.{name}")
-    return value
 
 
 def _lineage_with_source(lineage: Lineage, source: dict[str, Any]) -> Lineage:

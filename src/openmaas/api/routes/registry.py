@@ -27,7 +27,7 @@ from openmaas.registry.entities import (
     ModelVersion,
     RegisteredModel,
 )
-from openmaas.registry.registration import SourceRef, VersionSpec
+from openmaas.registry.registration import VersionSpec
 from openmaas.registry.schemas import (
     AliasEventOut,
     AliasMoveOut,
@@ -43,6 +43,7 @@ from openmaas.registry.schemas import (
     VersionMetadata,
     VersionOut,
 )
+from openmaas.registry.sources import SourceRef
 
 router = APIRouter(prefix="/v1/registry", tags=["registry"], dependencies=[Depends(caller)])
 
