@@ -10,8 +10,8 @@ import pytest
 from sqlalchemy import create_engine, text
 
 from openmaas.registry.artifacts import ArtifactStore
+from openmaas.registry.composition import Registry
 from openmaas.registry.intake import ArchiveLimits
-from openmaas.registry.service import RegistryService
 from openmaas.store.database import Database
 
 PG_ADMIN_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
@@ -54,10 +54,10 @@ def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
     return url
 
 
-def build_registry(url: str, artifacts: Path, *, allow_pickle: bool = False) -> RegistryService:
+def build_registry(url: str, artifacts: Path, *, allow_pickle: bool = False) -> Registry:
     db = Database(url)
     db.migrate()
-    registry = RegistryService(
+    registry = Registry.create(
         db,
         ArtifactStore(artifacts),
         allow_pickle=allow_pickle,
@@ -68,7 +68,7 @@ def build_registry(url: str, artifacts: Path, *, allow_pickle: bool = False) -> 
 
 
 @pytest.fixture
-def registry(tmp_path: Path) -> Iterator[RegistryService]:
+def registry(tmp_path: Path) -> Iterator[Registry]:
     """A registry on SQLite in a temporary directory (fast unit tests)."""
     service = build_registry(f"sqlite:///{tmp_path / 'openmaas.db'}", tmp_path / "artifacts")
     yield service

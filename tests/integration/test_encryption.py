@@ -20,10 +20,11 @@ import openai
 import pytest
 
 from openmaas import APIError, Client
+from openmaas.auth.entities import SYSTEM
 from openmaas.catalog.service import CatalogService
 from openmaas.crypto import EncryptionKey, peek_header
 from openmaas.registry.artifacts import ArtifactStore
-from openmaas.registry.service import RegistryService
+from openmaas.registry.composition import Registry
 from openmaas.runtimes.base import LoadedModel, LoadOptions, ModelSource, Runtime, get_runtime
 from tests.conftest import build_registry
 from tests.integration.conftest import RunningServer, assert_api_error, start_server, stop_server
@@ -252,7 +253,7 @@ class DeletesDirectoriesAfterLoad(Runtime):
 
 
 @pytest.fixture(scope="module")
-def catalog(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RegistryService]:
+def catalog(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Registry]:
     root = tmp_path_factory.mktemp("catalog")
     registry = build_registry(f"sqlite:///{root / 'openmaas.db'}", root / "artifacts")
     CatalogService(registry).register_available()
@@ -274,13 +275,13 @@ def catalog(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RegistryServic
     ],
 )
 def test_each_runtime_has_read_its_files_when_load_returns(
-    name: str, catalog: RegistryService, tmp_path: Path
+    name: str, catalog: Registry, tmp_path: Path
 ) -> None:
-    if name not in {m.name for m in catalog.list_models()}:
+    if name not in {m.name for m in catalog.list_models(caller=SYSTEM)}:
         pytest.skip(f"catalog model {name!r} is not installed on this machine")
 
     def copy_of(reference: str, label: str) -> ModelSource:
-        with catalog.open_files(reference) as opened:
+        with catalog.open_files(reference, caller=SYSTEM) as opened:
             directory = tmp_path / label
             shutil.copytree(opened.directory, directory)
             return ModelSource.from_version(opened.version, directory)

@@ -9,9 +9,10 @@ from pathlib import Path
 import pytest
 from sqlalchemy import inspect
 
+from openmaas.auth.entities import SYSTEM
 from openmaas.errors import ModelNotFound, NothingToRollBack
 from openmaas.registry.entities import Lineage
-from openmaas.registry.service import VersionSpec
+from openmaas.registry.registration import VersionSpec
 from openmaas.registry.sources import plan_directory
 from openmaas.store.database import Database
 from tests.conftest import build_registry
@@ -42,7 +43,7 @@ def test_migrations_create_the_schema_and_are_idempotent(database_url: str) -> N
 def test_registry_rules_hold_on_the_backend(database_url: str, tmp_path: Path) -> None:
     registry = build_registry(database_url, tmp_path / "artifacts")
     for seed in range(3):
-        registry.register_plan(
+        registry.registration.register_plan(
             "clf",
             plan_directory(write_hf_model(tmp_path / f"m{seed}", seed=seed)),
             VersionSpec(
@@ -51,39 +52,53 @@ def test_registry_rules_hold_on_the_backend(database_url: str, tmp_path: Path) -
                 lineage=Lineage(dataset_id=f"d{seed}"),
                 created_by="ci",
             ),
+            caller=SYSTEM,
         )
-    versions = registry.list_versions("clf")
+    versions = registry.store.list_versions("clf", caller=SYSTEM)
     assert [v.version for v in versions] == [1, 2, 3]
     assert versions[2].metrics == {"acc": pytest.approx(0.7)}
     assert versions[0].lineage.dataset_id == "d0"
     now = datetime.now(UTC)
     assert all(now - timedelta(minutes=5) < v.created_at <= now for v in versions)
 
-    registry.set_alias("clf", "production", 1, actor="a")
-    registry.set_alias("clf", "production", 3, actor="b")
-    assert registry.resolve("clf").version == 3
-    assert registry.rollback_alias("clf", "production").to_version == 1
+    registry.aliases.move("clf", "production", 1, actor="a", caller=SYSTEM)
+    registry.aliases.move("clf", "production", 3, actor="b", caller=SYSTEM)
+    assert registry.resolve("clf", caller=SYSTEM).version == 3
+    assert registry.aliases.rollback("clf", "production", caller=SYSTEM).to_version == 1
     with pytest.raises(NothingToRollBack):
-        registry.rollback_alias("clf", "production")
-    assert [e.action for e in registry.alias_history("clf")] == ["set", "move", "rollback"]
+        registry.aliases.rollback("clf", "production", caller=SYSTEM)
+    assert [e.action for e in registry.aliases.history("clf", caller=SYSTEM)] == [
+        "set",
+        "move",
+        "rollback",
+    ]
 
-    registry.update_version("clf", 2, description="edited", tags={"seed": None}, actor="c")
-    assert registry.get_version("clf", 2).tags == {}
-    assert registry.metadata_history("clf", 2)[0].after == {"description": "edited", "tags": {}}
-    assert registry.compare("clf", 1, 3).metrics["acc"]["delta"] == pytest.approx(0.2)
-    assert registry.verify("clf", 3).ok
+    registry.store.update_version(
+        "clf", 2, description="edited", tags={"seed": None}, actor="c", caller=SYSTEM
+    )
+    assert registry.get_version("clf", 2, caller=SYSTEM).tags == {}
+    assert registry.store.metadata_history("clf", 2, caller=SYSTEM)[0].after == {
+        "description": "edited",
+        "tags": {},
+    }
+    assert registry.store.compare("clf", 1, 3, caller=SYSTEM).metrics["acc"][
+        "delta"
+    ] == pytest.approx(0.2)
+    assert registry.files.verify("clf", 3, caller=SYSTEM).ok
 
-    registry.delete_model("clf")
+    registry.store.delete_model("clf", caller=SYSTEM)
     with pytest.raises(ModelNotFound):
-        registry.get_model("clf")
-    assert registry.list_models() == []
+        registry.get_model("clf", caller=SYSTEM)
+    assert registry.list_models(caller=SYSTEM) == []
     registry.db.close()
 
 
 def _register_many(url: str, artifacts: str, source: str, count: int) -> list[int]:
     registry = build_registry(url, Path(artifacts))
     numbers = [
-        registry.register_plan("shared", plan_directory(Path(source)), VersionSpec()).version
+        registry.registration.register_plan(
+            "shared", plan_directory(Path(source)), VersionSpec(), caller=SYSTEM
+        ).version
         for _ in range(count)
     ]
     registry.db.close()
@@ -105,6 +120,6 @@ def test_concurrent_registrations_from_processes_get_distinct_gap_free_numbers(
     numbers = sorted(n for result in results for n in result)
     assert numbers == list(range(1, PROCESSES * REGISTRATIONS_PER_PROCESS + 1))
     registry = build_registry(database_url, artifacts)
-    assert all(registry.verify("shared", n).ok for n in numbers)
+    assert all(registry.files.verify("shared", n, caller=SYSTEM).ok for n in numbers)
     assert len(list((artifacts / "objects").iterdir())) == len(numbers)
     registry.db.close()

@@ -22,7 +22,8 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-from openmaas.registry.service import VersionSpec
+from openmaas.auth.entities import SYSTEM
+from openmaas.registry.registration import VersionSpec
 from openmaas.registry.sources import plan_directory
 from tests.conftest import build_registry
 from tests.integration.conftest import ADMIN_KEY, STARTUP_TIMEOUT_S, free_port
@@ -121,7 +122,9 @@ def https_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[HttpsServ
     # A model registered straight into the state directory before the server starts.
     registry = build_registry(f"sqlite:///{home / 'openmaas.db'}", home / "artifacts")
     model = build_bert(root / "tiny")
-    registry.register_plan("tiny", plan_directory(model), VersionSpec(task="embedding"))
+    registry.registration.register_plan(
+        "tiny", plan_directory(model), VersionSpec(task="embedding"), caller=SYSTEM
+    )
     registry.db.close()
     certificate = self_signed(root / "tls")
     port = free_port()

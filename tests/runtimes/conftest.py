@@ -7,8 +7,9 @@ from collections.abc import Callable, Iterator
 
 import pytest
 
+from openmaas.auth.entities import SYSTEM
 from openmaas.catalog.service import CatalogService
-from openmaas.registry.service import RegistryService
+from openmaas.registry.composition import Registry
 from openmaas.runtimes.base import LoadOptions, ModelSource
 from tests.conftest import build_registry
 
@@ -16,7 +17,7 @@ SourceOpener = Callable[[str], ModelSource]
 
 
 @pytest.fixture(scope="session")
-def catalog_registry(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RegistryService]:
+def catalog_registry(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Registry]:
     """A SQLite registry holding every catalog entry installed on this machine."""
     root = tmp_path_factory.mktemp("catalog-registry")
     registry = build_registry(f"sqlite:///{root / 'openmaas.db'}", root / "artifacts")
@@ -25,18 +26,18 @@ def catalog_registry(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Regis
     registry.db.close()
 
 
-def open_source(registry: RegistryService, reference: str) -> ModelSource:
-    version, directory = registry.open_version(reference)
+def open_source(registry: Registry, reference: str) -> ModelSource:
+    version, directory = registry.files.open_stored(reference, caller=SYSTEM)
     return ModelSource.from_version(version, directory)
 
 
 @pytest.fixture(scope="session")
-def catalog_source(catalog_registry: RegistryService) -> SourceOpener:
+def catalog_source(catalog_registry: Registry) -> SourceOpener:
     """`catalog_source("vader")`: a catalog model's source; skips when it is not installed."""
 
     def opener(reference: str) -> ModelSource:
         name = reference.partition("@")[0].partition(":")[0]
-        if name not in {m.name for m in catalog_registry.list_models()}:
+        if name not in {m.name for m in catalog_registry.list_models(caller=SYSTEM)}:
             pytest.skip(f"catalog model {name!r} is not installed on this machine")
         return open_source(catalog_registry, reference)
 
@@ -44,7 +45,7 @@ def catalog_source(catalog_registry: RegistryService) -> SourceOpener:
 
 
 @pytest.fixture(scope="session")
-def open_dependency(catalog_registry: RegistryService) -> SourceOpener:
+def open_dependency(catalog_registry: Registry) -> SourceOpener:
     """What the server passes as `LoadOptions.open_dependency`: a reference to a source."""
     return lambda reference: open_source(catalog_registry, reference)
 

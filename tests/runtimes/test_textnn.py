@@ -13,10 +13,12 @@ from typing import Any
 import pytest
 import torch
 
+from openmaas.auth.entities import SYSTEM
 from openmaas.errors import ModelLoadFailed
 from openmaas.nn.saved import LONGEST_INPUT_TOKENS
 from openmaas.nn.vocab import PAD_ID, UNKNOWN_ID, build_vocabulary, pad_batch, token_ids
-from openmaas.registry.service import RegistryService, VersionSpec
+from openmaas.registry.composition import Registry
+from openmaas.registry.registration import VersionSpec
 from openmaas.registry.sources import plan_directory
 from openmaas.runtimes.base import LoadOptions, ModelSource, get_runtime
 from openmaas.runtimes.textnn import TextNetworkModel, TextNetworkRuntime
@@ -110,15 +112,17 @@ def test_memory_estimate_is_close_to_the_loaded_size(trained: dict[str, Path]) -
 
 
 def test_the_registry_detects_the_format_and_get_runtime_finds_it(
-    trained: dict[str, Path], registry: RegistryService
+    trained: dict[str, Path], registry: Registry
 ) -> None:
-    version = registry.register_plan("sentiment", plan_directory(trained["textcnn"]), VersionSpec())
+    version = registry.registration.register_plan(
+        "sentiment", plan_directory(trained["textcnn"]), VersionSpec(), caller=SYSTEM
+    )
     assert (version.task, version.runtime, version.format) == (
         "text-classification",
         "openmaas-nn",
         "safetensors",
     )
-    source_version, directory = registry.open_version("sentiment")
+    source_version, directory = registry.files.open_stored("sentiment", caller=SYSTEM)
     model = get_runtime("openmaas-nn").load(
         ModelSource.from_version(source_version, directory), LoadOptions()
     )

@@ -14,8 +14,10 @@ import numpy as np
 import pytest
 from safetensors.numpy import save_file
 
+from openmaas.auth.entities import SYSTEM
 from openmaas.errors import ModelLoadFailed
-from openmaas.registry.service import RegistryService, VersionSpec
+from openmaas.registry.composition import Registry
+from openmaas.registry.registration import VersionSpec
 from openmaas.registry.sources import plan_directory
 from openmaas.runtimes.base import LoadOptions, ModelSource, get_runtime
 from openmaas.runtimes.word_vectors import WordVectorsModel, WordVectorsRuntime
@@ -104,15 +106,17 @@ def test_memory_estimate_is_close_to_the_loaded_size(trained: Path) -> None:
 
 
 def test_the_registry_detects_the_format_and_get_runtime_finds_it(
-    trained: Path, registry: RegistryService
+    trained: Path, registry: Registry
 ) -> None:
-    version = registry.register_plan("lee", plan_directory(trained), VersionSpec())
+    version = registry.registration.register_plan(
+        "lee", plan_directory(trained), VersionSpec(), caller=SYSTEM
+    )
     assert (version.task, version.runtime, version.format) == (
         "embedding",
         "word2vec",
         "safetensors",
     )
-    opened, directory = registry.open_version("lee")
+    opened, directory = registry.files.open_stored("lee", caller=SYSTEM)
     model = get_runtime("word2vec").load(ModelSource.from_version(opened, directory), LoadOptions())
     assert model.embed(["bushfires near Sydney"]).shape == (1, 16)
 

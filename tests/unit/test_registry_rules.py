@@ -1,4 +1,5 @@
-"""The registry's rules: numbering, immutability, aliases and rollback, references, compare."""
+"""The registry's rules: numbering, detection, immutability, metadata edits, compare, deletes
+(aliases and references: test_registry_aliases.py)."""
 
 from __future__ import annotations
 
@@ -7,54 +8,48 @@ from pathlib import Path
 
 import pytest
 
+from openmaas.auth.entities import SYSTEM
 from openmaas.errors import (
-    AliasNotFound,
-    Conflict,
     InvalidName,
-    InvalidReference,
     InvalidRequest,
     ModelNotFound,
-    NothingToRollBack,
     TaskNotDetected,
     UnsupportedSource,
-    VersionNotFound,
 )
+from openmaas.registry.composition import Registry
 from openmaas.registry.entities import Lineage
-from openmaas.registry.names import Reference, parse_reference
-from openmaas.registry.service import RegistryService, VersionSpec
+from openmaas.registry.registration import VersionSpec
 from openmaas.registry.sources import plan_directory
 from tests.factories import write_hf_model
 
 
 def register(
-    registry: RegistryService, tmp_path: Path, name: str = "clf", seed: int = 0, **spec: object
+    registry: Registry, tmp_path: Path, name: str = "clf", seed: int = 0, **spec: object
 ) -> int:
     model_dir = write_hf_model(tmp_path / f"src-{name}-{seed}", seed=seed)
-    version = registry.register_plan(name, plan_directory(model_dir), VersionSpec(**spec))  # type: ignore[arg-type]
+    version = registry.registration.register_plan(
+        name, plan_directory(model_dir), VersionSpec(**spec), caller=SYSTEM
+    )  # type: ignore[arg-type]
     return version.version
 
 
-def test_versions_are_numbered_from_one_without_gaps(
-    registry: RegistryService, tmp_path: Path
-) -> None:
+def test_versions_are_numbered_from_one_without_gaps(registry: Registry, tmp_path: Path) -> None:
     assert [register(registry, tmp_path, seed=s) for s in range(3)] == [1, 2, 3]
     assert register(registry, tmp_path, name="other") == 1
 
 
-def test_deleted_version_numbers_are_never_reused(
-    registry: RegistryService, tmp_path: Path
-) -> None:
+def test_deleted_version_numbers_are_never_reused(registry: Registry, tmp_path: Path) -> None:
     register(registry, tmp_path, seed=1)
     register(registry, tmp_path, seed=2)
-    registry.delete_version("clf", 2)
+    registry.store.delete_version("clf", 2, caller=SYSTEM)
     assert register(registry, tmp_path, seed=3) == 3
 
 
 def test_registration_detects_task_runtime_and_records_manifest(
-    registry: RegistryService, tmp_path: Path
+    registry: Registry, tmp_path: Path
 ) -> None:
     model_dir = write_hf_model(tmp_path / "m")
-    version = registry.register_plan(
+    version = registry.registration.register_plan(
         "clf",
         plan_directory(model_dir),
         VersionSpec(
@@ -65,6 +60,7 @@ def test_registration_detects_task_runtime_and_records_manifest(
             lineage=Lineage(dataset_id="ds-1", job_id="job-1"),
             created_by="alice",
         ),
+        caller=SYSTEM,
     )
     assert (version.task, version.runtime, version.format) == (
         "text-classification",
@@ -98,54 +94,72 @@ def test_registration_detects_task_runtime_and_records_manifest(
     ],
 )
 def test_task_is_detected_from_the_config(
-    registry: RegistryService, tmp_path: Path, architecture: str, model_type: str, task: str
+    registry: Registry, tmp_path: Path, architecture: str, model_type: str, task: str
 ) -> None:
     model_dir = write_hf_model(tmp_path / "m", architecture=architecture, model_type=model_type)
-    assert registry.register_plan("m", plan_directory(model_dir), VersionSpec()).task == task
+    assert (
+        registry.registration.register_plan(
+            "m", plan_directory(model_dir), VersionSpec(), caller=SYSTEM
+        ).task
+        == task
+    )
 
 
-def test_one_output_classifier_is_a_cross_encoder(
-    registry: RegistryService, tmp_path: Path
-) -> None:
+def test_one_output_classifier_is_a_cross_encoder(registry: Registry, tmp_path: Path) -> None:
     model_dir = write_hf_model(tmp_path / "m", extra_config={"id2label": {"0": "LABEL_0"}})
-    assert registry.register_plan("m", plan_directory(model_dir), VersionSpec()).task == "rerank"
+    assert (
+        registry.registration.register_plan(
+            "m", plan_directory(model_dir), VersionSpec(), caller=SYSTEM
+        ).task
+        == "rerank"
+    )
 
 
-def test_undetectable_task_asks_for_one(registry: RegistryService, tmp_path: Path) -> None:
+def test_undetectable_task_asks_for_one(registry: Registry, tmp_path: Path) -> None:
     model_dir = write_hf_model(
         tmp_path / "m", architecture="T5ForConditionalGeneration", model_type="custom"
     )
     with pytest.raises(TaskNotDetected, match="--task"):
-        registry.register_plan("m", plan_directory(model_dir), VersionSpec())
-    given = registry.register_plan("m", plan_directory(model_dir), VersionSpec(task="translation"))
+        registry.registration.register_plan(
+            "m", plan_directory(model_dir), VersionSpec(), caller=SYSTEM
+        )
+    given = registry.registration.register_plan(
+        "m", plan_directory(model_dir), VersionSpec(task="translation"), caller=SYSTEM
+    )
     assert given.task == "translation"
     with pytest.raises(TaskNotDetected, match="unknown task"):
-        registry.register_plan("m", plan_directory(model_dir), VersionSpec(task="poetry"))
+        registry.registration.register_plan(
+            "m", plan_directory(model_dir), VersionSpec(task="poetry"), caller=SYSTEM
+        )
 
 
 def test_unknown_format_is_refused_with_what_was_expected(
-    registry: RegistryService, tmp_path: Path
+    registry: Registry, tmp_path: Path
 ) -> None:
     (tmp_path / "m").mkdir()
     (tmp_path / "m" / "notes.txt").write_text("hello")
     with pytest.raises(UnsupportedSource, match="config.json"):
-        registry.register_plan("m", plan_directory(tmp_path / "m"), VersionSpec())
+        registry.registration.register_plan(
+            "m", plan_directory(tmp_path / "m"), VersionSpec(), caller=SYSTEM
+        )
 
 
 def test_published_files_are_read_only_and_metadata_edits_are_recorded(
-    registry: RegistryService, tmp_path: Path
+    registry: Registry, tmp_path: Path
 ) -> None:
     register(registry, tmp_path, description="old")
-    _, root = registry.open_version("clf:1")
+    _, root = registry.files.open_stored("clf:1", caller=SYSTEM)
     mode = (root / "config.json").stat().st_mode
     assert not mode & (stat.S_IWUSR | stat.S_IWGRP | stat.S_IWOTH)
-    before = registry.get_version("clf", 1)
-    after = registry.update_version("clf", 1, description="new", tags={"stage": "qa"}, actor="bob")
+    before = registry.get_version("clf", 1, caller=SYSTEM)
+    after = registry.store.update_version(
+        "clf", 1, description="new", tags={"stage": "qa"}, actor="bob", caller=SYSTEM
+    )
     assert after.description == "new"
     assert after.tags == {"stage": "qa"}
     assert after.files == before.files
-    registry.update_version("clf", 1, tags={"stage": None}, actor="bob")
-    history = registry.metadata_history("clf", 1)
+    registry.store.update_version("clf", 1, tags={"stage": None}, actor="bob", caller=SYSTEM)
+    history = registry.store.metadata_history("clf", 1, caller=SYSTEM)
     assert [(h.before, h.after, h.actor) for h in history] == [
         (
             {"description": "old", "tags": {}},
@@ -155,123 +169,40 @@ def test_published_files_are_read_only_and_metadata_edits_are_recorded(
         ({"tags": {"stage": "qa"}}, {"tags": {}}, "bob"),
     ]
     # An edit that changes nothing records nothing.
-    registry.update_version("clf", 1, description="new")
-    assert len(registry.metadata_history("clf", 1)) == 2
+    registry.store.update_version("clf", 1, description="new", caller=SYSTEM)
+    assert len(registry.store.metadata_history("clf", 1, caller=SYSTEM)) == 2
 
 
-def test_invalid_names_tags_and_metrics_are_refused(
-    registry: RegistryService, tmp_path: Path
-) -> None:
+def test_invalid_names_tags_and_metrics_are_refused(registry: Registry, tmp_path: Path) -> None:
     model_dir = write_hf_model(tmp_path / "m")
     for bad in ("", "a/b", "a@b", "a:b", "../x", "-x"):
         with pytest.raises(InvalidName):
-            registry.register_plan(bad, plan_directory(model_dir), VersionSpec())
+            registry.registration.register_plan(
+                bad, plan_directory(model_dir), VersionSpec(), caller=SYSTEM
+            )
     with pytest.raises(InvalidRequest, match="finite number"):
-        registry.register_plan(
-            "m", plan_directory(model_dir), VersionSpec(metrics={"acc": float("nan")})
+        registry.registration.register_plan(
+            "m",
+            plan_directory(model_dir),
+            VersionSpec(metrics={"acc": float("nan")}),
+            caller=SYSTEM,
         )
     with pytest.raises(InvalidName, match="reserved"):
-        registry.register_plan("m", plan_directory(model_dir), VersionSpec(alias="latest"))
+        registry.registration.register_plan(
+            "m", plan_directory(model_dir), VersionSpec(alias="latest"), caller=SYSTEM
+        )
     with pytest.raises(ModelNotFound):
-        registry.get_model("m")  # nothing was half-created by the refusals
-
-
-def test_alias_moves_are_recorded_and_rollback_walks_back(
-    registry: RegistryService, tmp_path: Path
-) -> None:
-    for seed in range(3):
-        register(registry, tmp_path, seed=seed)
-    registry.set_alias("clf", "production", 1, actor="a", reason="launch")
-    registry.set_alias("clf", "production", 2, actor="b", reason="better")
-    assert registry.set_alias("clf", "production", 2) is None  # no-op, not recorded
-    registry.set_alias("clf", "production", 3, actor="c", reason="best")
-    assert registry.resolve("clf").version == 3
-    assert (
-        registry.rollback_alias("clf", "production", actor="d", reason="regression").to_version == 2
-    )
-    assert registry.rollback_alias("clf", "production").to_version == 1
-    with pytest.raises(NothingToRollBack):
-        registry.rollback_alias("clf", "production")
-    history = registry.alias_history("clf", "production")
-    assert [(e.action, e.from_version, e.to_version) for e in history] == [
-        ("set", None, 1),
-        ("move", 1, 2),
-        ("move", 2, 3),
-        ("rollback", 3, 2),
-        ("rollback", 2, 1),
-    ]
-    assert [e.actor for e in history[:4]] == ["a", "b", "c", "d"]
-    assert history[3].reason == "regression"
-
-
-def test_rollback_skips_deleted_versions_and_stops_at_delete(
-    registry: RegistryService, tmp_path: Path
-) -> None:
-    for seed in range(3):
-        register(registry, tmp_path, seed=seed)
-    for version in (1, 2, 3):
-        registry.set_alias("clf", "staging", version)
-    registry.set_alias("clf", "other", 3)
-    registry.set_alias("clf", "other", 1)
-    registry.delete_version("clf", 2)
-    assert registry.rollback_alias("clf", "staging").to_version == 1
-    registry.delete_alias("clf", "staging", reason="retired")
-    registry.set_alias("clf", "staging", 3)
-    with pytest.raises(NothingToRollBack):
-        registry.rollback_alias("clf", "staging")
-    with pytest.raises(AliasNotFound):
-        registry.rollback_alias("clf", "canary")
-
-
-def test_versions_behind_an_alias_cannot_be_deleted(
-    registry: RegistryService, tmp_path: Path
-) -> None:
-    register(registry, tmp_path, alias="production")
-    with pytest.raises(Conflict, match="production"):
-        registry.delete_version("clf", 1)
-
-
-def test_references_resolve_by_alias_version_and_default(
-    registry: RegistryService, tmp_path: Path
-) -> None:
-    for seed in range(3):
-        register(registry, tmp_path, seed=seed)
-    assert registry.resolve("clf").version == 3  # no production alias: newest
-    registry.set_alias("clf", "production", 1)
-    registry.set_alias("clf", "staging", 2)
-    assert registry.resolve("clf").version == 1
-    assert registry.resolve("clf@staging").version == 2
-    assert registry.resolve("clf@latest").version == 3
-    assert registry.resolve("clf:2").version == 2
-    with pytest.raises(ModelNotFound, match="'nope'"):
-        registry.resolve("nope")
-    with pytest.raises(AliasNotFound, match="production, staging"):
-        registry.resolve("clf@canary")
-    with pytest.raises(VersionNotFound, match="versions: 1, 2, 3"):
-        registry.resolve("clf:9")
-
-
-@pytest.mark.parametrize("text", ["m:0", "m:x", "m:-1", "m@", "m@A", "m@a:1", "a b"])
-def test_malformed_references_are_refused(text: str) -> None:
-    with pytest.raises((InvalidReference, InvalidName)):
-        parse_reference(text)
-
-
-def test_parse_reference_forms() -> None:
-    assert parse_reference("m") == Reference("m")
-    assert parse_reference("m@prod") == Reference("m", alias="prod")
-    assert parse_reference("m:12") == Reference("m", version=12)
-    assert str(parse_reference("m:12")) == "m:12"
+        registry.get_model("m", caller=SYSTEM)  # nothing was half-created by the refusals
 
 
 def test_compare_reports_metric_param_file_and_lineage_differences(
-    registry: RegistryService, tmp_path: Path
+    registry: Registry, tmp_path: Path
 ) -> None:
     a_dir = write_hf_model(tmp_path / "a", seed=1)
     b_dir = write_hf_model(tmp_path / "b", seed=2)
     (b_dir / "vocab.txt").unlink()
     (b_dir / "merges.txt").write_text("a b\n")
-    registry.register_plan(
+    registry.registration.register_plan(
         "clf",
         plan_directory(a_dir),
         VersionSpec(
@@ -279,8 +210,9 @@ def test_compare_reports_metric_param_file_and_lineage_differences(
             params={"lr": 0.1, "epochs": 3},
             lineage=Lineage(dataset_id="d1"),
         ),
+        caller=SYSTEM,
     )
-    registry.register_plan(
+    registry.registration.register_plan(
         "clf",
         plan_directory(b_dir),
         VersionSpec(
@@ -288,8 +220,9 @@ def test_compare_reports_metric_param_file_and_lineage_differences(
             params={"lr": 0.05, "epochs": 3, "warmup": 10},
             lineage=Lineage(dataset_id="d2", parent_version=1, transform="fine-tune"),
         ),
+        caller=SYSTEM,
     )
-    diff = registry.compare("clf", 1, 2)
+    diff = registry.store.compare("clf", 1, 2, caller=SYSTEM)
     assert diff.metrics["acc"]["delta"] == pytest.approx(0.05)
     assert diff.metrics["f1"] == {"a": 0.7, "b": None, "delta": None}
     assert diff.params == {"lr": {"a": 0.1, "b": 0.05}, "warmup": {"a": None, "b": 10}}
@@ -302,12 +235,12 @@ def test_compare_reports_metric_param_file_and_lineage_differences(
 
 
 def test_delete_model_removes_versions_aliases_and_files(
-    registry: RegistryService, tmp_path: Path
+    registry: Registry, tmp_path: Path
 ) -> None:
     register(registry, tmp_path, alias="production")
-    _, root = registry.open_version("clf")
-    registry.delete_model("clf")
+    _, root = registry.files.open_stored("clf", caller=SYSTEM)
+    registry.store.delete_model("clf", caller=SYSTEM)
     assert not root.exists()
     with pytest.raises(ModelNotFound):
-        registry.resolve("clf")
+        registry.resolve("clf", caller=SYSTEM)
     assert register(registry, tmp_path) == 1  # a new model of the same name starts afresh

@@ -19,7 +19,7 @@ from openmaas.auth.entities import SYSTEM
 from openmaas.errors import InvalidRequest
 from openmaas.jobs.entities import JobStatus
 from openmaas.jobs.service import JobService
-from openmaas.registry.service import VersionSpec
+from openmaas.registry.registration import VersionSpec
 from openmaas.registry.sources import plan_directory
 from openmaas.training.kind import TrainingJobKind
 from openmaas.training.requests import EarlyStopping, JobRequest
@@ -154,7 +154,9 @@ def test_a_registered_model_is_fine_tuned_by_the_recipe_that_fits_it(
         json.dumps({"architectures": ["BertModel"], "model_type": "bert"})
     )
     (encoder / "model.safetensors").write_bytes(b"\0" * 16)
-    env.registry.register_plan("encoder", plan_directory(encoder), VersionSpec(project="acme"))
+    env.registry.registration.register_plan(
+        "encoder", plan_directory(encoder), VersionSpec(project="acme"), caller=SYSTEM
+    )
     training = TrainingJobKind(
         env.registry.db, registry=env.registry, datasets=env.datasets, recipes=RECIPES
     )

@@ -20,9 +20,11 @@ from typing import Any
 import numpy as np
 import pytest
 
+from openmaas.auth.entities import SYSTEM
+from openmaas.registry.composition import Registry
 from openmaas.registry.detection import detect
 from openmaas.registry.intake import pickle_reason
-from openmaas.registry.service import RegistryService, VersionSpec
+from openmaas.registry.registration import VersionSpec
 from openmaas.registry.sources import plan_directory
 from openmaas.runtimes.base import LoadOptions, ModelSource, get_runtime
 from openmaas.training.recipe import Checkpoint, TrainingContext, TrainingResult, TrainingStopped
@@ -135,7 +137,7 @@ def test_skipgram_reports_a_falling_loss_per_epoch_and_the_registered_metrics(
 
 
 def test_the_output_is_safetensors_and_json_and_registers_as_a_word2vec_embedding_model(
-    skipgram: tuple[Job, TrainingResult], registry: RegistryService
+    skipgram: tuple[Job, TrainingResult], registry: Registry
 ) -> None:
     output = skipgram[0].ctx.output_dir
     files = sorted(path.name for path in output.iterdir())
@@ -146,7 +148,7 @@ def test_the_output_is_safetensors_and_json_and_registers_as_a_word2vec_embeddin
     found = detect(plan.files)
     assert (found.task, found.runtime, found.format) == ("embedding", "word2vec", "safetensors")
     # The workers' registry refuses pickles: this one takes the directory as it is.
-    version = registry.register_plan("lee-vectors", plan, VersionSpec())
+    version = registry.registration.register_plan("lee-vectors", plan, VersionSpec(), caller=SYSTEM)
     assert (version.task, version.runtime) == ("embedding", "word2vec")
 
 

@@ -24,7 +24,7 @@ from openmaas.datasets.service import DatasetService
 from openmaas.jobs.entities import Job
 from openmaas.jobs.service import JobService
 from openmaas.jobs.worker import Worker
-from openmaas.registry.service import RegistryService
+from openmaas.registry.composition import Registry
 from openmaas.store.database import Database
 from openmaas.store.tables import JobRow
 from openmaas.training.kind import TrainingJobKind
@@ -122,7 +122,7 @@ def _epoch(step: int, per_epoch: int) -> int:
 class Env:
     jobs: JobService
     training: TrainingJobKind
-    registry: RegistryService
+    registry: Registry
     datasets: DatasetService
     recipe: CountingRecipe
     home: Path

@@ -46,8 +46,8 @@ from openmaas.api.routes import (
 )
 from openmaas.auth.bootstrap import check_dev_no_auth, warn_dev_no_auth
 from openmaas.auth.scopes import Scope
-from openmaas.services import Services
 from openmaas.settings import MiB, Settings
+from openmaas.wiring import Services
 
 # Admin and JSON routes never need more than this; uploads have their own setting.
 JSON_BODY_LIMIT_BYTES = 16 * MiB

@@ -19,9 +19,9 @@ from openmaas.auth.http import presented_key
 from openmaas.auth.scopes import Scope, scopes_cover
 from openmaas.catalog.service import CatalogService
 from openmaas.errors import PermissionDenied
-from openmaas.registry.service import RegistryService
-from openmaas.services import Services
+from openmaas.registry.composition import Registry
 from openmaas.serving.engine import InferenceEngine
+from openmaas.wiring import Services
 
 
 @dataclass(frozen=True, slots=True)
@@ -100,7 +100,7 @@ async def services(request: Request) -> Services:
     return _services(request)
 
 
-async def registry(request: Request) -> RegistryService:
+async def registry(request: Request) -> Registry:
     return _services(request).registry
 
 
@@ -113,7 +113,7 @@ async def engine(request: Request) -> InferenceEngine:
 
 
 CallerDep = Annotated[Caller, Depends(caller)]
-RegistryDep = Annotated[RegistryService, Depends(registry)]
+RegistryDep = Annotated[Registry, Depends(registry)]
 CatalogDep = Annotated[CatalogService, Depends(catalog)]
 ServicesDep = Annotated[Services, Depends(services)]
 EngineDep = Annotated[InferenceEngine, Depends(engine)]

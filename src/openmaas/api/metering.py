@@ -28,7 +28,7 @@ from openmaas.observability.logs import request_id_var
 from openmaas.registry.entities import ModelVersion
 
 if TYPE_CHECKING:
-    from openmaas.services import Services
+    from openmaas.wiring import Services
 
 log = logging.getLogger(__name__)
 

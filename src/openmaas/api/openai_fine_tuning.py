@@ -1,7 +1,8 @@
 """OpenAI's fine-tuning dialect over the training job kind: `model` names a recipe (trained
 from scratch) or a registered base model (fine-tuned by the recipe that fits it), and
 OpenAI's hyperparameter names (`n_epochs`, `batch_size`, `learning_rate_multiplier`) are
-translated into the recipe's own. The response shapes are in `protocol.training` (built by `api.convert.training`).
+translated into the recipe's own. The response shapes are in `protocol.training`, built by
+`api.convert.training`.
 
 Example::
 

@@ -3,7 +3,8 @@
 Registration is metadata only: nothing is loaded. Package directories are recorded in place
 (hashed, not copied); small derived artifacts (an ONNX graph with its tokenizer, a rules
 spec, converted classifier heads) are written to a temporary directory and copied into the
-artifact store.
+artifact store. The catalog acts as the server itself (`SYSTEM`): its models are public to
+every project, and whether an entry's name is taken is a fact about the whole registry.
 
 Example::
 
@@ -25,6 +26,7 @@ from typing import Any
 
 from filelock import FileLock
 
+from openmaas.auth.entities import SYSTEM
 from openmaas.catalog.definitions import (
     CatalogDefinition,
     CatalogSource,
@@ -33,10 +35,11 @@ from openmaas.catalog.definitions import (
     locate,
 )
 from openmaas.errors import CatalogEntryNotFound, Conflict, ModelNotFound, UnsupportedSource
+from openmaas.registry.composition import Registry
 from openmaas.registry.detection import NATIVE_SPEC
 from openmaas.registry.entities import Lineage, ModelVersion, Storage
 from openmaas.registry.names import DEFAULT_ALIAS
-from openmaas.registry.service import RegistryService, VersionSpec
+from openmaas.registry.registration import VersionSpec
 from openmaas.registry.sources import FilePlan, plan_directory, plan_onnx
 
 log = logging.getLogger(__name__)
@@ -68,7 +71,7 @@ class CatalogService:
     """
 
     def __init__(
-        self, registry: RegistryService, definitions: Sequence[CatalogDefinition] | None = None
+        self, registry: Registry, definitions: Sequence[CatalogDefinition] | None = None
     ) -> None:
         self.registry = registry
         self.definitions = tuple(definitions) if definitions is not None else load_catalog()
@@ -76,7 +79,7 @@ class CatalogService:
     # -- reading ------------------------------------------------------------------------
 
     def entries(self) -> list[CatalogEntry]:
-        registered = {m.name for m in self.registry.list_models()}
+        registered = {m.name for m in self.registry.list_models(caller=SYSTEM)}
         return [self._entry(locate(d), d.name in registered) for d in self.definitions]
 
     def get(self, name: str) -> CatalogEntry:
@@ -85,7 +88,7 @@ class CatalogService:
 
     def _exists(self, name: str) -> bool:
         try:
-            self.registry.get_model(name)
+            self.registry.get_model(name, caller=SYSTEM)
         except ModelNotFound:
             return False
         return True
@@ -129,7 +132,7 @@ class CatalogService:
             return self._register_missing(actor)
 
     def _register_missing(self, actor: str) -> list[ModelVersion]:
-        existing = {m.name for m in self.registry.list_models()}
+        existing = {m.name for m in self.registry.list_models(caller=SYSTEM)}
         versions: list[ModelVersion] = []
         for definition in self.definitions:
             if definition.name in existing:
@@ -188,11 +191,15 @@ class CatalogService:
                 alias=DEFAULT_ALIAS,
                 created_by=actor,
             )
-            version = self.registry.register_plan(definition.name, plan, spec, storage=storage)
+            version = self.registry.registration.register_plan(
+                definition.name, plan, spec, caller=SYSTEM, storage=storage
+            )
         # The model (not only its first version) should say what it is in `models list`.
-        self.registry.update_model(definition.name, description=definition.description, actor=actor)
+        self.registry.store.update_model(
+            definition.name, description=definition.description, caller=SYSTEM, actor=actor
+        )
         # The built-in catalog is for everyone: every project sees and calls its models.
-        self.registry.set_public(definition.name, True)
+        self.registry.store.set_public(definition.name, True, caller=SYSTEM)
         return version
 
 

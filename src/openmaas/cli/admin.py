@@ -30,14 +30,15 @@ from rich.progress import (
     TransferSpeedColumn,
 )
 
+from openmaas.auth.entities import SYSTEM
 from openmaas.cli.common import CLIError, JsonFlag, err, human_size, out, plain, print_json, table
 from openmaas.errors import ArtifactCorrupted, EncryptionKeyError, OpenMaaSError
 
 if TYPE_CHECKING:  # the server stack is imported when a command runs: the CLI starts fast
     from openmaas.crypto import Keyring
     from openmaas.registry.artifacts import ArtifactStore
+    from openmaas.registry.composition import Registry
     from openmaas.registry.entities import FileEntry
-    from openmaas.registry.service import RegistryService
     from openmaas.settings import Settings
 
 app = typer.Typer(
@@ -100,12 +101,12 @@ class _StoredFile:
     expected: FileEntry | None  # the manifest entry, when a version owns the file
 
 
-def _files_to_rekey(registry: RegistryService) -> list[_StoredFile]:
+def _files_to_rekey(registry: Registry) -> list[_StoredFile]:
     from openmaas.registry.artifacts import REKEY_TEMP_NAME
 
     files: list[_StoredFile] = []
     owned: set[Path] = set()
-    for version, root in registry.stored_versions():
+    for version, root in registry.files.stored_versions(caller=SYSTEM):
         for entry in version.files:
             path = root / entry.path
             owned.add(path)
@@ -130,7 +131,7 @@ def _files_to_rekey(registry: RegistryService) -> list[_StoredFile]:
 
 
 def rekey_store(
-    registry: RegistryService, keys: Keyring, advance: Callable[[int], None] | None = None
+    registry: Registry, keys: Keyring, advance: Callable[[int], None] | None = None
 ) -> RotationReport:
     """Rewrite every file of the artifact store under `keys.current` (plaintext when None),
     reading each with any key of `keys`. Files already under the new key are skipped, so an
@@ -181,8 +182,8 @@ def rotate_key(
     moment it is complete under the old key or the new one. Interrupted? Run it again.
     """
     from openmaas.crypto import EncryptionKey, Keyring, key_from_settings
-    from openmaas.registry.artifacts import ArtifactStore
     from openmaas.settings import Settings
+    from openmaas.wiring import build_artifact_store
 
     if (new_key_file is None) == (not decrypt):
         raise CLIError("give --new-key-file FILE, or --decrypt to turn encryption off", 2)
@@ -199,7 +200,7 @@ def rotate_key(
             "the store has no key (OPENMAAS_ENCRYPTION_KEY is not set): nothing to decrypt", 2
         )
     keys = Keyring(new, previous=(old,) if old is not None else ())
-    store = ArtifactStore(settings.artifact_root, keys)
+    store = build_artifact_store(settings, keys)
     if not store.objects_dir.is_dir():
         raise CLIError(
             f"no artifact store at {settings.artifact_root}; is OPENMAAS_HOME (or --home) the "
@@ -224,30 +225,20 @@ def rotate_key(
 def _rotate_locked(settings: Settings, store: ArtifactStore, keys: Keyring) -> RotationReport:
     from filelock import FileLock, Timeout
 
-    from openmaas.registry.intake import ArchiveLimits
-    from openmaas.registry.service import RegistryService
-    from openmaas.store.database import Database
+    from openmaas.wiring import build_registry
 
-    db = Database(settings.database_url)
-    registry = RegistryService(
-        db,
-        store,
-        allow_pickle=settings.allow_pickle,
-        limits=ArchiveLimits(
-            max_total_bytes=settings.max_extracted_bytes,
-            max_members=settings.max_archive_members,
-        ),
-    )
+    registry = build_registry(settings, artifacts=store)
     try:
         with FileLock(store.root / LOCK_NAME, timeout=0):
-            total = sum(v.size_bytes for v, _ in registry.stored_versions())
+            stored = registry.files.stored_versions(caller=SYSTEM)
+            total = sum(v.size_bytes for v, _ in stored)
             with _progress() as progress:
                 task = progress.add_task("re-encrypting", total=total or None)
                 return rekey_store(registry, keys, lambda n: progress.advance(task, n))
     except Timeout:
         raise CLIError(f"another rotate-key is running on {store.root}") from None
     finally:
-        db.close()
+        registry.db.close()
 
 
 def _progress() -> Progress:

@@ -17,11 +17,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from openmaas.auth.entities import SYSTEM
 from openmaas.errors import NotFound
 from openmaas.jobs.context import finite
 from openmaas.jobs.entities import Job
+from openmaas.registry.composition import Registry
 from openmaas.registry.entities import Lineage, ModelVersion
-from openmaas.registry.service import RegistryService, VersionSpec
+from openmaas.registry.registration import VersionSpec
 from openmaas.registry.sources import plan_directory
 
 
@@ -44,20 +46,22 @@ class JobOutput:
     dataset_sha256: str | None = None
 
 
-def publish(registry: RegistryService, job: Job, output: JobOutput) -> str:
+def publish(registry: Registry, job: Job, output: JobOutput) -> str:
     """Register `output` as the next version of the job's model; returns the name the job
     reports (`name:version` when the caller named the model, else the new model's name)."""
-    version = registered_by(registry, job) or registry.register_plan(
-        job.model_name, plan_directory(output.directory), _spec(job, output)
+    # As the server: the job's project was checked when it was created, and the spec
+    # records that project as the version's owner.
+    version = registered_by(registry, job) or registry.registration.register_plan(
+        job.model_name, plan_directory(output.directory), _spec(job, output), caller=SYSTEM
     )
     explicit = bool(job.options.get("explicit_model_name"))
     return f"{version.model}:{version.version}" if explicit else version.model
 
 
-def registered_by(registry: RegistryService, job: Job) -> ModelVersion | None:
+def registered_by(registry: Registry, job: Job) -> ModelVersion | None:
     """The version a previous run of `job` registered, if one did."""
     try:
-        versions = registry.list_versions(job.model_name)
+        versions = registry.store.list_versions(job.model_name, caller=SYSTEM)
     except NotFound:
         return None
     return next((v for v in versions if v.lineage.job_id == job.id), None)

@@ -33,7 +33,6 @@ from types import FrameType
 
 from sqlalchemy.exc import SQLAlchemyError
 
-from openmaas.crypto import Keyring, key_from_settings
 from openmaas.errors import OpenMaaSError
 from openmaas.jobs.context import JobContext, JobStopped, RunState, finite
 from openmaas.jobs.entities import Job
@@ -41,8 +40,7 @@ from openmaas.jobs.kinds import JobKind, JobKinds
 from openmaas.jobs.publish import publish
 from openmaas.jobs.queue import JobQueue, LeaseLost
 from openmaas.registry.artifacts import ArtifactStore
-from openmaas.registry.intake import ArchiveLimits
-from openmaas.registry.service import RegistryService
+from openmaas.registry.composition import Registry
 from openmaas.settings import Settings
 from openmaas.store.database import Database
 
@@ -105,7 +103,7 @@ class Worker:
         worker_id: str,
         queue: JobQueue,
         kinds: Iterable[JobKind],
-        registry: RegistryService,
+        registry: Registry,
         home: Path,
         heartbeat_s: float,
         device: str = "cpu",
@@ -134,21 +132,14 @@ class Worker:
         from openmaas.datasets.service import DatasetService
         from openmaas.training.kind import TrainingJobKind
         from openmaas.training.requests import load_recipes
+        from openmaas.wiring import build_artifact_store, build_registry
 
-        keys = Keyring(key_from_settings(settings))
         db = Database(settings.database_url)
         db.migrate()
-        artifacts = ArtifactStore(settings.artifact_root, keys)
+        artifacts = build_artifact_store(settings)
         artifacts.start()
-        registry = RegistryService(
-            db,
-            artifacts,
-            allow_pickle=False,  # what a job registers is always in a safe format
-            limits=ArchiveLimits(
-                max_total_bytes=settings.max_extracted_bytes,
-                max_members=settings.max_archive_members,
-            ),
-        )
+        # What a job registers is always in a safe format.
+        registry = build_registry(settings, db=db, artifacts=artifacts, allow_pickle=False)
         training = TrainingJobKind(
             db,
             registry=registry,

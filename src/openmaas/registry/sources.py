@@ -13,11 +13,15 @@ import importlib.metadata
 import importlib.util
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
-from typing import Any
+from typing import Any, Literal
 
-from openmaas.errors import NotFound, UnsupportedSource
+from openmaas.errors import InvalidRequest, NotFound, UnsupportedSource
 from openmaas.protocol.registry import SKIPPED_NAMES
 from openmaas.registry.intake import safe_member_path, walk_directory
+
+# Sources read from the server's own disk: a tenant must not be able to register (and so
+# read) arbitrary server directories.
+SERVER_PATH_SOURCES = ("path", "onnx")
 
 # Files that belong with an ONNX graph: tokenizer and model configs, never other weights.
 TOKENIZER_SUFFIXES = frozenset({".json", ".txt", ".model", ".vocab", ".merges", ".tiktoken"})
@@ -31,6 +35,47 @@ class FilePlan:
     files: dict[str, Path]
     source: dict[str, Any] = field(default_factory=dict)
     root: Path | None = None  # the directory the files live in, when they share one
+
+
+@dataclass(frozen=True, slots=True)
+class SourceRef:
+    """Where the files of a version come from, as a registration request names them.
+
+    Example::
+
+        SourceRef(type="spacy", package="en_core_web_sm")
+        SourceRef(type="onnx", path="/models/m.onnx", tokenizer_path="/models/tok")
+    """
+
+    type: Literal["path", "onnx", "spacy", "package", "hub"]
+    path: str | None = None
+    tokenizer_path: str | None = None
+    package: str | None = None
+    distribution: str | None = None
+    subpath: str | None = None
+    repo_id: str | None = None
+    revision: str | None = None
+
+
+def plan_source(source: SourceRef, hub_cache: Path) -> FilePlan:
+    """The plan for a source as a registration request names it (Hub downloads go to
+    `hub_cache`)."""
+    if source.type == "path":
+        return plan_directory(Path(_given(source.path, "path")))
+    if source.type == "onnx":
+        tokenizer = Path(source.tokenizer_path) if source.tokenizer_path else None
+        return plan_onnx(Path(_given(source.path, "path")), tokenizer)
+    if source.type == "spacy":
+        return plan_spacy(_given(source.package, "package"))
+    if source.type == "package":
+        return plan_package(_given(source.distribution, "distribution"), source.subpath)
+    return plan_hub(_given(source.repo_id, "repo_id"), source.revision, hub_cache)
+
+
+def _given(value: str | None, name: str) -> str:
+    if value is None:
+        raise InvalidRequest(f"the source needs {name!r}", param=f"source.{name}")
+    return value
 
 
 def plan_directory(path: Path) -> FilePlan:

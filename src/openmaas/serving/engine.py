@@ -25,10 +25,11 @@ from typing import Any, Generic, TypeVar
 import numpy as np
 
 from openmaas.auth.access import can_see, check_visible, current_principal
+from openmaas.auth.entities import SYSTEM
 from openmaas.errors import InputTooLong, InvalidRequest, ModelNotFound, Overloaded, WrongTask
 from openmaas.observability.metrics import Metrics
+from openmaas.registry.composition import Registry
 from openmaas.registry.entities import ModelVersion, RegisteredModel, Task
-from openmaas.registry.service import RegistryService
 from openmaas.runtimes.base import (
     Entity,
     FloatArray,
@@ -96,7 +97,7 @@ class RerankScore:
 
 
 class InferenceEngine:
-    def __init__(self, registry: RegistryService, settings: Settings, metrics: Metrics) -> None:
+    def __init__(self, registry: Registry, settings: Settings, metrics: Metrics) -> None:
         self.registry = registry
         self.settings = settings
         self.metrics = metrics
@@ -158,15 +159,15 @@ class InferenceEngine:
 
         def read() -> list[tuple[RegisteredModel, ModelVersion]]:
             served = []
-            for model in self.registry.list_models():
+            for model in self.registry.list_models(caller=SYSTEM):
                 if model.latest_version is not None and can_see(model.project, model.public, who):
-                    served.append((model, self.registry.resolve(model.name)))
+                    served.append((model, self.registry.resolve(model.name, caller=SYSTEM)))
             return served
 
         return await asyncio.to_thread(read)
 
     async def get_model(self, name: str) -> RegisteredModel:
-        model = await asyncio.to_thread(self.registry.get_model, name)
+        model = await asyncio.to_thread(self.registry.get_model, name, caller=SYSTEM)
         check_visible(model.name, model.project, model.public)
         return model
 
@@ -459,7 +460,7 @@ class InferenceEngine:
     def _open_source(self, name: str, version: int) -> ModelSource:
         # Hash-checked plaintext; a version encrypted at rest comes as a private decrypted
         # copy, which the pool releases once the runtime has loaded it.
-        opened = self.registry.open_files(f"{name}:{version}")
+        opened = self.registry.open_files(f"{name}:{version}", caller=SYSTEM)
         return ModelSource.from_version(
             opened.version, opened.directory, release_directory=opened.close
         )
@@ -468,11 +469,11 @@ class InferenceEngine:
         """A model the dependent names (a head's encoder), if the dependent's project may see
         it: public or its own. Another project's private model is 'not found', as everywhere,
         or a head could be registered to read out that model's embeddings."""
-        owner = self.registry.get_version(*dependent)
-        named = self.registry.resolve(reference)
+        owner = self.registry.get_version(*dependent, caller=SYSTEM)
+        named = self.registry.resolve(reference, caller=SYSTEM)
         if not (named.public or named.project == owner.project):
             raise ModelNotFound(f"model {named.model!r} not found", param="model")
-        opened = self.registry.open_files(reference)
+        opened = self.registry.open_files(reference, caller=SYSTEM)
         return ModelSource.from_version(
             opened.version, opened.directory, release_directory=opened.close
         )

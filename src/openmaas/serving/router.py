@@ -16,12 +16,13 @@ from __future__ import annotations
 import asyncio
 import time
 
+from openmaas.auth.entities import SYSTEM
+from openmaas.registry.composition import Registry
 from openmaas.registry.entities import ModelVersion
-from openmaas.registry.service import RegistryService
 
 
 class ModelRouter:
-    def __init__(self, registry: RegistryService, *, ttl_s: float = 2.0) -> None:
+    def __init__(self, registry: Registry, *, ttl_s: float = 2.0) -> None:
         self.registry = registry
         self.ttl_s = ttl_s
         self._cache: dict[str, tuple[float, ModelVersion]] = {}
@@ -37,7 +38,11 @@ class ModelRouter:
             return hit[1]
         pending = self._lookups.get(reference)
         if pending is None:
-            pending = asyncio.ensure_future(asyncio.to_thread(self.registry.resolve, reference))
+            # The cache serves every caller, so it resolves as the server; the engine then
+            # checks that the caller may see what it resolved.
+            pending = asyncio.ensure_future(
+                asyncio.to_thread(self.registry.resolve, reference, caller=SYSTEM)
+            )
             self._lookups[reference] = pending
             pending.add_done_callback(lambda _: self._lookups.pop(reference, None))
         version = await asyncio.shield(pending)

@@ -22,12 +22,12 @@ from typing import TYPE_CHECKING, Any
 from sqlalchemy import select
 
 from openmaas.auth.access import can_see, is_admin
-from openmaas.auth.entities import Principal
+from openmaas.auth.entities import SYSTEM, Principal
 from openmaas.errors import InvalidRequest, NotFound
 from openmaas.jobs.entities import TRAINING, Job, NewJob
 from openmaas.jobs.kinds import Admission
+from openmaas.registry.composition import Registry
 from openmaas.registry.names import check_alias, check_model_name
-from openmaas.registry.service import RegistryService
 from openmaas.settings import Settings
 from openmaas.store.database import Database
 from openmaas.store.tables import DatasetRow
@@ -71,7 +71,7 @@ def new_job_id() -> str:
     return f"ftjob-{secrets.token_hex(12)}"
 
 
-def build_job_service(settings: Settings, db: Database, registry: RegistryService) -> JobService:
+def build_job_service(settings: Settings, db: Database, registry: Registry) -> JobService:
     """The job service of a server process, from its settings (the training kind only)."""
     from openmaas.datasets.service import DatasetService
     from openmaas.jobs.service import JobService
@@ -100,7 +100,7 @@ class TrainingJobKind:
         self,
         db: Database,
         *,
-        registry: RegistryService,
+        registry: Registry,
         datasets: DatasetSource,
         recipes: Mapping[str, Recipe],
     ) -> None:
@@ -261,7 +261,7 @@ class TrainingJobKind:
 
     def _resolve_base(self, reference: str, caller: Principal) -> Any:
         try:
-            version = self.registry.resolve(reference)
+            version = self.registry.resolve(reference, caller=SYSTEM)
         except (NotFound, InvalidRequest) as exc:
             known = ", ".join(sorted(self.recipes))
             raise InvalidRequest(
@@ -365,7 +365,7 @@ class TrainingJobKind:
     def _check_model_name(self, name: str, project: str, caller: Principal) -> None:
         check_model_name(name)
         try:
-            existing = self.registry.get_model(name)
+            existing = self.registry.get_model(name, caller=SYSTEM)
         except NotFound:
             return
         if existing.project != project and not is_admin(caller):

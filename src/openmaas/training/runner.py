@@ -18,10 +18,11 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from openmaas.auth.entities import SYSTEM
 from openmaas.errors import OpenMaaSError
 from openmaas.jobs.context import JobContext, JobStopped, finite
 from openmaas.jobs.publish import JobOutput
-from openmaas.registry.service import OpenedVersion
+from openmaas.registry.files import OpenedVersion
 from openmaas.training.hyperparameters import BATCH_NAMES, EPOCH_NAMES
 from openmaas.training.recipe import Checkpoint, TrainingContext, TrainingStopped
 from openmaas.training.requests import split_examples
@@ -59,7 +60,7 @@ def run_training(kind: TrainingJobKind, context: JobContext) -> JobOutput:
     base: OpenedVersion | None = None
     base_version = job.options.get("base_version")
     if base_version:
-        base = kind.registry.open_files(str(base_version))
+        base = kind.registry.open_files(str(base_version), caller=SYSTEM)
     try:
         ctx = TrainingContext(
             job_id=job.id,

@@ -1,21 +1,19 @@
 """Admin API for the model registry: models, versions, aliases, compare, verify.
 
-Every change that succeeds is recorded once in the audit log, with the state before and
-after it; a request that changes nothing records nothing. Targets read `models/<name>`,
-`models/<name>/versions/<n>` and `models/<name>/aliases/<alias>`.
+Each route validates, makes one registry call as the authenticated caller (who may see
+which model is decided there) and shapes the answer. Every change that succeeds is recorded
+once in the audit log, with the state before and after it; a request that changes nothing
+records nothing. Targets read `models/<name>`, `models/<name>/versions/<n>` and
+`models/<name>/aliases/<alias>`.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-import tempfile
-from collections.abc import Iterator
-from contextlib import contextmanager
-from pathlib import Path
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, File, Form, Query, Request, UploadFile, status
+from fastapi import APIRouter, Depends, File, Form, Query, UploadFile, status
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from openmaas.api.convert.registry import (
@@ -26,12 +24,10 @@ from openmaas.api.convert.registry import (
     verify_out,
     version_out,
 )
-from openmaas.api.deps import CallerDep, PrincipalDep, RegistryDep, caller, requires
+from openmaas.api.deps import PrincipalDep, RegistryDep, caller, requires
 from openmaas.api.routes.audit import Auditor, AuditorDep
-from openmaas.auth.access import can_see, check_changeable, check_visible, is_admin
-from openmaas.auth.entities import Principal
 from openmaas.auth.scopes import Scope
-from openmaas.errors import InvalidRequest, ModelNotFound, PermissionDenied
+from openmaas.errors import InvalidRequest
 from openmaas.protocol.common import ListOut
 from openmaas.protocol.registry import (
     AliasEventOut,
@@ -54,55 +50,15 @@ from openmaas.registry.entities import (
     ModelVersion,
     RegisteredModel,
 )
-from openmaas.registry.service import RegistryService, VersionSpec
-from openmaas.registry.sources import (
-    FilePlan,
-    plan_directory,
-    plan_hub,
-    plan_onnx,
-    plan_package,
-    plan_spacy,
-)
+from openmaas.registry.registration import VersionSpec
+from openmaas.registry.sources import SourceRef
+
+router = APIRouter(prefix="/v1/registry", tags=["registry"], dependencies=[Depends(caller)])
 
 
-def model_access(request: Request, registry: RegistryDep, who: PrincipalDep) -> None:
-    """Every route on `/models/{name}`: another project's hidden model is 'not found', a
-    visible one of another project (public) is read-only. Registering under a name that
-    does not exist yet is left to the route (the registry refuses names taken elsewhere)."""
-    name = request.path_params.get("name")
-    if name is None or is_admin(who):
-        return
-    try:
-        model = registry.get_model(name)
-    except ModelNotFound:
-        return  # the route answers 404 itself, or creates the model
-    if request.method in ("GET", "HEAD"):
-        check_visible(model.name, model.project, model.public)
-    elif (
-        request.method == "POST"
-        and request.url.path.endswith(("/versions", "/versions/upload"))
-        and not can_see(model.project, model.public, who)
-    ):
-        return  # registering into a hidden name: the registry answers 409 name_taken
-    else:
-        check_visible(model.name, model.project, model.public)
-        check_changeable(model.name, model.project, model.public)
-
-
-router = APIRouter(
-    prefix="/v1/registry",
-    tags=["registry"],
-    dependencies=[Depends(caller), Depends(model_access)],
-)
-
-# Sources read from the server's own disk: a tenant must not be able to register (and so
-# read) arbitrary server directories.
-SERVER_PATH_SOURCES = ("path", "onnx")
-
-
-def _spec(meta: VersionMetadata, actor: str, who: Principal) -> VersionSpec:
+def _spec(meta: VersionMetadata) -> VersionSpec:
+    # Project and author come from the caller, inside the registry.
     return VersionSpec(
-        project=None if is_admin(who) else who.project,
         task=meta.task,
         runtime=meta.runtime,
         format=meta.format,
@@ -112,42 +68,7 @@ def _spec(meta: VersionMetadata, actor: str, who: Principal) -> VersionSpec:
         metrics=meta.metrics,
         lineage=Lineage(**meta.lineage.model_dump()),
         alias=meta.alias,
-        created_by=actor,
     )
-
-
-@contextmanager
-def _hub_cache(registry: RegistryService) -> Iterator[Path]:
-    """Where Hub downloads land before they are staged. With encryption at rest they must
-    not stay on disk in the clear: a temporary directory, removed after the registration."""
-    if not registry.artifacts.encrypts:
-        yield registry.artifacts.root / "hub-cache"
-        return
-    with tempfile.TemporaryDirectory(prefix="openmaas-hub-") as tmp:
-        yield Path(tmp)
-
-
-def _plan(
-    body: RegisterRequest, registry: RegistryService, who: Principal, hub_cache: Path
-) -> FilePlan:
-    source = body.source
-    if source.type in SERVER_PATH_SOURCES and not is_admin(who):
-        raise PermissionDenied(
-            f"registering from a {source.type!r} source reads the server's disk and needs an "
-            "admin key; upload the model instead (openmaas models register uploads it)",
-            param="source",
-            code="insufficient_scope",
-        )
-    if source.type == "path":
-        return plan_directory(Path(source.path))
-    if source.type == "onnx":
-        tokenizer = Path(source.tokenizer_path) if source.tokenizer_path else None
-        return plan_onnx(Path(source.path), tokenizer)
-    if source.type == "spacy":
-        return plan_spacy(source.package)
-    if source.type == "package":
-        return plan_package(source.distribution, source.subpath)
-    return plan_hub(source.repo_id, source.revision, hub_cache)
 
 
 class VisibilityRequest(BaseModel):
@@ -230,41 +151,45 @@ def _alias_states(event: AliasEvent, reason: str) -> tuple[dict[str, Any], dict[
 
 @router.get("/models")
 def list_models(registry: RegistryDep, who: PrincipalDep) -> ListOut[ModelOut]:
-    visible = [m for m in registry.list_models() if can_see(m.project, m.public, who)]
-    return ListOut(data=[model_out(m) for m in visible])
+    return ListOut(data=[model_out(m) for m in registry.list_models(caller=who)])
 
 
 @router.get("/models/{name}")
-def get_model(name: str, registry: RegistryDep) -> ModelOut:
-    return model_out(registry.get_model(name))
+def get_model(name: str, registry: RegistryDep, who: PrincipalDep) -> ModelOut:
+    return model_out(registry.get_model(name, caller=who))
 
 
 @router.patch("/models/{name}")
 def update_model(
-    name: str, body: MetadataPatch, registry: RegistryDep, who: CallerDep, auditor: AuditorDep
+    name: str, body: MetadataPatch, registry: RegistryDep, who: PrincipalDep, auditor: AuditorDep
 ) -> ModelOut:
-    before = registry.get_model(name)
-    model = registry.update_model(
-        name, description=body.description, tags=body.tags, actor=who.actor
+    before = registry.get_model(name, caller=who)
+    model = registry.store.update_model(
+        name, description=body.description, tags=body.tags, caller=who
     )
     _audit_edit(auditor, "model.update", _model_target(name), before, model, body)
     return model_out(model)
 
 
 @router.delete("/models/{name}")
-def delete_model(name: str, registry: RegistryDep, auditor: AuditorDep) -> dict[str, object]:
+def delete_model(
+    name: str, registry: RegistryDep, who: PrincipalDep, auditor: AuditorDep
+) -> dict[str, object]:
     before = {
-        **_model_state(registry.get_model(name)),
-        "versions": [v.version for v in registry.list_versions(name)],
+        **_model_state(registry.get_model(name, caller=who)),
+        "versions": [v.version for v in registry.store.list_versions(name, caller=who)],
     }
-    registry.delete_model(name)
+    registry.store.delete_model(name, caller=who)
     auditor.record("model.delete", _model_target(name), before=before)
     return {"object": "registered_model", "name": name, "deleted": True}
 
 
 @router.get("/models/{name}/history")
-def model_metadata_history(name: str, registry: RegistryDep) -> ListOut[MetadataEditOut]:
-    return ListOut(data=[metadata_edit_out(e) for e in registry.metadata_history(name)])
+def model_metadata_history(
+    name: str, registry: RegistryDep, who: PrincipalDep
+) -> ListOut[MetadataEditOut]:
+    edits = registry.store.metadata_history(name, caller=who)
+    return ListOut(data=[metadata_edit_out(e) for e in edits])
 
 
 def _audit_registration(auditor: Auditor, version: ModelVersion, alias: str | None) -> None:
@@ -275,11 +200,10 @@ def _audit_registration(auditor: Auditor, version: ModelVersion, alias: str | No
 
 @router.post("/models/{name}/versions", status_code=status.HTTP_201_CREATED)
 def register_version(
-    name: str, body: RegisterRequest, registry: RegistryDep, who: CallerDep, auditor: AuditorDep
+    name: str, body: RegisterRequest, registry: RegistryDep, who: PrincipalDep, auditor: AuditorDep
 ) -> VersionOut:
-    with _hub_cache(registry) as hub_cache:
-        plan = _plan(body, registry, who.principal, hub_cache)
-        version = registry.register_plan(name, plan, _spec(body, who.actor, who.principal))
+    source = SourceRef(**body.source.model_dump())
+    version = registry.registration.register_source(name, source, _spec(body), caller=who)
     _audit_registration(auditor, version, body.alias)
     return version_out(version)
 
@@ -288,7 +212,7 @@ def register_version(
 def upload_version(
     name: str,
     registry: RegistryDep,
-    who: CallerDep,
+    who: PrincipalDep,
     auditor: AuditorDep,
     file: Annotated[UploadFile, File(description="The model directory as a .tar.gz archive.")],
     metadata: Annotated[
@@ -304,20 +228,22 @@ def upload_version(
         where = ".".join(str(p) for p in first["loc"])
         raise InvalidRequest(f"metadata.{where}: {first['msg']}", param="metadata") from None
     source = {"type": "upload", "filename": file.filename or ""}
-    spec = _spec(meta, who.actor, who.principal)
-    version = registry.register_archive(name, file.file, spec, source=source)
+    version = registry.registration.register_archive(
+        name, file.file, _spec(meta), caller=who, source=source
+    )
     _audit_registration(auditor, version, meta.alias)
     return version_out(version)
 
 
 @router.get("/models/{name}/versions")
-def list_versions(name: str, registry: RegistryDep) -> ListOut[VersionOut]:
-    return ListOut(data=[version_out(v) for v in registry.list_versions(name)])
+def list_versions(name: str, registry: RegistryDep, who: PrincipalDep) -> ListOut[VersionOut]:
+    versions = registry.store.list_versions(name, caller=who)
+    return ListOut(data=[version_out(v) for v in versions])
 
 
 @router.get("/models/{name}/versions/{version}")
-def get_version(name: str, version: int, registry: RegistryDep) -> VersionOut:
-    return version_out(registry.get_version(name, version))
+def get_version(name: str, version: int, registry: RegistryDep, who: PrincipalDep) -> VersionOut:
+    return version_out(registry.get_version(name, version, caller=who))
 
 
 @router.patch("/models/{name}/versions/{version}")
@@ -326,12 +252,12 @@ def update_version(
     version: int,
     body: MetadataPatch,
     registry: RegistryDep,
-    who: CallerDep,
+    who: PrincipalDep,
     auditor: AuditorDep,
 ) -> VersionOut:
-    before = registry.get_version(name, version)
-    updated = registry.update_version(
-        name, version, description=body.description, tags=body.tags, actor=who.actor
+    before = registry.get_version(name, version, caller=who)
+    updated = registry.store.update_version(
+        name, version, description=body.description, tags=body.tags, caller=who
     )
     _audit_edit(auditor, "version.update", _version_target(name, version), before, updated, body)
     return version_out(updated)
@@ -339,45 +265,49 @@ def update_version(
 
 @router.delete("/models/{name}/versions/{version}")
 def delete_version(
-    name: str, version: int, registry: RegistryDep, auditor: AuditorDep
+    name: str, version: int, registry: RegistryDep, who: PrincipalDep, auditor: AuditorDep
 ) -> dict[str, object]:
-    before = _version_state(registry.get_version(name, version))
-    registry.delete_version(name, version)
+    before = _version_state(registry.get_version(name, version, caller=who))
+    registry.store.delete_version(name, version, caller=who)
     auditor.record("version.delete", _version_target(name, version), before=before)
     return {"object": "model_version", "model": name, "version": version, "deleted": True}
 
 
 @router.get("/models/{name}/versions/{version}/history")
 def version_metadata_history(
-    name: str, version: int, registry: RegistryDep
+    name: str, version: int, registry: RegistryDep, who: PrincipalDep
 ) -> ListOut[MetadataEditOut]:
-    edits = registry.metadata_history(name, version)
+    edits = registry.store.metadata_history(name, version, caller=who)
     return ListOut(data=[metadata_edit_out(e) for e in edits])
 
 
 @router.post("/models/{name}/versions/{version}/verify")
-def verify_version(name: str, version: int, registry: RegistryDep) -> VerifyOut:
-    return verify_out(registry.verify(name, version))
+def verify_version(name: str, version: int, registry: RegistryDep, who: PrincipalDep) -> VerifyOut:
+    return verify_out(registry.files.verify(name, version, caller=who))
 
 
 @router.get("/models/{name}/compare")
 def compare_versions(
     name: str,
     registry: RegistryDep,
+    who: PrincipalDep,
     a: Annotated[int, Query(ge=1, description="First version.")],
     b: Annotated[int, Query(ge=1, description="Second version.")],
 ) -> CompareOut:
-    return compare_out(registry.compare(name, a, b))
+    return compare_out(registry.store.compare(name, a, b, caller=who))
 
 
 @router.get("/models/{name}/aliases")
-def list_aliases(name: str, registry: RegistryDep) -> dict[str, int]:
-    return registry.get_model(name).aliases
+def list_aliases(name: str, registry: RegistryDep, who: PrincipalDep) -> dict[str, int]:
+    return registry.get_model(name, caller=who).aliases
 
 
 @router.get("/models/{name}/aliases/history")
-def all_alias_history(name: str, registry: RegistryDep) -> ListOut[AliasEventOut]:
-    return ListOut(data=[alias_event_out(e) for e in registry.alias_history(name)])
+def all_alias_history(
+    name: str, registry: RegistryDep, who: PrincipalDep
+) -> ListOut[AliasEventOut]:
+    events = registry.aliases.history(name, caller=who)
+    return ListOut(data=[alias_event_out(e) for e in events])
 
 
 @router.put("/models/{name}/aliases/{alias}")
@@ -386,10 +316,10 @@ def set_alias(
     alias: str,
     body: AliasRequest,
     registry: RegistryDep,
-    who: CallerDep,
+    who: PrincipalDep,
     auditor: AuditorDep,
 ) -> AliasMoveOut:
-    event = registry.set_alias(name, alias, body.version, actor=who.actor, reason=body.reason)
+    event = registry.aliases.move(name, alias, body.version, caller=who, reason=body.reason)
     if event is not None:  # None: it already pointed there, nothing changed
         before, after = _alias_states(event, body.reason)
         auditor.record("alias.set", _alias_target(name, alias), before=before, after=after)
@@ -406,19 +336,22 @@ def delete_alias(
     name: str,
     alias: str,
     registry: RegistryDep,
-    who: CallerDep,
+    who: PrincipalDep,
     auditor: AuditorDep,
     reason: Annotated[str, Query(max_length=2_000)] = "",
 ) -> AliasMoveOut:
-    event = registry.delete_alias(name, alias, actor=who.actor, reason=reason)
+    event = registry.aliases.delete(name, alias, caller=who, reason=reason)
     before, after = _alias_states(event, reason)
     auditor.record("alias.delete", _alias_target(name, alias), before=before, after=after)
     return AliasMoveOut(model=name, alias=alias, version=None, event=alias_event_out(event))
 
 
 @router.get("/models/{name}/aliases/{alias}/history")
-def alias_history(name: str, alias: str, registry: RegistryDep) -> ListOut[AliasEventOut]:
-    return ListOut(data=[alias_event_out(e) for e in registry.alias_history(name, alias)])
+def alias_history(
+    name: str, alias: str, registry: RegistryDep, who: PrincipalDep
+) -> ListOut[AliasEventOut]:
+    events = registry.aliases.history(name, alias, caller=who)
+    return ListOut(data=[alias_event_out(e) for e in events])
 
 
 @router.post("/models/{name}/aliases/{alias}/rollback")
@@ -426,12 +359,12 @@ def rollback_alias(
     name: str,
     alias: str,
     registry: RegistryDep,
-    who: CallerDep,
+    who: PrincipalDep,
     auditor: AuditorDep,
     body: ReasonRequest | None = None,
 ) -> AliasMoveOut:
     reason = body.reason if body else ""
-    event = registry.rollback_alias(name, alias, actor=who.actor, reason=reason)
+    event = registry.aliases.rollback(name, alias, caller=who, reason=reason)
     before, after = _alias_states(event, reason)
     auditor.record("alias.rollback", _alias_target(name, alias), before=before, after=after)
     return AliasMoveOut(
@@ -444,10 +377,14 @@ def rollback_alias(
 
 @router.put("/models/{name}/public", dependencies=[Depends(requires(Scope.ADMIN))])
 def set_public(
-    name: str, body: VisibilityRequest, registry: RegistryDep, auditor: AuditorDep
+    name: str,
+    body: VisibilityRequest,
+    registry: RegistryDep,
+    who: PrincipalDep,
+    auditor: AuditorDep,
 ) -> ModelOut:
     """Make a model visible to (and callable by) every project, or only its own (admin)."""
-    before, after = registry.set_public(name, body.public)
+    before, after = registry.store.set_public(name, body.public, caller=who)
     if before != after:
         auditor.record(
             "model.visibility",
@@ -455,7 +392,7 @@ def set_public(
             before={"public": before},
             after={"public": after},
         )
-    return model_out(registry.get_model(name))
+    return model_out(registry.get_model(name, caller=who))
 
 
 @router.get("/resolve")
@@ -464,7 +401,4 @@ def resolve_reference(
     who: PrincipalDep,
     ref: Annotated[str, Query(description="name, name@alias or name:version", max_length=256)],
 ) -> VersionOut:
-    version = registry.resolve(ref)
-    if not can_see(version.project, version.public, who):
-        raise ModelNotFound(f"model {version.model!r} not found", param="model")
-    return version_out(version)
+    return version_out(registry.resolve(ref, caller=who))

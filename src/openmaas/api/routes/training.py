@@ -33,8 +33,8 @@ from openmaas.protocol.training import (
     TrainingJobCreate,
     TrainingJobOut,
 )
-from openmaas.services import Services
 from openmaas.training.requests import EarlyStopping, JobRequest
+from openmaas.wiring import Services
 
 router = APIRouter(prefix="/v1/training", tags=["training"])
 

@@ -34,6 +34,7 @@ from openmaas.api.metering import meter
 from openmaas.api.responses import VERSION_HEADER, mark_model
 from openmaas.api.tensors import Tensor, decode_infer_request, encode_infer_response, wants_binary
 from openmaas.auth.access import check_changeable
+from openmaas.auth.entities import SYSTEM
 from openmaas.auth.scopes import Scope
 from openmaas.errors import InvalidRequest, ModelNotLoaded, WrongTask
 from openmaas.protocol.v2 import (
@@ -111,7 +112,10 @@ async def get_model_metadata(
     model_name: str, engine: EngineDep, model_version: str | None = None
 ) -> ModelMetadataResponse:
     version = await engine.resolve(_reference(model_name, model_version))
-    versions = await asyncio.to_thread(engine.registry.list_versions, version.model)
+    # The engine's resolve checked that the caller may see the model.
+    versions = await asyncio.to_thread(
+        engine.registry.store.list_versions, version.model, caller=SYSTEM
+    )
     model = _loaded(engine, version)
     labels = _labels(version, model)
     return ModelMetadataResponse(

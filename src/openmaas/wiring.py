@@ -1,4 +1,7 @@
-"""The long-lived services of one server process, built from settings and started once.
+"""The one place that builds services from settings: the server's, the worker's, the CLI's.
+
+Nothing else constructs a `Database`, an `ArtifactStore` or a `Registry` from settings: the
+server builds `Services`, a job worker and the offline admin commands call the builders.
 
 Example::
 
@@ -6,6 +9,8 @@ Example::
     services.start()
     ...
     services.close()
+
+    registry = build_registry(settings)  # a worker, or `openmaas admin`
 """
 
 from __future__ import annotations
@@ -27,19 +32,66 @@ from openmaas.metering.audit import AuditLog
 from openmaas.metering.usage import UsageRecorder
 from openmaas.observability.metrics import Metrics
 from openmaas.registry.artifacts import ArtifactStore
+from openmaas.registry.composition import Registry
 from openmaas.registry.intake import ArchiveLimits
-from openmaas.registry.service import RegistryService
 from openmaas.serving.engine import InferenceEngine
 from openmaas.settings import MiB, Settings
 from openmaas.store.database import Database
 from openmaas.training.kind import build_job_service
 
 
+def build_keyring(settings: Settings) -> Keyring:
+    """The artifact keys the settings name (none: a plaintext store); raises for a malformed
+    key, so call it before opening anything."""
+    return Keyring(key_from_settings(settings))
+
+
+def build_artifact_store(settings: Settings, keys: Keyring | None = None) -> ArtifactStore:
+    return ArtifactStore(
+        settings.artifact_root, keys if keys is not None else build_keyring(settings)
+    )
+
+
+def archive_limits(settings: Settings) -> ArchiveLimits:
+    return ArchiveLimits(
+        max_total_bytes=settings.max_extracted_bytes, max_members=settings.max_archive_members
+    )
+
+
+def build_registry(
+    settings: Settings,
+    *,
+    db: Database | None = None,
+    artifacts: ArtifactStore | None = None,
+    allow_pickle: bool | None = None,
+) -> Registry:
+    """The registry over the settings' database and artifact store (or the ones given).
+
+    A job worker passes `allow_pickle=False`: what a job registers is always in a safe
+    format. Call `registry.start()` before registering; close `registry.db` when done.
+    """
+    return Registry.create(
+        db or Database(settings.database_url),
+        artifacts or build_artifact_store(settings),
+        allow_pickle=settings.allow_pickle if allow_pickle is None else allow_pickle,
+        limits=archive_limits(settings),
+    )
+
+
 @dataclass(slots=True)
 class Services:
+    """The long-lived services of one server process, built from settings and started once.
+
+    Example::
+
+        services = Services.build(settings)
+        services.start()
+        services.registry.list_models(caller=SYSTEM)
+    """
+
     settings: Settings
     db: Database
-    registry: RegistryService
+    registry: Registry
     catalog: CatalogService
     metrics: Metrics
     engine: InferenceEngine
@@ -54,17 +106,9 @@ class Services:
     @classmethod
     def build(cls, settings: Settings) -> Services:
         # First: a malformed key must stop the server before it opens anything.
-        keys = Keyring(key_from_settings(settings))
+        keys = build_keyring(settings)
         db = Database(settings.database_url)
-        registry = RegistryService(
-            db,
-            ArtifactStore(settings.artifact_root, keys),
-            allow_pickle=settings.allow_pickle,
-            limits=ArchiveLimits(
-                max_total_bytes=settings.max_extracted_bytes,
-                max_members=settings.max_archive_members,
-            ),
-        )
+        registry = build_registry(settings, db=db, artifacts=build_artifact_store(settings, keys))
         catalog = CatalogService(registry)
         metrics = Metrics()
         engine = InferenceEngine(registry, settings, metrics)

@@ -1,0 +1,346 @@
+"""Registration: a model's files become its next immutable version.
+
+A registration plans the files (a directory, ONNX + tokenizer, a package, the Hub, an
+uploaded archive), applies the intake rules (no pickles unless allowed, safe archives),
+detects task, runtime and format, and publishes the files through the artifact store in the
+same transaction that takes the version number (the model row is locked, so concurrent
+registrations from many processes get distinct, gap-free numbers).
+
+Example::
+
+    registration = RegistrationService(store, artifacts, allow_pickle=False, limits=limits)
+    v = registration.register_plan(
+        "minilm", plan_directory(Path("all-MiniLM-L6-v2")), VersionSpec(), caller=principal
+    )
+    v.version  # -> 1
+"""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO, Any
+
+from sqlalchemy.orm import Session
+
+from openmaas.auth.access import can_see, is_admin, require_caller
+from openmaas.auth.entities import Principal
+from openmaas.errors import Conflict, InvalidRequest, ModelNotFound, PermissionDenied
+from openmaas.registry import rows
+from openmaas.registry.aliases import move_alias
+from openmaas.registry.artifacts import (
+    CHUNK_BYTES,
+    ArtifactStore,
+    Progress,
+    StagedArtifact,
+    hash_files,
+)
+from openmaas.registry.detection import Detected, detect, require_task
+from openmaas.registry.entities import FileEntry, Lineage, ModelVersion, Storage, VersionStatus
+from openmaas.registry.intake import (
+    ArchiveLimits,
+    iter_archive_files,
+    open_archive,
+    refuse_if_pickle,
+    walk_directory,
+)
+from openmaas.registry.names import check_alias, check_model_name
+from openmaas.registry.sources import SERVER_PATH_SOURCES, FilePlan, SourceRef, plan_source
+from openmaas.registry.store import RegistryStore, check_metrics, check_tags, require_changeable
+from openmaas.store.tables import ModelRow, VersionRow
+
+
+@dataclass(frozen=True, slots=True)
+class VersionSpec:
+    """What the caller says about a new version; anything left None is detected."""
+
+    task: str | None = None
+    runtime: str | None = None
+    format: str | None = None
+    description: str = ""
+    tags: dict[str, str] = field(default_factory=dict)
+    params: dict[str, Any] = field(default_factory=dict)
+    metrics: dict[str, float] = field(default_factory=dict)
+    lineage: Lineage = field(default_factory=Lineage)
+    alias: str | None = None  # moved to the new version once it is registered
+    created_by: str = ""  # recorded on the version; empty: the caller's actor
+    # The project a new model belongs to (an existing one must belong to it). Only admins
+    # (and the server itself) choose it; for anyone else it is the caller's own project.
+    # None for an admin: any existing model; a new one goes to the default project.
+    project: str | None = None
+
+
+class RegistrationService:
+    """Registers versions from file plans, sources and uploaded archives.
+
+    Example::
+
+        registration.register_archive(
+            "minilm", open("m.tar.gz", "rb"), VersionSpec(), caller=principal,
+            source={"type": "upload", "filename": "m.tar.gz"},
+        )
+    """
+
+    def __init__(
+        self,
+        store: RegistryStore,
+        artifacts: ArtifactStore,
+        *,
+        allow_pickle: bool,
+        limits: ArchiveLimits,
+    ) -> None:
+        self.store = store
+        self.artifacts = artifacts
+        self.allow_pickle = allow_pickle
+        self.limits = limits
+
+    def register_source(
+        self, name: str, source: SourceRef, spec: VersionSpec, *, caller: Principal
+    ) -> ModelVersion:
+        """Plan the files `source` names and register them (server paths: admins only)."""
+        who = require_caller(caller)
+        self._check_target(name, who)
+        if source.type in SERVER_PATH_SOURCES and not is_admin(who):
+            raise PermissionDenied(
+                f"registering from a {source.type!r} source reads the server's disk and needs "
+                "an admin key; upload the model instead (openmaas models register uploads it)",
+                param="source",
+                code="insufficient_scope",
+            )
+        with self._hub_cache() as hub_cache:
+            plan = plan_source(source, hub_cache)
+            return self.register_plan(name, plan, spec, caller=who)
+
+    def register_plan(
+        self,
+        name: str,
+        plan: FilePlan,
+        spec: VersionSpec,
+        *,
+        caller: Principal,
+        progress: Progress | None = None,
+        storage: Storage = Storage.STORE,
+    ) -> ModelVersion:
+        """Register the files of `plan` as the model's next version.
+
+        STORE copies them into the artifact store; EXTERNAL records them in place (used for
+        installed packages, whose files we hash but do not own).
+        """
+        who = require_caller(caller)
+        check_model_name(name)
+        self._check_spec(spec)
+        self._check_target(name, who)
+        for rel, path in plan.files.items():
+            refuse_if_pickle(rel, path, allow_pickle=self.allow_pickle)
+        detected = detect(plan.files)
+        kind = Detected(require_task(detected, spec.task), detected.runtime, detected.format)
+        lineage = _lineage_with_source(spec.lineage, plan.source)
+        if storage is Storage.EXTERNAL:
+            if plan.root is None:
+                raise InvalidRequest("in-place registration needs a single source directory")
+            files = hash_files(plan.files, progress)
+            return self._commit(name, spec, who, kind, lineage, files, str(plan.root), None)
+        staged = self.artifacts.stage_files(plan.files, progress)
+        return self._commit(name, spec, who, kind, lineage, staged.files, None, staged)
+
+    def register_archive(
+        self,
+        name: str,
+        archive: Path | IO[bytes],
+        spec: VersionSpec,
+        *,
+        caller: Principal,
+        source: dict[str, Any],
+    ) -> ModelVersion:
+        """Unpack an uploaded .tar.gz safely into staging, then register it."""
+        who = require_caller(caller)
+        check_model_name(name)
+        self._check_spec(spec)
+        self._check_target(name, who)
+        if self.artifacts.encrypts:
+            return self._register_archive_decrypted(name, archive, spec, who, source)
+        staging = self.artifacts.new_staging()
+        try:
+            with open_archive(archive) as tar:
+                streams = ((rel, stream) for rel, stream, _ in iter_archive_files(tar, self.limits))
+                staged = self.artifacts.stage_streams(staging, streams)
+            if not staged.files:
+                raise InvalidRequest("the archive holds no files", param="file")
+            files = walk_directory(staging)
+            for rel, path in files.items():
+                refuse_if_pickle(rel, path, allow_pickle=self.allow_pickle)
+            detected = detect(files)
+            task = require_task(detected, spec.task)
+        except BaseException:
+            self.artifacts.discard(staging)
+            raise
+        lineage = _lineage_with_source(spec.lineage, source)
+        kind = Detected(task, detected.runtime, detected.format)
+        return self._commit(name, spec, who, kind, lineage, staged.files, None, staged)
+
+    def _register_archive_decrypted(
+        self,
+        name: str,
+        archive: Path | IO[bytes],
+        spec: VersionSpec,
+        caller: Principal,
+        source: dict[str, Any],
+    ) -> ModelVersion:
+        # Staged files are encrypted, so they cannot be scanned or detected where they are:
+        # unpack into a private plaintext scratch directory and register from there.
+        scratch: Path | None = None
+        try:
+            with open_archive(archive) as tar:
+                members = list(iter_archive_files(tar, self.limits))
+                scratch = self.artifacts.new_scratch(sum(size for _, _, size in members))
+                for rel, stream, _ in members:
+                    target = scratch / rel
+                    target.parent.mkdir(parents=True, exist_ok=True)
+                    with stream, target.open("xb") as out:
+                        shutil.copyfileobj(stream, out, CHUNK_BYTES)
+            files = walk_directory(scratch)
+            if not files:
+                raise InvalidRequest("the archive holds no files", param="file")
+            plan = FilePlan(files=files, source=source)
+            return self.register_plan(name, plan, spec, caller=caller)
+        finally:
+            if scratch is not None:
+                self.artifacts.discard(scratch)
+
+    @contextmanager
+    def _hub_cache(self) -> Iterator[Path]:
+        """Where Hub downloads land before they are staged. With encryption at rest they must
+        not stay on disk in the clear: a temporary directory, removed after the registration."""
+        if not self.artifacts.encrypts:
+            yield self.artifacts.root / "hub-cache"
+            return
+        with tempfile.TemporaryDirectory(prefix="openmaas-hub-") as tmp:
+            yield Path(tmp)
+
+    @staticmethod
+    def _check_spec(spec: VersionSpec) -> None:
+        check_tags(spec.tags)
+        check_metrics(spec.metrics)
+        if spec.alias is not None:
+            check_alias(spec.alias)
+
+    def _check_target(self, name: str, caller: Principal) -> None:
+        """Refuse early (before any file is read) a visible model the caller may not change.
+
+        A hidden model of another project is left to the commit, which refuses its name as
+        taken: exactly what a caller who may not see it would be told anyway.
+        """
+        if is_admin(caller):
+            return
+        try:
+            model = self.store.get_model(name, caller=caller)
+        except ModelNotFound:
+            return
+        require_changeable(model.name, model.project, model.public, caller)
+
+    def _commit(
+        self,
+        name: str,
+        spec: VersionSpec,
+        caller: Principal,
+        kind: Detected,
+        lineage: Lineage,
+        files: tuple[FileEntry, ...],
+        location: str | None,
+        staged: StagedArtifact | None,
+    ) -> ModelVersion:
+        assert kind.task is not None  # callers resolve it with require_task first
+        actor = spec.created_by or caller.actor
+        project = _project_for(spec, caller)
+        storage = Storage.EXTERNAL if staged is None else Storage.STORE
+        published: str | None = None
+        try:
+            with self.store.db.transaction() as session:
+                model = rows.lock_or_create_model(session, name, actor, project)
+                _check_owner(model, project, caller)
+                # The model row is locked until commit, so numbers are distinct and gap-free
+                # across processes; a failed registration rolls its number back.
+                model.last_version += 1
+                model.updated_at = rows.now()
+                if staged is not None:
+                    published = self.artifacts.publish(staged)
+                    location = published
+                assert location is not None
+                row = VersionRow(
+                    model_id=model.id,
+                    version=model.last_version,
+                    task=kind.task,
+                    runtime=spec.runtime or kind.runtime,
+                    format=spec.format or kind.format,
+                    status=VersionStatus.READY.value,
+                    description=spec.description,
+                    tags=dict(spec.tags),
+                    params=dict(spec.params),
+                    metrics={k: float(v) for k, v in spec.metrics.items()},
+                    lineage=lineage.to_dict(),
+                    manifest=[entry.to_dict() for entry in files],
+                    storage=storage.value,
+                    location=location,
+                    size_bytes=sum(entry.size for entry in files),
+                    created_at=rows.now(),
+                    created_by=actor,
+                )
+                session.add(row)
+                session.flush()
+                self._set_alias(session, model, spec, row.version, actor)
+                registered = rows.version_entity(session, model, row)
+        except BaseException:
+            if published is not None:
+                self.artifacts.remove(published)
+            elif staged is not None:
+                self.artifacts.discard(staged.path)
+            raise
+        self.store.changed(name)
+        return registered
+
+    @staticmethod
+    def _set_alias(
+        session: Session, model: ModelRow, spec: VersionSpec, version: int, actor: str
+    ) -> None:
+        if spec.alias is not None:
+            move_alias(session, model, spec.alias, version, actor, "set at registration")
+
+
+def _project_for(spec: VersionSpec, caller: Principal) -> str | None:
+    """The project the version must go to: the caller's own unless an admin chose one."""
+    if is_admin(caller):
+        return spec.project
+    if spec.project is not None and spec.project != caller.project:
+        raise PermissionDenied(
+            f"a key of project {caller.project!r} registers into its own project only",
+            param="project",
+        )
+    return caller.project
+
+
+def _check_owner(model: ModelRow, project: str | None, caller: Principal) -> None:
+    if project is None or model.project == project:
+        return
+    if not is_admin(caller) and can_see(model.project, model.public, caller):
+        require_changeable(model.name, model.project, model.public, caller)
+    raise Conflict(
+        f"the model name {model.name!r} is taken by another project; choose another",
+        param="name",
+        code="name_taken",
+    )
+
+
+def _lineage_with_source(lineage: Lineage, source: dict[str, Any]) -> Lineage:
+    merged = {**source, **lineage.source}
+    return Lineage(
+        source=merged,
+        parent_version=lineage.parent_version,
+        transform=lineage.transform,
+        dataset_id=lineage.dataset_id,
+        dataset_sha256=lineage.dataset_sha256,
+        job_id=lineage.job_id,
+    )

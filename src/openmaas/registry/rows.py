@@ -1,0 +1,176 @@
+"""SQL rows of the registry to the entities it hands out, and the lookups every part shares.
+
+Rows never leave the registry: the store, the alias service, registration and the files
+service all find rows here inside their own transaction and return frozen entities.
+
+Example::
+
+    with db.transaction() as session:
+        model = model_row(session, "minilm")
+        version = version_entity(session, model, version_row(session, model, 1))
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+from sqlalchemy import func, select
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy.orm import Session
+
+from openmaas.auth.entities import DEFAULT_PROJECT
+from openmaas.errors import AliasNotFound, ModelNotFound, VersionNotFound
+from openmaas.registry.entities import (
+    AliasEvent,
+    FileEntry,
+    Lineage,
+    ModelVersion,
+    RegisteredModel,
+    VersionStatus,
+)
+from openmaas.store.tables import AliasEventRow, AliasRow, ModelRow, VersionRow
+
+
+def now() -> datetime:
+    return datetime.now(UTC)
+
+
+def aware(moment: datetime) -> datetime:
+    # SQLite hands timestamps back without a zone; they were written in UTC.
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+
+
+def model_row(session: Session, name: str, *, lock: bool = False) -> ModelRow:
+    query = select(ModelRow).where(ModelRow.name == name)
+    if lock:
+        query = query.with_for_update()
+    row = session.scalar(query)
+    if row is None:
+        raise ModelNotFound(f"model {name!r} not found", param="model")
+    return row
+
+
+def version_row(session: Session, model: ModelRow, version: int) -> VersionRow:
+    row = session.scalar(
+        select(VersionRow).where(VersionRow.model_id == model.id, VersionRow.version == version)
+    )
+    if row is None:
+        versions = session.scalars(
+            select(VersionRow.version)
+            .where(VersionRow.model_id == model.id)
+            .order_by(VersionRow.version)
+        ).all()
+        known = ", ".join(map(str, versions)) or "none"
+        raise VersionNotFound(
+            f"model {model.name!r} has no version {version} (versions: {known})",
+            param="version",
+        )
+    return row
+
+
+def alias_row(session: Session, model: ModelRow, alias: str) -> AliasRow:
+    row = session.scalar(
+        select(AliasRow).where(AliasRow.model_id == model.id, AliasRow.alias == alias)
+    )
+    if row is None:
+        known = ", ".join(sorted(aliases_of(session, model))) or "none"
+        raise AliasNotFound(
+            f"model {model.name!r} has no alias {alias!r} (aliases: {known})", param="alias"
+        )
+    return row
+
+
+def aliases_of(session: Session, model: ModelRow) -> dict[str, int]:
+    rows = session.execute(
+        select(AliasRow.alias, AliasRow.version).where(AliasRow.model_id == model.id)
+    ).all()
+    return {alias: version for alias, version in rows}
+
+
+def newest_version(session: Session, model: ModelRow) -> int:
+    newest = session.scalar(
+        select(func.max(VersionRow.version)).where(
+            VersionRow.model_id == model.id, VersionRow.status == VersionStatus.READY.value
+        )
+    )
+    if newest is None:
+        raise VersionNotFound(f"model {model.name!r} has no versions yet", param="model")
+    return int(newest)
+
+
+def lock_or_create_model(session: Session, name: str, actor: str, project: str | None) -> ModelRow:
+    """The model row, created if missing, locked until the transaction ends (so version
+    numbers taken under it are distinct and gap-free across processes)."""
+    moment = now()
+    values = {
+        "name": name,
+        "project": project or DEFAULT_PROJECT,
+        "public": False,
+        "description": "",
+        "tags": {},
+        "last_version": 0,
+        "created_at": moment,
+        "updated_at": moment,
+        "created_by": actor,
+    }
+    postgres = session.bind is not None and session.bind.dialect.name == "postgresql"
+    insert = pg_insert if postgres else sqlite_insert
+    session.execute(insert(ModelRow).values(**values).on_conflict_do_nothing())
+    return session.scalars(select(ModelRow).where(ModelRow.name == name).with_for_update()).one()
+
+
+def model_entity(session: Session, row: ModelRow) -> RegisteredModel:
+    latest = session.scalar(
+        select(func.max(VersionRow.version)).where(VersionRow.model_id == row.id)
+    )
+    return RegisteredModel(
+        name=row.name,
+        description=row.description,
+        tags=dict(row.tags),
+        latest_version=latest,
+        aliases=dict(sorted(aliases_of(session, row).items())),
+        created_at=aware(row.created_at),
+        updated_at=aware(row.updated_at),
+        created_by=row.created_by,
+        project=row.project,
+        public=row.public,
+    )
+
+
+def version_entity(session: Session, model: ModelRow, row: VersionRow) -> ModelVersion:
+    aliases = tuple(sorted(a for a, v in aliases_of(session, model).items() if v == row.version))
+    return ModelVersion(
+        model=model.name,
+        version=row.version,
+        task=row.task,
+        runtime=row.runtime,
+        format=row.format,
+        status=row.status,
+        description=row.description,
+        tags=dict(row.tags),
+        params=dict(row.params),
+        metrics=dict(row.metrics),
+        lineage=Lineage.from_dict(row.lineage),
+        files=tuple(FileEntry(**entry) for entry in row.manifest),
+        storage=row.storage,
+        size_bytes=row.size_bytes,
+        aliases=aliases,
+        created_at=aware(row.created_at),
+        created_by=row.created_by,
+        project=model.project,
+        public=model.public,
+    )
+
+
+def alias_event_entity(model: str, row: AliasEventRow) -> AliasEvent:
+    return AliasEvent(
+        model=model,
+        alias=row.alias,
+        action=row.action,
+        from_version=row.from_version,
+        to_version=row.to_version,
+        actor=row.actor,
+        reason=row.reason,
+        created_at=aware(row.created_at),
+    )

@@ -1,0 +1,352 @@
+"""The registry store: models and their versions as entities, metadata edits with history,
+deletes, and who may see or change which model.
+
+Every entry point takes the caller explicitly. A model the caller may not see is reported
+exactly like one that does not exist; a visible model of another project (a public one) is
+read-only to the caller.
+
+Example::
+
+    store = RegistryStore(db, artifacts)
+    store.get_version("minilm", 1, caller=principal).task  # -> "embedding"
+    store.update_model("minilm", description="sentence embeddings", caller=principal)
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from openmaas.auth.access import can_change, can_see, is_admin, require_caller
+from openmaas.auth.entities import Principal
+from openmaas.errors import Conflict, InvalidRequest, ModelNotFound, PermissionDenied
+from openmaas.registry import rows
+from openmaas.registry.artifacts import ArtifactStore
+from openmaas.registry.compare import compare_versions
+from openmaas.registry.entities import (
+    MetadataEdit,
+    ModelVersion,
+    RegisteredModel,
+    Storage,
+    VersionComparison,
+)
+from openmaas.store.database import Database
+from openmaas.store.tables import AliasRow, MetadataEditRow, ModelRow, VersionRow
+
+MAX_TAGS = 64
+MAX_TAG_CHARS = 256
+
+
+def check_tags(tags: Mapping[str, Any], *, allow_none: bool = False) -> None:
+    if len(tags) > MAX_TAGS:
+        raise InvalidRequest(f"at most {MAX_TAGS} tags per model or version", param="tags")
+    for key, value in tags.items():
+        if not key or len(key) > MAX_TAG_CHARS:
+            raise InvalidRequest(f"tag keys must be 1-{MAX_TAG_CHARS} characters", param="tags")
+        if value is None and allow_none:
+            continue
+        if not isinstance(value, str) or len(value) > MAX_TAG_CHARS:
+            raise InvalidRequest(
+                f"tag {key!r}: values must be strings of at most {MAX_TAG_CHARS} characters",
+                param="tags",
+            )
+
+
+def check_metrics(metrics: Mapping[str, Any]) -> None:
+    for key, value in metrics.items():
+        if (
+            isinstance(value, bool)
+            or not isinstance(value, int | float)
+            or not math.isfinite(value)
+        ):
+            raise InvalidRequest(
+                f"metric {key!r} must be a finite number, got {value!r}", param="metrics"
+            )
+
+
+def require_visible(name: str, project: str, public: bool, caller: Principal) -> None:
+    if not can_see(project, public, caller):
+        raise ModelNotFound(f"model {name!r} not found", param="model")
+
+
+def require_changeable(name: str, project: str, public: bool, caller: Principal) -> None:
+    """Hidden models are 'not found'; visible ones of another project are read-only."""
+    require_visible(name, project, public, caller)
+    if not can_change(project, caller):
+        raise PermissionDenied(
+            f"model {name!r} belongs to another project and is read-only to yours",
+            code="read_only_model",
+        )
+
+
+def require_admin(caller: Principal, what: str) -> None:
+    if not is_admin(caller):
+        raise PermissionDenied(f"{what} needs an admin key", code="insufficient_scope")
+
+
+class RegistryStore:
+    """Models and versions as entities over the metadata database.
+
+    Example::
+
+        store = RegistryStore(db, artifacts)
+        [m.name for m in store.list_models(caller=principal)]  # only what it may see
+        store.delete_version("minilm", 2, caller=principal)
+    """
+
+    def __init__(self, db: Database, artifacts: ArtifactStore) -> None:
+        self.db = db
+        # Deletes remove the files the store owns, after the rows are gone.
+        self.artifacts = artifacts
+        self._listeners: list[Callable[[str], None]] = []
+
+    # -- change notification ------------------------------------------------------------
+
+    def add_listener(self, listener: Callable[[str], None]) -> None:
+        """Call `listener(model_name)` after any change to what a reference of that model
+        resolves to (new version, alias change, deletion). The serving router uses it."""
+        self._listeners.append(listener)
+
+    def changed(self, name: str) -> None:
+        for listener in self._listeners:
+            listener(name)
+
+    # -- lookups shared with the other registry services --------------------------------
+
+    def find_model(
+        self,
+        session: Session,
+        name: str,
+        caller: Principal,
+        *,
+        lock: bool = False,
+        change: bool = False,
+    ) -> ModelRow:
+        """The model row as `caller` may use it: to read, or (`change`) to change."""
+        row = rows.model_row(session, name, lock=lock)
+        if change:
+            require_changeable(row.name, row.project, row.public, caller)
+        else:
+            require_visible(row.name, row.project, row.public, caller)
+        return row
+
+    def version_with_location(
+        self, name: str, version: int, *, caller: Principal, change: bool = False
+    ) -> tuple[ModelVersion, str]:
+        with self.db.transaction() as session:
+            model = self.find_model(session, name, caller, change=change)
+            row = rows.version_row(session, model, version)
+            return rows.version_entity(session, model, row), row.location
+
+    def stored_locations(self) -> set[str]:
+        """Where every version the artifact store owns lives (the rest are orphans)."""
+        with self.db.transaction() as session:
+            return set(
+                session.scalars(
+                    select(VersionRow.location).where(VersionRow.storage == Storage.STORE.value)
+                )
+            )
+
+    def stored_version_rows(self) -> list[tuple[ModelVersion, str]]:
+        """Every version whose files the artifact store owns, with its location."""
+        with self.db.transaction() as session:
+            found = session.execute(
+                select(ModelRow, VersionRow)
+                .join(VersionRow, VersionRow.model_id == ModelRow.id)
+                .where(VersionRow.storage == Storage.STORE.value)
+                .order_by(ModelRow.name, VersionRow.version)
+            ).all()
+            return [(rows.version_entity(session, m, v), v.location) for m, v in found]
+
+    # -- models -------------------------------------------------------------------------
+
+    def list_models(self, *, caller: Principal) -> list[RegisteredModel]:
+        """The models `caller` may see, by name."""
+        who = require_caller(caller)
+        with self.db.transaction() as session:
+            found = session.scalars(select(ModelRow).order_by(ModelRow.name)).all()
+            return [
+                rows.model_entity(session, row)
+                for row in found
+                if can_see(row.project, row.public, who)
+            ]
+
+    def get_model(self, name: str, *, caller: Principal) -> RegisteredModel:
+        who = require_caller(caller)
+        with self.db.transaction() as session:
+            return rows.model_entity(session, self.find_model(session, name, who))
+
+    def set_public(self, name: str, public: bool, *, caller: Principal) -> tuple[bool, bool]:
+        """Make a model visible to every project, or only to its own (admins only); returns
+        (before, after)."""
+        who = require_caller(caller)
+        require_admin(who, "changing a model's visibility")
+        with self.db.transaction() as session:
+            row = self.find_model(session, name, who, lock=True, change=True)
+            before = row.public
+            row.public = public
+        self.changed(name)
+        return before, public
+
+    def update_model(
+        self,
+        name: str,
+        *,
+        caller: Principal,
+        description: str | None = None,
+        tags: Mapping[str, str | None] | None = None,
+        actor: str | None = None,
+    ) -> RegisteredModel:
+        """Edit a model's description or tags; `actor` (default: the caller's) is recorded."""
+        who = require_caller(caller)
+        with self.db.transaction() as session:
+            row = self.find_model(session, name, who, lock=True, change=True)
+            _edit_metadata(session, row, None, row, description, tags, actor or who.actor)
+            return rows.model_entity(session, row)
+
+    def delete_model(self, name: str, *, caller: Principal) -> list[str]:
+        """Delete a model with all its versions and files; returns the removed locations."""
+        who = require_caller(caller)
+        with self.db.transaction() as session:
+            row = self.find_model(session, name, who, lock=True, change=True)
+            locations = list(
+                session.scalars(
+                    select(VersionRow.location).where(
+                        VersionRow.model_id == row.id, VersionRow.storage == Storage.STORE.value
+                    )
+                )
+            )
+            session.delete(row)
+        self.changed(name)
+        for location in locations:
+            self.artifacts.remove(location)
+        return locations
+
+    # -- versions -----------------------------------------------------------------------
+
+    def list_versions(self, name: str, *, caller: Principal) -> list[ModelVersion]:
+        who = require_caller(caller)
+        with self.db.transaction() as session:
+            model = self.find_model(session, name, who)
+            found = session.scalars(
+                select(VersionRow)
+                .where(VersionRow.model_id == model.id)
+                .order_by(VersionRow.version)
+            ).all()
+            return [rows.version_entity(session, model, row) for row in found]
+
+    def get_version(self, name: str, version: int, *, caller: Principal) -> ModelVersion:
+        who = require_caller(caller)
+        with self.db.transaction() as session:
+            model = self.find_model(session, name, who)
+            return rows.version_entity(session, model, rows.version_row(session, model, version))
+
+    def update_version(
+        self,
+        name: str,
+        version: int,
+        *,
+        caller: Principal,
+        description: str | None = None,
+        tags: Mapping[str, str | None] | None = None,
+        actor: str | None = None,
+    ) -> ModelVersion:
+        """Edit a version's description or tags (its files and manifest never change)."""
+        who = require_caller(caller)
+        with self.db.transaction() as session:
+            model = self.find_model(session, name, who, lock=True, change=True)
+            row = rows.version_row(session, model, version)
+            _edit_metadata(session, model, version, row, description, tags, actor or who.actor)
+            return rows.version_entity(session, model, row)
+
+    def delete_version(self, name: str, version: int, *, caller: Principal) -> None:
+        """Delete a version and its stored files; refused while an alias points at it."""
+        who = require_caller(caller)
+        with self.db.transaction() as session:
+            model = self.find_model(session, name, who, lock=True, change=True)
+            row = rows.version_row(session, model, version)
+            aliases = session.scalars(
+                select(AliasRow.alias).where(
+                    AliasRow.model_id == model.id, AliasRow.version == version
+                )
+            ).all()
+            if aliases:
+                raise Conflict(
+                    f"version {version} of {name!r} is the target of alias "
+                    f"{', '.join(sorted(aliases))}; move or delete the alias first",
+                    param="version",
+                )
+            location, storage = row.location, row.storage
+            session.delete(row)
+        self.changed(name)
+        if storage == Storage.STORE.value:
+            self.artifacts.remove(location)
+
+    def metadata_history(
+        self, name: str, version: int | None = None, *, caller: Principal
+    ) -> list[MetadataEdit]:
+        """Edits of the model (`version` None: every edit) or of one version, oldest first."""
+        who = require_caller(caller)
+        with self.db.transaction() as session:
+            model = self.find_model(session, name, who)
+            query = select(MetadataEditRow).where(MetadataEditRow.model_id == model.id)
+            if version is not None:
+                query = query.where(MetadataEditRow.version == version)
+            found = session.scalars(query.order_by(MetadataEditRow.id)).all()
+            return [
+                MetadataEdit(
+                    model=name,
+                    version=r.version,
+                    before=r.before,
+                    after=r.after,
+                    actor=r.actor,
+                    created_at=rows.aware(r.created_at),
+                )
+                for r in found
+            ]
+
+    def compare(self, name: str, a: int, b: int, *, caller: Principal) -> VersionComparison:
+        who = require_caller(caller)
+        return compare_versions(
+            self.get_version(name, a, caller=who), self.get_version(name, b, caller=who)
+        )
+
+
+def _edit_metadata(
+    session: Session,
+    model: ModelRow,
+    version: int | None,
+    row: ModelRow | VersionRow,
+    description: str | None,
+    tags: Mapping[str, str | None] | None,
+    actor: str,
+) -> None:
+    before: dict[str, Any] = {}
+    after: dict[str, Any] = {}
+    if description is not None and description != row.description:
+        before["description"], after["description"] = row.description, description
+        row.description = description
+    if tags is not None:
+        check_tags(tags, allow_none=True)
+        merged = {k: v for k, v in {**row.tags, **tags}.items() if v is not None}
+        check_tags(merged)
+        if merged != row.tags:
+            before["tags"], after["tags"] = dict(row.tags), merged
+            row.tags = merged
+    if not after:
+        return
+    model.updated_at = rows.now()
+    session.add(
+        MetadataEditRow(
+            model_id=model.id,
+            version=version,
+            before=before,
+            after=after,
+            actor=actor,
+            created_at=rows.now(),
+        )
+    )
