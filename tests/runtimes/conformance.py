@@ -14,7 +14,6 @@ import numpy as np
 import pytest
 
 from openmaas.errors import WrongTask
-from openmaas.registry.entities import Task
 from openmaas.runtimes.base import (
     GenerationParams,
     LoadedModel,
@@ -24,6 +23,7 @@ from openmaas.runtimes.base import (
     Seq2SeqParams,
     TranscriptionParams,
 )
+from openmaas.tasks.names import Task
 
 TEXTS = (
     "The quick brown fox jumps over the lazy dog.",

@@ -23,7 +23,6 @@ from openmaas.errors import (
     UnsupportedSource,
     WrongTask,
 )
-from openmaas.registry.entities import Task
 from openmaas.runtimes.base import (
     Entity,
     GenerationDelta,
@@ -46,6 +45,7 @@ from openmaas.runtimes.transformers_generation import (
     LanguageCodes,
     StopSequences,
 )
+from openmaas.tasks.names import Task
 from tests.runtimes import tiny_models
 from tests.runtimes.conformance import TEXTS, check_conformance
 

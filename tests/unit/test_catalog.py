@@ -28,11 +28,12 @@ from openmaas.catalog.definitions import (
     locate,
 )
 from openmaas.errors import CatalogEntryNotFound, Conflict, UnsupportedSource
-from openmaas.registry.entities import Storage, Task
+from openmaas.registry.entities import Storage
 from openmaas.registry.service import RegistryService, VersionSpec
 from openmaas.registry.sources import plan_directory
 from openmaas.services import Services
 from openmaas.settings import Settings
+from openmaas.tasks.names import Task
 from tests.factories import write_hf_model
 
 EXPECTED = {

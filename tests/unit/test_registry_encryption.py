@@ -25,7 +25,6 @@ from openmaas.errors import (
 from openmaas.observability.metrics import Metrics
 from openmaas.registry import artifacts
 from openmaas.registry.artifacts import REKEY_TEMP_NAME, ArtifactStore
-from openmaas.registry.entities import Task
 from openmaas.registry.intake import ArchiveLimits
 from openmaas.registry.service import RegistryService, VersionSpec
 from openmaas.registry.sources import plan_directory
@@ -35,6 +34,7 @@ from openmaas.services import Services
 from openmaas.serving.pool import ModelPool, PoolLimits
 from openmaas.settings import Settings
 from openmaas.store.database import Database
+from openmaas.tasks.names import Task
 from tests.factories import make_tarball, write_hf_model
 
 PLAINTEXT_MARKERS = (b"BertForSequenceClassification", b"hidden_size", b"[MASK]", b"positive")

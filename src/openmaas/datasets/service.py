@@ -42,9 +42,9 @@ from openmaas.datasets.stats import DatasetStats, StatsBuilder
 from openmaas.datasets.validate import DEFAULT_MAX_PROBLEMS, ValidationReport, open_dataset
 from openmaas.errors import ArtifactCorrupted, InvalidRequest, NotFound, PayloadTooLarge
 from openmaas.registry.artifacts import ArtifactStore
-from openmaas.registry.entities import Task
 from openmaas.store.database import Database
 from openmaas.store.tables import DatasetRow
+from openmaas.tasks.names import Task
 
 MiB = 1024 * 1024
 # OpenAI's own limit for one file.

@@ -27,7 +27,8 @@ import numpy as np
 import numpy.typing as npt
 
 from openmaas.errors import InvalidRequest, WrongTask
-from openmaas.registry.entities import ModelVersion, Task
+from openmaas.registry.entities import ModelVersion
+from openmaas.tasks.names import Task
 
 FloatArray = npt.NDArray[np.float32]
 

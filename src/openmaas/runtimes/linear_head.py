@@ -28,7 +28,6 @@ import numpy.typing as npt
 
 from openmaas.errors import ModelLoadFailed
 from openmaas.registry.detection import NATIVE_SPEC
-from openmaas.registry.entities import Task
 from openmaas.runtimes.base import (
     LabelScore,
     LoadedModel,
@@ -40,6 +39,7 @@ from openmaas.runtimes.base import (
     ranked,
     softmax,
 )
+from openmaas.tasks.names import Task
 
 PROBABILITIES = frozenset({"softmax", "ovr"})
 BUNDLED_ENCODER = "encoder"  # the only subdirectory a version may name as its encoder

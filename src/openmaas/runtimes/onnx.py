@@ -30,7 +30,6 @@ import numpy as np
 import numpy.typing as npt
 
 from openmaas.errors import ModelLoadFailed
-from openmaas.registry.entities import Task
 from openmaas.runtimes.base import (
     FloatArray,
     LabelScore,
@@ -42,6 +41,7 @@ from openmaas.runtimes.base import (
     ranked,
     softmax,
 )
+from openmaas.tasks.names import Task
 
 log = logging.getLogger(__name__)
 

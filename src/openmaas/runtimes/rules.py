@@ -24,7 +24,6 @@ from typing import Any
 
 from openmaas.errors import InvalidRequest, ModelLoadFailed, OpenMaaSError, UnsupportedLanguage
 from openmaas.registry.detection import NATIVE_SPEC
-from openmaas.registry.entities import Task
 from openmaas.runtimes.base import (
     LabelScore,
     LoadedModel,
@@ -34,6 +33,7 @@ from openmaas.runtimes.base import (
     Seq2SeqParams,
     ranked,
 )
+from openmaas.tasks.names import Task
 
 MIB = 1024 * 1024
 # Resident memory once loaded, measured with tracemalloc (langid.py 1.1.6, vaderSentiment

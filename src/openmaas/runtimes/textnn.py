@@ -28,7 +28,6 @@ from openmaas.errors import ModelLoadFailed
 from openmaas.nn.saved import TOKENIZER_FILE, WEIGHTS_FILE, load_classifier, min_length
 from openmaas.nn.tagger import encode_texts, pad_pieces
 from openmaas.nn.vocab import pad_batch, token_ids
-from openmaas.registry.entities import Task
 from openmaas.runtimes.base import (
     Entity,
     LabelScore,
@@ -40,6 +39,7 @@ from openmaas.runtimes.base import (
     softmax,
 )
 from openmaas.runtimes.entity_spans import TaggedToken, group_entities
+from openmaas.tasks.names import Task
 
 # Texts per forward pass, taken in length order so each pass pads little.
 TEXTS_PER_PASS = 64

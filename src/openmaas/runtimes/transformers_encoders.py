@@ -31,7 +31,6 @@ from transformers import (
 )
 
 from openmaas.errors import InvalidRequest, UnsupportedSource, WrongTask
-from openmaas.registry.entities import Task
 from openmaas.runtimes.base import (
     Entity,
     FloatArray,
@@ -47,6 +46,7 @@ from openmaas.runtimes.base import (
 from openmaas.runtimes.entity_spans import TaggedToken, group_entities
 from openmaas.runtimes.entity_spans import parse_tag as parse_tag
 from openmaas.runtimes.transformers import Checkpoint, TransformersModel, load_checkpoint
+from openmaas.tasks.names import Task
 
 # -- embeddings -------------------------------------------------------------------------------
 

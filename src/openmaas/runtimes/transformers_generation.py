@@ -29,7 +29,6 @@ from transformers import (
 )
 
 from openmaas.errors import InputTooLong, InvalidRequest, UnsupportedLanguage, UnsupportedSource
-from openmaas.registry.entities import Task
 from openmaas.runtimes.base import (
     GenerationDelta,
     GenerationParams,
@@ -37,6 +36,7 @@ from openmaas.runtimes.base import (
     Seq2SeqParams,
 )
 from openmaas.runtimes.transformers import Checkpoint, TransformersModel
+from openmaas.tasks.names import Task
 
 # -- decoding pieces --------------------------------------------------------------------------
 

@@ -23,7 +23,6 @@ import numpy as np
 import numpy.typing as npt
 
 from openmaas.errors import InvalidRequest, ModelLoadFailed, UnsupportedLanguage
-from openmaas.registry.entities import Task
 from openmaas.runtimes.base import (
     LoadedModel,
     LoadOptions,
@@ -33,6 +32,7 @@ from openmaas.runtimes.base import (
     TranscriptionParams,
     TranscriptionSegment,
 )
+from openmaas.tasks.names import Task
 
 SAMPLE_RATE = 16_000  # Hz: what Whisper's feature extractor expects
 FORMATS = "WAV, FLAC, MP3, OGG/Opus, M4A or WebM"

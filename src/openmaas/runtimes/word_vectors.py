@@ -26,7 +26,6 @@ import numpy as np
 from safetensors import SafetensorError
 
 from openmaas.errors import ModelLoadFailed
-from openmaas.registry.entities import Task
 from openmaas.runtimes.base import (
     FloatArray,
     LoadedModel,
@@ -35,6 +34,7 @@ from openmaas.runtimes.base import (
     Runtime,
     l2_normalize,
 )
+from openmaas.tasks.names import Task
 from openmaas.word_vectors.saved import (
     NORMALIZATIONS,
     VECTORS_FILE,

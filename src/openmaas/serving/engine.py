@@ -27,7 +27,7 @@ import numpy as np
 from openmaas.auth.access import can_see, check_visible, current_principal
 from openmaas.errors import InputTooLong, InvalidRequest, ModelNotFound, Overloaded, WrongTask
 from openmaas.observability.metrics import Metrics
-from openmaas.registry.entities import ModelVersion, RegisteredModel, Task
+from openmaas.registry.entities import ModelVersion, RegisteredModel
 from openmaas.registry.service import RegistryService
 from openmaas.runtimes.base import (
     Entity,
@@ -47,6 +47,7 @@ from openmaas.serving.pool import ModelPool, PoolLimits, Resident, VersionKey
 from openmaas.serving.router import ModelRouter
 from openmaas.serving.streaming import iterate_in_thread
 from openmaas.settings import MiB, Settings
+from openmaas.tasks.names import Task
 
 log = logging.getLogger(__name__)
 

@@ -51,9 +51,10 @@ from openmaas.api.responses import VERSION_HEADER, mark_model
 from openmaas.auth.access import check_changeable
 from openmaas.auth.scopes import Scope
 from openmaas.errors import InvalidRequest, ModelNotLoaded, WrongTask
-from openmaas.registry.entities import ModelVersion, Task
+from openmaas.registry.entities import ModelVersion
 from openmaas.runtimes.base import LabelScore, LoadedModel, Seq2SeqParams, TranscriptionParams
 from openmaas.serving.engine import InferenceEngine, Served
+from openmaas.tasks.names import Task
 
 # Server metadata and health answer without a key (orchestrators probe them); every model
 # route needs one. Scopes per route below.
