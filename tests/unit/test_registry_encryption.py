@@ -29,12 +29,13 @@ from openmaas.registry.intake import ArchiveLimits
 from openmaas.registry.service import RegistryService, VersionSpec
 from openmaas.registry.sources import plan_directory
 from openmaas.runtimes import base
-from openmaas.runtimes.base import LabelScore, LoadedModel, LoadOptions, ModelSource, Runtime
+from openmaas.runtimes.base import LoadedModel, LoadOptions, ModelSource, Runtime
 from openmaas.services import Services
 from openmaas.serving.pool import ModelPool, PoolLimits
 from openmaas.settings import Settings
 from openmaas.store.database import Database
 from openmaas.tasks.names import Task
+from openmaas.tasks.text_classification import LabelScore
 from tests.factories import make_tarball, write_hf_model
 
 PLAINTEXT_MARKERS = (b"BertForSequenceClassification", b"hidden_size", b"[MASK]", b"positive")

@@ -328,7 +328,7 @@ class TransformersRuntime(Runtime):
     def load(self, source: ModelSource, options: LoadOptions) -> LoadedModel:
         task = Task(source.task)
         if task not in self.tasks:
-            served = ", ".join(sorted(t.value for t in self.tasks))
+            served = ", ".join(sorted(self.tasks))
             raise WrongTask(
                 f"model '{source.label}': the transformers runtime serves {served}, "
                 f"not {task.value}",

@@ -23,16 +23,13 @@ import numpy as np
 import numpy.typing as npt
 
 from openmaas.errors import InvalidRequest, ModelLoadFailed, UnsupportedLanguage
-from openmaas.runtimes.base import (
-    LoadedModel,
-    LoadOptions,
-    ModelSource,
-    Runtime,
+from openmaas.runtimes.base import LoadedModel, LoadOptions, ModelSource, Runtime
+from openmaas.tasks.names import Task
+from openmaas.tasks.speech_recognition import (
     Transcription,
     TranscriptionParams,
     TranscriptionSegment,
 )
-from openmaas.tasks.names import Task
 
 SAMPLE_RATE = 16_000  # Hz: what Whisper's feature extractor expects
 FORMATS = "WAV, FLAC, MP3, OGG/Opus, M4A or WebM"
