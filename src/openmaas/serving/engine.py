@@ -22,7 +22,7 @@ import asyncio
 import logging
 from collections.abc import AsyncGenerator, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Generic, TypeVar, overload
+from typing import Any, Generic, TypeVar, cast, overload
 
 import numpy as np
 
@@ -252,7 +252,7 @@ class InferenceEngine:
         try:
             resident = await lease.__aenter__()
             contract.check_model(resident.model, resident.label)
-            model: Generator = resident.model  # type: ignore[assignment]  # checked above
+            model = cast(Generator, resident.model)  # check_model: it serves generation
             start = contract.prompt(model, resident.label, prompt=prompt, messages=messages)
             deltas: AsyncGenerator[GenerationDelta, None] = iterate_in_thread(
                 resident.executor, lambda: model.generate(start.text, params)

@@ -21,6 +21,7 @@ Example::
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar, Generic, TypeVar
@@ -80,7 +81,7 @@ class Usage:
     audio_seconds: float = 0.0
 
 
-class TaskContract(Generic[InputsT, ParamsT, ResultT]):
+class TaskContract(ABC, Generic[InputsT, ParamsT, ResultT]):
     """Base of every task contract; subclasses set the class attributes and `plan`."""
 
     name: ClassVar[str]
@@ -104,10 +105,13 @@ class TaskContract(Generic[InputsT, ParamsT, ResultT]):
         if self.name not in model.tasks:
             raise wrong_task(model, label, self.name)
 
+    @abstractmethod
     def plan(
         self, model: Any, inputs: InputsT, params: ParamsT, *, label: str, truncate: bool
     ) -> Plan:
-        raise NotImplementedError
+        """The request's work on `model` (already checked by `check_model`); `label` names
+        the model in messages. Raises InvalidRequest (with `param`) for params the model
+        cannot honour."""
 
     def usage(self, results: Sequence[ResultT], prompt_tokens: int) -> Usage:
         return Usage(input_tokens=prompt_tokens, items=len(results))
