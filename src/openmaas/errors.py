@@ -75,9 +75,14 @@ class TaskNotDetected(InvalidRequest):
 
 
 class WrongTask(InvalidRequest):
-    """The model exists but does not serve what the route asks of it."""
+    """The model exists but does not serve what the route asks of it. `task` names the task
+    that was asked for, so the API layer can say which route needs which model."""
 
     code = "wrong_task"
+
+    def __init__(self, message: str, *, param: str | None = None, task: str | None = None):
+        super().__init__(message, param=param)
+        self.task = task
 
 
 class InputTooLong(InvalidRequest):

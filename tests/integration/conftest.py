@@ -47,9 +47,15 @@ class RunningServer:
 
 
 def start_server(
-    home: Path, extra_env: dict[str, str] | None = None, *, admin_key: str | None = ADMIN_KEY
+    home: Path,
+    extra_env: dict[str, str] | None = None,
+    *,
+    admin_key: str | None = ADMIN_KEY,
+    module: str = "openmaas.cli.main",
 ) -> RunningServer:
-    """Start `openmaas serve`; with `admin_key=None` the key it prints on first start is read."""
+    """Start `openmaas serve`; with `admin_key=None` the key it prints on first start is read.
+    `module` is the entry point run with `python -m` (a test's launcher that registers a
+    task or runtime of its own before serving)."""
     port = free_port()
     env = {
         **os.environ,
@@ -71,7 +77,7 @@ def start_server(
             [
                 sys.executable,
                 "-m",
-                "openmaas.cli.main",
+                module,
                 "serve",
                 "--host",
                 "127.0.0.1",

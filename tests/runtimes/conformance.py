@@ -14,16 +14,12 @@ import numpy as np
 import pytest
 
 from openmaas.errors import WrongTask
-from openmaas.registry.entities import Task
-from openmaas.runtimes.base import (
-    GenerationParams,
-    LoadedModel,
-    LoadOptions,
-    ModelSource,
-    Runtime,
-    Seq2SeqParams,
-    TranscriptionParams,
-)
+from openmaas.runtimes.base import LoadedModel, LoadOptions, ModelSource, Runtime
+from openmaas.tasks.catalogue import get_task, implements
+from openmaas.tasks.names import Task
+from openmaas.tasks.seq2seq import Seq2SeqParams
+from openmaas.tasks.speech_recognition import TranscriptionParams
+from openmaas.tasks.text_generation import GenerationParams
 
 TEXTS = (
     "The quick brown fox jumps over the lazy dog.",
@@ -43,6 +39,9 @@ def load_timed(runtime: Runtime, source: ModelSource, options: LoadOptions) -> L
     assert model.tasks, "a loaded model serves at least one task"
     assert model.tasks <= runtime.tasks, f"{model.tasks - runtime.tasks} not declared by runtime"
     assert Task(source.task) in model.tasks, f"loaded model does not serve {source.task}"
+    for task in model.tasks:  # a model serves a task by implementing the task's protocol
+        contract = get_task(task)
+        assert implements(model, contract), f"{type(model).__name__} lacks {contract.protocol}"
     assert model.memory_bytes > 0
     assert model.source == source
     return model

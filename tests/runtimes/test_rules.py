@@ -10,8 +10,9 @@ from pathlib import Path
 import pytest
 
 from openmaas.errors import InvalidRequest, ModelLoadFailed, UnsupportedLanguage, WrongTask
-from openmaas.runtimes.base import LoadedModel, LoadOptions, ModelSource, Seq2SeqParams
+from openmaas.runtimes.base import LoadedModel, LoadOptions, ModelSource
 from openmaas.runtimes.rules import ApertiumModel, RulesRuntime
+from openmaas.tasks.seq2seq import Seq2SeqParams
 from tests.runtimes.conformance import check_conformance
 
 SourceOpener = Callable[[str], ModelSource]

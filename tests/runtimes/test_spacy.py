@@ -8,8 +8,9 @@ from pathlib import Path
 import pytest
 
 from openmaas.errors import ModelLoadFailed, WrongTask
-from openmaas.runtimes.base import Entity, LoadOptions, ModelSource
+from openmaas.runtimes.base import LoadOptions, ModelSource
 from openmaas.runtimes.spacy import SpacyModel, SpacyRuntime
+from openmaas.tasks.token_classification import Entity
 from tests.runtimes.conformance import TEXTS, check_conformance
 
 SourceOpener = Callable[[str], ModelSource]

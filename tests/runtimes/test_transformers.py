@@ -23,17 +23,7 @@ from openmaas.errors import (
     UnsupportedSource,
     WrongTask,
 )
-from openmaas.registry.entities import Task
-from openmaas.runtimes.base import (
-    Entity,
-    GenerationDelta,
-    GenerationParams,
-    LoadedModel,
-    LoadOptions,
-    ModelSource,
-    Seq2SeqParams,
-    get_runtime,
-)
+from openmaas.runtimes.base import LoadedModel, LoadOptions, ModelSource, get_runtime
 from openmaas.runtimes.transformers import MEMORY_OVERHEAD_FACTOR, TransformersRuntime
 from openmaas.runtimes.transformers_encoders import (
     EmbeddingModel,
@@ -46,6 +36,10 @@ from openmaas.runtimes.transformers_generation import (
     LanguageCodes,
     StopSequences,
 )
+from openmaas.tasks.names import Task
+from openmaas.tasks.seq2seq import Seq2SeqParams
+from openmaas.tasks.text_generation import GenerationDelta, GenerationParams
+from openmaas.tasks.token_classification import Entity
 from tests.runtimes import tiny_models
 from tests.runtimes.conformance import TEXTS, check_conformance
 

@@ -13,8 +13,9 @@ import numpy.typing as npt
 import pytest
 
 from openmaas.errors import InvalidRequest, UnsupportedLanguage, WrongTask
-from openmaas.runtimes.base import ModelSource, Transcription, TranscriptionParams
+from openmaas.runtimes.base import ModelSource
 from openmaas.runtimes.whisper import WhisperModel, WhisperRuntime, decode_audio_bytes
+from openmaas.tasks.speech_recognition import Transcription, TranscriptionParams
 from tests.runtimes.conformance import check_conformance
 
 SourceOpener = Callable[[str], ModelSource]

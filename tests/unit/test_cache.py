@@ -5,7 +5,8 @@ from __future__ import annotations
 import numpy as np
 
 from openmaas.observability.metrics import Metrics
-from openmaas.serving.cache import ResponseCache, normalize_text
+from openmaas.serving.cache import ResponseCache
+from openmaas.tasks.text_input import normalize_text
 
 
 def _cache(**limits: int) -> ResponseCache:

@@ -30,10 +30,11 @@ from openmaas.catalog.definitions import (
 )
 from openmaas.errors import CatalogEntryNotFound, Conflict, UnsupportedSource
 from openmaas.registry.composition import Registry
-from openmaas.registry.entities import Storage, Task
+from openmaas.registry.entities import Storage
 from openmaas.registry.registration import VersionSpec
 from openmaas.registry.sources import plan_directory
 from openmaas.settings import Settings
+from openmaas.tasks.names import Task
 from openmaas.wiring import Services
 from tests.factories import write_hf_model
 

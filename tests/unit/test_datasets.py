@@ -46,8 +46,8 @@ from openmaas.errors import (
     PayloadTooLarge,
 )
 from openmaas.registry.artifacts import ArtifactStore
-from openmaas.registry.entities import Task
 from openmaas.store.database import Database
+from openmaas.tasks.names import Task
 from tests.conftest import SHARED_DATASETS
 from tests.factories import member
 

@@ -25,7 +25,8 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from openmaas.datasets.formats import render_chat
 from openmaas.registry.detection import detect
-from openmaas.runtimes.base import GenerationParams, LoadOptions, ModelSource, get_runtime
+from openmaas.runtimes.base import LoadOptions, ModelSource, get_runtime
+from openmaas.tasks.text_generation import GenerationParams
 from openmaas.training.recipe import Checkpoint, TrainingContext, TrainingResult, TrainingStopped
 from openmaas.training.recipes import RECIPES
 from openmaas.training.recipes.causal_lm import IM_END, SPECIAL_TOKENS, TokenStream

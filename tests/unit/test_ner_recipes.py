@@ -34,7 +34,8 @@ from openmaas.registry.composition import Registry
 from openmaas.registry.detection import detect
 from openmaas.registry.registration import VersionSpec
 from openmaas.registry.sources import plan_directory
-from openmaas.runtimes.base import Entity, LoadedModel, LoadOptions, ModelSource, get_runtime
+from openmaas.runtimes.base import LoadedModel, LoadOptions, ModelSource, get_runtime
+from openmaas.tasks.token_classification import Entity
 from openmaas.training.kind import TrainingJobKind
 from openmaas.training.ner_metrics import entity_spans
 from openmaas.training.recipe import Checkpoint, TrainingContext, TrainingResult, TrainingStopped

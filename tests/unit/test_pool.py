@@ -16,10 +16,11 @@ import pytest
 
 from openmaas.errors import ModelLoadFailed, ModelNotLoaded
 from openmaas.observability.metrics import Metrics
-from openmaas.registry.entities import Task
 from openmaas.runtimes import base
-from openmaas.runtimes.base import LabelScore, LoadedModel, LoadOptions, ModelSource, Runtime
+from openmaas.runtimes.base import LoadedModel, LoadOptions, ModelSource, Runtime
 from openmaas.serving.pool import ModelPool, PoolLimits
+from openmaas.tasks.names import Task
+from openmaas.tasks.text_classification import LabelScore
 
 MiB = 1 << 20
 

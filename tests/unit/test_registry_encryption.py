@@ -27,15 +27,16 @@ from openmaas.observability.metrics import Metrics
 from openmaas.registry import artifacts
 from openmaas.registry.artifacts import REKEY_TEMP_NAME, ArtifactStore
 from openmaas.registry.composition import Registry
-from openmaas.registry.entities import Task
 from openmaas.registry.intake import ArchiveLimits
 from openmaas.registry.registration import VersionSpec
 from openmaas.registry.sources import plan_directory
 from openmaas.runtimes import base
-from openmaas.runtimes.base import LabelScore, LoadedModel, LoadOptions, ModelSource, Runtime
+from openmaas.runtimes.base import LoadedModel, LoadOptions, ModelSource, Runtime
 from openmaas.serving.pool import ModelPool, PoolLimits
 from openmaas.settings import Settings
 from openmaas.store.database import Database
+from openmaas.tasks.names import Task
+from openmaas.tasks.text_classification import LabelScore
 from openmaas.wiring import Services
 from tests.factories import make_tarball, write_hf_model
 

@@ -12,7 +12,7 @@ from openmaas.datasets.formats import Format
 from openmaas.datasets.schema import Source
 from openmaas.datasets.validate import open_dataset
 from openmaas.errors import InvalidRequest
-from openmaas.registry.entities import Task
+from openmaas.tasks.names import Task
 
 NEWS = (
     b"Bushfires near Sydney, the worst in years, forced hundreds from their homes.\n"

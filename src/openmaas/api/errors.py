@@ -13,7 +13,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from openmaas.errors import OpenMaaSError
+from openmaas.errors import OpenMaaSError, WrongTask
 
 logger = logging.getLogger("openmaas.api")
 
@@ -53,11 +53,32 @@ def _respond(
     return JSONResponse(body, status_code=status_code, headers=headers)
 
 
+# Which routes serve each task, for a model of the wrong task: the engine knows no routes.
+_TASK_ROUTES: dict[str, str] = {
+    "embedding": "/v1/embeddings needs an embedding model",
+    "text-classification": "/v1/classify and /v1/moderations need a text-classification model",
+    "token-classification": "/v1/ner needs a token-classification model",
+    "rerank": "/v1/rerank needs an embedding model or a cross-encoder",
+    "text-generation": "chat and completions need a text-generation model",
+    "translation": "/v1/translate needs a translation model",
+    "summarization": "/v1/summarize needs a summarization model",
+    "speech-recognition": "/v1/audio/transcriptions needs a speech-recognition model",
+}
+
+
+def route_hint(task: str) -> str:
+    return _TASK_ROUTES.get(task, f"this route needs a {task} model")
+
+
 async def handle_openmaas_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, OpenMaaSError)
     if exc.status_code >= 500:
         logger.error("request %s failed: %s", _request_id(request), exc.message)
-    return _respond(request, exc.to_dict(), exc.status_code, exc.headers or None)
+    body = exc.to_dict()
+    if isinstance(exc, WrongTask) and exc.task is not None:
+        message = f"{exc.message}; {route_hint(exc.task)}"
+        body = error_body(message, exc.error_type, exc.code, exc.param)
+    return _respond(request, body, exc.status_code, exc.headers or None)
 
 
 async def handle_validation_error(request: Request, exc: Exception) -> JSONResponse:

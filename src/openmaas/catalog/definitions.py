@@ -25,9 +25,9 @@ from pathlib import Path, PurePosixPath
 from typing import Any
 
 from openmaas.errors import InvalidName, UnsafeArtifact
-from openmaas.registry.entities import Task
 from openmaas.registry.intake import safe_member_path
 from openmaas.registry.names import check_model_name
+from openmaas.tasks.names import Task
 
 CATALOG_FILE = Path(__file__).with_name("catalog.toml")
 KINDS = frozenset({"directory", "onnx", "rules", "linear-head"})

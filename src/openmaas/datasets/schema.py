@@ -21,7 +21,7 @@ from typing import Any
 
 from openmaas.datasets.formats import BIO_TAG, Format
 from openmaas.errors import InvalidRequest
-from openmaas.registry.entities import Task
+from openmaas.tasks.names import Task
 
 # Records read before the schema is fixed (the rest are checked against it).
 SAMPLE_RECORDS = 1000

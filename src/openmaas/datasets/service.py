@@ -51,9 +51,9 @@ from openmaas.errors import (
     PermissionDenied,
 )
 from openmaas.registry.artifacts import ArtifactStore
-from openmaas.registry.entities import Task
 from openmaas.store.database import Database
 from openmaas.store.tables import DatasetRow
+from openmaas.tasks.names import Task
 
 MiB = 1024 * 1024
 # OpenAI's own limit for one file.

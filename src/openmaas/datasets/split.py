@@ -22,7 +22,7 @@ from typing import Any, NamedTuple
 
 from openmaas.datasets.formats import Example, canonical_json
 from openmaas.errors import InvalidRequest
-from openmaas.registry.entities import Task
+from openmaas.tasks.names import Task
 
 Ratios = tuple[float, float, float]
 DEFAULT_RATIOS: Ratios = (0.8, 0.1, 0.1)

@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 
 from openmaas.datasets.formats import canonical_json
-from openmaas.registry.entities import Task
+from openmaas.tasks.names import Task
 
 PERCENTILES = (50, 90, 95, 99)
 

@@ -54,7 +54,7 @@ from openmaas.datasets.schema import (
     text_lines_schema,
 )
 from openmaas.errors import InvalidRequest
-from openmaas.registry.entities import Task
+from openmaas.tasks.names import Task
 
 DEFAULT_MAX_PROBLEMS = 100
 READ_CHUNK_BYTES = 1024 * 1024

@@ -9,7 +9,7 @@ from pathlib import Path, PurePosixPath
 from typing import Any
 
 from openmaas.errors import TaskNotDetected, UnsupportedSource
-from openmaas.registry.entities import Task
+from openmaas.tasks.names import Task
 
 # The file OpenMaaS writes into the models it produces (training, catalog conversions):
 # {"task": ..., "runtime": ..., "format": ...}. It wins over every other clue.

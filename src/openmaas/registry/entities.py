@@ -8,18 +8,6 @@ from enum import StrEnum
 from typing import Any
 
 
-class Task(StrEnum):
-    EMBEDDING = "embedding"
-    TEXT_CLASSIFICATION = "text-classification"
-    TOKEN_CLASSIFICATION = "token-classification"  # noqa: S105 - a task name, not a secret
-    RERANK = "rerank"
-    TEXT_GENERATION = "text-generation"
-    TRANSLATION = "translation"
-    SUMMARIZATION = "summarization"
-    SPEECH_RECOGNITION = "speech-recognition"
-    IMAGE_CLASSIFICATION = "image-classification"
-
-
 class VersionStatus(StrEnum):
     READY = "ready"
 

@@ -1,15 +1,19 @@
 """The runtime interface: how one model format is loaded and executed.
 
 A `Runtime` knows a format (transformers, onnx, spacy, ...). `Runtime.load` turns a registered
-version's directory into a `LoadedModel`, which runs *batches* for the tasks it serves. The
+version's directory into a `LoadedModel`, which names the tasks it serves (`tasks`) and
+implements, for each, that task's runtime protocol (`tasks.embedding.Embedder.embed`,
+`tasks.text_classification.Classifier.classify`, ...): methods that take a whole *batch*. The
 serving engine calls a loaded model from one worker thread at a time (its batcher serializes
-batches), so implementations need no locking of their own.
+batches), so implementations need no locking of their own. Runtimes see a directory and its
+recorded params, never the registry.
 
 Example::
 
     runtime = get_runtime("transformers")
     source = ModelSource.for_directory(path, task="embedding", runtime="transformers")
     model = runtime.load(source, LoadOptions())
+    "embedding" in model.tasks  # -> True; the model implements tasks.embedding.Embedder
     vectors = model.embed(["hello", "world"])  # float32 array, shape (2, dim)
     model.unload()
 """
@@ -18,22 +22,42 @@ from __future__ import annotations
 
 import importlib
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar, Protocol
 
 import numpy as np
 import numpy.typing as npt
 
 from openmaas.errors import InvalidRequest, WrongTask
-from openmaas.registry.entities import ModelVersion, Task
+from openmaas.tasks.catalogue import task_of_method
+from openmaas.tasks.embedding import FloatArray
 
-FloatArray = npt.NDArray[np.float32]
+# The spec file of OpenMaaS's own formats (rules, linear heads, networks). The registry's
+# detection reads the same name; a test keeps the two equal.
+NATIVE_SPEC = "openmaas.json"
 
 
 def _keep_directory() -> None:
     return None
+
+
+class RecordedVersion(Protocol):
+    """What a source needs of a registered version (the registry's `ModelVersion` fits)."""
+
+    @property
+    def model(self) -> str: ...
+    @property
+    def version(self) -> int: ...
+    @property
+    def task(self) -> str: ...
+    @property
+    def runtime(self) -> str: ...
+    @property
+    def format(self) -> str: ...
+    @property
+    def params(self) -> Mapping[str, Any]: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,7 +102,7 @@ class ModelSource:
     @classmethod
     def from_version(
         cls,
-        version: ModelVersion,
+        version: RecordedVersion,
         directory: Path,
         *,
         release_directory: Callable[[], None] = _keep_directory,
@@ -115,89 +139,20 @@ class LoadOptions:
     open_dependency: DependencyOpener = field(default=_no_dependencies)
 
 
-# -- results ----------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class LabelScore:
-    label: str
-    score: float
-
-
-@dataclass(frozen=True, slots=True)
-class Entity:
-    text: str
-    label: str
-    start: int  # character offsets into the input text, end exclusive
-    end: int
-    score: float | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class GenerationParams:
-    max_tokens: int = 16
-    temperature: float = 1.0  # 0 means greedy
-    top_p: float = 1.0
-    stop: tuple[str, ...] = ()
-    seed: int | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class GenerationDelta:
-    """One step of a generation stream: new text, and on the last step why it ended."""
-
-    text: str
-    prompt_tokens: int
-    completion_tokens: int  # so far, cumulative
-    finish_reason: str | None = None  # "stop" | "length" on the last delta
-
-
-@dataclass(frozen=True, slots=True)
-class Seq2SeqParams:
-    max_tokens: int = 256
-    source_language: str | None = None  # translation only
-    target_language: str | None = None
-    ratio: float | None = None  # extractive summarization: share of sentences kept
-
-
-@dataclass(frozen=True, slots=True)
-class TranscriptionSegment:
-    start: float  # seconds
-    end: float
-    text: str
-
-
-@dataclass(frozen=True, slots=True)
-class Transcription:
-    text: str
-    language: str | None
-    duration_seconds: float
-    segments: tuple[TranscriptionSegment, ...] = ()
-
-
-@dataclass(frozen=True, slots=True)
-class TranscriptionParams:
-    language: str | None = None
-    prompt: str | None = None
-    temperature: float = 0.0
-
-
 # -- the interface ----------------------------------------------------------------------------
 
 
 class LoadedModel(ABC):
-    """A model in memory. Each task method takes a whole batch and returns one result per
-    input, in input order. Methods for tasks the model does not serve raise `WrongTask`."""
+    """A model in memory: what every task needs (token counts, limits, memory). The tasks
+    it serves are the names in `tasks`; for each it implements that task's protocol (see
+    `openmaas.tasks`), whose methods take a whole batch and return one result per input, in
+    input order. The engine checks `tasks` once per lease before it calls a protocol method.
+    """
 
     source: ModelSource
-    tasks: frozenset[Task]
+    tasks: frozenset[str]
     memory_bytes: int  # resident estimate, for the pool's budget
     max_input_tokens: int | None = None  # longest input accepted, when the model has a limit
-    embedding_dimensions: int | None = None  # embedding models
-    # True when leading dimensions of an embedding are a valid smaller embedding
-    # (Matryoshka-trained), so `dimensions` may truncate.
-    truncatable_dimensions: bool = False
-    labels: tuple[str, ...] = ()  # classifiers and taggers
 
     def count_tokens(self, texts: Sequence[str]) -> list[int]:
         """Tokens per text, as the model counts them (before truncation, with special tokens).
@@ -210,54 +165,29 @@ class LoadedModel(ABC):
             f"model '{self.source.label}' does not accept token ids; send text", param="input"
         )
 
-    def embed(self, texts: Sequence[str]) -> FloatArray:
-        """(len(texts), embedding_dimensions) float32. Inputs longer than `max_input_tokens`
-        are truncated (the engine refuses them first when the caller turned truncation off)."""
-        raise self._wrong(Task.EMBEDDING)
-
-    def classify(self, texts: Sequence[str]) -> list[list[LabelScore]]:
-        """Every label with its score, highest first."""
-        raise self._wrong(Task.TEXT_CLASSIFICATION)
-
-    def score_pairs(self, pairs: Sequence[tuple[str, str]]) -> list[float]:
-        """Relevance of (query, document) pairs: cross-encoders."""
-        raise self._wrong(Task.RERANK)
-
-    def extract_entities(self, texts: Sequence[str]) -> list[list[Entity]]:
-        raise self._wrong(Task.TOKEN_CLASSIFICATION)
-
-    def generate(
-        self, prompt: str | Sequence[int], params: GenerationParams
-    ) -> Iterator[GenerationDelta]:
-        """Stream a continuation of `prompt` (text, or token ids from `encode_chat`); the
-        last delta carries `finish_reason`."""
-        raise self._wrong(Task.TEXT_GENERATION)
-
-    def chat_prompt(self, messages: Sequence[Mapping[str, str]]) -> str:
-        """The prompt for a chat: the tokenizer's chat template when it has one."""
-        raise self._wrong(Task.TEXT_GENERATION)
-
-    def encode_chat(self, messages: Sequence[Mapping[str, str]]) -> list[int]:
-        """`chat_prompt` as token ids, in which message contents are only ever text: a
-        control token written in a message (`<|im_end|>`) cannot end its turn or open one."""
-        raise self._wrong(Task.TEXT_GENERATION)
-
-    def translate(self, texts: Sequence[str], params: Seq2SeqParams) -> list[str]:
-        raise self._wrong(Task.TRANSLATION)
-
-    def summarize(self, texts: Sequence[str], params: Seq2SeqParams) -> list[str]:
-        raise self._wrong(Task.SUMMARIZATION)
-
-    def transcribe(self, audio: bytes, params: TranscriptionParams) -> Transcription:
-        raise self._wrong(Task.SPEECH_RECOGNITION)
-
     def unload(self) -> None:  # noqa: B027 - optional hook; most models just drop references
         """Release memory held outside Python references (sessions, GPU memory)."""
 
-    def _wrong(self, task: Task) -> WrongTask:
-        served = ", ".join(sorted(t.value for t in self.tasks)) or "nothing"
+    if not TYPE_CHECKING:  # hidden from type checking: callers use the task protocols
+
+        def __getattr__(self, name: str) -> Any:
+            # Only reached for attributes the model lacks. A method of a task the model does
+            # not serve (`embed` on a tagger) is refused as the engine refuses the task.
+            task = task_of_method(name)
+            if task is None:
+                raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
+
+            def refuse(*args: Any, **kwargs: Any) -> Any:
+                raise self.wrong_task(task)
+
+            return refuse
+
+    def wrong_task(self, task: str) -> WrongTask:
+        """The error for a protocol method of a task this model does not serve (a class that
+        implements several tasks and was loaded for one)."""
+        served = ", ".join(sorted(self.tasks)) or "nothing"
         return WrongTask(
-            f"model '{self.source.label}' serves {served}, not {task.value}", param="model"
+            f"model '{self.source.label}' serves {served}, not {task}", param="model", task=task
         )
 
 
@@ -265,7 +195,7 @@ class Runtime(ABC):
     """A model format. Subclasses set `name` and `tasks` and implement `load`."""
 
     name: ClassVar[str]
-    tasks: ClassVar[frozenset[Task]]
+    tasks: ClassVar[frozenset[str]]
     # False: `load` reads everything it needs, so the directory may be deleted once it returns
     # (a decrypted copy is; files the model memory-maps stay readable after deletion on POSIX).
     # True for a runtime that opens files by path later: the pool keeps a decrypted copy
@@ -294,6 +224,15 @@ RUNTIMES: dict[str, str] = {
 }
 
 
+def register_runtime(name: str, target: str) -> None:
+    """Make a runtime loadable by the name versions record: `target` is "module:Class",
+    imported on first use (a plug-in package, or a test's runtime)."""
+    module_name, _, class_name = target.partition(":")
+    if not module_name or not class_name:
+        raise ValueError(f"runtime target {target!r}: write it as 'package.module:Class'")
+    RUNTIMES[name] = target
+
+
 def get_runtime(name: str) -> Runtime:
     target = RUNTIMES.get(name)
     if target is None:
@@ -315,12 +254,3 @@ def softmax(logits: npt.NDArray[Any]) -> npt.NDArray[np.float64]:
     exp = np.exp(shifted)
     result: npt.NDArray[np.float64] = exp / exp.sum(axis=-1, keepdims=True)
     return result
-
-
-def ranked(labels: Sequence[str], scores: Sequence[float]) -> list[LabelScore]:
-    """All labels with scores, highest first."""
-    pairs = [
-        LabelScore(label=label, score=float(score))
-        for label, score in zip(labels, scores, strict=True)
-    ]
-    return sorted(pairs, key=lambda p: p.score, reverse=True)

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from openmaas.runtimes.base import Entity
+from openmaas.tasks.token_classification import Entity
 
 # Tag prefixes of the BIO / IOB2, BIOES and BILOU schemes.
 BEGIN_TAGS = frozenset({"B", "S", "U"})

@@ -21,25 +21,25 @@ from __future__ import annotations
 import json
 from collections.abc import Sequence
 from dataclasses import replace
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import numpy.typing as npt
 
 from openmaas.errors import ModelLoadFailed
-from openmaas.registry.detection import NATIVE_SPEC
-from openmaas.registry.entities import Task
 from openmaas.runtimes.base import (
-    LabelScore,
+    NATIVE_SPEC,
     LoadedModel,
     LoadOptions,
     ModelSource,
     Runtime,
     get_runtime,
     l2_normalize,
-    ranked,
     softmax,
 )
+from openmaas.tasks.embedding import Embedder
+from openmaas.tasks.names import Task
+from openmaas.tasks.text_classification import LabelScore, ranked
 
 PROBABILITIES = frozenset({"softmax", "ovr"})
 BUNDLED_ENCODER = "encoder"  # the only subdirectory a version may name as its encoder
@@ -86,11 +86,12 @@ class LinearHeadModel(LoadedModel):
             )
         self._normalize = spec.get("normalize") == "l2"
         self.encoder = _load_encoder(source, spec, options)
-        if self.encoder.embedding_dimensions != dim:
+        self._embedder = cast(Embedder, self.encoder)  # checked by _load_encoder
+        if self._embedder.embedding_dimensions != dim:
             self.encoder.unload()
             raise ModelLoadFailed(
                 f"{source.label}: the head takes {dim}-dimensional inputs, but encoder "
-                f"{self.encoder.source.label} embeds in {self.encoder.embedding_dimensions}"
+                f"{self.encoder.source.label} embeds in {self._embedder.embedding_dimensions}"
             )
         self.max_input_tokens = self.encoder.max_input_tokens
         self.memory_bytes = int(self._weight.nbytes + self._bias.nbytes) + self.encoder.memory_bytes
@@ -101,7 +102,7 @@ class LinearHeadModel(LoadedModel):
     def classify(self, texts: Sequence[str]) -> list[list[LabelScore]]:
         if not texts:
             return []
-        embeddings = self.encoder.embed(texts)
+        embeddings = self._embedder.embed(texts)
         if self._normalize:  # a no-op when the encoder normalizes already
             embeddings = l2_normalize(embeddings)
         logits = embeddings.astype(np.float64) @ self._weight.T + self._bias
@@ -153,7 +154,10 @@ def _load_encoder(source: ModelSource, spec: dict[str, Any], options: LoadOption
     params = dict(dependency.params)
     params.update({key: spec[key] for key in ("pooling", "normalize") if key in spec})
     encoder = get_runtime(dependency.runtime).load(replace(dependency, params=params), options)
-    if Task.EMBEDDING not in encoder.tasks or encoder.embedding_dimensions is None:
+    if (
+        Task.EMBEDDING not in encoder.tasks
+        or getattr(encoder, "embedding_dimensions", None) is None
+    ):
         encoder.unload()
         raise ModelLoadFailed(
             f"{source.label}: encoder {dependency.label} is a {dependency.task} model, not an "

@@ -30,18 +30,17 @@ import numpy as np
 import numpy.typing as npt
 
 from openmaas.errors import ModelLoadFailed
-from openmaas.registry.entities import Task
 from openmaas.runtimes.base import (
-    FloatArray,
-    LabelScore,
     LoadedModel,
     LoadOptions,
     ModelSource,
     Runtime,
     l2_normalize,
-    ranked,
     softmax,
 )
+from openmaas.tasks.embedding import FloatArray
+from openmaas.tasks.names import Task
+from openmaas.tasks.text_classification import LabelScore, ranked
 
 log = logging.getLogger(__name__)
 
@@ -146,6 +145,13 @@ class OnnxRuntime(Runtime):
 
 
 class OnnxModel(LoadedModel):
+    """An embedding model (`tasks.embedding.Embedder`) or a classifier
+    (`tasks.text_classification.Classifier`), whichever task its version records."""
+
+    embedding_dimensions: int | None = None
+    truncatable_dimensions = False
+    labels: tuple[str, ...] = ()
+
     def __init__(self, source: ModelSource, options: LoadOptions, *, memory_bytes: int) -> None:
         self.source = source
         self.memory_bytes = memory_bytes
@@ -186,7 +192,7 @@ class OnnxModel(LoadedModel):
 
     def embed(self, texts: Sequence[str]) -> FloatArray:
         if Task.EMBEDDING not in self.tasks:
-            raise self._wrong(Task.EMBEDDING)
+            raise self.wrong_task(Task.EMBEDDING)
         assert self.embedding_dimensions is not None  # set with the embedding task
         vectors = np.zeros((len(texts), self.embedding_dimensions), dtype=np.float32)
         for rows, output, mask in self._run(texts):
@@ -195,7 +201,7 @@ class OnnxModel(LoadedModel):
 
     def classify(self, texts: Sequence[str]) -> list[list[LabelScore]]:
         if Task.TEXT_CLASSIFICATION not in self.tasks:
-            raise self._wrong(Task.TEXT_CLASSIFICATION)
+            raise self.wrong_task(Task.TEXT_CLASSIFICATION)
         logits = np.zeros((len(texts), len(self.labels)), dtype=np.float64)
         for rows, output, _ in self._run(texts):
             logits[rows] = output

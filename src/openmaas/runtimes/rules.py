@@ -23,17 +23,10 @@ from pathlib import Path
 from typing import Any
 
 from openmaas.errors import InvalidRequest, ModelLoadFailed, OpenMaaSError, UnsupportedLanguage
-from openmaas.registry.detection import NATIVE_SPEC
-from openmaas.registry.entities import Task
-from openmaas.runtimes.base import (
-    LabelScore,
-    LoadedModel,
-    LoadOptions,
-    ModelSource,
-    Runtime,
-    Seq2SeqParams,
-    ranked,
-)
+from openmaas.runtimes.base import NATIVE_SPEC, LoadedModel, LoadOptions, ModelSource, Runtime
+from openmaas.tasks.names import Task
+from openmaas.tasks.seq2seq import Seq2SeqParams
+from openmaas.tasks.text_classification import LabelScore, ranked
 
 MIB = 1024 * 1024
 # Resident memory once loaded, measured with tracemalloc (langid.py 1.1.6, vaderSentiment

@@ -19,8 +19,9 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from openmaas.errors import ModelLoadFailed
-from openmaas.registry.entities import Task
-from openmaas.runtimes.base import Entity, LoadedModel, LoadOptions, ModelSource, Runtime
+from openmaas.runtimes.base import LoadedModel, LoadOptions, ModelSource, Runtime
+from openmaas.tasks.names import Task
+from openmaas.tasks.token_classification import Entity
 
 log = logging.getLogger(__name__)
 

@@ -28,18 +28,11 @@ from openmaas.errors import ModelLoadFailed
 from openmaas.nn.saved import TOKENIZER_FILE, WEIGHTS_FILE, load_classifier, min_length
 from openmaas.nn.tagger import encode_texts, pad_pieces
 from openmaas.nn.vocab import pad_batch, token_ids
-from openmaas.registry.entities import Task
-from openmaas.runtimes.base import (
-    Entity,
-    LabelScore,
-    LoadedModel,
-    LoadOptions,
-    ModelSource,
-    Runtime,
-    ranked,
-    softmax,
-)
+from openmaas.runtimes.base import LoadedModel, LoadOptions, ModelSource, Runtime, softmax
 from openmaas.runtimes.entity_spans import TaggedToken, group_entities
+from openmaas.tasks.names import Task
+from openmaas.tasks.text_classification import LabelScore, ranked
+from openmaas.tasks.token_classification import Entity
 
 # Texts per forward pass, taken in length order so each pass pads little.
 TEXTS_PER_PASS = 64
@@ -138,7 +131,7 @@ class TextTaggerModel(TextNetworkModel):
     task = Task.TOKEN_CLASSIFICATION
 
     def classify(self, texts: Sequence[str]) -> list[list[LabelScore]]:
-        raise self._wrong(Task.TEXT_CLASSIFICATION)  # its network tags pieces, not texts
+        raise self.wrong_task(Task.TEXT_CLASSIFICATION)  # its network tags pieces, not texts
 
     def extract_entities(self, texts: Sequence[str]) -> list[list[Entity]]:
         if not texts:

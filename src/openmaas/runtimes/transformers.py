@@ -31,8 +31,8 @@ from transformers import AutoTokenizer, BatchEncoding, PreTrainedModel, PreTrain
 from transformers.utils import logging as transformers_logging
 
 from openmaas.errors import InvalidRequest, WrongTask
-from openmaas.registry.entities import Task
 from openmaas.runtimes.base import LoadedModel, LoadOptions, ModelSource, Runtime
+from openmaas.tasks.names import Task
 
 # A server loads models in the background: per-load progress bars only clutter its logs.
 transformers_logging.disable_progress_bar()  # type: ignore[no-untyped-call]
@@ -328,7 +328,7 @@ class TransformersRuntime(Runtime):
     def load(self, source: ModelSource, options: LoadOptions) -> LoadedModel:
         task = Task(source.task)
         if task not in self.tasks:
-            served = ", ".join(sorted(t.value for t in self.tasks))
+            served = ", ".join(sorted(self.tasks))
             raise WrongTask(
                 f"model '{source.label}': the transformers runtime serves {served}, "
                 f"not {task.value}",

@@ -31,22 +31,16 @@ from transformers import (
 )
 
 from openmaas.errors import InvalidRequest, UnsupportedSource, WrongTask
-from openmaas.registry.entities import Task
-from openmaas.runtimes.base import (
-    Entity,
-    FloatArray,
-    LabelScore,
-    LoadOptions,
-    ModelSource,
-    l2_normalize,
-    ranked,
-    softmax,
-)
+from openmaas.runtimes.base import LoadOptions, ModelSource, l2_normalize, softmax
 
 # Entity grouping is shared with the openmaas-nn tagger; `parse_tag` stays importable here.
 from openmaas.runtimes.entity_spans import TaggedToken, group_entities
 from openmaas.runtimes.entity_spans import parse_tag as parse_tag
 from openmaas.runtimes.transformers import Checkpoint, TransformersModel, load_checkpoint
+from openmaas.tasks.embedding import FloatArray
+from openmaas.tasks.names import Task
+from openmaas.tasks.text_classification import LabelScore, ranked
+from openmaas.tasks.token_classification import Entity
 
 # -- embeddings -------------------------------------------------------------------------------
 
@@ -146,6 +140,7 @@ class EmbeddingModel(TransformersModel):
 
     auto_class = AutoModel
     remember_counted = True
+    truncatable_dimensions = False
 
     def __init__(
         self,

@@ -30,14 +30,11 @@ from transformers import (
 )
 
 from openmaas.errors import InputTooLong, InvalidRequest, UnsupportedLanguage, UnsupportedSource
-from openmaas.registry.entities import Task
-from openmaas.runtimes.base import (
-    GenerationDelta,
-    GenerationParams,
-    ModelSource,
-    Seq2SeqParams,
-)
+from openmaas.runtimes.base import ModelSource
 from openmaas.runtimes.transformers import Checkpoint, TransformersModel
+from openmaas.tasks.names import Task
+from openmaas.tasks.seq2seq import Seq2SeqParams
+from openmaas.tasks.text_generation import GenerationDelta, GenerationParams
 
 # -- decoding pieces --------------------------------------------------------------------------
 

@@ -23,12 +23,9 @@ import numpy as np
 import numpy.typing as npt
 
 from openmaas.errors import InvalidRequest, ModelLoadFailed, UnsupportedLanguage
-from openmaas.registry.entities import Task
-from openmaas.runtimes.base import (
-    LoadedModel,
-    LoadOptions,
-    ModelSource,
-    Runtime,
+from openmaas.runtimes.base import LoadedModel, LoadOptions, ModelSource, Runtime
+from openmaas.tasks.names import Task
+from openmaas.tasks.speech_recognition import (
     Transcription,
     TranscriptionParams,
     TranscriptionSegment,

@@ -26,15 +26,9 @@ import numpy as np
 from safetensors import SafetensorError
 
 from openmaas.errors import ModelLoadFailed
-from openmaas.registry.entities import Task
-from openmaas.runtimes.base import (
-    FloatArray,
-    LoadedModel,
-    LoadOptions,
-    ModelSource,
-    Runtime,
-    l2_normalize,
-)
+from openmaas.runtimes.base import LoadedModel, LoadOptions, ModelSource, Runtime, l2_normalize
+from openmaas.tasks.embedding import FloatArray
+from openmaas.tasks.names import Task
 from openmaas.word_vectors.saved import (
     NORMALIZATIONS,
     VECTORS_FILE,
@@ -66,6 +60,8 @@ class WordVectorsRuntime(Runtime):
 
 
 class WordVectorsModel(LoadedModel):
+    truncatable_dimensions = False
+
     def __init__(self, source: ModelSource) -> None:
         self.source = source
         self.tasks = frozenset({Task.EMBEDDING})

@@ -15,7 +15,6 @@ Example::
 from __future__ import annotations
 
 import hashlib
-import unicodedata
 from collections import OrderedDict
 from typing import Any
 
@@ -27,12 +26,6 @@ CacheKey = bytes
 
 # Per-entry bookkeeping beyond the value itself (key bytes, dict slot, tuple).
 _ENTRY_OVERHEAD_BYTES = 200
-
-
-def normalize_text(text: str) -> str:
-    """Inputs that give the same result share an entry: Unicode NFC, outer whitespace off.
-    Only for tasks whose output does not point into the text (not NER offsets)."""
-    return unicodedata.normalize("NFC", text).strip()
 
 
 class ResponseCache:

@@ -1,15 +1,17 @@
 """The inference engine: router → pool → batcher, with the response cache in front.
 
-Every API route calls one method here. Methods resolve the model reference, check that the
-version serves the task, lease the loaded model (loading it if needed), validate inputs against
-the model (token limits), then queue each input item on the model's batcher so that items of
-concurrent requests share batches.
+One task-generic path serves every task: resolve the model reference, check that the caller
+may see the version and that it serves the task, lease the loaded model (loading it if
+needed), let the task's contract check the model and plan the request (`tasks.contract`),
+answer what the cache holds, and queue the rest on the model's batcher so that items of
+concurrent requests share batches. Text generation streams instead (`generate`). The engine
+knows no routes: its errors name the parameter and the task, the API layer words them.
 
 Example::
 
     engine = InferenceEngine(registry, settings, metrics)
     await engine.start()
-    served = await engine.embed("all-minilm-l6-v2", ["hello"])
+    served = await engine.infer(EMBEDDING, "all-minilm-l6-v2", ["hello"], caller=SYSTEM)
     served.results[0].shape  # -> (384,)
     await engine.close()
 """
@@ -18,53 +20,40 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncGenerator, Callable, Mapping, Sequence
+from collections.abc import AsyncGenerator, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Generic, TypeVar
+from typing import Any, Generic, TypeVar, cast, overload
 
 import numpy as np
 
-from openmaas.auth.access import can_see, check_visible, current_principal
-from openmaas.auth.entities import SYSTEM
-from openmaas.errors import InputTooLong, InvalidRequest, ModelNotFound, Overloaded, WrongTask
+from openmaas.auth.access import can_see, require_caller
+from openmaas.auth.entities import SYSTEM, Principal
+from openmaas.errors import InvalidRequest, ModelNotFound, Overloaded, WrongTask
 from openmaas.observability.metrics import Metrics
 from openmaas.registry.composition import Registry
-from openmaas.registry.entities import ModelVersion, RegisteredModel, Task
-from openmaas.runtimes.base import (
-    Entity,
-    FloatArray,
-    GenerationDelta,
-    GenerationParams,
-    LabelScore,
-    LoadOptions,
-    ModelSource,
-    Seq2SeqParams,
-    Transcription,
-    TranscriptionParams,
-)
+from openmaas.registry.entities import ModelVersion, RegisteredModel
+from openmaas.runtimes.base import LoadOptions, ModelSource
 from openmaas.serving.batcher import Batcher, BatchLimits
-from openmaas.serving.cache import ResponseCache, normalize_text
+from openmaas.serving.cache import ResponseCache
 from openmaas.serving.pool import ModelPool, PoolLimits, Resident, VersionKey
 from openmaas.serving.router import ModelRouter
 from openmaas.serving.streaming import iterate_in_thread
 from openmaas.settings import MiB, Settings
+from openmaas.tasks.catalogue import get_task
+from openmaas.tasks.contract import Plan, TaskContract
+from openmaas.tasks.text_generation import (
+    TEXT_GENERATION,
+    GenerationDelta,
+    GenerationParams,
+    Generator,
+)
+from openmaas.tasks.text_input import limit_tokens
 
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
-
-# Which recorded version tasks can serve a request for a task. Rerank also works with an
-# embedding model (cosine similarity); a cross-encoder classifier is checked once loaded.
-SERVABLE_BY: dict[Task, frozenset[str]] = {
-    Task.EMBEDDING: frozenset({Task.EMBEDDING}),
-    Task.TEXT_CLASSIFICATION: frozenset({Task.TEXT_CLASSIFICATION}),
-    Task.TOKEN_CLASSIFICATION: frozenset({Task.TOKEN_CLASSIFICATION}),
-    Task.RERANK: frozenset({Task.RERANK, Task.EMBEDDING, Task.TEXT_CLASSIFICATION}),
-    Task.TEXT_GENERATION: frozenset({Task.TEXT_GENERATION}),
-    Task.TRANSLATION: frozenset({Task.TRANSLATION}),
-    Task.SUMMARIZATION: frozenset({Task.SUMMARIZATION}),
-    Task.SPEECH_RECOGNITION: frozenset({Task.SPEECH_RECOGNITION}),
-}
+InputsT = TypeVar("InputsT")
+ParamsT = TypeVar("ParamsT")
 
 # Batch size 1 for work that is one big item (an audio file).
 _SINGLE = BatchLimits(max_batch_size=1)
@@ -88,12 +77,6 @@ class Stream:
     prompt_tokens: int
     # Consume it to the end or `aclose()` it: closing releases the model for eviction.
     deltas: AsyncGenerator[GenerationDelta, None]
-
-
-@dataclass(frozen=True, slots=True)
-class RerankScore:
-    index: int
-    score: float
 
 
 class InferenceEngine:
@@ -124,7 +107,9 @@ class InferenceEngine:
             max_bytes=settings.cache_max_mb * MiB,
             metrics=metrics,
         )
-        self.cached_tasks = frozenset(Task(t) for t in settings.cache_tasks)
+        # Tasks whose plans may be answered from the cache (each contract says whether its
+        # results may be; the operator says which are).
+        self.cached_tasks = frozenset(settings.cache_tasks)
         self._generations: dict[VersionKey, int] = {}
 
     # -- lifecycle ---------------------------------------------------------------------------
@@ -132,6 +117,7 @@ class InferenceEngine:
     async def start(self) -> None:
         self.pool.start()
         for reference in self.settings.preload:
+            # The server's own work: preloads see every model, as the system would.
             version = await self.router.resolve(reference)
             await self.pool.load(_key(version), pinned=True)
 
@@ -140,22 +126,27 @@ class InferenceEngine:
 
     # -- models ------------------------------------------------------------------------------
 
-    async def resolve(self, reference: str, task: Task | None = None) -> ModelVersion:
+    async def resolve(
+        self, reference: str, task: str | None = None, *, caller: Principal
+    ) -> ModelVersion:
+        """The version `reference` names, if the caller may see it (and, given a task, if
+        its recorded task may serve that task)."""
+        who = require_caller(caller)
         if not reference or not reference.strip():
             raise InvalidRequest("model: give a model name", param="model")
         version = await self.router.resolve(reference.strip())
-        check_visible(version.model, version.project, version.public)
-        if task is not None and version.task not in SERVABLE_BY[task]:
+        if not can_see(version.project, version.public, who):
+            raise ModelNotFound(f"model {version.model!r} not found", param="model")
+        if task is not None and version.task not in get_task(task).servable_by():
+            # The API layer adds which route needs which model (it knows the routes).
             raise WrongTask(
-                f"model '{reference}' is a {version.task} model; {_route_hint(task)}",
-                param="model",
+                f"model '{reference}' is a {version.task} model", param="model", task=task
             )
         return version
 
-    async def list_models(self) -> list[tuple[RegisteredModel, ModelVersion]]:
-        """Every registered model with the version its bare name serves."""
-
-        who = current_principal()  # read here: the worker thread has its own context
+    async def list_models(self, *, caller: Principal) -> list[tuple[RegisteredModel, ModelVersion]]:
+        """Every registered model the caller may see, with the version its bare name serves."""
+        who = require_caller(caller)
 
         def read() -> list[tuple[RegisteredModel, ModelVersion]]:
             served = []
@@ -166,18 +157,20 @@ class InferenceEngine:
 
         return await asyncio.to_thread(read)
 
-    async def get_model(self, name: str) -> RegisteredModel:
+    async def get_model(self, name: str, *, caller: Principal) -> RegisteredModel:
+        who = require_caller(caller)
         model = await asyncio.to_thread(self.registry.get_model, name, caller=SYSTEM)
-        check_visible(model.name, model.project, model.public)
+        if not can_see(model.project, model.public, who):
+            raise ModelNotFound(f"model {model.name!r} not found", param="model")
         return model
 
-    async def load(self, reference: str) -> ModelVersion:
-        version = await self.resolve(reference)
+    async def load(self, reference: str, *, caller: Principal) -> ModelVersion:
+        version = await self.resolve(reference, caller=caller)
         await self.pool.load(_key(version))
         return version
 
-    async def unload(self, reference: str) -> ModelVersion:
-        version = await self.resolve(reference)
+    async def unload(self, reference: str, *, caller: Principal) -> ModelVersion:
+        version = await self.resolve(reference, caller=caller)
         await self.pool.unload(_key(version))
         return version
 
@@ -186,130 +179,53 @@ class InferenceEngine:
 
     # -- tasks -------------------------------------------------------------------------------
 
-    async def embed(
+    @overload
+    async def infer(
         self,
+        task: TaskContract[InputsT, ParamsT, T],
         reference: str,
-        inputs: Sequence[str] | Sequence[Sequence[int]],
+        inputs: InputsT,
+        params: ParamsT | None = None,
         *,
+        caller: Principal,
         truncate: bool = False,
-        dimensions: int | None = None,
-    ) -> Served[FloatArray]:
-        """Embeddings of texts (or of token-id lists, decoded with the model's tokenizer)."""
-        version = await self.resolve(reference, Task.EMBEDDING)
+    ) -> Served[T]: ...
+
+    @overload
+    async def infer(
+        self,
+        task: str,
+        reference: str,
+        inputs: Any,
+        params: Any = None,
+        *,
+        caller: Principal,
+        truncate: bool = False,
+    ) -> Served[Any]: ...
+
+    async def infer(
+        self,
+        task: TaskContract[Any, Any, Any] | str,
+        reference: str,
+        inputs: Any,
+        params: Any = None,
+        *,
+        caller: Principal,
+        truncate: bool = False,
+    ) -> Served[Any]:
+        """Results of one task for `inputs`, in input order: resolve → lease → the task's
+        checks and plan → cache → batch. `truncate` cuts inputs at the model's limit instead
+        of refusing them."""
+        contract = get_task(task) if isinstance(task, str) else task
+        version = await self.resolve(reference, contract.name, caller=caller)
+        if params is None:
+            params = contract.default_params()
         async with self.pool.lease(_key(version)) as resident:
             model = resident.model
-            full = model.embedding_dimensions
-            shortenable = model.truncatable_dimensions and full is not None
-            if dimensions is not None and dimensions != full and not shortenable:
-                raise InvalidRequest(
-                    f"dimensions: model '{resident.label}' gives {full}-dimensional "
-                    f"embeddings and cannot shorten them; omit dimensions or send {full}",
-                    param="dimensions",
-                )
-            if dimensions is not None and full is not None and dimensions > full:
-                raise InvalidRequest(
-                    f"dimensions: at most {full} for model '{resident.label}'",
-                    param="dimensions",
-                )
-            texts = [i if isinstance(i, str) else model.detokenize(i) for i in inputs]
-            results, tokens = await self._run_cached(
-                resident, Task.EMBEDDING, texts, truncate, lambda b: list(model.embed(b))
-            )
-        if dimensions is not None and dimensions != full:
-            results = [_shorten(v, dimensions) for v in results]
-        return Served(version, results, sum(tokens))
-
-    async def classify(
-        self, reference: str, texts: Sequence[str], *, truncate: bool = False
-    ) -> Served[list[LabelScore]]:
-        version = await self.resolve(reference, Task.TEXT_CLASSIFICATION)
-        async with self.pool.lease(_key(version)) as resident:
-            results, tokens = await self._run_cached(
-                resident, Task.TEXT_CLASSIFICATION, texts, truncate, resident.model.classify
-            )
-        return Served(version, results, sum(tokens))
-
-    async def extract_entities(
-        self, reference: str, texts: Sequence[str], *, truncate: bool = False
-    ) -> Served[list[Entity]]:
-        version = await self.resolve(reference, Task.TOKEN_CLASSIFICATION)
-        async with self.pool.lease(_key(version)) as resident:
-            results, tokens = await self._run_cached(
-                resident,
-                Task.TOKEN_CLASSIFICATION,
-                texts,
-                truncate,
-                resident.model.extract_entities,
-            )
-        return Served(version, results, sum(tokens))
-
-    async def translate(
-        self, reference: str, texts: Sequence[str], params: Seq2SeqParams
-    ) -> Served[str]:
-        return await self._seq2seq(reference, Task.TRANSLATION, texts, params)
-
-    async def summarize(
-        self, reference: str, texts: Sequence[str], params: Seq2SeqParams
-    ) -> Served[str]:
-        return await self._seq2seq(reference, Task.SUMMARIZATION, texts, params)
-
-    async def _seq2seq(
-        self, reference: str, task: Task, texts: Sequence[str], params: Seq2SeqParams
-    ) -> Served[str]:
-        version = await self.resolve(reference, task)
-        async with self.pool.lease(_key(version)) as resident:
-            model = resident.model
-            tokens = self._count(resident, texts, truncate=True)
-            run = model.translate if task is Task.TRANSLATION else model.summarize
-            # Items share a batch only when they share parameters.
-            op = f"{task.value}:{params!r}"
-            batcher = self._batcher(resident, op, lambda batch: run(batch, params))
-            results = await batcher.submit_many(list(texts), tokens)
-        return Served(version, results, sum(tokens))
-
-    async def transcribe(
-        self, reference: str, audio: bytes, params: TranscriptionParams
-    ) -> Served[Transcription]:
-        version = await self.resolve(reference, Task.SPEECH_RECOGNITION)
-        async with self.pool.lease(_key(version)) as resident:
-            model = resident.model
-            batcher = self._batcher(
-                resident,
-                f"transcribe:{params!r}",
-                lambda batch: [model.transcribe(audio, params) for audio in batch],
-                limits=_SINGLE,
-            )
-            result = await batcher.submit(audio, 1)
-        return Served(version, [result], 0)
-
-    async def rerank(
-        self, reference: str, query: str, documents: Sequence[str], *, truncate: bool = True
-    ) -> Served[RerankScore]:
-        """Scores of documents for the query, in document order."""
-        version = await self.resolve(reference, Task.RERANK)
-        async with self.pool.lease(_key(version)) as resident:
-            model = resident.model
-            texts = [query, *documents]
-            if Task.RERANK in model.tasks:
-                tokens = self._count(resident, texts, truncate)
-                pairs = [(query, d) for d in documents]
-                batcher = self._batcher(resident, "rerank", model.score_pairs)
-                pair_tokens = [tokens[0] + t for t in tokens[1:]]
-                scores = await batcher.submit_many(pairs, pair_tokens)
-                prompt_tokens = sum(pair_tokens)
-            elif Task.EMBEDDING in model.tasks:
-                vectors, tokens = await self._run_cached(
-                    resident, Task.EMBEDDING, texts, truncate, lambda b: list(model.embed(b))
-                )
-                scores = [_cosine(vectors[0], v) for v in vectors[1:]]
-                prompt_tokens = sum(tokens)
-            else:
-                raise WrongTask(
-                    f"model '{reference}' is a classifier without a relevance score; rerank "
-                    "needs an embedding model or a cross-encoder (one output)",
-                    param="model",
-                )
-        results = [RerankScore(i, float(s)) for i, s in enumerate(scores)]
+            contract.check_model(model, resident.label)  # once per lease, not per item
+            plan = contract.plan(model, inputs, params, label=resident.label, truncate=truncate)
+            outputs, tokens = await self._run(resident, plan)
+        results, prompt_tokens = plan.finish(outputs, tokens)
         return Served(version, results, prompt_tokens)
 
     async def generate(
@@ -319,8 +235,11 @@ class InferenceEngine:
         *,
         prompt: str | None = None,
         messages: Sequence[Mapping[str, str]] | None = None,
+        caller: Principal,
     ) -> Stream:
-        version = await self.resolve(reference, Task.TEXT_GENERATION)
+        """Start streaming a continuation of a prompt or a chat."""
+        contract = TEXT_GENERATION
+        version = await self.resolve(reference, contract.name, caller=caller)
         key = _key(version)
         active = self._generations.get(key, 0)
         if active >= self.settings.max_concurrent_generations:
@@ -332,23 +251,11 @@ class InferenceEngine:
         lease = self.pool.lease(key)
         try:
             resident = await lease.__aenter__()
-            model = resident.model
-            text: str | list[int]
-            if messages is not None:
-                text = model.encode_chat(messages)
-                prompt_tokens = len(text)
-            else:
-                text = prompt or ""
-                prompt_tokens = model.count_tokens([text])[0]
-            limit = model.max_input_tokens
-            if limit is not None and prompt_tokens >= limit:
-                raise InputTooLong(
-                    f"the prompt has {prompt_tokens} tokens; model '{version.model}' has a "
-                    f"context of {limit} tokens; shorten the prompt",
-                    param="messages" if messages is not None else "prompt",
-                )
+            contract.check_model(resident.model, resident.label)
+            model = cast(Generator, resident.model)  # check_model: it serves generation
+            start = contract.prompt(model, resident.label, prompt=prompt, messages=messages)
             deltas: AsyncGenerator[GenerationDelta, None] = iterate_in_thread(
-                resident.executor, lambda: model.generate(text, params)
+                resident.executor, lambda: model.generate(start.text, params)
             )
             first = await anext(deltas)
         except BaseException:
@@ -366,14 +273,44 @@ class InferenceEngine:
                 self._generations[key] -= 1
                 await lease.__aexit__(None, None, None)
 
-        return Stream(version, prompt_tokens, rest())
+        return Stream(version, start.tokens, rest())
 
     # -- internals ---------------------------------------------------------------------------
 
-    def _count(self, resident: Resident, texts: Sequence[str], truncate: bool) -> list[int]:
-        """Tokens per text, within the model's limit (or InputTooLong when not truncating)."""
+    async def _run(self, resident: Resident, plan: Plan) -> tuple[list[Any], list[int]]:
+        """Outputs per item (input order) and the counted tokens. Cache hits are answered
+        without tokenizing: an entry keeps the text's token count beside its result."""
+        if not plan.counts_tokens:
+            batcher = self._batcher(resident, plan)
+            return await batcher.submit_many(list(plan.items), [1] * len(plan.items)), []
+        texts = plan.texts()
         self._check_items(texts)
-        return self._limit(resident, resident.model.count_tokens(list(texts)), truncate)
+        batcher = self._batcher(resident, plan)
+        model = resident.model
+        if plan.cache_as not in self.cached_tasks or not self.cache.enabled:
+            tokens = self._limit(resident, model.count_tokens(list(texts)), plan.truncate)
+            weights = plan.item_tokens(tokens) if plan.item_tokens else tokens
+            return await batcher.submit_many(list(plan.items), weights), tokens
+        name, number = resident.key
+        task = plan.cache_as
+        normalize = plan.normalize
+        keys = [self.cache.key(name, number, task, "", normalize(t)) for t in texts]
+        hits: list[tuple[Any, int] | None] = [self.cache.get(k, name, task) for k in keys]
+        missing = [i for i, hit in enumerate(hits) if hit is None]
+        counted = iter(model.count_tokens([texts[i] for i in missing]) if missing else [])
+        raw = [hit[1] if hit is not None else next(counted) for hit in hits]
+        tokens = self._limit(resident, raw, plan.truncate)
+        results: list[Any] = [hit[0] if hit is not None else None for hit in hits]
+        if missing:
+            computed = await batcher.submit_many(
+                [texts[i] for i in missing], [tokens[i] for i in missing]
+            )
+            for i, value in zip(missing, computed, strict=True):
+                if isinstance(value, np.ndarray):
+                    value = value.copy()  # own row, not a view that keeps the batch alive
+                results[i] = value
+                self.cache.put(keys[i], (value, raw[i]), size_bytes=_size_of(value))
+        return results, tokens
 
     def _check_items(self, texts: Sequence[str]) -> None:
         if len(texts) > self.settings.max_items_per_request:
@@ -385,77 +322,22 @@ class InferenceEngine:
 
     @staticmethod
     def _limit(resident: Resident, tokens: list[int], truncate: bool) -> list[int]:
-        limit = resident.model.max_input_tokens
-        if limit is None:
-            return tokens
-        too_long = next((i for i, t in enumerate(tokens) if t > limit), None)
-        if too_long is not None and not truncate:
-            raise InputTooLong(
-                f"input[{too_long}] has {tokens[too_long]} tokens; model "
-                f"'{resident.label}' accepts at most {limit}. Shorten it, or send "
-                '"truncate": true to cut it at the limit',
-                param="input",
-            )
-        return [min(t, limit) for t in tokens]
+        return limit_tokens(tokens, resident.model.max_input_tokens, truncate, resident.label)
 
-    def _batcher(
-        self,
-        resident: Resident,
-        op: str,
-        run: Callable[[list[Any]], Sequence[Any]],
-        *,
-        limits: BatchLimits | None = None,
-    ) -> Batcher[Any, Any]:
-        batcher = resident.batchers.get(op)
+    def _batcher(self, resident: Resident, plan: Plan) -> Batcher[Any, Any]:
+        # Created by the first plan under its key: later plans under the same key run the
+        # same computation (keys carry the params that change results).
+        batcher = resident.batchers.get(plan.key)
         if batcher is None:
             batcher = Batcher(
-                run,
-                limits or self.batch_limits,
+                plan.run,
+                _SINGLE if plan.one_at_a_time else self.batch_limits,
                 executor=resident.executor,
                 observer=self.metrics.batch_observer(resident.key[0]),
                 name=f"model '{resident.label}'",
             )
-            resident.batchers[op] = batcher
+            resident.batchers[plan.key] = batcher
         return batcher
-
-    async def _run_cached(
-        self,
-        resident: Resident,
-        task: Task,
-        texts: Sequence[str],
-        truncate: bool,
-        run: Callable[[list[str]], Sequence[T]],
-    ) -> tuple[list[T], list[int]]:
-        """Results and token counts per text. Cache hits are answered without tokenizing:
-        an entry keeps the text's token count beside its result."""
-        self._check_items(texts)
-        batcher: Batcher[str, T] = self._batcher(resident, task.value, run)
-        model = resident.model
-        if task not in self.cached_tasks or not self.cache.enabled:
-            tokens = self._limit(resident, model.count_tokens(list(texts)), truncate)
-            return await batcher.submit_many(list(texts), tokens), tokens
-        name, number = resident.key
-        # NER offsets point into the text as sent: only exact repeats share an entry.
-        normalize: Callable[[str], str] = (
-            (lambda t: t) if task is Task.TOKEN_CLASSIFICATION else normalize_text
-        )
-        keys = [self.cache.key(name, number, task.value, "", normalize(t)) for t in texts]
-        hits: list[tuple[T, int] | None] = [self.cache.get(k, name, task.value) for k in keys]
-        missing = [i for i, hit in enumerate(hits) if hit is None]
-        counted = iter(model.count_tokens([texts[i] for i in missing]) if missing else [])
-        raw = [hit[1] if hit is not None else next(counted) for hit in hits]
-        tokens = self._limit(resident, raw, truncate)
-        results: list[T | None] = [hit[0] if hit is not None else None for hit in hits]
-        if missing:
-            computed = await batcher.submit_many(
-                [texts[i] for i in missing], [tokens[i] for i in missing]
-            )
-            for i, value in zip(missing, computed, strict=True):
-                if isinstance(value, np.ndarray):
-                    value = value.copy()  # own row, not a view that keeps the batch alive
-                results[i] = value
-                self.cache.put(keys[i], (value, raw[i]), size_bytes=_size_of(value))
-        return [r for r in results if r is not None], tokens
 
     def _open_source(self, name: str, version: int) -> ModelSource:
         # Hash-checked plaintext; a version encrypted at rest comes as a private decrypted
@@ -483,37 +365,9 @@ def _key(version: ModelVersion) -> VersionKey:
     return (version.model, version.version)
 
 
-def _shorten(vector: FloatArray, dimensions: int) -> FloatArray:
-    """Leading dimensions of a Matryoshka embedding, re-normalized to unit length."""
-    head = vector[:dimensions]
-    norm = float(np.linalg.norm(head))
-    return (head / norm if norm else head).astype(np.float32)
-
-
-def _cosine(a: FloatArray, b: FloatArray) -> float:
-    denominator = float(np.linalg.norm(a) * np.linalg.norm(b))
-    return float(np.dot(a, b)) / denominator if denominator else 0.0
-
-
 def _size_of(value: object) -> int:
     if isinstance(value, np.ndarray):
         return int(value.nbytes)
     if isinstance(value, list):
         return 64 * max(1, len(value))
     return 64
-
-
-_ROUTES: dict[Task, str] = {
-    Task.EMBEDDING: "/v1/embeddings needs an embedding model",
-    Task.TEXT_CLASSIFICATION: "/v1/classify and /v1/moderations need a text-classification model",
-    Task.TOKEN_CLASSIFICATION: "/v1/ner needs a token-classification model",
-    Task.RERANK: "/v1/rerank needs an embedding model or a cross-encoder",
-    Task.TEXT_GENERATION: "chat and completions need a text-generation model",
-    Task.TRANSLATION: "/v1/translate needs a translation model",
-    Task.SUMMARIZATION: "/v1/summarize needs a summarization model",
-    Task.SPEECH_RECOGNITION: "/v1/audio/transcriptions needs a speech-recognition model",
-}
-
-
-def _route_hint(task: Task) -> str:
-    return _ROUTES.get(task, f"this route needs a {task.value} model")

@@ -7,12 +7,16 @@ from typing import Annotated, Literal
 from fastapi import APIRouter, Depends, File, Form, Request, Response, UploadFile
 from fastapi.responses import PlainTextResponse
 
-from openmaas.api.deps import EngineDep, caller
+from openmaas.api.deps import EngineDep, PrincipalDep, caller
 from openmaas.api.metering import meter
 from openmaas.api.responses import VERSION_HEADER, json_response, mark_model
 from openmaas.errors import InvalidRequest
 from openmaas.protocol.openai import TranscriptionResponse
-from openmaas.runtimes.base import Transcription, TranscriptionParams
+from openmaas.tasks.speech_recognition import (
+    SPEECH_RECOGNITION,
+    Transcription,
+    TranscriptionParams,
+)
 
 router = APIRouter(tags=["openai"], dependencies=[Depends(caller)])
 
@@ -23,6 +27,7 @@ ResponseFormat = Literal["json", "text", "verbose_json", "srt", "vtt"]
 async def create_transcription(
     request: Request,
     engine: EngineDep,
+    who: PrincipalDep,
     file: Annotated[UploadFile, File(description="WAV, MP3 or FLAC audio.")],
     model: Annotated[str, Form()],
     language: Annotated[str | None, Form()] = None,
@@ -34,7 +39,7 @@ async def create_transcription(
     if not audio:
         raise InvalidRequest("file: the uploaded audio is empty", param="file")
     params = TranscriptionParams(language=language or None, prompt=prompt, temperature=temperature)
-    served = await engine.transcribe(model, audio, params)
+    served = await engine.infer(SPEECH_RECOGNITION, model, audio, params, caller=who)
     mark_model(request, served.version)
     result = served.results[0]
     meter(request, served.version, items=1, audio_seconds=result.duration_seconds)

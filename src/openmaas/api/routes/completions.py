@@ -13,7 +13,7 @@ import orjson
 from fastapi import APIRouter, Depends, Request, Response
 from fastapi.responses import StreamingResponse
 
-from openmaas.api.deps import EngineDep, caller
+from openmaas.api.deps import EngineDep, PrincipalDep, caller
 from openmaas.api.metering import meter
 from openmaas.api.responses import VERSION_HEADER, json_response, mark_model
 from openmaas.errors import InvalidRequest
@@ -23,8 +23,8 @@ from openmaas.protocol.openai import (
     Completion,
     CompletionRequest,
 )
-from openmaas.runtimes.base import GenerationDelta, GenerationParams
 from openmaas.serving.engine import Stream
+from openmaas.tasks.text_generation import GenerationDelta, GenerationParams
 
 router = APIRouter(tags=["openai"], dependencies=[Depends(caller)])
 
@@ -53,7 +53,7 @@ class _Envelope:
 
 @router.post("/v1/chat/completions", response_model=ChatCompletion)
 async def create_chat_completion(
-    body: ChatCompletionRequest, request: Request, engine: EngineDep
+    body: ChatCompletionRequest, request: Request, engine: EngineDep, who: PrincipalDep
 ) -> Response:
     if body.tools:
         raise InvalidRequest("tools are not supported by OpenMaaS models yet", param="tools")
@@ -63,7 +63,7 @@ async def create_chat_completion(
         )
     params = _params(body, body.max_completion_tokens or body.max_tokens)
     messages = [{"role": m.role, "content": m.text()} for m in body.messages]
-    stream = await engine.generate(body.model, params, messages=messages)
+    stream = await engine.generate(body.model, params, messages=messages, caller=who)
     mark_model(request, stream.version)
     _meter(request, stream, None)
     ident, created = f"chatcmpl-{uuid.uuid4().hex}", int(time.time())
@@ -94,13 +94,13 @@ async def create_chat_completion(
 
 @router.post("/v1/completions", response_model=Completion)
 async def create_completion(
-    body: CompletionRequest, request: Request, engine: EngineDep
+    body: CompletionRequest, request: Request, engine: EngineDep, who: PrincipalDep
 ) -> Response:
     if body.suffix:
         raise InvalidRequest("suffix is not supported", param="suffix")
     prompt = body.prompt_text()
     params = _params(body, body.max_tokens)
-    stream = await engine.generate(body.model, params, prompt=prompt)
+    stream = await engine.generate(body.model, params, prompt=prompt, caller=who)
     mark_model(request, stream.version)
     _meter(request, stream, None)
     envelope = _Envelope(

@@ -11,9 +11,10 @@ from fastapi import APIRouter, Depends, Request, Response
 from openmaas.api.deps import caller
 from openmaas.api.metering import meter
 from openmaas.api.responses import json_response, mark_model
+from openmaas.auth.entities import Principal
 from openmaas.protocol.openai import EmbeddingRequest, EmbeddingResponse
-from openmaas.runtimes.base import FloatArray
 from openmaas.serving.engine import InferenceEngine
+from openmaas.tasks.embedding import EMBEDDING, EmbeddingParams, FloatArray
 
 router = APIRouter(tags=["openai"], dependencies=[Depends(caller)])
 
@@ -23,6 +24,7 @@ async def create_embedding(body: EmbeddingRequest, request: Request) -> Response
     # The engine straight from app.state: FastAPI spends more CPU resolving a dependency
     # (cache keys, signature checks) than the request's own bookkeeping.
     engine: InferenceEngine = request.app.state.services.engine
+    who: Principal = request.state.principal  # set by the router's `caller` dependency
     inputs: list[str] | list[list[int]]
     if isinstance(body.input, str):
         inputs = [body.input]
@@ -30,8 +32,13 @@ async def create_embedding(body: EmbeddingRequest, request: Request) -> Response
         inputs = [[int(v) for v in body.input if isinstance(v, int)]]  # one list of ids
     else:
         inputs = body.input  # type: ignore[assignment]  # list[str] | list[list[int]]
-    served = await engine.embed(
-        body.model, inputs, truncate=body.truncate, dimensions=body.dimensions
+    served = await engine.infer(
+        EMBEDDING,
+        body.model,
+        inputs,
+        EmbeddingParams(dimensions=body.dimensions),
+        caller=who,
+        truncate=body.truncate,
     )
     mark_model(request, served.version)
     meter(request, served.version, input_tokens=served.prompt_tokens, items=len(inputs))

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from fastapi import APIRouter, Depends
 
-from openmaas.api.deps import EngineDep, caller
+from openmaas.api.deps import EngineDep, PrincipalDep, caller
 from openmaas.protocol.openai import ModelCard, ModelList
 from openmaas.registry.entities import ModelVersion, RegisteredModel
 from openmaas.serving.engine import InferenceEngine
@@ -29,14 +29,14 @@ def _card(model: RegisteredModel, version: ModelVersion, engine: InferenceEngine
 
 
 @router.get("")
-async def list_models(engine: EngineDep) -> ModelList:
-    served = await engine.list_models()
+async def list_models(engine: EngineDep, who: PrincipalDep) -> ModelList:
+    served = await engine.list_models(caller=who)
     return ModelList(data=[_card(m, v, engine) for m, v in served])
 
 
 @router.get("/{model_id:path}")
-async def retrieve_model(model_id: str, engine: EngineDep) -> ModelCard:
-    version = await engine.resolve(model_id)
-    model = await engine.get_model(version.model)
+async def retrieve_model(model_id: str, engine: EngineDep, who: PrincipalDep) -> ModelCard:
+    version = await engine.resolve(model_id, caller=who)
+    model = await engine.get_model(version.model, caller=who)
     card = _card(model, version, engine)
     return card.model_copy(update={"id": model_id})

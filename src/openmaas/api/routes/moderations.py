@@ -11,12 +11,13 @@ import uuid
 
 from fastapi import APIRouter, Depends, Request, Response
 
-from openmaas.api.deps import EngineDep, ServicesDep, caller
+from openmaas.api.deps import EngineDep, PrincipalDep, ServicesDep, caller
 from openmaas.api.metering import meter
 from openmaas.api.responses import json_response, mark_model
 from openmaas.errors import InvalidRequest
 from openmaas.protocol.common import as_list
 from openmaas.protocol.openai import ModerationRequest, ModerationResponse
+from openmaas.tasks.text_classification import TEXT_CLASSIFICATION
 
 router = APIRouter(tags=["openai"], dependencies=[Depends(caller)])
 
@@ -29,7 +30,11 @@ SAFE_LABELS = frozenset(
 
 @router.post("/v1/moderations", response_model=ModerationResponse)
 async def create_moderation(
-    body: ModerationRequest, request: Request, engine: EngineDep, services: ServicesDep
+    body: ModerationRequest,
+    request: Request,
+    engine: EngineDep,
+    services: ServicesDep,
+    who: PrincipalDep,
 ) -> Response:
     model = body.model or services.settings.moderation_model
     if not model:
@@ -38,7 +43,9 @@ async def create_moderation(
             "name, or set OPENMAAS_MODERATION_MODEL",
             param="model",
         )
-    served = await engine.classify(model, as_list(body.input), truncate=True)
+    served = await engine.infer(
+        TEXT_CLASSIFICATION, model, as_list(body.input), caller=who, truncate=True
+    )
     mark_model(request, served.version)
     meter(request, served.version, input_tokens=served.prompt_tokens, items=len(served.results))
     results = []

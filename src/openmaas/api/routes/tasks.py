@@ -7,7 +7,7 @@ from typing import Any
 
 from fastapi import APIRouter, Depends, Request, Response
 
-from openmaas.api.deps import EngineDep, caller
+from openmaas.api.deps import EngineDep, PrincipalDep, caller
 from openmaas.api.metering import meter
 from openmaas.api.responses import json_response, mark_model
 from openmaas.protocol.common import as_list
@@ -22,8 +22,13 @@ from openmaas.protocol.tasks import (
     TextResponse,
     TranslateRequest,
 )
-from openmaas.runtimes.base import Seq2SeqParams
 from openmaas.serving.engine import Served
+from openmaas.tasks.rerank import RERANK, RerankQuery
+from openmaas.tasks.seq2seq import Seq2SeqParams
+from openmaas.tasks.summarization import SUMMARIZATION
+from openmaas.tasks.text_classification import TEXT_CLASSIFICATION
+from openmaas.tasks.token_classification import TOKEN_CLASSIFICATION
+from openmaas.tasks.translation import TRANSLATION
 
 router = APIRouter(prefix="/v1", tags=["tasks"], dependencies=[Depends(caller)])
 
@@ -38,8 +43,12 @@ def _list(model: str, tokens: int, data: list[dict[str, object]]) -> dict[str, o
 
 
 @router.post("/classify", response_model=ClassifyResponse)
-async def classify(body: ClassifyRequest, request: Request, engine: EngineDep) -> Response:
-    served = await engine.classify(body.model, as_list(body.input), truncate=body.truncate)
+async def classify(
+    body: ClassifyRequest, request: Request, engine: EngineDep, who: PrincipalDep
+) -> Response:
+    served = await engine.infer(
+        TEXT_CLASSIFICATION, body.model, as_list(body.input), caller=who, truncate=body.truncate
+    )
     mark_model(request, served.version)
     _meter(request, served)
     data: list[dict[str, object]] = []
@@ -57,8 +66,12 @@ async def classify(body: ClassifyRequest, request: Request, engine: EngineDep) -
 
 
 @router.post("/ner", response_model=NerResponse)
-async def extract_entities(body: NerRequest, request: Request, engine: EngineDep) -> Response:
-    served = await engine.extract_entities(body.model, as_list(body.input), truncate=body.truncate)
+async def extract_entities(
+    body: NerRequest, request: Request, engine: EngineDep, who: PrincipalDep
+) -> Response:
+    served = await engine.infer(
+        TOKEN_CLASSIFICATION, body.model, as_list(body.input), caller=who, truncate=body.truncate
+    )
     mark_model(request, served.version)
     _meter(request, served)
     data: list[dict[str, object]] = [
@@ -75,13 +88,15 @@ async def extract_entities(body: NerRequest, request: Request, engine: EngineDep
 
 
 @router.post("/translate", response_model=TextResponse)
-async def translate(body: TranslateRequest, request: Request, engine: EngineDep) -> Response:
+async def translate(
+    body: TranslateRequest, request: Request, engine: EngineDep, who: PrincipalDep
+) -> Response:
     params = Seq2SeqParams(
         max_tokens=body.max_tokens,
         source_language=body.source_language,
         target_language=body.target_language,
     )
-    served = await engine.translate(body.model, as_list(body.input), params)
+    served = await engine.infer(TRANSLATION, body.model, as_list(body.input), params, caller=who)
     mark_model(request, served.version)
     _meter(request, served)
     data: list[dict[str, object]] = [
@@ -91,9 +106,11 @@ async def translate(body: TranslateRequest, request: Request, engine: EngineDep)
 
 
 @router.post("/summarize", response_model=TextResponse)
-async def summarize(body: SummarizeRequest, request: Request, engine: EngineDep) -> Response:
+async def summarize(
+    body: SummarizeRequest, request: Request, engine: EngineDep, who: PrincipalDep
+) -> Response:
     params = Seq2SeqParams(max_tokens=body.max_tokens, ratio=body.ratio)
-    served = await engine.summarize(body.model, as_list(body.input), params)
+    served = await engine.infer(SUMMARIZATION, body.model, as_list(body.input), params, caller=who)
     mark_model(request, served.version)
     _meter(request, served)
     data: list[dict[str, object]] = [
@@ -103,9 +120,12 @@ async def summarize(body: SummarizeRequest, request: Request, engine: EngineDep)
 
 
 @router.post("/rerank", response_model=RerankResponse)
-async def rerank(body: RerankRequest, request: Request, engine: EngineDep) -> Response:
+async def rerank(
+    body: RerankRequest, request: Request, engine: EngineDep, who: PrincipalDep
+) -> Response:
     documents = body.texts()
-    served = await engine.rerank(body.model, body.query, documents, truncate=body.truncate)
+    query = RerankQuery(body.query, documents)
+    served = await engine.infer(RERANK, body.model, query, caller=who, truncate=body.truncate)
     mark_model(request, served.version)
     _meter(request, served)
     ordered = sorted(served.results, key=lambda r: r.score, reverse=True)

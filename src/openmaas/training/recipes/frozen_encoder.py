@@ -24,7 +24,7 @@ import json
 import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 from openmaas.registry.detection import NATIVE_SPEC
 from openmaas.training.hyperparameters import COMMON_DEFAULTS, LoopSettings, choice
@@ -36,7 +36,7 @@ if TYPE_CHECKING:
     from torch import nn
     from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
-    from openmaas.runtimes.base import LoadedModel
+    from openmaas.tasks.embedding import Embedder
     from openmaas.training.loop import Evaluation, LabeledItems, LoopOutcome
 
 DEFAULTS: dict[str, Any] = {
@@ -96,13 +96,14 @@ class FrozenEncoderRecipe(ClassificationRecipe):
         )
         encoder = get_runtime(ctx.base_model_runtime).load(source, LoadOptions(device=ctx.device))
         try:
-            dim = encoder.embedding_dimensions
+            embedder = cast("Embedder", encoder)  # an embedding model serves Embedder
+            dim = embedder.embedding_dimensions
             if dim is None:
                 raise ValueError(f"base model {ctx.base_model_reference} gives no embeddings")
 
             def features(split: str, texts: Sequence[str]) -> list[torch.Tensor]:
                 cache = feature_cache(ctx, ctx.base_model or Path(), split, texts, 0)
-                return list(embedding_features(ctx, encoder, texts, dim, cache=cache))
+                return list(embedding_features(ctx, embedder, texts, dim, cache=cache))
 
             train = LabeledItems(features("train", data.train.texts), data.train.labels)
             validation = LabeledItems(
@@ -269,7 +270,7 @@ def features_of(ctx: TrainingContext, asked: str) -> str:
 
 
 def embedding_features(
-    ctx: TrainingContext, encoder: LoadedModel, texts: Sequence[str], dim: int, *, cache: Path
+    ctx: TrainingContext, encoder: Embedder, texts: Sequence[str], dim: int, *, cache: Path
 ) -> torch.Tensor:
     """(texts, dim): the encoder's embedding of each text, as its runtime serves it. Polls
     `ctx.should_stop()` between passes."""

@@ -1,0 +1,46 @@
+"""What every text task shares: the model surface that counts tokens, the token limit, and
+the text normalisation behind cache keys."""
+
+from __future__ import annotations
+
+import unicodedata
+from collections.abc import Sequence
+from typing import Protocol, runtime_checkable
+
+from openmaas.errors import InputTooLong
+
+
+@runtime_checkable
+class TokenCounter(Protocol):
+    """The part of every loaded model the task contracts use."""
+
+    tasks: frozenset[str]  # the task names the model serves
+    max_input_tokens: int | None
+
+    def count_tokens(self, texts: Sequence[str]) -> list[int]: ...
+
+
+def normalize_text(text: str) -> str:
+    """Inputs that give the same result share an entry: Unicode NFC, outer whitespace off.
+    Only for tasks whose output does not point into the text (not NER offsets)."""
+    return unicodedata.normalize("NFC", text).strip()
+
+
+def keep_text(text: str) -> str:
+    """Cache key text for results that point into the input (offsets): exact repeats only."""
+    return text
+
+
+def limit_tokens(tokens: list[int], limit: int | None, truncate: bool, label: str) -> list[int]:
+    """Tokens per text within the model's limit, or InputTooLong when not truncating."""
+    if limit is None:
+        return tokens
+    too_long = next((i for i, t in enumerate(tokens) if t > limit), None)
+    if too_long is not None and not truncate:
+        raise InputTooLong(
+            f"input[{too_long}] has {tokens[too_long]} tokens; model "
+            f"'{label}' accepts at most {limit}. Shorten it, or send "
+            '"truncate": true to cut it at the limit',
+            param="input",
+        )
+    return [min(t, limit) for t in tokens]
