@@ -11,7 +11,6 @@ import numpy as np
 import pytest
 
 from openmaas.errors import InvalidRequest, WrongTask
-from openmaas.registry import detection
 from openmaas.runtimes import base
 from openmaas.runtimes.base import LoadedModel, ModelSource, register_runtime
 from openmaas.tasks.catalogue import (
@@ -137,7 +136,3 @@ def test_register_runtime_takes_module_and_class(monkeypatch: pytest.MonkeyPatch
     assert base.get_runtime("mine").name == "reverse"
     with pytest.raises(ValueError, match="package.module:Class"):
         register_runtime("broken", "tests.reverse_task")
-
-
-def test_runtimes_and_detection_agree_on_the_spec_file() -> None:
-    assert base.NATIVE_SPEC == detection.NATIVE_SPEC

@@ -13,7 +13,6 @@ from typing import Annotated
 
 from fastapi import Depends, Request
 
-from openmaas.auth.access import set_principal
 from openmaas.auth.entities import DEFAULT_PROJECT, Principal
 from openmaas.auth.http import presented_key
 from openmaas.auth.scopes import Scope, scopes_cover
@@ -58,10 +57,9 @@ async def principal(request: Request) -> Principal:
         # 429 when over a rate limit or quota; what remains goes out as x-ratelimit-* headers
         # (the metering middleware adds them to the response).
         request.state.ratelimit = await active.limits.check(found)
-    # Kept on the request for the metering middleware, which runs outside the routes, and
-    # in the request's context for model visibility checks (auth.access).
+    # Kept on the request for the metering middleware, which runs outside the routes; the
+    # routes hand it to the services explicitly.
     request.state.principal = found
-    set_principal(found)
     return found
 
 

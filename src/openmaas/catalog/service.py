@@ -36,11 +36,11 @@ from openmaas.catalog.definitions import (
 )
 from openmaas.errors import CatalogEntryNotFound, Conflict, ModelNotFound, UnsupportedSource
 from openmaas.registry.composition import Registry
-from openmaas.registry.detection import NATIVE_SPEC
 from openmaas.registry.entities import Lineage, ModelVersion, Storage
 from openmaas.registry.names import DEFAULT_ALIAS
 from openmaas.registry.registration import VersionSpec
 from openmaas.registry.sources import FilePlan, plan_directory, plan_onnx
+from openmaas.runtimes.base import NATIVE_SPEC
 
 log = logging.getLogger(__name__)
 

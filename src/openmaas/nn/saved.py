@@ -32,7 +32,7 @@ from openmaas.nn.encoder import EncoderConfig, TransformerEncoderClassifier
 from openmaas.nn.rnn import RNNClassifier, RNNConfig
 from openmaas.nn.tagger import RNNTagger, RNNTaggerConfig
 from openmaas.nn.textcnn import TextCNN, TextCNNConfig
-from openmaas.registry.detection import NATIVE_SPEC
+from openmaas.runtimes.base import NATIVE_SPEC
 
 RUNTIME = "openmaas-nn"
 TASK = "text-classification"

@@ -9,11 +9,8 @@ from pathlib import Path, PurePosixPath
 from typing import Any
 
 from openmaas.errors import TaskNotDetected, UnsupportedSource
+from openmaas.runtimes.base import NATIVE_SPEC
 from openmaas.tasks.names import Task
-
-# The file OpenMaaS writes into the models it produces (training, catalog conversions):
-# {"task": ..., "runtime": ..., "format": ...}. It wins over every other clue.
-NATIVE_SPEC = "openmaas.json"
 
 _TRANSLATION_TYPES = frozenset({"marian", "m2m_100", "nllb-moe", "fsmt", "mbart"})
 _SUMMARIZATION_TYPES = frozenset(

@@ -127,6 +127,7 @@ class RegistryStore:
         change: bool = False,
     ) -> ModelRow:
         """The model row as `caller` may use it: to read, or (`change`) to change."""
+        require_caller(caller)
         row = rows.model_row(session, name, lock=lock)
         if change:
             require_changeable(row.name, row.project, row.public, caller)
@@ -137,6 +138,7 @@ class RegistryStore:
     def version_with_location(
         self, name: str, version: int, *, caller: Principal, change: bool = False
     ) -> tuple[ModelVersion, str]:
+        require_caller(caller)
         with self.db.transaction() as session:
             model = self.find_model(session, name, caller, change=change)
             row = rows.version_row(session, model, version)

@@ -34,8 +34,9 @@ from openmaas.errors import InvalidRequest, WrongTask
 from openmaas.tasks.catalogue import task_of_method
 from openmaas.tasks.embedding import FloatArray
 
-# The spec file of OpenMaaS's own formats (rules, linear heads, networks). The registry's
-# detection reads the same name; a test keeps the two equal.
+# The file OpenMaaS writes into the models it produces (training, catalog conversions, its
+# own formats: rules, linear heads, networks): {"task": ..., "runtime": ..., "format": ...}.
+# Registry detection reads it first: it wins over every other clue.
 NATIVE_SPEC = "openmaas.json"
 
 

@@ -216,6 +216,7 @@ class InferenceEngine:
         """Results of one task for `inputs`, in input order: resolve → lease → the task's
         checks and plan → cache → batch. `truncate` cuts inputs at the model's limit instead
         of refusing them."""
+        require_caller(caller)
         contract = get_task(task) if isinstance(task, str) else task
         version = await self.resolve(reference, contract.name, caller=caller)
         if params is None:

@@ -27,7 +27,7 @@ import numpy as np
 import numpy.typing as npt
 from safetensors.numpy import load_file, save_file
 
-from openmaas.registry.detection import NATIVE_SPEC
+from openmaas.runtimes.base import NATIVE_SPEC
 from openmaas.word_vectors.tokenizer import WordTokenizer
 
 RUNTIME = "word2vec"

@@ -26,7 +26,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
 
-from openmaas.registry.detection import NATIVE_SPEC
+from openmaas.runtimes.base import NATIVE_SPEC
 from openmaas.training.hyperparameters import COMMON_DEFAULTS, LoopSettings, choice
 from openmaas.training.recipe import TrainingContext, TrainingResult, TrainingStopped
 from openmaas.training.recipes.classification import ClassificationRecipe
