@@ -60,8 +60,9 @@ import orjson
 
 # Light (no torch): the runtime module is imported by name when a model loads.
 from openmaas.auth.keys import generate_key
-from openmaas.runtimes.base import LoadedModel, LoadOptions, ModelSource, get_runtime
+from openmaas.runtimes.base import LoadOptions, ModelSource, get_runtime
 from openmaas.settings import Settings
+from openmaas.tasks.embedding import Embedder
 
 try:  # imported as `benchmarks.embeddings_serving` (the tests)
     from benchmarks.http_load import HttpLoadClient
@@ -715,23 +716,26 @@ def report(name: str, scenario: str, m: Measurement) -> None:
 
 
 @contextlib.contextmanager
-def in_process_model(model_path: Path, threads: int) -> Iterator[LoadedModel]:
+def in_process_model(model_path: Path, threads: int) -> Iterator[Embedder]:
     """The model as OpenMaaS's transformers runtime loads it, in this process."""
     source = ModelSource.for_directory(
         model_path, task="embedding", runtime="transformers", name=MODEL_NAME
     )
-    model = get_runtime("transformers").load(source, LoadOptions(threads=threads))
+    loaded = get_runtime("transformers").load(source, LoadOptions(threads=threads))
+    if not isinstance(loaded, Embedder):
+        raise SystemExit(f"{model_path} did not load as an embedding model")
+    model: Embedder = loaded
     try:
         model.embed(["warm-up"] * 64)
         for _ in range(10):
             model.embed(["warm-up"])
         yield model
     finally:
-        model.unload()
+        loaded.unload()
 
 
 def measure_ceiling(
-    model: LoadedModel, plan: SentencePlan, batch_sizes: Sequence[int], gate: QuietGate
+    model: Embedder, plan: SentencePlan, batch_sizes: Sequence[int], gate: QuietGate
 ) -> Ceiling:
     gate.wait()
     single_ms = []
@@ -761,7 +765,7 @@ def measure_ceiling(
     )
 
 
-def token_stats(model: LoadedModel, sentences: Sequence[str]) -> TokenStats:
+def token_stats(model: Embedder, sentences: Sequence[str]) -> TokenStats:
     counts = model.count_tokens(sentences)
     return TokenStats(statistics.fmean(counts), min(counts), max(counts))
 
@@ -1021,7 +1025,7 @@ class RunSetup:
     gate: QuietGate
 
 
-def measure_round(index: int, model: LoadedModel, setup: RunSetup, workdir: Path) -> Round:
+def measure_round(index: int, model: Embedder, setup: RunSetup, workdir: Path) -> Round:
     """The ceiling, then both servers, each started fresh; odd rounds start with the baseline."""
     print(f"round {index + 1}: in-process ceiling", flush=True)
     ceiling = measure_ceiling(model, setup.plan, setup.workload.ceiling_batch_sizes, setup.gate)
