@@ -68,6 +68,12 @@ def test_serving_modules_stay_under_600_lines() -> None:
             assert lines <= 600, f"{path} has {lines} lines"
 
 
+def test_no_module_is_over_600_lines() -> None:
+    for path in SRC.rglob("*.py"):
+        lines = len(path.read_text(encoding="utf-8").splitlines())
+        assert lines <= 600, f"{path.relative_to(SRC)} has {lines} lines"
+
+
 API_PROTOCOLS = ("openai", "v2", "tasks", "admin", "ops")
 
 
