@@ -16,8 +16,8 @@ import pytest
 import tritonclient.http as triton  # type: ignore[import-untyped]
 from tritonclient.utils import InferenceServerException  # type: ignore[import-untyped]
 
-import openmaas.api.routes.v2
-import openmaas.api.v2_adapter
+import openmaas.api.v2.adapter
+import openmaas.api.v2.routes
 import openmaas.serving.engine
 from openmaas import Client
 from tests.integration.conftest import RunningServer, start_server, stop_server
@@ -54,7 +54,7 @@ def client(reversing_server: RunningServer) -> Iterator[Any]:
 
 
 def test_neither_the_engine_nor_the_routes_know_the_task() -> None:
-    for module in (openmaas.serving.engine, openmaas.api.routes.v2, openmaas.api.v2_adapter):
+    for module in (openmaas.serving.engine, openmaas.api.v2.routes, openmaas.api.v2.adapter):
         assert TASK not in inspect.getsource(module)
 
 

@@ -29,6 +29,7 @@ from openmaas.datasets.formats import (
     detect_format,
     render_chat,
 )
+from openmaas.datasets.report import ValidationReport
 from openmaas.datasets.schema import Source, TagScheme, infer_table_schema
 from openmaas.datasets.service import (
     CONTENT_FILE,
@@ -38,7 +39,7 @@ from openmaas.datasets.service import (
 )
 from openmaas.datasets.split import check_ratios, parse_ratios, split_examples
 from openmaas.datasets.stats import StatsBuilder, entity_types, label_counts
-from openmaas.datasets.validate import DatasetReader, ValidationReport, open_dataset
+from openmaas.datasets.validate import DatasetReader, open_dataset
 from openmaas.errors import (
     ArtifactCorrupted,
     InvalidRequest,

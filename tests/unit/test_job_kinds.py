@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 from sqlalchemy import text
 
-from openmaas.api.openai_fine_tuning import openai_request
+from openmaas.api.openai.fine_tuning_adapter import openai_request
 from openmaas.auth.entities import SYSTEM, Principal
 from openmaas.auth.scopes import Scope
 from openmaas.datasets.service import DatasetService

@@ -24,7 +24,7 @@ import torch
 from safetensors.torch import load_file
 from transformers import AutoTokenizer
 
-from openmaas.api.openai_fine_tuning import openai_request
+from openmaas.api.openai.fine_tuning_adapter import openai_request
 from openmaas.auth.entities import SYSTEM, Principal
 from openmaas.auth.scopes import Scope
 from openmaas.datasets.service import DatasetService

@@ -14,7 +14,7 @@ import pytest
 from openai.types.fine_tuning import FineTuningJob
 
 from openmaas.api.convert.training import fine_tuning_job_out
-from openmaas.api.openai_fine_tuning import openai_request
+from openmaas.api.openai.fine_tuning_adapter import openai_request
 from openmaas.auth.entities import SYSTEM
 from openmaas.errors import InvalidRequest
 from openmaas.jobs.entities import JobStatus

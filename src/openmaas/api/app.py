@@ -15,6 +15,7 @@ from contextlib import asynccontextmanager
 from fastapi import Depends, FastAPI
 
 from openmaas import __version__
+from openmaas.api.admin import audit, catalog, datasets, keys, registry, training, usage
 from openmaas.api.deps import requires
 from openmaas.api.errors import install_error_handlers
 from openmaas.api.metering import MeteringMiddleware
@@ -24,26 +25,18 @@ from openmaas.api.middleware import (
     MetricsMiddleware,
     RequestIdMiddleware,
 )
-from openmaas.api.routes import (
-    admin,
+from openmaas.api.openai import (
     audio,
-    audit,
-    catalog,
     completions,
-    datasets,
     embeddings,
     files,
     fine_tuning,
-    health,
-    metrics,
     models,
     moderations,
-    registry,
-    tasks,
-    training,
-    usage,
-    v2,
 )
+from openmaas.api.ops import health, metrics
+from openmaas.api.tasks import routes as tasks
+from openmaas.api.v2 import routes as v2
 from openmaas.auth.bootstrap import check_dev_no_auth, warn_dev_no_auth
 from openmaas.auth.scopes import Scope
 from openmaas.settings import MiB, Settings
@@ -122,7 +115,7 @@ def build_app(settings: Settings, services: Services | None = None) -> FastAPI:
         audio: inference,
         v2: None,
         health: None,
-        admin: None,
+        keys: None,
         metrics: requires(Scope.ADMIN),
         registry: requires(Scope.MODELS_READ, write=(Scope.MODELS_WRITE,)),
         catalog: requires(Scope.MODELS_READ, write=(Scope.MODELS_WRITE,)),

@@ -39,10 +39,11 @@ from sqlalchemy.orm import Session
 from openmaas.auth.access import is_admin, require_caller
 from openmaas.auth.entities import Principal
 from openmaas.datasets.formats import ContentHasher, Example, Format, parse_format
+from openmaas.datasets.report import DEFAULT_MAX_PROBLEMS, ValidationReport
 from openmaas.datasets.schema import DatasetSchema
 from openmaas.datasets.split import DEFAULT_RATIOS, DatasetSplits, check_ratios, split_examples
 from openmaas.datasets.stats import DatasetStats, StatsBuilder
-from openmaas.datasets.validate import DEFAULT_MAX_PROBLEMS, ValidationReport, open_dataset
+from openmaas.datasets.validate import open_dataset
 from openmaas.errors import (
     ArtifactCorrupted,
     InvalidRequest,

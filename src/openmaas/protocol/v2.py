@@ -2,7 +2,7 @@
 
 The REST protocol is JSON; Triton's binary tensor data extension lets a request or response
 carry tensor bytes after the JSON header, whose length the `Inference-Header-Content-Length`
-header gives (the codec is `openmaas.api.tensors`).
+header gives (the codec is `openmaas.api.v2.tensors`).
 
 Example::
 

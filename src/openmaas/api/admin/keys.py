@@ -10,9 +10,9 @@ from typing import Any
 
 from fastapi import APIRouter, Depends, Query, status
 
+from openmaas.api.auditor import AuditorDep
 from openmaas.api.convert.admin import key_out, project_out
 from openmaas.api.deps import PrincipalDep, ServicesDep, requires
-from openmaas.api.routes.audit import AuditorDep
 from openmaas.auth.policy import LimitPolicy
 from openmaas.auth.scopes import Scope
 from openmaas.protocol.admin import (

@@ -2,7 +2,7 @@
 
 A v2 model is an OpenMaaS model name; `/versions/{v}` picks version `v`, no version means what
 the bare name serves. Each task's contract declares its tensors (`TaskContract.v2_*`, served through
-`api.v2_adapter`): text tasks take `TEXT` (BYTES, shape [N] or [N, 1]), speech takes `AUDIO`
+`api.v2.adapter`): text tasks take `TEXT` (BYTES, shape [N] or [N, 1]), speech takes `AUDIO`
 (BYTES, shape [1]: the file's bytes). Request-level `parameters` carry task options
 (`truncate`, `dimensions`, `max_tokens`, `source_language`, `target_language`, `ratio`,
 `language`, `prompt`, `temperature`). This file holds only the routes.
@@ -28,8 +28,7 @@ from sqlalchemy import text as sql
 from openmaas import __version__
 from openmaas.api.deps import EngineDep, PrincipalDep, ServicesDep, requires
 from openmaas.api.responses import VERSION_HEADER, mark_model
-from openmaas.api.tensors import decode_infer_request, encode_infer_response
-from openmaas.api.v2_adapter import (
+from openmaas.api.v2.adapter import (
     facts,
     input_tensors,
     model_parameters,
@@ -38,6 +37,7 @@ from openmaas.api.v2_adapter import (
     run_inference,
     v2_contract,
 )
+from openmaas.api.v2.tensors import decode_infer_request, encode_infer_response
 from openmaas.auth.access import can_change
 from openmaas.auth.entities import SYSTEM, Principal
 from openmaas.auth.scopes import Scope

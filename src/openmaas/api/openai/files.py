@@ -14,44 +14,21 @@ line) is at `GET /v1/datasets/{file_id}`. Oversized uploads get 413.
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal
+from typing import Annotated, Literal
 from urllib.parse import quote
 
 from fastapi import APIRouter, File, Form, Query, UploadFile
 from fastapi.responses import StreamingResponse
 
+from openmaas.api.auditor import AuditorDep
 from openmaas.api.convert.datasets import file_out
+from openmaas.api.dataset_audit import record_created, record_deleted
 from openmaas.api.deps import PrincipalDep, ServicesDep
-from openmaas.api.routes.audit import Auditor, AuditorDep
-from openmaas.datasets.service import Dataset
 from openmaas.protocol.datasets import FileDeletedOut, FileListOut, FileOut
 
 router = APIRouter(prefix="/v1/files", tags=["files"])
 
 MAX_PAGE = 10_000  # OpenAI's largest `limit`
-
-
-def audit_state(dataset: Dataset) -> dict[str, Any]:
-    return {
-        "id": dataset.id,
-        "project": dataset.project,
-        "filename": dataset.filename,
-        "bytes": dataset.size_bytes,
-        "format": dataset.format.value,
-        "status": dataset.status.value,
-        "task": dataset.task.value,
-        "rows": dataset.stats.rows,
-        "sha256": dataset.sha256,
-        "content_sha256": dataset.content_sha256,
-    }
-
-
-def record_created(auditor: Auditor, dataset: Dataset) -> None:
-    auditor.record("dataset.create", f"datasets/{dataset.id}", after=audit_state(dataset))
-
-
-def record_deleted(auditor: Auditor, dataset: Dataset) -> None:
-    auditor.record("dataset.delete", f"datasets/{dataset.id}", before=audit_state(dataset))
 
 
 @router.post("")

@@ -12,10 +12,10 @@ from typing import Annotated
 
 from fastapi import APIRouter, File, Form, Query, UploadFile, status
 
+from openmaas.api.auditor import AuditorDep
 from openmaas.api.convert.datasets import dataset_out, dataset_summary_out
+from openmaas.api.dataset_audit import record_created, record_deleted
 from openmaas.api.deps import PrincipalDep, ServicesDep
-from openmaas.api.routes.audit import AuditorDep
-from openmaas.api.routes.files import record_created, record_deleted
 from openmaas.datasets.formats import content_sha256
 from openmaas.datasets.split import parse_ratios
 from openmaas.datasets.stats import label_counts

@@ -13,15 +13,15 @@ from typing import Annotated
 from fastapi import APIRouter, Query
 from starlette.concurrency import run_in_threadpool
 
+from openmaas.api.auditor import AuditorDep
 from openmaas.api.convert.training import (
     fine_tuning_checkpoint_out,
     fine_tuning_event_out,
     fine_tuning_job_out,
 )
 from openmaas.api.deps import PrincipalDep, ServicesDep
-from openmaas.api.openai_fine_tuning import openai_request, training_kind
-from openmaas.api.routes.audit import AuditorDep
-from openmaas.api.routes.training import cancel_job, create_job
+from openmaas.api.openai.fine_tuning_adapter import openai_request
+from openmaas.api.training_jobs import cancel_job, create_job, training_kind
 from openmaas.errors import InvalidRequest
 from openmaas.protocol.training import (
     EVENT_CURSOR_PATTERN,

@@ -1,5 +1,5 @@
-"""`GET /v1/audit` (admin keys only), and `AuditorDep`, with which mutating admin routes
-record what they did.
+"""`AuditorDep`: the audit log bound to one request, with which mutating routes (of every
+protocol) record what they did. The events are read at `GET /v1/audit` (`api/admin/audit.py`).
 
 Example (a sync route, after its change has succeeded)::
 
@@ -17,20 +17,13 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Query, Request
+from fastapi import Depends, Request
 
-from openmaas.api.convert.metering import audit_event_out
 from openmaas.api.deps import CallerDep, PrincipalDep, ServicesDep, client_address
-from openmaas.api.query import TIMESTAMP_HINT, parse_timestamp
 from openmaas.metering.audit import AuditEvent, AuditLog
 from openmaas.observability.logs import request_id_var
-from openmaas.protocol.metering import AuditListOut
 
 logger = logging.getLogger("openmaas.audit")
-
-router = APIRouter(prefix="/v1/audit", tags=["metering"])
-
-MAX_PAGE = 1000
 
 
 @dataclass(frozen=True, slots=True)
@@ -96,38 +89,3 @@ async def auditor(
 
 
 AuditorDep = Annotated[Auditor, Depends(auditor)]
-
-
-@router.get("")
-def list_audit_events(
-    services: ServicesDep,
-    principal: PrincipalDep,
-    start: Annotated[str | None, Query(description=f"Inclusive. {TIMESTAMP_HINT}.")] = None,
-    end: Annotated[str | None, Query(description=f"Exclusive. {TIMESTAMP_HINT}.")] = None,
-    actor: Annotated[str | None, Query(max_length=128)] = None,
-    project: Annotated[str | None, Query(max_length=128)] = None,
-    action: Annotated[str | None, Query(max_length=64, description="e.g. alias.set")] = None,
-    target: Annotated[
-        str | None,
-        Query(max_length=512, description="A target and everything under it: models/bert."),
-    ] = None,
-    limit: Annotated[int, Query(ge=1, le=MAX_PAGE)] = 100,
-    after_id: Annotated[int | None, Query(ge=0, description="next_after_id of a page.")] = None,
-) -> AuditListOut:
-    """Audit events oldest first; page with `after_id`. Needs an `admin` key."""
-    events = services.audit.query(
-        start=parse_timestamp(start, "start"),
-        end=parse_timestamp(end, "end"),
-        actor=actor,
-        project=project,
-        action=action,
-        target=target,
-        limit=limit + 1,  # one more tells whether another page follows
-        after_id=after_id,
-        caller=principal,
-    )
-    page = events[:limit]
-    return AuditListOut(
-        data=[audit_event_out(event) for event in page],
-        next_after_id=page[-1].id if len(events) > limit else None,
-    )

@@ -1,5 +1,5 @@
-"""`/v1/training/jobs`: training jobs with everything a recipe takes (our richer API), and
-the create and cancel steps `/v1/fine_tuning/jobs` shares.
+"""`/v1/training/jobs`: training jobs with everything a recipe takes (our richer API). The
+create and cancel steps, shared with `/v1/fine_tuning/jobs`, are in `api/training_jobs.py`.
 
 Jobs belong to the caller's project: another project's job answers 404 as if it did not
 exist (admins see every job). Creating one counts against the project's
@@ -8,12 +8,11 @@ exist (admins see every job). Creating one counts against the project's
 
 from __future__ import annotations
 
-import functools
-from typing import Annotated, Any, Literal
+from typing import Annotated, Literal
 
 from fastapi import APIRouter, Query, status
-from starlette.concurrency import run_in_threadpool
 
+from openmaas.api.auditor import AuditorDep
 from openmaas.api.convert.training import (
     recipe_out,
     training_checkpoint_out,
@@ -21,10 +20,7 @@ from openmaas.api.convert.training import (
     training_job_out,
 )
 from openmaas.api.deps import PrincipalDep, ServicesDep
-from openmaas.api.openai_fine_tuning import training_kind
-from openmaas.api.routes.audit import Auditor, AuditorDep
-from openmaas.auth.entities import Principal
-from openmaas.jobs.entities import TRAINING, Job
+from openmaas.api.training_jobs import cancel_job, create_job, training_kind
 from openmaas.protocol.training import (
     PageOut,
     RecipeOut,
@@ -34,53 +30,11 @@ from openmaas.protocol.training import (
     TrainingJobOut,
 )
 from openmaas.training.requests import EarlyStopping, JobRequest
-from openmaas.wiring import Services
 
 router = APIRouter(prefix="/v1/training", tags=["training"])
 
 MAX_PAGE = 100
 MAX_EVENTS_PAGE = 1000
-
-
-async def create_job(
-    services: Services, principal: Principal, auditor: Auditor, request: JobRequest
-) -> Job:
-    """Validate (400 naming the problem), charge the daily quota, record, audit."""
-    jobs = services.jobs
-    prepared = await run_in_threadpool(
-        functools.partial(jobs.prepare, TRAINING, request, caller=principal)
-    )
-    await services.limits.charge_training_job(principal)  # 429 when the quota is used up
-    try:
-        return await run_in_threadpool(functools.partial(jobs.submit, prepared, caller=principal))
-    finally:
-        # Recorded whether its files passed or failed the job: the job exists either way.
-        await run_in_threadpool(_audit_created, services, principal, auditor, prepared.id)
-
-
-def _audit_created(services: Services, principal: Principal, auditor: Auditor, job_id: str) -> None:
-    job = services.jobs.get(job_id, caller=principal)
-    auditor.record("job.create", f"jobs/{job.id}", after=_audit_state(job))
-
-
-def cancel_job(services: Services, principal: Principal, auditor: Auditor, job_id: str) -> Job:
-    before = services.jobs.get(job_id, caller=principal)
-    job = services.jobs.cancel(job_id, caller=principal)
-    if (before.status, before.cancel_requested) != (job.status, job.cancel_requested):
-        auditor.record(
-            "job.cancel", f"jobs/{job.id}", before=_audit_state(before), after=_audit_state(job)
-        )
-    return job
-
-
-def _audit_state(job: Job) -> dict[str, Any]:
-    return {
-        "status": job.status.value,
-        "cancel_requested": job.cancel_requested,
-        "recipe": job.recipe,
-        "training_file": job.training_file,
-        "model_name": job.model_name,
-    }
 
 
 @router.get("/recipes")

@@ -2,7 +2,8 @@
 from scratch) or a registered base model (fine-tuned by the recipe that fits it), and
 OpenAI's hyperparameter names (`n_epochs`, `batch_size`, `learning_rate_multiplier`) are
 translated into the recipe's own. The response shapes are in `protocol.training`, built by
-`api.convert.training`.
+`api.convert.training`; the server's training kind comes from
+`api.training_jobs.training_kind`.
 
 Example::
 
@@ -18,19 +19,10 @@ from typing import Any
 
 from openmaas.auth.access import require_caller
 from openmaas.auth.entities import Principal
-from openmaas.jobs.entities import TRAINING
-from openmaas.jobs.service import JobService
 from openmaas.training.hyperparameters import BATCH_NAMES, EPOCH_NAMES, LEARNING_RATE_NAMES
 from openmaas.training.kind import TrainingJobKind
 from openmaas.training.recipe import Recipe
 from openmaas.training.requests import JobRequest, param_name
-
-
-def training_kind(jobs: JobService) -> TrainingJobKind:
-    """The server's training kind (its recipes, for the routes that list or map them)."""
-    kind = jobs.kind(TRAINING)
-    assert isinstance(kind, TrainingJobKind), kind
-    return kind
 
 
 def openai_request(

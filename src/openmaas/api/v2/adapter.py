@@ -18,7 +18,7 @@ import orjson
 from fastapi import Request
 
 from openmaas.api.metering import meter
-from openmaas.api.tensors import Tensor, wants_binary
+from openmaas.api.v2.tensors import Tensor, wants_binary
 from openmaas.auth.entities import Principal
 from openmaas.errors import InvalidRequest, WrongTask
 from openmaas.protocol.v2 import InferenceRequest, MetadataTensor, Parameters

@@ -16,6 +16,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, File, Form, Query, UploadFile, status
 from pydantic import BaseModel, ConfigDict, ValidationError
 
+from openmaas.api.auditor import Auditor, AuditorDep
 from openmaas.api.convert.registry import (
     alias_event_out,
     compare_out,
@@ -25,7 +26,6 @@ from openmaas.api.convert.registry import (
     version_out,
 )
 from openmaas.api.deps import PrincipalDep, RegistryDep, caller, requires
-from openmaas.api.routes.audit import Auditor, AuditorDep
 from openmaas.auth.scopes import Scope
 from openmaas.errors import InvalidRequest
 from openmaas.protocol.common import ListOut

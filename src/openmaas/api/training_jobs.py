@@ -1,0 +1,72 @@
+"""The training-job steps both job APIs share: `/v1/training/jobs` (ours, `api/admin`) and
+`/v1/fine_tuning/jobs` (OpenAI's dialect, `api/openai`) create and cancel the same jobs, with
+the same quota, validation and audit events; only the request and response shapes differ.
+
+Example (in an async route, once the body is mapped onto a `JobRequest`)::
+
+    job = await create_job(services, principal, auditor, request)
+    return training_job_out(job)
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import Any
+
+from starlette.concurrency import run_in_threadpool
+
+from openmaas.api.auditor import Auditor
+from openmaas.auth.entities import Principal
+from openmaas.jobs.entities import TRAINING, Job
+from openmaas.jobs.service import JobService
+from openmaas.training.kind import TrainingJobKind
+from openmaas.training.requests import JobRequest
+from openmaas.wiring import Services
+
+
+def training_kind(jobs: JobService) -> TrainingJobKind:
+    """The server's training kind (its recipes, for the routes that list or map them)."""
+    kind = jobs.kind(TRAINING)
+    assert isinstance(kind, TrainingJobKind), kind
+    return kind
+
+
+async def create_job(
+    services: Services, principal: Principal, auditor: Auditor, request: JobRequest
+) -> Job:
+    """Validate (400 naming the problem), charge the daily quota, record, audit."""
+    jobs = services.jobs
+    prepared = await run_in_threadpool(
+        functools.partial(jobs.prepare, TRAINING, request, caller=principal)
+    )
+    await services.limits.charge_training_job(principal)  # 429 when the quota is used up
+    try:
+        return await run_in_threadpool(functools.partial(jobs.submit, prepared, caller=principal))
+    finally:
+        # Recorded whether its files passed or failed the job: the job exists either way.
+        await run_in_threadpool(_audit_created, services, principal, auditor, prepared.id)
+
+
+def _audit_created(services: Services, principal: Principal, auditor: Auditor, job_id: str) -> None:
+    job = services.jobs.get(job_id, caller=principal)
+    auditor.record("job.create", f"jobs/{job.id}", after=_audit_state(job))
+
+
+def cancel_job(services: Services, principal: Principal, auditor: Auditor, job_id: str) -> Job:
+    before = services.jobs.get(job_id, caller=principal)
+    job = services.jobs.cancel(job_id, caller=principal)
+    if (before.status, before.cancel_requested) != (job.status, job.cancel_requested):
+        auditor.record(
+            "job.cancel", f"jobs/{job.id}", before=_audit_state(before), after=_audit_state(job)
+        )
+    return job
+
+
+def _audit_state(job: Job) -> dict[str, Any]:
+    return {
+        "status": job.status.value,
+        "cancel_requested": job.cancel_requested,
+        "recipe": job.recipe,
+        "training_file": job.training_file,
+        "model_name": job.model_name,
+    }
