@@ -198,6 +198,13 @@ class Settings(BaseSettings):
 
     @model_validator(mode="after")
     def _fill_defaults(self) -> Settings:
+        # Absolute once, here: a relative path handed on (a lexicon inside the home, say) is
+        # joined by whatever opens it to a directory of its own choosing, not to ours.
+        self.home = self.home.expanduser().absolute()
+        for name in ("artifacts_dir", "encryption_key_file", "ssl_certfile", "ssl_keyfile"):
+            value = getattr(self, name)
+            if value is not None:
+                setattr(self, name, value.expanduser().absolute())
         if not self.database_url:
             self.database_url = f"sqlite:///{(self.home / 'openmaas.db').as_posix()}"
         if self.artifacts_dir is None:
