@@ -9,8 +9,11 @@ from pathlib import Path
 import numpy as np
 from safetensors.numpy import save_file
 
-from openmaas.auth.entities import Principal
+from openmaas.auth.entities import SYSTEM, Principal
 from openmaas.auth.scopes import Scope
+from openmaas.registry.composition import Registry
+from openmaas.registry.registration import VersionSpec
+from openmaas.registry.sources import plan_directory
 
 
 def write_hf_model(
@@ -58,3 +61,13 @@ def member(project: str, *scopes: Scope) -> Principal:
     return Principal(
         project=project, key_id=1, prefix=f"{project}key", scopes=scopes or (Scope.TRAINING,)
     )
+
+
+def register(
+    registry: Registry, tmp_path: Path, name: str = "clf", seed: int = 0, **spec: object
+) -> int:
+    model_dir = write_hf_model(tmp_path / f"src-{name}-{seed}", seed=seed)
+    version = registry.registration.register_plan(
+        name, plan_directory(model_dir), VersionSpec(**spec), caller=SYSTEM
+    )  # type: ignore[arg-type]
+    return version.version

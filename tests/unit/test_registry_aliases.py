@@ -19,19 +19,7 @@ from openmaas.errors import (
 )
 from openmaas.registry.composition import Registry
 from openmaas.registry.names import Reference, parse_reference
-from openmaas.registry.registration import VersionSpec
-from openmaas.registry.sources import plan_directory
-from tests.factories import write_hf_model
-
-
-def register(
-    registry: Registry, tmp_path: Path, name: str = "clf", seed: int = 0, **spec: object
-) -> int:
-    model_dir = write_hf_model(tmp_path / f"src-{name}-{seed}", seed=seed)
-    version = registry.registration.register_plan(
-        name, plan_directory(model_dir), VersionSpec(**spec), caller=SYSTEM
-    )  # type: ignore[arg-type]
-    return version.version
+from tests.factories import register
 
 
 def test_alias_moves_are_recorded_and_rollback_walks_back(
