@@ -16,7 +16,7 @@ import redis
 from limits.errors import StorageError
 
 from openmaas.auth.policy import LimitPolicy
-from openmaas.auth.ratelimit import CounterStorage, RateLimiter
+from openmaas.auth.ratelimit import CounterStorage, RateLimiter, RateLimitStatus
 from openmaas.errors import QuotaExhausted, RateLimited
 
 REDIS_URL = "redis://127.0.0.1:6379"
@@ -373,3 +373,146 @@ async def test_a_checked_request_says_what_remains_of_the_minute(
     assert quota_only.requests is None
     assert quota_only.tokens is None
     assert quota_only.headers() == []
+
+
+# -- reserve, then settle --------------------------------------------------------------------
+
+
+def tokens_left(status: RateLimitStatus) -> int:
+    assert status.tokens is not None
+    return status.tokens.remaining
+
+
+@pytest.mark.asyncio
+async def test_a_reservation_that_does_not_fit_is_refused_and_holds_nothing(
+    limiter: RateLimiter,
+) -> None:
+    """The audit's overshoot: one large request against tokens_per_minute=100 ran and was
+    charged afterwards. Its reservation is now refused before it runs."""
+    key = LimitPolicy(tokens_per_minute=100)
+    error = await refused(limiter.reserve_tokens("acme", 1, UNLIMITED, key, 21_700))
+    assert isinstance(error, RateLimited)
+    assert error.status_code == 429
+    assert "request too large" in error.message
+    assert "21700 tokens" in error.message
+    assert "100 tokens per minute" in error.message
+    # Waiting cannot help; what remains is reported as it is.
+    assert error.headers["x-should-retry"] == "false"
+    assert error.headers["x-ratelimit-remaining-tokens"] == "100"
+    assert 1 <= int(error.headers["Retry-After"]) <= 60
+
+    # Nothing was held: the whole minute's 100 tokens are still there.
+    held = await limiter.reserve_tokens("acme", 1, UNLIMITED, key, 100)
+    error = await refused(limiter.reserve_tokens("acme", 1, UNLIMITED, key, 1))
+    assert isinstance(error, RateLimited)
+    assert "0 remain" in error.message
+    assert "x-should-retry" not in error.headers
+    await held.settle(100)
+
+
+@pytest.mark.asyncio
+async def test_settling_refunds_the_unused_part_and_charges_an_overrun(
+    limiter: RateLimiter,
+) -> None:
+    project = LimitPolicy(tokens_per_minute=1000, tokens_per_day=5000)
+    held = await limiter.reserve_tokens("acme", 1, project, UNLIMITED, 800)
+    status = await limiter.check_request("acme", 1, project, UNLIMITED)
+    assert tokens_left(status) == 200  # held while it runs
+    await held.settle(30)
+    status = await limiter.check_request("acme", 1, project, UNLIMITED)
+    assert tokens_left(status) == 970
+    await held.settle(0)  # a second settlement changes nothing
+    status = await limiter.check_request("acme", 1, project, UNLIMITED)
+    assert tokens_left(status) == 970
+
+    # A bound that was low: the difference is charged too.
+    low = await limiter.reserve_tokens("acme", 1, project, UNLIMITED, 10)
+    await low.settle(70)
+    status = await limiter.check_request("acme", 1, project, UNLIMITED)
+    assert tokens_left(status) == 900
+
+
+@pytest.mark.asyncio
+async def test_a_daily_quota_refuses_a_reservation_that_would_pass_it(
+    limiter: RateLimiter, clock: FakeClock
+) -> None:
+    clock.now = datetime(2026, 11, 23, 23, 59, 30, tzinfo=UTC)
+    project = LimitPolicy(tokens_per_day=100)
+    held = await limiter.reserve_tokens("acme", 1, project, UNLIMITED, 60)
+    await held.settle(60)
+    error = await refused(limiter.reserve_tokens("acme", 2, project, UNLIMITED, 50))
+    assert isinstance(error, QuotaExhausted)
+    assert error.message == (
+        "the project 'acme' has 40 of its 100 tokens per day left today and this request may "
+        "use up to 50 tokens (an upper bound from the size of its input, plus max_tokens "
+        "where it generates); the quota resets at 2026-11-24T00:00:00Z"
+    )
+    held = await limiter.reserve_tokens("acme", 2, project, UNLIMITED, 40)
+    await held.settle(40)
+
+
+@pytest.mark.asyncio
+async def test_concurrent_reservations_never_pass_a_token_limit(limiter: RateLimiter) -> None:
+    project = LimitPolicy(tokens_per_minute=1000)
+    key = LimitPolicy(tokens_per_minute=500)
+    calls = [
+        limiter.reserve_tokens("acme", i % 2, project, key if i % 2 else UNLIMITED, 120)
+        for i in range(30)
+    ]
+    results = await asyncio.gather(*calls, return_exceptions=True)
+    held = [r for r in results if not isinstance(r, BaseException)]
+    assert 1 <= len(held) <= 1000 // 120
+    assert sum(1 for r in results[1::2] if not isinstance(r, BaseException)) <= 500 // 120
+    assert all(isinstance(r, RateLimited) for r in results if isinstance(r, BaseException))
+
+
+@pytest.mark.asyncio
+async def test_a_settlement_after_the_minute_ended_charges_only_the_overrun(
+    limiter: RateLimiter, clock: FakeClock
+) -> None:
+    project = LimitPolicy(tokens_per_minute=1000)
+    refunded = await limiter.reserve_tokens("acme", 1, project, UNLIMITED, 500)
+    overrun = await limiter.reserve_tokens("acme", 1, project, UNLIMITED, 100)
+    clock.advance(minutes=1)
+    await refunded.settle(10)  # the ended minute's refund is dropped
+    await overrun.settle(300)  # 200 more than held: charged to the current minute
+    status = await limiter.check_request("acme", 1, project, UNLIMITED)
+    assert tokens_left(status) == 800
+
+
+@pytest.mark.asyncio
+async def test_without_token_limits_a_reservation_holds_nothing(limiter: RateLimiter) -> None:
+    held = await limiter.reserve_tokens(
+        "acme", 1, LimitPolicy(requests_per_minute=5), UNLIMITED, 10**9
+    )
+    assert held.counters == ()
+    await held.settle(10**9)
+    with pytest.raises(ValueError, match="tokens"):
+        await limiter.reserve_tokens("acme", 1, UNLIMITED, UNLIMITED, -1)
+
+
+@pytest.mark.asyncio
+async def test_two_limiters_sharing_one_redis_hold_one_token_limit(
+    redis_namespace: str, clock: FakeClock
+) -> None:
+    first = RateLimiter(REDIS_URL, namespace=redis_namespace, clock=clock)
+    second = RateLimiter(REDIS_URL, namespace=redis_namespace, clock=clock)
+    try:
+        key = LimitPolicy(tokens_per_minute=1000)
+        calls = [
+            (first if i % 2 else second).reserve_tokens("acme", 1, UNLIMITED, key, 300)
+            for i in range(10)
+        ]
+        results = await asyncio.gather(*calls, return_exceptions=True)
+        held = [r for r in results if not isinstance(r, BaseException)]
+        assert 1 <= len(held) <= 3
+        # A refund through one process makes room seen by the other.
+        for reservation in held:
+            await reservation.settle(0)
+        again = await first.reserve_tokens("acme", 1, UNLIMITED, key, 1000)
+        await again.settle(1000)
+        error = await refused(second.reserve_tokens("acme", 1, UNLIMITED, key, 1))
+        assert isinstance(error, RateLimited)
+    finally:
+        await first.close()
+        await second.close()

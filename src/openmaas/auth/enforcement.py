@@ -4,14 +4,15 @@ Example::
 
     limits = Limits(RateLimiter(settings.redis_url))
     await limits.check(principal)              # per request: 429 when over a limit
-    await limits.charge_tokens(principal, 42)  # after the response
+    held = await limits.reserve_tokens(principal, 600)  # before serving: 429 if it won't fit
+    await held.settle(42)                      # after the response: what it really used
 """
 
 from __future__ import annotations
 
 from openmaas.auth.entities import Principal
 from openmaas.auth.policy import LimitPolicy
-from openmaas.auth.ratelimit import RateLimiter, RateLimitStatus
+from openmaas.auth.ratelimit import RateLimiter, RateLimitStatus, TokenReservation
 
 
 class Limits:
@@ -34,6 +35,16 @@ class Limits:
         if found is None:
             return None
         return await self.limiter.check_request(principal.project, principal.key_id, *found)
+
+    async def reserve_tokens(self, principal: Principal, tokens: int) -> TokenReservation | None:
+        """Hold an upper bound of a request's tokens until it is settled (429 when it does
+        not fit); None when the caller has no limits."""
+        found = self.policies(principal)
+        if found is None:
+            return None
+        return await self.limiter.reserve_tokens(
+            principal.project, principal.key_id, *found, tokens
+        )
 
     async def charge_tokens(self, principal: Principal, tokens: int) -> None:
         found = self.policies(principal)
