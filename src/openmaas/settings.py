@@ -188,6 +188,14 @@ class Settings(BaseSettings):
         description="Training recipes besides the built-in ones: comma-separated "
         "`module:attribute` names of Recipe instances or classes.",
     )
+    # Quotas finding (issue 13): max_tokens was unbounded on /v1 completions and /v2 seq2seq.
+    max_generation_tokens: int = Field(
+        default=4096,
+        ge=256,  # at least the 256 a request that names no max_tokens gets
+        description="Largest max_tokens a request may ask for: generation (/v1/completions, "
+        "/v1/chat/completions) and translation and summarization per input (/v1 and /v2); "
+        "above it the request is refused with 400.",
+    )
 
     @field_validator("preload", "cache_tasks", "extra_recipes", mode="before")
     @classmethod

@@ -66,17 +66,35 @@ def test_a_key_override_is_tighter_than_its_project(limited: RunningServer) -> N
 
 
 def test_a_used_up_token_quota_says_which_and_until_when(limited: RunningServer) -> None:
-    key = project_key(limited, {"tokens_per_day": 5})
-    first = classify(limited, key, "This sentence has quite a few tokens in it.")
-    assert first.status_code == 200
-    assert first.json()["usage"]["total_tokens"] > 5  # the request that crosses may overshoot
-    refused = classify(limited, key)
+    key = project_key(limited, {"tokens_per_day": 60})
+    text = "This sentence has quite a few tokens in it."  # a bound of 47 tokens, uses fewer
+    used = 0
+    for _ in range(60):
+        answer = classify(limited, key, text)
+        if answer.status_code != 200:
+            break
+        used += answer.json()["usage"]["total_tokens"]
+    assert 0 < used <= 60  # reserved before, settled after: never past the quota
+    assert answer.status_code == 429
+    error = answer.json()["error"]
+    assert error["code"] == "quota_exceeded"
+    assert answer.headers["x-should-retry"] == "false"
+    assert f"has {60 - used} of its 60 tokens per day left today" in error["message"]
+    assert "T00:00:00Z" in error["message"]
+
+
+def test_a_request_larger_than_a_quota_is_refused_before_it_runs(
+    limited: RunningServer,
+) -> None:
+    key = project_key(limited, {"tokens_per_day": 10})
+    refused = classify(limited, key, "This sentence has quite a few tokens in it.")
     assert refused.status_code == 429
     error = refused.json()["error"]
     assert error["code"] == "quota_exceeded"
-    assert refused.headers["x-should-retry"] == "false"
-    assert "5 tokens" in error["message"]
-    assert "T00:00:00Z" in error["message"]
+    assert "request too large" in error["message"]
+    assert "10 tokens per day" in error["message"]
+    # It held nothing: a small request (a bound of 6 tokens) still fits.
+    assert classify(limited, key, "ok").status_code == 200
 
 
 def test_responses_say_what_remains_of_the_minute(limited: RunningServer) -> None:

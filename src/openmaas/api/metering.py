@@ -1,12 +1,17 @@
-"""Per-request metering: a usage record for every authenticated request, tokens charged,
-and the caller's remaining per-minute limits as `x-ratelimit-*` response headers.
+"""Per-request metering: a usage record for every authenticated request, tokens reserved
+and settled, and the caller's remaining per-minute limits as `x-ratelimit-*` headers.
 
-Routes say what a request consumed with `meter(request, ...)`; the middleware, after the
-response has been sent (streams included), hands one `UsageRecord` to the buffered
-recorder and charges the tokens to the caller's rate limits and quotas.
+Before serving, a route reserves an upper bound of the tokens the request may use with
+`reserve_tokens(request, bound)` (429 when it does not fit the caller's token limits); it
+says what the request consumed with `meter(request, ...)`. The middleware settles the
+reservation with those tokens (or charges them, where nothing was reserved) just before the
+response's last body chunk goes out, so a client that has read a whole response sees it
+settled in its next request; then it hands one `UsageRecord` to the buffered recorder.
 
 Example::
 
+    await reserve_tokens(request, engine.token_bound(EMBEDDING, texts, params))
+    served = await engine.infer(EMBEDDING, model, texts, params, caller=who)
     meter(request, served.version, input_tokens=served.prompt_tokens, items=len(texts))
 """
 
@@ -22,7 +27,7 @@ from starlette.requests import Request
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from openmaas.auth.entities import Principal
-from openmaas.auth.ratelimit import RateLimitStatus
+from openmaas.auth.ratelimit import RateLimitStatus, TokenReservation
 from openmaas.metering.usage import UsageRecord
 from openmaas.observability.logs import request_id_var
 from openmaas.registry.entities import ModelVersion
@@ -69,6 +74,17 @@ def meter(
     )
 
 
+async def reserve_tokens(request: Request, tokens: int) -> None:
+    """Hold `tokens`, an upper bound of what this request may use, against the caller's
+    token limits until the response is settled: RateLimited or QuotaExhausted (429) when it
+    does not fit. Call once, after the body is parsed and before any work is done."""
+    who: Principal = request.state.principal
+    services: Services = request.app.state.services
+    held = await services.limits.reserve_tokens(who, tokens)
+    if held is not None:
+        request.state.reservation = held
+
+
 class MeteringMiddleware:
     def __init__(self, app: ASGIApp, services: Services) -> None:
         self.app = app
@@ -90,6 +106,9 @@ class MeteringMiddleware:
                 remaining: RateLimitStatus | None = state.get("ratelimit")
                 if remaining is not None:
                     message["headers"] = [*message.get("headers", []), *remaining.headers()]
+            elif message["type"] == "http.response.body" and not message.get("more_body"):
+                # The usage is final (a stream's generator has finished): settle first.
+                await self._settle(state, status)
             await send(message)
 
         try:
@@ -100,7 +119,27 @@ class MeteringMiddleware:
         finally:
             who: Principal | None = state.get("principal")
             if who is not None:
+                await self._settle(state, status)  # no last chunk was sent: an error, a cut
                 await self._account(scope, who, state.get("usage"), status, started)
+
+    async def _settle(self, state: dict[str, object], status: int) -> None:
+        """Replace the request's reservation with the tokens it used (once per request);
+        tokens of a request that reserved nothing are charged. A failed request is charged
+        nothing, as before reservations."""
+        who = state.get("principal")
+        if not isinstance(who, Principal) or state.get("settled"):
+            return
+        state["settled"] = True
+        usage = state.get("usage")
+        used = usage.tokens if isinstance(usage, RequestUsage) and status < 400 else 0
+        held = state.get("reservation")
+        try:
+            if isinstance(held, TokenReservation):
+                await held.settle(used)
+            elif used:
+                await self.services.limits.charge_tokens(who, used)
+        except Exception:  # the response is under way; never fail it for its accounting
+            log.exception("could not charge %d tokens to %s", used, who.actor)
 
     async def _account(
         self,
@@ -130,8 +169,3 @@ class MeteringMiddleware:
                 request_id=request_id_var.get(),
             )
         )
-        if used.tokens and status < 400:
-            try:
-                await self.services.limits.charge_tokens(who, used.tokens)
-            except Exception:  # the response is already sent; never fail it afterwards
-                log.exception("could not charge %d tokens to %s", used.tokens, who.actor)

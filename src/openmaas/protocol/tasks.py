@@ -39,11 +39,13 @@ class NerRequest(_TextsRequest):
 class TranslateRequest(_TextsRequest):
     source_language: str | None = None
     target_language: str | None = None
-    max_tokens: int = Field(default=256, ge=1, le=4096)
+    # Bounded by the server's OPENMAAS_MAX_GENERATION_TOKENS (400 above it).
+    max_tokens: int = Field(default=256, ge=1)
 
 
 class SummarizeRequest(_TextsRequest):
-    max_tokens: int = Field(default=256, ge=1, le=4096)
+    # Bounded by the server's OPENMAAS_MAX_GENERATION_TOKENS (400 above it).
+    max_tokens: int = Field(default=256, ge=1)
     ratio: float | None = Field(
         default=None, gt=0, le=1, description="Extractive models: share of sentences kept."
     )

@@ -41,11 +41,13 @@ from openmaas.serving.streaming import iterate_in_thread
 from openmaas.settings import MiB, Settings
 from openmaas.tasks.catalogue import get_task
 from openmaas.tasks.contract import Plan, TaskContract
+from openmaas.tasks.seq2seq import Seq2SeqParams
 from openmaas.tasks.text_generation import (
     TEXT_GENERATION,
     GenerationDelta,
     GenerationParams,
     Generator,
+    generation_token_bound,
 )
 from openmaas.tasks.text_input import limit_tokens
 
@@ -179,6 +181,41 @@ class InferenceEngine:
 
     # -- tasks -------------------------------------------------------------------------------
 
+    def token_bound(
+        self, task: TaskContract[InputsT, ParamsT, Any], inputs: InputsT, params: ParamsT | None
+    ) -> int:
+        """At most how many tokens `infer` will charge for this request, before anything
+        runs (what the API reserves against the caller's token limits). InvalidRequest for a
+        max_tokens above the server's cap, so that it is refused as such, not as too large."""
+        if params is None:
+            params = task.default_params()
+        self._check_max_tokens(params)
+        return task.token_bound(inputs, params)
+
+    def generation_bound(
+        self,
+        params: GenerationParams,
+        *,
+        prompt: str | None = None,
+        messages: Sequence[Mapping[str, str]] | None = None,
+    ) -> int:
+        """`token_bound` for `generate`: the prompt's bound plus max_tokens."""
+        self._check_max_tokens(params)
+        return generation_token_bound(params, prompt=prompt, messages=messages)
+
+    def _check_max_tokens(self, params: object) -> None:
+        """Generation and seq2seq params ask for at most `max_generation_tokens` (the audit:
+        max_tokens was unbounded on /v1 completions and on /v2 seq2seq)."""
+        if not isinstance(params, GenerationParams | Seq2SeqParams):
+            return
+        cap = self.settings.max_generation_tokens
+        if not 1 <= params.max_tokens <= cap:
+            raise InvalidRequest(
+                f"max_tokens is {params.max_tokens}; this server generates at most {cap} "
+                f"tokens per output: send a max_tokens from 1 to {cap}",
+                param="max_tokens",
+            )
+
     @overload
     async def infer(
         self,
@@ -221,6 +258,7 @@ class InferenceEngine:
         version = await self.resolve(reference, contract.name, caller=caller)
         if params is None:
             params = contract.default_params()
+        self._check_max_tokens(params)
         async with self.pool.lease(_key(version)) as resident:
             model = resident.model
             contract.check_model(model, resident.label)  # once per lease, not per item
@@ -240,6 +278,7 @@ class InferenceEngine:
     ) -> Stream:
         """Start streaming a continuation of a prompt or a chat."""
         contract = TEXT_GENERATION
+        self._check_max_tokens(params)
         version = await self.resolve(reference, contract.name, caller=caller)
         key = _key(version)
         active = self._generations.get(key, 0)

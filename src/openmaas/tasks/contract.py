@@ -28,7 +28,7 @@ from typing import Any, ClassVar, Generic, TypeVar
 
 from openmaas.errors import InvalidRequest, WrongTask
 from openmaas.tasks.tensors import ModelFacts, Outputs, TensorSpec
-from openmaas.tasks.text_input import TokenCounter, normalize_text
+from openmaas.tasks.text_input import TokenCounter, normalize_text, token_bound
 
 InputsT = TypeVar("InputsT")
 ParamsT = TypeVar("ParamsT")
@@ -115,6 +115,13 @@ class TaskContract(ABC, Generic[InputsT, ParamsT, ResultT]):
 
     def usage(self, results: Sequence[ResultT], prompt_tokens: int) -> Usage:
         return Usage(input_tokens=prompt_tokens, items=len(results))
+
+    def token_bound(self, inputs: InputsT, params: ParamsT) -> int:
+        """At most how many tokens `usage` will charge for these inputs, computed before
+        anything runs (the reservation against the caller's token limits). Default: the
+        inputs' texts or token ids (`text_input.token_bound`); override where a request
+        counts its texts otherwise (rerank's pairs)."""
+        return token_bound(inputs)
 
     # -- the v2 tensor mapping ---------------------------------------------------------------
 

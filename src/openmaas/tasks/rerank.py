@@ -23,7 +23,7 @@ from openmaas.errors import WrongTask
 from openmaas.tasks.contract import Plan, TaskContract
 from openmaas.tasks.embedding import Embedder, FloatArray, embedding_plan
 from openmaas.tasks.names import Task
-from openmaas.tasks.text_input import TokenCounter
+from openmaas.tasks.text_input import TokenCounter, text_token_bound, token_bound
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,6 +59,11 @@ class RerankTask(TaskContract[RerankQuery, None, RerankScore]):
 
     def default_params(self) -> None:
         return None
+
+    def token_bound(self, inputs: RerankQuery, params: None) -> int:
+        # A cross-encoder counts the query once per document, an embedder once: the larger.
+        query = text_token_bound(inputs.query)
+        return query * max(1, len(inputs.documents)) + token_bound(inputs.documents)
 
     def check_model(self, model: TokenCounter, label: str) -> None:
         if Task.RERANK in model.tasks or Task.EMBEDDING in model.tasks:

@@ -17,7 +17,7 @@ from typing import Protocol, runtime_checkable
 from openmaas.errors import InputTooLong, InvalidRequest
 from openmaas.tasks.contract import Plan, TaskContract
 from openmaas.tasks.names import Task
-from openmaas.tasks.text_input import TokenCounter
+from openmaas.tasks.text_input import TokenCounter, text_token_bound
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,6 +56,27 @@ class Generator(TokenCounter, Protocol):
         """`chat_prompt` as token ids, in which message contents are only ever text: a
         control token written in a message (`<|im_end|>`) cannot end its turn or open one."""
         ...
+
+
+# What a chat template adds besides the messages' text: a default system prompt, the turn
+# that opens the answer (Qwen's default system prompt is about 20 tokens), and per message
+# its role and turn markers. Not a bound for every template; settling charges any excess.
+CHAT_TEMPLATE_TOKENS = 64
+CHAT_MESSAGE_TOKENS = 8
+
+
+def generation_token_bound(
+    params: GenerationParams,
+    *,
+    prompt: str | None = None,
+    messages: Sequence[Mapping[str, str]] | None = None,
+) -> int:
+    """At most how many tokens a generation charges, before anything runs: its prompt's
+    (from the text's size) plus `max_tokens`."""
+    if messages is not None:
+        chat = sum(text_token_bound(m.get("content", "")) + CHAT_MESSAGE_TOKENS for m in messages)
+        return CHAT_TEMPLATE_TOKENS + chat + params.max_tokens
+    return text_token_bound(prompt or "") + params.max_tokens
 
 
 @dataclass(frozen=True, slots=True)

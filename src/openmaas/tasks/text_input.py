@@ -20,6 +20,40 @@ class TokenCounter(Protocol):
     def count_tokens(self, texts: Sequence[str]) -> list[int]: ...
 
 
+# Tokens a tokenizer may add to one text besides those of its characters: [CLS]/[SEP], a
+# pair's separator, BOS/EOS, SentencePiece's leading word marker.
+ITEM_OVERHEAD_TOKENS = 4
+
+
+def text_token_bound(text: str) -> int:
+    """At most how many tokens a tokenizer makes of `text`, without tokenizing it.
+
+    Each token of a byte-level BPE, WordPiece, SentencePiece (byte fallback included) or
+    spaCy tokenizer covers at least one UTF-8 byte of the text, so the byte count bounds
+    them. ASCII text costs nothing to measure (its length); other text is encoded once.
+    Not a bound: a tokenizer that expands the text first (NFKC turns U+FDFA into 18
+    characters); settling charges what such a request used beyond its bound.
+    """
+    size = len(text) if text.isascii() else len(text.encode("utf-8", "surrogatepass"))
+    return size + ITEM_OVERHEAD_TOKENS
+
+
+def token_bound(items: object) -> int:
+    """`text_token_bound` summed over a text, a token id list, or a sequence of either
+    (the inputs of the text tasks); 0 for anything else (audio bytes are not tokens)."""
+    if isinstance(items, str):
+        return text_token_bound(items)
+    if isinstance(items, Sequence) and not isinstance(items, bytes | bytearray):
+        total = 0
+        for item in items:
+            if isinstance(item, str):
+                total += text_token_bound(item)
+            elif isinstance(item, Sequence) and not isinstance(item, bytes | bytearray):
+                total += len(item) + ITEM_OVERHEAD_TOKENS  # token ids: counted as given
+        return total
+    return 0
+
+
 def normalize_text(text: str) -> str:
     """Inputs that give the same result share an entry: Unicode NFC, outer whitespace off.
     Only for tasks whose output does not point into the text (not NER offsets)."""

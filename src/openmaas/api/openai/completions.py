@@ -14,7 +14,7 @@ from fastapi import APIRouter, Depends, Request, Response
 from fastapi.responses import StreamingResponse
 
 from openmaas.api.deps import EngineDep, PrincipalDep, caller
-from openmaas.api.metering import meter
+from openmaas.api.metering import meter, reserve_tokens
 from openmaas.api.responses import VERSION_HEADER, json_response, mark_model
 from openmaas.errors import InvalidRequest
 from openmaas.protocol.openai import (
@@ -63,6 +63,7 @@ async def create_chat_completion(
         )
     params = _params(body, body.max_completion_tokens or body.max_tokens)
     messages = [{"role": m.role, "content": m.text()} for m in body.messages]
+    await reserve_tokens(request, engine.generation_bound(params, messages=messages))
     stream = await engine.generate(body.model, params, messages=messages, caller=who)
     mark_model(request, stream.version)
     _meter(request, stream, None)
@@ -100,6 +101,7 @@ async def create_completion(
         raise InvalidRequest("suffix is not supported", param="suffix")
     prompt = body.prompt_text()
     params = _params(body, body.max_tokens)
+    await reserve_tokens(request, engine.generation_bound(params, prompt=prompt))
     stream = await engine.generate(body.model, params, prompt=prompt, caller=who)
     mark_model(request, stream.version)
     _meter(request, stream, None)

@@ -9,7 +9,7 @@ import numpy as np
 from fastapi import APIRouter, Depends, Request, Response
 
 from openmaas.api.deps import caller
-from openmaas.api.metering import meter
+from openmaas.api.metering import meter, reserve_tokens
 from openmaas.api.responses import json_response, mark_model
 from openmaas.auth.entities import Principal
 from openmaas.protocol.openai import EmbeddingRequest, EmbeddingResponse
@@ -32,13 +32,10 @@ async def create_embedding(body: EmbeddingRequest, request: Request) -> Response
         inputs = [[int(v) for v in body.input if isinstance(v, int)]]  # one list of ids
     else:
         inputs = body.input  # type: ignore[assignment]  # list[str] | list[list[int]]
+    params = EmbeddingParams(dimensions=body.dimensions)
+    await reserve_tokens(request, engine.token_bound(EMBEDDING, inputs, params))
     served = await engine.infer(
-        EMBEDDING,
-        body.model,
-        inputs,
-        EmbeddingParams(dimensions=body.dimensions),
-        caller=who,
-        truncate=body.truncate,
+        EMBEDDING, body.model, inputs, params, caller=who, truncate=body.truncate
     )
     mark_model(request, served.version)
     meter(request, served.version, input_tokens=served.prompt_tokens, items=len(inputs))

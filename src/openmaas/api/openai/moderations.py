@@ -12,7 +12,7 @@ import uuid
 from fastapi import APIRouter, Depends, Request, Response
 
 from openmaas.api.deps import EngineDep, PrincipalDep, ServicesDep, caller
-from openmaas.api.metering import meter
+from openmaas.api.metering import meter, reserve_tokens
 from openmaas.api.responses import json_response, mark_model
 from openmaas.errors import InvalidRequest
 from openmaas.protocol.common import as_list
@@ -43,9 +43,9 @@ async def create_moderation(
             "name, or set OPENMAAS_MODERATION_MODEL",
             param="model",
         )
-    served = await engine.infer(
-        TEXT_CLASSIFICATION, model, as_list(body.input), caller=who, truncate=True
-    )
+    texts = as_list(body.input)
+    await reserve_tokens(request, engine.token_bound(TEXT_CLASSIFICATION, texts, None))
+    served = await engine.infer(TEXT_CLASSIFICATION, model, texts, caller=who, truncate=True)
     mark_model(request, served.version)
     meter(request, served.version, input_tokens=served.prompt_tokens, items=len(served.results))
     results = []

@@ -8,7 +8,7 @@ from typing import Any
 from fastapi import APIRouter, Depends, Request, Response
 
 from openmaas.api.deps import EngineDep, PrincipalDep, caller
-from openmaas.api.metering import meter
+from openmaas.api.metering import meter, reserve_tokens
 from openmaas.api.responses import json_response, mark_model
 from openmaas.protocol.common import as_list
 from openmaas.protocol.tasks import (
@@ -46,8 +46,10 @@ def _list(model: str, tokens: int, data: list[dict[str, object]]) -> dict[str, o
 async def classify(
     body: ClassifyRequest, request: Request, engine: EngineDep, who: PrincipalDep
 ) -> Response:
+    texts = as_list(body.input)
+    await reserve_tokens(request, engine.token_bound(TEXT_CLASSIFICATION, texts, None))
     served = await engine.infer(
-        TEXT_CLASSIFICATION, body.model, as_list(body.input), caller=who, truncate=body.truncate
+        TEXT_CLASSIFICATION, body.model, texts, caller=who, truncate=body.truncate
     )
     mark_model(request, served.version)
     _meter(request, served)
@@ -69,8 +71,10 @@ async def classify(
 async def extract_entities(
     body: NerRequest, request: Request, engine: EngineDep, who: PrincipalDep
 ) -> Response:
+    texts = as_list(body.input)
+    await reserve_tokens(request, engine.token_bound(TOKEN_CLASSIFICATION, texts, None))
     served = await engine.infer(
-        TOKEN_CLASSIFICATION, body.model, as_list(body.input), caller=who, truncate=body.truncate
+        TOKEN_CLASSIFICATION, body.model, texts, caller=who, truncate=body.truncate
     )
     mark_model(request, served.version)
     _meter(request, served)
@@ -96,7 +100,9 @@ async def translate(
         source_language=body.source_language,
         target_language=body.target_language,
     )
-    served = await engine.infer(TRANSLATION, body.model, as_list(body.input), params, caller=who)
+    texts = as_list(body.input)
+    await reserve_tokens(request, engine.token_bound(TRANSLATION, texts, params))
+    served = await engine.infer(TRANSLATION, body.model, texts, params, caller=who)
     mark_model(request, served.version)
     _meter(request, served)
     data: list[dict[str, object]] = [
@@ -110,7 +116,9 @@ async def summarize(
     body: SummarizeRequest, request: Request, engine: EngineDep, who: PrincipalDep
 ) -> Response:
     params = Seq2SeqParams(max_tokens=body.max_tokens, ratio=body.ratio)
-    served = await engine.infer(SUMMARIZATION, body.model, as_list(body.input), params, caller=who)
+    texts = as_list(body.input)
+    await reserve_tokens(request, engine.token_bound(SUMMARIZATION, texts, params))
+    served = await engine.infer(SUMMARIZATION, body.model, texts, params, caller=who)
     mark_model(request, served.version)
     _meter(request, served)
     data: list[dict[str, object]] = [
@@ -125,6 +133,7 @@ async def rerank(
 ) -> Response:
     documents = body.texts()
     query = RerankQuery(body.query, documents)
+    await reserve_tokens(request, engine.token_bound(RERANK, query, None))
     served = await engine.infer(RERANK, body.model, query, caller=who, truncate=body.truncate)
     mark_model(request, served.version)
     _meter(request, served)

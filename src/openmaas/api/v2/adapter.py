@@ -17,7 +17,7 @@ from typing import Any
 import orjson
 from fastapi import Request
 
-from openmaas.api.metering import meter
+from openmaas.api.metering import meter, reserve_tokens
 from openmaas.api.v2.tensors import Tensor, wants_binary
 from openmaas.auth.entities import Principal
 from openmaas.errors import InvalidRequest, WrongTask
@@ -88,6 +88,7 @@ async def run_inference(
     inputs = contract.v2_inputs(list(tensor.array.ravel()))
     truncate = typed_param(parameters, "truncate", bool) or False
     params = contract.v2_params(parameters)
+    await reserve_tokens(request, engine.token_bound(contract, inputs, params))
     reference = f"{version.model}:{version.version}"  # as resolved: an alias move cannot race
     served = await engine.infer(
         contract, reference, inputs, params, caller=caller, truncate=truncate
