@@ -6,6 +6,7 @@ from __future__ import annotations
 import time
 import uuid
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -168,6 +169,37 @@ def test_two_servers_sharing_redis_enforce_one_combined_limit(
     key = project_key(first, {"requests_per_minute": 4})
     answers = [classify(server, key).status_code for server in (first, second) * 3]
     assert answers == [200, 200, 200, 200, 429, 429]
+
+
+def test_two_servers_sharing_redis_never_pass_a_token_limit_together(
+    redis_pair: tuple[RunningServer, RunningServer],
+) -> None:
+    """Tokens are reserved (an upper bound) before a request runs, in the shared Redis, and
+    settled after: concurrent requests through both servers stay within one token limit."""
+    first, second = redis_pair
+    text = "This sentence has quite a few tokens in it."  # a bound of 47 tokens
+
+    def burst() -> list[httpx.Response]:
+        key = project_key(first, {"tokens_per_minute": 200})
+
+        def call(i: int) -> httpx.Response:
+            return classify((first, second)[i % 2], key, text)
+
+        with ThreadPoolExecutor(max_workers=16) as pool:
+            return list(pool.map(call, range(48)))
+
+    for _ in range(2):  # per-minute counters start over each minute: one burst in one minute
+        minute = int(time.time() // 60)
+        answers = burst()
+        if int(time.time() // 60) == minute:
+            break
+    served = [a for a in answers if a.status_code == 200]
+    refused = [a for a in answers if a.status_code != 200]
+    assert served
+    assert refused
+    assert {a.json()["error"]["code"] for a in refused} == {"rate_limit_exceeded"}
+    # Each served request charged its real tokens, at most its bound: within the limit.
+    assert sum(a.json()["usage"]["total_tokens"] for a in served) <= 200
 
 
 # -- brute force ------------------------------------------------------------------------------

@@ -105,7 +105,11 @@ class MeteringMiddleware:
                 status = message["status"]
                 remaining: RateLimitStatus | None = state.get("ratelimit")
                 if remaining is not None:
-                    message["headers"] = [*message.get("headers", []), *remaining.headers()]
+                    # A refusal's own x-ratelimit-* (a reservation that did not fit) win.
+                    headers = list(message.get("headers", []))
+                    present = {name.lower() for name, _ in headers}
+                    extra = [(n, v) for n, v in remaining.headers() if n not in present]
+                    message["headers"] = [*headers, *extra]
             elif message["type"] == "http.response.body" and not message.get("more_body"):
                 # The usage is final (a stream's generator has finished): settle first.
                 await self._settle(state, status)
