@@ -188,6 +188,20 @@ class Settings(BaseSettings):
         description="Training recipes besides the built-in ones: comma-separated "
         "`module:attribute` names of Recipe instances or classes.",
     )
+    # Issue 13, "sources open to any models:write key".
+    allowed_package_sources: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description="Installed packages (spaCy pipelines, Python distributions) a non-admin "
+        "key may register from, besides those the built-in catalog ships: comma-separated "
+        "names. Admin keys may name any installed package.",
+    )
+
+    @field_validator("allowed_package_sources", mode="before")
+    @classmethod
+    def _comma_separated(cls, value: object) -> object:
+        if isinstance(value, str):
+            return [part.strip() for part in value.split(",") if part.strip()]
+        return value
 
     @field_validator("preload", "cache_tasks", "extra_recipes", mode="before")
     @classmethod
