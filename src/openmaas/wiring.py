@@ -91,12 +91,14 @@ def build_registry(
     A job worker passes `allow_pickle=False`: what a job registers is always in a safe
     format. Call `registry.start()` before registering; close `registry.db` when done.
     """
+    catalog = load_catalog()
     return Registry.create(
         db or Database(settings.database_url),
         artifacts or build_artifact_store(settings),
         allow_pickle=settings.allow_pickle if allow_pickle is None else allow_pickle,
         limits=archive_limits(settings),
-        allowed_packages=allowed_package_sources(settings),
+        allowed_packages=allowed_package_sources(settings, catalog),
+        reserved_names=frozenset(definition.name for definition in catalog),
     )
 
 

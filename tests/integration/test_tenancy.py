@@ -184,6 +184,17 @@ def test_no_tenant_key_changes_the_catalog_and_an_admin_does(
     assert classify(served, other) == before
 
 
+def test_a_tenant_cannot_take_a_catalog_name(
+    served: RunningServer, admin: Client, tmp_path: Path
+) -> None:
+    catalog = httpx.get(f"{served.url}/v1/catalog", headers=bearer(served.key)).json()["data"]
+    unregistered = [entry["name"] for entry in catalog if not entry["registered"]]
+    if not unregistered:
+        pytest.skip("every catalog entry is registered on this machine")
+    response = upload(served, unregistered[0], key_of(admin), write_hf_model(tmp_path / "m"))
+    assert "reserved for the built-in catalog" in refused(response, 403, "reserved_name")
+
+
 def test_a_tenants_own_models_stay_its_own_to_change(
     served: RunningServer, admin: Client, tmp_path: Path
 ) -> None:

@@ -112,6 +112,17 @@ def test_a_hidden_holder_is_named_nowhere_in_the_refusal(
         assert taken.value.message == "the model name 'held' is not available; choose another"
 
 
+def test_a_tenant_cannot_take_a_name_the_catalog_reserves(
+    registry: Registry, model_dir: Path
+) -> None:
+    registry.registration.reserved_names = frozenset({"whisper-tiny-en"})
+    for who in (DEFAULT_WRITER, OTHER_WRITER):
+        with pytest.raises(PermissionDenied) as reserved:
+            _register(registry, model_dir, "whisper-tiny-en", who)
+        assert reserved.value.code == "reserved_name"
+    assert _register(registry, model_dir, "whisper-tiny-en", SYSTEM, public=True) == 1
+
+
 @pytest.fixture
 def env(tmp_path: Path) -> Iterator[Env]:
     yield from make_env(f"sqlite:///{tmp_path / 'openmaas.db'}", tmp_path)
@@ -131,6 +142,10 @@ def test_a_fine_tuned_model_is_not_published_into_a_public_or_hidden_name(
     assert hidden.value.code == "name_taken"
     assert hidden.value.message == "the model name 'others' is not available; choose another"
     assert env.create(ACME, model_name="acme-own").model_name == "acme-own"
+    env.registry.registration.reserved_names = frozenset({"langid"})
+    with pytest.raises(PermissionDenied) as reserved:
+        env.create(ACME, model_name="langid")
+    assert reserved.value.code == "reserved_name"
 
 
 # -- names are full matches ---------------------------------------------------------------------

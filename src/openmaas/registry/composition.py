@@ -55,6 +55,7 @@ class Registry:
         allow_pickle: bool,
         limits: ArchiveLimits,
         allowed_packages: Collection[str] = (),
+        reserved_names: Collection[str] = (),
     ) -> Registry:
         store = RegistryStore(db, artifacts)
         aliases = AliasService(store)
@@ -67,6 +68,7 @@ class Registry:
                 allow_pickle=allow_pickle,
                 limits=limits,
                 allowed_packages=allowed_packages,
+                reserved_names=reserved_names,
             ),
             files=ModelFiles(store, aliases, artifacts),
         )

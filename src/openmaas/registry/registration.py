@@ -104,6 +104,7 @@ class RegistrationService:
         allow_pickle: bool,
         limits: ArchiveLimits,
         allowed_packages: Collection[str] = (),
+        reserved_names: Collection[str] = (),
     ) -> None:
         self.store = store
         self.artifacts = artifacts
@@ -112,6 +113,9 @@ class RegistrationService:
         # Installed packages a non-admin key may register from (normalized names; see
         # sources.normalized_package_name): the catalog's and the operator's allow-list.
         self.allowed_packages = frozenset(allowed_packages)
+        # Names only an admin may create (the built-in catalog's): a tenant that took one
+        # first would keep the catalog entry from being registered for every project.
+        self.reserved_names = frozenset(reserved_names)
 
     def register_source(
         self, name: str, source: SourceRef, spec: VersionSpec, *, caller: Principal
@@ -272,8 +276,18 @@ class RegistrationService:
             try:
                 model = rows.model_row(session, name)
             except ModelNotFound:
+                self.check_unreserved(name, caller=caller)
                 return
             _check_owner(model, caller.project, caller)
+
+    def check_unreserved(self, name: str, *, caller: Principal) -> None:
+        """Refuse a non-admin caller a new model under a reserved name."""
+        if not is_admin(require_caller(caller)) and name in self.reserved_names:
+            raise PermissionDenied(
+                f"the model name {name!r} is reserved for the built-in catalog; choose another",
+                param="name",
+                code="reserved_name",
+            )
 
     def _commit(
         self,

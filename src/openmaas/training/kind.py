@@ -367,6 +367,7 @@ class TrainingJobKind:
         try:
             existing = self.registry.get_model(name, caller=SYSTEM)
         except NotFound:
+            self.registry.registration.check_unreserved(name, caller=caller)
             return
         if is_admin(caller):
             return
