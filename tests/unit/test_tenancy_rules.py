@@ -177,7 +177,7 @@ def test_bio_tags_are_full_matches() -> None:
 
 
 @pytest.fixture
-def trap(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+def trap(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
     """An importable package that leaves a marker file when imported."""
     package = tmp_path / "site" / "omtrap_unit"
     (package / "sub").mkdir(parents=True)
