@@ -196,8 +196,17 @@ class Settings(BaseSettings):
         "/v1/chat/completions) and translation and summarization per input (/v1 and /v2); "
         "above it the request is refused with 400.",
     )
+    # Issue 13, "sources open to any models:write key".
+    allowed_package_sources: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description="Installed packages (spaCy pipelines, Python distributions) a non-admin "
+        "key may register from, besides those the built-in catalog ships: comma-separated "
+        "names. Admin keys may name any installed package.",
+    )
 
-    @field_validator("preload", "cache_tasks", "extra_recipes", mode="before")
+    @field_validator(
+        "preload", "cache_tasks", "extra_recipes", "allowed_package_sources", mode="before"
+    )
     @classmethod
     def _comma_list(cls, value: object) -> object:
         if isinstance(value, str):

@@ -15,6 +15,7 @@ Example::
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from openmaas.auth.bootstrap import announce_admin_key, load_pepper
@@ -24,6 +25,7 @@ from openmaas.auth.entities import SYSTEM
 from openmaas.auth.http import Authenticator
 from openmaas.auth.ratelimit import RateLimiter
 from openmaas.auth.service import AuthService
+from openmaas.catalog.definitions import CatalogDefinition, load_catalog
 from openmaas.catalog.service import CatalogService
 from openmaas.crypto import Keyring, key_from_settings
 from openmaas.datasets.service import DatasetLimits, DatasetService
@@ -34,6 +36,7 @@ from openmaas.observability.metrics import Metrics
 from openmaas.registry.artifacts import ArtifactStore
 from openmaas.registry.composition import Registry
 from openmaas.registry.intake import ArchiveLimits
+from openmaas.registry.sources import normalized_package_name
 from openmaas.serving.engine import InferenceEngine
 from openmaas.settings import MiB, Settings
 from openmaas.store.database import Database
@@ -58,6 +61,24 @@ def archive_limits(settings: Settings) -> ArchiveLimits:
     )
 
 
+def allowed_package_sources(
+    settings: Settings, catalog: Sequence[CatalogDefinition] | None = None
+) -> frozenset[str]:
+    """The installed packages a non-admin key may register from (spaCy or package sources):
+    those the built-in catalog ships, and the operator's `allowed_package_sources`."""
+    definitions = load_catalog() if catalog is None else catalog
+    names = {
+        name
+        for definition in definitions
+        for source in definition.sources
+        if source.type == "pypi"
+        for name in (source.distribution, source.package)
+        if name
+    }
+    names.update(settings.allowed_package_sources)
+    return frozenset(normalized_package_name(name) for name in names)
+
+
 def build_registry(
     settings: Settings,
     *,
@@ -70,11 +91,14 @@ def build_registry(
     A job worker passes `allow_pickle=False`: what a job registers is always in a safe
     format. Call `registry.start()` before registering; close `registry.db` when done.
     """
+    catalog = load_catalog()
     return Registry.create(
         db or Database(settings.database_url),
         artifacts or build_artifact_store(settings),
         allow_pickle=settings.allow_pickle if allow_pickle is None else allow_pickle,
         limits=archive_limits(settings),
+        allowed_packages=allowed_package_sources(settings, catalog),
+        reserved_names=frozenset(definition.name for definition in catalog),
     )
 
 

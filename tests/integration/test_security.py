@@ -25,6 +25,7 @@ from safetensors.numpy import save_file
 
 from openmaas import APIError, Client
 from openmaas.auth.keys import generate_key, parse_key
+from tests.factories import write_hf_model
 from tests.integration.conftest import RunningServer, free_port, start_server, stop_server
 from tests.runtimes.tiny_models import build_bert
 
@@ -163,10 +164,12 @@ ROUTES: list[tuple[str, str, dict[str, Any] | None, set[str]]] = [
     ("POST", "/v2/models/vader/infer", {"inputs": []}, {"inference"}),
     ("GET", "/v2/models/vader", None, {"inference", "models:read"}),
     ("POST", "/v2/repository/index", {}, {"inference", "models:read"}),
-    ("POST", "/v2/repository/models/vader/unload", {}, {"models:write"}),
+    # A private model of the keys' own project (`default`): the catalog is public, and a
+    # public model is read-only to every non-admin key (see test_tenancy.py).
+    ("POST", "/v2/repository/models/scope-own/unload", {}, {"models:write"}),
     ("GET", "/v1/registry/models", None, {"models:read"}),
     ("GET", "/v1/catalog", None, {"models:read"}),
-    ("PATCH", "/v1/registry/models/vader", {"description": "x"}, {"models:write"}),
+    ("PATCH", "/v1/registry/models/scope-own", {"description": "x"}, {"models:write"}),
     ("GET", "/v1/files", None, {"training"}),
     ("GET", "/v1/datasets", None, {"training"}),
     ("GET", "/v1/fine_tuning/jobs", None, {"training"}),
@@ -178,6 +181,14 @@ ROUTES: list[tuple[str, str, dict[str, Any] | None, set[str]]] = [
 SCOPES = ("inference", "models:read", "models:write", "training")
 
 
+@pytest.fixture(scope="module")
+def scope_own(admin: Client, tmp_path_factory: pytest.TempPathFactory) -> str:
+    """A private model of project `default`, changeable by its models:write keys."""
+    admin.upload("scope-own", write_hf_model(tmp_path_factory.mktemp("scope") / "m"))
+    return "scope-own"
+
+
+@pytest.mark.usefixtures("scope_own")
 def test_every_route_group_checks_its_scope(guarded: RunningServer, admin: Client) -> None:
     keys = {scope: new_key(admin, scope) for scope in SCOPES}
     for method, path, body, allowed in ROUTES:
@@ -193,6 +204,7 @@ def test_every_route_group_checks_its_scope(guarded: RunningServer, admin: Clien
                 assert error["type"] == "permission_error", (method, path, scope)
 
 
+@pytest.mark.usefixtures("scope_own")
 def test_an_admin_key_can_do_everything(guarded: RunningServer) -> None:
     for method, path, body, _ in ROUTES:
         if path.endswith("/unload") or (method == "POST" and path == "/v1/projects"):

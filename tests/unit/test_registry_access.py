@@ -154,18 +154,28 @@ def test_a_hidden_model_is_not_found_and_a_public_one_is_read_only(
     registry.store.set_public("secret", True, caller=ROOT)
     assert registry.resolve("secret", caller=BOB).version == 1
     assert [m.name for m in registry.list_models(caller=BOB)] == ["secret"]
-    for call in (
-        lambda: registry.store.update_model("secret", description="mine", caller=BOB),
-        lambda: registry.store.delete_version("secret", 1, caller=BOB),
-        lambda: registry.aliases.move("secret", "staging", 1, caller=BOB),
-        lambda: registry.aliases.rollback("secret", "production", caller=BOB),
-        lambda: registry.files.verify("secret", 1, caller=BOB),
-        lambda: _register(registry, model_dir, "secret", BOB),
-    ):
-        with pytest.raises(PermissionDenied) as refused:
-            call()
-        assert refused.value.code == "read_only_model"
-    assert registry.files.verify("secret", 1, caller=ALICE).ok
+    # A public model is served to every project: read-only to every tenant, the project
+    # that registered it included; only an admin changes it.
+    changes: tuple[Callable[[Principal], object], ...] = (
+        lambda who: registry.store.update_model("secret", description="mine", caller=who),
+        lambda who: registry.store.update_version("secret", 1, tags={"a": "b"}, caller=who),
+        lambda who: registry.store.delete_version("secret", 1, caller=who),
+        lambda who: registry.store.delete_model("secret", caller=who),
+        lambda who: registry.aliases.move("secret", "staging", 1, caller=who),
+        lambda who: registry.aliases.delete("secret", "production", caller=who),
+        lambda who: registry.aliases.rollback("secret", "production", caller=who),
+        lambda who: registry.files.verify("secret", 1, caller=who),
+        lambda who: _register(registry, model_dir, "secret", who),
+    )
+    for tenant in (BOB, ALICE):
+        for change in changes:
+            with pytest.raises(PermissionDenied) as refused:
+                change(tenant)
+            assert refused.value.code == "read_only_model"
+            assert "only an admin key changes it" in refused.value.message
+    assert registry.store.list_versions("secret", caller=ROOT)[-1].version == 1
+    assert registry.files.verify("secret", 1, caller=ROOT).ok
+    assert _register(registry, model_dir, "secret", ROOT) == 2
 
 
 def test_a_hidden_name_is_taken_without_saying_whose(registry: Registry, model_dir: Path) -> None:

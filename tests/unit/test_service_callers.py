@@ -134,7 +134,7 @@ def test_access_decisions_fail_closed_without_a_caller() -> None:
     assert not access.is_admin(lost)
     assert not access.can_see("acme", False, lost)
     assert not access.can_see("acme", True, lost)
-    assert not access.can_change("acme", lost)
+    assert not access.can_change("acme", False, lost)
     with pytest.raises(ModelNotFound):
         access.check_visible("m", "acme", True, lost)
     with pytest.raises(MissingCaller):

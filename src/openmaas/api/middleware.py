@@ -17,7 +17,7 @@ from openmaas.errors import PayloadTooLarge
 from openmaas.observability.logs import request_id_var
 from openmaas.observability.metrics import Metrics
 
-_REQUEST_ID_RE = re.compile(r"^[A-Za-z0-9._-]{1,128}$")
+_REQUEST_ID_RE = re.compile(r"[A-Za-z0-9._-]{1,128}")  # fullmatch: no trailing newline
 
 
 class RequestIds:
@@ -45,7 +45,7 @@ class RequestIdMiddleware:
             await self.app(scope, receive, send)
             return
         incoming = _header(scope, b"x-request-id").decode("latin-1")
-        request_id = incoming if _REQUEST_ID_RE.match(incoming) else self.ids.new()
+        request_id = incoming if _REQUEST_ID_RE.fullmatch(incoming) else self.ids.new()
         scope.setdefault("state", {})["request_id"] = request_id
         token = request_id_var.set(request_id)
 

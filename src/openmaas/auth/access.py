@@ -47,11 +47,17 @@ def can_see(project: str, public: bool, caller: Principal) -> bool:
     return is_admin(caller) or public or caller.project == project
 
 
-def can_change(project: str, caller: Principal) -> bool:
-    """Only the owning project (and admins) change a model, public or not."""
+def can_change(project: str, public: bool, caller: Principal) -> bool:
+    """Admins change any model; a tenant only its own project's private ones.
+
+    A public model (the built-in catalog, or one an admin published) is served to every
+    project, so a change to it (a new version, an alias move, an edit, a delete) would reach
+    every tenant: it belongs to no tenant, whatever project registered it, and only an admin
+    key changes it.
+    """
     if not isinstance(caller, Principal):
         return False
-    return is_admin(caller) or caller.project == project
+    return is_admin(caller) or (not public and caller.project == project)
 
 
 def check_visible(name: str, project: str, public: bool, caller: Principal) -> None:
@@ -60,10 +66,16 @@ def check_visible(name: str, project: str, public: bool, caller: Principal) -> N
 
 
 def check_changeable(name: str, project: str, public: bool, caller: Principal) -> None:
-    """Hidden models are 'not found'; visible ones of another project are read-only."""
+    """Hidden models are 'not found'; visible ones the caller may not change are read-only."""
     check_visible(name, project, public, caller)
-    if not can_change(project, caller):
+    if can_change(project, public, caller):
+        return
+    if public:
         raise PermissionDenied(
-            f"model {name!r} belongs to another project and is read-only to yours",
+            f"model {name!r} is public (served to every project): only an admin key changes it",
             code="read_only_model",
         )
+    raise PermissionDenied(
+        f"model {name!r} belongs to another project and is read-only to yours",
+        code="read_only_model",
+    )

@@ -50,8 +50,9 @@ from openmaas.errors import (
 from openmaas.store.database import Database
 from openmaas.store.tables import ApiKeyRow, ProjectRow
 
-# Same rule as model names, so a project name is safe in paths, URLs and headers.
-PROJECT_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
+# Same rule as model names, so a project name is safe in paths, URLs and headers; checked
+# with fullmatch (`$` would also match before a trailing newline).
+PROJECT_NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
 MAX_KEY_NAME_CHARS = 128
 # last_used_at is informational; writing it on every request would make each request a write.
 LAST_USED_RESOLUTION = timedelta(minutes=1)
@@ -79,7 +80,7 @@ def _optional_aware(moment: datetime | None) -> datetime | None:
 
 
 def check_project_name(name: str) -> str:
-    if not PROJECT_NAME_RE.match(name):
+    if not isinstance(name, str) or not PROJECT_NAME_RE.fullmatch(name):
         raise InvalidName(
             f"invalid project name {name!r}: use 1-128 letters, digits, '.', '_' or '-', "
             "starting with a letter or digit",

@@ -4,7 +4,8 @@ Registration is metadata only: nothing is loaded. Package directories are record
 (hashed, not copied); small derived artifacts (an ONNX graph with its tokenizer, a rules
 spec, converted classifier heads) are written to a temporary directory and copied into the
 artifact store. The catalog acts as the server itself (`SYSTEM`): its models are public to
-every project, and whether an entry's name is taken is a fact about the whole registry.
+every project from the moment they are created, so no tenant key ever changes them (only an
+admin does), and whether an entry's name is taken is a fact about the whole registry.
 
 Example::
 
@@ -190,6 +191,9 @@ class CatalogService:
                 lineage=Lineage(source=lineage_source, transform=transform),
                 alias=DEFAULT_ALIAS,
                 created_by=actor,
+                # The built-in catalog is for everyone: every project sees and calls its
+                # models, and (being public from the start) only admins change them.
+                public=True,
             )
             version = self.registry.registration.register_plan(
                 definition.name, plan, spec, caller=SYSTEM, storage=storage
@@ -198,8 +202,6 @@ class CatalogService:
         self.registry.store.update_model(
             definition.name, description=definition.description, caller=SYSTEM, actor=actor
         )
-        # The built-in catalog is for everyone: every project sees and calls its models.
-        self.registry.store.set_public(definition.name, True, caller=SYSTEM)
         return version
 
 

@@ -27,7 +27,7 @@ from openmaas.cli.common import (
 )
 from openmaas.protocol.metering import UsageGroupOut
 
-_AGE_RE = re.compile(r"^(\d+)([mhdw])$")
+_AGE_RE = re.compile(r"([0-9]+)([mhdw])")
 _AGE_UNITS = {"m": "minutes", "h": "hours", "d": "days", "w": "weeks"}
 TIME_HELP = (
     "ISO 8601 (2024-05-01, 2024-05-01T12:00:00Z; no zone means UTC) or an age: 30m, 12h, 7d, 2w."
@@ -47,7 +47,7 @@ def parse_time(value: str | None, option: str) -> str | None:
     written (it names what is wrong with a bad timestamp)."""
     if value is None:
         return None
-    match = _AGE_RE.match(value.strip())
+    match = _AGE_RE.fullmatch(value.strip())
     if match is None:
         if not value.strip():
             raise CLIError(f"{option} is empty; {TIME_HELP}", exit_code=2)

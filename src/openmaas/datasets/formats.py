@@ -38,7 +38,7 @@ Example = dict[str, Any]
 # How much of a file is looked at to recognise its format.
 SNIFF_BYTES = 64 * 1024
 # A CoNLL tag: O, or B-/I- and an entity type.
-BIO_TAG = re.compile(r"^(O|[BI]-\S+)$")
+BIO_TAG = re.compile(r"O|[BI]-\S+")  # fullmatch: `$` would pass "B-X\n"
 UTF8_BOM = b"\xef\xbb\xbf"
 
 
@@ -127,7 +127,7 @@ def _sniff(head: bytes) -> Format:
     if first.startswith("-DOCSTART-"):
         return Format.CONLL
     # CoNLL: short lines whose last field is a BIO tag, sentences apart by blank lines.
-    tagged = sum(1 for fields in lines if len(fields) > 1 and BIO_TAG.match(fields[-1]))
+    tagged = sum(1 for fields in lines if len(fields) > 1 and BIO_TAG.fullmatch(fields[-1]))
     if tagged >= 0.9 * len(lines) and len(lines) < len(every):
         return Format.CONLL
     if "\t" in first:

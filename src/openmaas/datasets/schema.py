@@ -291,7 +291,7 @@ def detect_tag_scheme(sequences: Iterable[Sequence[Any]]) -> TagScheme:
     for tags in sequences:
         previous = "O"
         for tag in tags:
-            if not isinstance(tag, str) or not BIO_TAG.match(tag):
+            if not isinstance(tag, str) or not BIO_TAG.fullmatch(tag):
                 previous = "O"
                 continue
             if tag != "O" and tag[2:] != previous[2:]:

@@ -17,7 +17,7 @@ Example::
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import dataclass
 
 from openmaas.auth.entities import Principal
@@ -54,6 +54,8 @@ class Registry:
         *,
         allow_pickle: bool,
         limits: ArchiveLimits,
+        allowed_packages: Collection[str] = (),
+        reserved_names: Collection[str] = (),
     ) -> Registry:
         store = RegistryStore(db, artifacts)
         aliases = AliasService(store)
@@ -61,7 +63,12 @@ class Registry:
             store=store,
             aliases=aliases,
             registration=RegistrationService(
-                store, artifacts, allow_pickle=allow_pickle, limits=limits
+                store,
+                artifacts,
+                allow_pickle=allow_pickle,
+                limits=limits,
+                allowed_packages=allowed_packages,
+                reserved_names=reserved_names,
             ),
             files=ModelFiles(store, aliases, artifacts),
         )

@@ -13,8 +13,9 @@ from dataclasses import dataclass
 
 from openmaas.errors import InvalidName, InvalidReference
 
-MODEL_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
-ALIAS_RE = re.compile(r"^[a-z][a-z0-9_-]{0,63}$")
+# Checked with fullmatch: `$` would also match before a trailing newline ("bad\n").
+MODEL_NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
+ALIAS_RE = re.compile(r"[a-z][a-z0-9_-]{0,63}")
 # `latest` always means the newest ready version; it cannot be set by hand.
 RESERVED_ALIASES = frozenset({"latest"})
 DEFAULT_ALIAS = "production"
@@ -35,7 +36,7 @@ class Reference:
 
 
 def check_model_name(name: str) -> str:
-    if not MODEL_NAME_RE.match(name):
+    if not isinstance(name, str) or not MODEL_NAME_RE.fullmatch(name):
         raise InvalidName(
             f"invalid model name {name!r}: use 1-128 letters, digits, '.', '_' or '-', "
             "starting with a letter or digit",
@@ -45,7 +46,7 @@ def check_model_name(name: str) -> str:
 
 
 def check_alias(alias: str, *, settable: bool = True) -> str:
-    if not ALIAS_RE.match(alias):
+    if not isinstance(alias, str) or not ALIAS_RE.fullmatch(alias):
         raise InvalidName(
             f"invalid alias {alias!r}: use 1-64 lowercase letters, digits, '_' or '-', "
             "starting with a letter",

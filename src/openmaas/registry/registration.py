@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import shutil
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Collection, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,7 +27,7 @@ from typing import IO, Any
 
 from sqlalchemy.orm import Session
 
-from openmaas.auth.access import can_see, is_admin, require_caller
+from openmaas.auth.access import can_see, check_changeable, is_admin, require_caller
 from openmaas.auth.entities import Principal
 from openmaas.errors import Conflict, InvalidRequest, ModelNotFound, PermissionDenied
 from openmaas.registry import rows
@@ -49,8 +49,15 @@ from openmaas.registry.intake import (
     walk_directory,
 )
 from openmaas.registry.names import check_alias, check_model_name
-from openmaas.registry.sources import SERVER_PATH_SOURCES, FilePlan, SourceRef, plan_source
-from openmaas.registry.store import RegistryStore, check_metrics, check_tags, require_changeable
+from openmaas.registry.sources import (
+    SERVER_PATH_SOURCES,
+    FilePlan,
+    SourceRef,
+    installed_package_named,
+    package_allowed,
+    plan_source,
+)
+from openmaas.registry.store import RegistryStore, check_metrics, check_tags
 from openmaas.store.tables import ModelRow, VersionRow
 
 
@@ -72,6 +79,10 @@ class VersionSpec:
     # (and the server itself) choose it; for anyone else it is the caller's own project.
     # None for an admin: any existing model; a new one goes to the default project.
     project: str | None = None
+    # Whether a model this registration creates is public (served to every project). Only
+    # an admin (the catalog, as the server) creates one public: from its first instant it is
+    # then changeable by admins only, with no moment at which its project's keys own it.
+    public: bool = False
 
 
 class RegistrationService:
@@ -92,17 +103,28 @@ class RegistrationService:
         *,
         allow_pickle: bool,
         limits: ArchiveLimits,
+        allowed_packages: Collection[str] = (),
+        reserved_names: Collection[str] = (),
     ) -> None:
         self.store = store
         self.artifacts = artifacts
         self.allow_pickle = allow_pickle
         self.limits = limits
+        # Installed packages a non-admin key may register from (normalized names; see
+        # sources.normalized_package_name): the catalog's and the operator's allow-list.
+        self.allowed_packages = frozenset(allowed_packages)
+        # Names only an admin may create (the built-in catalog's): a tenant that took one
+        # first would keep the catalog entry from being registered for every project.
+        self.reserved_names = frozenset(reserved_names)
 
     def register_source(
         self, name: str, source: SourceRef, spec: VersionSpec, *, caller: Principal
     ) -> ModelVersion:
-        """Plan the files `source` names and register them (server paths: admins only)."""
+        """Plan the files `source` names and register them (server paths: admins only;
+        installed packages: the allowed ones only, unless an admin names them)."""
         who = require_caller(caller)
+        check_model_name(name)
+        self._check_spec(spec)
         self._check_target(name, who)
         if source.type in SERVER_PATH_SOURCES and not is_admin(who):
             raise PermissionDenied(
@@ -111,6 +133,9 @@ class RegistrationService:
                 param="source",
                 code="insufficient_scope",
             )
+        package = installed_package_named(source)
+        if package is not None and not is_admin(who):
+            self._check_package_allowed(source.type, package)
         with self._hub_cache() as hub_cache:
             plan = plan_source(source, hub_cache)
             return self.register_plan(name, plan, spec, caller=who)
@@ -211,6 +236,20 @@ class RegistrationService:
             if scratch is not None:
                 self.artifacts.discard(scratch)
 
+    def _check_package_allowed(self, kind: str, package: str) -> None:
+        # Decided on the name alone, before anything is looked up: the answer is the same
+        # whether or not such a package is installed, and nothing is imported or read.
+        if package_allowed(package, self.allowed_packages):
+            return
+        allowed = ", ".join(sorted(self.allowed_packages)) or "none"
+        raise PermissionDenied(
+            f"registering from the installed package {package!r} needs an admin key: other "
+            f"keys may name only the packages the catalog ships or the operator allows "
+            f"(OPENMAAS_ALLOWED_PACKAGE_SOURCES); allowed here: {allowed}",
+            param="source.package" if kind == "spacy" else "source.distribution",
+            code="source_not_allowed",
+        )
+
     @contextmanager
     def _hub_cache(self) -> Iterator[Path]:
         """Where Hub downloads land before they are staged. With encryption at rest they must
@@ -229,18 +268,26 @@ class RegistrationService:
             check_alias(spec.alias)
 
     def _check_target(self, name: str, caller: Principal) -> None:
-        """Refuse early (before any file is read) a visible model the caller may not change.
-
-        A hidden model of another project is left to the commit, which refuses its name as
-        taken: exactly what a caller who may not see it would be told anyway.
-        """
+        """Refuse early (before any file is read) a name the caller may not register into:
+        the commit checks again under the model's lock, with the same answers."""
         if is_admin(caller):
             return
-        try:
-            model = self.store.get_model(name, caller=caller)
-        except ModelNotFound:
-            return
-        require_changeable(model.name, model.project, model.public, caller)
+        with self.store.db.transaction() as session:
+            try:
+                model = rows.model_row(session, name)
+            except ModelNotFound:
+                self.check_unreserved(name, caller=caller)
+                return
+            _check_owner(model, caller.project, caller)
+
+    def check_unreserved(self, name: str, *, caller: Principal) -> None:
+        """Refuse a non-admin caller a new model under a reserved name."""
+        if not is_admin(require_caller(caller)) and name in self.reserved_names:
+            raise PermissionDenied(
+                f"the model name {name!r} is reserved for the built-in catalog; choose another",
+                param="name",
+                code="reserved_name",
+            )
 
     def _commit(
         self,
@@ -260,7 +307,9 @@ class RegistrationService:
         published: str | None = None
         try:
             with self.store.db.transaction() as session:
-                model = rows.lock_or_create_model(session, name, actor, project)
+                model = rows.lock_or_create_model(
+                    session, name, actor, project, public=_public_for(spec, caller)
+                )
                 _check_owner(model, project, caller)
                 # The model row is locked until commit, so numbers are distinct and gap-free
                 # across processes; a failed registration rolls its number back.
@@ -322,13 +371,35 @@ def _project_for(spec: VersionSpec, caller: Principal) -> str | None:
     return caller.project
 
 
+def _public_for(spec: VersionSpec, caller: Principal) -> bool:
+    if spec.public and not is_admin(caller):
+        raise PermissionDenied("only an admin key registers a public model", param="public")
+    return spec.public
+
+
 def _check_owner(model: ModelRow, project: str | None, caller: Principal) -> None:
-    if project is None or model.project == project:
+    """May `caller` add a version to `model` (for `project`)?
+
+    Model names are one namespace across the server. A tenant adds versions to its own
+    project's private models only. A public model is read-only to every tenant (403, as for
+    any other change to it). A name held by a model the caller cannot see answers 409
+    `name_taken` with a message that names neither the holder nor anything about it; the
+    answer is the same before the upload is read and at the commit.
+    """
+    if is_admin(caller):
+        if project is None or model.project == project:
+            return
+        raise Conflict(
+            f"the model name {model.name!r} belongs to project {model.project!r}, not "
+            f"{project!r}; choose another name",
+            param="name",
+            code="name_taken",
+        )
+    if can_see(model.project, model.public, caller):
+        check_changeable(model.name, model.project, model.public, caller)
         return
-    if not is_admin(caller) and can_see(model.project, model.public, caller):
-        require_changeable(model.name, model.project, model.public, caller)
     raise Conflict(
-        f"the model name {model.name!r} is taken by another project; choose another",
+        f"the model name {model.name!r} is not available; choose another",
         param="name",
         code="name_taken",
     )

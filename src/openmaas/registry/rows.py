@@ -99,14 +99,16 @@ def newest_version(session: Session, model: ModelRow) -> int:
     return int(newest)
 
 
-def lock_or_create_model(session: Session, name: str, actor: str, project: str | None) -> ModelRow:
-    """The model row, created if missing, locked until the transaction ends (so version
-    numbers taken under it are distinct and gap-free across processes)."""
+def lock_or_create_model(
+    session: Session, name: str, actor: str, project: str | None, *, public: bool = False
+) -> ModelRow:
+    """The model row, created if missing (`public` as given), locked until the transaction
+    ends (so version numbers taken under it are distinct and gap-free across processes)."""
     moment = now()
     values = {
         "name": name,
         "project": project or DEFAULT_PROJECT,
-        "public": False,
+        "public": public,
         "description": "",
         "tags": {},
         "last_version": 0,

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import importlib.metadata
 import importlib.util
+import re
+from collections.abc import Collection
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Any, Literal
@@ -26,6 +28,12 @@ SERVER_PATH_SOURCES = ("path", "onnx")
 # Files that belong with an ONNX graph: tokenizer and model configs, never other weights.
 TOKENIZER_SUFFIXES = frozenset({".json", ".txt", ".model", ".vocab", ".merges", ".tiktoken"})
 _MODEL_MARKERS = ("config.json", "meta.json", "model.bin", "openmaas.json")
+# Sources that read an installed package: a non-admin key may name only allowed ones.
+INSTALLED_PACKAGE_SOURCES = ("spacy", "package")
+# A distribution name (PEP 508) and an importable top-level package name. Checked with
+# fullmatch; a spaCy package is never dotted: `find_spec("a.b")` imports (runs) package `a`.
+_DISTRIBUTION_RE = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9._-]{0,126}[A-Za-z0-9])?")
+_TOP_LEVEL_PACKAGE_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,127}")
 
 
 @dataclass(frozen=True, slots=True)
@@ -72,6 +80,26 @@ def plan_source(source: SourceRef, hub_cache: Path) -> FilePlan:
     return plan_hub(_given(source.repo_id, "repo_id"), source.revision, hub_cache)
 
 
+def normalized_package_name(name: str) -> str:
+    """A package's name as PEP 503 compares them: `vaderSentiment`, `en_core_web_sm` and
+    `en-core-web-sm` are `vadersentiment`, `en-core-web-sm`, `en-core-web-sm`."""
+    return re.sub(r"[-_.]+", "-", name).lower()
+
+
+def installed_package_named(source: SourceRef) -> str | None:
+    """The installed package a source reads (spaCy package or distribution), if any."""
+    if source.type == "spacy":
+        return source.package
+    if source.type == "package":
+        return source.distribution
+    return None
+
+
+def package_allowed(name: str, allowed: Collection[str]) -> bool:
+    """Is `name` one of `allowed` (names already normalized)?"""
+    return normalized_package_name(name) in allowed
+
+
 def _given(value: str | None, name: str) -> str:
     if value is None:
         raise InvalidRequest(f"the source needs {name!r}", param=f"source.{name}")
@@ -114,7 +142,17 @@ def plan_onnx(onnx_path: Path, tokenizer_dir: Path | None) -> FilePlan:
 
 
 def package_dir(import_name: str) -> Path:
-    spec = importlib.util.find_spec(import_name)
+    """The directory of an installed top-level package, found without importing anything."""
+    if not _TOP_LEVEL_PACKAGE_RE.fullmatch(import_name):
+        raise InvalidRequest(
+            f"invalid package name {import_name!r}: name an installed top-level package "
+            "(letters, digits, '_' or '-'; no dots)",
+            param="package",
+        )
+    try:
+        spec = importlib.util.find_spec(import_name)
+    except (ImportError, ValueError):  # ValueError: a loaded module without a spec
+        spec = None
     if spec is None or not spec.submodule_search_locations:
         raise NotFound(
             f"Python package {import_name!r} is not installed on the server", param="package"
@@ -142,7 +180,16 @@ def plan_spacy(package: str) -> FilePlan:
 
 
 def plan_package(distribution: str, subpath: str | None = None) -> FilePlan:
-    """The model directory shipped inside an installed distribution (found by its markers)."""
+    """The model directory shipped inside an installed distribution (found by its markers).
+
+    Only files the distribution itself installed (its RECORD) are taken: a subpath cannot
+    reach a directory of another distribution, or anything else under site-packages.
+    """
+    if not _DISTRIBUTION_RE.fullmatch(distribution):
+        raise InvalidRequest(
+            f"invalid distribution name {distribution!r}: letters, digits, '.', '_' or '-'",
+            param="distribution",
+        )
     try:
         dist = importlib.metadata.distribution(distribution)
     except importlib.metadata.PackageNotFoundError:
@@ -152,9 +199,17 @@ def plan_package(distribution: str, subpath: str | None = None) -> FilePlan:
     source = {"type": "package", "distribution": dist.metadata["Name"], "version": dist.version}
     if subpath:
         rel = safe_member_path(subpath)
+        # Checked before anything is read: the subpath must be a directory of this
+        # distribution's own files (no walk of site-packages, no server path in an answer).
+        if not any(str(entry).startswith(rel + "/") for entry in dist.files or []):
+            raise UnsupportedSource(
+                f"distribution {dist.metadata['Name']!r} installed no files under {rel!r}; "
+                "choose a directory it ships",
+                param="subpath",
+            )
         base = Path(str(dist.locate_file(rel)))
         source["subpath"] = rel
-        return _with_source(plan_directory(base), source)
+        return _own_files(dist, plan_directory(base), source)
     candidates: set[str] = set()
     for entry in dist.files or []:
         parts = PurePosixPath(str(entry)).parts
@@ -178,7 +233,22 @@ def plan_package(distribution: str, subpath: str | None = None) -> FilePlan:
             param="subpath",
         )
     source["subpath"] = top[0]
-    return _with_source(plan_directory(Path(str(dist.locate_file(top[0])))), source)
+    return _own_files(dist, plan_directory(Path(str(dist.locate_file(top[0])))), source)
+
+
+def _own_files(
+    dist: importlib.metadata.Distribution, plan: FilePlan, source: dict[str, Any]
+) -> FilePlan:
+    """The plan's files that `dist` recorded as its own; refuses a plan with none."""
+    recorded = {Path(str(dist.locate_file(entry))).resolve() for entry in dist.files or []}
+    files = {rel: path for rel, path in plan.files.items() if path.resolve() in recorded}
+    if not files:
+        raise UnsupportedSource(
+            f"distribution {source['distribution']!r} installed no files under "
+            f"{source['subpath']!r}; choose a directory it ships",
+            param="subpath",
+        )
+    return FilePlan(files=files, source=source, root=plan.root)
 
 
 def plan_hub(repo_id: str, revision: str | None, cache_dir: Path) -> FilePlan:

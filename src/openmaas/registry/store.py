@@ -21,9 +21,15 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from openmaas.auth.access import can_change, can_see, is_admin, require_caller
+from openmaas.auth.access import (
+    can_see,
+    check_changeable,
+    check_visible,
+    is_admin,
+    require_caller,
+)
 from openmaas.auth.entities import Principal
-from openmaas.errors import Conflict, InvalidRequest, ModelNotFound, PermissionDenied
+from openmaas.errors import Conflict, InvalidRequest, PermissionDenied
 from openmaas.registry import rows
 from openmaas.registry.artifacts import ArtifactStore
 from openmaas.registry.compare import compare_versions
@@ -45,8 +51,12 @@ def check_tags(tags: Mapping[str, Any], *, allow_none: bool = False) -> None:
     if len(tags) > MAX_TAGS:
         raise InvalidRequest(f"at most {MAX_TAGS} tags per model or version", param="tags")
     for key, value in tags.items():
-        if not key or len(key) > MAX_TAG_CHARS:
-            raise InvalidRequest(f"tag keys must be 1-{MAX_TAG_CHARS} characters", param="tags")
+        if not key or len(key) > MAX_TAG_CHARS or not key.isprintable():
+            raise InvalidRequest(
+                f"tag {key!r}: keys must be 1-{MAX_TAG_CHARS} printable characters (no "
+                "newlines or other control characters)",
+                param="tags",
+            )
         if value is None and allow_none:
             continue
         if not isinstance(value, str) or len(value) > MAX_TAG_CHARS:
@@ -66,21 +76,6 @@ def check_metrics(metrics: Mapping[str, Any]) -> None:
             raise InvalidRequest(
                 f"metric {key!r} must be a finite number, got {value!r}", param="metrics"
             )
-
-
-def require_visible(name: str, project: str, public: bool, caller: Principal) -> None:
-    if not can_see(project, public, caller):
-        raise ModelNotFound(f"model {name!r} not found", param="model")
-
-
-def require_changeable(name: str, project: str, public: bool, caller: Principal) -> None:
-    """Hidden models are 'not found'; visible ones of another project are read-only."""
-    require_visible(name, project, public, caller)
-    if not can_change(project, caller):
-        raise PermissionDenied(
-            f"model {name!r} belongs to another project and is read-only to yours",
-            code="read_only_model",
-        )
 
 
 def require_admin(caller: Principal, what: str) -> None:
@@ -130,9 +125,9 @@ class RegistryStore:
         require_caller(caller)
         row = rows.model_row(session, name, lock=lock)
         if change:
-            require_changeable(row.name, row.project, row.public, caller)
+            check_changeable(row.name, row.project, row.public, caller)
         else:
-            require_visible(row.name, row.project, row.public, caller)
+            check_visible(row.name, row.project, row.public, caller)
         return row
 
     def version_with_location(

@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import select
 
-from openmaas.auth.access import can_see, is_admin
+from openmaas.auth.access import can_see, check_changeable, is_admin
 from openmaas.auth.entities import SYSTEM, Principal
 from openmaas.errors import InvalidRequest, NotFound
 from openmaas.jobs.entities import TRAINING, Job, NewJob
@@ -367,13 +367,21 @@ class TrainingJobKind:
         try:
             existing = self.registry.get_model(name, caller=SYSTEM)
         except NotFound:
+            self.registry.registration.check_unreserved(name, caller=caller)
             return
-        if existing.project != project and not is_admin(caller):
-            raise InvalidRequest(
-                f"the model name {name!r} is taken by another project; choose another",
-                param="model_name",
-                code="name_taken",
-            )
+        if is_admin(caller):
+            return
+        # As registration answers: a tenant publishes into its own private models only; a
+        # public one is read-only (403), and a hidden one's name is just "not available".
+        if can_see(existing.project, existing.public, caller):
+            check_changeable(existing.name, existing.project, existing.public, caller)
+            if existing.project == project:
+                return
+        raise InvalidRequest(
+            f"the model name {name!r} is not available; choose another",
+            param="model_name",
+            code="name_taken",
+        )
 
 
 def _default_task(recipe: Recipe, file_task: str | None) -> str:

@@ -38,10 +38,10 @@ from openmaas.api.v2.adapter import (
     v2_contract,
 )
 from openmaas.api.v2.tensors import decode_infer_request, encode_infer_response
-from openmaas.auth.access import can_change
+from openmaas.auth.access import check_changeable
 from openmaas.auth.entities import SYSTEM, Principal
 from openmaas.auth.scopes import Scope
-from openmaas.errors import InvalidRequest, ModelNotLoaded, PermissionDenied
+from openmaas.errors import InvalidRequest, ModelNotLoaded
 from openmaas.protocol.v2 import (
     HEADER_LENGTH,
     InferenceResponse,
@@ -244,13 +244,9 @@ async def unload_model(model_name: str, engine: EngineDep, who: PrincipalDep) ->
 
 async def _check_changeable(engine: InferenceEngine, reference: str, who: Principal) -> None:
     # Loading and unloading affect every caller of a model: its own project (or an admin)
-    # only, also for public models. `resolve` answers only models the caller may see.
+    # only, and an admin only for a public one. `resolve` answers only what the caller sees.
     version = await engine.resolve(reference, caller=who)
-    if not can_change(version.project, who):
-        raise PermissionDenied(
-            f"model {version.model!r} belongs to another project and is read-only to yours",
-            code="read_only_model",
-        )
+    check_changeable(version.model, version.project, version.public, who)
 
 
 # -- request checks -------------------------------------------------------------------------------

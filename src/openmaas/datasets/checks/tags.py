@@ -79,7 +79,7 @@ def bio_tags(
     previous = "O"
     for index, (token, tag) in enumerate(zip(tokens, tags, strict=True)):
         where = f"token {index + 1} ({shortened(token)})"
-        if not BIO_TAG.match(tag):
+        if not BIO_TAG.fullmatch(tag):
             report.add(
                 lines[index],
                 "invalid_tag",

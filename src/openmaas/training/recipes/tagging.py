@@ -138,7 +138,7 @@ def _check_example(split: str, index: int, example: Example) -> None:
         )
     if len(tokens) != len(tags):
         raise ValueError(f"{where} has {len(tokens)} tokens but {len(tags)} tags")
-    bad = next((t for t in tags if not isinstance(t, str) or not BIO_TAG.match(t)), None)
+    bad = next((t for t in tags if not isinstance(t, str) or not BIO_TAG.fullmatch(t)), None)
     if bad is not None:
         raise ValueError(f"{where}: tag {bad!r} is not O, B-TYPE or I-TYPE")
 
