@@ -39,6 +39,9 @@ from openmaas.tasks.text_input import TokenCounter
 
 TASK = "reverse-text"
 RUNTIME = "reverse"
+# A text the runtime breaks on, as a library may on an input it did not expect: the whole
+# batch it is in raises (an unexpected error, not a domain error).
+POISON = "poison pill"
 
 
 @runtime_checkable
@@ -101,6 +104,8 @@ class ReverseModel(LoadedModel):
         self.memory_bytes = 1024
 
     def reverse(self, texts: Sequence[str], shout: bool) -> list[str]:
+        if POISON in texts:
+            raise ValueError(f"the reverser broke on a batch of {len(texts)}")
         reversed_texts = [text[::-1] for text in texts]
         return [t.upper() for t in reversed_texts] if shout else reversed_texts
 

@@ -91,6 +91,13 @@ class InputTooLong(InvalidRequest):
     code = "context_length_exceeded"
 
 
+class InputTooLarge(InvalidRequest):
+    """A text is past a limit on the work one item may cost (characters, sentences), which
+    holds whether or not the request truncates: refused before it is batched."""
+
+    code = "input_too_large"
+
+
 class UnsupportedLanguage(InvalidRequest):
     code = "unsupported_language"
 

@@ -204,6 +204,22 @@ class Settings(BaseSettings):
         "names. Admin keys may name any installed package.",
     )
 
+    # -- input limits (issue 13, "one input fails the batch") -----------------------------
+    # Refused with a 400 before an item is queued: past these, one text holds a model's only
+    # thread for seconds (spaCy: 100,000 characters take ~6 s and ~300 MB) to minutes.
+    max_input_chars: int = Field(
+        default=100_000,
+        ge=1,
+        description="Longest text item, in characters, any model accepts (a model may "
+        "accept fewer: spaCy's max_length, TextRank, VADER, Apertium).",
+    )
+    max_input_sentences: int = Field(
+        default=400,
+        ge=1,
+        description="Longest text, in sentences, for models whose work grows with the square "
+        "of the sentences (TextRank summarization: 1,600 sentences took 37.5 s).",
+    )
+
     @field_validator(
         "preload", "cache_tasks", "extra_recipes", "allowed_package_sources", mode="before"
     )

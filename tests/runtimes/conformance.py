@@ -62,6 +62,7 @@ def check_conformance(
     assert len(counts) == len(texts)
     assert all(isinstance(c, int) and c > 0 for c in counts)
     _check_wrong_task_refused(model)
+    _check_input_limits(model, texts)
     if task is Task.EMBEDDING:
         _check_embedding(model, texts)
     elif task is Task.TEXT_CLASSIFICATION:
@@ -81,6 +82,16 @@ def check_conformance(
         scores = model.score_pairs([(texts[0], t) for t in texts])
         assert len(scores) == len(texts)
     return model
+
+
+def _check_input_limits(model: LoadedModel, texts: Sequence[str]) -> None:
+    """The limits on one text's work are positive; a model that limits sentences counts them."""
+    assert model.max_input_chars is None or model.max_input_chars > 0
+    if model.max_input_sentences is not None:
+        assert model.max_input_sentences > 0
+        counts = model.count_sentences(list(texts))
+        assert len(counts) == len(texts)
+        assert all(isinstance(c, int) and c >= 0 for c in counts)
 
 
 def _check_wrong_task_refused(model: LoadedModel) -> None:

@@ -11,7 +11,14 @@ import pytest
 
 from openmaas.errors import InvalidRequest, ModelLoadFailed, UnsupportedLanguage, WrongTask
 from openmaas.runtimes.base import LoadedModel, LoadOptions, ModelSource
-from openmaas.runtimes.rules import ApertiumModel, RulesRuntime
+from openmaas.runtimes.rules import (
+    APERTIUM_MAX_CHARS,
+    TEXTRANK_MAX_CHARS,
+    VADER_MAX_CHARS,
+    ApertiumModel,
+    RulesRuntime,
+)
+from openmaas.settings import Settings
 from openmaas.tasks.seq2seq import Seq2SeqParams
 from tests.runtimes.conformance import check_conformance
 
@@ -94,6 +101,39 @@ def test_textrank_keeps_the_central_sentences(loaded: Callable[[str], LoadedMode
         textrank.summarize([ARTICLE], Seq2SeqParams(ratio=1.5))
 
 
+def test_textrank_counts_at_least_the_sentences_it_ranks(
+    loaded: Callable[[str], LoadedModel],
+) -> None:
+    from summa.preprocessing.textcleaner import split_sentences
+
+    textrank = loaded("textrank")
+    # Its work grows with the square of the sentences: the engine refuses texts with more
+    # than the server's limit, counted by the model itself.
+    assert textrank.max_input_sentences == LoadOptions().max_input_sentences
+    assert textrank.max_input_sentences == Settings().max_input_sentences
+    assert textrank.max_input_chars == TEXTRANK_MAX_CHARS
+    texts = [
+        ARTICLE,
+        "Dr. Smith went to the U.S. last year. He liked it!\n\nA new paragraph?  Yes",
+        "no punctuation at all\nbut two lines",
+        "",
+    ]
+    counts = textrank.count_sentences(texts)
+    assert counts[0] == 10
+    assert all(c >= len(split_sentences(t)) for c, t in zip(counts, texts, strict=True))
+    assert counts[3] == 0
+    capped = RulesRuntime().load(textrank.source, LoadOptions(max_input_sentences=5))
+    assert capped.max_input_sentences == 5
+
+
+def test_engines_with_superlinear_work_limit_their_texts(
+    loaded: Callable[[str], LoadedModel],
+) -> None:
+    assert loaded("vader").max_input_chars == VADER_MAX_CHARS
+    assert loaded("langid").max_input_chars is None  # linear: the server's limit is enough
+    assert loaded("langid").max_input_sentences is None
+
+
 @pytest.fixture(scope="module")
 def apertium(loaded: Callable[[str], LoadedModel]) -> ApertiumModel:
     model = loaded("apertium-eng-spa")
@@ -102,6 +142,7 @@ def apertium(loaded: Callable[[str], LoadedModel]) -> ApertiumModel:
 
 
 def test_apertium_translates_english_to_spanish(apertium: ApertiumModel) -> None:
+    assert apertium.max_input_chars == APERTIUM_MAX_CHARS
     assert "eng-spa" in apertium.pairs
     assert apertium.memory_bytes > 1_000_000  # the pair's transducers
     assert RulesRuntime().estimate_memory_bytes(apertium.source) == apertium.memory_bytes

@@ -40,6 +40,11 @@ def test_only_the_entity_recognizer_is_loaded(english: SpacyModel) -> None:
     assert {"PERSON", "GPE", "ORG", "DATE", "MONEY"} <= set(english.labels)
 
 
+def test_texts_past_spacys_max_length_are_refused_before_the_batch(english: SpacyModel) -> None:
+    # spaCy raises inside the batch past max_length; the engine checks this limit first.
+    assert english.max_input_chars == english._nlp.max_length == 1_000_000
+
+
 def test_tokens_are_counted_by_the_spacy_tokenizer(english: SpacyModel) -> None:
     assert english.count_tokens(["Barack Obama visited Paris.", "", "don't"]) == [5, 1, 2]
     with pytest.raises(WrongTask):

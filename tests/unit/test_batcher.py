@@ -136,15 +136,22 @@ async def test_cancelled_callers_are_dropped_before_execution(
 
 
 @pytest.mark.asyncio
-async def test_failure_reaches_every_caller_in_the_batch(executor: ThreadPoolExecutor) -> None:
+async def test_a_model_that_fails_for_everyone_fails_each_caller_once_more(
+    executor: ThreadPoolExecutor,
+) -> None:
+    calls: list[list[str]] = []
+
     def explode(items: list[str]) -> Sequence[str]:
+        calls.append(list(items))
         raise RuntimeError(f"broken batch of {len(items)}")
 
     batcher = Batcher(
         explode, BatchLimits(max_batch_size=3, max_wait_ms=LONG_WAIT_MS), executor=executor
     )
     outcomes = await asyncio.gather(*(batcher.submit(x) for x in "abc"), return_exceptions=True)
-    assert [str(o) for o in outcomes] == ["broken batch of 3"] * 3
+    # Each caller gets the error of its own item; each item ran once more, alone, no more.
+    assert [str(o) for o in outcomes] == ["broken batch of 1"] * 3
+    assert calls == [["a", "b", "c"], ["a"], ["b"], ["c"]]
     # The batcher survives a failed batch.
     ok = Batcher(Recorder(), BatchLimits(max_batch_size=1), executor=executor)
     assert await ok.submit("x") == "X"
@@ -153,16 +160,88 @@ async def test_failure_reaches_every_caller_in_the_batch(executor: ThreadPoolExe
 
 
 @pytest.mark.asyncio
-async def test_wrong_result_count_is_an_error_for_all(executor: ThreadPoolExecutor) -> None:
+async def test_wrong_result_count_is_an_error(executor: ThreadPoolExecutor) -> None:
     batcher: Batcher[str, str] = Batcher(
-        lambda items: items[:1],
+        lambda items: items[1:],
         BatchLimits(max_batch_size=2, max_wait_ms=LONG_WAIT_MS),
         executor=executor,
     )
     outcomes = await asyncio.gather(
         batcher.submit("a"), batcher.submit("b"), return_exceptions=True
     )
-    assert all("1 results for 2 inputs" in str(o) for o in outcomes)
+    assert [str(o) for o in outcomes] == ["batcher returned 0 results for 1 inputs"] * 2
+    await batcher.close()
+
+
+class Poisoned:
+    """A batch function that raises for any batch holding "poison", and counts splits."""
+
+    def __init__(self) -> None:
+        self.calls: list[list[str]] = []
+        self.splits: list[int] = []
+
+    def __call__(self, items: list[str]) -> list[str]:
+        self.calls.append(list(items))
+        if "poison" in items:
+            raise ValueError("cannot digest poison")
+        return [item.upper() for item in items]
+
+    # -- BatchObserver
+    def queue_depth(self, depth: int) -> None:
+        pass
+
+    def batch_started(self, size: int, tokens: int, waits_s: Sequence[float]) -> None:
+        pass
+
+    def batch_finished(self, seconds: float, ok: bool) -> None:
+        pass
+
+    def batch_split(self, size: int) -> None:
+        self.splits.append(size)
+
+
+@pytest.mark.asyncio
+async def test_a_poisoned_item_fails_only_its_own_caller(executor: ThreadPoolExecutor) -> None:
+    run = Poisoned()
+    batcher = Batcher(
+        run,
+        BatchLimits(max_batch_size=4, max_wait_ms=LONG_WAIT_MS),
+        executor=executor,
+        observer=run,
+    )
+    outcomes = await asyncio.gather(
+        batcher.submit("a"),
+        batcher.submit_many(["poison", "p2"], [1, 1]),
+        batcher.submit("c"),
+        return_exceptions=True,
+    )
+    assert outcomes[0] == "A"
+    assert isinstance(outcomes[1], ValueError)
+    assert outcomes[2] == "C"
+    # The poisoned request's other item is not computed once its request has failed.
+    assert run.calls == [["a", "poison", "p2", "c"], ["a"], ["poison"], ["c"]]
+    assert run.splits == [4]
+    # Later batches are batches again.
+    later = await asyncio.gather(*(batcher.submit(x) for x in "defg"))
+    assert later == list("DEFG")
+    assert run.calls[-1] == list("defg")
+    await batcher.close()
+
+
+@pytest.mark.asyncio
+async def test_a_poisoned_callers_queued_items_are_dropped(executor: ThreadPoolExecutor) -> None:
+    run = Poisoned()
+    limits = BatchLimits(max_batch_size=2, max_wait_ms=LONG_WAIT_MS)
+    batcher = Batcher(run, limits, executor=executor, observer=run)
+    innocent = asyncio.ensure_future(batcher.submit("y"))
+    await _until(lambda: batcher.depth == 1)
+    # [y, poison] fills a batch; "x2" waits behind it.
+    poisoned = asyncio.ensure_future(batcher.submit_many(["poison", "x2"], [1, 1]))
+    assert await innocent == "Y"
+    with pytest.raises(ValueError, match="poison"):
+        await poisoned
+    assert run.calls == [["y", "poison"], ["y"], ["poison"]]  # "x2" was never computed
+    await _until(lambda: batcher.depth == 0)  # dropped from the queue
     await batcher.close()
 
 

@@ -20,10 +20,10 @@ def _cache(**limits: int) -> ResponseCache:
 def test_hit_after_put_and_miss_for_another_version() -> None:
     cache = _cache()
     vector = np.ones(4, dtype=np.float32)
-    key_v1 = cache.key("m", 1, "embedding", "", "hello")
+    key_v1 = cache.key("p", "m", 1, "embedding", "", "hello")
     cache.put(key_v1, vector, size_bytes=vector.nbytes)
     assert cache.get(key_v1, "m", "embedding") is vector
-    assert cache.get(cache.key("m", 2, "embedding", "", "hello"), "m", "embedding") is None
+    assert cache.get(cache.key("p", "m", 2, "embedding", "", "hello"), "m", "embedding") is None
     metrics = cache.metrics.render().decode()
     assert 'openmaas_cache_hits_total{model="m",task="embedding"} 1.0' in metrics
     assert 'openmaas_cache_misses_total{model="m",task="embedding"} 1.0' in metrics
@@ -36,7 +36,7 @@ def test_normalization_shares_entries_for_equivalent_text() -> None:
 
 def test_least_recently_used_entry_goes_first_when_full() -> None:
     cache = _cache(max_entries=2)
-    keys = [cache.key("m", 1, "embedding", "", t) for t in ("a", "b", "c")]
+    keys = [cache.key("p", "m", 1, "embedding", "", t) for t in ("a", "b", "c")]
     cache.put(keys[0], "A", size_bytes=1)
     cache.put(keys[1], "B", size_bytes=1)
     assert cache.get(keys[0], "m", "embedding") == "A"  # a is now more recent than b
@@ -49,18 +49,18 @@ def test_least_recently_used_entry_goes_first_when_full() -> None:
 def test_bytes_bound_and_oversized_values() -> None:
     cache = _cache(max_bytes=10_000)
     big = np.zeros(3_000, dtype=np.float32)  # 12 kB: larger than the whole cache
-    cache.put(cache.key("m", 1, "embedding", "", "big"), big, size_bytes=big.nbytes)
+    cache.put(cache.key("p", "m", 1, "embedding", "", "big"), big, size_bytes=big.nbytes)
     assert len(cache) == 0
     small = np.zeros(1_000, dtype=np.float32)  # 4 kB each (+ overhead): two fit, not three
     for text in ("x", "y", "z"):
-        cache.put(cache.key("m", 1, "embedding", "", text), small, size_bytes=small.nbytes)
+        cache.put(cache.key("p", "m", 1, "embedding", "", text), small, size_bytes=small.nbytes)
     assert len(cache) == 2
     assert cache.bytes <= 10_000
 
 
 def test_disabled_cache_stores_nothing() -> None:
     cache = _cache(max_entries=0)
-    key = cache.key("m", 1, "embedding", "", "a")
+    key = cache.key("p", "m", 1, "embedding", "", "a")
     cache.put(key, "A", size_bytes=1)
     assert not cache.enabled
     assert len(cache) == 0

@@ -3,7 +3,9 @@ missing one; one path serves any registered task contract (here one the suite de
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterator
+import asyncio
+from collections.abc import AsyncIterator, Iterator, Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -12,17 +14,18 @@ import pytest_asyncio
 
 from openmaas.auth.entities import SYSTEM, Principal
 from openmaas.auth.scopes import Scope
-from openmaas.errors import InputTooLong, MissingCaller, ModelNotFound, WrongTask
+from openmaas.errors import InputTooLarge, InputTooLong, MissingCaller, ModelNotFound, WrongTask
 from openmaas.observability.metrics import Metrics
 from openmaas.registry.composition import Registry
 from openmaas.registry.registration import VersionSpec
 from openmaas.registry.sources import plan_directory
 from openmaas.serving.engine import InferenceEngine
 from openmaas.settings import Settings
+from openmaas.tasks.contract import Plan
 from openmaas.tasks.embedding import EMBEDDING
 from openmaas.tasks.text_generation import GenerationParams
 from tests import reverse_task
-from tests.reverse_task import REVERSE_TEXT, ReverseParams
+from tests.reverse_task import POISON, REVERSE_TEXT, TASK, ReverseParams, Reverser, ReverseTask
 
 OTHER = Principal(project="other", key_id=7, prefix="other", scopes=(Scope.INFERENCE,))
 ACME = Principal(project="acme", key_id=8, prefix="acme", scopes=(Scope.INFERENCE,))
@@ -43,6 +46,16 @@ def reversing(registry: Registry, tmp_path: Path) -> Iterator[Registry]:
 @pytest_asyncio.fixture
 async def engine(reversing: Registry, tmp_path: Path) -> AsyncIterator[InferenceEngine]:
     settings = Settings(home=tmp_path / "home")
+    running = InferenceEngine(reversing, settings, Metrics())
+    await running.start()
+    yield running
+    await running.close()
+
+
+@pytest_asyncio.fixture
+async def strict(reversing: Registry, tmp_path: Path) -> AsyncIterator[InferenceEngine]:
+    """An engine with a 12-character input limit that caches reverse-text results."""
+    settings = Settings(home=tmp_path / "home", max_input_chars=12, cache_tasks=[TASK])
     running = InferenceEngine(reversing, settings, Metrics())
     await running.start()
     yield running
@@ -115,3 +128,114 @@ async def test_the_generic_path_applies_token_limits(engine: InferenceEngine) ->
         await engine.infer(REVERSE_TEXT, "reverser", [long_text], caller=SYSTEM)
     served = await engine.infer(REVERSE_TEXT, "reverser", [long_text], caller=SYSTEM, truncate=True)
     assert served.prompt_tokens == 8
+
+
+# -- input limits, batch isolation and the per-project cache (issue 13) ----------------------
+
+
+@pytest.mark.asyncio
+async def test_a_text_past_the_character_limit_is_refused_before_it_is_queued(
+    strict: InferenceEngine,
+) -> None:
+    for truncate in (False, True):  # the limit bounds work, not the model's context
+        with pytest.raises(InputTooLarge) as refused:
+            await strict.infer(
+                REVERSE_TEXT, "reverser", ["short", "x" * 13], caller=ACME, truncate=truncate
+            )
+        assert refused.value.status_code == 400
+        assert refused.value.param == "input"
+        assert refused.value.message == (
+            "input[1] has 13 characters; model 'reverser:1' accepts at most 12 "
+            "(OPENMAAS_MAX_INPUT_CHARS). Split it into smaller texts"
+        )
+    (resident,) = strict.pool.residents()
+    assert not resident.batchers  # nothing reached a batch
+    assert (await strict.infer(REVERSE_TEXT, "reverser", ["x" * 12], caller=ACME)).results
+
+
+@pytest.mark.asyncio
+async def test_a_models_own_lower_limits_apply(strict: InferenceEngine) -> None:
+    await strict.load("reverser", caller=ACME)
+    (resident,) = strict.pool.residents()
+    model: Any = resident.model
+    model.max_input_chars = 4
+    with pytest.raises(InputTooLarge, match="accepts at most 4. Split"):
+        await strict.infer(REVERSE_TEXT, "reverser", ["abcde"], caller=ACME)
+    # A model whose work grows with its sentences has them counted (off the event loop).
+    counted: list[Sequence[str]] = []
+
+    def count_sentences(texts: Sequence[str]) -> list[int]:
+        counted.append(texts)
+        return [text.count(".") for text in texts]
+
+    model.max_input_chars = None
+    model.max_input_sentences = 2
+    model.count_sentences = count_sentences
+    with pytest.raises(InputTooLarge) as refused:
+        await strict.infer(REVERSE_TEXT, "reverser", ["a.b.", "a.b.c."], caller=ACME)
+    assert "input[1] has 3 sentences; model 'reverser:1' takes at most 2" in refused.value.message
+    assert (await strict.infer(REVERSE_TEXT, "reverser", ["a.b."], caller=ACME)).results
+    assert counted == [["a.b.", "a.b.c."], ["a.b."]]
+
+
+@pytest.mark.asyncio
+async def test_a_poisoned_item_fails_only_its_own_request(engine: InferenceEngine) -> None:
+    await engine.load("reverser", caller=ACME)
+    (resident,) = engine.pool.residents()
+    batches: list[list[str]] = []
+    model: Any = resident.model
+    reverse = model.reverse
+
+    def recorded(texts: Sequence[str], shout: bool) -> list[str]:
+        batches.append(list(texts))
+        return list(reverse(texts, shout))
+
+    model.reverse = recorded
+    requests = [["abc"], [POISON], ["def", "ghi"]]
+    outcomes = await asyncio.gather(
+        *(engine.infer(REVERSE_TEXT, "reverser", texts, caller=ACME) for texts in requests),
+        return_exceptions=True,
+    )
+    assert isinstance(outcomes[1], ValueError)
+    assert [o.results for o in outcomes if not isinstance(o, BaseException)] == [
+        ["cba"],
+        ["fed", "ihg"],
+    ]
+    # They shared a batch, which failed; each item then ran alone.
+    assert batches == [["abc", POISON, "def", "ghi"], ["abc"], [POISON], ["def"], ["ghi"]]
+
+
+class CachedReverse(ReverseTask):
+    """The reverse task with results cached per item (as embeddings are)."""
+
+    def plan(
+        self,
+        model: Reverser,
+        inputs: Sequence[str],
+        params: ReverseParams,
+        *,
+        label: str,
+        truncate: bool,
+    ) -> Plan:
+        planned = super().plan(model, inputs, params, label=label, truncate=truncate)
+        return replace(planned, cache_as=TASK)
+
+
+def _cache_counts(engine: InferenceEngine) -> tuple[float | None, float | None]:
+    labels = {"model": "reverser", "task": TASK}
+    read = engine.metrics.registry.get_sample_value
+    return read("openmaas_cache_hits_total", labels), read("openmaas_cache_misses_total", labels)
+
+
+@pytest.mark.asyncio
+async def test_the_response_cache_is_each_projects_own(strict: InferenceEngine) -> None:
+    cached = CachedReverse()
+    assert (await strict.infer(cached, "reverser", ["secret"], caller=ACME)).results == ["terces"]
+    assert _cache_counts(strict) == (0, 1)
+    # Another project (here the system, which sees acme's private model) sends the same text:
+    # computed again, not answered from acme's entry.
+    assert (await strict.infer(cached, "reverser", ["secret"], caller=SYSTEM)).results == ["terces"]
+    assert _cache_counts(strict) == (0, 2)
+    await strict.infer(cached, "reverser", ["secret"], caller=ACME)
+    await strict.infer(cached, "reverser", ["secret"], caller=SYSTEM)
+    assert _cache_counts(strict) == (2, 2)

@@ -59,6 +59,13 @@ class Metrics:
             "openmaas_batch_execution_seconds", "Batch execution time.", ["model", "outcome"],
             buckets=LATENCY_BUCKETS_S, registry=r,
         )  # fmt: skip
+        # A poisoned item fails alone: its batch is run again item by item (serving/batcher.py).
+        self.batch_splits = Counter(
+            "openmaas_batch_splits",
+            "Failed batches of several requests, run again one item at a time.",
+            ["model"],
+            registry=r,
+        )
         self.model_loads = Counter(
             "openmaas_model_loads", "Model loads by outcome.", ["model", "outcome"], registry=r
         )
@@ -102,6 +109,7 @@ class ModelBatchMetrics:
         self._wait = metrics.queue_wait_seconds.labels(model=model)
         self._ok = metrics.batch_seconds.labels(model=model, outcome="ok")
         self._failed = metrics.batch_seconds.labels(model=model, outcome="error")
+        self._splits = metrics.batch_splits.labels(model=model)
 
     def queue_depth(self, depth: int) -> None:
         self._depth.set(depth)
@@ -114,3 +122,6 @@ class ModelBatchMetrics:
 
     def batch_finished(self, seconds: float, ok: bool) -> None:
         (self._ok if ok else self._failed).observe(seconds)
+
+    def batch_split(self, size: int) -> None:
+        self._splits.inc()

@@ -138,6 +138,9 @@ class LoadOptions:
     device: str = "cpu"  # "cpu" or "cuda[:n]"
     threads: int | None = None  # intra-op threads; None = the library's default
     open_dependency: DependencyOpener = field(default=_no_dependencies)
+    # For models whose work grows with the square of a text's sentences (TextRank): the
+    # server passes OPENMAAS_MAX_INPUT_SENTENCES.
+    max_input_sentences: int = 400
 
 
 # -- the interface ----------------------------------------------------------------------------
@@ -154,11 +157,23 @@ class LoadedModel(ABC):
     tasks: frozenset[str]
     memory_bytes: int  # resident estimate, for the pool's budget
     max_input_tokens: int | None = None  # longest input accepted, when the model has a limit
+    # Limits on the work one text may cost, refused (400) before it is batched even when the
+    # request truncates: one item must not hold the model's only thread for long. The engine
+    # also applies the server's OPENMAAS_MAX_INPUT_CHARS to every model.
+    max_input_chars: int | None = None  # the model's own limit (spaCy's max_length)
+    # Set by models whose work grows faster than the text with its sentences (TextRank); the
+    # engine then counts them with `count_sentences`, off the event loop.
+    max_input_sentences: int | None = None
 
     def count_tokens(self, texts: Sequence[str]) -> list[int]:
         """Tokens per text, as the model counts them (before truncation, with special tokens).
         The batcher's token budget and usage reports use this."""
         return [max(1, len(text.split())) for text in texts]
+
+    def count_sentences(self, texts: Sequence[str]) -> list[int]:
+        """Sentences per text as the model splits them (at least that many), for models that
+        set `max_input_sentences`. Called from any thread, beside running batches."""
+        raise NotImplementedError(f"{type(self).__name__} sets no max_input_sentences")
 
     def detokenize(self, ids: Sequence[int]) -> str:
         """Text for token ids (inputs given as ids, as OpenAI's embeddings API allows)."""

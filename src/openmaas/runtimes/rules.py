@@ -47,6 +47,13 @@ ISO_639_3 = {
     **{"bg": "bul", "cs": "ces", "sk": "slk", "br": "bre", "cy": "cym", "ga": "gle"},
 }
 VADER_LABELS = ("negative", "neutral", "positive")
+# Longest texts, in characters, each engine takes (measured on a shared 2-core machine):
+# VADER's "but" rule is quadratic (200,000 characters: 9 s); TextRank compares every pair of
+# sentences, so its work is sentences times words (400 sentences in 100,000 characters: 3.5 s);
+# Apertium translates about 30,000 characters a second.
+VADER_MAX_CHARS = 25_000
+TEXTRANK_MAX_CHARS = 100_000
+APERTIUM_MAX_CHARS = 100_000
 
 
 class RulesRuntime(Runtime):
@@ -71,7 +78,7 @@ class RulesRuntime(Runtime):
             raise ModelLoadFailed(
                 f"{source.label}: unknown rules engine {engine!r} (known: {', '.join(ENGINES)})"
             )
-        model = factory(source)
+        model = factory(source, options)
         if Task(source.task) not in model.tasks:
             served = ", ".join(sorted(model.tasks))
             raise ModelLoadFailed(f"{source.label}: engine {engine} serves {served} only")
@@ -92,13 +99,14 @@ def _read_spec(source: ModelSource) -> dict[str, Any]:
 class VaderModel(LoadedModel):
     """VADER sentiment: the shares of negative, neutral and positive wording, ranked."""
 
-    def __init__(self, source: ModelSource) -> None:
+    def __init__(self, source: ModelSource, options: LoadOptions) -> None:
         from vaderSentiment.vaderSentiment import SentimentIntensityAnalyzer
 
         self.source = source
         self.tasks = frozenset({Task.TEXT_CLASSIFICATION})
         self.labels = VADER_LABELS
         self.memory_bytes = ENGINE_MEMORY_BYTES["vader"]
+        self.max_input_chars = VADER_MAX_CHARS
         lexicon = source.directory / "vader_lexicon.txt"
         emoji = source.directory / "emoji_utf8_lexicon.txt"
         if not (lexicon.is_file() and emoji.is_file()):
@@ -122,7 +130,7 @@ class VaderModel(LoadedModel):
 class LangidModel(LoadedModel):
     """langid.py: 97 languages by ISO 639-1 code, probabilities normalized over all of them."""
 
-    def __init__(self, source: ModelSource) -> None:
+    def __init__(self, source: ModelSource, options: LoadOptions) -> None:
         from langid.langid import LanguageIdentifier, model
 
         self.source = source
@@ -142,12 +150,21 @@ class LangidModel(LoadedModel):
 class TextRankModel(LoadedModel):
     """Extractive summaries: the best-connected share (`ratio`) of the text's sentences."""
 
-    def __init__(self, source: ModelSource) -> None:
+    def __init__(self, source: ModelSource, options: LoadOptions) -> None:
         self.source = source
         self.tasks = frozenset({Task.SUMMARIZATION})
         self.memory_bytes = ENGINE_MEMORY_BYTES["textrank"]
+        self.max_input_chars = TEXTRANK_MAX_CHARS
+        self.max_input_sentences = options.max_input_sentences
         self._language = str(source.params.get("language") or "english")
         self._ratio = float(source.params.get("ratio") or 0.2)
+
+    def count_sentences(self, texts: Sequence[str]) -> list[int]:
+        # summa's own sentence pattern, without its abbreviation merging (which only joins
+        # sentences): at least as many as it will rank.
+        from summa.preprocessing.textcleaner import RE_SENTENCE
+
+        return [sum(1 for _ in RE_SENTENCE.finditer(text)) for text in texts]
 
     def summarize(self, texts: Sequence[str], params: Seq2SeqParams) -> list[str]:
         from summa import summarizer
@@ -174,9 +191,10 @@ class ApertiumModel(LoadedModel):
     pairs and regional variants of them; the first is used when a request names no language.
     """
 
-    def __init__(self, source: ModelSource) -> None:
+    def __init__(self, source: ModelSource, options: LoadOptions) -> None:
         self.source = source
         self.tasks = frozenset({Task.TRANSLATION})
+        self.max_input_chars = APERTIUM_MAX_CHARS
         command = shutil.which("apertium")
         if command is None:
             raise ModelLoadFailed(
@@ -294,7 +312,7 @@ def _pairs_data_bytes(pairs: Sequence[str]) -> int:
     return sum(f.stat().st_size for f in files if f.is_file()) or MIB
 
 
-ENGINES: Mapping[str, Callable[[ModelSource], LoadedModel]] = {
+ENGINES: Mapping[str, Callable[[ModelSource, LoadOptions], LoadedModel]] = {
     "vader": VaderModel,
     "langid": LangidModel,
     "textrank": TextRankModel,

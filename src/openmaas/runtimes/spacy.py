@@ -77,6 +77,8 @@ class SpacyModel(LoadedModel):
         if not taggers:
             raise ModelLoadFailed(f"{source.label}: the pipeline has no entity recognizer")
         self.labels = tuple(sorted({label for pipe in taggers for label in pipe.labels}))
+        # Past it spaCy raises inside the batch (E088); the engine refuses such a text first.
+        self.max_input_chars = int(self._nlp.max_length)
         log.debug("spacy: %s runs %s (excluded %s)", source.label, self._nlp.pipe_names, exclude)
 
     @property

@@ -16,8 +16,14 @@ batches) and faster (the model does not run against the event loop).
 
 The queue is bounded: a full queue raises `Overloaded` (429 with Retry-After) at once instead
 of letting callers wait without end. Callers that went away (their task was cancelled, e.g.
-the client disconnected) are dropped before execution; when a batch fails, every caller in it
-gets the error.
+the client disconnected) are dropped before execution.
+
+One caller's input must not fail the others it shares a batch with: when a batch of several
+callers raises, its items run again one at a time, once each, so every caller gets its own
+result or its own error. The work stays bounded (at most twice a batch's items, never a
+further split); a model that fails for everyone fails each caller with its own error. A
+caller whose item failed has lost its request: its other items, in the batch or queued, are
+not computed.
 
 Example::
 
@@ -64,6 +70,9 @@ class BatchObserver(Protocol):
 
     def batch_finished(self, seconds: float, ok: bool) -> None: ...
 
+    def batch_split(self, size: int) -> None:
+        """A failed batch of `size` items from several callers is run again item by item."""
+
 
 class _Quiet:
     def queue_depth(self, depth: int) -> None:
@@ -73,6 +82,9 @@ class _Quiet:
         pass
 
     def batch_finished(self, seconds: float, ok: bool) -> None:
+        pass
+
+    def batch_split(self, size: int) -> None:
         pass
 
 
@@ -256,30 +268,59 @@ class Batcher(Generic[In, Out]):
         return batch
 
     async def _execute(self, batch: list[_Pending[In, Out]]) -> None:
+        self._running = batch
+        try:
+            try:
+                results = await self._call(batch)
+            except Exception as exc:
+                if len({p.caller for p in batch}) == 1:
+                    self._fail(batch[0].caller, exc)  # one request: no one else to spare
+                else:
+                    await self._one_by_one(batch)
+                return
+        finally:
+            self._running = []
+        for pending, result in zip(batch, results, strict=True):
+            if not pending.future.done():
+                pending.future.set_result(result)
+
+    async def _one_by_one(self, batch: list[_Pending[In, Out]]) -> None:
+        """Each item of a failed batch alone, once: its caller gets its own result or error.
+        No further retry, so a model that fails for everyone costs one run per item more."""
+        self._observer.batch_split(len(batch))
+        for pending in batch:
+            if pending.future.done():
+                continue  # cancelled, or another item of its request failed
+            try:
+                (result,) = await self._call([pending])
+            except Exception as exc:
+                self._fail(pending.caller, exc)
+                continue
+            if not pending.future.done():  # its caller may have gone while it ran
+                pending.future.set_result(result)
+
+    async def _call(self, batch: list[_Pending[In, Out]]) -> Sequence[Out]:
+        """Run `batch` on the model's thread, reported to the observer; raises what it raised."""
         started = time.perf_counter()
         self._observer.batch_started(
             len(batch), sum(p.tokens for p in batch), [started - p.queued_at for p in batch]
         )
-        items = [p.item for p in batch]
         loop = asyncio.get_running_loop()
-        self._running = batch
         try:
-            results = await loop.run_in_executor(self._executor, self._run, items)
+            results = await loop.run_in_executor(self._executor, self._run, [p.item for p in batch])
             if len(results) != len(batch):
                 raise BatchFailed(
                     f"{self.name} returned {len(results)} results for {len(batch)} inputs"
                 )
-        except Exception as exc:  # every caller in the batch gets the same error
+        except Exception:
             self._observer.batch_finished(time.perf_counter() - started, ok=False)
-            # ... and their items still queued are not worth computing: their requests failed.
-            failed = {p.caller for p in batch}
-            for pending in [*batch, *(p for p in self._queue if p.caller in failed)]:
-                if not pending.future.done():
-                    pending.future.set_exception(exc)
-            return
-        finally:
-            self._running = []
+            raise
         self._observer.batch_finished(time.perf_counter() - started, ok=True)
-        for pending, result in zip(batch, results, strict=True):
-            if not pending.future.done():
-                pending.future.set_result(result)
+        return results
+
+    def _fail(self, caller: int, exc: Exception) -> None:
+        """`caller`'s request failed: its items still running or queued are not worth
+        computing (the request cannot succeed without them)."""
+        for pending in [*self._running, *self._queue]:
+            if pending.caller == caller and not pending.future.done():
+                pending.future.set_exception(exc)

@@ -1,13 +1,15 @@
 """Response cache for deterministic tasks, one entry per input item.
 
-Keys are (model, version, task, options, normalized input): a new version never sees an old
-version's results. Bounded by entries and by bytes; least recently used entries go first.
-Only the event loop thread touches it, so it needs no lock.
+Keys are (project, model, version, task, options, normalized input): a new version never sees
+an old version's results, and a project never sees another's (a hit answers faster than a
+miss, which would tell one tenant what another had sent). Bounded by entries and by bytes;
+least recently used entries go first. Only the event loop thread touches it, so it needs no
+lock.
 
 Example::
 
     cache = ResponseCache(max_entries=10_000, max_bytes=64 << 20, metrics=metrics)
-    key = cache.key("all-minilm-l6-v2", 1, "embedding", "", text)
+    key = cache.key("acme", "all-minilm-l6-v2", 1, "embedding", "", text)
     if (hit := cache.get(key, "all-minilm-l6-v2", "embedding")) is None:
         cache.put(key, vector, size_bytes=vector.nbytes)
 """
@@ -46,9 +48,9 @@ class ResponseCache:
         return len(self._entries)
 
     @staticmethod
-    def key(model: str, version: int, task: str, options: str, text: str) -> CacheKey:
+    def key(project: str, model: str, version: int, task: str, options: str, text: str) -> CacheKey:
         digest = hashlib.blake2b(digest_size=20)
-        for part in (model, str(version), task, options, text):
+        for part in (project, model, str(version), task, options, text):
             digest.update(part.encode("utf-8", "surrogatepass"))
             digest.update(b"\x00")
         return digest.digest()

@@ -49,7 +49,7 @@ from openmaas.tasks.text_generation import (
     Generator,
     generation_token_bound,
 )
-from openmaas.tasks.text_input import limit_tokens
+from openmaas.tasks.text_input import limit_tokens, refuse_large_texts, refuse_many_sentences
 
 log = logging.getLogger(__name__)
 
@@ -101,7 +101,11 @@ class InferenceEngine:
                 idle_unload_s=settings.idle_unload_s,
             ),
             metrics,
-            LoadOptions(device=settings.device, threads=settings.threads),
+            LoadOptions(
+                device=settings.device,
+                threads=settings.threads,
+                max_input_sentences=settings.max_input_sentences,
+            ),
             open_dependency=self._open_dependency,
         )
         self.cache = ResponseCache(
@@ -263,7 +267,7 @@ class InferenceEngine:
             model = resident.model
             contract.check_model(model, resident.label)  # once per lease, not per item
             plan = contract.plan(model, inputs, params, label=resident.label, truncate=truncate)
-            outputs, tokens = await self._run(resident, plan)
+            outputs, tokens = await self._run(resident, plan, caller.project)
         results, prompt_tokens = plan.finish(outputs, tokens)
         return Served(version, results, prompt_tokens)
 
@@ -317,14 +321,19 @@ class InferenceEngine:
 
     # -- internals ---------------------------------------------------------------------------
 
-    async def _run(self, resident: Resident, plan: Plan) -> tuple[list[Any], list[int]]:
+    async def _run(
+        self, resident: Resident, plan: Plan, project: str
+    ) -> tuple[list[Any], list[int]]:
         """Outputs per item (input order) and the counted tokens. Cache hits are answered
-        without tokenizing: an entry keeps the text's token count beside its result."""
+        without tokenizing: an entry keeps the text's token count beside its result. The
+        cache is the caller's project's own: a hit would tell one tenant, by its speed,
+        what another had sent."""
         if not plan.counts_tokens:
             batcher = self._batcher(resident, plan)
             return await batcher.submit_many(list(plan.items), [1] * len(plan.items)), []
         texts = plan.texts()
         self._check_items(texts)
+        await self._refuse_large(resident, texts)
         batcher = self._batcher(resident, plan)
         model = resident.model
         if plan.cache_as not in self.cached_tasks or not self.cache.enabled:
@@ -334,7 +343,7 @@ class InferenceEngine:
         name, number = resident.key
         task = plan.cache_as
         normalize = plan.normalize
-        keys = [self.cache.key(name, number, task, "", normalize(t)) for t in texts]
+        keys = [self.cache.key(project, name, number, task, "", normalize(t)) for t in texts]
         hits: list[tuple[Any, int] | None] = [self.cache.get(k, name, task) for k in keys]
         missing = [i for i, hit in enumerate(hits) if hit is None]
         counted = iter(model.count_tokens([texts[i] for i in missing]) if missing else [])
@@ -359,6 +368,25 @@ class InferenceEngine:
                 "per request (OPENMAAS_MAX_ITEMS_PER_REQUEST)",
                 param="input",
             )
+
+    async def _refuse_large(self, resident: Resident, texts: Sequence[str]) -> None:
+        """Refuse, before anything is counted or queued, a text past the work one item may
+        cost: in a batch, it would hold every other caller's items behind it (or fail them)."""
+        model = resident.model
+        own = model.max_input_chars
+        if own is not None and own < self.settings.max_input_chars:
+            refuse_large_texts(texts, own, resident.label)
+        else:
+            refuse_large_texts(
+                texts,
+                self.settings.max_input_chars,
+                resident.label,
+                setting="OPENMAAS_MAX_INPUT_CHARS",
+            )
+        if model.max_input_sentences is not None:
+            # Splitting sentences is work in the texts' length: off the event loop.
+            counts = await asyncio.to_thread(model.count_sentences, list(texts))
+            refuse_many_sentences(counts, model.max_input_sentences, resident.label)
 
     @staticmethod
     def _limit(resident: Resident, tokens: list[int], truncate: bool) -> list[int]:

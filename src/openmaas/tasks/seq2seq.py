@@ -48,7 +48,8 @@ class Seq2SeqTask(TaskContract[Sequence[str], Seq2SeqParams, str]):
         truncate: bool,
     ) -> Plan:
         run = self.method(model)
-        # Long inputs are cut at the model's limit, never refused.
+        # Inputs past the model's token limit are cut, never refused (the engine's limits on
+        # one item's work, characters and sentences, still refuse).
         return Plan(
             items=inputs,
             run=lambda batch: run(batch, params),

@@ -7,7 +7,7 @@ import unicodedata
 from collections.abc import Sequence
 from typing import Protocol, runtime_checkable
 
-from openmaas.errors import InputTooLong
+from openmaas.errors import InputTooLarge, InputTooLong
 
 
 @runtime_checkable
@@ -78,3 +78,31 @@ def limit_tokens(tokens: list[int], limit: int | None, truncate: bool, label: st
             param="input",
         )
     return [min(t, limit) for t in tokens]
+
+
+def refuse_large_texts(
+    texts: Sequence[str], limit: int, label: str, *, setting: str | None = None
+) -> None:
+    """InputTooLarge for the first text longer than `limit` characters (truncating or not:
+    the limit bounds the work before any truncation, tokenizing included). `setting` names
+    the server setting the limit comes from, when it does."""
+    too_long = next((i for i, text in enumerate(texts) if len(text) > limit), None)
+    if too_long is not None:
+        source = f" ({setting})" if setting else ""
+        raise InputTooLarge(
+            f"input[{too_long}] has {len(texts[too_long]):,} characters; model '{label}' "
+            f"accepts at most {limit:,}{source}. Split it into smaller texts",
+            param="input",
+        )
+
+
+def refuse_many_sentences(counts: Sequence[int], limit: int, label: str) -> None:
+    """InputTooLarge for the first text with more than `limit` sentences."""
+    too_many = next((i for i, count in enumerate(counts) if count > limit), None)
+    if too_many is not None:
+        raise InputTooLarge(
+            f"input[{too_many}] has {counts[too_many]:,} sentences; model '{label}' takes "
+            f"at most {limit:,} (its work grows with the square of the sentences; "
+            "OPENMAAS_MAX_INPUT_SENTENCES). Split it into smaller texts",
+            param="input",
+        )
