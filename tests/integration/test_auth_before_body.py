@@ -198,6 +198,12 @@ def test_public_routes_stay_open(intake: RunningServer) -> None:
     assert missing.status_code == 404
 
 
+def test_refusals_are_counted_under_their_route(intake: RunningServer) -> None:
+    assert httpx.post(f"{intake.url}/v1/embeddings", json={}).status_code == 401
+    text = httpx.get(f"{intake.url}/metrics", headers=intake.headers).text
+    assert 'route="/v1/embeddings",status="4xx"' in text
+
+
 def test_wrong_keys_with_bodies_meet_the_brute_force_guard(tmp_path: Path) -> None:
     server = start_server(
         tmp_path / "home",

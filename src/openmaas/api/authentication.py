@@ -58,6 +58,8 @@ class AuthenticationMiddleware:
             for guard in entry.needs.guards:
                 guard.check(who, scope["method"])
         except OpenMaaSError as error:
+            # The router never sees the request: label its metrics with the route as it would.
+            scope["route"] = entry.route
             await send_error(scope, send, error, body_pending=_has_body(headers))
             return
         await self.app(scope, receive, send)

@@ -5,7 +5,8 @@ A verified key is reused for `ttl_s` without a store read; revocations made thro
 process drop it at once (`forget`), those made by another process show within `ttl_s`.
 Concurrent requests with a key that is not cached share one store read: under load every
 cached key expires while dozens of requests carry it, and each would otherwise read the store.
-Failed attempts are counted per client address by the brute-force guard, when one is set.
+Attempts with a key that is not cached are counted per client address by the brute-force
+guard (when one is set) before the key is verified; good keys take their count back.
 
 Example::
 
