@@ -37,7 +37,8 @@ system-deps:
 	fi
 
 serve: install
-	@echo "Every request needs an API key: on its first start the server prints an admin key;"
+	@echo "Every request needs an API key: on its first start the server prints an admin key"
+	@echo "(on a terminal; otherwise it writes it to \$$OPENMAAS_HOME/secrets/admin-key);"
 	@echo "export it as OPENMAAS_API_KEY (README: API keys, projects and limits)."
 	$(BIN)/openmaas serve --host $(HOST) --port $(PORT)
 

@@ -8,6 +8,7 @@ Example::
 
 from __future__ import annotations
 
+import ipaddress
 from pathlib import Path
 from typing import Annotated
 
@@ -220,13 +221,45 @@ class Settings(BaseSettings):
         "of the sentences (TextRank summarization: 1,600 sentences took 37.5 s).",
     )
 
+    # -- client addresses and the brute-force guard (issue 13: brute-force guard finding) --
+    trusted_proxies: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description="Comma-separated addresses or networks (CIDR) of reverse proxies whose "
+        "X-Forwarded-For is believed: from them the client is the rightmost hop that is not "
+        "itself a trusted proxy. Empty: the socket's address, the header ignored.",
+    )
+    auth_admit_valid_keys_when_blocked: bool = Field(
+        default=False,
+        description="A client address blocked for wrong keys may still use a valid key (its "
+        "keys are still verified; wrong ones answer 429). Off: a blocked address is refused "
+        "whatever key it sends, so the block bounds how many keys it can have checked.",
+    )
+
     @field_validator(
-        "preload", "cache_tasks", "extra_recipes", "allowed_package_sources", mode="before"
+        "preload",
+        "cache_tasks",
+        "extra_recipes",
+        "allowed_package_sources",
+        "trusted_proxies",
+        mode="before",
     )
     @classmethod
     def _comma_list(cls, value: object) -> object:
         if isinstance(value, str):
             return [part.strip() for part in value.split(",") if part.strip()]
+        return value
+
+    @field_validator("trusted_proxies")
+    @classmethod
+    def _networks(cls, value: list[str]) -> list[str]:
+        # A typo must stop the server, not quietly trust nobody (or everybody).
+        for network in value:
+            try:
+                ipaddress.ip_network(network, strict=False)
+            except ValueError:
+                raise ValueError(
+                    f"OPENMAAS_TRUSTED_PROXIES: {network!r} is not an IP address or network (CIDR)"
+                ) from None
         return value
 
     @model_validator(mode="after")

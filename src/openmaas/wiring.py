@@ -20,6 +20,7 @@ from dataclasses import dataclass
 
 from openmaas.auth.bootstrap import announce_admin_key, load_pepper
 from openmaas.auth.bruteforce import BruteForceGuard
+from openmaas.auth.clients import ClientAddresses
 from openmaas.auth.enforcement import Limits
 from openmaas.auth.entities import SYSTEM
 from openmaas.auth.http import Authenticator
@@ -143,7 +144,14 @@ class Services:
             failures_before_block=settings.auth_failures_before_block,
             block_s=settings.auth_block_s,
         )
-        authenticator = Authenticator(auth, ttl_s=settings.auth_cache_ttl_s, guard=guard)
+        authenticator = Authenticator(
+            auth,
+            ttl_s=settings.auth_cache_ttl_s,
+            guard=guard,
+            admit_valid_keys_when_blocked=settings.auth_admit_valid_keys_when_blocked,
+            clients=ClientAddresses(settings.trusted_proxies),
+            on_verified=lambda outcome: metrics.auth_attempts.labels(outcome=outcome).inc(),
+        )
         return cls(
             settings=settings,
             db=db,

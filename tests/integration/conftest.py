@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import re
 import socket
 import subprocess
 import sys
@@ -20,9 +19,10 @@ from openmaas.auth.keys import generate_key
 
 STARTUP_TIMEOUT_S = 60.0
 # The admin key every test server imports (OPENMAAS_ADMIN_KEY) unless a test asks for the
-# first-start behaviour, where the server generates one and prints it.
+# first-start behaviour, where the server generates one; its output is a file, not a terminal,
+# so it writes the key to this file in its home, never to its log.
 ADMIN_KEY = generate_key().plaintext
-PRINTED_KEY = re.compile(r"^\s+(om-[a-z0-9]{8}_[A-Za-z0-9_-]+)$", re.M)
+GENERATED_KEY_FILE = Path("secrets") / "admin-key"
 
 
 def free_port() -> int:
@@ -53,7 +53,8 @@ def start_server(
     admin_key: str | None = ADMIN_KEY,
     module: str = "openmaas.cli.main",
 ) -> RunningServer:
-    """Start `openmaas serve`; with `admin_key=None` the key it prints on first start is read.
+    """Start `openmaas serve`; with `admin_key=None` the key it generates on first start is read
+    (from its home's secrets/admin-key; "" when it generated none).
     `module` is the entry point run with `python -m` (a test's launcher that registers a
     task or runtime of its own before serving)."""
     port = free_port()
@@ -95,7 +96,7 @@ def start_server(
             raise RuntimeError(f"server exited with {process.returncode}; see {log_path}")
         try:
             if httpx.get(f"{url}/readyz", timeout=1.0).status_code == 200:
-                key = admin_key or _printed_key(log_path)
+                key = admin_key or generated_key(home)
                 return RunningServer(
                     url=url,
                     home=home,
@@ -111,9 +112,9 @@ def start_server(
     raise RuntimeError(f"server did not become ready in {STARTUP_TIMEOUT_S} s")
 
 
-def _printed_key(log_path: Path) -> str:
-    found = PRINTED_KEY.findall(log_path.read_text())
-    return str(found[0]) if found else ""
+def generated_key(home: Path) -> str:
+    path = home / GENERATED_KEY_FILE
+    return path.read_text().strip() if path.exists() else ""
 
 
 def stop_server(server: RunningServer) -> None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import stat
 import subprocess
 import sys
 import time
@@ -26,7 +27,13 @@ from safetensors.numpy import save_file
 from openmaas import APIError, Client
 from openmaas.auth.keys import generate_key, parse_key
 from tests.factories import write_hf_model
-from tests.integration.conftest import RunningServer, free_port, start_server, stop_server
+from tests.integration.conftest import (
+    GENERATED_KEY_FILE,
+    RunningServer,
+    free_port,
+    start_server,
+    stop_server,
+)
 from tests.runtimes.tiny_models import build_bert
 
 OPENMAAS = Path(sys.executable).parent / "openmaas"
@@ -260,18 +267,29 @@ def test_model_names_cannot_inject_headers(guarded: RunningServer) -> None:
 # -- bootstrap and the no-auth setting -------------------------------------------------------
 
 
-def test_first_start_prints_an_admin_key_once(tmp_path: Path) -> None:
+def test_first_start_hands_over_an_admin_key_once_never_in_the_log(tmp_path: Path) -> None:
+    """Output to a file (not a terminal): the key goes to a 0600 file, the log names the file
+    and holds no key."""
     home = tmp_path / "home"
     first = start_server(home, admin_key=None)
+    key_file = home / GENERATED_KEY_FILE
     try:
         assert first.key.startswith("om-")
+        assert stat.S_IMODE(key_file.stat().st_mode) == 0o600
+        assert stat.S_IMODE(key_file.parent.stat().st_mode) == 0o700
         with Client(first.url, api_key=first.key) as client:
             assert client.whoami().scopes == ["admin"]
     finally:
         stop_server(first)
+    log = first.log.read_text()
+    assert first.key not in log
+    assert first.key.split("_")[0] not in log  # not even its prefix
+    assert str(key_file) in log, log
+    key_file.unlink()  # as the log tells the operator to, once the key is saved
     again = start_server(home, admin_key=None)
     try:
-        assert again.key == ""  # keys exist: nothing new is printed
+        assert again.key == ""  # keys exist: nothing new is generated
+        assert not key_file.exists()
         with Client(again.url, api_key=first.key) as client:
             assert client.whoami().project == "default"
     finally:

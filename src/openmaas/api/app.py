@@ -16,6 +16,7 @@ from fastapi import Depends, FastAPI
 
 from openmaas import __version__
 from openmaas.api.admin import audit, catalog, datasets, keys, registry, training, usage
+from openmaas.api.authentication import AuthenticationMiddleware
 from openmaas.api.deps import requires
 from openmaas.api.errors import install_error_handlers
 from openmaas.api.metering import MeteringMiddleware
@@ -35,6 +36,7 @@ from openmaas.api.openai import (
     moderations,
 )
 from openmaas.api.ops import health, metrics
+from openmaas.api.route_table import RouteTable
 from openmaas.api.tasks import routes as tasks
 from openmaas.api.v2 import routes as v2
 from openmaas.auth.bootstrap import check_dev_no_auth, warn_dev_no_auth
@@ -86,22 +88,6 @@ def build_app(settings: Settings, services: Services | None = None) -> FastAPI:
     )
     app.state.services = active
     install_error_handlers(app)
-    app.add_middleware(
-        BodyLimitMiddleware,
-        limit=JSON_BODY_LIMIT_BYTES,
-        upload_limit=settings.max_upload_bytes,
-        limits={
-            "/v1/audio/transcriptions": settings.max_audio_mb * MiB,
-            # The dataset limit plus room for the multipart framing; the service enforces
-            # the exact size with a message naming OPENMAAS_MAX_DATASET_MB.
-            "/v1/files": settings.max_dataset_mb * MiB + MiB,
-            "/v1/datasets": settings.max_dataset_mb * MiB + MiB,
-        },
-    )
-    app.add_middleware(CancelOnDisconnectMiddleware)
-    app.add_middleware(MetricsMiddleware, metrics=active.metrics)
-    app.add_middleware(MeteringMiddleware, services=active)
-    app.add_middleware(RequestIdMiddleware)
     # The scopes each group of routes needs (v2 sets its own per route; health is open).
     # Inference first: a request is matched against the routes in this order, one by one;
     # with /v1/embeddings behind every admin route, matching made half the Python calls of
@@ -128,6 +114,28 @@ def build_app(settings: Settings, services: Services | None = None) -> FastAPI:
         fine_tuning: requires(Scope.TRAINING),
         training: requires(Scope.TRAINING),
     }
+    routes = RouteTable([(module.router, guard) for module, guard in guards.items()])
+    app.add_middleware(
+        BodyLimitMiddleware,
+        limit=JSON_BODY_LIMIT_BYTES,
+        template_of=routes.template,
+        # The routes that take large bodies, and nothing else (by route template).
+        routes={
+            "/v1/registry/models/{name}/versions/upload": settings.max_upload_bytes,
+            "/v1/audio/transcriptions": settings.max_audio_mb * MiB,
+            # The dataset limit plus room for the multipart framing; the service enforces
+            # the exact size with a message naming OPENMAAS_MAX_DATASET_MB.
+            "/v1/files": settings.max_dataset_mb * MiB + MiB,
+            "/v1/datasets": settings.max_dataset_mb * MiB + MiB,
+        },
+    )
+    # Outside the body limit: a request without a usable key is refused before anything,
+    # its body included, is looked at.
+    app.add_middleware(AuthenticationMiddleware, services=active, routes=routes)
+    app.add_middleware(CancelOnDisconnectMiddleware)
+    app.add_middleware(MetricsMiddleware, metrics=active.metrics)
+    app.add_middleware(MeteringMiddleware, services=active)
+    app.add_middleware(RequestIdMiddleware)
     for module, guard in guards.items():
         app.include_router(module.router, dependencies=[Depends(guard)] if guard else [])
     return app

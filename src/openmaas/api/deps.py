@@ -1,15 +1,17 @@
 """Request dependencies: the services on `app.state`, and who is calling.
 
-`principal` authenticates the request's API key (once per request: FastAPI caches it);
-`requires(...)` guards a whole router with the scopes its routes need, and routes that act
-for a caller take `CallerDep` or `PrincipalDep`.
+`principal` is the request's authenticated caller: the authentication middleware
+(`api/authentication.py`) has checked the key before the body was read and left the principal
+in the request's state; `requires(...)` guards a whole router with the scopes its routes need,
+and routes that act for a caller take `CallerDep` or `PrincipalDep`. The middleware finds the
+routes that need a key, and the scopes they need, from these dependencies.
 """
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import Depends, Request
 
@@ -39,28 +41,40 @@ DEV_PRINCIPAL = Principal(project=DEFAULT_PROJECT, key_id=0, prefix="dev", scope
 
 
 def client_address(request: Request) -> str:
-    return request.client.host if request.client else ""
+    """The client's address: the socket's, or a trusted proxy's X-Forwarded-For."""
+    peer = request.client.host if request.client else ""
+    clients = _services(request).authenticator.clients
+    return clients.resolve(peer, request.headers.getlist("x-forwarded-for"))
 
 
-async def principal(request: Request) -> Principal:
-    """The authenticated caller (a key and its project); 401 without a valid key."""
-    found: Principal | None = getattr(request.state, "principal", None)
-    if found is not None:
-        return found
-    active = _services(request)
+async def authenticate(
+    active: Services, headers: Mapping[str, str], address: str, state: dict[str, Any]
+) -> Principal:
+    """Authenticate the key in `headers` and check the caller's rate limits; leave both in
+    `state` (the request's). 401, 403 or 429 as domain errors."""
     if active.settings.dev_no_auth:
         found = DEV_PRINCIPAL
     else:
-        found = await active.authenticator.authenticate(
-            presented_key(request.headers), client_address(request)
-        )
+        found = await active.authenticator.authenticate(presented_key(headers), address)
         # 429 when over a rate limit or quota; what remains goes out as x-ratelimit-* headers
         # (the metering middleware adds them to the response).
-        request.state.ratelimit = await active.limits.check(found)
+        state["ratelimit"] = await active.limits.check(found)
     # Kept on the request for the metering middleware, which runs outside the routes; the
     # routes hand it to the services explicitly.
-    request.state.principal = found
+    state["principal"] = found
     return found
+
+
+async def principal(request: Request) -> Principal:
+    """The authenticated caller (a key and its project); 401 without a valid key.
+
+    Normally already in the request's state (the authentication middleware put it there
+    before the body was read); authenticated here only for an app built without it."""
+    found: Principal | None = getattr(request.state, "principal", None)
+    if found is not None:
+        return found
+    state: dict[str, Any] = request.scope.setdefault("state", {})
+    return await authenticate(_services(request), request.headers, client_address(request), state)
 
 
 PrincipalDep = Annotated[Principal, Depends(principal)]
@@ -70,23 +84,37 @@ async def caller(who: PrincipalDep) -> Caller:
     return Caller(actor=who.actor, principal=who)
 
 
-def requires(
-    *read: Scope, write: tuple[Scope, ...] | None = None
-) -> Callable[[Request, Principal], Awaitable[None]]:
-    """A router guard: any of `read` for GET/HEAD, any of `write` for other methods.
+@dataclass(frozen=True, slots=True)
+class ScopeGuard:
+    """Any of `read` for GET/HEAD, any of `write` for other methods (`read` when None).
 
-    Without `write`, `read` applies to every method. An empty `read` only authenticates.
-    """
+    A dependency (FastAPI calls it) that the authentication middleware also reads, to refuse
+    a key without the scope before the request's body is read."""
 
-    async def guard(request: Request, who: PrincipalDep) -> None:
-        needed = read if write is None or request.method in ("GET", "HEAD") else write
+    read: tuple[Scope, ...]
+    write: tuple[Scope, ...] | None = None
+
+    def needed(self, method: str) -> tuple[Scope, ...]:
+        return self.read if self.write is None or method in ("GET", "HEAD") else self.write
+
+    def check(self, who: Principal, method: str) -> None:
+        needed = self.needed(method)
         if needed and not any(scopes_cover(who.scopes, scope) for scope in needed):
             names = " or ".join(repr(scope.value) for scope in needed)
             raise PermissionDenied(
                 f"this API key lacks the {names} scope", param="scope", code="insufficient_scope"
             )
 
-    return guard
+    async def __call__(self, request: Request, who: PrincipalDep) -> None:
+        self.check(who, request.method)
+
+
+def requires(*read: Scope, write: tuple[Scope, ...] | None = None) -> ScopeGuard:
+    """A router guard: any of `read` for GET/HEAD, any of `write` for other methods.
+
+    Without `write`, `read` applies to every method. An empty `read` only authenticates.
+    """
+    return ScopeGuard(tuple(read), write)
 
 
 def _services(request: Request) -> Services:

@@ -1,4 +1,4 @@
-"""ASGI middleware: request ids and request body size limits."""
+"""ASGI middleware: request ids, request body size limits, metrics, cancel on disconnect."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ import os
 import random
 import re
 import time
+from collections.abc import Callable
 from typing import Any
 
 from prometheus_client import Counter, Histogram
@@ -65,8 +66,10 @@ class RequestIdMiddleware:
 class BodyLimitMiddleware:
     """Refuses bodies over the limit with 413, whether announced by Content-Length or streamed.
 
-    Upload routes (paths ending in `/upload`) get `upload_limit`, paths in `limits` their own
-    limit, every other route `limit`.
+    Routes in `routes` (by path template, e.g. `/v1/files`, as `template_of` finds a request's
+    route) get their own limit, every other request `limit`. The large upload limits apply to
+    the routes named there and nowhere else: a suffix rule (any path ending in `/upload`)
+    gave them to routes that take JSON.
     """
 
     def __init__(
@@ -74,36 +77,57 @@ class BodyLimitMiddleware:
         app: ASGIApp,
         *,
         limit: int,
-        upload_limit: int,
-        limits: dict[str, int] | None = None,
+        routes: dict[str, int] | None = None,
+        template_of: Callable[[Scope], str | None] | None = None,
     ) -> None:
         self.app = app
         self.limit = limit
-        self.upload_limit = upload_limit
-        self.limits = dict(limits or {})
+        self.routes = dict(routes or {})
+        self.template_of = template_of
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
         path = scope["path"]
-        limit = self.upload_limit if path.endswith("/upload") else self.limits.get(path, self.limit)
+        template = self.template_of(scope) if self.template_of and self.routes else None
+        limit = self.routes.get(template, self.limit) if template else self.limit
         declared = _header(scope, b"content-length")
         if declared.isdigit() and int(declared) > limit:
             await _send_too_large(send, limit, path)
             return
         received = 0
+        started = False  # the app has started its response
+        refused = False  # we answered 413 in its place
 
         async def counting_receive() -> Message:
-            nonlocal received
+            nonlocal received, refused
             message = await receive()
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
                 if received > limit:
-                    raise PayloadTooLarge(_too_large_message(limit))
+                    if started:
+                        raise PayloadTooLarge(_too_large_message(limit))
+                    if not refused:
+                        # Answered here: raised into the app, the error met FastAPI's body
+                        # parsing, which turns any failure into a 400 (a chunked body over
+                        # the limit answered 400 in the audit).
+                        refused = True
+                        await _send_too_large(send, limit, path)
+                    # The app stops reading as if the client had gone; what it answers then
+                    # is dropped.
+                    return {"type": "http.disconnect"}
             return message
 
-        await self.app(scope, counting_receive, send)
+        async def guarded_send(message: Message) -> None:
+            nonlocal started
+            if refused:
+                return
+            if message["type"] == "http.response.start":
+                started = True
+            await send(message)
+
+        await self.app(scope, counting_receive, guarded_send)
 
 
 def _header(scope: Scope, name: bytes) -> bytes:

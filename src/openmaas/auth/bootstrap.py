@@ -10,6 +10,7 @@ Example::
 from __future__ import annotations
 
 import ipaddress
+import logging
 import os
 import secrets
 import sys
@@ -20,7 +21,11 @@ from openmaas.auth.keys import MIN_PEPPER_BYTES
 from openmaas.settings import Settings
 
 PEPPER_FILE = Path("secrets") / "pepper"
+# Where a generated admin key goes when the server's output is not a terminal.
+ADMIN_KEY_FILE = Path("secrets") / "admin-key"
 PEPPER_BYTES = 32
+
+log = logging.getLogger(__name__)
 
 
 def load_pepper(settings: Settings) -> bytes:
@@ -76,20 +81,51 @@ def warn_dev_no_auth(out: TextIO = sys.stderr) -> None:
 
 
 def announce_admin_key(plaintext: str | None, settings: Settings, out: TextIO = sys.stderr) -> None:
-    """Print a newly generated admin key once, with how to use it.
+    """Hand a newly generated admin key over once: on a terminal, print it with how to use it;
+    otherwise write it to a 0600 file in the home and log only where it is.
 
-    Written to the terminal, not to the log: logs are shipped and kept, this must not be.
+    Never to a log stream: a server's output that is not a terminal is a log file or a log
+    collector, which ships and keeps what it is given (audit finding: the key went there).
     """
     if plaintext is None:
         return
-    url = f"http://{settings.host}:{settings.port}"
-    out.write(
-        "\n"
-        "OpenMaaS created the first admin key. It is shown only this once: save it now.\n\n"
-        f"    {plaintext}\n\n"
-        "Use it with:\n"
-        f"    export OPENMAAS_API_KEY={plaintext}\n"
-        f'    curl -H "Authorization: Bearer $OPENMAAS_API_KEY" {url}/v1/models\n'
-        "    openmaas keys create my-app --scope inference   # a narrower key for an app\n\n"
+    if _is_terminal(out):
+        url = f"http://{settings.host}:{settings.port}"
+        out.write(
+            "\n"
+            "OpenMaaS created the first admin key. It is shown only this once: save it now.\n\n"
+            f"    {plaintext}\n\n"
+            "Use it with:\n"
+            f"    export OPENMAAS_API_KEY={plaintext}\n"
+            f'    curl -H "Authorization: Bearer $OPENMAAS_API_KEY" {url}/v1/models\n'
+            "    openmaas keys create my-app --scope inference   # a narrower key for an app\n\n"
+        )
+        out.flush()
+        return
+    path = write_admin_key_file(plaintext, settings)
+    log.warning(
+        "created the first admin key and wrote it to %s (readable by this user only); "
+        "export it as OPENMAAS_API_KEY, then delete the file",
+        path,
     )
-    out.flush()
+
+
+def write_admin_key_file(plaintext: str, settings: Settings) -> Path:
+    """Write the key to `$OPENMAAS_HOME/secrets/admin-key`, mode 0600, replacing an older one."""
+    path = settings.home / ADMIN_KEY_FILE
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    # The mode of os.open applies only to a new file: an older one keeps its own otherwise.
+    os.fchmod(fd, 0o600)
+    with os.fdopen(fd, "w") as handle:
+        handle.write(plaintext + "\n")
+        handle.flush()
+        os.fsync(handle.fileno())
+    return path
+
+
+def _is_terminal(out: TextIO) -> bool:
+    try:
+        return out.isatty()
+    except (AttributeError, ValueError):  # a closed or detached stream
+        return False

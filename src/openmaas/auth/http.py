@@ -5,7 +5,8 @@ A verified key is reused for `ttl_s` without a store read; revocations made thro
 process drop it at once (`forget`), those made by another process show within `ttl_s`.
 Concurrent requests with a key that is not cached share one store read: under load every
 cached key expires while dozens of requests carry it, and each would otherwise read the store.
-Failed attempts are counted per client address by the brute-force guard, when one is set.
+Attempts with a key that is not cached are counted per client address by the brute-force
+guard (when one is set) before the key is verified; good keys take their count back.
 
 Example::
 
@@ -19,14 +20,16 @@ import asyncio
 import functools
 import hashlib
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Protocol
 
+from openmaas.auth.bruteforce import Attempt
+from openmaas.auth.clients import ClientAddresses
 from openmaas.auth.entities import Principal
 from openmaas.auth.service import MISSING_KEY, AuthService
-from openmaas.errors import AuthenticationFailed, InvalidRequest
+from openmaas.errors import AuthenticationFailed, InvalidRequest, TooManyAuthFailures
 
 # Entries beyond this are dropped oldest first; a key is one entry however often it is used.
 MAX_CACHED_KEYS = 10_000
@@ -34,11 +37,15 @@ MAX_KEY_HEADER_CHARS = 256
 
 
 class FailureGuard(Protocol):
-    """What the authenticator needs from the brute-force guard."""
+    """What the authenticator needs from the brute-force guard (`auth.bruteforce`)."""
 
-    async def check(self, address: str) -> None: ...
+    max_delay_s: float
 
-    async def failed(self, address: str) -> float: ...
+    async def admit(self, address: str) -> Attempt: ...
+
+    async def release(self, attempt: Attempt) -> None: ...
+
+    async def failed(self, attempt: Attempt) -> float: ...
 
     async def close(self) -> None: ...
 
@@ -71,12 +78,29 @@ def _bounded(value: str) -> str:
 
 
 class Authenticator:
+    """`admit_valid_keys_when_blocked`: a blocked address still has its keys verified, and a
+    good one is served (a failure is still answered 429, after the longest delay). Off, a
+    blocked address is refused whatever key it presents (unless the key is in the cache).
+    `on_verified` is told each verification's outcome ("valid", "invalid"), or "refused" for
+    an attempt the guard refused unverified (the server counts them in a metric)."""
+
     def __init__(
-        self, service: AuthService, *, ttl_s: float, guard: FailureGuard | None = None
+        self,
+        service: AuthService,
+        *,
+        ttl_s: float,
+        guard: FailureGuard | None = None,
+        admit_valid_keys_when_blocked: bool = False,
+        clients: ClientAddresses | None = None,
+        on_verified: Callable[[str], None] | None = None,
     ) -> None:
         self.service = service
         self.ttl_s = ttl_s
         self.guard = guard
+        self.admit_valid_keys_when_blocked = admit_valid_keys_when_blocked
+        self.on_verified = on_verified
+        # Where a request comes from (the socket, or a trusted proxy's X-Forwarded-For).
+        self.clients = clients or ClientAddresses()
         self._cache: dict[bytes, _Cached] = {}
         self._verifying: dict[bytes, asyncio.Future[tuple[Principal, datetime | None]]] = {}
         self._generation = 0  # moved by `forget`: a read that began before is not cached
@@ -93,8 +117,16 @@ class Authenticator:
             if now < cached.fresh_until and not expired:
                 return cached.principal
             del self._cache[digest]
+        attempt: Attempt | None = None
+        blocked: TooManyAuthFailures | None = None
         if self.guard is not None:
-            await self.guard.check(address)
+            try:
+                attempt = await self.guard.admit(address)
+            except TooManyAuthFailures as refused:
+                if not self.admit_valid_keys_when_blocked:
+                    self._count("refused")
+                    raise
+                blocked = refused
         verifying = self._verifying.get(digest)
         if verifying is None:
             # A store read (and at most once a minute a write of last_used_at): off the loop.
@@ -105,12 +137,28 @@ class Authenticator:
             # Shielded: a caller that goes away does not cancel the read others wait for.
             principal, _ = await asyncio.shield(verifying)
         except AuthenticationFailed:
+            self._count("invalid")
             if self.guard is not None:
-                delay = await self.guard.failed(address)
+                if blocked is not None:
+                    await asyncio.sleep(self.guard.max_delay_s)
+                    raise blocked from None
+                assert attempt is not None
+                delay = await self.guard.failed(attempt)
                 if delay > 0:
                     await asyncio.sleep(delay)
             raise
+        except Exception:  # the store failed: the attempt says nothing about the key
+            if self.guard is not None and attempt is not None:
+                await self.guard.release(attempt)
+            raise
+        self._count("valid")
+        if self.guard is not None and attempt is not None:
+            await self.guard.release(attempt)
         return principal
+
+    def _count(self, outcome: str) -> None:
+        if self.on_verified is not None:
+            self.on_verified(outcome)
 
     def _verified(
         self,

@@ -91,6 +91,10 @@ def serve(
             # 10 minutes at most between requests on a keep-alive connection; benchmark
             # clients and proxies hold connections open.
             timeout_keep_alive=600,
+            # uvicorn believes X-Forwarded-For from 127.0.0.1 by default (FORWARDED_ALLOW_IPS),
+            # rewriting the client address before the app sees it: a local guesser could pick
+            # a fresh address per attempt. OPENMAAS_TRUSTED_PROXIES decides instead.
+            proxy_headers=False,
             ssl_certfile=str(tls[0]) if tls else None,
             ssl_keyfile=str(tls[1]) if tls else None,
         )

@@ -91,6 +91,15 @@ class Metrics:
         )
         self.cache_entries = Gauge("openmaas_cache_entries", "Response cache entries.", registry=r)
         self.cache_bytes = Gauge("openmaas_cache_bytes", "Response cache size.", registry=r)
+        # Issue 13 (brute-force guard): how many presented keys were checked, and how many
+        # the guard refused unchecked.
+        self.auth_attempts = Counter(
+            "openmaas_auth_attempts",
+            "API keys not in the cache, by outcome: valid, invalid, or refused unverified "
+            "(the address is blocked).",
+            ["outcome"],
+            registry=r,
+        )
 
     def render(self) -> bytes:
         return generate_latest(self.registry)
