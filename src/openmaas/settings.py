@@ -188,6 +188,15 @@ class Settings(BaseSettings):
         description="Training recipes besides the built-in ones: comma-separated "
         "`module:attribute` names of Recipe instances or classes.",
     )
+    # Issue 13, audio length: a small compressed file can hold hours (641 KiB of FLAC is an
+    # hour of silence); checked from the container's header before decoding, then while
+    # decoding.
+    max_audio_seconds: float = Field(
+        default=1800.0,
+        gt=0,
+        description="Longest audio accepted per transcription request, in seconds; longer "
+        "files answer 413 before they are decoded.",
+    )
 
     @field_validator("preload", "cache_tasks", "extra_recipes", mode="before")
     @classmethod

@@ -138,6 +138,8 @@ class LoadOptions:
     device: str = "cpu"  # "cpu" or "cuda[:n]"
     threads: int | None = None  # intra-op threads; None = the library's default
     open_dependency: DependencyOpener = field(default=_no_dependencies)
+    # Longest audio a speech model accepts per request, checked before decoding; None = any.
+    max_audio_seconds: float | None = None
 
 
 # -- the interface ----------------------------------------------------------------------------

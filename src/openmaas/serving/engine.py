@@ -99,7 +99,11 @@ class InferenceEngine:
                 idle_unload_s=settings.idle_unload_s,
             ),
             metrics,
-            LoadOptions(device=settings.device, threads=settings.threads),
+            LoadOptions(
+                device=settings.device,
+                threads=settings.threads,
+                max_audio_seconds=settings.max_audio_seconds,
+            ),
             open_dependency=self._open_dependency,
         )
         self.cache = ResponseCache(
