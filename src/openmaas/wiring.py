@@ -15,6 +15,7 @@ Example::
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
 from openmaas.auth.bootstrap import announce_admin_key, load_pepper
@@ -35,6 +36,7 @@ from openmaas.registry.artifacts import ArtifactStore
 from openmaas.registry.composition import Registry
 from openmaas.registry.intake import ArchiveLimits
 from openmaas.serving.engine import InferenceEngine
+from openmaas.serving.pool import check_fits_budget
 from openmaas.settings import MiB, Settings
 from openmaas.store.database import Database
 from openmaas.training.kind import build_job_service
@@ -112,6 +114,10 @@ class Services:
         catalog = CatalogService(registry)
         metrics = Metrics()
         engine = InferenceEngine(registry, settings, metrics)
+        # Uploads that could never load under the memory budget are refused at registration.
+        registry.registration.load_check = functools.partial(
+            check_fits_budget, budget_bytes=settings.memory_budget_mb * MiB
+        )
         auth = AuthService(db, pepper=load_pepper(settings))
         guard = BruteForceGuard(
             settings.redis_url,

@@ -17,9 +17,14 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-from openmaas import Client
+from openmaas import APIError, Client
 from tests.integration import authed
-from tests.integration.conftest import RunningServer, start_server, stop_server
+from tests.integration.conftest import (
+    RunningServer,
+    assert_api_error,
+    start_server,
+    stop_server,
+)
 from tests.runtimes.tiny_models import build_bert
 
 pytestmark = pytest.mark.integration
@@ -62,7 +67,7 @@ def embed(server: RunningServer, model: str) -> tuple[int, dict[str, str]]:
     response = authed.post(
         f"{server.url}/v1/embeddings", json={"model": model, "input": ["hello"]}, timeout=120
     )
-    return response.status_code, response.json()["error"]
+    return response.status_code, response.json().get("error") or {}
 
 
 @pytest.fixture(scope="module")
@@ -82,38 +87,63 @@ def warm(budget_server: RunningServer, tmp_path_factory: pytest.TempPathFactory)
     return "fits"
 
 
-def test_a_small_upload_declaring_a_huge_network_is_refused_before_loading(
+def test_a_small_upload_declaring_a_huge_network_is_refused_at_registration(
     budget_server: RunningServer, warm: str, tmp_path: Path
 ) -> None:
     model = declaring(tmp_path / "huge", **HUGE)
     assert sum(p.stat().st_size for p in model.iterdir()) < 1 << 20
-    with Client(budget_server.url, api_key=budget_server.key) as sdk:
-        sdk.upload("declares-huge", model, task="embedding")
     before = resident_mib(budget_server)
     started = time.monotonic()
-    status, error = embed(budget_server, "declares-huge")
-    assert time.monotonic() - started < 30  # a meta build, never the allocation
-    assert (status, error["code"]) == (507, "model_too_large"), error
-    assert "declares-huge:1" in error["message"]
-    assert f"budget of {BUDGET_MB} MiB" in error["message"]
-    # The declared network is about 46,000 GiB; what grows is the meta build's modules.
-    assert resident_mib(budget_server) - before < 200
-    # Refused again the same way, and the model within the budget still serves.
-    assert embed(budget_server, "declares-huge")[0] == 507
-    response = authed.post(
-        f"{budget_server.url}/v1/embeddings", json={"model": warm, "input": ["hello"]}
-    )
-    assert response.status_code == 200, response.text
+    with Client(budget_server.url, api_key=budget_server.key) as sdk:
+        with pytest.raises(APIError) as refused:
+            sdk.upload("declares-huge", model, task="embedding")
+        assert_api_error(refused, 507, "model_too_large")
+        assert "declares-huge" in refused.value.message
+        assert f"budget of {BUDGET_MB} MiB" in refused.value.message
+        assert time.monotonic() - started < 30  # a meta build, never the allocation
+        # The declared network is about 46,000 GiB; what grows is the meta build's modules.
+        assert resident_mib(budget_server) - before < 200
+        assert "declares-huge" not in {m.name for m in sdk.list_models()}
+    status, _ = embed(budget_server, warm)
+    assert status == 200
 
 
 def test_a_config_declaring_absurdly_many_layers_is_refused_without_building_it(
     budget_server: RunningServer, warm: str, tmp_path: Path
 ) -> None:
     model = declaring(tmp_path / "deep", num_hidden_layers=10_000_000)
-    with Client(budget_server.url, api_key=budget_server.key) as sdk:
-        sdk.upload("declares-deep", model, task="embedding")
     before = resident_mib(budget_server)
-    status, error = embed(budget_server, "declares-deep")
-    assert (status, error["code"]) == (507, "model_too_large"), error
-    assert "num_hidden_layers=10000000" in error["message"]
+    with (
+        Client(budget_server.url, api_key=budget_server.key) as sdk,
+        pytest.raises(APIError) as refused,
+    ):
+        sdk.upload("declares-deep", model, task="embedding")
+    assert_api_error(refused, 507, "model_too_large")
+    assert "num_hidden_layers=10000000" in refused.value.message
     assert resident_mib(budget_server) - before < 50
+
+
+def test_a_model_over_a_lowered_budget_is_refused_at_load(tmp_path: Path) -> None:
+    """Registered under a budget it fits, then served by a server with a smaller one: the
+    load refuses it from its estimate, before allocating anything."""
+    home = tmp_path / "home"
+    model = declaring(tmp_path / "huge", **HUGE)
+    roomy = start_server(home, {"OPENMAAS_MEMORY_BUDGET_MB": str(1 << 27)})  # 128 TiB
+    try:
+        with Client(roomy.url, api_key=roomy.key) as sdk:
+            sdk.upload("declares-huge", model, task="embedding")
+    finally:
+        stop_server(roomy)
+    server = start_server(home, {"OPENMAAS_MEMORY_BUDGET_MB": str(BUDGET_MB)})
+    try:
+        assert embed(server, "all-models-warm-up-nothing")[0] == 404
+        before = resident_mib(server)
+        status, error = embed(server, "declares-huge")
+        assert (status, error["code"]) == (507, "model_too_large"), error
+        assert "declares-huge:1" in error["message"]
+        assert f"budget of {BUDGET_MB} MiB" in error["message"]
+        # torch and transformers are imported for the estimate; the network never is built
+        assert resident_mib(server) - before < 600
+        assert embed(server, "declares-huge")[0] == 507  # the same answer, again
+    finally:
+        stop_server(server)

@@ -18,7 +18,7 @@ from openmaas.errors import ModelLoadFailed, ModelNotLoaded, ModelTooLarge
 from openmaas.observability.metrics import Metrics
 from openmaas.runtimes import base
 from openmaas.runtimes.base import LoadedModel, LoadOptions, ModelSource, Runtime
-from openmaas.serving.pool import ModelPool, PoolLimits
+from openmaas.serving.pool import ModelPool, PoolLimits, check_fits_budget
 from openmaas.tasks.names import Task
 from openmaas.tasks.text_classification import LabelScore
 
@@ -282,3 +282,18 @@ async def test_a_model_larger_than_the_budget_is_refused_without_loading(
     assert pool.reserved_bytes == 0
     await pool.load(("a", 1))  # the pool is unharmed
     await pool.close()
+
+
+def test_registration_check_refuses_only_what_exceeds_the_whole_budget(
+    models: dict[str, Path],
+) -> None:
+    def source(name: str, runtime: str = "word-count") -> ModelSource:
+        return ModelSource.for_directory(
+            models[name], task="text-classification", runtime=runtime, name=name
+        )
+
+    check_fits_budget(source("a"), 250 * MiB)
+    with pytest.raises(ModelTooLarge, match="model 'huge' needs about 1000 MiB"):
+        check_fits_budget(source("huge"), 250 * MiB)
+    check_fits_budget(source("huge", runtime="not-in-this-process"), 250 * MiB)
+    assert WordCountRuntime.loads == []

@@ -37,7 +37,7 @@ from typing import Any
 
 from openmaas.errors import ModelLoadFailed, ModelNotLoaded, ModelTooLarge, OpenMaaSError
 from openmaas.observability.metrics import Metrics
-from openmaas.runtimes.base import LoadedModel, LoadOptions, ModelSource, get_runtime
+from openmaas.runtimes.base import RUNTIMES, LoadedModel, LoadOptions, ModelSource, get_runtime
 from openmaas.serving.batcher import Batcher
 
 log = logging.getLogger(__name__)
@@ -242,12 +242,7 @@ class ModelPool:
         rather than fail a model whose neighbours are merely busy."""
         budget = self.limits.memory_budget_bytes
         if needed > budget:
-            raise ModelTooLarge(
-                f"model '{label}' needs about {_mib(needed)} MiB once loaded (from what its "
-                f"config declares and its weight files), more than this server's whole model "
-                f"memory budget of {_mib(budget)} MiB (OPENMAAS_MEMORY_BUDGET_MB)",
-                param="model",
-            )
+            raise _too_large(label, needed, budget)
         while self.resident_bytes + self.reserved_bytes + needed > budget:
             victims = sorted(
                 (r for r in self._residents.values() if r.in_flight == 0 and not r.pinned),
@@ -348,6 +343,33 @@ def _reads_files_after_load(runtime: str) -> bool:
         return get_runtime(runtime).reads_files_after_load
     except OpenMaaSError:
         return False
+
+
+def check_fits_budget(source: ModelSource, budget_bytes: int) -> None:
+    """Refuse, with `ModelTooLarge`, a model whose estimated memory exceeds the whole budget:
+    the registry calls this before it numbers a new version, so that a model that could never
+    load is refused at upload, not at its first request. Any other failure of the estimate is
+    left for the load to report, with its cause."""
+    if source.runtime not in RUNTIMES:
+        return  # a runtime this process lacks: the load names it
+    try:
+        needed = get_runtime(source.runtime).estimate_memory_bytes(source)
+    except ModelTooLarge as exc:
+        raise ModelTooLarge(f"model '{source.name}': {exc.message}", param="model") from exc
+    except Exception as exc:
+        log.debug("no memory estimate for %s at registration: %s", source.name, exc)
+        return
+    if needed > budget_bytes:
+        raise _too_large(source.name, needed, budget_bytes)
+
+
+def _too_large(label: str, needed: int, budget: int) -> ModelTooLarge:
+    return ModelTooLarge(
+        f"model '{label}' needs about {_mib(needed)} MiB once loaded (from what its config "
+        f"declares and its weight files), more than this server's whole model memory budget "
+        f"of {_mib(budget)} MiB (OPENMAAS_MEMORY_BUDGET_MB)",
+        param="model",
+    )
 
 
 def _mib(size: int) -> int:
