@@ -267,3 +267,13 @@ class EncryptionKeyError(OpenMaaSError):
     status_code = 500
     error_type = "server_error"
     code = "encryption_key_error"
+
+
+class ModelTooLarge(OpenMaaSError):
+    """A model needs more memory than the server's whole load budget (estimated from what its
+    config declares, not from its file size): it can never be loaded here, so this is not a
+    retryable 503. 507: the server cannot hold what the request needs."""
+
+    status_code = 507
+    error_type = "invalid_request_error"
+    code = "model_too_large"

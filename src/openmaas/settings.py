@@ -204,6 +204,15 @@ class Settings(BaseSettings):
         "key may register from, besides those the built-in catalog ships: comma-separated "
         "names. Admin keys may name any installed package.",
     )
+    # Issue 13, audio length: a small compressed file can hold hours (641 KiB of FLAC is an
+    # hour of silence); checked from the container's header before decoding, then while
+    # decoding.
+    max_audio_seconds: float = Field(
+        default=1800.0,
+        gt=0,
+        description="Longest audio accepted per transcription request, in seconds; longer "
+        "files answer 413 before they are decoded.",
+    )
 
     # -- input limits (issue 13, "one input fails the batch") -----------------------------
     # Refused with a 400 before an item is queued: past these, one text holds a model's only

@@ -15,6 +15,7 @@ Example::
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -39,6 +40,7 @@ from openmaas.registry.composition import Registry
 from openmaas.registry.intake import ArchiveLimits
 from openmaas.registry.sources import normalized_package_name
 from openmaas.serving.engine import InferenceEngine
+from openmaas.serving.pool import check_fits_budget
 from openmaas.settings import MiB, Settings
 from openmaas.store.database import Database
 from openmaas.training.kind import build_job_service
@@ -137,6 +139,10 @@ class Services:
         catalog = CatalogService(registry)
         metrics = Metrics()
         engine = InferenceEngine(registry, settings, metrics)
+        # Uploads that could never load under the memory budget are refused at registration.
+        registry.registration.load_check = functools.partial(
+            check_fits_budget, budget_bytes=settings.memory_budget_mb * MiB
+        )
         auth = AuthService(db, pepper=load_pepper(settings))
         guard = BruteForceGuard(
             settings.redis_url,

@@ -14,11 +14,11 @@ from pathlib import Path
 
 import pytest
 
-from openmaas.errors import ModelLoadFailed, ModelNotLoaded
+from openmaas.errors import ModelLoadFailed, ModelNotLoaded, ModelTooLarge
 from openmaas.observability.metrics import Metrics
 from openmaas.runtimes import base
 from openmaas.runtimes.base import LoadedModel, LoadOptions, ModelSource, Runtime
-from openmaas.serving.pool import ModelPool, PoolLimits
+from openmaas.serving.pool import ModelPool, PoolLimits, check_fits_budget
 from openmaas.tasks.names import Task
 from openmaas.tasks.text_classification import LabelScore
 
@@ -41,6 +41,8 @@ class WordCountModel(LoadedModel):
 
     def unload(self) -> None:
         self.unloaded = True
+        with WordCountRuntime.counter_lock:
+            WordCountRuntime.live_mib -= self.memory_bytes // MiB
 
 
 class WordCountRuntime(Runtime):
@@ -50,19 +52,34 @@ class WordCountRuntime(Runtime):
     tasks = frozenset({Task.TEXT_CLASSIFICATION})
     loads: list[str] = []
     gate: threading.Event | None = None
+    # Per model label: a load waits for its gate; `entered` is set when it starts waiting.
+    gates: dict[str, threading.Event] = {}
+    entered: dict[str, threading.Event] = {}
+    estimated: dict[str, threading.Event] = {}
+    # MiB held by models loading or loaded right now, and the most ever held at once.
+    live_mib = 0
+    peak_mib = 0
+    counter_lock = threading.Lock()
 
     def estimate_memory_bytes(self, source: ModelSource) -> int:
         text = (source.directory / "weights.txt").read_text()
+        WordCountRuntime.estimated.setdefault(source.label, threading.Event()).set()
         return int(text) * MiB if text.isdigit() else MiB
 
     def load(self, source: ModelSource, options: LoadOptions) -> LoadedModel:
-        if WordCountRuntime.gate is not None:
-            assert WordCountRuntime.gate.wait(10)
-        WordCountRuntime.loads.append(source.label)
         text = (source.directory / "weights.txt").read_text()
+        size = int(text) if text.isdigit() else 0
+        with WordCountRuntime.counter_lock:  # allocated from here, as from_pretrained does
+            WordCountRuntime.live_mib += size
+            WordCountRuntime.peak_mib = max(WordCountRuntime.peak_mib, WordCountRuntime.live_mib)
+        WordCountRuntime.entered.setdefault(source.label, threading.Event()).set()
+        gate = WordCountRuntime.gates.get(source.label, WordCountRuntime.gate)
+        if gate is not None:
+            assert gate.wait(10)
+        WordCountRuntime.loads.append(source.label)
         if not text.isdigit():
             raise OSError(f"weights.txt is corrupt: {text!r}")
-        return WordCountModel(source, int(text) * MiB)
+        return WordCountModel(source, size * MiB)
 
 
 @pytest.fixture(autouse=True)
@@ -70,13 +87,19 @@ def word_count_runtime(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setitem(base.RUNTIMES, "word-count", f"{__name__}:WordCountRuntime")
     WordCountRuntime.loads = []
     WordCountRuntime.gate = None
+    WordCountRuntime.gates = {}
+    WordCountRuntime.entered = {}
+    WordCountRuntime.estimated = {}
+    WordCountRuntime.live_mib = 0
+    WordCountRuntime.peak_mib = 0
 
 
 @pytest.fixture
 def models(tmp_path: Path) -> dict[str, Path]:
     """Model directories by name; write `weights.txt` to set a size or break a model."""
     directories = {}
-    for name, content in {"a": "100", "b": "100", "c": "100", "broken": "garbage"}.items():
+    sizes = {"a": "100", "b": "100", "c": "100", "huge": "1000", "broken": "garbage"}
+    for name, content in sizes.items():
         directory = tmp_path / name
         directory.mkdir()
         (directory / "weights.txt").write_text(content)
@@ -193,3 +216,84 @@ async def test_unload_on_request(models: dict[str, Path]) -> None:
     await pool.load(("a", 1))
     assert WordCountRuntime.loads == ["a:1", "a:1"]
     await pool.close()
+
+
+async def _entered(label: str) -> None:
+    """Until the load of `label` has started in its thread (and waits at its gate)."""
+    event = WordCountRuntime.entered.setdefault(label, threading.Event())
+    assert await asyncio.to_thread(event.wait, 10)
+
+
+@pytest.mark.asyncio
+async def test_a_slow_load_does_not_hold_up_another_models_load(models: dict[str, Path]) -> None:
+    pool = _pool(models)
+    WordCountRuntime.gates["a:1"] = gate = threading.Event()
+    slow = asyncio.ensure_future(pool.load(("a", 1)))
+    await _entered("a:1")
+    b = await pool.load(("b", 1))  # completes while a's load is still in progress
+    assert b.label == "b:1"
+    assert WordCountRuntime.loads == ["b:1"]
+    assert not slow.done()
+    gate.set()
+    assert (await slow).label == "a:1"
+    assert WordCountRuntime.loads == ["b:1", "a:1"]
+    await pool.close()
+
+
+@pytest.mark.asyncio
+async def test_concurrent_loads_reserve_the_budget(models: dict[str, Path]) -> None:
+    """Two loads in progress hold 200 of 250 MiB: a third waits for one of them to finish and
+    evicts it, instead of loading beside both."""
+    pool = _pool(models, memory_budget_bytes=250 * MiB)
+    WordCountRuntime.gates = {"a:1": threading.Event(), "b:1": threading.Event()}
+    first = [asyncio.ensure_future(pool.load((name, 1))) for name in ("a", "b")]
+    await _entered("a:1")
+    await _entered("b:1")
+    assert pool.reserved_bytes == 200 * MiB
+    third = asyncio.ensure_future(pool.load(("c", 1)))
+    estimated = WordCountRuntime.estimated.setdefault("c:1", threading.Event())
+    assert await asyncio.to_thread(estimated.wait, 10)
+    for _ in range(20):  # let c's estimate come back and reach the budget check
+        await asyncio.sleep(0)
+    assert not third.done()
+    assert "c:1" not in WordCountRuntime.entered
+    for gate in WordCountRuntime.gates.values():
+        gate.set()
+    await asyncio.gather(*first, third)
+    assert WordCountRuntime.peak_mib <= 250
+    assert pool.resident_bytes <= 250 * MiB
+    assert pool.reserved_bytes == 0
+    assert pool.is_loaded(("c", 1))
+    await pool.close()
+
+
+@pytest.mark.asyncio
+async def test_a_model_larger_than_the_budget_is_refused_without_loading(
+    models: dict[str, Path],
+) -> None:
+    pool = _pool(models, memory_budget_bytes=250 * MiB)
+    with pytest.raises(ModelTooLarge) as refused:
+        await pool.load(("huge", 1))
+    assert refused.value.status_code == 507
+    assert "huge:1" in refused.value.message
+    assert "250 MiB" in refused.value.message
+    assert WordCountRuntime.loads == []
+    assert "huge:1" not in WordCountRuntime.entered
+    assert pool.reserved_bytes == 0
+    await pool.load(("a", 1))  # the pool is unharmed
+    await pool.close()
+
+
+def test_registration_check_refuses_only_what_exceeds_the_whole_budget(
+    models: dict[str, Path],
+) -> None:
+    def source(name: str, runtime: str = "word-count") -> ModelSource:
+        return ModelSource.for_directory(
+            models[name], task="text-classification", runtime=runtime, name=name
+        )
+
+    check_fits_budget(source("a"), 250 * MiB)
+    with pytest.raises(ModelTooLarge, match="model 'huge' needs about 1000 MiB"):
+        check_fits_budget(source("huge"), 250 * MiB)
+    check_fits_budget(source("huge", runtime="not-in-this-process"), 250 * MiB)
+    assert WordCountRuntime.loads == []

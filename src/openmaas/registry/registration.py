@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import shutil
 import tempfile
-from collections.abc import Collection, Iterator
+from collections.abc import Callable, Collection, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,7 +28,7 @@ from typing import IO, Any
 from sqlalchemy.orm import Session
 
 from openmaas.auth.access import can_see, check_changeable, is_admin, require_caller
-from openmaas.auth.entities import Principal
+from openmaas.auth.entities import SYSTEM, Principal
 from openmaas.errors import Conflict, InvalidRequest, ModelNotFound, PermissionDenied
 from openmaas.registry import rows
 from openmaas.registry.aliases import move_alias
@@ -58,7 +58,11 @@ from openmaas.registry.sources import (
     plan_source,
 )
 from openmaas.registry.store import RegistryStore, check_metrics, check_tags
+from openmaas.runtimes.base import ModelSource
 from openmaas.store.tables import ModelRow, VersionRow
+
+# Refuses (raises) a new version's files that this server could never load.
+LoadCheck = Callable[[ModelSource], None]
 
 
 @dataclass(frozen=True, slots=True)
@@ -116,6 +120,9 @@ class RegistrationService:
         # Names only an admin may create (the built-in catalog's): a tenant that took one
         # first would keep the catalog entry from being registered for every project.
         self.reserved_names = frozenset(reserved_names)
+        # Set by the server (`serving.pool.check_fits_budget`): refuses a model that could never
+        # load under its memory budget before the version is numbered. None: no check.
+        self.load_check: LoadCheck | None = None
 
     def register_source(
         self, name: str, source: SourceRef, spec: VersionSpec, *, caller: Principal
@@ -163,6 +170,7 @@ class RegistrationService:
             refuse_if_pickle(rel, path, allow_pickle=self.allow_pickle)
         detected = detect(plan.files)
         kind = Detected(require_task(detected, spec.task), detected.runtime, detected.format)
+        self._check_loadable(name, kind, spec, plan.root, who)
         lineage = _lineage_with_source(spec.lineage, plan.source)
         if storage is Storage.EXTERNAL:
             if plan.root is None:
@@ -199,12 +207,12 @@ class RegistrationService:
             for rel, path in files.items():
                 refuse_if_pickle(rel, path, allow_pickle=self.allow_pickle)
             detected = detect(files)
-            task = require_task(detected, spec.task)
+            kind = Detected(require_task(detected, spec.task), detected.runtime, detected.format)
+            self._check_loadable(name, kind, spec, staging, who)
         except BaseException:
             self.artifacts.discard(staging)
             raise
         lineage = _lineage_with_source(spec.lineage, source)
-        kind = Detected(task, detected.runtime, detected.format)
         return self._commit(name, spec, who, kind, lineage, staged.files, None, staged)
 
     def _register_archive_decrypted(
@@ -230,7 +238,7 @@ class RegistrationService:
             files = walk_directory(scratch)
             if not files:
                 raise InvalidRequest("the archive holds no files", param="file")
-            plan = FilePlan(files=files, source=source)
+            plan = FilePlan(files=files, source=source, root=scratch)
             return self.register_plan(name, plan, spec, caller=caller)
         finally:
             if scratch is not None:
@@ -259,6 +267,18 @@ class RegistrationService:
             return
         with tempfile.TemporaryDirectory(prefix="openmaas-hub-") as tmp:
             yield Path(tmp)
+
+    def _check_loadable(
+        self, name: str, kind: Detected, spec: VersionSpec, root: Path | None, caller: Principal
+    ) -> None:
+        # The server's own registrations (the catalog, job outputs) are files it ships or made.
+        if self.load_check is None or root is None or caller is SYSTEM or kind.task is None:
+            return
+        runtime = spec.runtime or kind.runtime
+        source = ModelSource.for_directory(
+            root, task=kind.task, runtime=runtime, name=name, params=spec.params
+        )
+        self.load_check(source)
 
     @staticmethod
     def _check_spec(spec: VersionSpec) -> None:

@@ -141,6 +141,8 @@ class LoadOptions:
     # For models whose work grows with the square of a text's sentences (TextRank): the
     # server passes OPENMAAS_MAX_INPUT_SENTENCES.
     max_input_sentences: int = 400
+    # Longest audio a speech model accepts per request, checked before decoding; None = any.
+    max_audio_seconds: float | None = None
 
 
 # -- the interface ----------------------------------------------------------------------------

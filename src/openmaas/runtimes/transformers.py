@@ -32,6 +32,7 @@ from transformers.utils import logging as transformers_logging
 
 from openmaas.errors import InvalidRequest, WrongTask
 from openmaas.runtimes.base import LoadedModel, LoadOptions, ModelSource, Runtime
+from openmaas.runtimes.transformers_memory import declared_bytes
 from openmaas.tasks.names import Task
 
 # A server loads models in the background: per-load progress bars only clutter its logs.
@@ -180,6 +181,11 @@ class TransformersModel(LoadedModel):
             source, frozenset({Task(source.task)}), load_checkpoint(source, options, cls.auto_class)
         )
 
+    @classmethod
+    def checkpoint_directory(cls, source: ModelSource) -> Path:
+        """Where `load` finds the network's config and weights."""
+        return source.directory
+
     def count_tokens(self, texts: Sequence[str]) -> list[int]:
         if not texts:
             return []
@@ -316,6 +322,22 @@ class TransformersRuntime(Runtime):
     )
 
     def estimate_memory_bytes(self, source: ModelSource) -> int:
+        # The larger of the weight files and what the config declares: `from_pretrained`
+        # allocates the declared network even when the files hold a fraction of it.
+        weights = self._weight_file_bytes(source)
+        declared: int | None = None
+        try:
+            task = Task(source.task)
+        except ValueError:
+            task = None  # the load refuses it, with its own message
+        if task in self.tasks:
+            model_class = _model_class(task)
+            declared = declared_bytes(
+                model_class.checkpoint_directory(source), model_class.auto_class
+            )
+        return max(weights, int((declared or 0) * MEMORY_OVERHEAD_FACTOR))
+
+    def _weight_file_bytes(self, source: ModelSource) -> int:
         # Weights only: a directory often carries the same weights twice (.safetensors and
         # .bin) plus tokenizer files and exports for other runtimes.
         files = [p for p in source.directory.rglob("*.safetensors") if p.is_file()]

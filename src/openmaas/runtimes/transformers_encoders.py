@@ -17,6 +17,7 @@ from __future__ import annotations
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Self
 
 import numpy as np
@@ -163,6 +164,11 @@ class EmbeddingModel(TransformersModel):
             source, options, cls.auto_class, subdirectory=pooling.checkpoint_path
         )
         return cls(source, frozenset({Task.EMBEDDING}), checkpoint, pooling)
+
+    @classmethod
+    def checkpoint_directory(cls, source: ModelSource) -> Path:
+        path = Pooling.for_source(source).checkpoint_path
+        return source.directory / path if path else source.directory
 
     def embed(self, texts: Sequence[str]) -> FloatArray:
         vectors = np.zeros((len(texts), self.dimensions), dtype=np.float32)

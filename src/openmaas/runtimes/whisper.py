@@ -2,7 +2,8 @@
 
 The model directory is a CTranslate2 conversion (model.bin, config.json, tokenizer.json).
 Audio arrives as the bytes of a file in any container FFmpeg reads (WAV, FLAC, MP3, OGG,
-M4A, WebM) and is decoded in memory to 16 kHz mono.
+M4A, WebM) and is decoded in memory to 16 kHz mono, refused past `LoadOptions.max_audio_seconds`
+(see `runtimes/audio.py`).
 
 Version params: `language` (the default when a request names none), `beam_size` (5).
 
@@ -16,13 +17,10 @@ Example::
 
 from __future__ import annotations
 
-import io
 from typing import Any
 
-import numpy as np
-import numpy.typing as npt
-
-from openmaas.errors import InvalidRequest, ModelLoadFailed, UnsupportedLanguage
+from openmaas.errors import ModelLoadFailed, UnsupportedLanguage
+from openmaas.runtimes.audio import decode_audio_bytes as decode_audio_bytes
 from openmaas.runtimes.base import LoadedModel, LoadOptions, ModelSource, Runtime
 from openmaas.tasks.names import Task
 from openmaas.tasks.speech_recognition import (
@@ -31,8 +29,6 @@ from openmaas.tasks.speech_recognition import (
     TranscriptionSegment,
 )
 
-SAMPLE_RATE = 16_000  # Hz: what Whisper's feature extractor expects
-FORMATS = "WAV, FLAC, MP3, OGG/Opus, M4A or WebM"
 # Whisper's own decoding schedule: greedy first, resampled hotter when a window's output
 # looks like a failure (repetitive or improbable).
 FALLBACK_TEMPERATURES = (0.0, 0.2, 0.4, 0.6, 0.8, 1.0)
@@ -76,9 +72,10 @@ class WhisperModel(LoadedModel):
         default = source.params.get("language")
         self._default_language = str(default) if default else None
         self._beam_size = int(source.params.get("beam_size") or DEFAULT_BEAM_SIZE)
+        self._max_audio_seconds = options.max_audio_seconds
 
     def transcribe(self, audio: bytes, params: TranscriptionParams) -> Transcription:
-        samples = decode_audio_bytes(audio)
+        samples = decode_audio_bytes(audio, max_seconds=self._max_audio_seconds)
         language = self._language(params.language or self._default_language)
         temperature = FALLBACK_TEMPERATURES if params.temperature == 0 else params.temperature
         segments, info = self._model.transcribe(
@@ -115,23 +112,3 @@ class WhisperModel(LoadedModel):
                 param="language",
             )
         return code
-
-
-def decode_audio_bytes(audio: bytes) -> npt.NDArray[np.float32]:
-    """The file's first audio stream as 16 kHz mono float32 samples."""
-    import av
-    from faster_whisper.audio import decode_audio
-
-    if not audio:
-        raise InvalidRequest(f"the audio file is empty; send {FORMATS}", param="file")
-    try:
-        samples = decode_audio(io.BytesIO(audio), sampling_rate=SAMPLE_RATE)
-    # IndexError: a readable container without an audio stream (an image, say).
-    except (av.error.FFmpegError, IndexError) as exc:
-        raise InvalidRequest(
-            f"could not decode the audio ({exc.__class__.__name__}); send {FORMATS}",
-            param="file",
-        ) from exc
-    if samples.size == 0:
-        raise InvalidRequest(f"the audio holds no samples; send {FORMATS}", param="file")
-    return np.asarray(samples, dtype=np.float32)

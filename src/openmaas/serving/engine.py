@@ -105,6 +105,7 @@ class InferenceEngine:
                 device=settings.device,
                 threads=settings.threads,
                 max_input_sentences=settings.max_input_sentences,
+                max_audio_seconds=settings.max_audio_seconds,
             ),
             open_dependency=self._open_dependency,
         )

@@ -3,8 +3,12 @@
 * Concurrent first requests for one version share one load.
 * A failed load is reported to every waiting caller as `ModelLoadFailed` (naming the model and
   the cause) and forgotten, so the next request tries again.
+* Models load concurrently, each under its own shared future: a slow load delays only the
+  requests for that model. Each load reserves its estimated memory before it starts (the
+  runtime's estimate: for transformers, what the config declares, not the file size); a model
+  whose estimate exceeds the whole budget is refused with `ModelTooLarge` (507).
 * Least-recently-used models are evicted to make room for a new one; a model with requests in
-  flight is never evicted or unloaded under them.
+  flight, pinned, or still loading is never evicted or unloaded under them.
 * Models idle for `idle_unload_s` are unloaded; preloaded (pinned) models stay.
 * A version encrypted at rest is opened as a private decrypted copy; the copy (and those of
   dependencies the runtime opens) is deleted as soon as the runtime has loaded, or at unload
@@ -31,9 +35,9 @@ from contextlib import asynccontextmanager, suppress
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from openmaas.errors import ModelLoadFailed, ModelNotLoaded, OpenMaaSError
+from openmaas.errors import ModelLoadFailed, ModelNotLoaded, ModelTooLarge, OpenMaaSError
 from openmaas.observability.metrics import Metrics
-from openmaas.runtimes.base import LoadedModel, LoadOptions, ModelSource, get_runtime
+from openmaas.runtimes.base import RUNTIMES, LoadedModel, LoadOptions, ModelSource, get_runtime
 from openmaas.serving.batcher import Batcher
 
 log = logging.getLogger(__name__)
@@ -93,9 +97,11 @@ class ModelPool:
         self._loading: dict[VersionKey, asyncio.Future[Resident]] = {}
         self._changed = asyncio.Event()
         self._reaper: asyncio.Task[None] | None = None
-        # Loads happen one at a time: two big models loading at once would both pass the
-        # memory check that each alone passes.
-        self._load_lock = asyncio.Lock()
+        # Loads run concurrently, one per model (`_loading` shares each among its callers).
+        # Each reserves its estimate before it starts, in one step with the budget check, so
+        # two loads cannot both pass a check that each alone passes; a reservation turns into
+        # the resident's own bytes when its load ends.
+        self._reserved: dict[VersionKey, int] = {}
 
     # -- lifecycle ---------------------------------------------------------------------------
 
@@ -127,12 +133,21 @@ class ModelPool:
     def resident_bytes(self) -> int:
         return sum(r.model.memory_bytes for r in self._residents.values())
 
+    @property
+    def reserved_bytes(self) -> int:
+        """Bytes reserved by loads in progress."""
+        return sum(self._reserved.values())
+
     # -- use ---------------------------------------------------------------------------------
 
     @asynccontextmanager
     async def lease(self, key: VersionKey) -> AsyncIterator[Resident]:
         """The loaded model for `key`, loading it if needed; it is not unloaded while leased."""
         resident = await self.load(key)
+        # Another model's load may have evicted this one between its load and this turn of
+        # the loop (it was idle for that instant): load it again rather than use it unloaded.
+        while self._residents.get(key) is not resident:
+            resident = await self.load(key)
         resident.in_flight += 1
         resident.last_used = time.monotonic()
         try:
@@ -173,37 +188,43 @@ class ModelPool:
         files = _LoadFiles(options)
         model: LoadedModel | None = None
         try:
-            async with self._load_lock:
+            try:
+                source = files.add(await asyncio.to_thread(self._open_source, *key))
+                runtime = get_runtime(source.runtime)
                 try:
-                    source = files.add(await asyncio.to_thread(self._open_source, *key))
-                    runtime = get_runtime(source.runtime)
                     estimate = await asyncio.to_thread(runtime.estimate_memory_bytes, source)
-                    await self._make_room(estimate)
-                    executor = ThreadPoolExecutor(
-                        max_workers=1, thread_name_prefix=f"model-{label}"
+                except ModelTooLarge as exc:
+                    raise ModelTooLarge(f"model '{label}': {exc.message}", param="model") from exc
+                await self._reserve(key, label, estimate)
+                executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"model-{label}")
+                started = time.perf_counter()
+                try:
+                    model = await loop.run_in_executor(
+                        executor, runtime.load, source, files.options
                     )
-                    started = time.perf_counter()
-                    try:
-                        model = await loop.run_in_executor(
-                            executor, runtime.load, source, files.options
-                        )
-                    except BaseException:
-                        executor.shutdown(wait=False)
-                        raise
-                    seconds = time.perf_counter() - started
-                finally:
-                    # Decrypted plaintext lives only as long as the runtime needs it.
-                    release_later = await asyncio.to_thread(files.release, loaded=model is not None)
+                except BaseException:
+                    executor.shutdown(wait=False)
+                    raise
+                seconds = time.perf_counter() - started
+            finally:
+                # Decrypted plaintext lives only as long as the runtime needs it.
+                release_later = await asyncio.to_thread(files.release, loaded=model is not None)
         except Exception as exc:
+            self._reserved.pop(key, None)
             self._loading.pop(key, None)
             self.metrics.model_loads.labels(model=key[0], outcome="error").inc()
             log.warning("loading %s failed: %s", label, exc, exc_info=exc)
-            pending.set_exception(_load_error(label, exc))
+            pending.set_exception(
+                exc if isinstance(exc, ModelTooLarge) else _load_error(label, exc)
+            )
             pending.exception()  # mark retrieved: callers may all have gone
+            self._changed.set()
             return
         resident = Resident(
             key, model, executor, seconds, pinned=pinned, release_files=release_later
         )
+        # One step, no await between: the reservation becomes the resident's measured bytes.
+        self._reserved.pop(key, None)
         self._residents[key] = resident
         self._loading.pop(key, None)
         self.metrics.model_loads.labels(model=key[0], outcome="ok").inc()
@@ -213,23 +234,37 @@ class ModelPool:
         pending.set_result(resident)
         self._changed.set()
 
-    async def _make_room(self, needed: int) -> None:
+    async def _reserve(self, key: VersionKey, label: str, needed: int) -> None:
+        """Reserve `needed` bytes of the budget for `key`'s load, evicting idle models (least
+        recently used first) until they fit. A model that alone exceeds the budget is refused.
+        When nothing is evictable, the load waits for loads that already hold a reservation
+        (they wait on nothing, so this cannot deadlock) and then overcommits with a warning
+        rather than fail a model whose neighbours are merely busy."""
         budget = self.limits.memory_budget_bytes
-        while self.resident_bytes + needed > budget:
+        if needed > budget:
+            raise _too_large(label, needed, budget)
+        while self.resident_bytes + self.reserved_bytes + needed > budget:
             victims = sorted(
                 (r for r in self._residents.values() if r.in_flight == 0 and not r.pinned),
                 key=lambda r: r.last_used,
             )
-            if not victims:
-                log.warning(
-                    "memory budget %d MiB exceeded: %d MiB resident and %d MiB needed, but "
-                    "every loaded model is in use or pinned",
-                    budget >> 20,
-                    self.resident_bytes >> 20,
-                    needed >> 20,
-                )
-                return
-            await self._unload(victims[0], reason="evicted")
+            if victims:
+                await self._unload(victims[0], reason="evicted")
+                continue
+            reserved = [self._loading[k] for k in self._reserved if k in self._loading]
+            if reserved:
+                # A finished load adds a resident that may be evictable, or frees its share.
+                await asyncio.wait(reserved, return_when=asyncio.FIRST_COMPLETED)
+                continue
+            log.warning(
+                "memory budget %d MiB exceeded: %d MiB resident and %d MiB needed, but "
+                "every loaded model is in use or pinned",
+                _mib(budget),
+                _mib(self.resident_bytes),
+                _mib(needed),
+            )
+            break
+        self._reserved[key] = needed
 
     async def _unload(self, resident: Resident, *, reason: str) -> None:
         if self._residents.get(resident.key) is not resident:
@@ -308,6 +343,37 @@ def _reads_files_after_load(runtime: str) -> bool:
         return get_runtime(runtime).reads_files_after_load
     except OpenMaaSError:
         return False
+
+
+def check_fits_budget(source: ModelSource, budget_bytes: int) -> None:
+    """Refuse, with `ModelTooLarge`, a model whose estimated memory exceeds the whole budget:
+    the registry calls this before it numbers a new version, so that a model that could never
+    load is refused at upload, not at its first request. Any other failure of the estimate is
+    left for the load to report, with its cause."""
+    if source.runtime not in RUNTIMES:
+        return  # a runtime this process lacks: the load names it
+    try:
+        needed = get_runtime(source.runtime).estimate_memory_bytes(source)
+    except ModelTooLarge as exc:
+        raise ModelTooLarge(f"model '{source.name}': {exc.message}", param="model") from exc
+    except Exception as exc:
+        log.debug("no memory estimate for %s at registration: %s", source.name, exc)
+        return
+    if needed > budget_bytes:
+        raise _too_large(source.name, needed, budget_bytes)
+
+
+def _too_large(label: str, needed: int, budget: int) -> ModelTooLarge:
+    return ModelTooLarge(
+        f"model '{label}' needs about {_mib(needed)} MiB once loaded (from what its config "
+        f"declares and its weight files), more than this server's whole model memory budget "
+        f"of {_mib(budget)} MiB (OPENMAAS_MEMORY_BUDGET_MB)",
+        param="model",
+    )
+
+
+def _mib(size: int) -> int:
+    return size >> 20
 
 
 def _load_error(label: str, exc: Exception) -> ModelLoadFailed:
