@@ -394,7 +394,7 @@ def test_a_failing_recipe_fails_the_job_with_one_line_and_logs_its_traceback(
     # The tenant reads one line; the traceback is in the worker's log only.
     events = env.jobs.events(job.id, caller=ACME, order="asc", limit=100).items
     assert events[-1].message == "Job failed: RuntimeError: boom at step 4"
-    assert not any("Traceback" in e.message or e.data and "traceback" in e.data for e in events)
+    assert not any("Traceback" in e.message or (e.data and "traceback" in e.data) for e in events)
     logged = next(r for r in caplog.records if job.id in r.getMessage())
     assert logged.exc_info is not None
     assert "boom at step 4" in str(logged.exc_info[1])

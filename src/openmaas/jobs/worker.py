@@ -306,10 +306,8 @@ class Worker:
         # by the tenant, who gets one clear line without the server's paths.
         logger.error("job %s failed (%s)", job.id, code, exc_info=exc)
         message = public_message(exc)
-        try:
+        with contextlib.suppress(LeaseLost):
             self.queue.fail(job.id, self.worker_id, code=code, message=message)
-        except LeaseLost:
-            pass
         shutil.rmtree(self.scratch_root / job.id, ignore_errors=True)
 
     # -- stopping ------------------------------------------------------------------------------

@@ -12,6 +12,8 @@ Example::
 
 from __future__ import annotations
 
+import hashlib
+import json
 from datetime import UTC, datetime
 
 from sqlalchemy import func, select
@@ -174,3 +176,10 @@ def alias_event_entity(model: str, row: AliasEventRow) -> AliasEvent:
         reason=row.reason,
         created_at=aware(row.created_at),
     )
+
+
+def version_digest(row: VersionRow) -> str:
+    """sha256 of a version's location and manifest: what a `VersionPin` holds it to (row ids
+    alone can be reused by SQLite once the newest row is deleted)."""
+    content = json.dumps([row.storage, row.location, row.manifest], sort_keys=True)
+    return hashlib.sha256(content.encode()).hexdigest()
