@@ -25,6 +25,7 @@ from openmaas.auth.entities import DEFAULT_PROJECT
 from openmaas.errors import AliasNotFound, ModelNotFound, VersionNotFound
 from openmaas.registry.entities import (
     AliasEvent,
+    Storage,
     FileEntry,
     Lineage,
     ModelVersion,
@@ -183,3 +184,14 @@ def version_digest(row: VersionRow) -> str:
     alone can be reused by SQLite once the newest row is deleted)."""
     content = json.dumps([row.storage, row.location, row.manifest], sort_keys=True)
     return hashlib.sha256(content.encode()).hexdigest()
+
+
+def stored_bytes(session: Session, project: str) -> int:
+    """What the versions of a project's models keep in the artifact store (versions
+    recorded in place are the operator's files, not the project's)."""
+    total = session.scalar(
+        select(func.coalesce(func.sum(VersionRow.size_bytes), 0))
+        .join(ModelRow, ModelRow.id == VersionRow.model_id)
+        .where(ModelRow.project == project, VersionRow.storage == Storage.STORE.value)
+    )
+    return int(total or 0)
