@@ -18,6 +18,7 @@ from __future__ import annotations
 import os
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
+from fnmatch import fnmatch
 from pathlib import Path
 
 from openmaas.errors import PayloadTooLarge
@@ -46,10 +47,9 @@ class HubFiles:
 
 
 def wanted(paths: Iterable[str]) -> list[str]:
-    """The repository paths a registration downloads (the Hub client's own matching)."""
-    from huggingface_hub.utils import filter_repo_objects
-
-    return list(filter_repo_objects(list(paths), allow_patterns=list(HUB_PATTERNS)))
+    """The repository paths a registration downloads: `fnmatch` against `HUB_PATTERNS`, as
+    the Hub client matches `allow_patterns` (`*` crosses `/`)."""
+    return [path for path in paths if any(fnmatch(path, p) for p in HUB_PATTERNS)]
 
 
 def hub_files(repo_id: str, revision: str | None) -> HubFiles:

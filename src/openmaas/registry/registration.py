@@ -54,7 +54,6 @@ from openmaas.registry.sources import SERVER_PATH_SOURCES, FilePlan, SourceRef, 
 from openmaas.registry.store import RegistryStore, check_metrics, check_tags, require_changeable
 from openmaas.store.tables import ModelRow, VersionRow
 
-
 HUB_CACHE_DIR = "hub-cache"  # under the artifact root: one directory per Hub registration
 
 

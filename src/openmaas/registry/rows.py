@@ -25,11 +25,11 @@ from openmaas.auth.entities import DEFAULT_PROJECT
 from openmaas.errors import AliasNotFound, ModelNotFound, VersionNotFound
 from openmaas.registry.entities import (
     AliasEvent,
-    Storage,
     FileEntry,
     Lineage,
     ModelVersion,
     RegisteredModel,
+    Storage,
     VersionStatus,
 )
 from openmaas.store.tables import AliasEventRow, AliasRow, ModelRow, VersionRow
