@@ -244,6 +244,22 @@ class Settings(BaseSettings):
         "whatever key it sends, so the block bounds how many keys it can have checked.",
     )
 
+    # -- storage (issue 13, "Archives and disk") ----------------------------------------------
+    project_storage_quota_mb: int = Field(
+        default=10_240,
+        ge=0,
+        description="What one project's model versions may keep in the artifact store, all "
+        "together (uncompressed: an archive is counted as it unpacks); a registration past it "
+        "is refused with 413. Admin keys are not bound by it. 0: no quota.",
+    )
+    max_hub_download_mb: int = Field(
+        default=8192,
+        ge=1,
+        description="Largest Hugging Face Hub repository (the files a registration downloads, "
+        "all together) that a registration may fetch; checked from the Hub's file sizes "
+        "before downloading, and again on what arrived.",
+    )
+
     @field_validator(
         "preload",
         "cache_tasks",
@@ -298,3 +314,11 @@ class Settings(BaseSettings):
     @property
     def max_extracted_bytes(self) -> int:
         return self.max_extracted_mb * MiB
+
+    @property
+    def project_storage_quota_bytes(self) -> int:
+        return self.project_storage_quota_mb * MiB
+
+    @property
+    def max_hub_download_bytes(self) -> int:
+        return self.max_hub_download_mb * MiB

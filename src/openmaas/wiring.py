@@ -60,7 +60,10 @@ def build_artifact_store(settings: Settings, keys: Keyring | None = None) -> Art
 
 def archive_limits(settings: Settings) -> ArchiveLimits:
     return ArchiveLimits(
-        max_total_bytes=settings.max_extracted_bytes, max_members=settings.max_archive_members
+        max_total_bytes=settings.max_extracted_bytes,
+        max_members=settings.max_archive_members,
+        project_storage_bytes=settings.project_storage_quota_bytes,
+        max_hub_bytes=settings.max_hub_download_bytes,
     )
 
 

@@ -5,8 +5,9 @@ encrypted when the store encrypts, never through a path under its root, so anoth
 (object storage) can back them. The newest `KEEP_CHECKPOINTS` are kept; a job that comes
 back after its worker stopped restores the newest into its scratch directory.
 
-A run reads the inputs its kind pinned in `prepare` as the server's own work: who may use
-them was decided there, with the caller, when the job was created.
+A run opens the inputs its kind pinned in `prepare` (by id, never by a name that may have
+been registered again meanwhile) as the job's project (`job_caller`), not as the server:
+what the project can no longer see, the run cannot open.
 
 Example::
 
@@ -31,6 +32,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from openmaas.auth.entities import Principal
+from openmaas.auth.scopes import Scope
 from openmaas.jobs.entities import Job, JobCheckpoint
 from openmaas.jobs.queue import JobQueue, LeaseLost
 from openmaas.registry.artifacts import ArtifactStore
@@ -39,6 +42,22 @@ from openmaas.registry.intake import walk_directory
 KEEP_CHECKPOINTS = 3  # per job, newest first; older ones are deleted from the store
 CHECKPOINTS_PREFIX = "jobs"  # store keys: jobs/<job id>/<checkpoint id>/<file>
 LEVELS = {"info": "info", "warn": "warn", "warning": "warn", "error": "error"}
+
+
+# A job's option: whether an admin key created it (its run then sees what an admin sees).
+CREATED_BY_ADMIN = "created_by_admin"
+
+
+def job_caller(job: Job) -> Principal:
+    """Who a job's run acts as when it opens its inputs: a key of the job's project with the
+    training scope (admin when an admin key created the job), never the server itself."""
+    admin = bool(job.options.get(CREATED_BY_ADMIN))
+    return Principal(
+        project=job.project,
+        key_id=0,
+        prefix=f"job-{job.id}",
+        scopes=(Scope.ADMIN,) if admin else (Scope.TRAINING,),
+    )
 
 
 class JobStopped(Exception):

@@ -36,6 +36,7 @@ from types import FrameType
 
 from openmaas.jobs.queue import JobQueue
 from openmaas.jobs.worker import worker_identity
+from openmaas.jobs.worker_env import remove_worker_key, worker_environment
 from openmaas.settings import Settings
 from openmaas.store.database import Database
 
@@ -70,6 +71,7 @@ class Supervisor:
         self._lock = threading.Lock()
         self._db: Database | None = None
         self._queue: JobQueue | None = None
+        self._env: dict[str, str] | None = None
 
     @property
     def worker_ids(self) -> list[str]:
@@ -90,6 +92,7 @@ class Supervisor:
             heartbeat_timeout_s=self.settings.job_heartbeat_timeout_s,
             max_attempts=self.settings.job_max_attempts,
         )
+        self._env = worker_environment(self.settings, os.environ)
         for slot in self._slots:
             self._spawn(slot)
         logger.info("started %d training worker(s)", len(self._slots))
@@ -116,6 +119,7 @@ class Supervisor:
             self._reclaim(slot.worker_id, "its supervisor stopped it", count_attempt=False)
         if self._db is not None:
             self._db.close()
+        remove_worker_key(self.settings)
 
     # -- one worker --------------------------------------------------------------------------
 
@@ -130,13 +134,9 @@ class Supervisor:
             "--parent-pid",
             str(os.getpid()),
         ]
-        # The workers must see the same state as this process, whatever flags set it.
-        env = {
-            **os.environ,
-            "OPENMAAS_HOME": str(self.settings.home),
-            "OPENMAAS_DATABASE_URL": self.settings.database_url,
-            "OPENMAAS_ARTIFACTS_DIR": str(self.settings.artifact_root),
-        }
+        # The same state as this process, whatever flags set it; none of its secrets.
+        env = self._env
+        assert env is not None  # set by start(), the only caller
         with self._lock:
             if self._stopping.is_set():  # stop() has taken its list of workers
                 return

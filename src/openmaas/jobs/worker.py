@@ -26,7 +26,6 @@ import signal
 import socket
 import threading
 import time
-import traceback
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from types import FrameType
@@ -36,6 +35,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from openmaas.errors import OpenMaaSError
 from openmaas.jobs.context import JobContext, JobStopped, RunState, finite
 from openmaas.jobs.entities import Job
+from openmaas.jobs.failures import public_message
 from openmaas.jobs.kinds import JobKind, JobKinds
 from openmaas.jobs.publish import publish
 from openmaas.jobs.queue import JobQueue, LeaseLost
@@ -302,18 +302,12 @@ class Worker:
         state = self._state
         if state is not None and state.lost:
             return  # the job is someone else's now
-        message = f"{type(exc).__name__}: {exc}"
-        logger.error("job %s failed: %s", job.id, message, exc_info=exc)
-        try:
-            self.queue.record_event(
-                job.id,
-                f"Traceback of the failure ({type(exc).__name__})",
-                level="error",
-                data={"traceback": "".join(traceback.format_exception(exc))},
-            )
+        # The traceback goes to this worker's log only: the job's error and events are read
+        # by the tenant, who gets one clear line without the server's paths.
+        logger.error("job %s failed (%s)", job.id, code, exc_info=exc)
+        message = public_message(exc)
+        with contextlib.suppress(LeaseLost):
             self.queue.fail(job.id, self.worker_id, code=code, message=message)
-        except LeaseLost:
-            pass
         shutil.rmtree(self.scratch_root / job.id, ignore_errors=True)
 
     # -- stopping ------------------------------------------------------------------------------

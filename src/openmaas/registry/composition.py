@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from openmaas.auth.entities import Principal
 from openmaas.registry.aliases import AliasService
 from openmaas.registry.artifacts import ArtifactStore
-from openmaas.registry.entities import ModelVersion, RegisteredModel
+from openmaas.registry.entities import ModelVersion, RegisteredModel, VersionPin
 from openmaas.registry.files import ModelFiles, OpenedVersion
 from openmaas.registry.intake import ArchiveLimits
 from openmaas.registry.registration import RegistrationService
@@ -110,3 +110,14 @@ class Registry:
     ) -> OpenedVersion:
         """A version's files as plaintext on disk, hash-checked; close it when loaded."""
         return self.files.open(reference, caller=caller, verify=verify)
+
+    def pin(self, reference: str, *, caller: Principal) -> VersionPin:
+        """The version `reference` resolves to for `caller`, pinned by id and digest."""
+        version = self.resolve(reference, caller=caller)
+        return self.store.pin(version.model, version.version, caller=caller)
+
+    def open_pinned(
+        self, pin: VersionPin, *, caller: Principal, verify: bool = True
+    ) -> OpenedVersion:
+        """Exactly the pinned version's files, if it exists and `caller` may see it."""
+        return self.files.open_pinned(pin, caller=caller, verify=verify)

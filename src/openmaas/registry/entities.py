@@ -101,6 +101,40 @@ class ModelVersion:
 
 
 @dataclass(frozen=True, slots=True)
+class VersionPin:
+    """One version, exactly: its row id and a digest of where its files are and what they
+    hold, besides its `name:version`. A name deleted and registered again (by another
+    project, say) has new rows and files, so a pin never follows it. Jobs record their base
+    model this way when they are created and open that version, or nothing, when they run."""
+
+    model: str
+    version: int
+    version_id: int
+    digest: str  # sha256 of the version's location and manifest
+
+    @property
+    def reference(self) -> str:
+        return f"{self.model}:{self.version}"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "model": self.model,
+            "version": self.version,
+            "version_id": self.version_id,
+            "digest": self.digest,
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> VersionPin:
+        return cls(
+            model=str(data["model"]),
+            version=int(data["version"]),
+            version_id=int(data["version_id"]),
+            digest=str(data["digest"]),
+        )
+
+
+@dataclass(frozen=True, slots=True)
 class AliasEvent:
     model: str
     alias: str

@@ -21,7 +21,13 @@ from openmaas.auth.entities import Principal
 from openmaas.errors import ArtifactCorrupted, OpenMaaSError
 from openmaas.registry.aliases import AliasService
 from openmaas.registry.artifacts import ArtifactStore, Progress, verify_files
-from openmaas.registry.entities import ModelVersion, Storage, VerifyProblem, VerifyReport
+from openmaas.registry.entities import (
+    ModelVersion,
+    Storage,
+    VerifyProblem,
+    VerifyReport,
+    VersionPin,
+)
 from openmaas.registry.intake import walk_directory
 from openmaas.registry.store import RegistryStore, require_admin
 
@@ -98,6 +104,17 @@ class ModelFiles:
         a loader does as soon as its runtime has read the files.
         """
         entity, root = self._locate(reference, require_caller(caller))
+        return self._open(entity, root, verify)
+
+    def open_pinned(
+        self, pin: VersionPin, *, caller: Principal, verify: bool = True
+    ) -> OpenedVersion:
+        """`open` for exactly the pinned version; `VersionNotFound` when it is gone or
+        `caller` may not see it (a name registered again is never followed)."""
+        entity, location = self.store.pinned_with_location(pin, caller=require_caller(caller))
+        return self._open(entity, self.root_of(entity, location), verify)
+
+    def _open(self, entity: ModelVersion, root: Path, verify: bool) -> OpenedVersion:
         if not self._encrypted_at_rest(entity, root):
             if verify:
                 _require_intact(entity, self._verify(entity, root).problems)

@@ -73,7 +73,31 @@ def _npy_header_has_objects(handle: IO[bytes]) -> bool:
     return "O" in str(descr)
 
 
+# A zip container (torch's format, `.npz`) inside a model is opened to look for pickles;
+# `zipfile` reads its whole central directory first, so the entry count in the end record
+# is checked before (a file of 200,000 empty entries is no model's weights).
+MAX_ZIP_ENTRIES = 100_000
+
+
+def zip_entry_count(path: Path) -> int | None:
+    """The entry count a zip's end-of-central-directory record declares (zip64 included),
+    read without parsing the directory; None when the file has no such record."""
+    end_record = getattr(zipfile, "_EndRecData", None)  # the stdlib's own reader
+    if end_record is None:  # pragma: no cover - present in every CPython 3
+        return None
+    with path.open("rb") as handle:
+        record = end_record(handle)
+    return int(record[4]) if record else None  # _ECD_ENTRIES_TOTAL
+
+
 def _zip_pickle_reason(path: Path) -> str | None:
+    entries = zip_entry_count(path)
+    if entries is not None and entries > MAX_ZIP_ENTRIES:
+        raise PayloadTooLarge(
+            f"refused {path.name!r}: a zip container of {entries} entries (at most "
+            f"{MAX_ZIP_ENTRIES}) is not a model file",
+            param="file",
+        )
     try:
         with zipfile.ZipFile(path) as archive:
             for name in archive.namelist():
@@ -136,6 +160,42 @@ def walk_directory(root: Path) -> dict[str, Path]:
 class ArchiveLimits:
     max_total_bytes: int
     max_members: int
+    # What one project may keep in the artifact store, all its versions together; 0: no
+    # quota. Admins are not bound by it (issue 13: a 60 KiB upload became 60 MiB stored).
+    project_storage_bytes: int = 0
+    # The most a Hugging Face Hub registration may download; None: unbounded.
+    max_hub_bytes: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class StorageBudget:
+    """What a project may still store: `check` refuses (413, naming the quota) a registration
+    that would take the project's stored bytes past it.
+
+    Example::
+
+        budget = StorageBudget("acme", quota_bytes=10 << 30, used_bytes=store.stored_bytes("acme"))
+        budget.check(sum(sizes))  # PayloadTooLarge when over
+    """
+
+    project: str
+    quota_bytes: int
+    used_bytes: int
+
+    def check(self, adding_bytes: int) -> None:
+        if self.used_bytes + adding_bytes > self.quota_bytes:
+            raise PayloadTooLarge(
+                f"project {self.project!r} may store {_mib(self.quota_bytes)} "
+                f"(OPENMAAS_PROJECT_STORAGE_QUOTA_MB); it stores {_mib(self.used_bytes)} and "
+                f"this model needs at least {_mib(adding_bytes)} more. Delete versions it no "
+                "longer needs, or ask an admin for a larger quota",
+                param="file",
+                code="storage_quota_exceeded",
+            )
+
+
+def _mib(size: int) -> str:
+    return f"{size / (1024 * 1024):.1f} MiB"
 
 
 def safe_member_path(name: str) -> str:
@@ -154,16 +214,19 @@ def safe_member_path(name: str) -> str:
 
 
 def iter_archive_files(
-    archive: tarfile.TarFile, limits: ArchiveLimits
+    archive: tarfile.TarFile, limits: ArchiveLimits, budget: StorageBudget | None = None
 ) -> Iterator[tuple[str, IO[bytes], int]]:
     """Yield (relative path, stream, size) for each regular file, enforcing every rule first.
 
     All members are checked before the first file is yielded, so a bad entry late in the
-    archive refuses the whole archive before anything is written.
+    archive refuses the whole archive before anything is written. Members are read one at a
+    time and counted as they come (never `getmembers()`, which would read every header of a
+    200,000-entry archive into memory before the count could refuse it); their unpacked
+    sizes (exact in a tar header) are held to the limit and to the project's `budget`.
     """
     members = []
     total = 0
-    for count, member in enumerate(archive.getmembers(), start=1):
+    for count, member in enumerate(archive, start=1):
         if count > limits.max_members:
             raise PayloadTooLarge(
                 f"archive has more than {limits.max_members} entries (OPENMAAS_MAX_ARCHIVE_MEMBERS)"
@@ -191,6 +254,8 @@ def iter_archive_files(
                 f"archive unpacks to more than {limits.max_total_bytes // (1024 * 1024)} MiB "
                 "(OPENMAAS_MAX_EXTRACTED_MB)"
             )
+        if budget is not None:
+            budget.check(total)
         members.append((path, member))
     paths = [path for path, _ in members]
     if len(set(paths)) != len(paths):

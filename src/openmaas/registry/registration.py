@@ -43,6 +43,7 @@ from openmaas.registry.detection import Detected, detect, require_task
 from openmaas.registry.entities import FileEntry, Lineage, ModelVersion, Storage, VersionStatus
 from openmaas.registry.intake import (
     ArchiveLimits,
+    StorageBudget,
     iter_archive_files,
     open_archive,
     refuse_if_pickle,
@@ -63,6 +64,7 @@ from openmaas.store.tables import ModelRow, VersionRow
 
 # Refuses (raises) a new version's files that this server could never load.
 LoadCheck = Callable[[ModelSource], None]
+HUB_CACHE_DIR = "hub-cache"  # under the artifact root: one directory per Hub registration
 
 
 @dataclass(frozen=True, slots=True)
@@ -144,7 +146,7 @@ class RegistrationService:
         if package is not None and not is_admin(who):
             self._check_package_allowed(source.type, package)
         with self._hub_cache() as hub_cache:
-            plan = plan_source(source, hub_cache)
+            plan = plan_source(source, hub_cache, max_hub_bytes=self.limits.max_hub_bytes)
             return self.register_plan(name, plan, spec, caller=who)
 
     def register_plan(
@@ -166,6 +168,9 @@ class RegistrationService:
         check_model_name(name)
         self._check_spec(spec)
         self._check_target(name, who)
+        budget = self._budget(spec, who) if storage is Storage.STORE else None
+        if budget is not None:
+            budget.check(sum(path.stat().st_size for path in plan.files.values()))
         for rel, path in plan.files.items():
             refuse_if_pickle(rel, path, allow_pickle=self.allow_pickle)
         detected = detect(plan.files)
@@ -194,12 +199,15 @@ class RegistrationService:
         check_model_name(name)
         self._check_spec(spec)
         self._check_target(name, who)
+        budget = self._budget(spec, who)
         if self.artifacts.encrypts:
-            return self._register_archive_decrypted(name, archive, spec, who, source)
+            return self._register_archive_decrypted(name, archive, spec, who, source, budget)
         staging = self.artifacts.new_staging()
         try:
             with open_archive(archive) as tar:
-                streams = ((rel, stream) for rel, stream, _ in iter_archive_files(tar, self.limits))
+                streams = (
+                    (rel, stream) for rel, stream, _ in iter_archive_files(tar, self.limits, budget)
+                )
                 staged = self.artifacts.stage_streams(staging, streams)
             if not staged.files:
                 raise InvalidRequest("the archive holds no files", param="file")
@@ -222,13 +230,14 @@ class RegistrationService:
         spec: VersionSpec,
         caller: Principal,
         source: dict[str, Any],
+        budget: StorageBudget | None,
     ) -> ModelVersion:
         # Staged files are encrypted, so they cannot be scanned or detected where they are:
         # unpack into a private plaintext scratch directory and register from there.
         scratch: Path | None = None
         try:
             with open_archive(archive) as tar:
-                members = list(iter_archive_files(tar, self.limits))
+                members = list(iter_archive_files(tar, self.limits, budget))
                 scratch = self.artifacts.new_scratch(sum(size for _, _, size in members))
                 for rel, stream, _ in members:
                     target = scratch / rel
@@ -260,12 +269,15 @@ class RegistrationService:
 
     @contextmanager
     def _hub_cache(self) -> Iterator[Path]:
-        """Where Hub downloads land before they are staged. With encryption at rest they must
-        not stay on disk in the clear: a temporary directory, removed after the registration."""
+        """Where Hub downloads land before they are staged: a directory of this registration's
+        own, removed once it ends (the files are copies in the artifact store by then), so no
+        shared cache grows on the server. With encryption at rest it is a temporary directory
+        outside the store; otherwise under it, on the filesystem the copies go to."""
+        parent: Path | None = None
         if not self.artifacts.encrypts:
-            yield self.artifacts.root / "hub-cache"
-            return
-        with tempfile.TemporaryDirectory(prefix="openmaas-hub-") as tmp:
+            parent = self.artifacts.root / HUB_CACHE_DIR
+            parent.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryDirectory(prefix="openmaas-hub-", dir=parent) as tmp:
             yield Path(tmp)
 
     def _check_loadable(
@@ -279,6 +291,16 @@ class RegistrationService:
             root, task=kind.task, runtime=runtime, name=name, params=spec.params
         )
         self.load_check(source)
+
+    def _budget(self, spec: VersionSpec, caller: Principal) -> StorageBudget | None:
+        """What the target project may still store; None when no quota binds the caller
+        (no quota configured, or an admin: the catalog and job outputs register as one)."""
+        quota = self.limits.project_storage_bytes
+        project = _project_for(spec, caller)
+        if quota <= 0 or is_admin(caller) or project is None:
+            return None
+        with self.store.db.transaction() as session:
+            return StorageBudget(project, quota, rows.stored_bytes(session, project))
 
     @staticmethod
     def _check_spec(spec: VersionSpec) -> None:
@@ -333,6 +355,13 @@ class RegistrationService:
                 _check_owner(model, project, caller)
                 # The model row is locked until commit, so numbers are distinct and gap-free
                 # across processes; a failed registration rolls its number back.
+                size_bytes = sum(entry.size for entry in files)
+                if staged is not None and project is not None and not is_admin(caller):
+                    # Again under the transaction: concurrent uploads of one project add up.
+                    quota = self.limits.project_storage_bytes
+                    if quota > 0:
+                        used = rows.stored_bytes(session, project)
+                        StorageBudget(project, quota, used).check(size_bytes)
                 model.last_version += 1
                 model.updated_at = rows.now()
                 if staged is not None:
@@ -354,7 +383,7 @@ class RegistrationService:
                     manifest=[entry.to_dict() for entry in files],
                     storage=storage.value,
                     location=location,
-                    size_bytes=sum(entry.size for entry in files),
+                    size_bytes=size_bytes,
                     created_at=rows.now(),
                     created_by=actor,
                 )

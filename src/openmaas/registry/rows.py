@@ -12,6 +12,8 @@ Example::
 
 from __future__ import annotations
 
+import hashlib
+import json
 from datetime import UTC, datetime
 
 from sqlalchemy import func, select
@@ -27,6 +29,7 @@ from openmaas.registry.entities import (
     Lineage,
     ModelVersion,
     RegisteredModel,
+    Storage,
     VersionStatus,
 )
 from openmaas.store.tables import AliasEventRow, AliasRow, ModelRow, VersionRow
@@ -176,3 +179,21 @@ def alias_event_entity(model: str, row: AliasEventRow) -> AliasEvent:
         reason=row.reason,
         created_at=aware(row.created_at),
     )
+
+
+def version_digest(row: VersionRow) -> str:
+    """sha256 of a version's location and manifest: what a `VersionPin` holds it to (row ids
+    alone can be reused by SQLite once the newest row is deleted)."""
+    content = json.dumps([row.storage, row.location, row.manifest], sort_keys=True)
+    return hashlib.sha256(content.encode()).hexdigest()
+
+
+def stored_bytes(session: Session, project: str) -> int:
+    """What the versions of a project's models keep in the artifact store (versions
+    recorded in place are the operator's files, not the project's)."""
+    total = session.scalar(
+        select(func.coalesce(func.sum(VersionRow.size_bytes), 0))
+        .join(ModelRow, ModelRow.id == VersionRow.model_id)
+        .where(ModelRow.project == project, VersionRow.storage == Storage.STORE.value)
+    )
+    return int(total or 0)

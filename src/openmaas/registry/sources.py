@@ -17,8 +17,9 @@ from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Any, Literal
 
-from openmaas.errors import InvalidRequest, NotFound, UnsupportedSource
+from openmaas.errors import InvalidRequest, NotFound, PayloadTooLarge, UnsupportedSource
 from openmaas.protocol.registry import SKIPPED_NAMES
+from openmaas.registry.hub import HUB_PATTERNS, check_hub_size, downloaded_bytes, hub_files
 from openmaas.registry.intake import safe_member_path, walk_directory
 
 # Sources read from the server's own disk: a tenant must not be able to register (and so
@@ -65,9 +66,11 @@ class SourceRef:
     revision: str | None = None
 
 
-def plan_source(source: SourceRef, hub_cache: Path) -> FilePlan:
+def plan_source(
+    source: SourceRef, hub_cache: Path, *, max_hub_bytes: int | None = None
+) -> FilePlan:
     """The plan for a source as a registration request names it (Hub downloads go to
-    `hub_cache`)."""
+    `hub_cache`, at most `max_hub_bytes` of them)."""
     if source.type == "path":
         return plan_directory(Path(_given(source.path, "path")))
     if source.type == "onnx":
@@ -77,7 +80,9 @@ def plan_source(source: SourceRef, hub_cache: Path) -> FilePlan:
         return plan_spacy(_given(source.package, "package"))
     if source.type == "package":
         return plan_package(_given(source.distribution, "distribution"), source.subpath)
-    return plan_hub(_given(source.repo_id, "repo_id"), source.revision, hub_cache)
+    return plan_hub(
+        _given(source.repo_id, "repo_id"), source.revision, hub_cache, max_bytes=max_hub_bytes
+    )
 
 
 def normalized_package_name(name: str) -> str:
@@ -251,8 +256,11 @@ def _own_files(
     return FilePlan(files=files, source=source, root=plan.root)
 
 
-def plan_hub(repo_id: str, revision: str | None, cache_dir: Path) -> FilePlan:
-    """Download a snapshot from the Hugging Face Hub (needs network), safe formats only."""
+def plan_hub(
+    repo_id: str, revision: str | None, cache_dir: Path, *, max_bytes: int | None = None
+) -> FilePlan:
+    """Download a snapshot from the Hugging Face Hub (needs network), safe formats only, at
+    most `max_bytes` of them (measured from the Hub's metadata before, and again after)."""
     try:
         from huggingface_hub import snapshot_download
     except ImportError:
@@ -262,31 +270,37 @@ def plan_hub(repo_id: str, revision: str | None, cache_dir: Path) -> FilePlan:
             param="repo_id",
         ) from None
     try:
+        files = hub_files(repo_id, revision) if max_bytes is not None else None
+    except Exception as exc:  # hub client raises many unrelated types for network failures
+        raise _hub_unreachable(repo_id, exc) from exc
+    if files is not None and max_bytes is not None:
+        check_hub_size(repo_id, files.sizes, max_bytes=max_bytes)
+    try:
         local = snapshot_download(
             repo_id,
-            revision=revision,
+            # The commit whose sizes were checked: a push meanwhile changes nothing here.
+            revision=files.commit if files is not None and files.commit else revision,
             cache_dir=str(cache_dir),
-            allow_patterns=[
-                "*.json",
-                "*.safetensors",
-                "*.txt",
-                "*.model",
-                "*.onnx",
-                "*.md",
-                "*/*.json",
-                "*/*.safetensors",
-                "*/*.txt",
-                "*/*.onnx",
-            ],
+            allow_patterns=list(HUB_PATTERNS),
         )
-    except Exception as exc:  # hub client raises many unrelated types for network failures
-        raise UnsupportedSource(
-            f"could not download {repo_id!r} from the Hugging Face Hub: "
-            f"{exc.__class__.__name__}: {exc}"[:500],
+    except Exception as exc:
+        raise _hub_unreachable(repo_id, exc) from exc
+    if max_bytes is not None and downloaded_bytes(Path(local)) > max_bytes:
+        raise PayloadTooLarge(
+            f"{repo_id!r} downloaded past the limit of {max_bytes // (1024 * 1024)} MiB "
+            "(OPENMAAS_MAX_HUB_DOWNLOAD_MB)",
             param="repo_id",
-        ) from exc
+        )
     source = {"type": "hub", "repo_id": repo_id, "revision": revision or "main"}
     return _with_source(plan_directory(Path(local)), source)
+
+
+def _hub_unreachable(repo_id: str, exc: Exception) -> UnsupportedSource:
+    return UnsupportedSource(
+        f"could not download {repo_id!r} from the Hugging Face Hub: "
+        f"{exc.__class__.__name__}: {exc}"[:500],
+        param="repo_id",
+    )
 
 
 def _with_source(plan: FilePlan, source: dict[str, Any]) -> FilePlan:

@@ -29,7 +29,12 @@ from openmaas.auth.access import (
     require_caller,
 )
 from openmaas.auth.entities import Principal
-from openmaas.errors import Conflict, InvalidRequest, PermissionDenied
+from openmaas.errors import (
+    Conflict,
+    InvalidRequest,
+    PermissionDenied,
+    VersionNotFound,
+)
 from openmaas.registry import rows
 from openmaas.registry.artifacts import ArtifactStore
 from openmaas.registry.compare import compare_versions
@@ -39,6 +44,7 @@ from openmaas.registry.entities import (
     RegisteredModel,
     Storage,
     VersionComparison,
+    VersionPin,
 )
 from openmaas.store.database import Database
 from openmaas.store.tables import AliasRow, MetadataEditRow, ModelRow, VersionRow
@@ -137,6 +143,37 @@ class RegistryStore:
         with self.db.transaction() as session:
             model = self.find_model(session, name, caller, change=change)
             row = rows.version_row(session, model, version)
+            return rows.version_entity(session, model, row), row.location
+
+    def pin(self, name: str, version: int, *, caller: Principal) -> VersionPin:
+        """The version `name:version` as `caller` may see it, pinned (see `VersionPin`)."""
+        require_caller(caller)
+        with self.db.transaction() as session:
+            model = self.find_model(session, name, caller)
+            row = rows.version_row(session, model, version)
+            return VersionPin(model.name, row.version, row.id, rows.version_digest(row))
+
+    def pinned_with_location(
+        self, pin: VersionPin, *, caller: Principal
+    ) -> tuple[ModelVersion, str]:
+        """The pinned version if it still exists, unchanged, and `caller` may see it; else
+        `VersionNotFound` naming the pin (never another version of the same name)."""
+        require_caller(caller)
+        with self.db.transaction() as session:
+            row = session.get(VersionRow, pin.version_id)
+            model = session.get(ModelRow, row.model_id) if row is not None else None
+            if (
+                row is None
+                or model is None
+                or (model.name, row.version) != (pin.model, pin.version)
+                or rows.version_digest(row) != pin.digest
+                or not can_see(model.project, model.public, caller)
+            ):
+                raise VersionNotFound(
+                    f"model version {pin.reference} is gone: it was deleted (or its name "
+                    "registered again), or it is not visible to the project",
+                    param="model",
+                )
             return rows.version_entity(session, model, row), row.location
 
     def stored_locations(self) -> set[str]:

@@ -24,9 +24,11 @@ from sqlalchemy import select
 from openmaas.auth.access import can_see, check_changeable, is_admin
 from openmaas.auth.entities import SYSTEM, Principal
 from openmaas.errors import InvalidRequest, NotFound
+from openmaas.jobs.context import CREATED_BY_ADMIN
 from openmaas.jobs.entities import TRAINING, Job, NewJob
 from openmaas.jobs.kinds import Admission
 from openmaas.registry.composition import Registry
+from openmaas.registry.entities import VersionPin
 from openmaas.registry.names import check_alias, check_model_name
 from openmaas.settings import Settings
 from openmaas.store.database import Database
@@ -144,7 +146,7 @@ class TrainingJobKind:
                     f"training file holds {task}",
                     param="validation_file",
                 )
-        base_version = self._base_model(recipe, request.base_model, caller)
+        base_pin = self._base_model(recipe, request.base_model, caller)
         rows = train.stats.get("rows") if isinstance(train.stats, dict) else None
         given = self._hyperparameters(recipe, request, rows if isinstance(rows, int) else 1)
         self._check_splits(request)
@@ -177,7 +179,10 @@ class TrainingJobKind:
                 "validation_split": request.validation_split,
                 "test_split": request.test_split,
                 "dataset_sha256": train.content_sha256 or train.sha256,
-                "base_version": base_version,
+                # The reference names it in lineage; the pin is what the run opens.
+                "base_version": base_pin.reference if base_pin is not None else None,
+                "base_version_pin": base_pin.to_dict() if base_pin is not None else None,
+                CREATED_BY_ADMIN: is_admin(caller),
                 "explicit_model_name": request.model_name is not None,
                 "learning_rate_multiplier": _learning_rate_multiplier(recipe, given),
             },
@@ -276,7 +281,9 @@ class TrainingJobKind:
             )
         return version
 
-    def _base_model(self, recipe: Recipe, reference: str | None, caller: Principal) -> str | None:
+    def _base_model(
+        self, recipe: Recipe, reference: str | None, caller: Principal
+    ) -> VersionPin | None:
         if reference is None:
             if recipe.needs_base_model:
                 raise InvalidRequest(
@@ -289,7 +296,9 @@ class TrainingJobKind:
                 param="base_model",
             )
         version = self._resolve_base(reference, caller)
-        return f"{version.model}:{version.version}"
+        # Pinned by row id and digest: should the name be deleted and registered again
+        # (by another project, say) before the job runs, the run finds no base, never that.
+        return self.registry.store.pin(version.model, version.version, caller=SYSTEM)
 
     def _dataset(self, file_id: str, param: str, caller: Principal) -> DatasetRow:
         with self.db.transaction() as session:

@@ -18,10 +18,11 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from openmaas.auth.entities import SYSTEM
-from openmaas.errors import OpenMaaSError
-from openmaas.jobs.context import JobContext, JobStopped, finite
+from openmaas.errors import InvalidRequest, NotFound, OpenMaaSError
+from openmaas.jobs.context import JobContext, JobStopped, finite, job_caller
+from openmaas.jobs.entities import Job
 from openmaas.jobs.publish import JobOutput
+from openmaas.registry.entities import VersionPin
 from openmaas.registry.files import OpenedVersion
 from openmaas.training.hyperparameters import BATCH_NAMES, EPOCH_NAMES
 from openmaas.training.recipe import Checkpoint, TrainingContext, TrainingStopped
@@ -57,10 +58,8 @@ def run_training(kind: TrainingJobKind, context: JobContext) -> JobOutput:
         else None
     )
     context.plan_steps(_estimate_total_steps(job.hyperparameters, len(train)))
-    base: OpenedVersion | None = None
     base_version = job.options.get("base_version")
-    if base_version:
-        base = kind.registry.open_files(str(base_version), caller=SYSTEM)
+    base = _open_base(kind, job) if base_version else None
     try:
         ctx = TrainingContext(
             job_id=job.id,
@@ -127,6 +126,28 @@ def run_training(kind: TrainingJobKind, context: JobContext) -> JobOutput:
         dataset_id=job.training_file,
         dataset_sha256=str(job.options.get("dataset_sha256") or "") or None,
     )
+
+
+def _open_base(kind: TrainingJobKind, job: Job) -> OpenedVersion:
+    """The base model pinned when the job was created, opened as the job's project: a
+    version deleted since (its name perhaps registered again by another project) or no
+    longer visible to the project fails the job, naming it."""
+    caller = job_caller(job)
+    pinned = job.options.get("base_version_pin")
+    try:
+        if isinstance(pinned, dict):
+            return kind.registry.open_pinned(VersionPin.from_dict(pinned), caller=caller)
+        # A job created before pins: its `name:version`, still only as its project sees it.
+        return kind.registry.open_files(str(job.options["base_version"]), caller=caller)
+    except NotFound:
+        reference = job.options.get("base_version")
+        raise InvalidRequest(
+            f"the base model {reference} this job was created with is gone: it was deleted "
+            "(or its name registered again) or is no longer visible to project "
+            f"{job.project!r}; create a new job",
+            param="model",
+            code="base_model_gone",
+        ) from None
 
 
 def _checkpoint(
