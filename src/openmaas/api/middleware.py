@@ -89,7 +89,8 @@ class BodyLimitMiddleware:
         path = scope["path"]
         limit = self.upload_limit if path.endswith("/upload") else self.limits.get(path, self.limit)
         declared = _header(scope, b"content-length")
-        if declared.isdigit() and int(declared) > limit:
+        # Any digits, not just those `parse_decimal` bounds: a huge length is still too large.
+        if declared.isascii() and declared.isdigit() and int(declared) > limit:
             await _send_too_large(send, limit, path)
             return
         received = 0

@@ -73,8 +73,9 @@ def plan_source(source: SourceRef, hub_cache: Path) -> FilePlan:
 
 
 def _given(value: str | None, name: str) -> str:
-    if value is None:
-        raise InvalidRequest(f"the source needs {name!r}", param=f"source.{name}")
+    # Empty is refused too: `importlib.metadata.distribution("")` raises ValueError (a 500).
+    if not value:
+        raise InvalidRequest(f"the source needs a non-empty {name!r}", param=f"source.{name}")
     return value
 
 
@@ -114,7 +115,10 @@ def plan_onnx(onnx_path: Path, tokenizer_dir: Path | None) -> FilePlan:
 
 
 def package_dir(import_name: str) -> Path:
-    spec = importlib.util.find_spec(import_name)
+    try:
+        spec = importlib.util.find_spec(import_name)
+    except (ImportError, ValueError):  # a relative or malformed dotted name ("x.", ".x")
+        spec = None
     if spec is None or not spec.submodule_search_locations:
         raise NotFound(
             f"Python package {import_name!r} is not installed on the server", param="package"

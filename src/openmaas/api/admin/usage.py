@@ -22,6 +22,7 @@ from openmaas.metering.usage import (
     check_group_by,
     check_window,
 )
+from openmaas.protocol.common import MAX_ROW_ID
 from openmaas.protocol.metering import UsageReportOut
 
 router = APIRouter(prefix="/v1/usage", tags=["metering"])
@@ -53,7 +54,7 @@ def get_usage(
     start: StartQuery = None,
     end: EndQuery = None,
     project: Annotated[str | None, Query(max_length=128)] = None,
-    key_id: Annotated[int | None, Query(ge=0)] = None,
+    key_id: Annotated[int | None, Query(ge=0, le=MAX_ROW_ID)] = None,
     key_prefix: Annotated[str | None, Query(max_length=16)] = None,
     model: Annotated[str | None, Query(max_length=128)] = None,
     group_by: GroupByQuery = None,

@@ -42,6 +42,7 @@ from openmaas.auth.access import can_change
 from openmaas.auth.entities import SYSTEM, Principal
 from openmaas.auth.scopes import Scope
 from openmaas.errors import InvalidRequest, ModelNotLoaded, PermissionDenied
+from openmaas.protocol.common import parse_decimal
 from openmaas.protocol.v2 import (
     HEADER_LENGTH,
     InferenceResponse,
@@ -259,13 +260,14 @@ async def _check_changeable(engine: InferenceEngine, reference: str, who: Princi
 def _reference(model_name: str, model_version: str | None) -> str:
     if model_version is None:
         return model_name
-    if not model_version.isdigit():
+    version = parse_decimal(model_version)
+    if version is None or version < 1:
         raise InvalidRequest(
             f"model version {model_version!r}: versions are numbers (1, 2, ...); leave out "
             "/versions/... to use the version the model name serves",
             param="model",
         )
-    return f"{model_name}:{int(model_version)}"
+    return f"{model_name}:{version}"
 
 
 def _parse_json(body: bytes, model: type[ModelT]) -> ModelT:

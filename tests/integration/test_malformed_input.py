@@ -1,0 +1,160 @@
+"""Malformed input answers 4xx, never 500 (issue 13): each request here once made the server
+answer 500, over real HTTP against a real server."""
+
+from __future__ import annotations
+
+import struct
+
+import httpx
+import pytest
+
+from tests.integration import authed
+from tests.integration.conftest import RunningServer
+
+pytestmark = pytest.mark.integration
+
+# Past a signed 64-bit integer: SQLite's driver raised OverflowError on it.
+HUGE_ID = "85679111119000354816"
+
+
+def _assert_client_error(response: httpx.Response, status: int = 400) -> None:
+    assert response.status_code == status, response.text
+    assert response.json()["error"]
+
+
+# -- numbers written with digits that `str.isdigit()` accepts and `int()` does not --------------
+
+
+@pytest.mark.parametrize("version", ["²", "٣", "1_0", " 1", "+1", "0", HUGE_ID])
+def test_a_reference_with_a_version_that_is_not_ascii_digits_answers_400(
+    shared_server: RunningServer, version: str
+) -> None:
+    response = authed.post(
+        f"{shared_server.url}/v1/embeddings", json={"model": f"x:{version}", "input": "a"}
+    )
+    _assert_client_error(response)
+    assert response.json()["error"]["code"] == "invalid_reference"
+
+
+@pytest.mark.parametrize("version", ["%C2%B2", "%D9%A3", HUGE_ID])
+def test_a_v2_path_version_that_is_not_ascii_digits_answers_400(
+    shared_server: RunningServer, version: str
+) -> None:
+    for url in (
+        f"{shared_server.url}/v2/models/x/versions/{version}",
+        f"{shared_server.url}/v2/models/x/versions/{version}/ready",
+    ):
+        _assert_client_error(authed.get(url))
+    infer = {"inputs": [{"name": "text", "shape": [1], "datatype": "BYTES", "data": ["a"]}]}
+    _assert_client_error(
+        authed.post(f"{shared_server.url}/v2/models/x/versions/{version}/infer", json=infer)
+    )
+
+
+def test_a_v2_header_length_in_unicode_digits_answers_400(shared_server: RunningServer) -> None:
+    response = authed.post(
+        f"{shared_server.url}/v2/models/x/infer",
+        content=b'{"inputs": []}',
+        headers={
+            # "²" in Latin-1, the encoding HTTP header bytes are read in
+            "Inference-Header-Content-Length": b"\xb2",
+            "Content-Type": "application/octet-stream",
+        },
+    )
+    _assert_client_error(response)
+
+
+# -- tensor shapes numpy refuses ----------------------------------------------------------------
+
+
+def test_a_bytes_tensor_with_65_dimensions_answers_400(shared_server: RunningServer) -> None:
+    tensor = {"name": "text", "shape": [1] * 65, "datatype": "BYTES", "data": ["a"]}
+    response = authed.post(f"{shared_server.url}/v2/models/x/infer", json={"inputs": [tensor]})
+    _assert_client_error(response)
+    assert "65 dimensions" in response.json()["error"]
+
+
+def test_a_binary_bytes_tensor_with_65_dimensions_answers_400(
+    shared_server: RunningServer,
+) -> None:
+    data = struct.pack("<I", 1) + b"a"
+    header = (
+        '{"inputs": [{"name": "text", "shape": [' + ", ".join(["1"] * 65) + "], "
+        f'"datatype": "BYTES", "parameters": {{"binary_data_size": {len(data)}}}}}]}}'
+    ).encode()
+    response = authed.post(
+        f"{shared_server.url}/v2/models/x/infer",
+        content=header + data,
+        headers={
+            "Inference-Header-Content-Length": str(len(header)),
+            "Content-Type": "application/octet-stream",
+        },
+    )
+    _assert_client_error(response)
+
+
+@pytest.mark.parametrize("datatype", ["BYTES", "FP32"])
+def test_an_empty_tensor_with_a_huge_dimension_answers_400(
+    shared_server: RunningServer, datatype: str
+) -> None:
+    # 0 elements match the empty data, but numpy cannot shape an array with a 2**62 dimension.
+    tensor = {"name": "text", "shape": [2**62, 0], "datatype": datatype, "data": []}
+    response = authed.post(f"{shared_server.url}/v2/models/x/infer", json={"inputs": [tensor]})
+    _assert_client_error(response)
+
+
+# -- ids past what the store can hold -----------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("method", "path"),
+    [
+        ("GET", f"/v1/keys/{HUGE_ID}"),
+        ("POST", f"/v1/keys/{HUGE_ID}/revoke"),
+        ("PUT", f"/v1/keys/{HUGE_ID}/limits"),
+        ("GET", f"/v1/audit?after_id={HUGE_ID}"),
+        ("GET", "/v1/audit?after_id=4e22"),
+        ("GET", f"/v1/usage?key_id={HUGE_ID}"),
+        ("GET", f"/v1/registry/models/malformed-ids/versions/{HUGE_ID}"),
+        ("GET", f"/v1/registry/models/malformed-ids/compare?a=1&b={HUGE_ID}"),
+    ],
+)
+def test_an_id_past_64_bits_answers_400(
+    shared_server: RunningServer, method: str, path: str
+) -> None:
+    body = {"limits": {}} if method == "PUT" else None
+    response = httpx.request(method, f"{shared_server.url}{path}", headers=authed.AUTH, json=body)
+    _assert_client_error(response)
+
+
+# -- empty or malformed source names ------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "source",
+    [
+        {"type": "package", "distribution": ""},
+        {"type": "spacy", "package": ""},
+        {"type": "path", "path": ""},
+        {"type": "hub", "repo_id": ""},
+    ],
+)
+def test_an_empty_source_name_answers_400(
+    shared_server: RunningServer, source: dict[str, str]
+) -> None:
+    response = authed.post(
+        f"{shared_server.url}/v1/registry/models/malformed-source/versions",
+        json={"source": source},
+    )
+    _assert_client_error(response)
+
+
+@pytest.mark.parametrize("package", ["x.", ".x", "."])
+def test_a_relative_or_dotted_package_name_answers_404(
+    shared_server: RunningServer, package: str
+) -> None:
+    response = authed.post(
+        f"{shared_server.url}/v1/registry/models/malformed-source/versions",
+        json={"source": {"type": "spacy", "package": package}},
+    )
+    _assert_client_error(response, 404)
