@@ -4,10 +4,12 @@ answer 500, over real HTTP against a real server."""
 from __future__ import annotations
 
 import struct
+from pathlib import Path
 
 import httpx
 import pytest
 
+from tests.factories import write_hf_model
 from tests.integration import authed
 from tests.integration.conftest import RunningServer
 
@@ -117,13 +119,28 @@ def test_an_empty_tensor_with_a_huge_dimension_answers_400(
         ("GET", f"/v1/usage?key_id={HUGE_ID}"),
         ("GET", f"/v1/registry/models/malformed-ids/versions/{HUGE_ID}"),
         ("GET", f"/v1/registry/models/malformed-ids/compare?a=1&b={HUGE_ID}"),
+        ("GET", f"/v1/training/jobs/job-x/events?after={HUGE_ID}"),
     ],
 )
 def test_an_id_past_64_bits_answers_400(
     shared_server: RunningServer, method: str, path: str
 ) -> None:
-    body = {"limits": {}} if method == "PUT" else None
+    body: dict[str, object] | None = {"limits": {}} if method == "PUT" else None
     response = httpx.request(method, f"{shared_server.url}{path}", headers=authed.AUTH, json=body)
+    _assert_client_error(response)
+
+
+@pytest.mark.parametrize("parent_version", [int(HUGE_ID), 0, -5])
+def test_a_lineage_parent_version_outside_1_to_64_bits_answers_400(
+    shared_server: RunningServer, tmp_path: Path, parent_version: int
+) -> None:
+    response = authed.post(
+        f"{shared_server.url}/v1/registry/models/malformed-lineage/versions",
+        json={
+            "source": {"type": "path", "path": str(write_hf_model(tmp_path / "model"))},
+            "lineage": {"parent_version": parent_version},
+        },
+    )
     _assert_client_error(response)
 
 

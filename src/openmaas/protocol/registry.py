@@ -12,7 +12,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import Field
 
-from openmaas.protocol.common import Response, Schema
+from openmaas.protocol.common import MAX_ROW_ID, Response, Schema
 
 # Names an uploaded model directory never carries: the SDK leaves them out of the archive it
 # packs, and the server skips them in any archive or directory it takes in.
@@ -70,7 +70,7 @@ Source = Annotated[
 
 class LineageIn(Schema):
     source: dict[str, Any] = Field(default_factory=dict)
-    parent_version: int | None = None
+    parent_version: Annotated[int, Field(ge=1, le=MAX_ROW_ID)] | None = None
     transform: str | None = None
     dataset_id: str | None = None
     dataset_sha256: str | None = None

@@ -21,6 +21,7 @@ from openmaas.api.convert.training import (
 )
 from openmaas.api.deps import PrincipalDep, ServicesDep
 from openmaas.api.training_jobs import cancel_job, create_job, training_kind
+from openmaas.protocol.common import MAX_ROW_ID
 from openmaas.protocol.training import (
     PageOut,
     RecipeOut,
@@ -104,7 +105,9 @@ def list_training_job_events(
     job_id: str,
     services: ServicesDep,
     principal: PrincipalDep,
-    after: Annotated[int | None, Query(ge=0, description="Last event id seen.")] = None,
+    after: Annotated[
+        int | None, Query(ge=0, le=MAX_ROW_ID, description="Last event id seen.")
+    ] = None,
     limit: Annotated[int, Query(ge=1, le=MAX_EVENTS_PAGE)] = 100,
     order: Annotated[Literal["asc", "desc"], Query()] = "asc",
 ) -> PageOut[TrainingEventOut]:
