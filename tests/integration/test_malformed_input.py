@@ -12,11 +12,14 @@ import pytest
 from tests.factories import write_hf_model
 from tests.integration import authed
 from tests.integration.conftest import RunningServer
+from tests.runtimes.tiny_models import build_gpt2
 
 pytestmark = pytest.mark.integration
 
 # Past a signed 64-bit integer: SQLite's driver raised OverflowError on it.
 HUGE_ID = "85679111119000354816"
+# The first generation loads the model (torch and transformers) on a busy machine.
+LOAD_TIMEOUT_S = 120.0
 
 
 def _assert_client_error(response: httpx.Response, status: int = 400) -> None:
@@ -175,3 +178,49 @@ def test_a_relative_or_dotted_package_name_answers_404(
         json={"source": {"type": "spacy", "package": package}},
     )
     _assert_client_error(response, 404)
+
+
+# -- sampling parameters at their edges ---------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def tiny_gpt2(shared_server: RunningServer, tmp_path_factory: pytest.TempPathFactory) -> str:
+    directory = build_gpt2(tmp_path_factory.mktemp("malformed-gpt2") / "gpt2")
+    response = authed.post(
+        f"{shared_server.url}/v1/registry/models/malformed-gpt2/versions",
+        json={"source": {"type": "path", "path": str(directory)}},
+    )
+    assert response.status_code == 201, response.text
+    return "malformed-gpt2"
+
+
+@pytest.mark.parametrize("seed", [2**64, -(2**63) - 1, int(HUGE_ID)])
+def test_a_seed_past_64_bits_answers_400(
+    shared_server: RunningServer, tiny_gpt2: str, seed: int
+) -> None:
+    for route, prompt in (("chat/completions", "messages"), ("completions", "prompt")):
+        body = {
+            "model": tiny_gpt2,
+            prompt: [{"role": "user", "content": "hi"}] if prompt == "messages" else "hi",
+            "max_tokens": 2,
+            "seed": seed,
+        }
+        response = authed.post(f"{shared_server.url}/v1/{route}", json=body)
+        _assert_client_error(response)
+        assert response.json()["error"]["param"] == "seed"
+
+
+@pytest.mark.parametrize(
+    "sampling", [{"top_p": 1e-300}, {"temperature": 1e-300}, {"seed": 2**64 - 1}]
+)
+def test_sampling_at_the_edges_of_its_ranges_answers(
+    shared_server: RunningServer, tiny_gpt2: str, sampling: dict[str, float]
+) -> None:
+    # A top_p or temperature that rounds to 0 in float32 left no token to draw (a 500).
+    response = authed.post(
+        f"{shared_server.url}/v1/completions",
+        json={"model": tiny_gpt2, "prompt": "hi", "max_tokens": 3, **sampling},
+        timeout=LOAD_TIMEOUT_S,
+    )
+    assert response.status_code == 200, response.text
+    assert response.json()["usage"]["completion_tokens"] >= 1
