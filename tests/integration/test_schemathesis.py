@@ -10,6 +10,7 @@ run found 14 server errors on 4 operations in 34k requests.
 from __future__ import annotations
 
 from collections.abc import Iterator
+from pathlib import Path
 
 import httpx
 import pytest
@@ -19,6 +20,7 @@ from schemathesis.engine import Status, events
 
 from tests.integration.authed import AUTH
 from tests.integration.conftest import RunningServer, start_server, stop_server
+from tests.runtimes.tiny_models import build_bert, build_gpt2
 
 pytestmark = [pytest.mark.integration, pytest.mark.schemathesis]
 
@@ -29,20 +31,52 @@ MAX_EXAMPLES = 25
 REQUEST_TIMEOUT_S = 30.0
 
 
+# Tiny models the run names half the time where an operation takes a model, so requests reach
+# the registry, the engine and the runtimes instead of stopping at 404.
+MODELS = ("fuzz-classifier", "fuzz-embedder", "fuzz-gpt2")
+# Limits of 0 requests a minute on the admin's project or key would stop the run: the limits
+# operations act on a project and a key of their own.
+SPARE_PROJECT = "fuzz-spare"
+# The delete operations run first: they name a model of their own, or nothing would be left.
+DOOMED = "fuzz-doomed"
+MODEL_PARAMETERS = ("path.name", "path.model_name", "path.model_id", "query.model", "body.model")
+
+
 @pytest.fixture(scope="module")
 def fuzzed_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningServer]:
-    running = start_server(tmp_path_factory.mktemp("schemathesis") / "home")
+    root = tmp_path_factory.mktemp("schemathesis")
+    running = start_server(root / "home", {"OPENMAAS_THREADS": "2"})
+    _register_models(running, root / "models")
     yield running
     stop_server(running)
 
 
+def _register_models(server: RunningServer, root: Path) -> None:
+    directories = {
+        "fuzz-classifier": build_bert(
+            root / "classifier", head="sequence-classification", labels=["no", "yes"]
+        ),
+        "fuzz-embedder": build_bert(root / "embedder"),
+        "fuzz-gpt2": build_gpt2(root / "gpt2"),
+        DOOMED: build_bert(root / "doomed"),
+    }
+    for name, directory in directories.items():
+        response = httpx.post(
+            f"{server.url}/v1/registry/models/{name}/versions",
+            headers=AUTH,
+            json={"source": {"type": "path", "path": str(directory)}},
+            timeout=REQUEST_TIMEOUT_S,
+        )
+        assert response.status_code == 201, response.text
+
+
 def _spare_key_id(server: RunningServer) -> int:
-    response = httpx.post(
-        f"{server.url}/v1/keys",
-        headers=AUTH,
-        json={"name": "schemathesis-spare", "scopes": ["inference"]},
-    )
-    response.raise_for_status()
+    for path, body in (
+        ("projects", {"name": SPARE_PROJECT}),
+        ("keys", {"name": "schemathesis-spare", "scopes": ["inference"], "project": SPARE_PROJECT}),
+    ):
+        response = httpx.post(f"{server.url}/v1/{path}", headers=AUTH, json=body)
+        assert response.status_code == 201, response.text
     key_id: int = response.json()["id"]
     return key_id
 
@@ -55,6 +89,13 @@ def _config(spare_key_id: int) -> schemathesis.Config:
             "workers": 1,  # one at a time: the order of requests, and so the run, repeats
             "request-timeout": REQUEST_TIMEOUT_S,
             "suppress-health-check": ["all"],
+            "dictionaries": {
+                "models": {"values": [*MODELS, f"{MODELS[0]}:1"]},
+                "doomed": {"values": [DOOMED]},
+            },
+            "parameters": {
+                key: {"dictionary": "models", "probability": 0.5} for key in MODEL_PARAMETERS
+            },
             "warnings": False,
             "generation": {"max-examples": MAX_EXAMPLES, "deterministic": True, "database": "none"},
             # Stateful chains need links the schema does not declare.
@@ -66,7 +107,16 @@ def _config(spare_key_id: int) -> schemathesis.Config:
                 {
                     "include-path-regex": r"^/v1/keys/\{key_id\}/(revoke|limits)$",
                     "parameters": {"key_id": spare_key_id},
-                }
+                },
+                {
+                    "include-path": "/v1/projects/{name}/limits",
+                    "parameters": {"path.name": SPARE_PROJECT},
+                },
+                {
+                    "include-method": "DELETE",
+                    "include-path-regex": r"^/v1/registry/models/\{name\}",
+                    "parameters": {"path.name": {"dictionary": "doomed", "probability": 0.5}},
+                },
             ],
         }
     )
