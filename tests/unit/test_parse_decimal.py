@@ -17,7 +17,11 @@ def test_ascii_digits_parse(text: str, value: int) -> None:
 
 @pytest.mark.parametrize(
     "text",
-    ["", "²", "٣", "１", "1_000", " 1", "1 ", "+1", "-1", "1e3", str(MAX_ROW_ID + 1), "9" * 400],
+    [
+        *("", "²", "٣", "\uff11"),  # empty; superscript, Arabic-Indic and fullwidth digits
+        *("1_000", " 1", "1 ", "+1", "-1", "1e3"),  # what int() or float() would accept
+        *(str(MAX_ROW_ID + 1), "9" * 400),
+    ],
 )
 def test_anything_else_is_none(text: str) -> None:
     assert parse_decimal(text) is None
