@@ -224,3 +224,76 @@ def test_sampling_at_the_edges_of_its_ranges_answers(
     )
     assert response.status_code == 200, response.text
     assert response.json()["usage"]["completion_tokens"] >= 1
+
+
+# -- strings that are not Unicode text -----------------------------------------------------------
+
+LONE_SURROGATE = rb'"\ud800"'
+
+
+def test_a_lone_surrogate_in_tags_answers_400_and_listings_keep_working(
+    shared_server: RunningServer, tmp_path: Path
+) -> None:
+    # It was stored, and every listing that showed the model answered 500 from then on.
+    name = "malformed-surrogate"
+    register = authed.post(
+        f"{shared_server.url}/v1/registry/models/{name}/versions",
+        json={"source": {"type": "path", "path": str(write_hf_model(tmp_path / "model"))}},
+    )
+    assert register.status_code == 201, register.text
+    for method, path in (("PATCH", name), ("PATCH", f"{name}/versions/1")):
+        response = httpx.request(
+            method,
+            f"{shared_server.url}/v1/registry/models/{path}",
+            headers={**authed.AUTH, "Content-Type": "application/json"},
+            content=b'{"tags": {"t": ' + LONE_SURROGATE + b"}}",
+        )
+        _assert_client_error(response)
+        assert "surrogate" in response.json()["error"]["message"]
+    assert authed.get(f"{shared_server.url}/v1/registry/models").status_code == 200
+    assert authed.get(f"{shared_server.url}/v1/registry/models/{name}").status_code == 200
+
+
+@pytest.fixture(scope="module")
+def tiny_classifier(shared_server: RunningServer, tmp_path_factory: pytest.TempPathFactory) -> str:
+    directory = write_hf_model(tmp_path_factory.mktemp("malformed-classifier") / "model")
+    response = authed.post(
+        f"{shared_server.url}/v1/registry/models/malformed-classifier/versions",
+        json={"source": {"type": "path", "path": str(directory)}},
+    )
+    assert response.status_code == 201, response.text
+    return "malformed-classifier"
+
+
+def test_a_lone_surrogate_in_an_input_answers_400(
+    shared_server: RunningServer, tiny_classifier: str, tiny_gpt2: str
+) -> None:
+    # The tokenizer raised a TypeError on it (a 500).
+    for route, model, field in (
+        ("classify", tiny_classifier, b'"input"'),
+        ("moderations", tiny_classifier, b'"input"'),
+        ("completions", tiny_gpt2, b'"prompt"'),
+    ):
+        response = httpx.post(
+            f"{shared_server.url}/v1/{route}",
+            headers={**authed.AUTH, "Content-Type": "application/json"},
+            content=b'{"model": "%s", %s: %s}' % (model.encode(), field, LONE_SURROGATE),
+            timeout=LOAD_TIMEOUT_S,
+        )
+        _assert_client_error(response)
+
+
+def test_a_surrogate_pair_is_one_character(shared_server: RunningServer, tmp_path: Path) -> None:
+    name = "malformed-emoji"
+    register = authed.post(
+        f"{shared_server.url}/v1/registry/models/{name}/versions",
+        json={"source": {"type": "path", "path": str(write_hf_model(tmp_path / "model"))}},
+    )
+    assert register.status_code == 201, register.text
+    response = httpx.patch(
+        f"{shared_server.url}/v1/registry/models/{name}",
+        headers={**authed.AUTH, "Content-Type": "application/json"},
+        content=rb'{"tags": {"mood": "\ud83d\ude00"}}',
+    )
+    assert response.status_code == 200, response.text
+    assert response.json()["tags"] == {"mood": "\U0001f600"}

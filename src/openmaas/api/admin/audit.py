@@ -9,11 +9,12 @@ from fastapi import APIRouter, Query
 
 from openmaas.api.convert.metering import audit_event_out
 from openmaas.api.deps import PrincipalDep, ServicesDep
+from openmaas.api.json_body import StrictJSONRoute
 from openmaas.api.query import TIMESTAMP_HINT, parse_timestamp
 from openmaas.protocol.common import MAX_ROW_ID
 from openmaas.protocol.metering import AuditListOut
 
-router = APIRouter(prefix="/v1/audit", tags=["metering"])
+router = APIRouter(route_class=StrictJSONRoute, prefix="/v1/audit", tags=["metering"])
 
 MAX_PAGE = 1000
 

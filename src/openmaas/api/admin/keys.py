@@ -13,6 +13,7 @@ from fastapi import APIRouter, Depends, Query, status
 from openmaas.api.auditor import AuditorDep
 from openmaas.api.convert.admin import key_out, project_out
 from openmaas.api.deps import PrincipalDep, ServicesDep, requires
+from openmaas.api.json_body import StrictJSONRoute
 from openmaas.api.params import KeyIdPath
 from openmaas.auth.policy import LimitPolicy
 from openmaas.auth.scopes import Scope
@@ -27,7 +28,7 @@ from openmaas.protocol.admin import (
 )
 from openmaas.protocol.common import ListOut
 
-router = APIRouter(prefix="/v1", tags=["admin"])
+router = APIRouter(route_class=StrictJSONRoute, prefix="/v1", tags=["admin"])
 _ADMIN = [Depends(requires(Scope.ADMIN))]
 
 

@@ -26,6 +26,7 @@ from openmaas.api.convert.registry import (
     version_out,
 )
 from openmaas.api.deps import PrincipalDep, RegistryDep, caller, requires
+from openmaas.api.json_body import StrictJSONRoute
 from openmaas.api.params import VersionPath
 from openmaas.auth.scopes import Scope
 from openmaas.errors import InvalidRequest
@@ -54,7 +55,12 @@ from openmaas.registry.entities import (
 from openmaas.registry.registration import VersionSpec
 from openmaas.registry.sources import SourceRef
 
-router = APIRouter(prefix="/v1/registry", tags=["registry"], dependencies=[Depends(caller)])
+router = APIRouter(
+    route_class=StrictJSONRoute,
+    prefix="/v1/registry",
+    tags=["registry"],
+    dependencies=[Depends(caller)],
+)
 
 
 def _spec(meta: VersionMetadata) -> VersionSpec:

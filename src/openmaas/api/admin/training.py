@@ -20,6 +20,7 @@ from openmaas.api.convert.training import (
     training_job_out,
 )
 from openmaas.api.deps import PrincipalDep, ServicesDep
+from openmaas.api.json_body import StrictJSONRoute
 from openmaas.api.training_jobs import cancel_job, create_job, training_kind
 from openmaas.protocol.common import MAX_ROW_ID
 from openmaas.protocol.training import (
@@ -32,7 +33,7 @@ from openmaas.protocol.training import (
 )
 from openmaas.training.requests import EarlyStopping, JobRequest
 
-router = APIRouter(prefix="/v1/training", tags=["training"])
+router = APIRouter(route_class=StrictJSONRoute, prefix="/v1/training", tags=["training"])
 
 MAX_PAGE = 100
 MAX_EVENTS_PAGE = 1000

@@ -14,6 +14,7 @@ from fastapi.responses import Response
 
 from openmaas.api.convert.metering import usage_group_out
 from openmaas.api.deps import PrincipalDep, ServicesDep
+from openmaas.api.json_body import StrictJSONRoute
 from openmaas.api.query import TIMESTAMP_HINT, parse_timestamp, split_list
 from openmaas.metering.usage import (
     DEFAULT_GROUP_BY,
@@ -25,7 +26,7 @@ from openmaas.metering.usage import (
 from openmaas.protocol.common import MAX_ROW_ID
 from openmaas.protocol.metering import UsageReportOut
 
-router = APIRouter(prefix="/v1/usage", tags=["metering"])
+router = APIRouter(route_class=StrictJSONRoute, prefix="/v1/usage", tags=["metering"])
 
 DEFAULT_WINDOW = timedelta(days=30)
 

@@ -27,6 +27,7 @@ from sqlalchemy import text as sql
 
 from openmaas import __version__
 from openmaas.api.deps import EngineDep, PrincipalDep, ServicesDep, requires
+from openmaas.api.json_body import StrictJSONRoute
 from openmaas.api.responses import VERSION_HEADER, mark_model
 from openmaas.api.v2.adapter import (
     facts,
@@ -57,7 +58,7 @@ from openmaas.serving.engine import InferenceEngine
 
 # Server metadata and health answer without a key (orchestrators probe them); every model
 # route needs one. Scopes per route below.
-router = APIRouter(tags=["open-inference-v2"])
+router = APIRouter(route_class=StrictJSONRoute, tags=["open-inference-v2"])
 _DESCRIBE = [Depends(requires(Scope.INFERENCE, Scope.MODELS_READ))]
 _INFER = [Depends(requires(Scope.INFERENCE))]
 _MANAGE = [Depends(requires(Scope.MODELS_WRITE))]
