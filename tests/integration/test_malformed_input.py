@@ -133,6 +133,16 @@ def test_an_id_past_64_bits_answers_400(
     _assert_client_error(response)
 
 
+def test_an_alias_to_a_version_past_64_bits_answers_400(
+    shared_server: RunningServer, tiny_classifier: str
+) -> None:
+    response = authed.put(
+        f"{shared_server.url}/v1/registry/models/{tiny_classifier}/aliases/prod",
+        json={"version": int(HUGE_ID)},
+    )
+    _assert_client_error(response)
+
+
 @pytest.mark.parametrize("parent_version", [int(HUGE_ID), 0, -5])
 def test_a_lineage_parent_version_outside_1_to_64_bits_answers_400(
     shared_server: RunningServer, tmp_path: Path, parent_version: int

@@ -103,7 +103,7 @@ class MetadataPatch(Schema):
 
 
 class AliasRequest(Schema):
-    version: int = Field(ge=1)
+    version: int = Field(ge=1, le=MAX_ROW_ID)
     reason: str = Field(default="", max_length=2_000)
 
 
