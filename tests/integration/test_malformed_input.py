@@ -133,6 +133,25 @@ def test_an_id_past_64_bits_answers_400(
     _assert_client_error(response)
 
 
+@pytest.mark.parametrize("route", ["audit", "usage"])
+@pytest.mark.parametrize(
+    "query",
+    [
+        "start=9999-12-31T23:59:59-23:59",  # the year 10000 in UTC
+        "end=0001-01-01T00:00:00%2B23:59",  # the year 0 in UTC
+        "end=0001-01-01T00:00:00",  # the default start, 30 days before, is the year 0
+    ],
+)
+def test_a_timestamp_outside_the_years_1_to_9999_in_utc_answers_400(
+    shared_server: RunningServer, route: str, query: str
+) -> None:
+    response = authed.get(f"{shared_server.url}/v1/{route}?{query}")
+    if route == "audit" and query.endswith("T00:00:00"):
+        assert response.status_code == 200, response.text  # a window that holds nothing
+    else:
+        _assert_client_error(response)
+
+
 def test_an_alias_to_a_version_past_64_bits_answers_400(
     shared_server: RunningServer, tiny_classifier: str
 ) -> None:

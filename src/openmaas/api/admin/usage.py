@@ -29,6 +29,8 @@ from openmaas.protocol.metering import UsageReportOut
 router = APIRouter(route_class=StrictJSONRoute, prefix="/v1/usage", tags=["metering"])
 
 DEFAULT_WINDOW = timedelta(days=30)
+# Where a default window starting before the year 1 starts instead (subtracting overflowed).
+EARLIEST = datetime.min.replace(tzinfo=UTC)
 
 StartQuery = Annotated[
     str | None, Query(description=f"Inclusive; default 30 days before end. {TIMESTAMP_HINT}.")
@@ -65,7 +67,9 @@ def get_usage(
 ) -> UsageReportOut | Response:
     usage = services.usage
     until = parse_timestamp(end, "end") or datetime.now(UTC)
-    since = parse_timestamp(start, "start") or until - DEFAULT_WINDOW
+    since = (
+        parse_timestamp(start, "start") or max(until, EARLIEST + DEFAULT_WINDOW) - DEFAULT_WINDOW
+    )
     since, until = check_window(since, until)
     # Absent: the default grouping; present but empty (`?group_by=`): totals only.
     groups = None if group_by is None else check_group_by(split_list(group_by))
