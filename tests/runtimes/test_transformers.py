@@ -504,6 +504,18 @@ def test_invalid_sampling_params_are_refused(load: Loader) -> None:
             model.generate("Hi", params)
 
 
+def test_sampling_at_the_edges_of_its_ranges_draws_a_token(load: Loader) -> None:
+    # Issue 13: a top_p or temperature that rounds to 0 in float32 left nothing to draw, and
+    # a seed past 64 bits overflowed the generator; both raised a 500.
+    model = load("gpt2", "text-generation")
+    greedy, _ = run(model, "The old man", max_tokens=5, temperature=0.0)
+    assert run(model, "The old man", max_tokens=5, top_p=1e-300, seed=1)[0] == greedy
+    assert run(model, "The old man", max_tokens=5, temperature=1e-300, seed=1)[0] == greedy
+    run(model, "The old man", max_tokens=2, seed=2**64 - 1)
+    with pytest.raises(InvalidRequest):
+        model.generate("Hi", GenerationParams(seed=2**64))
+
+
 def test_a_tiny_nucleus_samples_the_greedy_choice(load: Loader) -> None:
     model = load("gpt2", "text-generation")
     greedy, _ = run(model, "The old man", max_tokens=15, temperature=0.0)

@@ -39,7 +39,8 @@ NO_CALLER: dict[str, set[str]] = {
     "UsageRecorder": {"close", "flush", "knows_project", "record", "start"},
     "AuditLog": {"record"},
     "JobService": {"kind"},
-    "InferenceEngine": {"close", "is_loaded", "start"},
+    # token_bound/generation_bound: upper bounds of a request's tokens from its inputs alone
+    "InferenceEngine": {"close", "generation_bound", "is_loaded", "start", "token_bound"},
     # the built-in catalog: public definitions, registered as SYSTEM
     "CatalogService": {"entries", "get", "register", "register_available"},
 }

@@ -93,7 +93,8 @@ class BodyLimitMiddleware:
         template = self.template_of(scope) if self.template_of and self.routes else None
         limit = self.routes.get(template, self.limit) if template else self.limit
         declared = _header(scope, b"content-length")
-        if declared.isdigit() and int(declared) > limit:
+        # Any digits, not just those `parse_decimal` bounds: a huge length is still too large.
+        if declared.isascii() and declared.isdigit() and int(declared) > limit:
             await _send_too_large(send, limit, path)
             return
         received = 0

@@ -25,7 +25,14 @@ def parse_timestamp(value: str | None, param: str) -> datetime | None:
         raise InvalidRequest(
             f"{param}: {value!r} is not a timestamp; {TIMESTAMP_HINT}", param=param
         ) from None
-    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
+    if moment.tzinfo is None:
+        return moment.replace(tzinfo=UTC)
+    try:
+        return moment.astimezone(UTC)
+    except OverflowError:  # 9999-12-31T23:59-01:00 is in the year 10000 in UTC
+        raise InvalidRequest(
+            f"{param}: {value!r} is outside the years 1 to 9999 in UTC", param=param
+        ) from None
 
 
 def split_list(values: list[str] | None) -> list[str]:

@@ -21,6 +21,7 @@ from openmaas.auth.entities import SYSTEM
 from openmaas.errors import NotFound
 from openmaas.jobs.context import finite
 from openmaas.jobs.entities import Job
+from openmaas.protocol.common import parse_decimal
 from openmaas.registry.composition import Registry
 from openmaas.registry.entities import Lineage, ModelVersion
 from openmaas.registry.registration import VersionSpec
@@ -93,4 +94,4 @@ def _parent_version(model_name: str, base: str | None) -> int | None:
     if base is None:
         return None
     name, _, version = base.rpartition(":")
-    return int(version) if name == model_name and version.isdigit() else None
+    return parse_decimal(version) if name == model_name else None

@@ -17,6 +17,28 @@ from pydantic import BaseModel, ConfigDict
 
 T = TypeVar("T")
 
+# Ids and version numbers are signed 64-bit integers in SQLite and PostgreSQL: a larger number
+# names no row, and SQLite's driver raises OverflowError on it instead of finding nothing.
+MAX_ROW_ID = 2**63 - 1
+_ASCII_DIGITS = frozenset("0123456789")
+
+
+def parse_decimal(text: str, maximum: int = MAX_ROW_ID) -> int | None:
+    """`text` as a number of ASCII digits up to `maximum`, or None.
+
+    `str.isdigit()` also accepts digits such as `²` that `int()` refuses (and `int()` accepts
+    other scripts' digits, spaces, signs and underscores), so wire numbers are parsed here.
+
+    Example::
+
+        parse_decimal("12")  # 12
+        parse_decimal("²")  # None
+    """
+    if not text or len(text) > len(str(maximum)) or not _ASCII_DIGITS.issuperset(text):
+        return None
+    value = int(text)
+    return value if value <= maximum else None
+
 
 class Schema(BaseModel):
     """A request body of our own API: unknown fields are a mistake worth a 400."""

@@ -119,7 +119,8 @@ class _GenerationRequest(_Request):
     top_p: float = Field(default=1.0, gt=0, le=1)
     n: int = Field(default=1, ge=1)
     stop: str | list[str] | None = None
-    seed: int | None = None
+    # A 64-bit seed, as the sampler's generator takes; a larger one raised a 500 (issue 13).
+    seed: int | None = Field(default=None, ge=-(2**63), le=2**64 - 1)
     stream: bool = False
     stream_options: StreamOptions | None = None
     presence_penalty: float = 0.0

@@ -12,11 +12,14 @@ from typing import Annotated, Any, Literal
 
 from pydantic import Field
 
-from openmaas.protocol.common import Response, Schema
+from openmaas.protocol.common import MAX_ROW_ID, Response, Schema
 
 # Names an uploaded model directory never carries: the SDK leaves them out of the archive it
 # packs, and the server skips them in any archive or directory it takes in.
 SKIPPED_NAMES = frozenset({".git", "__pycache__", ".DS_Store", ".ipynb_checkpoints", ".cache"})
+
+# What a source names (a path, a package, a repository): an empty one names nothing.
+SourceName = Annotated[str, Field(min_length=1)]
 
 # -- requests ------------------------------------------------------------------------------
 
@@ -25,14 +28,14 @@ class PathSource(Schema):
     """A model directory (or a single .onnx file) on the server's filesystem."""
 
     type: Literal["path"] = "path"
-    path: str
+    path: SourceName
 
 
 class OnnxSource(Schema):
     """An .onnx file plus the directory holding its tokenizer, both on the server."""
 
     type: Literal["onnx"] = "onnx"
-    path: str
+    path: SourceName
     tokenizer_path: str | None = None
 
 
@@ -40,14 +43,14 @@ class SpacySource(Schema):
     """An installed spaCy pipeline package, by package name."""
 
     type: Literal["spacy"] = "spacy"
-    package: str
+    package: SourceName
 
 
 class PackageSource(Schema):
     """An installed Python distribution that ships a model directory."""
 
     type: Literal["package"] = "package"
-    distribution: str
+    distribution: SourceName
     subpath: str | None = None
 
 
@@ -55,7 +58,7 @@ class HubSource(Schema):
     """A Hugging Face Hub repository (the server needs network access)."""
 
     type: Literal["hub"] = "hub"
-    repo_id: str
+    repo_id: SourceName
     revision: str | None = None
 
 
@@ -67,7 +70,7 @@ Source = Annotated[
 
 class LineageIn(Schema):
     source: dict[str, Any] = Field(default_factory=dict)
-    parent_version: int | None = None
+    parent_version: Annotated[int, Field(ge=1, le=MAX_ROW_ID)] | None = None
     transform: str | None = None
     dataset_id: str | None = None
     dataset_sha256: str | None = None
@@ -100,7 +103,7 @@ class MetadataPatch(Schema):
 
 
 class AliasRequest(Schema):
-    version: int = Field(ge=1)
+    version: int = Field(ge=1, le=MAX_ROW_ID)
     reason: str = Field(default="", max_length=2_000)
 
 

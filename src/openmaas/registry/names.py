@@ -12,6 +12,7 @@ import re
 from dataclasses import dataclass
 
 from openmaas.errors import InvalidName, InvalidReference
+from openmaas.protocol.common import parse_decimal
 
 # Checked with fullmatch: `$` would also match before a trailing newline ("bad\n").
 MODEL_NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
@@ -69,10 +70,11 @@ def parse_reference(text: str) -> Reference:
         return Reference(check_model_name(name), alias=check_alias(alias, settable=False))
     if ":" in text:
         name, version_text = text.split(":", 1)
-        if not version_text.isdigit() or int(version_text) < 1:
+        version = parse_decimal(version_text)
+        if version is None or version < 1:
             raise InvalidReference(
                 f"invalid version {version_text!r} in {text!r}: versions are 1, 2, 3, ...",
                 param="model",
             )
-        return Reference(check_model_name(name), version=int(version_text))
+        return Reference(check_model_name(name), version=version)
     return Reference(check_model_name(text))

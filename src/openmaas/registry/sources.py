@@ -106,8 +106,9 @@ def package_allowed(name: str, allowed: Collection[str]) -> bool:
 
 
 def _given(value: str | None, name: str) -> str:
-    if value is None:
-        raise InvalidRequest(f"the source needs {name!r}", param=f"source.{name}")
+    # Empty is refused too: `importlib.metadata.distribution("")` raises ValueError (a 500).
+    if not value:
+        raise InvalidRequest(f"the source needs a non-empty {name!r}", param=f"source.{name}")
     return value
 
 

@@ -38,6 +38,9 @@ from openmaas.tasks.text_generation import GenerationDelta, GenerationParams
 
 # -- decoding pieces --------------------------------------------------------------------------
 
+# What torch.Generator.manual_seed takes: a signed or unsigned 64-bit integer.
+SEED_MIN, SEED_MAX = -(2**63), 2**64 - 1
+
 
 class TokenSampler:
     """Picks the next token: argmax at temperature 0, else a draw from the temperature-scaled
@@ -48,6 +51,10 @@ class TokenSampler:
             raise InvalidRequest("temperature must be 0 or more", param="temperature")
         if not 0 < params.top_p <= 1:
             raise InvalidRequest("top_p must be in (0, 1]", param="top_p")
+        if params.seed is not None and not SEED_MIN <= params.seed <= SEED_MAX:
+            raise InvalidRequest(
+                f"seed must be a whole number from {SEED_MIN} to {SEED_MAX}", param="seed"
+            )
         self.temperature = params.temperature
         self.top_p = params.top_p
         self.generator = torch.Generator(device=device)
@@ -60,11 +67,15 @@ class TokenSampler:
         """`logits`: (vocabulary,) for the next position."""
         if self.temperature == 0:
             return int(torch.argmax(logits))
-        probabilities = torch.softmax(logits.float() / self.temperature, dim=-1)
+        # In float64 and from the largest logit: a tiny temperature or top_p rounded to 0 in
+        # float32 (0/0 is NaN, and a cut at 0 kept no token), and multinomial raised a 500.
+        scaled = (logits.double() - logits.max().double()) / self.temperature
+        probabilities = torch.softmax(scaled, dim=-1)
         ordered, order = torch.sort(probabilities, descending=True)
         if self.top_p < 1:
             # Keep the most likely tokens up to and including the one that crosses top_p.
             outside = torch.cumsum(ordered, dim=-1) - ordered >= self.top_p
+            outside[0] = False  # the most likely token always stays
             ordered = ordered.masked_fill(outside, 0.0)
         choice = torch.multinomial(ordered, 1, generator=self.generator)
         return int(order[choice])

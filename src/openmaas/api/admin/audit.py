@@ -9,10 +9,12 @@ from fastapi import APIRouter, Query
 
 from openmaas.api.convert.metering import audit_event_out
 from openmaas.api.deps import PrincipalDep, ServicesDep
+from openmaas.api.json_body import StrictJSONRoute
 from openmaas.api.query import TIMESTAMP_HINT, parse_timestamp
+from openmaas.protocol.common import MAX_ROW_ID
 from openmaas.protocol.metering import AuditListOut
 
-router = APIRouter(prefix="/v1/audit", tags=["metering"])
+router = APIRouter(route_class=StrictJSONRoute, prefix="/v1/audit", tags=["metering"])
 
 MAX_PAGE = 1000
 
@@ -31,7 +33,9 @@ def list_audit_events(
         Query(max_length=512, description="A target and everything under it: models/bert."),
     ] = None,
     limit: Annotated[int, Query(ge=1, le=MAX_PAGE)] = 100,
-    after_id: Annotated[int | None, Query(ge=0, description="next_after_id of a page.")] = None,
+    after_id: Annotated[
+        int | None, Query(ge=0, le=MAX_ROW_ID, description="next_after_id of a page.")
+    ] = None,
 ) -> AuditListOut:
     """Audit events oldest first; page with `after_id`. Needs an `admin` key."""
     events = services.audit.query(

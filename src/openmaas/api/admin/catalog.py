@@ -6,9 +6,15 @@ from fastapi import APIRouter, Depends
 
 from openmaas.api.convert.catalog import catalog_entry_out
 from openmaas.api.deps import CatalogDep, caller
+from openmaas.api.json_body import StrictJSONRoute
 from openmaas.protocol.catalog import CatalogEntryOut, CatalogListOut
 
-router = APIRouter(prefix="/v1/catalog", tags=["catalog"], dependencies=[Depends(caller)])
+router = APIRouter(
+    route_class=StrictJSONRoute,
+    prefix="/v1/catalog",
+    tags=["catalog"],
+    dependencies=[Depends(caller)],
+)
 
 
 @router.get("")

@@ -16,6 +16,7 @@ from openmaas.api.auditor import AuditorDep
 from openmaas.api.convert.datasets import dataset_out, dataset_summary_out
 from openmaas.api.dataset_audit import record_created, record_deleted
 from openmaas.api.deps import PrincipalDep, ServicesDep
+from openmaas.api.json_body import StrictJSONRoute
 from openmaas.datasets.formats import content_sha256
 from openmaas.datasets.split import parse_ratios
 from openmaas.datasets.stats import label_counts
@@ -28,7 +29,7 @@ from openmaas.protocol.datasets import (
     SplitPartOut,
 )
 
-router = APIRouter(prefix="/v1/datasets", tags=["datasets"])
+router = APIRouter(route_class=StrictJSONRoute, prefix="/v1/datasets", tags=["datasets"])
 
 
 @router.post("", status_code=status.HTTP_201_CREATED)

@@ -13,6 +13,8 @@ from fastapi import APIRouter, Depends, Query, status
 from openmaas.api.auditor import AuditorDep
 from openmaas.api.convert.admin import key_out, project_out
 from openmaas.api.deps import PrincipalDep, ServicesDep, requires
+from openmaas.api.json_body import StrictJSONRoute
+from openmaas.api.params import KeyIdPath
 from openmaas.auth.policy import LimitPolicy
 from openmaas.auth.scopes import Scope
 from openmaas.protocol.admin import (
@@ -26,7 +28,7 @@ from openmaas.protocol.admin import (
 )
 from openmaas.protocol.common import ListOut
 
-router = APIRouter(prefix="/v1", tags=["admin"])
+router = APIRouter(route_class=StrictJSONRoute, prefix="/v1", tags=["admin"])
 _ADMIN = [Depends(requires(Scope.ADMIN))]
 
 
@@ -115,13 +117,13 @@ def list_keys(
 
 
 @router.get("/keys/{key_id}", dependencies=_ADMIN)
-def get_key(key_id: int, services: ServicesDep, who: PrincipalDep) -> KeyOut:
+def get_key(key_id: KeyIdPath, services: ServicesDep, who: PrincipalDep) -> KeyOut:
     return key_out(services.auth.get_key(key_id, caller=who))
 
 
 @router.post("/keys/{key_id}/revoke", dependencies=_ADMIN)
 def revoke_key(
-    key_id: int, services: ServicesDep, who: PrincipalDep, auditor: AuditorDep
+    key_id: KeyIdPath, services: ServicesDep, who: PrincipalDep, auditor: AuditorDep
 ) -> KeyOut:
     before = key_out(services.auth.get_key(key_id, caller=who))
     after = key_out(services.auth.revoke_key(key_id, caller=who, actor=who.actor))
@@ -133,7 +135,11 @@ def revoke_key(
 
 @router.put("/keys/{key_id}/limits", dependencies=_ADMIN)
 def set_key_limits(
-    key_id: int, body: LimitsUpdate, services: ServicesDep, who: PrincipalDep, auditor: AuditorDep
+    key_id: KeyIdPath,
+    body: LimitsUpdate,
+    services: ServicesDep,
+    who: PrincipalDep,
+    auditor: AuditorDep,
 ) -> KeyOut:
     before, after = services.auth.set_key_limits(key_id, _limits(body.limits), caller=who)
     services.authenticator.forget(key_id=key_id)

@@ -26,9 +26,11 @@ from openmaas.api.convert.registry import (
     version_out,
 )
 from openmaas.api.deps import PrincipalDep, RegistryDep, caller, requires
+from openmaas.api.json_body import StrictJSONRoute
+from openmaas.api.params import VersionPath
 from openmaas.auth.scopes import Scope
 from openmaas.errors import InvalidRequest
-from openmaas.protocol.common import ListOut
+from openmaas.protocol.common import MAX_ROW_ID, ListOut
 from openmaas.protocol.registry import (
     AliasEventOut,
     AliasMoveOut,
@@ -53,7 +55,12 @@ from openmaas.registry.entities import (
 from openmaas.registry.registration import VersionSpec
 from openmaas.registry.sources import SourceRef
 
-router = APIRouter(prefix="/v1/registry", tags=["registry"], dependencies=[Depends(caller)])
+router = APIRouter(
+    route_class=StrictJSONRoute,
+    prefix="/v1/registry",
+    tags=["registry"],
+    dependencies=[Depends(caller)],
+)
 
 
 def _spec(meta: VersionMetadata) -> VersionSpec:
@@ -242,14 +249,16 @@ def list_versions(name: str, registry: RegistryDep, who: PrincipalDep) -> ListOu
 
 
 @router.get("/models/{name}/versions/{version}")
-def get_version(name: str, version: int, registry: RegistryDep, who: PrincipalDep) -> VersionOut:
+def get_version(
+    name: str, version: VersionPath, registry: RegistryDep, who: PrincipalDep
+) -> VersionOut:
     return version_out(registry.get_version(name, version, caller=who))
 
 
 @router.patch("/models/{name}/versions/{version}")
 def update_version(
     name: str,
-    version: int,
+    version: VersionPath,
     body: MetadataPatch,
     registry: RegistryDep,
     who: PrincipalDep,
@@ -265,7 +274,7 @@ def update_version(
 
 @router.delete("/models/{name}/versions/{version}")
 def delete_version(
-    name: str, version: int, registry: RegistryDep, who: PrincipalDep, auditor: AuditorDep
+    name: str, version: VersionPath, registry: RegistryDep, who: PrincipalDep, auditor: AuditorDep
 ) -> dict[str, object]:
     before = _version_state(registry.get_version(name, version, caller=who))
     registry.store.delete_version(name, version, caller=who)
@@ -275,14 +284,16 @@ def delete_version(
 
 @router.get("/models/{name}/versions/{version}/history")
 def version_metadata_history(
-    name: str, version: int, registry: RegistryDep, who: PrincipalDep
+    name: str, version: VersionPath, registry: RegistryDep, who: PrincipalDep
 ) -> ListOut[MetadataEditOut]:
     edits = registry.store.metadata_history(name, version, caller=who)
     return ListOut(data=[metadata_edit_out(e) for e in edits])
 
 
 @router.post("/models/{name}/versions/{version}/verify")
-def verify_version(name: str, version: int, registry: RegistryDep, who: PrincipalDep) -> VerifyOut:
+def verify_version(
+    name: str, version: VersionPath, registry: RegistryDep, who: PrincipalDep
+) -> VerifyOut:
     return verify_out(registry.files.verify(name, version, caller=who))
 
 
@@ -291,8 +302,8 @@ def compare_versions(
     name: str,
     registry: RegistryDep,
     who: PrincipalDep,
-    a: Annotated[int, Query(ge=1, description="First version.")],
-    b: Annotated[int, Query(ge=1, description="Second version.")],
+    a: Annotated[int, Query(ge=1, le=MAX_ROW_ID, description="First version.")],
+    b: Annotated[int, Query(ge=1, le=MAX_ROW_ID, description="Second version.")],
 ) -> CompareOut:
     return compare_out(registry.store.compare(name, a, b, caller=who))
 

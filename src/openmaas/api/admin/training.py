@@ -20,7 +20,9 @@ from openmaas.api.convert.training import (
     training_job_out,
 )
 from openmaas.api.deps import PrincipalDep, ServicesDep
+from openmaas.api.json_body import StrictJSONRoute
 from openmaas.api.training_jobs import cancel_job, create_job, training_kind
+from openmaas.protocol.common import MAX_ROW_ID
 from openmaas.protocol.training import (
     PageOut,
     RecipeOut,
@@ -31,7 +33,7 @@ from openmaas.protocol.training import (
 )
 from openmaas.training.requests import EarlyStopping, JobRequest
 
-router = APIRouter(prefix="/v1/training", tags=["training"])
+router = APIRouter(route_class=StrictJSONRoute, prefix="/v1/training", tags=["training"])
 
 MAX_PAGE = 100
 MAX_EVENTS_PAGE = 1000
@@ -104,7 +106,9 @@ def list_training_job_events(
     job_id: str,
     services: ServicesDep,
     principal: PrincipalDep,
-    after: Annotated[int | None, Query(ge=0, description="Last event id seen.")] = None,
+    after: Annotated[
+        int | None, Query(ge=0, le=MAX_ROW_ID, description="Last event id seen.")
+    ] = None,
     limit: Annotated[int, Query(ge=1, le=MAX_EVENTS_PAGE)] = 100,
     order: Annotated[Literal["asc", "desc"], Query()] = "asc",
 ) -> PageOut[TrainingEventOut]:

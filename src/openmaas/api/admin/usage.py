@@ -14,6 +14,7 @@ from fastapi.responses import Response
 
 from openmaas.api.convert.metering import usage_group_out
 from openmaas.api.deps import PrincipalDep, ServicesDep
+from openmaas.api.json_body import StrictJSONRoute
 from openmaas.api.query import TIMESTAMP_HINT, parse_timestamp, split_list
 from openmaas.metering.usage import (
     DEFAULT_GROUP_BY,
@@ -22,11 +23,14 @@ from openmaas.metering.usage import (
     check_group_by,
     check_window,
 )
+from openmaas.protocol.common import MAX_ROW_ID
 from openmaas.protocol.metering import UsageReportOut
 
-router = APIRouter(prefix="/v1/usage", tags=["metering"])
+router = APIRouter(route_class=StrictJSONRoute, prefix="/v1/usage", tags=["metering"])
 
 DEFAULT_WINDOW = timedelta(days=30)
+# Where a default window starting before the year 1 starts instead (subtracting overflowed).
+EARLIEST = datetime.min.replace(tzinfo=UTC)
 
 StartQuery = Annotated[
     str | None, Query(description=f"Inclusive; default 30 days before end. {TIMESTAMP_HINT}.")
@@ -53,7 +57,7 @@ def get_usage(
     start: StartQuery = None,
     end: EndQuery = None,
     project: Annotated[str | None, Query(max_length=128)] = None,
-    key_id: Annotated[int | None, Query(ge=0)] = None,
+    key_id: Annotated[int | None, Query(ge=0, le=MAX_ROW_ID)] = None,
     key_prefix: Annotated[str | None, Query(max_length=16)] = None,
     model: Annotated[str | None, Query(max_length=128)] = None,
     group_by: GroupByQuery = None,
@@ -63,7 +67,9 @@ def get_usage(
 ) -> UsageReportOut | Response:
     usage = services.usage
     until = parse_timestamp(end, "end") or datetime.now(UTC)
-    since = parse_timestamp(start, "start") or until - DEFAULT_WINDOW
+    since = (
+        parse_timestamp(start, "start") or max(until, EARLIEST + DEFAULT_WINDOW) - DEFAULT_WINDOW
+    )
     since, until = check_window(since, until)
     # Absent: the default grouping; present but empty (`?group_by=`): totals only.
     groups = None if group_by is None else check_group_by(split_list(group_by))

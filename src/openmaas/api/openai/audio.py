@@ -8,6 +8,7 @@ from fastapi import APIRouter, Depends, File, Form, Request, Response, UploadFil
 from fastapi.responses import PlainTextResponse
 
 from openmaas.api.deps import EngineDep, PrincipalDep, caller
+from openmaas.api.json_body import StrictJSONRoute
 from openmaas.api.metering import meter
 from openmaas.api.responses import VERSION_HEADER, json_response, mark_model
 from openmaas.errors import InvalidRequest
@@ -18,7 +19,7 @@ from openmaas.tasks.speech_recognition import (
     TranscriptionParams,
 )
 
-router = APIRouter(tags=["openai"], dependencies=[Depends(caller)])
+router = APIRouter(route_class=StrictJSONRoute, tags=["openai"], dependencies=[Depends(caller)])
 
 ResponseFormat = Literal["json", "text", "verbose_json", "srt", "vtt"]
 

@@ -14,6 +14,7 @@ from fastapi import APIRouter, Depends, Request, Response
 from fastapi.responses import StreamingResponse
 
 from openmaas.api.deps import EngineDep, PrincipalDep, caller
+from openmaas.api.json_body import StrictJSONRoute
 from openmaas.api.metering import meter, reserve_tokens
 from openmaas.api.responses import VERSION_HEADER, json_response, mark_model
 from openmaas.errors import InvalidRequest
@@ -26,7 +27,7 @@ from openmaas.protocol.openai import (
 from openmaas.serving.engine import Stream
 from openmaas.tasks.text_generation import GenerationDelta, GenerationParams
 
-router = APIRouter(tags=["openai"], dependencies=[Depends(caller)])
+router = APIRouter(route_class=StrictJSONRoute, tags=["openai"], dependencies=[Depends(caller)])
 
 DEFAULT_MAX_TOKENS = 256
 

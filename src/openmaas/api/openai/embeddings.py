@@ -9,6 +9,7 @@ import numpy as np
 from fastapi import APIRouter, Depends, Request, Response
 
 from openmaas.api.deps import caller
+from openmaas.api.json_body import StrictJSONRoute
 from openmaas.api.metering import meter, reserve_tokens
 from openmaas.api.responses import json_response, mark_model
 from openmaas.auth.entities import Principal
@@ -16,7 +17,7 @@ from openmaas.protocol.openai import EmbeddingRequest, EmbeddingResponse
 from openmaas.serving.engine import InferenceEngine
 from openmaas.tasks.embedding import EMBEDDING, EmbeddingParams, FloatArray
 
-router = APIRouter(tags=["openai"], dependencies=[Depends(caller)])
+router = APIRouter(route_class=StrictJSONRoute, tags=["openai"], dependencies=[Depends(caller)])
 
 
 @router.post("/v1/embeddings", response_model=EmbeddingResponse)

@@ -24,9 +24,10 @@ from openmaas.api.auditor import AuditorDep
 from openmaas.api.convert.datasets import file_out
 from openmaas.api.dataset_audit import record_created, record_deleted
 from openmaas.api.deps import PrincipalDep, ServicesDep
+from openmaas.api.json_body import StrictJSONRoute
 from openmaas.protocol.datasets import FileDeletedOut, FileListOut, FileOut
 
-router = APIRouter(prefix="/v1/files", tags=["files"])
+router = APIRouter(route_class=StrictJSONRoute, prefix="/v1/files", tags=["files"])
 
 MAX_PAGE = 10_000  # OpenAI's largest `limit`
 

@@ -20,6 +20,7 @@ from openmaas.api.convert.training import (
     fine_tuning_job_out,
 )
 from openmaas.api.deps import PrincipalDep, ServicesDep
+from openmaas.api.json_body import StrictJSONRoute
 from openmaas.api.openai.fine_tuning_adapter import openai_request
 from openmaas.api.training_jobs import cancel_job, create_job, training_kind
 from openmaas.errors import InvalidRequest
@@ -33,7 +34,7 @@ from openmaas.protocol.training import (
     parse_event_cursor,
 )
 
-router = APIRouter(prefix="/v1/fine_tuning", tags=["training"])
+router = APIRouter(route_class=StrictJSONRoute, prefix="/v1/fine_tuning", tags=["training"])
 
 MAX_PAGE = 100
 

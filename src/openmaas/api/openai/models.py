@@ -5,11 +5,17 @@ from __future__ import annotations
 from fastapi import APIRouter, Depends
 
 from openmaas.api.deps import EngineDep, PrincipalDep, caller
+from openmaas.api.json_body import StrictJSONRoute
 from openmaas.protocol.openai import ModelCard, ModelList
 from openmaas.registry.entities import ModelVersion, RegisteredModel
 from openmaas.serving.engine import InferenceEngine
 
-router = APIRouter(prefix="/v1/models", tags=["openai"], dependencies=[Depends(caller)])
+router = APIRouter(
+    route_class=StrictJSONRoute,
+    prefix="/v1/models",
+    tags=["openai"],
+    dependencies=[Depends(caller)],
+)
 
 
 def _card(model: RegisteredModel, version: ModelVersion, engine: InferenceEngine) -> ModelCard:

@@ -12,6 +12,7 @@ import uuid
 from fastapi import APIRouter, Depends, Request, Response
 
 from openmaas.api.deps import EngineDep, PrincipalDep, ServicesDep, caller
+from openmaas.api.json_body import StrictJSONRoute
 from openmaas.api.metering import meter, reserve_tokens
 from openmaas.api.responses import json_response, mark_model
 from openmaas.errors import InvalidRequest
@@ -19,7 +20,7 @@ from openmaas.protocol.common import as_list
 from openmaas.protocol.openai import ModerationRequest, ModerationResponse
 from openmaas.tasks.text_classification import TEXT_CLASSIFICATION
 
-router = APIRouter(tags=["openai"], dependencies=[Depends(caller)])
+router = APIRouter(route_class=StrictJSONRoute, tags=["openai"], dependencies=[Depends(caller)])
 
 FLAG_THRESHOLD = 0.5
 SAFE_LABELS = frozenset(

@@ -7,8 +7,9 @@ from sqlalchemy import text
 
 from openmaas import __version__
 from openmaas.api.deps import ServicesDep
+from openmaas.api.json_body import StrictJSONRoute
 
-router = APIRouter(tags=["operations"])
+router = APIRouter(route_class=StrictJSONRoute, tags=["operations"])
 
 
 @router.get("/livez")

@@ -5,9 +5,10 @@ from __future__ import annotations
 from fastapi import APIRouter, Response
 
 from openmaas.api.deps import ServicesDep
+from openmaas.api.json_body import StrictJSONRoute
 from openmaas.observability.metrics import CONTENT_TYPE
 
-router = APIRouter(tags=["operations"])
+router = APIRouter(route_class=StrictJSONRoute, tags=["operations"])
 
 
 @router.get("/metrics", response_class=Response)

@@ -8,6 +8,7 @@ from typing import Any
 from fastapi import APIRouter, Depends, Request, Response
 
 from openmaas.api.deps import EngineDep, PrincipalDep, caller
+from openmaas.api.json_body import StrictJSONRoute
 from openmaas.api.metering import meter, reserve_tokens
 from openmaas.api.responses import json_response, mark_model
 from openmaas.protocol.common import as_list
@@ -30,7 +31,9 @@ from openmaas.tasks.text_classification import TEXT_CLASSIFICATION
 from openmaas.tasks.token_classification import TOKEN_CLASSIFICATION
 from openmaas.tasks.translation import TRANSLATION
 
-router = APIRouter(prefix="/v1", tags=["tasks"], dependencies=[Depends(caller)])
+router = APIRouter(
+    route_class=StrictJSONRoute, prefix="/v1", tags=["tasks"], dependencies=[Depends(caller)]
+)
 
 
 def _list(model: str, tokens: int, data: list[dict[str, object]]) -> dict[str, object]:

@@ -27,6 +27,7 @@ from sqlalchemy import text as sql
 
 from openmaas import __version__
 from openmaas.api.deps import EngineDep, PrincipalDep, ServicesDep, requires
+from openmaas.api.json_body import StrictJSONRoute
 from openmaas.api.responses import VERSION_HEADER, mark_model
 from openmaas.api.v2.adapter import (
     facts,
@@ -42,6 +43,7 @@ from openmaas.auth.access import check_changeable
 from openmaas.auth.entities import SYSTEM, Principal
 from openmaas.auth.scopes import Scope
 from openmaas.errors import InvalidRequest, ModelNotLoaded
+from openmaas.protocol.common import parse_decimal
 from openmaas.protocol.v2 import (
     HEADER_LENGTH,
     InferenceResponse,
@@ -56,7 +58,7 @@ from openmaas.serving.engine import InferenceEngine
 
 # Server metadata and health answer without a key (orchestrators probe them); every model
 # route needs one. Scopes per route below.
-router = APIRouter(tags=["open-inference-v2"])
+router = APIRouter(route_class=StrictJSONRoute, tags=["open-inference-v2"])
 _DESCRIBE = [Depends(requires(Scope.INFERENCE, Scope.MODELS_READ))]
 _INFER = [Depends(requires(Scope.INFERENCE))]
 _MANAGE = [Depends(requires(Scope.MODELS_WRITE))]
@@ -255,13 +257,14 @@ async def _check_changeable(engine: InferenceEngine, reference: str, who: Princi
 def _reference(model_name: str, model_version: str | None) -> str:
     if model_version is None:
         return model_name
-    if not model_version.isdigit():
+    version = parse_decimal(model_version)
+    if version is None or version < 1:
         raise InvalidRequest(
             f"model version {model_version!r}: versions are numbers (1, 2, ...); leave out "
             "/versions/... to use the version the model name serves",
             param="model",
         )
-    return f"{model_name}:{int(model_version)}"
+    return f"{model_name}:{version}"
 
 
 def _parse_json(body: bytes, model: type[ModelT]) -> ModelT:

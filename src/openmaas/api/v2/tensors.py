@@ -28,6 +28,7 @@ import orjson
 from pydantic import ValidationError
 
 from openmaas.errors import InvalidRequest
+from openmaas.protocol.common import parse_decimal
 from openmaas.protocol.v2 import (
     HEADER_LENGTH,
     InferenceRequest,
@@ -53,6 +54,8 @@ NUMPY_TYPES: dict[str, str] = {
     "FP64": "<f8",
 }
 DATATYPES = frozenset({*NUMPY_TYPES, "BYTES"})
+# numpy 1.x holds at most 32 dimensions (2.x: 64); no served task needs more than a few.
+MAX_TENSOR_DIMS = 32
 
 
 # -- tensors ------------------------------------------------------------------------------------
@@ -85,12 +88,13 @@ def decode_infer_request(
     if header_length is None:
         header, binary = body, b""
     else:
-        if not header_length.isdigit() or int(header_length) > len(body):
+        length = parse_decimal(header_length, maximum=len(body))
+        if length is None:
             raise InvalidRequest(
                 f"{HEADER_LENGTH}: {header_length!r} is not a length within the "
                 f"{len(body)}-byte body"
             )
-        header, binary = body[: int(header_length)], body[int(header_length) :]
+        header, binary = body[:length], body[length:]
     try:
         request = InferenceRequest.model_validate_json(header)
     except ValidationError as exc:
@@ -191,9 +195,22 @@ def _check_type_and_shape(tensor: RequestInput) -> int:
         raise InvalidRequest(
             f"input {tensor.name}: datatype {tensor.datatype!r} is not supported (one of {known})"
         )
+    if len(tensor.shape) > MAX_TENSOR_DIMS:
+        raise InvalidRequest(
+            f"input {tensor.name}: {len(tensor.shape)} dimensions; at most {MAX_TENSOR_DIMS}"
+        )
     if any(d < 0 for d in tensor.shape):
         raise InvalidRequest(f"input {tensor.name}: shape {tensor.shape} has a negative size")
     return prod(tensor.shape)
+
+
+def _shaped(array: npt.NDArray[Any], tensor: RequestInput) -> npt.NDArray[Any]:
+    # numpy refuses some shapes whose element count matches the data, e.g. an empty tensor
+    # with a dimension of 2**62: the client's mistake, not the server's.
+    try:
+        return array.reshape(tensor.shape)
+    except ValueError as exc:
+        raise InvalidRequest(f"input {tensor.name}: shape {tensor.shape}: {exc}") from None
 
 
 def _from_binary(tensor: RequestInput, raw: bytes) -> npt.NDArray[Any]:
@@ -205,14 +222,14 @@ def _from_binary(tensor: RequestInput, raw: bytes) -> npt.NDArray[Any]:
                 f"input {tensor.name}: {len(elements)} BYTES elements for shape {tensor.shape} "
                 f"({count} elements)"
             )
-        return _object_array(elements, tensor.shape)
+        return _shaped(_object_array(elements), tensor)
     dtype = np.dtype(NUMPY_TYPES[tensor.datatype])
     if len(raw) != count * dtype.itemsize:
         raise InvalidRequest(
             f"input {tensor.name}: {len(raw)} bytes for {tensor.datatype} shape {tensor.shape} "
             f"(needs {count * dtype.itemsize})"
         )
-    return np.frombuffer(raw, dtype=dtype).reshape(tensor.shape)
+    return _shaped(np.frombuffer(raw, dtype=dtype), tensor)
 
 
 def _from_json(tensor: RequestInput) -> npt.NDArray[Any]:
@@ -230,13 +247,14 @@ def _from_json(tensor: RequestInput) -> npt.NDArray[Any]:
     if tensor.datatype == "BYTES":
         if not all(isinstance(v, str) for v in flat):
             raise InvalidRequest(f"input {tensor.name}: BYTES data in JSON must be strings")
-        return _object_array([v.encode() for v in flat], tensor.shape)
+        return _shaped(_object_array([v.encode() for v in flat]), tensor)
     try:
-        return np.asarray(flat, dtype=NUMPY_TYPES[tensor.datatype]).reshape(tensor.shape)
+        array = np.asarray(flat, dtype=NUMPY_TYPES[tensor.datatype])
     except (TypeError, ValueError, OverflowError):
         raise InvalidRequest(
             f"input {tensor.name}: data are not {tensor.datatype} values"
         ) from None
+    return _shaped(array, tensor)
 
 
 def _flatten(data: list[Any]) -> list[Any]:
@@ -268,10 +286,10 @@ def _split_bytes(raw: bytes, name: str) -> list[bytes]:
     return elements
 
 
-def _object_array(elements: list[bytes], shape: list[int]) -> npt.NDArray[Any]:
+def _object_array(elements: list[bytes]) -> npt.NDArray[Any]:
     array = np.empty(len(elements), dtype=object)
     array[:] = elements
-    return array.reshape(shape)
+    return array
 
 
 def _element_bytes(value: object) -> bytes:
