@@ -66,6 +66,24 @@ def test_a_key_override_is_tighter_than_its_project(limited: RunningServer) -> N
     assert classify(limited, key).status_code == 429
 
 
+def test_a_project_limit_never_locks_out_its_admin(limited: RunningServer) -> None:
+    """Project limits bound the tenants' keys: an admin of the limited project keeps working,
+    so it can always undo the limit (it used to lock itself out until a restart)."""
+    name = f"p-{uuid.uuid4().hex[:10]}"
+    with Client(limited.url, api_key=limited.key) as admin:
+        admin.create_project(name, limits={"requests_per_minute": 1})
+        tenant = admin.create_key("app", ["inference"], project=name).key
+        operator = admin.create_key("ops", ["admin"], project=name).key
+    assert [classify(limited, tenant).status_code for _ in range(2)] == [200, 429]
+    assert [classify(limited, operator).status_code for _ in range(3)] == [200, 200, 200]
+    lifted = httpx.put(
+        f"{limited.url}/v1/projects/{name}/limits",
+        json={"limits": {"requests_per_minute": 100}},
+        headers=bearer(operator),
+    )
+    assert lifted.status_code == 200, lifted.text
+
+
 def test_a_used_up_token_quota_says_which_and_until_when(limited: RunningServer) -> None:
     key = project_key(limited, {"tokens_per_day": 60})
     text = "This sentence has quite a few tokens in it."  # a bound of 47 tokens, uses fewer

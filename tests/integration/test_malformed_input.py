@@ -199,14 +199,16 @@ def test_an_empty_source_name_answers_400(
 
 
 @pytest.mark.parametrize("package", ["x.", ".x", "."])
-def test_a_relative_or_dotted_package_name_answers_404(
+def test_a_relative_or_dotted_package_name_answers_400(
     shared_server: RunningServer, package: str
 ) -> None:
+    """A package source names a top-level package: anything dotted is refused before any
+    lookup (find_spec on a dotted name imports its parent)."""
     response = authed.post(
         f"{shared_server.url}/v1/registry/models/malformed-source/versions",
         json={"source": {"type": "spacy", "package": package}},
     )
-    _assert_client_error(response, 404)
+    _assert_client_error(response, 400)
 
 
 # -- sampling parameters at their edges ---------------------------------------------------------

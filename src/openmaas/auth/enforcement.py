@@ -13,6 +13,7 @@ from __future__ import annotations
 from openmaas.auth.entities import Principal
 from openmaas.auth.policy import LimitPolicy
 from openmaas.auth.ratelimit import RateLimiter, RateLimitStatus, TokenReservation
+from openmaas.auth.scopes import Scope
 
 
 class Limits:
@@ -21,12 +22,16 @@ class Limits:
 
     @staticmethod
     def policies(principal: Principal) -> tuple[LimitPolicy, LimitPolicy] | None:
-        """(project, key) policies, or None when neither sets anything (nothing to count)."""
-        if not principal.project_limits and not principal.key_limits:
+        """(project, key) policies, or None when neither sets anything (nothing to count).
+
+        An admin key is bound only by limits set on the key itself: its project's limits
+        bound the tenants' keys, and an admin who set `requests_per_minute: 0` on its own
+        project would otherwise have no key left to undo it with."""
+        project_limits = {} if Scope.ADMIN in principal.scopes else dict(principal.project_limits)
+        if not project_limits and not principal.key_limits:
             return None
-        return (
-            LimitPolicy.from_json(dict(principal.project_limits)),
-            LimitPolicy.from_json(dict(principal.key_limits)),
+        return LimitPolicy.from_json(project_limits), LimitPolicy.from_json(
+            dict(principal.key_limits)
         )
 
     async def check(self, principal: Principal) -> RateLimitStatus | None:
