@@ -138,6 +138,9 @@ class LoadOptions:
     device: str = "cpu"  # "cpu" or "cuda[:n]"
     threads: int | None = None  # intra-op threads; None = the library's default
     open_dependency: DependencyOpener = field(default=_no_dependencies)
+    # Tenant-uploaded chat templates render under these bounds (runtimes/chat_templates.py).
+    chat_template_timeout_s: float = 1.0
+    max_prompt_chars: int = 2_000_000
 
 
 # -- the interface ----------------------------------------------------------------------------

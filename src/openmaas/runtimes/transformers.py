@@ -136,6 +136,12 @@ class SubBatch:
     inputs: dict[str, torch.Tensor]  # padded model inputs, on the device
 
 
+# `Tokenizer.encode` holds the GIL while it runs (its batch twin releases it): cheaper for one
+# short text, but a long one (10 MB: seconds) would stall every other thread, the event loop
+# included, even when counted off the loop.
+ENCODE_HOLDING_GIL_CHARS = 16_384
+
+
 class TransformersModel(LoadedModel):
     """A checkpoint serving one concept of task. Subclasses name their `auto_class`."""
 
@@ -192,7 +198,7 @@ class TransformersModel(LoadedModel):
                 return_token_type_ids=False,
             )
             return [max(1, len(ids)) for ids in encoded["input_ids"]]
-        if len(texts) == 1:
+        if len(texts) == 1 and len(texts[0]) <= ENCODE_HOLDING_GIL_CHARS:
             encodings = [self._counter.encode(texts[0], add_special_tokens=True)]
         else:
             encodings = self._counter.encode_batch(list(texts), add_special_tokens=True)
