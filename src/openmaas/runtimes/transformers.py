@@ -140,6 +140,7 @@ class SubBatch:
 # short text, but a long one (10 MB: seconds) would stall every other thread, the event loop
 # included, even when counted off the loop.
 ENCODE_HOLDING_GIL_CHARS = 16_384
+DECODE_HOLDING_GIL_IDS = 4_096  # the same for `decode`
 
 
 class TransformersModel(LoadedModel):
@@ -221,7 +222,17 @@ class TransformersModel(LoadedModel):
                 f"'{self.source.label}' (0..{vocabulary - 1})",
                 param="input",
             )
-        text = self.counting_tokenizer.decode(list(ids), skip_special_tokens=True)
+        tokenizer = self.counting_tokenizer
+        if self._counter is not None and len(ids) > DECODE_HOLDING_GIL_IDS:
+            # `decode` holds the GIL (2.5M ids: 10 s with every other thread stopped); its
+            # batch twin releases it. Then the wrapper's clean-up, as its `decode` does it
+            # (transformers skips it for BPE models, where it would remove real spaces).
+            raw = self._counter.decode_batch([list(ids)], skip_special_tokens=True)[0]
+            bpe = type(self._counter.model).__name__ == "BPE"
+            if tokenizer.clean_up_tokenization_spaces and not bpe:
+                return str(tokenizer.clean_up_tokenization(raw))
+            return str(raw)
+        text = tokenizer.decode(list(ids), skip_special_tokens=True)
         return text if isinstance(text, str) else "".join(text)
 
     def unload(self) -> None:
