@@ -9,6 +9,7 @@ issue demands.
 from __future__ import annotations
 
 import http.client
+import math
 import statistics
 import threading
 import time
@@ -82,7 +83,8 @@ def test_a_chat_template_cannot_build_a_huge_string(attacked: RunningServer) -> 
 
 def measure_probes(server: RunningServer, until: threading.Event) -> list[float]:
     """Seconds per probe, `/livez` and `/readyz` in turn, each on a new connection as an
-    orchestrator's prober makes them, until `until` is set."""
+    orchestrator's prober makes them, until `until` is set; a probe that failed or waited
+    past 5 s counts as infinitely slow."""
     address = urlsplit(server.url)
     latencies: list[float] = []
     paths = ("/livez", "/readyz")
@@ -91,15 +93,17 @@ def measure_probes(server: RunningServer, until: threading.Event) -> list[float]
         # The standard library's client: next to nothing of the prober's own CPU is measured
         # (an httpx client builds an SSL context per call, tens of ms on a loaded machine).
         started = time.perf_counter()
-        connection = http.client.HTTPConnection(address.hostname or "", address.port, timeout=10)
+        connection = http.client.HTTPConnection(address.hostname or "", address.port, timeout=5)
         try:
             connection.request("GET", path)
             response = connection.getresponse()
             response.read()
+            answered = response.status == 200
+        except TimeoutError:  # a stalled event loop: counted as the wait it cost
+            answered = False
         finally:
             connection.close()
-        latencies.append(time.perf_counter() - started)
-        assert response.status == 200, path
+        latencies.append(time.perf_counter() - started if answered else math.inf)
         until.wait(0.02)  # a probe interval, not a synchronisation: the attacks run regardless
     return latencies
 
@@ -131,7 +135,6 @@ def test_probes_answer_within_100_ms_under_event_loop_attacks(attacked: RunningS
     done.set()
     prober.join()
 
-    assert outcomes == {"chat": [400, 400, 400], "embeddings": [400]}  # refused, not crashed
     probes.sort()
     p95 = probes[int(len(probes) * 0.95) - 1]
     report = (
@@ -143,3 +146,4 @@ def test_probes_answer_within_100_ms_under_event_loop_attacks(attacked: RunningS
     # The bar is on the 95th percentile: on a shared 2-core test machine the prober itself is
     # sometimes descheduled for longer than the server takes (max printed, not asserted).
     assert p95 <= PROBE_BUDGET_S, report
+    assert outcomes == {"chat": [400, 400, 400], "embeddings": [400]}  # refused, not crashed
