@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncGenerator, Callable, Mapping, Sequence
+from collections.abc import AsyncGenerator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar, cast, overload
 
@@ -310,7 +310,10 @@ class InferenceEngine:
         # request and the probes) keeps running; a small one inline, the hop costing more.
         large = sum(len(t) for t in texts) > self.settings.offload_input_chars
         if plan.cache_as not in self.cached_tasks or not self.cache.enabled:
-            counts = await _maybe_off_loop(large, model.count_tokens, list(texts))
+            if large:
+                counts = await asyncio.to_thread(model.count_tokens, list(texts))
+            else:
+                counts = model.count_tokens(list(texts))
             tokens = self._limit(resident, counts, plan.truncate)
             weights = plan.item_tokens(tokens) if plan.item_tokens else tokens
             return await batcher.submit_many(list(plan.items), weights), tokens
@@ -321,13 +324,18 @@ class InferenceEngine:
         def cache_keys() -> list[CacheKey]:
             return [ResponseCache.key(name, number, task, "", normalize(t)) for t in texts]
 
-        keys = await _maybe_off_loop(large, cache_keys)
+        # Plain calls below the threshold: the embedding hot path takes no coroutine or
+        # thread hop more than before.
+        keys = await asyncio.to_thread(cache_keys) if large else cache_keys()
         hits: list[tuple[Any, int] | None] = [self.cache.get(k, name, task) for k in keys]
         missing = [i for i, hit in enumerate(hits) if hit is None]
         missing_texts = [texts[i] for i in missing]
-        counted = iter(
-            await _maybe_off_loop(large, model.count_tokens, missing_texts) if missing else []
-        )
+        missing_counts: list[int] = []
+        if missing and large:
+            missing_counts = await asyncio.to_thread(model.count_tokens, missing_texts)
+        elif missing:
+            missing_counts = model.count_tokens(missing_texts)
+        counted = iter(missing_counts)
         raw = [hit[1] if hit is not None else next(counted) for hit in hits]
         tokens = self._limit(resident, raw, plan.truncate)
         results: list[Any] = [hit[0] if hit is not None else None for hit in hits]
@@ -389,12 +397,6 @@ class InferenceEngine:
         return ModelSource.from_version(
             opened.version, opened.directory, release_directory=opened.close
         )
-
-
-async def _maybe_off_loop(large: bool, function: Callable[..., T], *args: Any) -> T:
-    if large:
-        return await asyncio.to_thread(function, *args)
-    return function(*args)
 
 
 def _input_chars(inputs: Any) -> int:
