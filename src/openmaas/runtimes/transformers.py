@@ -204,9 +204,13 @@ class TransformersModel(LoadedModel):
         else:
             encodings = self._counter.encode_batch(list(texts), add_special_tokens=True)
         if self._reuses_counted:
+            limit = self.max_input_tokens
             with self._counted_lock:
                 for text, encoding in zip(texts, encodings, strict=True):
-                    self._counted[text] = encoding
+                    # An over-long text is tokenized afresh, truncated, when it runs: keeping
+                    # its full encoding would only hold memory (a 10 MB text: hundreds of MB).
+                    if limit is None or len(encoding) <= limit:
+                        self._counted[text] = encoding
                 # Entries of requests that never reached a batch (rejected, cancelled) go
                 # first: a dict iterates in insertion order.
                 while len(self._counted) > COUNTED_ENCODINGS_KEPT:
