@@ -104,7 +104,6 @@ class Settings(BaseSettings):
         description="How long a model reference's resolution is reused; alias moves made by "
         "another process show within this time (this process's own at once).",
     )
-
     # -- security and metering ------------------------------------------------------------
     dev_no_auth: bool = Field(
         default=False,
@@ -258,6 +257,29 @@ class Settings(BaseSettings):
         description="Largest Hugging Face Hub repository (the files a registration downloads, "
         "all together) that a registration may fetch; checked from the Hub's file sizes "
         "before downloading, and again on what arrived.",
+    )
+
+    # -- event loop and chat templates (issue 13) -------------------------------------
+    # Tenant-controlled work on the event loop (issue 13): inputs this large are planned,
+    # normalized and tokenized in a worker thread; smaller ones inline, where a thread hop
+    # would cost more than the work.
+    offload_input_chars: int = Field(
+        default=16_384,
+        ge=0,
+        description="Requests whose texts total more characters than this are tokenized "
+        "off the event loop; 0: always.",
+    )
+    # Tenant-uploaded chat templates (issue 13): a deadline and a size bound on rendering.
+    chat_template_timeout_s: float = Field(
+        default=1.0,
+        gt=0,
+        description="Longest a chat template may take to render; past it the request answers 400.",
+    )
+    max_prompt_chars: int = Field(
+        default=2_000_000,
+        ge=1,
+        description="Largest rendered chat prompt, and largest string a chat template may "
+        "build on the way, in characters.",
     )
 
     @field_validator(

@@ -24,7 +24,12 @@ from openmaas.errors import (
     WrongTask,
 )
 from openmaas.runtimes.base import LoadedModel, LoadOptions, ModelSource, get_runtime
-from openmaas.runtimes.transformers import MEMORY_OVERHEAD_FACTOR, TransformersRuntime
+from openmaas.runtimes.transformers import (
+    DECODE_HOLDING_GIL_IDS,
+    ENCODE_HOLDING_GIL_CHARS,
+    MEMORY_OVERHEAD_FACTOR,
+    TransformersRuntime,
+)
 from openmaas.runtimes.transformers_encoders import (
     EmbeddingModel,
     TaggedToken,
@@ -662,3 +667,25 @@ def test_multilingual_translators_know_their_language_codes(
     assert caught.value.param == "target_language"
     with pytest.raises(UnsupportedLanguage, match="'xx'"):
         translate("fra_Latn", source="xx")
+
+
+# -- long inputs ------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", ["encoder", "gpt2"])  # WordPiece with clean-up; byte-level BPE
+def test_long_token_id_inputs_decode_as_short_ones_do(load: Loader, name: str) -> None:
+    # Past DECODE_HOLDING_GIL_IDS the runtime decodes through the batch call, which lets
+    # other threads run: the text must be the one `decode` gives.
+    model = load(name, "embedding" if name == "encoder" else "text-generation")
+    tokenizer = model.counting_tokenizer  # type: ignore[attr-defined]
+    ids = tokenizer(" ".join(tiny_models.training_lines()) + " don 't , ok .")["input_ids"]
+    ids = (ids * (DECODE_HOLDING_GIL_IDS // len(ids) + 2))[: DECODE_HOLDING_GIL_IDS + 10]
+    expected = tokenizer.decode(ids, skip_special_tokens=True)
+    assert model.detokenize(ids) == expected
+
+
+def test_long_texts_count_as_short_ones_do(load: Loader) -> None:
+    model = load("encoder", "embedding")
+    text = "The committee met. " * (ENCODE_HOLDING_GIL_CHARS // 19 + 10)
+    expected = len(model.tokenizer(text)["input_ids"])  # type: ignore[attr-defined]
+    assert model.count_tokens([text]) == [expected]

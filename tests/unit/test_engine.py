@@ -4,6 +4,7 @@ missing one; one path serves any registered task contract (here one the suite de
 from __future__ import annotations
 
 import asyncio
+import threading
 from collections.abc import AsyncIterator, Iterator, Sequence
 from dataclasses import replace
 from pathlib import Path
@@ -239,3 +240,31 @@ async def test_the_response_cache_is_each_projects_own(strict: InferenceEngine) 
     await strict.infer(cached, "reverser", ["secret"], caller=ACME)
     await strict.infer(cached, "reverser", ["secret"], caller=SYSTEM)
     assert _cache_counts(strict) == (2, 2)
+
+
+@pytest.mark.asyncio
+@pytest.mark.parametrize(("chars", "off_loop"), [(9, False), (11, True)])
+async def test_large_inputs_are_planned_and_counted_off_the_event_loop(
+    reversing: Registry, tmp_path: Path, chars: int, off_loop: bool
+) -> None:
+    # Tokenizing costs time in proportion to the text: above `offload_input_chars` a worker
+    # thread does it; below, the loop does, a thread hop costing more than the work.
+    settings = Settings(home=tmp_path / "home", offload_input_chars=10)
+    engine = InferenceEngine(reversing, settings, Metrics())
+    await engine.start()
+    try:
+        await engine.infer(REVERSE_TEXT, "reverser", ["loads it"], caller=SYSTEM)
+        model = engine.pool.residents()[0].model
+        counted_in: list[int] = []
+        count = model.count_tokens
+
+        def spy(texts: Sequence[str]) -> list[int]:
+            counted_in.append(threading.get_ident())
+            return count(texts)
+
+        model.count_tokens = spy  # type: ignore[method-assign]
+        served = await engine.infer(REVERSE_TEXT, "reverser", ["x" * chars], caller=SYSTEM)
+        assert served.results == ["x" * chars]
+        assert (counted_in[0] != threading.get_ident()) is off_loop
+    finally:
+        await engine.close()

@@ -143,6 +143,9 @@ class LoadOptions:
     max_input_sentences: int = 400
     # Longest audio a speech model accepts per request, checked before decoding; None = any.
     max_audio_seconds: float | None = None
+    # Tenant-uploaded chat templates render under these bounds (runtimes/chat_templates.py).
+    chat_template_timeout_s: float = 1.0
+    max_prompt_chars: int = 2_000_000
 
 
 # -- the interface ----------------------------------------------------------------------------

@@ -137,6 +137,13 @@ class SubBatch:
     inputs: dict[str, torch.Tensor]  # padded model inputs, on the device
 
 
+# `Tokenizer.encode` holds the GIL while it runs (its batch twin releases it): cheaper for one
+# short text, but a long one (10 MB: seconds) would stall every other thread, the event loop
+# included, even when counted off the loop.
+ENCODE_HOLDING_GIL_CHARS = 16_384
+DECODE_HOLDING_GIL_IDS = 4_096  # the same for `decode`
+
+
 class TransformersModel(LoadedModel):
     """A checkpoint serving one concept of task. Subclasses name their `auto_class`."""
 
@@ -198,14 +205,18 @@ class TransformersModel(LoadedModel):
                 return_token_type_ids=False,
             )
             return [max(1, len(ids)) for ids in encoded["input_ids"]]
-        if len(texts) == 1:
+        if len(texts) == 1 and len(texts[0]) <= ENCODE_HOLDING_GIL_CHARS:
             encodings = [self._counter.encode(texts[0], add_special_tokens=True)]
         else:
             encodings = self._counter.encode_batch(list(texts), add_special_tokens=True)
         if self._reuses_counted:
+            limit = self.max_input_tokens
             with self._counted_lock:
                 for text, encoding in zip(texts, encodings, strict=True):
-                    self._counted[text] = encoding
+                    # An over-long text is tokenized afresh, truncated, when it runs: keeping
+                    # its full encoding would only hold memory (a 10 MB text: hundreds of MB).
+                    if limit is None or len(encoding) <= limit:
+                        self._counted[text] = encoding
                 # Entries of requests that never reached a batch (rejected, cancelled) go
                 # first: a dict iterates in insertion order.
                 while len(self._counted) > COUNTED_ENCODINGS_KEPT:
@@ -221,7 +232,17 @@ class TransformersModel(LoadedModel):
                 f"'{self.source.label}' (0..{vocabulary - 1})",
                 param="input",
             )
-        text = self.counting_tokenizer.decode(list(ids), skip_special_tokens=True)
+        tokenizer = self.counting_tokenizer
+        if self._counter is not None and len(ids) > DECODE_HOLDING_GIL_IDS:
+            # `decode` holds the GIL (2.5M ids: 10 s with every other thread stopped); its
+            # batch twin releases it. Then the wrapper's clean-up, as its `decode` does it
+            # (transformers skips it for BPE models, where it would remove real spaces).
+            raw = self._counter.decode_batch([list(ids)], skip_special_tokens=True)[0]
+            bpe = type(self._counter.model).__name__ == "BPE"
+            if tokenizer.clean_up_tokenization_spaces and not bpe:
+                return str(tokenizer.clean_up_tokenization(raw))
+            return str(raw)
+        text = tokenizer.decode(list(ids), skip_special_tokens=True)
         return text if isinstance(text, str) else "".join(text)
 
     def unload(self) -> None:

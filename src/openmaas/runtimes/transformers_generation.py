@@ -19,7 +19,7 @@ import inspect
 import re
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, cast
+from typing import Any, Self, cast
 
 import jinja2
 import torch
@@ -30,7 +30,8 @@ from transformers import (
 )
 
 from openmaas.errors import InputTooLong, InvalidRequest, UnsupportedLanguage, UnsupportedSource
-from openmaas.runtimes.base import ModelSource
+from openmaas.runtimes.base import LoadOptions, ModelSource
+from openmaas.runtimes.chat_templates import ChatTemplate, RenderLimits, TemplateLimitExceeded
 from openmaas.runtimes.transformers import Checkpoint, TransformersModel
 from openmaas.tasks.names import Task
 from openmaas.tasks.seq2seq import Seq2SeqParams
@@ -183,23 +184,65 @@ class CausalLanguageModel(TransformersModel):
         if self.tokenizer.eos_token_id is not None:
             self.eos_ids.add(int(self.tokenizer.eos_token_id))
         self.cache_field = _cache_field(self.network)
+        self._compiled_template: ChatTemplate | None = None
+
+    # Set from the server's settings by `load`; these defaults serve direct construction.
+    render_limits = RenderLimits()
+
+    @classmethod
+    def load(cls, source: ModelSource, options: LoadOptions) -> Self:
+        model = super().load(source, options)
+        model.render_limits = RenderLimits(
+            timeout_s=options.chat_template_timeout_s, max_chars=options.max_prompt_chars
+        )
+        return model
 
     def chat_prompt(self, messages: Sequence[Mapping[str, str]]) -> str:
+        label = self.source.label
         if self.tokenizer.chat_template:
             try:
-                rendered = self.tokenizer.apply_chat_template(
-                    [dict(m) for m in messages], tokenize=False, add_generation_prompt=True
+                rendered = self._chat_template().render(
+                    messages, add_generation_prompt=True, **self.tokenizer.special_tokens_map
                 )
+            except TemplateLimitExceeded as exc:
+                # The model's template, not the messages, is at fault; it is refused before
+                # it holds the model's thread any longer.
+                raise InvalidRequest(
+                    f"the chat template of model '{label}' {exc} (limits: "
+                    f"{self.render_limits.timeout_s} s, OPENMAAS_CHAT_TEMPLATE_TIMEOUT_S; "
+                    f"{self.render_limits.max_chars} characters, OPENMAAS_MAX_PROMPT_CHARS)",
+                    param="messages",
+                ) from exc
             except jinja2.TemplateError as exc:
                 # Templates refuse what their model was not trained on (a system message,
                 # roles out of turn) with `raise_exception`: the caller's mistake.
                 raise InvalidRequest(
-                    f"model '{self.source.label}' cannot take these messages: {exc}",
+                    f"model '{label}' cannot take these messages: {exc}", param="messages"
+                ) from exc
+        else:
+            lines = [f"{message['role']}: {message['content']}" for message in messages]
+            rendered = "\n".join([*lines, "assistant:"])
+        if len(rendered) > self.render_limits.max_chars:
+            raise InvalidRequest(
+                f"the prompt has {len(rendered)} characters; at most "
+                f"{self.render_limits.max_chars} (OPENMAAS_MAX_PROMPT_CHARS)",
+                param="messages",
+            )
+        return rendered
+
+    def _chat_template(self) -> ChatTemplate:
+        """The tokenizer's template, compiled once (a template that fails to compile is
+        refused on each request, as before)."""
+        if self._compiled_template is None:
+            try:
+                source = self.tokenizer.get_chat_template()
+            except ValueError as exc:  # several named templates and no default among them
+                raise InvalidRequest(
+                    f"model '{self.source.label}' has no default chat template: {exc}",
                     param="messages",
                 ) from exc
-            return str(rendered)
-        lines = [f"{message['role']}: {message['content']}" for message in messages]
-        return "\n".join([*lines, "assistant:"])
+            self._compiled_template = ChatTemplate(source, self.render_limits)
+        return self._compiled_template
 
     def encode_chat(self, messages: Sequence[Mapping[str, str]]) -> list[int]:
         rendered = self.chat_prompt(messages)

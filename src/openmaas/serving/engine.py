@@ -34,7 +34,7 @@ from openmaas.registry.composition import Registry
 from openmaas.registry.entities import ModelVersion, RegisteredModel
 from openmaas.runtimes.base import LoadOptions, ModelSource
 from openmaas.serving.batcher import Batcher, BatchLimits
-from openmaas.serving.cache import ResponseCache
+from openmaas.serving.cache import CacheKey, ResponseCache
 from openmaas.serving.pool import ModelPool, PoolLimits, Resident, VersionKey
 from openmaas.serving.router import ModelRouter
 from openmaas.serving.streaming import iterate_in_thread
@@ -106,6 +106,8 @@ class InferenceEngine:
                 threads=settings.threads,
                 max_input_sentences=settings.max_input_sentences,
                 max_audio_seconds=settings.max_audio_seconds,
+                chat_template_timeout_s=settings.chat_template_timeout_s,
+                max_prompt_chars=settings.max_prompt_chars,
             ),
             open_dependency=self._open_dependency,
         )
@@ -267,7 +269,14 @@ class InferenceEngine:
         async with self.pool.lease(_key(version)) as resident:
             model = resident.model
             contract.check_model(model, resident.label)  # once per lease, not per item
-            plan = contract.plan(model, inputs, params, label=resident.label, truncate=truncate)
+            large = _input_chars(inputs) > self.settings.offload_input_chars
+            if large:
+                # Token-id inputs are decoded here: as large as the text they make.
+                plan = await asyncio.to_thread(
+                    contract.plan, model, inputs, params, label=resident.label, truncate=truncate
+                )
+            else:
+                plan = contract.plan(model, inputs, params, label=resident.label, truncate=truncate)
             outputs, tokens = await self._run(resident, plan, caller.project)
         results, prompt_tokens = plan.finish(outputs, tokens)
         return Served(version, results, prompt_tokens)
@@ -298,7 +307,12 @@ class InferenceEngine:
             resident = await lease.__aenter__()
             contract.check_model(resident.model, resident.label)
             model = cast(Generator, resident.model)  # check_model: it serves generation
-            start = contract.prompt(model, resident.label, prompt=prompt, messages=messages)
+            # Rendering the chat template and tokenizing are the tenant's CPU work: in the
+            # model's thread, where the generation runs next, never on the event loop.
+            start = await asyncio.get_running_loop().run_in_executor(
+                resident.executor,
+                lambda: contract.prompt(model, resident.label, prompt=prompt, messages=messages),
+            )
             deltas: AsyncGenerator[GenerationDelta, None] = iterate_in_thread(
                 resident.executor, lambda: model.generate(start.text, params)
             )
@@ -337,17 +351,37 @@ class InferenceEngine:
         await self._refuse_large(resident, texts)
         batcher = self._batcher(resident, plan)
         model = resident.model
+        # Tokenizing, normalizing and hashing cost time in proportion to the text: a large
+        # request does them in a worker thread, so the event loop (and every other tenant's
+        # request and the probes) keeps running; a small one inline, the hop costing more.
+        large = sum(len(t) for t in texts) > self.settings.offload_input_chars
         if plan.cache_as not in self.cached_tasks or not self.cache.enabled:
-            tokens = self._limit(resident, model.count_tokens(list(texts)), plan.truncate)
+            if large:
+                counts = await asyncio.to_thread(model.count_tokens, list(texts))
+            else:
+                counts = model.count_tokens(list(texts))
+            tokens = self._limit(resident, counts, plan.truncate)
             weights = plan.item_tokens(tokens) if plan.item_tokens else tokens
             return await batcher.submit_many(list(plan.items), weights), tokens
         name, number = resident.key
         task = plan.cache_as
         normalize = plan.normalize
-        keys = [self.cache.key(project, name, number, task, "", normalize(t)) for t in texts]
+
+        def cache_keys() -> list[CacheKey]:
+            return [self.cache.key(project, name, number, task, "", normalize(t)) for t in texts]
+
+        # Plain calls below the threshold: the embedding hot path takes no coroutine or
+        # thread hop more than before.
+        keys = await asyncio.to_thread(cache_keys) if large else cache_keys()
         hits: list[tuple[Any, int] | None] = [self.cache.get(k, name, task) for k in keys]
         missing = [i for i, hit in enumerate(hits) if hit is None]
-        counted = iter(model.count_tokens([texts[i] for i in missing]) if missing else [])
+        missing_texts = [texts[i] for i in missing]
+        missing_counts: list[int] = []
+        if missing and large:
+            missing_counts = await asyncio.to_thread(model.count_tokens, missing_texts)
+        elif missing:
+            missing_counts = model.count_tokens(missing_texts)
+        counted = iter(missing_counts)
         raw = [hit[1] if hit is not None else next(counted) for hit in hits]
         tokens = self._limit(resident, raw, plan.truncate)
         results: list[Any] = [hit[0] if hit is not None else None for hit in hits]
@@ -428,6 +462,18 @@ class InferenceEngine:
         return ModelSource.from_version(
             opened.version, opened.directory, release_directory=opened.close
         )
+
+
+def _input_chars(inputs: Any) -> int:
+    """About how much text a request carries (characters, or token ids), counted to the
+    second level: texts, lists of texts or of ids, a rerank query's documents."""
+    if isinstance(inputs, str | bytes):
+        return len(inputs)
+    if hasattr(inputs, "documents"):
+        return _input_chars(getattr(inputs, "query", "")) + _input_chars(inputs.documents)
+    if isinstance(inputs, Sequence):
+        return sum(len(i) if isinstance(i, str | bytes | Sequence) else 1 for i in inputs)
+    return 0
 
 
 def _key(version: ModelVersion) -> VersionKey:
