@@ -24,6 +24,7 @@ import pytest
 from openmaas import Client
 from tests.integration import authed
 from tests.integration.conftest import RunningServer, start_server, stop_server
+from tests.integration.probes import PROBE_BUDGET_S, probing
 from tests.reverse_task import POISON, write_model
 
 pytestmark = pytest.mark.integration
@@ -72,7 +73,7 @@ def test_a_text_past_the_limit_is_refused_and_30_other_tenants_are_answered(
     assert len(huge) > 1_100_000
 
     attacker = project_keys(serving_server, 1)[0]
-    with ThreadPoolExecutor(max_workers=OTHERS + 1) as pool:
+    with probing(serving_server) as probes, ThreadPoolExecutor(max_workers=OTHERS + 1) as pool:
         others = [pool.submit(ner, keys[i % len(keys)], f"{SENTENCE} ({i})") for i in range(15)]
         attack = pool.submit(ner, attacker, huge)
         others += [
@@ -81,6 +82,7 @@ def test_a_text_past_the_limit_is_refused_and_30_other_tenants_are_answered(
         refused = attack.result()
         answered = [future.result() for future in others]
 
+    probes.assert_within(PROBE_BUDGET_S)  # the probes kept answering throughout
     assert refused.status_code == 400, refused.text
     error = refused.json()["error"]
     assert error["code"] == "input_too_large"
@@ -179,7 +181,7 @@ def reverse(server: RunningServer, text: str) -> httpx.Response:
 def test_an_item_the_runtime_breaks_on_fails_alone(reversing_server: RunningServer) -> None:
     splits = 'openmaas_batch_splits_total{model="reverser"}'
     texts = [f"text {i}" for i in range(OTHERS)]
-    with ThreadPoolExecutor(max_workers=OTHERS + 1) as pool:
+    with probing(reversing_server) as probes, ThreadPoolExecutor(max_workers=OTHERS + 1) as pool:
         others = [pool.submit(reverse, reversing_server, t) for t in texts[:15]]
         poisoned = pool.submit(reverse, reversing_server, POISON)
         others += [pool.submit(reverse, reversing_server, t) for t in texts[15:]]
@@ -188,6 +190,7 @@ def test_an_item_the_runtime_breaks_on_fails_alone(reversing_server: RunningServ
 
     # The runtime's own error is the poisoned request's alone (a server error, its
     # internals hidden behind the request id).
+    probes.assert_within(PROBE_BUDGET_S)
     assert failed.status_code == 500, failed.text
     assert "broke" not in failed.text
     assert [r.status_code for r in answered] == [200] * OTHERS
