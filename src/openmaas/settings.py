@@ -282,6 +282,19 @@ class Settings(BaseSettings):
         "build on the way, in characters.",
     )
 
+    # Issue 13, probes under load: a model's Python thread (spaCy, tokenizers, templates)
+    # keeps the GIL for the whole switch interval before the event loop gets it back, and one
+    # probe needs the GIL a dozen times; at Python's 5 ms a probe took 100+ ms while a
+    # tenant's batch ran.
+    gil_switch_interval_ms: float = Field(
+        default=1.0,
+        gt=0,
+        le=100,
+        description="How long a thread may hold the GIL while another waits for it "
+        "(sys.setswitchinterval), in ms: shorter keeps the event loop and the probes "
+        "answering while models run Python code.",
+    )
+
     @field_validator(
         "preload",
         "cache_tasks",

@@ -11,18 +11,23 @@ Example::
 from __future__ import annotations
 
 import http.client
+import json
 import math
 import statistics
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from pathlib import Path
 from urllib.parse import urlsplit
 
 from tests.integration.conftest import RunningServer
 
 PROBE_BUDGET_S = 0.100  # the issue's bar
+ROOT = Path(__file__).resolve().parents[2]  # where `tests` is importable from
 
 
 @dataclass
@@ -49,10 +54,10 @@ class ProbeLatencies:
         assert self.p95() <= budget_s, report
 
 
-def probe_once(server: RunningServer, path: str) -> float:
+def probe_once(url: str, path: str) -> float:
     """Seconds one probe took, on a new connection as an orchestrator's prober makes it;
     a probe that failed or waited past 5 s counts as infinitely slow."""
-    address = urlsplit(server.url)
+    address = urlsplit(url)
     # The standard library's client: next to nothing of the prober's own CPU is measured
     # (an httpx client builds an SSL context per call, tens of ms on a loaded machine).
     started = time.perf_counter()
@@ -71,22 +76,44 @@ def probe_once(server: RunningServer, path: str) -> float:
 
 @contextmanager
 def probing(server: RunningServer, *, minimum: int = 20) -> Iterator[ProbeLatencies]:
-    """Probe `/livez` and `/readyz` in turn from a thread of its own while the block runs,
-    and on until there are `minimum` probes (a fast attack would leave too few to judge)."""
+    """Probe `/livez` and `/readyz` in turn while the block runs, and on until there are
+    `minimum` probes (a fast attack would leave too few to judge).
+
+    The prober is a process of its own: in a thread of the test it would wait for the GIL
+    behind the attack's own client threads, and measure the test rather than the server."""
+    prober = subprocess.Popen(
+        [sys.executable, "-m", "tests.integration.probes", server.url, str(minimum)],
+        cwd=ROOT,
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+    )
+    assert prober.stdout is not None
+    if prober.stdout.readline().strip() != b"probing":  # started before the attack is
+        raise RuntimeError("the prober did not start")
     measured = ProbeLatencies()
-    done = threading.Event()
-
-    def probe() -> None:
-        paths = ("/livez", "/readyz")
-        while not done.is_set() or len(measured.seconds) < minimum:
-            measured.seconds.append(probe_once(server, paths[len(measured.seconds) % 2]))
-            # A probe interval, not a synchronisation: the attacks run regardless.
-            done.wait(0.02)
-
-    prober = threading.Thread(target=probe)
-    prober.start()
     try:
         yield measured
     finally:
+        output, _ = prober.communicate(timeout=120)  # closing stdin tells it to finish
+        measured.seconds.extend(json.loads(output))
+
+
+def _probe_until_told(url: str, minimum: int) -> list[float]:
+    done = threading.Event()
+
+    def wait_for_eof() -> None:
+        sys.stdin.buffer.read()
         done.set()
-        prober.join()
+
+    threading.Thread(target=wait_for_eof, daemon=True).start()
+    print("probing", flush=True)
+    seconds: list[float] = []
+    paths = ("/livez", "/readyz")
+    while not done.is_set() or len(seconds) < minimum:
+        seconds.append(probe_once(url, paths[len(seconds) % 2]))
+        done.wait(0.02)  # a probe interval, not a synchronisation: the attacks run regardless
+    return seconds
+
+
+if __name__ == "__main__":
+    print(json.dumps(_probe_until_told(sys.argv[1], int(sys.argv[2]))), flush=True)

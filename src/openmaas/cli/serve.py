@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ssl
+import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
@@ -72,6 +73,7 @@ def serve(
     if workers is not None:
         overrides["workers"] = workers
     settings = Settings(**overrides)  # type: ignore[arg-type]
+    sys.setswitchinterval(settings.gil_switch_interval_ms / 1000)
     tls = tls_files(settings)
     configure_logging(settings.log_level, settings.log_format)
     try:
