@@ -119,7 +119,12 @@ class Authenticator:
             del self._cache[digest]
         attempt: Attempt | None = None
         blocked: TooManyAuthFailures | None = None
-        if self.guard is not None:
+        verifying = self._verifying.get(digest)
+        # One attempt per key checked, not per request: concurrent requests with one key
+        # share its verification, so a burst of a client's requests with its (not yet cached)
+        # key counts once, as a guesser's burst of one wrong key does. Counted per request, 64
+        # clients sharing a good key blocked their own address.
+        if verifying is None and self.guard is not None:
             try:
                 attempt = await self.guard.admit(address)
             except TooManyAuthFailures as refused:
@@ -127,7 +132,8 @@ class Authenticator:
                     self._count("refused")
                     raise
                 blocked = refused
-        verifying = self._verifying.get(digest)
+            verifying = self._verifying.get(digest)  # started while this one was admitted
+        checked_here = verifying is None  # the outcome is counted once, by this request
         if verifying is None:
             # A store read (and at most once a minute a write of last_used_at): off the loop.
             verifying = asyncio.ensure_future(asyncio.to_thread(self._verify, plaintext))
@@ -137,21 +143,23 @@ class Authenticator:
             # Shielded: a caller that goes away does not cancel the read others wait for.
             principal, _ = await asyncio.shield(verifying)
         except AuthenticationFailed:
-            self._count("invalid")
+            if checked_here:
+                self._count("invalid")
             if self.guard is not None:
                 if blocked is not None:
                     await asyncio.sleep(self.guard.max_delay_s)
                     raise blocked from None
-                assert attempt is not None
-                delay = await self.guard.failed(attempt)
-                if delay > 0:
-                    await asyncio.sleep(delay)
+                if attempt is not None:  # the request that had the key checked
+                    delay = await self.guard.failed(attempt)
+                    if delay > 0:
+                        await asyncio.sleep(delay)
             raise
         except Exception:  # the store failed: the attempt says nothing about the key
             if self.guard is not None and attempt is not None:
                 await self.guard.release(attempt)
             raise
-        self._count("valid")
+        if checked_here:
+            self._count("valid")
         if self.guard is not None and attempt is not None:
             await self.guard.release(attempt)
         return principal

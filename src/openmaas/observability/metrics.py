@@ -95,8 +95,9 @@ class Metrics:
         # the guard refused unchecked.
         self.auth_attempts = Counter(
             "openmaas_auth_attempts",
-            "API keys not in the cache, by outcome: valid, invalid, or refused unverified "
-            "(the address is blocked).",
+            "API keys not in the cache, by outcome: checked and valid, checked and invalid "
+            "(concurrent requests with one key share one check), or refused unchecked (the "
+            "address is blocked).",
             ["outcome"],
             registry=r,
         )
