@@ -16,10 +16,9 @@ import json
 import os
 import secrets
 import stat
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import httpx
 import pytest
@@ -30,9 +29,8 @@ from openmaas.training.recipe import TrainingContext, TrainingResult
 from openmaas.training.recipes.textcnn import TextCNNRecipe
 from tests.integration.conftest import ADMIN_KEY, RunningServer, start_server, stop_server
 from tests.integration.test_training_jobs import SMALL, TRAINING_ENV, _worker_pids
+from tests.integration.waiting import wait_for
 from tests.runtimes.tiny_models import build_bert
-
-T = TypeVar("T")
 
 PEPPER = secrets.token_urlsafe(32)
 ENCRYPTION_KEY = base64.b64encode(secrets.token_bytes(32)).decode()
@@ -108,22 +106,12 @@ def _file(server: RunningServer, key: str) -> str:
     return file_id
 
 
-def wait_for(what: str, check: Callable[[], T | None], timeout_s: float = 180.0) -> T:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        found = check()
-        if found is not None and found is not False:
-            return found
-        time.sleep(0.1)
-    raise AssertionError(f"timed out after {timeout_s} s waiting for {what}")
-
-
 def finished(client: Client, job_id: str) -> TrainingJobOut:
     def check() -> TrainingJobOut | None:
         job = client.get_training_job(job_id)
         return job if job.finished else None
 
-    return wait_for(f"job {job_id} to finish", check)
+    return wait_for(f"job {job_id} to finish", check, timeout_s=180.0)
 
 
 def test_the_worker_holds_no_admin_key_pepper_or_encryption_key_and_still_trains(
@@ -222,7 +210,7 @@ def test_a_failed_job_shows_its_tenant_one_line_without_traceback_or_server_path
         ).json()
         return body if body["status"] in ("failed", "succeeded", "cancelled") else None
 
-    job = wait_for(f"job {job_id} to fail", failed)
+    job = wait_for(f"job {job_id} to fail", failed, timeout_s=180.0)
     assert job["status"] == "failed"
     events = httpx.get(
         f"{server.url}/v1/fine_tuning/jobs/{job_id}/events", headers=headers, params={"limit": 100}

@@ -18,9 +18,9 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import httpx
 import openai
@@ -33,11 +33,11 @@ from openmaas.training.recipe import TrainingContext, TrainingResult
 from openmaas.training.recipes.textcnn import TextCNNRecipe
 from tests.conftest import SHARED_DATASETS, _reset_postgres
 from tests.integration.conftest import RunningServer, start_server, stop_server
+from tests.integration.waiting import wait_for
 from tests.runtimes.tiny_models import build_bert
 
 ROOT = Path(__file__).resolve().parents[2]
 SST2 = (SHARED_DATASETS or Path("shared-datasets-missing")) / "sst2" / "train.tsv"
-T = TypeVar("T")
 
 
 class SlowTextCNN(TextCNNRecipe):
@@ -123,16 +123,6 @@ def file_id(oai: openai.OpenAI, sst2_jsonl: bytes) -> str:
     uploaded = oai.files.create(file=("sst2.jsonl", sst2_jsonl), purpose="fine-tune")
     assert uploaded.status == "processed", uploaded.status_details
     return uploaded.id
-
-
-def wait_for(what: str, check: Callable[[], T | None], timeout_s: float = 120.0) -> T:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        found = check()
-        if found is not None and found is not False:
-            return found
-        time.sleep(0.1)
-    raise AssertionError(f"timed out after {timeout_s} s waiting for {what}")
 
 
 def finished(sdk: Client, job_id: str, timeout_s: float = 180.0) -> TrainingJobOut:
