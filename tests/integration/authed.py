@@ -14,10 +14,17 @@ import httpx
 from tests.integration.conftest import ADMIN_KEY
 
 AUTH = {"Authorization": f"Bearer {ADMIN_KEY}"}
+# httpx's default is 5 s: a registration that estimates a model's memory imports torch in the
+# server the first time, seconds on a busy 2-core machine. Tests about hangs pass their own.
+TIMEOUT_S = 60.0
 
 
 def _headers(kwargs: dict[str, Any]) -> dict[str, Any]:
-    return {**kwargs, "headers": {**AUTH, **(kwargs.get("headers") or {})}}
+    return {
+        "timeout": TIMEOUT_S,
+        **kwargs,
+        "headers": {**AUTH, **(kwargs.get("headers") or {})},
+    }
 
 
 def get(url: str, **kwargs: Any) -> httpx.Response:
