@@ -109,7 +109,7 @@ def test_a_burst_with_one_key_is_one_attempt(tmp_path: Path) -> None:
     """Concurrent requests with one key share its verification and count as one attempt: a
     client opening 200 connections with its new (not yet cached) key is served, not blocked
     as a guesser (found by the embeddings benchmark: 64 clients sharing a good key answered
-    429 for 300 s), and 200 requests with one wrong key have one key checked."""
+    429 for 300 s), and 200 requests with one wrong key are checked a few times, not 200."""
     server = start_server(tmp_path / "home", {"OPENMAAS_TRUSTED_PROXIES": "127.0.0.1"})
     client_address, guesser = fresh_address(), fresh_address()
     try:
@@ -129,8 +129,10 @@ def test_a_burst_with_one_key_is_one_attempt(tmp_path: Path) -> None:
             return [answer.status_code for answer in answers]
 
         assert asyncio.run(burst(good, client_address)) == [200] * ATTACKERS
+        # Not blocked (under THRESHOLD checks): requests that arrive while the key is being
+        # checked share that check; a failure is not cached, so a later wave checks again.
         assert asyncio.run(burst(wrong, guesser)) == [401] * ATTACKERS
-        assert attempts(server, "invalid") - invalid_before == 1
+        assert 1 <= attempts(server, "invalid") - invalid_before < THRESHOLD
         assert models(server, good, client_address).status_code == 200
     finally:
         stop_server(server)
