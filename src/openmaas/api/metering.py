@@ -2,15 +2,16 @@
 and settled, and the caller's remaining per-minute limits as `x-ratelimit-*` headers.
 
 Before serving, a route reserves an upper bound of the tokens the request may use with
-`reserve_tokens(request, bound)` (429 when it does not fit the caller's token limits); it
-says what the request consumed with `meter(request, ...)`. The middleware settles the
-reservation with those tokens (or charges them, where nothing was reserved) just before the
-response's last body chunk goes out, so a client that has read a whole response sees it
-settled in its next request; then it hands one `UsageRecord` to the buffered recorder.
+`reserve_tokens(request, bound)` (429 when it does not fit the caller's token limits; `bound`
+is computed only for a caller with limits); it says what the request consumed with
+`meter(request, ...)`. The middleware settles the reservation with those tokens (or charges
+them, where nothing was reserved) just before the response's last body chunk goes out, so a
+client that has read a whole response sees it settled in its next request; then it hands
+one `UsageRecord` to the buffered recorder.
 
 Example::
 
-    await reserve_tokens(request, engine.token_bound(EMBEDDING, texts, params))
+    await reserve_tokens(request, lambda: engine.token_bound(EMBEDDING, texts, params))
     served = await engine.infer(EMBEDDING, model, texts, params, caller=who)
     meter(request, served.version, input_tokens=served.prompt_tokens, items=len(texts))
 """
@@ -19,6 +20,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING
@@ -74,13 +76,17 @@ def meter(
     )
 
 
-async def reserve_tokens(request: Request, tokens: int) -> None:
-    """Hold `tokens`, an upper bound of what this request may use, against the caller's
+async def reserve_tokens(request: Request, bound: Callable[[], int]) -> None:
+    """Hold `bound()`, an upper bound of what this request may use, against the caller's
     token limits until the response is settled: RateLimited or QuotaExhausted (429) when it
-    does not fit. Call once, after the body is parsed and before any work is done."""
+    does not fit. Call once, after the body is parsed and before any work is done. The bound
+    is computed only for a caller with limits: for the others it would be work on every
+    request's hot path for nothing (the engine still refuses a max_tokens over the cap)."""
     who: Principal = request.state.principal
     services: Services = request.app.state.services
-    held = await services.limits.reserve_tokens(who, tokens)
+    if services.limits.policies(who) is None:
+        return
+    held = await services.limits.reserve_tokens(who, bound())
     if held is not None:
         request.state.reservation = held
 

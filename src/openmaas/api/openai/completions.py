@@ -64,7 +64,7 @@ async def create_chat_completion(
         )
     params = _params(body, body.max_completion_tokens or body.max_tokens)
     messages = [{"role": m.role, "content": m.text()} for m in body.messages]
-    await reserve_tokens(request, engine.generation_bound(params, messages=messages))
+    await reserve_tokens(request, lambda: engine.generation_bound(params, messages=messages))
     stream = await engine.generate(body.model, params, messages=messages, caller=who)
     mark_model(request, stream.version)
     _meter(request, stream, None)
@@ -102,7 +102,7 @@ async def create_completion(
         raise InvalidRequest("suffix is not supported", param="suffix")
     prompt = body.prompt_text()
     params = _params(body, body.max_tokens)
-    await reserve_tokens(request, engine.generation_bound(params, prompt=prompt))
+    await reserve_tokens(request, lambda: engine.generation_bound(params, prompt=prompt))
     stream = await engine.generate(body.model, params, prompt=prompt, caller=who)
     mark_model(request, stream.version)
     _meter(request, stream, None)

@@ -34,7 +34,7 @@ async def create_embedding(body: EmbeddingRequest, request: Request) -> Response
     else:
         inputs = body.input  # type: ignore[assignment]  # list[str] | list[list[int]]
     params = EmbeddingParams(dimensions=body.dimensions)
-    await reserve_tokens(request, engine.token_bound(EMBEDDING, inputs, params))
+    await reserve_tokens(request, lambda: engine.token_bound(EMBEDDING, inputs, params))
     served = await engine.infer(
         EMBEDDING, body.model, inputs, params, caller=who, truncate=body.truncate
     )

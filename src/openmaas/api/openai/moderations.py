@@ -45,7 +45,7 @@ async def create_moderation(
             param="model",
         )
     texts = as_list(body.input)
-    await reserve_tokens(request, engine.token_bound(TEXT_CLASSIFICATION, texts, None))
+    await reserve_tokens(request, lambda: engine.token_bound(TEXT_CLASSIFICATION, texts, None))
     served = await engine.infer(TEXT_CLASSIFICATION, model, texts, caller=who, truncate=True)
     mark_model(request, served.version)
     meter(request, served.version, input_tokens=served.prompt_tokens, items=len(served.results))

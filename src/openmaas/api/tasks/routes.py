@@ -11,6 +11,7 @@ from openmaas.api.deps import EngineDep, PrincipalDep, caller
 from openmaas.api.json_body import StrictJSONRoute
 from openmaas.api.metering import meter, reserve_tokens
 from openmaas.api.responses import json_response, mark_model
+from openmaas.auth.entities import Principal
 from openmaas.protocol.common import as_list
 from openmaas.protocol.tasks import (
     ClassifyRequest,
@@ -23,7 +24,8 @@ from openmaas.protocol.tasks import (
     TextResponse,
     TranslateRequest,
 )
-from openmaas.serving.engine import Served
+from openmaas.serving.engine import InferenceEngine, Served
+from openmaas.tasks.contract import TaskContract
 from openmaas.tasks.rerank import RERANK, RerankQuery
 from openmaas.tasks.seq2seq import Seq2SeqParams
 from openmaas.tasks.summarization import SUMMARIZATION
@@ -50,7 +52,7 @@ async def classify(
     body: ClassifyRequest, request: Request, engine: EngineDep, who: PrincipalDep
 ) -> Response:
     texts = as_list(body.input)
-    await reserve_tokens(request, engine.token_bound(TEXT_CLASSIFICATION, texts, None))
+    await reserve_tokens(request, lambda: engine.token_bound(TEXT_CLASSIFICATION, texts, None))
     served = await engine.infer(
         TEXT_CLASSIFICATION, body.model, texts, caller=who, truncate=body.truncate
     )
@@ -75,7 +77,7 @@ async def extract_entities(
     body: NerRequest, request: Request, engine: EngineDep, who: PrincipalDep
 ) -> Response:
     texts = as_list(body.input)
-    await reserve_tokens(request, engine.token_bound(TOKEN_CLASSIFICATION, texts, None))
+    await reserve_tokens(request, lambda: engine.token_bound(TOKEN_CLASSIFICATION, texts, None))
     served = await engine.infer(
         TOKEN_CLASSIFICATION, body.model, texts, caller=who, truncate=body.truncate
     )
@@ -103,15 +105,9 @@ async def translate(
         source_language=body.source_language,
         target_language=body.target_language,
     )
-    texts = as_list(body.input)
-    await reserve_tokens(request, engine.token_bound(TRANSLATION, texts, params))
-    served = await engine.infer(TRANSLATION, body.model, texts, params, caller=who)
-    mark_model(request, served.version)
-    _meter(request, served)
-    data: list[dict[str, object]] = [
-        {"index": i, "text": text} for i, text in enumerate(served.results)
-    ]
-    return json_response(_list(body.model, served.prompt_tokens, data), served.version)
+    return await _texts_out(
+        TRANSLATION, body.model, as_list(body.input), params, request, engine, who
+    )
 
 
 @router.post("/summarize", response_model=TextResponse)
@@ -119,15 +115,9 @@ async def summarize(
     body: SummarizeRequest, request: Request, engine: EngineDep, who: PrincipalDep
 ) -> Response:
     params = Seq2SeqParams(max_tokens=body.max_tokens, ratio=body.ratio)
-    texts = as_list(body.input)
-    await reserve_tokens(request, engine.token_bound(SUMMARIZATION, texts, params))
-    served = await engine.infer(SUMMARIZATION, body.model, texts, params, caller=who)
-    mark_model(request, served.version)
-    _meter(request, served)
-    data: list[dict[str, object]] = [
-        {"index": i, "text": text} for i, text in enumerate(served.results)
-    ]
-    return json_response(_list(body.model, served.prompt_tokens, data), served.version)
+    return await _texts_out(
+        SUMMARIZATION, body.model, as_list(body.input), params, request, engine, who
+    )
 
 
 @router.post("/rerank", response_model=RerankResponse)
@@ -136,7 +126,7 @@ async def rerank(
 ) -> Response:
     documents = body.texts()
     query = RerankQuery(body.query, documents)
-    await reserve_tokens(request, engine.token_bound(RERANK, query, None))
+    await reserve_tokens(request, lambda: engine.token_bound(RERANK, query, None))
     served = await engine.infer(RERANK, body.model, query, caller=who, truncate=body.truncate)
     mark_model(request, served.version)
     _meter(request, served)
@@ -156,6 +146,26 @@ async def rerank(
         "usage": {"prompt_tokens": tokens, "total_tokens": tokens},
     }
     return json_response(payload, served.version)
+
+
+async def _texts_out(
+    task: TaskContract[Any, Seq2SeqParams, str],
+    model: str,
+    texts: list[str],
+    params: Seq2SeqParams,
+    request: Request,
+    engine: InferenceEngine,
+    who: Principal,
+) -> Response:
+    """A text-to-text task (translation, summarization): one output text per input."""
+    await reserve_tokens(request, lambda: engine.token_bound(task, texts, params))
+    served = await engine.infer(task, model, texts, params, caller=who)
+    mark_model(request, served.version)
+    _meter(request, served)
+    data: list[dict[str, object]] = [
+        {"index": i, "text": text} for i, text in enumerate(served.results)
+    ]
+    return json_response(_list(model, served.prompt_tokens, data), served.version)
 
 
 def _meter(request: Request, served: Served[Any]) -> None:

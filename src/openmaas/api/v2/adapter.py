@@ -88,7 +88,7 @@ async def run_inference(
     inputs = contract.v2_inputs(list(tensor.array.ravel()))
     truncate = typed_param(parameters, "truncate", bool) or False
     params = contract.v2_params(parameters)
-    await reserve_tokens(request, engine.token_bound(contract, inputs, params))
+    await reserve_tokens(request, lambda: engine.token_bound(contract, inputs, params))
     reference = f"{version.model}:{version.version}"  # as resolved: an alias move cannot race
     served = await engine.infer(
         contract, reference, inputs, params, caller=caller, truncate=truncate
