@@ -27,6 +27,8 @@ from urllib.parse import urlsplit
 from tests.integration.conftest import RunningServer
 
 PROBE_BUDGET_S = 0.100  # the issue's bar
+STALL_S = 1.0  # no single probe may wait this long: the audit's stalled loop held one 2.5 s
+MINIMUM_PROBES = 40
 ROOT = Path(__file__).resolve().parents[2]  # where `tests` is importable from
 
 
@@ -42,16 +44,22 @@ class ProbeLatencies:
         )
 
     def p95(self) -> float:
-        ordered = sorted(self.seconds)
-        return ordered[max(int(len(ordered) * 0.95) - 1, 0)]
+        return self.percentile(95)
 
-    def assert_within(self, budget_s: float, *, at_least: int = 20) -> None:
-        report = self.summary()
+    def percentile(self, percent: int) -> float:
+        ordered = sorted(self.seconds)
+        return ordered[max(math.ceil(len(ordered) * percent / 100) - 1, 0)]
+
+    def assert_within(self, budget_s: float, *, at_least: int = MINIMUM_PROBES) -> None:
+        report = self.summary() + f", p90 {self.percentile(90) * 1000:.1f} ms"
         print(report)
         assert len(self.seconds) >= at_least, report
-        # The bar is on the 95th percentile: on a shared 2-core test machine the prober itself
-        # is sometimes descheduled for longer than the server takes (max printed, not asserted).
-        assert self.p95() <= budget_s, report
+        # The bar is on the 90th percentile of at least 40 probes, and no probe may stall: on
+        # a shared 2-core machine the prober itself is sometimes descheduled for longer than
+        # the server takes (CI once saw 2 of 20 probes at 101 and 125 ms, median 4.5 ms). A
+        # blocked event loop fails both bars: every probe during the block waits for it.
+        assert self.percentile(90) <= budget_s, report
+        assert max(self.seconds) <= STALL_S, report
 
 
 def probe_once(url: str, path: str) -> float:
@@ -75,7 +83,9 @@ def probe_once(url: str, path: str) -> float:
 
 
 @contextmanager
-def probing(server: RunningServer, *, minimum: int = 20) -> Iterator[ProbeLatencies]:
+def probing(
+    server: RunningServer, *, minimum: int = MINIMUM_PROBES
+) -> Iterator[ProbeLatencies]:
     """Probe `/livez` and `/readyz` in turn while the block runs, and on until there are
     `minimum` probes (a fast attack would leave too few to judge).
 
