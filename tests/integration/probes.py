@@ -83,9 +83,7 @@ def probe_once(url: str, path: str) -> float:
 
 
 @contextmanager
-def probing(
-    server: RunningServer, *, minimum: int = MINIMUM_PROBES
-) -> Iterator[ProbeLatencies]:
+def probing(server: RunningServer, *, minimum: int = MINIMUM_PROBES) -> Iterator[ProbeLatencies]:
     """Probe `/livez` and `/readyz` in turn while the block runs, and on until there are
     `minimum` probes (a fast attack would leave too few to judge).
 
