@@ -14,6 +14,7 @@ from typing import Annotated
 
 from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+from sqlalchemy.engine import make_url
 
 MiB = 1024 * 1024
 
@@ -333,6 +334,8 @@ class Settings(BaseSettings):
                 setattr(self, name, value.expanduser().absolute())
         if not self.database_url:
             self.database_url = f"sqlite:///{(self.home / 'openmaas.db').as_posix()}"
+        else:
+            self.database_url = _absolute_sqlite(self.database_url)
         if self.artifacts_dir is None:
             self.artifacts_dir = self.home / "artifacts"
         return self
@@ -357,3 +360,17 @@ class Settings(BaseSettings):
     @property
     def max_hub_download_bytes(self) -> int:
         return self.max_hub_download_mb * MiB
+
+
+def _absolute_sqlite(url: str) -> str:
+    """A SQLite URL with a relative file made absolute; any other URL as given."""
+    if not url.startswith("sqlite"):
+        return url
+    parsed = make_url(url)
+    database = parsed.database or ""
+    if database in ("", ":memory:") or database.startswith("file:"):
+        return url
+    path = Path(database).expanduser()
+    if path.is_absolute():
+        return url
+    return parsed.set(database=str(path.absolute())).render_as_string(hide_password=False)
