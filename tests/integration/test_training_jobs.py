@@ -548,8 +548,15 @@ def test_bad_requests_name_the_problem(oai: openai.OpenAI, file_id: str) -> None
 # -- the CLI ---------------------------------------------------------------------------------
 
 
+EVENT_LINE = re.compile(r"\d\d:\d\d:\d\d ")  # how `train` and `jobs follow` print an event
+
+
+def event_lines(output: str) -> list[str]:
+    return [line for line in output.splitlines() if EVENT_LINE.match(line)]
+
+
 def test_the_cli_trains_lists_shows_and_cancels(
-    server: RunningServer, sst2_jsonl: bytes, tmp_path: Path
+    server: RunningServer, sdk: Client, sst2_jsonl: bytes, tmp_path: Path
 ) -> None:
     data = tmp_path / "sst2.jsonl"
     data.write_bytes(sst2_jsonl)
@@ -572,6 +579,13 @@ def test_the_cli_trains_lists_shows_and_cancels(
     assert job["fine_tuned_model"].startswith("cli-")
     assert "uploaded sst2.jsonl as file-" in trained.stderr
     assert "Job succeeded" in trained.stderr  # the events, as lines when not a terminal
+    # Through a pipe, each event is one line, once (they were printed twice).
+    shown = [e for e in events(sdk, job["id"]) if not (e.type == "metrics" and e.data)]
+    expected = [f"{e.created_at.astimezone():%H:%M:%S} {e.message}" for e in shown]
+    assert event_lines(trained.stderr) == expected
+    followed_again = cli("jobs", "follow", job["id"])
+    assert followed_again.returncode == 0, followed_again.stderr
+    assert event_lines(followed_again.stderr) == expected
 
     listed = cli("jobs", "list", "--json")
     assert listed.returncode == 0, listed.stderr
