@@ -140,6 +140,19 @@ def test_compare_json(shared_server: RunningServer, tmp_path: Path) -> None:
     assert "+0.1" in human
     assert "model.safetensors" in human
 
+    # The same files twice: the description and tags still tell the versions apart.
+    same = write_hf_model(tmp_path / "same", seed=3)
+    ok(shared_server, "models", "register", "cmp-meta", str(same), "--description", "first")
+    ok(shared_server, "models", "register", "cmp-meta", str(same), "--tag", "team=search")
+    fields = ok_json(shared_server, "versions", "compare", "cmp-meta", "1", "2")["fields"]
+    assert fields == {
+        "description": {"a": "first", "b": ""},
+        "tags": {"a": {}, "b": {"team": "search"}},
+    }
+    human = ok(shared_server, "versions", "compare", "cmp-meta", "1", "2")
+    assert "Changed fields" in human
+    assert '{"team": "search"}' in human
+
 
 def test_register_installed_spacy_package(shared_server: RunningServer) -> None:
     version = ok_json(
