@@ -3,8 +3,10 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
-HOST ?= 127.0.0.1
-PORT ?= 8000
+# `make serve HOST=… PORT=…` binds there; otherwise the server reads OPENMAAS_HOST and
+# OPENMAAS_PORT (default 127.0.0.1:8000).
+HOST ?=
+PORT ?=
 
 .PHONY: install system-deps serve test unit lint format clean
 
@@ -40,7 +42,7 @@ serve: install
 	@echo "Every request needs an API key: on its first start the server prints an admin key"
 	@echo "(on a terminal; otherwise it writes it to \$$OPENMAAS_HOME/secrets/admin-key);"
 	@echo "export it as OPENMAAS_API_KEY (README: API keys, projects and limits)."
-	$(BIN)/openmaas serve --host $(HOST) --port $(PORT)
+	$(BIN)/openmaas serve$(if $(HOST), --host $(HOST))$(if $(PORT), --port $(PORT))
 
 lint: install
 	$(BIN)/ruff check src tests benchmarks
