@@ -176,6 +176,7 @@ ROUTES: list[tuple[str, str, dict[str, Any] | None, set[str]]] = [
     ("POST", "/v2/repository/models/scope-own/unload", {}, {"models:write"}),
     ("GET", "/v1/registry/models", None, {"models:read"}),
     ("GET", "/v1/catalog", None, {"models:read"}),
+    ("POST", "/v1/catalog/no-such-entry/register", None, set()),  # catalog models are public
     ("PATCH", "/v1/registry/models/scope-own", {"description": "x"}, {"models:write"}),
     ("GET", "/v1/files", None, {"training"}),
     ("GET", "/v1/datasets", None, {"training"}),
