@@ -9,6 +9,7 @@ import wave
 from collections.abc import Iterator
 from typing import Any
 
+import httpx
 import numpy as np
 import pytest
 import tritonclient.http as triton  # type: ignore[import-untyped]
@@ -59,6 +60,25 @@ def test_server_is_live_ready_and_describes_itself(client: Any) -> None:
     assert metadata["name"] == "openmaas"
     assert metadata["version"]
     assert {"binary_tensor_data", "model_repository"} <= set(metadata["extensions"])
+
+
+def test_health_and_model_ready_answer_the_protocol_bodies(serving_server: RunningServer) -> None:
+    url = serving_server.url
+    live = httpx.get(f"{url}/v2/health/live")  # probes need no key
+    assert (live.status_code, live.json()) == (200, {"live": True})
+    ready = httpx.get(f"{url}/v2/health/ready")
+    assert (ready.status_code, ready.json()) == (200, {"ready": True})
+
+    authed.post(f"{url}/v2/repository/models/textrank/load").raise_for_status()
+    for path in ("textrank/ready", "textrank/versions/1/ready"):
+        response = authed.get(f"{url}/v2/models/{path}")
+        assert (response.status_code, response.json()) == (200, {"name": "textrank", "ready": True})
+    authed.post(f"{url}/v2/repository/models/textrank/unload").raise_for_status()
+    response = authed.get(f"{url}/v2/models/textrank/ready")
+    assert response.status_code == 400  # Triton's status for a known model that is not ready
+    body = response.json()
+    assert (body["name"], body["ready"]) == ("textrank", False)
+    assert "POST /v2/repository/models/textrank/load" in body["reason"]
 
 
 def test_model_metadata_and_config_describe_the_tensors(client: Any) -> None:

@@ -22,6 +22,7 @@ from contextlib import suppress
 from typing import Any, TypeVar
 
 from fastapi import APIRouter, Depends, Request, Response
+from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ValidationError
 from sqlalchemy import text as sql
 
@@ -49,10 +50,13 @@ from openmaas.protocol.v2 import (
     InferenceResponse,
     MetadataTensor,
     ModelMetadataResponse,
+    ModelReadyResponse,
     RepositoryIndexEntry,
     RepositoryIndexRequest,
     RepositoryLoadRequest,
+    ServerLiveResponse,
     ServerMetadataResponse,
+    ServerReadyResponse,
 )
 from openmaas.serving.engine import InferenceEngine
 
@@ -77,16 +81,16 @@ async def get_server_metadata() -> ServerMetadataResponse:
 
 
 @router.get("/v2/health/live")
-async def check_server_live() -> Response:
-    return Response(status_code=200)
+async def check_server_live() -> ServerLiveResponse:
+    return ServerLiveResponse(live=True)
 
 
 @router.get("/v2/health/ready")
-def check_server_ready(services: ServicesDep) -> Response:
+def check_server_ready(services: ServicesDep) -> ServerReadyResponse:
     # Models load on first use, so the server is ready once it can read the registry.
     with services.db.engine.connect() as connection:
         connection.execute(sql("SELECT 1"))
-    return Response(status_code=200)
+    return ServerReadyResponse(ready=True)
 
 
 # -- models ---------------------------------------------------------------------------------------
@@ -117,22 +121,29 @@ async def get_model_metadata(
     )
 
 
-@router.get("/v2/models/{model_name}/ready", dependencies=_DESCRIBE)
-@router.get("/v2/models/{model_name}/versions/{model_version}/ready", dependencies=_DESCRIBE)
+_READY: dict[str, Any] = {
+    "response_model": ModelReadyResponse,
+    "response_model_exclude_none": True,
+    "responses": {400: {"model": ModelReadyResponse, "description": "Not ready"}},
+    "dependencies": _DESCRIBE,
+}
+
+
+@router.get("/v2/models/{model_name}/ready", **_READY)
+@router.get("/v2/models/{model_name}/versions/{model_version}/ready", **_READY)
 async def check_model_ready(
     model_name: str, engine: EngineDep, who: PrincipalDep, model_version: str | None = None
-) -> Response:
-    """200 when the version is loaded; 400 otherwise, as Triton answers for a model that
-    is known but not ready (an unknown model is a 404)."""
+) -> JSONResponse:
+    """`{"name", "ready"}`: 200 when the version is loaded; 400 otherwise, the status Triton
+    answers for a model that is known but not ready (an unknown model is a 404)."""
     version = await engine.resolve(_reference(model_name, model_version), caller=who)
-    if not engine.is_loaded(version):
-        raise InvalidRequest(
-            f"model '{version.model}:{version.version}' is not loaded; it loads on its first "
-            f"inference request, or POST /v2/repository/models/{model_name}/load",
-            param="model",
-            code="model_not_ready",
-        )
-    return Response(status_code=200)
+    if engine.is_loaded(version):
+        return _model_ready(ModelReadyResponse(name=model_name, ready=True), 200)
+    reason = (
+        f"model '{version.model}:{version.version}' is not loaded; it loads on its first "
+        f"inference request, or POST /v2/repository/models/{model_name}/load"
+    )
+    return _model_ready(ModelReadyResponse(name=model_name, ready=False, reason=reason), 400)
 
 
 @router.get("/v2/models/{model_name}/config", dependencies=_DESCRIBE)
@@ -276,6 +287,10 @@ def _parse_json(body: bytes, model: type[ModelT]) -> ModelT:
         first = exc.errors()[0]
         location = ".".join(str(p) for p in first["loc"]) or "request"
         raise InvalidRequest(f"{location}: {first['msg']}") from None
+
+
+def _model_ready(body: ModelReadyResponse, status_code: int) -> JSONResponse:
+    return JSONResponse(body.model_dump(exclude_none=True), status_code=status_code)
 
 
 def _index_entry(name: str, version: int, loaded: bool) -> RepositoryIndexEntry:
