@@ -179,12 +179,20 @@ class InferenceEngine:
         return version
 
     async def unload(self, reference: str, *, caller: Principal) -> ModelVersion:
+        """Unload the version now. Inference requests then refuse it (`ModelUnloaded`) until
+        `load`, as Triton does, unless the server reloads unloaded models on demand
+        (`reload_unloaded`). `ModelNotLoaded` when it was not loaded (it is held all the same)."""
         version = await self.resolve(reference, caller=caller)
-        await self.pool.unload(_key(version))
+        await self.pool.unload(_key(version), hold=not self.settings.reload_unloaded)
         return version
 
     def is_loaded(self, version: ModelVersion) -> bool:
         return self.pool.is_loaded(_key(version))
+
+    def is_ready(self, version: ModelVersion) -> bool:
+        """Servable: loaded, or loaded on its first request (every registered version is,
+        unless it was unloaded on request and is held so)."""
+        return not self.pool.is_held(_key(version))
 
     # -- tasks -------------------------------------------------------------------------------
 

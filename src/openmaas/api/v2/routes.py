@@ -28,6 +28,7 @@ from sqlalchemy import text as sql
 
 from openmaas import __version__
 from openmaas.api.deps import EngineDep, PrincipalDep, ServicesDep, requires
+from openmaas.api.errors import load_hint
 from openmaas.api.json_body import StrictJSONRoute
 from openmaas.api.responses import VERSION_HEADER, mark_model
 from openmaas.api.v2.adapter import (
@@ -134,15 +135,14 @@ _READY: dict[str, Any] = {
 async def check_model_ready(
     model_name: str, engine: EngineDep, who: PrincipalDep, model_version: str | None = None
 ) -> JSONResponse:
-    """`{"name", "ready"}`: 200 when the version is loaded; 400 otherwise, the status Triton
-    answers for a model that is known but not ready (an unknown model is a 404)."""
+    """`{"name", "ready"}`: 200 when the version is servable (loaded, or loaded on its first
+    request); 400 when it was unloaded on request and is held so, the status Triton answers
+    for a model that is known but not ready (an unknown model is a 404)."""
     version = await engine.resolve(_reference(model_name, model_version), caller=who)
-    if engine.is_loaded(version):
+    if engine.is_ready(version):
         return _model_ready(ModelReadyResponse(name=model_name, ready=True), 200)
-    reason = (
-        f"model '{version.model}:{version.version}' is not loaded; it loads on its first "
-        f"inference request, or POST /v2/repository/models/{model_name}/load"
-    )
+    reference = f"{version.model}:{version.version}"
+    reason = f"model '{reference}' was unloaded on request; {load_hint(reference)}"
     return _model_ready(ModelReadyResponse(name=model_name, ready=False, reason=reason), 400)
 
 
@@ -217,17 +217,18 @@ async def infer(
 async def index_repository(
     request: Request, engine: EngineDep, who: PrincipalDep
 ) -> list[RepositoryIndexEntry]:
-    """Every registered model with the version its name serves, plus any other loaded version."""
+    """Every registered model with the version its name serves, plus any other loaded version.
+    READY means servable, as the ready routes answer: loaded, or loaded on its first request."""
     index_request = _parse_json(await request.body(), RepositoryIndexRequest)
     entries = []
     listed = set()
     for _, version in await engine.list_models(caller=who):
         listed.add((version.model, version.version))
-        entries.append(_index_entry(version.model, version.version, engine.is_loaded(version)))
+        entries.append(_index_entry(engine, version.model, version.version))
     visible = {name for name, _ in listed}  # list_models answers only the caller's models
     for resident in engine.pool.residents():
         if resident.key not in listed and resident.key[0] in visible:
-            entries.append(_index_entry(*resident.key, True))
+            entries.append(_index_entry(engine, *resident.key))
     if index_request.ready:
         entries = [e for e in entries if e.state == "READY"]
     return sorted(entries, key=lambda e: (e.name, int(e.version)))
@@ -293,13 +294,14 @@ def _model_ready(body: ModelReadyResponse, status_code: int) -> JSONResponse:
     return JSONResponse(body.model_dump(exclude_none=True), status_code=status_code)
 
 
-def _index_entry(name: str, version: int, loaded: bool) -> RepositoryIndexEntry:
-    return RepositoryIndexEntry(
-        name=name,
-        version=str(version),
-        state="READY" if loaded else "UNAVAILABLE",
-        reason="" if loaded else "unloaded",
-    )
+def _index_entry(engine: InferenceEngine, name: str, version: int) -> RepositoryIndexEntry:
+    key = (name, version)
+    if engine.pool.is_held(key):
+        return RepositoryIndexEntry(
+            name=name, version=str(version), state="UNAVAILABLE", reason="unloaded"
+        )
+    reason = "" if engine.pool.is_loaded(key) else "not loaded: loads on its first request"
+    return RepositoryIndexEntry(name=name, version=str(version), state="READY", reason=reason)
 
 
 def _config_tensor(tensor: MetadataTensor, batched: bool) -> dict[str, Any]:
