@@ -7,6 +7,7 @@ import io
 import json
 import wave
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -18,6 +19,7 @@ from tritonclient.utils import InferenceServerException  # type: ignore[import-u
 
 from tests.integration import authed
 from tests.integration.conftest import RunningServer, start_server, stop_server
+from tests.runtimes.tiny_models import build_bert
 
 EMBEDDER = "all-minilm-l6-v2"
 
@@ -200,6 +202,32 @@ def test_repository_load_unload_and_index(client: Any, serving_server: RunningSe
     assert summary.shape == (1,)
     assert summary[0].decode().strip()
     assert not client.is_model_ready("no-such-model")
+
+
+def test_the_repository_index_lists_every_version(
+    serving_server: RunningServer, tmp_path: Path
+) -> None:
+    url, name = serving_server.url, "index-versions"
+    for seed in (0, 1):
+        directory = build_bert(tmp_path / f"v{seed}", seed=seed)
+        source = {"type": "path", "path": str(directory)}
+        registered = authed.post(
+            f"{url}/v1/registry/models/{name}/versions", json={"source": source}
+        )
+        assert registered.status_code == 201, registered.text
+
+    def index(ready: bool = False) -> dict[str, dict[str, str]]:
+        entries = authed.post(f"{url}/v2/repository/index", json={"ready": ready}).json()
+        return {e["version"]: e for e in entries if e["name"] == name}
+
+    assert set(index()) == {"1", "2"}  # one entry per version, not per model
+    authed.post(f"{url}/v2/repository/models/{name}:1/load").raise_for_status()
+    authed.post(f"{url}/v2/repository/models/{name}:2/unload").raise_for_status()
+    entries = index()
+    assert (entries["1"]["state"], entries["1"]["reason"]) == ("READY", "")
+    assert (entries["2"]["state"], entries["2"]["reason"]) == ("UNAVAILABLE", "unloaded")
+    assert set(index(ready=True)) == {"1"}
+    assert authed.get(f"{url}/v2/models/{name}/versions/2/ready").status_code == 400
 
 
 @pytest.fixture(scope="module")

@@ -21,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import AsyncGenerator, Mapping, Sequence
+from contextlib import suppress
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar, cast, overload
 
@@ -163,6 +164,20 @@ class InferenceEngine:
                 if model.latest_version is not None and can_see(model.project, model.public, who):
                     served.append((model, self.registry.resolve(model.name, caller=SYSTEM)))
             return served
+
+        return await asyncio.to_thread(read)
+
+    async def list_versions(self, *, caller: Principal) -> list[ModelVersion]:
+        """Every version of every registered model the caller may see."""
+        who = require_caller(caller)
+
+        def read() -> list[ModelVersion]:
+            found: list[ModelVersion] = []
+            for model in self.registry.list_models(caller=SYSTEM):
+                if can_see(model.project, model.public, who):
+                    with suppress(ModelNotFound):  # deleted since it was listed
+                        found += self.registry.store.list_versions(model.name, caller=SYSTEM)
+            return found
 
         return await asyncio.to_thread(read)
 

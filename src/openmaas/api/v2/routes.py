@@ -61,9 +61,10 @@ from openmaas.protocol.v2 import (
 )
 from openmaas.serving.engine import InferenceEngine
 
-# Server metadata and health answer without a key (orchestrators probe them); every model
-# route needs one. Scopes per route below.
+# Health answers without a key (orchestrators probe it); every other route needs one: server
+# metadata any key, the others the scopes below.
 router = APIRouter(route_class=StrictJSONRoute, tags=["open-inference-v2"])
+_KEY = [Depends(requires())]
 _DESCRIBE = [Depends(requires(Scope.INFERENCE, Scope.MODELS_READ))]
 _INFER = [Depends(requires(Scope.INFERENCE))]
 _MANAGE = [Depends(requires(Scope.MODELS_WRITE))]
@@ -76,7 +77,7 @@ ModelT = TypeVar("ModelT", bound=BaseModel)
 # -- server ---------------------------------------------------------------------------------------
 
 
-@router.get("/v2")
+@router.get("/v2", dependencies=_KEY)
 async def get_server_metadata() -> ServerMetadataResponse:
     return ServerMetadataResponse(name="openmaas", version=__version__, extensions=EXTENSIONS)
 
@@ -217,18 +218,11 @@ async def infer(
 async def index_repository(
     request: Request, engine: EngineDep, who: PrincipalDep
 ) -> list[RepositoryIndexEntry]:
-    """Every registered model with the version its name serves, plus any other loaded version.
-    READY means servable, as the ready routes answer: loaded, or loaded on its first request."""
+    """Every version of every model the caller may see, one entry each. READY means
+    servable, as the ready routes answer: loaded, or loaded on its first request."""
     index_request = _parse_json(await request.body(), RepositoryIndexRequest)
-    entries = []
-    listed = set()
-    for _, version in await engine.list_models(caller=who):
-        listed.add((version.model, version.version))
-        entries.append(_index_entry(engine, version.model, version.version))
-    visible = {name for name, _ in listed}  # list_models answers only the caller's models
-    for resident in engine.pool.residents():
-        if resident.key not in listed and resident.key[0] in visible:
-            entries.append(_index_entry(engine, *resident.key))
+    versions = await engine.list_versions(caller=who)
+    entries = [_index_entry(engine, v.model, v.version) for v in versions]
     if index_request.ready:
         entries = [e for e in entries if e.state == "READY"]
     return sorted(entries, key=lambda e: (e.name, int(e.version)))
