@@ -66,6 +66,12 @@ class Settings(BaseSettings):
         default_factory=list,
         description="Model references to load at start and keep loaded (comma-separated).",
     )
+    reload_unloaded: bool = Field(
+        default=False,
+        description="Load a model unloaded through /v2/repository/models/NAME/unload again on "
+        "its next inference request. Default: such a model answers 404 model_unloaded until it "
+        "is loaded (/load), as Triton does; models never unloaded on request load on demand.",
+    )
     max_batch_size: int = Field(default=64, ge=1)
     max_batch_tokens: int = Field(default=16_384, ge=1)
     max_wait_ms: float = Field(

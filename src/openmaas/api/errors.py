@@ -13,7 +13,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from openmaas.errors import OpenMaaSError, WrongTask
+from openmaas.errors import ModelUnloaded, OpenMaaSError, WrongTask
 
 logger = logging.getLogger("openmaas.api")
 
@@ -70,6 +70,15 @@ def route_hint(task: str) -> str:
     return _TASK_ROUTES.get(task, f"this route needs a {task} model")
 
 
+def load_hint(reference: str) -> str:
+    """How to serve a version held unloaded (`ModelUnloaded`): the engine knows no routes."""
+    return (
+        f"load it with POST /v2/repository/models/{reference}/load (tritonclient: "
+        f"load_model), or serve with OPENMAAS_RELOAD_UNLOADED=true to load unloaded models "
+        "on their next request"
+    )
+
+
 async def handle_openmaas_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, OpenMaaSError)
     if exc.status_code >= 500:
@@ -77,6 +86,9 @@ async def handle_openmaas_error(request: Request, exc: Exception) -> JSONRespons
     body = exc.to_dict()
     if isinstance(exc, WrongTask) and exc.task is not None:
         message = f"{exc.message}; {route_hint(exc.task)}"
+        body = error_body(message, exc.error_type, exc.code, exc.param)
+    elif isinstance(exc, ModelUnloaded):
+        message = f"{exc.message}; {load_hint(exc.reference)}"
         body = error_body(message, exc.error_type, exc.code, exc.param)
     return _respond(request, body, exc.status_code, exc.headers or None)
 

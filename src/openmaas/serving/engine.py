@@ -21,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import AsyncGenerator, Mapping, Sequence
+from contextlib import suppress
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar, cast, overload
 
@@ -166,6 +167,20 @@ class InferenceEngine:
 
         return await asyncio.to_thread(read)
 
+    async def list_versions(self, *, caller: Principal) -> list[ModelVersion]:
+        """Every version of every registered model the caller may see."""
+        who = require_caller(caller)
+
+        def read() -> list[ModelVersion]:
+            found: list[ModelVersion] = []
+            for model in self.registry.list_models(caller=SYSTEM):
+                if can_see(model.project, model.public, who):
+                    with suppress(ModelNotFound):  # deleted since it was listed
+                        found += self.registry.store.list_versions(model.name, caller=SYSTEM)
+            return found
+
+        return await asyncio.to_thread(read)
+
     async def get_model(self, name: str, *, caller: Principal) -> RegisteredModel:
         who = require_caller(caller)
         model = await asyncio.to_thread(self.registry.get_model, name, caller=SYSTEM)
@@ -179,12 +194,20 @@ class InferenceEngine:
         return version
 
     async def unload(self, reference: str, *, caller: Principal) -> ModelVersion:
+        """Unload the version now. Inference requests then refuse it (`ModelUnloaded`) until
+        `load`, as Triton does, unless the server reloads unloaded models on demand
+        (`reload_unloaded`). `ModelNotLoaded` when it was not loaded (it is held all the same)."""
         version = await self.resolve(reference, caller=caller)
-        await self.pool.unload(_key(version))
+        await self.pool.unload(_key(version), hold=not self.settings.reload_unloaded)
         return version
 
     def is_loaded(self, version: ModelVersion) -> bool:
         return self.pool.is_loaded(_key(version))
+
+    def is_ready(self, version: ModelVersion) -> bool:
+        """Servable: loaded, or loaded on its first request (every registered version is,
+        unless it was unloaded on request and is held so)."""
+        return not self.pool.is_held(_key(version))
 
     # -- tasks -------------------------------------------------------------------------------
 
