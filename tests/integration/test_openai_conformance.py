@@ -91,6 +91,15 @@ def test_errors(spec: OpenAISpec, client: OpenAI) -> None:
 # -- generation -------------------------------------------------------------------------------
 
 
+def test_chat_completion(spec: OpenAISpec, client: OpenAI, tiny: None) -> None:
+    raw = client.chat.completions.with_raw_response.create(
+        model=GPT2, messages=[{"role": "user", "content": "Say something."}], max_tokens=6
+    )
+    answer = body(raw)
+    spec.check(answer, "/chat/completions", "post")
+    assert answer["choices"][0]["message"]["refusal"] is None
+
+
 def test_chat_completion_chunks(
     spec: OpenAISpec, serving_server: RunningServer, tiny: None
 ) -> None:

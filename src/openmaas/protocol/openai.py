@@ -176,6 +176,7 @@ class CompletionUsage(BaseModel):
 class AssistantMessage(BaseModel):
     role: Literal["assistant"] = "assistant"
     content: str
+    refusal: str | None = None  # required by OpenAI, nullable; our models never refuse
 
 
 class ChatChoice(BaseModel):
