@@ -18,7 +18,8 @@ from openai import OpenAI
 from openmaas import Client
 from openmaas.protocol.registry import PathSource
 from tests.integration import authed
-from tests.integration.conftest import RunningServer
+from tests.integration.conftest import RunningServer, start_server, stop_server
+from tests.integration.test_training_jobs import TRAINING_ENV
 from tests.openai_spec import OpenAISpec
 from tests.runtimes.tiny_models import build_bert, build_gpt2
 
@@ -124,3 +125,60 @@ def test_chat_completion_chunks(
 def test_completion(spec: OpenAISpec, client: OpenAI, tiny: None) -> None:
     raw = client.completions.with_raw_response.create(model=GPT2, prompt="Once", max_tokens=6)
     spec.check(body(raw), "/completions", "post")
+
+
+# -- files and fine-tuning --------------------------------------------------------------------
+
+POSITIVE = ["a gorgeous film", "witty and warm", "a delight", "great fun", "moving and wise"]
+NEGATIVE = ["a dull mess", "tedious and flat", "a chore", "awful pacing", "lifeless and cold"]
+
+
+def sentiment_jsonl() -> bytes:
+    lines = [
+        json.dumps({"text": f"{text} ({i})", "label": label})
+        for i in range(24)
+        for texts, label in ((POSITIVE, "positive"), (NEGATIVE, "negative"))
+        for text in texts
+    ]
+    return ("\n".join(lines) + "\n").encode()
+
+
+@pytest.fixture(scope="module")
+def training_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningServer]:
+    running = start_server(
+        tmp_path_factory.mktemp("conformance-training") / "home",
+        {**TRAINING_ENV, "OPENMAAS_WORKERS": "1"},
+    )
+    yield running
+    stop_server(running)
+
+
+@pytest.fixture(scope="module")
+def oai(training_server: RunningServer) -> Iterator[OpenAI]:
+    with OpenAI(
+        base_url=f"{training_server.url}/v1", api_key=training_server.key, max_retries=0
+    ) as c:
+        yield c
+
+
+@pytest.fixture(scope="module")
+def training_file(oai: OpenAI) -> str:
+    uploaded = oai.files.create(file=("sentiment.jsonl", sentiment_jsonl()), purpose="fine-tune")
+    assert uploaded.status == "processed", uploaded.status_details
+    return uploaded.id
+
+
+def test_files(spec: OpenAISpec, oai: OpenAI, training_file: str) -> None:
+    spec.check(body(oai.files.with_raw_response.retrieve(training_file)), "/files/{file_id}", "get")
+    spec.check(body(oai.files.with_raw_response.list()), "/files", "get")
+    # Readable, with problems: kept with status "error" and status_details saying why.
+    flawed = oai.files.with_raw_response.create(
+        file=("flawed.jsonl", b'{"text": "fine", "label": "a"}\n{"text": "", "label": "b"}\n'),
+        purpose="fine-tune",
+    )
+    created = body(flawed)
+    spec.check(created, "/files", "post")
+    assert created["status"] == "error"
+    assert created["status_details"]
+    deleted = oai.files.with_raw_response.delete(created["id"])
+    spec.check(body(deleted), "/files/{file_id}", "delete")
