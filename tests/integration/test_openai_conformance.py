@@ -19,7 +19,8 @@ from openmaas import Client
 from openmaas.protocol.registry import PathSource
 from tests.integration import authed
 from tests.integration.conftest import RunningServer, start_server, stop_server
-from tests.integration.test_training_jobs import TRAINING_ENV
+from tests.integration.test_training_jobs import SMALL, TRAINING_ENV
+from tests.integration.waiting import wait_for
 from tests.openai_spec import OpenAISpec
 from tests.runtimes.tiny_models import build_bert, build_gpt2
 
@@ -182,3 +183,24 @@ def test_files(spec: OpenAISpec, oai: OpenAI, training_file: str) -> None:
     assert created["status_details"]
     deleted = oai.files.with_raw_response.delete(created["id"])
     spec.check(body(deleted), "/files/{file_id}", "delete")
+
+
+def test_fine_tuning_job_and_events(spec: OpenAISpec, oai: OpenAI, training_file: str) -> None:
+    created = oai.fine_tuning.jobs.with_raw_response.create(
+        model="textcnn",
+        training_file=training_file,
+        extra_body={"hyperparameters": {"n_epochs": 2, "batch_size": 16, **SMALL}},
+    )
+    job = body(created)
+    spec.check(job, "/fine_tuning/jobs", "post")
+
+    def finished() -> dict[str, Any] | None:
+        found = body(oai.fine_tuning.jobs.with_raw_response.retrieve(job["id"]))
+        return found if found["status"] in ("succeeded", "failed", "cancelled") else None
+
+    done = wait_for(f"job {job['id']} to finish", finished, timeout_s=180)
+    spec.check(done, "/fine_tuning/jobs/{fine_tuning_job_id}", "get")
+    assert done["status"] == "succeeded", done["error"]
+    spec.check(body(oai.fine_tuning.jobs.with_raw_response.list()), "/fine_tuning/jobs", "get")
+    events = oai.fine_tuning.jobs.with_raw_response.list_events(job["id"], limit=100)
+    spec.check(body(events), "/fine_tuning/jobs/{fine_tuning_job_id}/events", "get")
