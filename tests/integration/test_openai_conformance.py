@@ -8,6 +8,7 @@ is validated with a JSON Schema 2020-12 validator against the 200 schema of its 
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -19,7 +20,7 @@ from openmaas import Client
 from openmaas.protocol.registry import PathSource
 from tests.integration import authed
 from tests.integration.conftest import RunningServer, start_server, stop_server
-from tests.integration.test_training_jobs import SMALL, TRAINING_ENV
+from tests.integration.test_training_jobs import SLOW, SMALL, TRAINING_ENV
 from tests.integration.waiting import wait_for
 from tests.openai_spec import OpenAISpec
 from tests.runtimes.tiny_models import build_bert, build_gpt2
@@ -204,3 +205,20 @@ def test_fine_tuning_job_and_events(spec: OpenAISpec, oai: OpenAI, training_file
     spec.check(body(oai.fine_tuning.jobs.with_raw_response.list()), "/fine_tuning/jobs", "get")
     events = oai.fine_tuning.jobs.with_raw_response.list_events(job["id"], limit=100)
     spec.check(body(events), "/fine_tuning/jobs/{fine_tuning_job_id}/events", "get")
+
+
+def test_cancelled_fine_tuning_job(spec: OpenAISpec, oai: OpenAI, training_file: str) -> None:
+    job = oai.fine_tuning.jobs.create(
+        model="slow_textcnn",
+        training_file=training_file,
+        extra_body={"hyperparameters": {**SLOW, "step_delay_s": 0.2}},
+    )
+    wait_for(
+        "the job to start",
+        lambda: oai.fine_tuning.jobs.retrieve(job.id).status == "running" or None,
+    )
+    asked_at = time.monotonic()
+    cancelled = body(oai.fine_tuning.jobs.with_raw_response.cancel(job.id))
+    print(f"cancel answered in {time.monotonic() - asked_at:.1f} s")
+    spec.check(cancelled, "/fine_tuning/jobs/{fine_tuning_job_id}/cancel", "post")
+    assert cancelled["status"] == "cancelled"

@@ -25,7 +25,6 @@ from typing import Any
 import httpx
 import openai
 import pytest
-from openai.types.fine_tuning import FineTuningJob
 
 from openmaas import APIError, Client
 from openmaas.protocol.training import TrainingEventOut, TrainingJobOut
@@ -370,15 +369,9 @@ def test_cancel_stops_within_seconds_and_keeps_the_last_checkpoint(
     wait_for("a first checkpoint", lambda: sdk.training_job_checkpoints(job.id).data or None)
 
     asked_at = time.monotonic()
-    answer = oai.fine_tuning.jobs.cancel(job.id)
-    assert answer.status in ("running", "cancelled")
-
-    def stopped() -> FineTuningJob | None:
-        found = oai.fine_tuning.jobs.retrieve(job.id)
-        return found if found.status == "cancelled" else None
-
-    cancelled = wait_for("the job to stop", stopped, timeout_s=10)
+    cancelled = oai.fine_tuning.jobs.cancel(job.id)  # answers once the worker let go
     stop_s = time.monotonic() - asked_at
+    assert cancelled.status == "cancelled"
     print(f"cancel to cancelled: {stop_s:.1f} s")
     assert stop_s < 5
     assert cancelled.finished_at is not None

@@ -22,7 +22,7 @@ from openmaas.api.convert.training import (
 from openmaas.api.deps import PrincipalDep, ServicesDep
 from openmaas.api.json_body import StrictJSONRoute
 from openmaas.api.openai.fine_tuning_adapter import openai_request
-from openmaas.api.training_jobs import cancel_job, create_job, training_kind
+from openmaas.api.training_jobs import cancel_and_wait, create_job, training_kind
 from openmaas.errors import InvalidRequest
 from openmaas.protocol.training import (
     EVENT_CURSOR_PATTERN,
@@ -95,10 +95,11 @@ def retrieve_fine_tuning_job(
 
 
 @router.post("/jobs/{fine_tuning_job_id}/cancel")
-def cancel_fine_tuning_job(
+async def cancel_fine_tuning_job(
     fine_tuning_job_id: str, services: ServicesDep, principal: PrincipalDep, auditor: AuditorDep
 ) -> FineTuningJobOut:
-    job = cancel_job(services, principal, auditor, fine_tuning_job_id)
+    """Answers `cancelled` once the worker has stopped (see `cancel_and_wait`)."""
+    job = await cancel_and_wait(services, principal, auditor, fine_tuning_job_id)
     return fine_tuning_job_out(job)
 
 
