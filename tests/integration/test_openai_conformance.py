@@ -186,7 +186,9 @@ def test_files(spec: OpenAISpec, oai: OpenAI, training_file: str) -> None:
     spec.check(body(deleted), "/files/{file_id}", "delete")
 
 
-def test_fine_tuning_job_and_events(spec: OpenAISpec, oai: OpenAI, training_file: str) -> None:
+def test_fine_tuning_job_events_and_checkpoints(
+    spec: OpenAISpec, training_server: RunningServer, oai: OpenAI, training_file: str
+) -> None:
     created = oai.fine_tuning.jobs.with_raw_response.create(
         model="textcnn",
         training_file=training_file,
@@ -205,6 +207,19 @@ def test_fine_tuning_job_and_events(spec: OpenAISpec, oai: OpenAI, training_file
     spec.check(body(oai.fine_tuning.jobs.with_raw_response.list()), "/fine_tuning/jobs", "get")
     events = oai.fine_tuning.jobs.with_raw_response.list_events(job["id"], limit=100)
     spec.check(body(events), "/fine_tuning/jobs/{fine_tuning_job_id}/events", "get")
+    listed = oai.fine_tuning.jobs.checkpoints.with_raw_response.list(job["id"])
+    checkpoints = body(listed)
+    spec.check(checkpoints, "/fine_tuning/jobs/{fine_tuning_job_id}/checkpoints", "get")
+    # The checkpoint offered is the published model, which every route takes.
+    offered = [c["fine_tuned_model_checkpoint"] for c in checkpoints["data"]]
+    assert offered == [f"{done['fine_tuned_model']}:1"]
+    for checkpoint in checkpoints["data"]:
+        name = checkpoint["fine_tuned_model_checkpoint"]
+        assert oai.models.retrieve(name).id == name
+        answer = authed.post(
+            f"{training_server.url}/v1/classify", json={"model": name, "input": ["a delight"]}
+        )
+        assert answer.status_code == 200, answer.text
 
 
 def test_cancelled_fine_tuning_job(spec: OpenAISpec, oai: OpenAI, training_file: str) -> None:
@@ -222,3 +237,7 @@ def test_cancelled_fine_tuning_job(spec: OpenAISpec, oai: OpenAI, training_file:
     print(f"cancel answered in {time.monotonic() - asked_at:.1f} s")
     spec.check(cancelled, "/fine_tuning/jobs/{fine_tuning_job_id}/cancel", "post")
     assert cancelled["status"] == "cancelled"
+    # What it resumed from is training state, not a model: not offered as a checkpoint.
+    listed = oai.fine_tuning.jobs.checkpoints.with_raw_response.list(job.id)
+    spec.check(body(listed), "/fine_tuning/jobs/{fine_tuning_job_id}/checkpoints", "get")
+    assert body(listed)["data"] == []

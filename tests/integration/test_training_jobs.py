@@ -184,11 +184,9 @@ def test_the_openai_client_fine_tunes_and_the_model_serves(
     epoch_ends = [e.data for e in metrics if isinstance(e.data, dict) and "val_accuracy" in e.data]
     assert len(epoch_ends) == 2
     assert all({"train_loss", "val_loss", "val_macro_f1"} <= set(d) for d in epoch_ends)
+    # The one checkpoint offered is the published model, pinned to its version.
     checkpoints = oai.fine_tuning.jobs.checkpoints.list(job.id).data
-    assert [c.step_number for c in checkpoints] == sorted(
-        (c.step_number for c in checkpoints), reverse=True
-    )
-    assert checkpoints[0].fine_tuned_model_checkpoint.startswith(f"{job.fine_tuned_model}:ckpt")
+    assert [c.fine_tuned_model_checkpoint for c in checkpoints] == [f"{job.fine_tuned_model}:1"]
     assert job.id in [j.id for j in oai.fine_tuning.jobs.list(limit=100).data]
 
     # The fine-tuned model answers at once, under the name the job reported.
