@@ -29,6 +29,7 @@ pytestmark = pytest.mark.integration
 
 GPT2 = "conformance-gpt2"
 MODERATION = "conformance-moderation"
+SPAM = "conformance-spam"
 
 
 @pytest.fixture(scope="module")
@@ -57,6 +58,15 @@ def tiny(serving_server: RunningServer, tmp_path_factory: pytest.TempPathFactory
             forced_label="toxic",
         )
         sdk.register(MODERATION, PathSource(path=str(toxic)))
+        spam = build_bert(
+            root / "spam",
+            head="sequence-classification",
+            labels=["ham", "spam"],
+            forced_label="spam",
+        )
+        # The version's own mapping: spam is harassment here.
+        mapping = {"moderation_categories": {"spam": ["harassment"]}}
+        sdk.register(SPAM, PathSource(path=str(spam)), params=mapping)
 
 
 def body(raw: Any) -> Any:
@@ -127,6 +137,44 @@ def test_chat_completion_chunks(
 def test_completion(spec: OpenAISpec, client: OpenAI, tiny: None) -> None:
     raw = client.completions.with_raw_response.create(model=GPT2, prompt="Once", max_tokens=6)
     spec.check(body(raw), "/completions", "post")
+
+
+# -- moderations ------------------------------------------------------------------------------
+
+
+def test_moderation(spec: OpenAISpec, client: OpenAI, tiny: None) -> None:
+    raw = client.moderations.with_raw_response.create(model=MODERATION, input=["you", "hi"])
+    answer = body(raw)
+    spec.check(answer, "/moderations", "post")
+    first = answer["results"][0]
+    # Jigsaw's `toxic` maps onto harassment by default; the model's own label is kept.
+    assert (first["flagged"], first["categories"]["harassment"]) == (True, True)
+    assert first["category_scores"]["harassment"] > 0.9
+    assert first["category_scores"]["violence"] == 0.0
+    assert first["model_categories"] == {"toxic": True}
+    assert set(first["category_applied_input_types"]["sexual"]) == {"text"}
+
+
+def test_moderation_with_the_versions_own_mapping(
+    spec: OpenAISpec, client: OpenAI, serving_server: RunningServer, tiny: None
+) -> None:
+    answer = body(client.moderations.with_raw_response.create(model=SPAM, input="buy now"))
+    spec.check(answer, "/moderations", "post")
+    result = answer["results"][0]
+    assert result["categories"]["harassment"] is True
+    assert result["model_category_scores"].keys() == {"spam"}  # "ham" is nothing wrong
+    with Client(serving_server.url, api_key=serving_server.key) as sdk:
+        version = sdk.resolve(SPAM)
+        assert version.params["moderation_categories"] == {"spam": ["harassment"]}
+    refused = authed.post(
+        f"{serving_server.url}/v1/registry/models/{SPAM}-bad/versions",
+        json={
+            "source": {"type": "path", "path": "/nonexistent"},
+            "params": {"moderation_categories": {"spam": ["spam"]}},
+        },
+    )
+    assert refused.status_code == 400, refused.text
+    assert "not an OpenAI moderation category" in refused.json()["error"]["message"]
 
 
 # -- files and fine-tuning --------------------------------------------------------------------

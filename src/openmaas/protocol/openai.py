@@ -227,8 +227,12 @@ class ModerationRequest(_Request):
 
 class ModerationResult(BaseModel):
     flagged: bool
-    categories: dict[str, bool]
+    categories: dict[str, bool] = Field(description="OpenAI's 13 categories.")
     category_scores: dict[str, float]
+    category_applied_input_types: dict[str, list[Literal["text", "image"]]]
+    # OpenMaaS extensions: the classifier's own labels (but its "nothing wrong" ones)
+    model_categories: dict[str, bool]
+    model_category_scores: dict[str, float]
 
 
 class ModerationResponse(BaseModel):
