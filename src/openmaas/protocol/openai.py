@@ -247,9 +247,21 @@ class ModerationResponse(BaseModel):
 
 class TranscriptionSegmentOut(BaseModel):
     id: int
+    seek: int
     start: float
     end: float
     text: str
+    tokens: list[int]
+    temperature: float
+    avg_logprob: float
+    compression_ratio: float
+    no_speech_prob: float
+
+
+class TranscriptionWordOut(BaseModel):
+    word: str
+    start: float
+    end: float
 
 
 class DurationUsage(BaseModel):
@@ -261,6 +273,10 @@ class TranscriptionResponse(BaseModel):
     text: str
     usage: DurationUsage
     # verbose_json only
+    task: Literal["transcribe", "translate"] | None = None
     language: str | None = None
     duration: float | None = None
     segments: list[TranscriptionSegmentOut] | None = None
+    words: list[TranscriptionWordOut] | None = Field(
+        default=None, description="With timestamp_granularities including 'word'."
+    )
