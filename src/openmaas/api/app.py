@@ -123,6 +123,7 @@ def build_app(settings: Settings, services: Services | None = None) -> FastAPI:
         routes={
             "/v1/registry/models/{name}/versions/upload": settings.max_upload_bytes,
             "/v1/audio/transcriptions": settings.max_audio_mb * MiB,
+            "/v1/audio/translations": settings.max_audio_mb * MiB,
             # The dataset limit plus room for the multipart framing; the service enforces
             # the exact size with a message naming OPENMAAS_MAX_DATASET_MB.
             "/v1/files": settings.max_dataset_mb * MiB + MiB,

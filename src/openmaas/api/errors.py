@@ -62,7 +62,8 @@ _TASK_ROUTES: dict[str, str] = {
     "text-generation": "chat and completions need a text-generation model",
     "translation": "/v1/translate needs a translation model",
     "summarization": "/v1/summarize needs a summarization model",
-    "speech-recognition": "/v1/audio/transcriptions needs a speech-recognition model",
+    "speech-recognition": "/v1/audio/transcriptions and /v1/audio/translations need a "
+    "speech-recognition model",
 }
 
 
