@@ -109,7 +109,8 @@ def build_app(settings: Settings, services: Services | None = None) -> FastAPI:
         # Every key sees its own project's usage; the route narrows what it may ask for.
         usage: requires(),
         audit: requires(Scope.ADMIN),
-        files: requires(Scope.TRAINING),
+        # Either scope; each purpose's files need their own (see api/openai/files.py).
+        files: requires(Scope.TRAINING, Scope.INFERENCE),
         datasets: requires(Scope.TRAINING),
         fine_tuning: requires(Scope.TRAINING),
         training: requires(Scope.TRAINING),
