@@ -24,6 +24,7 @@ from openmaas.api.json_body import StrictJSONRoute
 from openmaas.api.openai.fine_tuning_adapter import openai_request
 from openmaas.api.training_jobs import cancel_job, create_job, training_kind
 from openmaas.errors import InvalidRequest
+from openmaas.jobs.entities import TRAINING
 from openmaas.protocol.training import (
     EVENT_CURSOR_PATTERN,
     FineTuningCheckpointOut,
@@ -83,7 +84,7 @@ def list_fine_tuning_jobs(
     after: Annotated[str | None, Query(max_length=64)] = None,
     limit: Annotated[int, Query(ge=1, le=MAX_PAGE)] = 20,
 ) -> PageOut[FineTuningJobOut]:
-    page = services.jobs.list(caller=principal, after=after, limit=limit)
+    page = services.jobs.list(caller=principal, kind=TRAINING, after=after, limit=limit)
     return PageOut(data=[fine_tuning_job_out(job) for job in page.items], has_more=page.has_more)
 
 
@@ -91,7 +92,9 @@ def list_fine_tuning_jobs(
 def retrieve_fine_tuning_job(
     fine_tuning_job_id: str, services: ServicesDep, principal: PrincipalDep
 ) -> FineTuningJobOut:
-    return fine_tuning_job_out(services.jobs.get(fine_tuning_job_id, caller=principal))
+    return fine_tuning_job_out(
+        services.jobs.get(fine_tuning_job_id, caller=principal, kind=TRAINING)
+    )
 
 
 @router.post("/jobs/{fine_tuning_job_id}/cancel")
@@ -114,7 +117,9 @@ def list_fine_tuning_events(
 ) -> PageOut[FineTuningEventOut]:
     """Newest first, as OpenAI lists them."""
     cursor = parse_event_cursor(after)
-    page = services.jobs.events(fine_tuning_job_id, caller=principal, after=cursor, limit=limit)
+    page = services.jobs.events(
+        fine_tuning_job_id, caller=principal, kind=TRAINING, after=cursor, limit=limit
+    )
     return PageOut(
         data=[fine_tuning_event_out(event) for event in page.items],
         has_more=page.has_more,
@@ -130,8 +135,10 @@ def list_fine_tuning_checkpoints(
     limit: Annotated[int, Query(ge=1, le=MAX_PAGE)] = 10,
 ) -> PageOut[FineTuningCheckpointOut]:
     """Newest first."""
-    job = services.jobs.get(fine_tuning_job_id, caller=principal)
-    page = services.jobs.checkpoints(fine_tuning_job_id, caller=principal, after=after, limit=limit)
+    job = services.jobs.get(fine_tuning_job_id, caller=principal, kind=TRAINING)
+    page = services.jobs.checkpoints(
+        fine_tuning_job_id, caller=principal, kind=TRAINING, after=after, limit=limit
+    )
     return PageOut(
         data=[fine_tuning_checkpoint_out(c, job.model_name) for c in page.items],
         has_more=page.has_more,
