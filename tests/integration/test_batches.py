@@ -9,6 +9,9 @@ an answered line again.
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -29,6 +32,7 @@ from tests.runtimes.tiny_models import build_gpt2
 pytestmark = pytest.mark.integration
 
 FINISHED = ("completed", "failed", "expired", "cancelled")
+OPENMAAS = Path(sys.executable).parent / "openmaas"
 WAIT_S = 180.0  # a batch of a few requests takes seconds; a loaded 2-core machine more
 
 
@@ -366,3 +370,52 @@ def httpx_usage(server: RunningServer, key_id: int) -> int:
         f"{server.url}/v1/usage", params={"key_id": key_id, "group_by": "route"}
     ).json()
     return sum(g["requests"] for g in report["data"] if g["route"] == "/v1/chat/completions")
+
+
+# -- the SDK and the command line ------------------------------------------------------------
+
+
+def test_the_sdk_and_the_cli_run_a_batch(serving_server: RunningServer, tmp_path: Path) -> None:
+    path = tmp_path / "requests.jsonl"
+    bodies = {f"s{i}": {"model": "vader", "input": f"sentence {i} is lovely"} for i in range(2)}
+    path.write_bytes(requests_file("/v1/classify", bodies))
+    with Client(serving_server.url, api_key=serving_server.key) as sdk:
+        uploaded = sdk.upload_file(path)
+        assert uploaded.purpose == "batch"
+        created = sdk.create_batch(uploaded.id, "/v1/classify", metadata={"by": "sdk"})
+        batch = sdk.wait_for_batch(created.id, poll_s=0.2, timeout_s=WAIT_S)
+        assert (batch.status, batch.request_counts.completed) == ("completed", 2)
+        assert batch.metadata == {"by": "sdk"}
+        assert created.id in [b.id for b in sdk.list_batches().data]
+        answers = [
+            json.loads(line) for line in sdk.file_content(batch.output_file_id or "").splitlines()
+        ]
+        assert [a["custom_id"] for a in answers] == ["s0", "s1"]
+
+    env = {**os.environ, "OPENMAAS_URL": serving_server.url, "OPENMAAS_API_KEY": serving_server.key}
+
+    def cli(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [str(OPENMAAS), "batches", *args], env=env, capture_output=True, text=True, timeout=120
+        )
+
+    made = cli("create", str(path), "--endpoint", "/v1/classify", "--wait", "--json")
+    assert made.returncode == 0, made.stderr
+    batch_id = json.loads(made.stdout)["id"]
+    assert json.loads(made.stdout)["status"] == "completed"
+    shown = cli("show", batch_id)
+    assert shown.returncode == 0, shown.stderr
+    assert "2 completed, 0 failed, of 2" in shown.stdout
+    output = cli("output", batch_id)
+    assert output.returncode == 0, output.stderr
+    assert [json.loads(line)["custom_id"] for line in output.stdout.splitlines()] == ["s0", "s1"]
+    assert batch_id in cli("list").stdout
+    no_errors = cli("output", batch_id, "--errors")
+    assert no_errors.returncode == 1
+    assert "has no error file" in no_errors.stderr
+
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"custom_id": "a"}\n')
+    failed = cli("create", str(bad), "--endpoint", "/v1/classify")
+    assert failed.returncode == 1
+    assert "invalid_method" in failed.stdout

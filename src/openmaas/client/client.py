@@ -26,6 +26,7 @@ import httpx
 
 from openmaas.client.admin import AdminResource
 from openmaas.client.aliases import AliasesResource
+from openmaas.client.batches import BatchesResource
 from openmaas.client.catalog import CatalogResource
 from openmaas.client.datasets import DatasetsResource
 from openmaas.client.jobs import JobsResource
@@ -46,6 +47,7 @@ class Client(
     AdminResource,
     DatasetsResource,
     JobsResource,
+    BatchesResource,
     MeteringResource,
 ):
     """A synchronous client for one OpenMaaS server; use it as a context manager.
