@@ -16,7 +16,8 @@ from typing import Any
 
 from openmaas.api.auditor import Auditor
 from openmaas.auth.entities import Principal
-from openmaas.datasets.service import FINE_TUNE, Dataset, StoredFile
+from openmaas.datasets.files import FINE_TUNE, StoredFile
+from openmaas.datasets.service import Dataset
 from openmaas.wiring import Services
 
 

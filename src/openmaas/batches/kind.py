@@ -50,7 +50,7 @@ from openmaas.batches.requests import (
     read_lines,
 )
 from openmaas.batches.store import BatchStore, Result
-from openmaas.datasets.service import BATCH as BATCH_PURPOSE
+from openmaas.datasets.files import BATCH as BATCH_PURPOSE
 from openmaas.datasets.service import DatasetService
 from openmaas.errors import AuthenticationFailed, InvalidRequest, NotFound, OpenMaaSError
 from openmaas.jobs.context import CREATED_BY_ADMIN, JobContext, JobStopped

@@ -38,7 +38,7 @@ import shutil
 import stat
 import time
 import uuid
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from enum import StrEnum
@@ -50,7 +50,15 @@ from sqlalchemy.orm import Session
 
 from openmaas.auth.access import is_admin, require_caller
 from openmaas.auth.entities import Principal
-from openmaas.auth.scopes import Scope, scopes_cover
+from openmaas.datasets.files import (
+    BATCH_OUTPUT,
+    FINE_TUNE,
+    PLAIN_FORMAT,
+    StoredFile,
+    check_purpose,
+    file_entity,
+    readable_purposes,
+)
 from openmaas.datasets.formats import ContentHasher, Example, Format, parse_format
 from openmaas.datasets.report import DEFAULT_MAX_PROBLEMS, ValidationReport
 from openmaas.datasets.schema import DatasetSchema
@@ -78,17 +86,6 @@ CHUNK_BYTES = 1024 * 1024
 # Uploads write their directory before their row; a younger directory without a row may
 # be an upload in progress, so the sweep leaves it alone.
 ORPHAN_GRACE_S = 3600.0
-FINE_TUNE = "fine-tune"
-BATCH = "batch"  # a batch's requests, uploaded
-BATCH_OUTPUT = "batch_output"  # a batch's results, written by the server
-PURPOSES = (FINE_TUNE, BATCH)  # what an upload may be
-# The scope whose keys see a purpose's files.
-PURPOSE_SCOPES: Mapping[str, Scope] = {
-    FINE_TUNE: Scope.TRAINING,
-    BATCH: Scope.INFERENCE,
-    BATCH_OUTPUT: Scope.INFERENCE,
-}
-PLAIN_FORMAT = "jsonl"  # what the format column says of a file that is no dataset
 MAX_FILENAME = 255
 
 
@@ -124,22 +121,6 @@ class Dataset:
     @property
     def status_details(self) -> str | None:
         return self.report.summary()
-
-
-@dataclass(frozen=True, slots=True)
-class StoredFile:
-    """A file of any purpose, as OpenAI's File object describes it."""
-
-    id: str
-    project: str
-    purpose: str
-    filename: str
-    size_bytes: int
-    sha256: str
-    status: str  # processed | error
-    status_details: str | None
-    created_at: datetime
-    created_by: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -198,7 +179,7 @@ class DatasetService:
                 f"this API key adds files to project {who.project!r} only, not {project!r}",
                 param="project",
             )
-        _check_purpose(who, purpose)
+        check_purpose(who, purpose)
         if purpose != FINE_TUNE:
             raise InvalidRequest(
                 f"a dataset's purpose is {FINE_TUNE!r}, not {purpose!r}", param="purpose"
@@ -253,7 +234,7 @@ class DatasetService:
         """Store an upload of any purpose (blocks: call from a thread): a `fine-tune` file
         is read as a dataset (`create`), a `batch` file kept as it is (the batch reads it)."""
         who = require_caller(caller)
-        _check_purpose(who, purpose)
+        check_purpose(who, purpose)
         if purpose == FINE_TUNE:
             dataset = self.create(
                 stream,
@@ -330,7 +311,7 @@ class DatasetService:
         except BaseException:
             shutil.rmtree(directory, ignore_errors=True)
             raise
-        return _file_entity(row)
+        return file_entity(row)
 
     def _size_guard(self) -> Callable[[int], None]:
         limit = self.limits.max_bytes
@@ -409,11 +390,11 @@ class DatasetService:
     ) -> builtins.list[StoredFile]:
         """The files of every purpose the caller sees (or of `purpose`), newest first by
         default; `after` (an id from the previous page) continues."""
-        purposes = _readable_purposes(require_caller(caller))
+        purposes = readable_purposes(require_caller(caller))
         if purpose is not None:
             purposes = tuple(p for p in purposes if p == purpose)
         return [
-            _file_entity(row)
+            file_entity(row)
             for row in self._rows(caller, purposes, limit=limit, after=after, order=order)
         ]
 
@@ -457,7 +438,7 @@ class DatasetService:
         """A file of any purpose the caller's scopes cover."""
         project = _visible_project(caller)
         with self.db.transaction() as session:
-            return _file_entity(self._file_row(session, file_id, project, caller))
+            return file_entity(self._file_row(session, file_id, project, caller))
 
     def content(self, dataset_id: str, *, caller: Principal) -> Iterator[bytes]:
         """The file's bytes as uploaded, in chunks (decrypted when stored encrypted). The
@@ -534,7 +515,7 @@ class DatasetService:
         project = _visible_project(caller)
         with self.db.transaction() as session:
             row = self._file_row(session, file_id, project, caller)
-            removed = _file_entity(row)
+            removed = file_entity(row)
             session.delete(row)
         shutil.rmtree(self.root / removed.id, ignore_errors=True)
         return removed
@@ -553,7 +534,7 @@ class DatasetService:
         if (
             row is None
             or (project is not None and row.project != project)
-            or row.purpose not in _readable_purposes(caller)
+            or row.purpose not in readable_purposes(caller)
         ):
             # Another project's file, or one of a purpose the key may not read, answers
             # exactly like a file that does not exist.
@@ -571,30 +552,6 @@ class DatasetService:
                 code="not_a_dataset",
             )
         return row
-
-
-def _readable_purposes(caller: Principal) -> tuple[str, ...]:
-    """The purposes whose files `caller`'s scopes cover."""
-    return tuple(
-        purpose for purpose, scope in PURPOSE_SCOPES.items() if scopes_cover(caller.scopes, scope)
-    )
-
-
-def _check_purpose(caller: Principal, purpose: str) -> None:
-    """An upload's purpose: one this server keeps, and one the caller's key may write."""
-    if purpose not in PURPOSES:
-        raise InvalidRequest(
-            f"purpose {purpose!r} is not supported: this server keeps files for "
-            f"{', '.join(repr(p) for p in PURPOSES)}",
-            param="purpose",
-        )
-    scope = PURPOSE_SCOPES[purpose]
-    if not scopes_cover(caller.scopes, scope):
-        raise PermissionDenied(
-            f"this API key lacks the {scope.value!r} scope that {purpose!r} files need",
-            param="purpose",
-            code="insufficient_scope",
-        )
 
 
 def _visible_project(caller: Principal) -> str | None:
@@ -620,22 +577,6 @@ def _entity(row: DatasetRow) -> Dataset:
         stats=DatasetStats.from_dict(row.stats),
         report=ValidationReport.from_dict(row.report),
         # SQLite hands timestamps back without a zone; they were written in UTC.
-        created_at=row.created_at if row.created_at.tzinfo else row.created_at.replace(tzinfo=UTC),
-        created_by=row.created_by,
-    )
-
-
-def _file_entity(row: DatasetRow) -> StoredFile:
-    details = ValidationReport.from_dict(row.report).summary() if row.report else None
-    return StoredFile(
-        id=row.id,
-        project=row.project,
-        purpose=row.purpose,
-        filename=row.filename,
-        size_bytes=row.size_bytes,
-        sha256=row.sha256,
-        status=row.status,
-        status_details=details,
         created_at=row.created_at if row.created_at.tzinfo else row.created_at.replace(tzinfo=UTC),
         created_by=row.created_by,
     )

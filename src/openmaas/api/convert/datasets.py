@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from openmaas.datasets.service import Dataset, StoredFile
+from openmaas.datasets.files import StoredFile
+from openmaas.datasets.service import Dataset
 from openmaas.protocol.datasets import (
     DatasetOut,
     DatasetSummaryOut,

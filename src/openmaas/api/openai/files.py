@@ -29,7 +29,7 @@ from openmaas.api.convert.datasets import file_out
 from openmaas.api.dataset_audit import record_file_created, record_file_deleted
 from openmaas.api.deps import PrincipalDep, ServicesDep
 from openmaas.api.json_body import StrictJSONRoute
-from openmaas.datasets.service import FINE_TUNE
+from openmaas.datasets.files import FINE_TUNE
 from openmaas.protocol.datasets import FileDeletedOut, FileListOut, FileOut
 
 router = APIRouter(route_class=StrictJSONRoute, prefix="/v1/files", tags=["files"])
