@@ -177,7 +177,9 @@ ROUTES: list[tuple[str, str, dict[str, Any] | None, set[str]]] = [
     ("GET", "/v1/registry/models", None, {"models:read"}),
     ("GET", "/v1/catalog", None, {"models:read"}),
     ("PATCH", "/v1/registry/models/scope-own", {"description": "x"}, {"models:write"}),
-    ("GET", "/v1/files", None, {"training"}),
+    # Fine-tuning files need the training scope, batch files the inference scope.
+    ("GET", "/v1/files", None, {"training", "inference"}),
+    ("GET", "/v1/batches", None, {"inference"}),
     ("GET", "/v1/datasets", None, {"training"}),
     ("GET", "/v1/fine_tuning/jobs", None, {"training"}),
     ("GET", "/v1/training/jobs", None, {"training"}),
