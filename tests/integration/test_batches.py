@@ -365,6 +365,55 @@ def test_a_batch_resumes_after_a_restart_without_running_a_line_twice(tmp_path: 
         stop_server(again)
 
 
+def test_a_batch_survives_its_server_being_killed(tmp_path: Path) -> None:
+    """kill -9 mid-batch: the next server takes the batch back once its heartbeat is stale and
+    finishes it; every request is answered once in the output (the few in flight when the
+    server died ran again; none answered before did)."""
+    home = tmp_path / "home"
+    extra = {
+        "OPENMAAS_BATCH_CONCURRENCY": "2",
+        "OPENMAAS_JOB_HEARTBEAT_S": "0.5",
+        "OPENMAAS_JOB_HEARTBEAT_TIMEOUT_S": "2",
+    }
+    server = start_server(home, extra)
+    total = 120
+    try:
+        model = build_gpt2(tmp_path / "gpt2")
+        with Client(server.url, api_key=server.key) as sdk:
+            sdk.register("crash-gpt2", PathSource(path=str(model)))
+        bodies = {
+            f"k{i}": {
+                "model": "crash-gpt2",
+                "messages": [{"role": "user", "content": f"Number {i}"}],
+                "max_tokens": 24,
+            }
+            for i in range(total)
+        }
+        with openai_client(server) as admin:
+            created = run_batch(admin, "/v1/chat/completions", bodies)
+            partly = wait_for(
+                admin,
+                created.id,
+                lambda b: bool(b.request_counts and b.request_counts.completed >= 5),
+            )
+        assert partly.status == "in_progress", partly
+    finally:
+        server.process.kill()
+        server.process.wait()
+
+    again = start_server(home, extra)
+    try:
+        with openai_client(again) as admin:
+            batch = wait_for(admin, created.id)
+            assert batch.status == "completed", batch
+            assert batch.request_counts is not None
+            assert batch.request_counts.completed == total
+            assert set(lines_of(admin, batch.output_file_id)) == set(bodies)
+            assert batch.error_file_id is None
+    finally:
+        stop_server(again)
+
+
 def httpx_usage(server: RunningServer, key_id: int) -> int:
     report = authed.get(
         f"{server.url}/v1/usage", params={"key_id": key_id, "group_by": "route"}
