@@ -138,7 +138,7 @@ def test_a_batch_of_embeddings_answers_as_online_requests_do(client: OpenAI) -> 
     assert client.files.retrieve(batch.output_file_id or "").purpose == "batch_output"
 
 
-def test_a_batch_of_classifications(client: OpenAI) -> None:
+def test_a_batch_of_classifications(client: OpenAI, serving_server: RunningServer) -> None:
     bodies = {
         "love": {"model": "vader", "input": "I love it"},
         "hate": {"model": "vader", "input": ["I hate it", "What a wonderful day"]},
@@ -155,6 +155,11 @@ def test_a_batch_of_classifications(client: OpenAI) -> None:
     # A completed batch has nothing left to cancel.
     with pytest.raises(openai.ConflictError):
         client.batches.cancel(batch.id)
+    audit = authed.get(
+        f"{serving_server.url}/v1/audit",
+        params={"action": "batch.create", "target": f"batches/{batch.id}"},
+    ).json()["data"]
+    assert [event["after"]["total"] for event in audit] == [2]
 
 
 def test_a_batch_of_chat_completions(client: OpenAI, chat_model: str) -> None:

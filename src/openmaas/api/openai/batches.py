@@ -11,7 +11,6 @@ their files belong to the caller's project. The router needs the `inference` sco
 
 from __future__ import annotations
 
-import functools
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Query
@@ -49,12 +48,14 @@ async def create_batch(
         completion_window=body.completion_window,
         metadata=dict(body.metadata or {}),
     )
-    # Reads and checks every line of the file: off the event loop.
-    batch = await run_in_threadpool(
-        functools.partial(services.batches.create, request, caller=principal)
-    )
-    auditor.record("batch.create", f"batches/{batch.id}", after=_audit_state(batch))
-    return batch_out(batch)
+
+    def create() -> Batch:
+        batch = services.batches.create(request, caller=principal)
+        auditor.record("batch.create", f"batches/{batch.id}", after=_audit_state(batch))
+        return batch
+
+    # Reads and checks every line of the file, and writes: off the event loop.
+    return batch_out(await run_in_threadpool(create))
 
 
 @router.get("")
