@@ -178,6 +178,19 @@ class Settings(BaseSettings):
         "cores to serving on a shared machine: with every core busy, OpenMP's threads wait on "
         "each other and a job can run several times slower than on one thread.",
     )
+    batch_runners: int = Field(
+        default=1,
+        ge=0,
+        description="Batches (`/v1/batches`) this server runs at once, each in a thread of the "
+        "server process, through its own serving path; 0: it runs none (another server on "
+        "the same database does).",
+    )
+    batch_concurrency: int = Field(
+        default=4,
+        ge=1,
+        description="Requests of one batch in flight at once. They queue behind online "
+        "requests, so more mainly fills batches when the server is otherwise idle.",
+    )
     job_heartbeat_s: float = Field(
         default=5.0, gt=0, description="A worker records that it is alive this often."
     )

@@ -508,6 +508,9 @@ EXPECTED: dict[str, Check] = {
     # A random tiny GPT-2 stands in: the text is noise, the stream must only complete.
     "python completions.create my-gpt": expect(lambda out: None, None),
     "python infer vader": expect(str.strip, "[b'positive' b'negative']"),
+    "python files.create": expect(
+        str.splitlines, ["completed 2 0", "review-0 positive", "review-1 negative"]
+    ),
     "bash /v1/embeddings vader": error_matches_the_readme,
 }
 

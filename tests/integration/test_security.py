@@ -182,7 +182,9 @@ ROUTES: list[tuple[str, str, dict[str, Any] | None, set[str]]] = [
     ("GET", "/v1/catalog", None, {"models:read"}),
     ("POST", "/v1/catalog/no-such-entry/register", None, set()),  # catalog models are public
     ("PATCH", "/v1/registry/models/scope-own", {"description": "x"}, {"models:write"}),
-    ("GET", "/v1/files", None, {"training"}),
+    # Fine-tuning files need the training scope, batch files the inference scope.
+    ("GET", "/v1/files", None, {"training", "inference"}),
+    ("GET", "/v1/batches", None, {"inference"}),
     ("GET", "/v1/datasets", None, {"training"}),
     ("GET", "/v1/fine_tuning/jobs", None, {"training"}),
     ("GET", "/v1/training/jobs", None, {"training"}),

@@ -51,13 +51,13 @@ async def create_job(
 
 
 def _audit_created(services: Services, principal: Principal, auditor: Auditor, job_id: str) -> None:
-    job = services.jobs.get(job_id, caller=principal)
+    job = services.jobs.get(job_id, caller=principal, kind=TRAINING)
     auditor.record("job.create", f"jobs/{job.id}", after=_audit_state(job))
 
 
 def cancel_job(services: Services, principal: Principal, auditor: Auditor, job_id: str) -> Job:
-    before = services.jobs.get(job_id, caller=principal)
-    job = services.jobs.cancel(job_id, caller=principal)
+    before = services.jobs.get(job_id, caller=principal, kind=TRAINING)
+    job = services.jobs.cancel(job_id, caller=principal, kind=TRAINING)
     if (before.status, before.cancel_requested) != (job.status, job.cancel_requested):
         auditor.record(
             "job.cancel", f"jobs/{job.id}", before=_audit_state(before), after=_audit_state(job)
@@ -79,7 +79,7 @@ async def cancel_and_wait(
         # which pushes nothing, is the only place its letting go shows.
         await asyncio.sleep(STOP_CHECK_S / 2)
         job = await run_in_threadpool(
-            functools.partial(services.jobs.get, job_id, caller=principal)
+            functools.partial(services.jobs.get, job_id, caller=principal, kind=TRAINING)
         )
     return job
 

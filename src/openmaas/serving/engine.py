@@ -37,6 +37,7 @@ from openmaas.runtimes.base import LoadOptions, ModelSource
 from openmaas.serving.batcher import Batcher, BatchLimits
 from openmaas.serving.cache import CacheKey, ResponseCache
 from openmaas.serving.pool import ModelPool, PoolLimits, Resident, VersionKey
+from openmaas.serving.priority import background_generation_slots, background_work
 from openmaas.serving.router import ModelRouter
 from openmaas.serving.streaming import iterate_in_thread
 from openmaas.settings import MiB, Settings
@@ -319,7 +320,11 @@ class InferenceEngine:
         version = await self.resolve(reference, contract.name, caller=caller)
         key = _key(version)
         active = self._generations.get(key, 0)
-        if active >= self.settings.max_concurrent_generations:
+        limit = self.settings.max_concurrent_generations
+        if background_work.get():
+            # Background work leaves online requests the other half of the slots.
+            limit = background_generation_slots(limit)
+        if active >= limit:
             raise Overloaded(
                 f"model '{version.model}:{version.version}' has {active} generations running "
                 "or waiting (the limit); retry shortly"
@@ -368,7 +373,10 @@ class InferenceEngine:
         what another had sent."""
         if not plan.counts_tokens:
             batcher = self._batcher(resident, plan)
-            return await batcher.submit_many(list(plan.items), [1] * len(plan.items)), []
+            items = list(plan.items)
+            return await batcher.submit_many(
+                items, [1] * len(items), background=background_work.get()
+            ), []
         texts = plan.texts()
         self._check_items(texts)
         await self._refuse_large(resident, texts)
@@ -385,7 +393,9 @@ class InferenceEngine:
                 counts = model.count_tokens(list(texts))
             tokens = self._limit(resident, counts, plan.truncate)
             weights = plan.item_tokens(tokens) if plan.item_tokens else tokens
-            return await batcher.submit_many(list(plan.items), weights), tokens
+            return await batcher.submit_many(
+                list(plan.items), weights, background=background_work.get()
+            ), tokens
         name, number = resident.key
         task = plan.cache_as
         normalize = plan.normalize
@@ -410,7 +420,9 @@ class InferenceEngine:
         results: list[Any] = [hit[0] if hit is not None else None for hit in hits]
         if missing:
             computed = await batcher.submit_many(
-                [texts[i] for i in missing], [tokens[i] for i in missing]
+                [texts[i] for i in missing],
+                [tokens[i] for i in missing],
+                background=background_work.get(),
             )
             for i, value in zip(missing, computed, strict=True):
                 if isinstance(value, np.ndarray):

@@ -24,6 +24,7 @@ from openmaas.api.json_body import StrictJSONRoute
 from openmaas.api.openai.fine_tuning_adapter import openai_request
 from openmaas.api.training_jobs import cancel_and_wait, create_job, training_kind
 from openmaas.errors import InvalidRequest
+from openmaas.jobs.entities import TRAINING
 from openmaas.jobs.publish import registered_by
 from openmaas.protocol.training import (
     EVENT_CURSOR_PATTERN,
@@ -84,7 +85,7 @@ def list_fine_tuning_jobs(
     after: Annotated[str | None, Query(max_length=64)] = None,
     limit: Annotated[int, Query(ge=1, le=MAX_PAGE)] = 20,
 ) -> PageOut[FineTuningJobOut]:
-    page = services.jobs.list(caller=principal, after=after, limit=limit)
+    page = services.jobs.list(caller=principal, kind=TRAINING, after=after, limit=limit)
     return PageOut(data=[fine_tuning_job_out(job) for job in page.items], has_more=page.has_more)
 
 
@@ -92,7 +93,9 @@ def list_fine_tuning_jobs(
 def retrieve_fine_tuning_job(
     fine_tuning_job_id: str, services: ServicesDep, principal: PrincipalDep
 ) -> FineTuningJobOut:
-    return fine_tuning_job_out(services.jobs.get(fine_tuning_job_id, caller=principal))
+    return fine_tuning_job_out(
+        services.jobs.get(fine_tuning_job_id, caller=principal, kind=TRAINING)
+    )
 
 
 @router.post("/jobs/{fine_tuning_job_id}/cancel")
@@ -116,7 +119,9 @@ def list_fine_tuning_events(
 ) -> PageOut[FineTuningEventOut]:
     """Newest first, as OpenAI lists them."""
     cursor = parse_event_cursor(after)
-    page = services.jobs.events(fine_tuning_job_id, caller=principal, after=cursor, limit=limit)
+    page = services.jobs.events(
+        fine_tuning_job_id, caller=principal, kind=TRAINING, after=cursor, limit=limit
+    )
     return PageOut(
         data=[fine_tuning_event_out(event) for event in page.items],
         has_more=page.has_more,
@@ -135,10 +140,12 @@ def list_fine_tuning_checkpoints(
     checkpoint (`name:version`, which every route takes); before, none. The checkpoints a
     job resumes from hold training state, not a model, and are listed by
     `/v1/training/jobs/{id}/checkpoints`."""
-    job = services.jobs.get(fine_tuning_job_id, caller=principal)
+    job = services.jobs.get(fine_tuning_job_id, caller=principal, kind=TRAINING)
     published = registered_by(services.registry, job) if job.fine_tuned_model else None
     if published is None:
         return PageOut(data=[])
-    last = services.jobs.checkpoints(fine_tuning_job_id, caller=principal, limit=1).items
+    last = services.jobs.checkpoints(
+        fine_tuning_job_id, caller=principal, kind=TRAINING, limit=1
+    ).items
     offered = fine_tuning_checkpoint_out(job, published, last[0] if last else None)
     return PageOut(data=[] if after == offered.id else [offered])
