@@ -75,6 +75,25 @@ def _aware(moment: datetime) -> datetime:
     return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
 
 
+def _active_principal(
+    row: ApiKeyRow, project: str, project_limits: dict[str, Any] | None, moment: datetime
+) -> Principal:
+    """Who a key row stands for, if it is neither revoked nor expired at `moment`."""
+    if row.revoked_at is not None:
+        raise AuthenticationFailed("this API key has been revoked", code="api_key_revoked")
+    if row.expires_at is not None and moment >= _aware(row.expires_at):
+        raise AuthenticationFailed("this API key has expired", code="api_key_expired")
+    return Principal(
+        project=project,
+        key_id=row.id,
+        prefix=row.prefix,
+        scopes=parse_scopes(row.scopes),
+        expires_at=_optional_aware(row.expires_at),
+        project_limits=dict(project_limits or {}),
+        key_limits=dict(row.limits or {}),
+    )
+
+
 def _optional_aware(moment: datetime | None) -> datetime | None:
     return None if moment is None else _aware(moment)
 
@@ -284,22 +303,11 @@ class AuthService:
             salt, expected = bytes.fromhex(row.salt), bytes.fromhex(row.secret_hash)
             if not verify_secret(self._pepper, salt, parsed.secret, expected):
                 raise AuthenticationFailed(INVALID_KEY)
-            if row.revoked_at is not None:
-                raise AuthenticationFailed("this API key has been revoked", code="api_key_revoked")
-            if row.expires_at is not None and moment >= _aware(row.expires_at):
-                raise AuthenticationFailed("this API key has expired", code="api_key_expired")
+            principal = _active_principal(row, project_name, project_limits, moment)
             last_used = _optional_aware(row.last_used_at)
             if last_used is None or moment - last_used >= LAST_USED_RESOLUTION:
                 row.last_used_at = moment
-            return Principal(
-                project=project_name,
-                key_id=row.id,
-                prefix=row.prefix,
-                scopes=parse_scopes(row.scopes),
-                expires_at=_optional_aware(row.expires_at),
-                project_limits=dict(project_limits or {}),
-                key_limits=dict(row.limits or {}),
-            )
+            return principal
 
     def principal_of_key(
         self, key_id: int, *, caller: Principal, now: datetime | None = None
@@ -315,19 +323,7 @@ class AuthService:
             project_limits = session.scalar(
                 select(ProjectRow.limits).where(ProjectRow.id == row.project_id)
             )
-            if row.revoked_at is not None:
-                raise AuthenticationFailed("this API key has been revoked", code="api_key_revoked")
-            if row.expires_at is not None and moment >= _aware(row.expires_at):
-                raise AuthenticationFailed("this API key has expired", code="api_key_expired")
-            return Principal(
-                project=project_name,
-                key_id=row.id,
-                prefix=row.prefix,
-                scopes=parse_scopes(row.scopes),
-                expires_at=_optional_aware(row.expires_at),
-                project_limits=dict(project_limits or {}),
-                key_limits=dict(row.limits or {}),
-            )
+            return _active_principal(row, project_name, project_limits, moment)
 
     # -- rows and entities --------------------------------------------------------------
 
