@@ -469,6 +469,9 @@ def test_batch_and_its_files(spec: OpenAISpec, client: OpenAI) -> None:
         for answer in answers:
             spec.check_batch_output_line(answer, "/embeddings")
         assert {answer["custom_id"] for answer in answers} == lines
+    outputs = body(client.files.with_raw_response.list(purpose="batch_output"))
+    spec.check(outputs, "/files", "get")
+    assert {done["output_file_id"], done["error_file_id"]} <= {f["id"] for f in outputs["data"]}
     # A finished batch has nothing left to cancel.
     with pytest.raises(openai.ConflictError) as refused:
         client.batches.cancel(done["id"])
