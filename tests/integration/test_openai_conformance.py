@@ -409,3 +409,146 @@ def test_cancelled_fine_tuning_job(spec: OpenAISpec, oai: OpenAI, training_file:
     listed = oai.fine_tuning.jobs.checkpoints.with_raw_response.list(job.id)
     spec.check(body(listed), "/fine_tuning/jobs/{fine_tuning_job_id}/checkpoints", "get")
     assert body(listed)["data"] == []
+
+
+# -- batches ----------------------------------------------------------------------------------
+
+
+def batch_requests(endpoint: str, bodies: dict[str, dict[str, Any]]) -> bytes:
+    lines = [
+        {"custom_id": custom_id, "method": "POST", "url": endpoint, "body": request}
+        for custom_id, request in bodies.items()
+    ]
+    return "".join(json.dumps(line) + "\n" for line in lines).encode()
+
+
+def finished_batch(client: OpenAI, batch_id: str) -> dict[str, Any]:
+    def finished() -> dict[str, Any] | None:
+        found = body(client.batches.with_raw_response.retrieve(batch_id))
+        return found if found["status"] in ("completed", "failed", "expired", "cancelled") else None
+
+    return wait_for(f"batch {batch_id} to finish", finished, timeout_s=180)
+
+
+def test_batch_and_its_files(spec: OpenAISpec, client: OpenAI) -> None:
+    requests = {
+        "cat": {"model": "all-minilm-l6-v2", "input": "The cat sits on the mat."},
+        "fox": {"model": "all-minilm-l6-v2", "input": ["A quick brown fox.", "A lazy dog."]},
+        "nowhere": {"model": "no-such-model", "input": "x"},
+    }
+    uploaded = body(
+        client.files.with_raw_response.create(
+            file=("requests.jsonl", batch_requests("/v1/embeddings", requests)), purpose="batch"
+        )
+    )
+    spec.check(uploaded, "/files", "post")
+    assert uploaded["purpose"] == "batch"
+    created = body(
+        client.batches.with_raw_response.create(
+            input_file_id=uploaded["id"],
+            endpoint="/v1/embeddings",
+            completion_window="24h",
+            metadata={"suite": "conformance"},
+        )
+    )
+    spec.check(created, "/batches", "post")
+    done = finished_batch(client, created["id"])
+    spec.check(done, "/batches/{batch_id}", "get")
+    assert done["status"] == "completed", done
+    assert done["request_counts"] == {"total": 3, "completed": 2, "failed": 1}
+
+    for file_id, lines in (
+        (done["output_file_id"], {"cat", "fox"}),
+        (done["error_file_id"], {"nowhere"}),
+    ):
+        spec.check(
+            body(client.files.with_raw_response.retrieve(file_id)), "/files/{file_id}", "get"
+        )
+        assert client.files.retrieve(file_id).purpose == "batch_output"
+        answers = [json.loads(line) for line in client.files.content(file_id).text.splitlines()]
+        for answer in answers:
+            spec.check_batch_output_line(answer, "/embeddings")
+        assert {answer["custom_id"] for answer in answers} == lines
+    outputs = body(client.files.with_raw_response.list(purpose="batch_output"))
+    spec.check(outputs, "/files", "get")
+    assert {done["output_file_id"], done["error_file_id"]} <= {f["id"] for f in outputs["data"]}
+    # A finished batch has nothing left to cancel.
+    with pytest.raises(openai.ConflictError) as refused:
+        client.batches.cancel(done["id"])
+    spec.check_schema(refused.value.response.json(), "ErrorResponse")
+
+
+def test_cancelled_batch(spec: OpenAISpec, client: OpenAI) -> None:
+    # Hundreds of requests: far more than run between the create and the cancel.
+    requests = {f"l{i}": {"model": "vader", "input": f"line {i} is fine"} for i in range(400)}
+    uploaded = client.files.create(
+        file=("requests.jsonl", batch_requests("/v1/classify", requests)), purpose="batch"
+    )
+    created = client.batches.create(
+        input_file_id=uploaded.id,
+        endpoint="/v1/classify",  # type: ignore[arg-type]  # a task route of ours
+        completion_window="24h",
+    )
+    cancelling = body(client.batches.with_raw_response.cancel(created.id))
+    spec.check(cancelling, "/batches/{batch_id}/cancel", "post")
+    assert cancelling["status"] in ("cancelling", "cancelled")
+    cancelled = finished_batch(client, created.id)
+    spec.check(cancelled, "/batches/{batch_id}", "get")
+    assert cancelled["status"] == "cancelled"
+    assert cancelled["request_counts"]["completed"] < 400
+
+
+def test_batch_that_failed_validation(spec: OpenAISpec, client: OpenAI) -> None:
+    good = {
+        "custom_id": "a",
+        "method": "POST",
+        "url": "/v1/embeddings",
+        "body": {"model": "all-minilm-l6-v2", "input": "x"},
+    }
+    content = b"\n".join([json.dumps(good).encode(), b"{broken", json.dumps(good).encode()])
+    uploaded = client.files.create(file=("bad.jsonl", content), purpose="batch")
+    created = body(
+        client.batches.with_raw_response.create(
+            input_file_id=uploaded.id, endpoint="/v1/embeddings", completion_window="24h"
+        )
+    )
+    spec.check(created, "/batches", "post")
+    assert created["status"] == "failed"
+    assert [(e["line"], e["code"]) for e in created["errors"]["data"]] == [
+        (2, "invalid_json_line"),
+        (3, "duplicate_custom_id"),
+    ]
+    retrieved = body(client.batches.with_raw_response.retrieve(created["id"]))
+    spec.check(retrieved, "/batches/{batch_id}", "get")
+
+
+def test_batches_list_pages(spec: OpenAISpec, client: OpenAI) -> None:
+    requests = {"one": {"model": "vader", "input": "fine"}}
+    for _ in range(2):
+        uploaded = client.files.create(
+            file=("requests.jsonl", batch_requests("/v1/classify", requests)), purpose="batch"
+        )
+        client.batches.create(
+            input_file_id=uploaded.id,
+            endpoint="/v1/classify",  # type: ignore[arg-type]
+            completion_window="24h",
+        )
+    first = body(client.batches.with_raw_response.list(limit=1))
+    spec.check(first, "/batches", "get")
+    assert first["has_more"] is True
+    assert first["first_id"] == first["last_id"] == first["data"][0]["id"]
+    rest = body(client.batches.with_raw_response.list(limit=1, after=first["last_id"]))
+    spec.check(rest, "/batches", "get")
+    assert rest["data"][0]["id"] != first["data"][0]["id"]
+
+
+def test_empty_batches_and_files_lists(spec: OpenAISpec, serving_server: RunningServer) -> None:
+    with Client(serving_server.url, api_key=serving_server.key) as admin:
+        admin.create_project("conformance-empty")
+        key = admin.create_key("conformance-empty", ["inference"], project="conformance-empty")
+    with OpenAI(base_url=f"{serving_server.url}/v1", api_key=key.key, max_retries=0) as empty:
+        batches = body(empty.batches.with_raw_response.list())
+        spec.check(batches, "/batches", "get")
+        files = body(empty.files.with_raw_response.list())
+        spec.check(files, "/files", "get")
+    assert (batches["data"], files["data"]) == ([], [])

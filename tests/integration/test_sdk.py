@@ -19,12 +19,31 @@ from openmaas.client import (
     UploadProgress,
 )
 from tests.factories import make_tarball, write_hf_model
-from tests.integration.conftest import ADMIN_KEY, assert_api_error
+from tests.integration.conftest import ADMIN_KEY, RunningServer, assert_api_error
 
 
 def upload_model(sdk: Client, tmp_path: Path, name: str, seed: int, **meta: Any) -> int:
     model_dir = write_hf_model(tmp_path / f"{name}-{seed}", seed=seed)
     return sdk.upload(name, model_dir, **meta).version
+
+
+# -- the server and the key --------------------------------------------------------------
+
+
+def test_the_server_and_the_key_come_from_the_environment(
+    shared_server: RunningServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("OPENMAAS_URL", shared_server.url)
+    monkeypatch.setenv("OPENMAAS_API_KEY", shared_server.key)
+    with Client(max_retries=0) as client:
+        assert client.base_url == shared_server.url
+        assert shared_server.key.startswith(f"{client.whoami().prefix}_")  # the key sent
+    # Given explicitly, the address wins; with nothing set, the local default.
+    with Client("http://127.0.0.1:9/") as client:
+        assert client.base_url == "http://127.0.0.1:9"
+    monkeypatch.delenv("OPENMAAS_URL")
+    with Client() as client:
+        assert client.base_url == "http://127.0.0.1:8000"
 
 
 # -- registration --------------------------------------------------------------------------

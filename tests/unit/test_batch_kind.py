@@ -224,3 +224,34 @@ def test_a_batch_whose_key_was_revoked_fails(env: Env) -> None:
     assert batch.errors[0]["code"] == "batch_failed"
     assert "revoked" in batch.errors[0]["message"]
     assert env.jobs.get(batch_id, caller=SYSTEM).status is JobStatus.FAILED
+
+
+@dataclass
+class UnreachableExecutor(ScriptedExecutor):
+    """Runs nothing: every request fails to be dispatched (as when the server's loop has
+    gone); records the request ids it was given."""
+
+    request_ids: list[str] = field(default_factory=list)
+
+    def submit(
+        self, url: str, body: Mapping[str, Any], *, caller: Principal, request_id: str
+    ) -> Future[LineAnswer]:
+        self.request_ids.append(request_id)
+        future: Future[LineAnswer] = Future()
+        future.set_exception(RuntimeError("the event loop is closed"))
+        return future
+
+
+def test_a_request_that_could_not_be_dispatched_is_answered_500_under_its_request_id(
+    env: Env,
+) -> None:
+    batch_id = env.create("a")
+    executor = UnreachableExecutor()
+    env.run(executor)
+    batch = env.batches.get(batch_id, caller=env.caller)
+    assert (batch.status, batch.request_counts.failed) == ("completed", 1)
+    (line,) = env.lines(batch.error_file_id).values()
+    # OpenAI's line has a request id string on every answer.
+    assert line["response"]["request_id"] == executor.request_ids[0]
+    assert line["response"]["status_code"] == 500
+    assert line["response"]["body"]["error"]["code"] == "internal_error"

@@ -240,7 +240,7 @@ class BatchJobKind:
                         break
                     line_id = new_request_id()
                     future = executor.submit(
-                        line.url, line.body, caller=caller, request_id=f"req_{line_id[10:]}"
+                        line.url, line.body, caller=caller, request_id=_request_id(line_id)
                     )
                     in_flight[future] = (line, line_id)
             if not in_flight:
@@ -259,7 +259,7 @@ class BatchJobKind:
             results = []
             for future in finished:
                 line, line_id = in_flight.pop(future)
-                answer = _answer(future, job.id)
+                answer = _answer(future, job.id, _request_id(line_id))
                 delay = _retry_after(answer)
                 if delay is not None:
                     waiting.append((time.monotonic() + delay, line))
@@ -324,11 +324,18 @@ def _next_line(
     return pending.popleft() if pending else None
 
 
-def _answer(future: Future[LineAnswer], job_id: str) -> LineAnswer:
+def _request_id(line_id: str) -> str:
+    """The request id a line runs under: its own id's hex, as a request's."""
+    return f"req_{line_id.removeprefix('batch_req_')}"
+
+
+def _answer(future: Future[LineAnswer], job_id: str, request_id: str) -> LineAnswer:
+    """What the request was answered; a request that could not be run is a 500 under the
+    id it was sent with (OpenAI's line carries a request id on every answer)."""
     try:
         return future.result()
     except Exception:
-        log.exception("batch %s: a request could not be dispatched", job_id)
+        log.exception("batch %s: request %s could not be dispatched", job_id, request_id)
         return LineAnswer(
             500,
             {
@@ -339,6 +346,7 @@ def _answer(future: Future[LineAnswer], job_id: str) -> LineAnswer:
                     "code": "internal_error",
                 }
             },
+            request_id,
         )
 
 

@@ -52,7 +52,9 @@ class Client(
 ):
     """A synchronous client for one OpenMaaS server; use it as a context manager.
 
-    `api_key` is sent as `Authorization: Bearer <key>`. `429`, `408` and `5xx` answers and
+    `base_url` defaults to `OPENMAAS_URL`, else `http://127.0.0.1:8000`; `api_key` to
+    `OPENMAAS_API_KEY` (both read when the client is made, as the CLI reads them). The key
+    is sent as `Authorization: Bearer <key>`. `429`, `408` and `5xx` answers and
     failed connections are retried up to `max_retries` times (default 2, as the `openai`
     client does) with exponential backoff, honouring `Retry-After` and `x-should-retry`
     (see `client.transport`); `max_retries=0` sends every request once. Every non-2xx answer
@@ -65,7 +67,7 @@ class Client(
 
     def __init__(
         self,
-        base_url: str = DEFAULT_URL,
+        base_url: str | None = None,
         api_key: str | None = None,
         timeout: float | httpx.Timeout = DEFAULT_TIMEOUT,
         *,
@@ -74,6 +76,8 @@ class Client(
     ) -> None:
         if max_retries < 0:
             raise ValueError(f"max_retries must be 0 or more, not {max_retries}")
+        if base_url is None:
+            base_url = os.environ.get("OPENMAAS_URL") or DEFAULT_URL
         self.base_url = base_url.rstrip("/")
         self.max_retries = max_retries
         api_key = api_key if api_key is not None else os.environ.get("OPENMAAS_API_KEY")

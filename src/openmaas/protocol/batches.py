@@ -12,7 +12,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from openmaas.protocol.common import Response
+from openmaas.protocol.common import OmitsNone, Response
 
 
 class BatchCreate(BaseModel):
@@ -43,8 +43,26 @@ class BatchRequestCountsOut(Response):
     failed: int
 
 
-class BatchOut(Response):
-    """OpenAI's Batch object (times in Unix seconds)."""
+class BatchOut(OmitsNone):
+    """OpenAI's Batch object (times in Unix seconds). OpenAI's schema types the file ids,
+    the `errors` and the times as present or absent, never null: each is left out until the
+    batch has one."""
+
+    omitted_when_none = frozenset(
+        {
+            "errors",
+            "output_file_id",
+            "error_file_id",
+            "in_progress_at",
+            "expires_at",
+            "finalizing_at",
+            "completed_at",
+            "failed_at",
+            "expired_at",
+            "cancelling_at",
+            "cancelled_at",
+        }
+    )
 
     id: str
     object: Literal["batch"] = "batch"
@@ -70,7 +88,12 @@ class BatchOut(Response):
     metadata: dict[str, str] | None = None
 
 
-class BatchListOut(Response):
+class BatchListOut(OmitsNone):
+    """A page of batches; `first_id` and `last_id` are absent on an empty page (OpenAI's
+    schema has them optional, never null)."""
+
+    omitted_when_none = frozenset({"first_id", "last_id"})
+
     object: Literal["list"] = "list"
     data: list[BatchOut]
     first_id: str | None = None

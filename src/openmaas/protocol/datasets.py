@@ -31,10 +31,14 @@ class FileOut(OmitsNone):
 
 
 class FileListOut(Response):
+    """A page of files. OpenAI's schema requires `first_id` and `last_id` as strings, so an
+    empty page has them empty (`""`): no file has that id, and a client pages on `has_more`
+    and the last file's id, as the `openai` client does."""
+
     object: Literal["list"] = "list"
     data: list[FileOut]
-    first_id: str | None = None
-    last_id: str | None = None
+    first_id: str = ""
+    last_id: str = ""
     has_more: bool = False
 
 

@@ -74,8 +74,8 @@ def list_files(
     page = found[:limit]
     return FileListOut(
         data=[file_out(stored) for stored in page],
-        first_id=page[0].id if page else None,
-        last_id=page[-1].id if page else None,
+        first_id=page[0].id if page else "",
+        last_id=page[-1].id if page else "",
         has_more=len(found) > limit,
     )
 
