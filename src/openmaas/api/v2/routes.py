@@ -54,7 +54,8 @@ from openmaas.protocol.v2 import (
     RepositoryLoadRequest,
     ServerMetadataResponse,
 )
-from openmaas.serving.engine import InferenceEngine
+from openmaas.registry.names import qualified
+from openmaas.serving.engine import InferenceEngine, version_key
 
 # Server metadata and health answer without a key (orchestrators probe them); every model
 # route needs one. Scopes per route below.
@@ -104,7 +105,9 @@ async def get_model_metadata(
     version = await engine.resolve(_reference(model_name, model_version), caller=who)
     # The engine's resolve checked that the caller may see the model.
     versions = await asyncio.to_thread(
-        engine.registry.store.list_versions, version.model, caller=SYSTEM
+        engine.registry.store.list_versions,
+        qualified(version.project, version.model),
+        caller=SYSTEM,
     )
     known = facts(engine, version)
     return ModelMetadataResponse(
@@ -210,13 +213,16 @@ async def index_repository(
     index_request = _parse_json(await request.body(), RepositoryIndexRequest)
     entries = []
     listed = set()
-    for _, version in await engine.list_models(caller=who):
-        listed.add((version.model, version.version))
-        entries.append(_index_entry(version.model, version.version, engine.is_loaded(version)))
-    visible = {name for name, _ in listed}  # list_models answers only the caller's models
+    addresses = {}  # the pool's name of each model the caller may see -> the caller's name
+    for address, _, version in await engine.list_models(caller=who):
+        key = version_key(version)
+        listed.add(key)
+        addresses[key[0]] = address
+        entries.append(_index_entry(address, version.version, engine.is_loaded(version)))
     for resident in engine.pool.residents():
-        if resident.key not in listed and resident.key[0] in visible:
-            entries.append(_index_entry(*resident.key, True))
+        name, number = resident.key
+        if resident.key not in listed and name in addresses:
+            entries.append(_index_entry(addresses[name], number, True))
     if index_request.ready:
         entries = [e for e in entries if e.state == "READY"]
     return sorted(entries, key=lambda e: (e.name, int(e.version)))
