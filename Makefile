@@ -3,8 +3,10 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
-HOST ?= 127.0.0.1
-PORT ?= 8000
+# `make serve HOST=… PORT=…` binds there; otherwise the server reads OPENMAAS_HOST and
+# OPENMAAS_PORT (default 127.0.0.1:8000).
+HOST ?=
+PORT ?=
 
 .PHONY: install system-deps serve test unit lint format clean
 
@@ -36,11 +38,18 @@ system-deps:
 		fi; \
 	fi
 
+# $(call optional,PACKAGES,WHAT THEY ENABLE): a line naming the Debian packages missing, if any.
+optional = missing=$$(for p in $(1); do dpkg -s $$p >/dev/null 2>&1 || echo $$p; done); \
+	[ -z "$$missing" ] || echo "optional: apt-get install" $$missing "for $(2)"
+
 serve: install
+	@$(call optional,apertium apertium-eng-spa,English <-> Spanish translation (catalog model \
+	apertium-eng-spa; installed after the first start: openmaas catalog register apertium-eng-spa))
+	@$(call optional,pocketsphinx-testdata,the audio clip of the README's speech examples)
 	@echo "Every request needs an API key: on its first start the server prints an admin key"
 	@echo "(on a terminal; otherwise it writes it to \$$OPENMAAS_HOME/secrets/admin-key);"
 	@echo "export it as OPENMAAS_API_KEY (README: API keys, projects and limits)."
-	$(BIN)/openmaas serve --host $(HOST) --port $(PORT)
+	$(BIN)/openmaas serve$(if $(HOST), --host $(HOST))$(if $(PORT), --port $(PORT))
 
 lint: install
 	$(BIN)/ruff check src tests benchmarks

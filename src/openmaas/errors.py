@@ -118,6 +118,18 @@ class ModelNotFound(NotFound):
     code = "model_not_found"
 
 
+class ModelUnloaded(NotFound):
+    """A version unloaded on request is not loaded again by an inference request: it answers
+    404 until it is loaded, as Triton answers for an unloaded model. `reference` is the
+    version (`name:version`), for the API to say how to load it."""
+
+    code = "model_unloaded"
+
+    def __init__(self, message: str, *, reference: str) -> None:
+        super().__init__(message, param="model")
+        self.reference = reference
+
+
 class VersionNotFound(NotFound):
     code = "version_not_found"
 

@@ -14,6 +14,7 @@ from typing import Annotated
 
 from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+from sqlalchemy.engine import make_url
 
 MiB = 1024 * 1024
 
@@ -64,6 +65,12 @@ class Settings(BaseSettings):
     preload: Annotated[list[str], NoDecode] = Field(
         default_factory=list,
         description="Model references to load at start and keep loaded (comma-separated).",
+    )
+    reload_unloaded: bool = Field(
+        default=False,
+        description="Load a model unloaded through /v2/repository/models/NAME/unload again on "
+        "its next inference request. Default: such a model answers 404 model_unloaded until it "
+        "is loaded (/load), as Triton does; models never unloaded on request load on demand.",
     )
     max_batch_size: int = Field(default=64, ge=1)
     max_batch_tokens: int = Field(default=16_384, ge=1)
@@ -170,6 +177,19 @@ class Settings(BaseSettings):
         description="Torch threads each training worker uses; default all cores. Fewer leave "
         "cores to serving on a shared machine: with every core busy, OpenMP's threads wait on "
         "each other and a job can run several times slower than on one thread.",
+    )
+    batch_runners: int = Field(
+        default=1,
+        ge=0,
+        description="Batches (`/v1/batches`) this server runs at once, each in a thread of the "
+        "server process, through its own serving path; 0: it runs none (another server on "
+        "the same database does).",
+    )
+    batch_concurrency: int = Field(
+        default=4,
+        ge=1,
+        description="Requests of one batch in flight at once. They queue behind online "
+        "requests, so more mainly fills batches when the server is otherwise idle.",
     )
     job_heartbeat_s: float = Field(
         default=5.0, gt=0, description="A worker records that it is alive this often."
@@ -333,6 +353,8 @@ class Settings(BaseSettings):
                 setattr(self, name, value.expanduser().absolute())
         if not self.database_url:
             self.database_url = f"sqlite:///{(self.home / 'openmaas.db').as_posix()}"
+        else:
+            self.database_url = _absolute_sqlite(self.database_url)
         if self.artifacts_dir is None:
             self.artifacts_dir = self.home / "artifacts"
         return self
@@ -357,3 +379,17 @@ class Settings(BaseSettings):
     @property
     def max_hub_download_bytes(self) -> int:
         return self.max_hub_download_mb * MiB
+
+
+def _absolute_sqlite(url: str) -> str:
+    """A SQLite URL with a relative file made absolute; any other URL as given."""
+    if not url.startswith("sqlite"):
+        return url
+    parsed = make_url(url)
+    database = parsed.database or ""
+    if database in ("", ":memory:") or database.startswith("file:"):
+        return url
+    path = Path(database).expanduser()
+    if path.is_absolute():
+        return url
+    return parsed.set(database=str(path.absolute())).render_as_string(hide_password=False)

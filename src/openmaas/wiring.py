@@ -15,6 +15,7 @@ Example::
 
 from __future__ import annotations
 
+import asyncio
 import functools
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -27,6 +28,11 @@ from openmaas.auth.entities import SYSTEM
 from openmaas.auth.http import Authenticator
 from openmaas.auth.ratelimit import RateLimiter
 from openmaas.auth.service import AuthService
+from openmaas.batches.entities import LineExecutor
+from openmaas.batches.kind import BatchJobKind
+from openmaas.batches.runner import BatchRunner
+from openmaas.batches.service import BatchService
+from openmaas.batches.store import BatchStore
 from openmaas.catalog.definitions import CatalogDefinition, load_catalog
 from openmaas.catalog.service import CatalogService
 from openmaas.crypto import Keyring, key_from_settings
@@ -132,6 +138,8 @@ class Services:
     limits: Limits
     datasets: DatasetService
     jobs: JobService
+    batches: BatchService
+    batch_runner: BatchRunner
 
     @classmethod
     def build(cls, settings: Settings) -> Services:
@@ -161,6 +169,27 @@ class Services:
             clients=ClientAddresses(settings.trusted_proxies),
             on_verified=lambda outcome: metrics.auth_attempts.labels(outcome=outcome).inc(),
         )
+        datasets = DatasetService(
+            db, registry.artifacts, DatasetLimits(max_bytes=settings.max_dataset_mb * MiB)
+        )
+        batch_store = BatchStore(db)
+        batch_kind = BatchJobKind(
+            datasets=datasets,
+            store=batch_store,
+            keys=auth,
+            concurrency=settings.batch_concurrency,
+        )
+        jobs = build_job_service(settings, db, registry, extra_kinds=[batch_kind])
+        batch_runner = BatchRunner(
+            batch_kind,
+            jobs.queue,
+            registry=registry,
+            home=settings.home,
+            heartbeat_s=settings.job_heartbeat_s,
+            count=settings.batch_runners,
+        )
+        batches = BatchService(jobs, batch_store)
+        batches.on_queued = batch_runner.wake
         return cls(
             settings=settings,
             db=db,
@@ -172,11 +201,11 @@ class Services:
             authenticator=authenticator,
             usage=UsageRecorder(db, flush_s=settings.usage_flush_s),
             audit=AuditLog(db),
-            datasets=DatasetService(
-                db, registry.artifacts, DatasetLimits(max_bytes=settings.max_dataset_mb * MiB)
-            ),
+            datasets=datasets,
             limits=Limits(RateLimiter(settings.redis_url)),
-            jobs=build_job_service(settings, db, registry),
+            jobs=jobs,
+            batches=batches,
+            batch_runner=batch_runner,
         )
 
     def start(self) -> None:
@@ -198,7 +227,15 @@ class Services:
         """Start the inference engine (needs the event loop): preload models, idle reaper."""
         await self.engine.start()
 
+    def start_batches(self, executor: LineExecutor) -> None:
+        """Start the batch runners, which run batches' requests through `executor` (the
+        app's in-process dispatch, once the app takes requests)."""
+        self.batch_runner.start(executor)
+
     async def close_serving(self) -> None:
+        # The runners finish the requests in flight (on this loop) and hand their batches
+        # back, before the engine they use closes.
+        await asyncio.to_thread(self.batch_runner.stop)
         await self.engine.close()
         await self.limits.close()
         if self.authenticator.guard is not None:

@@ -63,3 +63,17 @@ def test_a_header_that_understates_the_length_is_caught_while_decoding(
     refused = transcribe(serving_server, lying)
     assert refused.status_code == 413, refused.text
     assert f"decodes to more than {LIMIT_S} s" in refused.json()["error"]["message"]
+
+
+@pytest.mark.parametrize("route", ["transcriptions", "translations"])
+def test_both_audio_routes_take_uploads_up_to_the_audio_limit(
+    serving_server: RunningServer, route: str
+) -> None:
+    # 17 MiB: over the 16 MiB every other route takes, under the 25 MiB of audio.
+    response = authed.post(
+        f"{serving_server.url}/v1/audio/{route}",
+        files={"file": ("noise.wav", b"\x01" * (17 << 20), "audio/wav")},
+        data={"model": MODEL},
+        timeout=120,
+    )
+    assert response.status_code == 400, response.text  # read, then refused as undecodable

@@ -11,6 +11,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 
 from tests.factories import write_hf_model
@@ -140,6 +141,19 @@ def test_compare_json(shared_server: RunningServer, tmp_path: Path) -> None:
     assert "+0.1" in human
     assert "model.safetensors" in human
 
+    # The same files twice: the description and tags still tell the versions apart.
+    same = write_hf_model(tmp_path / "same", seed=3)
+    ok(shared_server, "models", "register", "cmp-meta", str(same), "--description", "first")
+    ok(shared_server, "models", "register", "cmp-meta", str(same), "--tag", "team=search")
+    fields = ok_json(shared_server, "versions", "compare", "cmp-meta", "1", "2")["fields"]
+    assert fields == {
+        "description": {"a": "first", "b": ""},
+        "tags": {"a": {}, "b": {"team": "search"}},
+    }
+    human = ok(shared_server, "versions", "compare", "cmp-meta", "1", "2")
+    assert "Changed fields" in human
+    assert '{"team": "search"}' in human
+
 
 def test_register_installed_spacy_package(shared_server: RunningServer) -> None:
     version = ok_json(
@@ -184,3 +198,21 @@ def test_catalog_list_json(shared_server: RunningServer) -> None:
     entries = ok_json(shared_server, "catalog", "list")
     assert isinstance(entries, list)
     assert all({"name", "available", "registered"} <= set(entry) for entry in entries)
+
+
+def test_catalog_register_without_a_restart(shared_server: RunningServer) -> None:
+    # The shared server registers nothing on start, as for a package installed since then.
+    out = ok(shared_server, "catalog", "register", "langid")
+    assert "registered langid:1" in out
+    answer = httpx.post(
+        f"{shared_server.url}/v1/classify",
+        json={"model": "langid", "input": "Ceci est une phrase en français."},
+        headers=shared_server.headers,
+        timeout=60,
+    )
+    assert answer.status_code == 200, answer.text
+    assert answer.json()["data"][0]["label"] == "fr"
+    assert_one_error_line(run(shared_server, "catalog", "register", "langid"), "already registered")
+    assert_one_error_line(
+        run(shared_server, "catalog", "register", "no-such-entry"), "no-such-entry", "langid"
+    )

@@ -117,8 +117,7 @@ def test_the_raw_shapes_are_openais(shared_server: RunningServer) -> None:
         "filename",
         "purpose",
         "status",
-        "status_details",
-    }
+    }  # status_details only when the file has problems (OpenAI: a string or absent)
     page = httpx.get(url, headers=headers, params={"limit": 1}).json()
     assert (page["object"], len(page["data"]), page["first_id"]) == ("list", 1, body["id"])
     deleted = httpx.delete(f"{url}/{body['id']}", headers=headers).json()
@@ -300,16 +299,23 @@ def test_another_projects_file_is_404_exactly_like_a_missing_one(
     assert httpx.get(f"{url}/v1/files/{hidden_id}", headers=bearer(key_a)).is_success
 
 
-def test_the_training_scope_is_required(shared_server: RunningServer, sdk: Client) -> None:
+def test_each_purpose_needs_its_scope(shared_server: RunningServer, sdk: Client) -> None:
+    """Fine-tuning files need the training scope, batch files the inference scope; a key
+    sees only the files of the purposes its scopes cover."""
     url = shared_server.url
     upload: dict[str, Any] = {
         "files": {"file": ("a.jsonl", chat_jsonl(2), "application/jsonl")},
         "data": {"purpose": "fine-tune"},
     }
-    for scope in ("inference", "models:read", "models:write"):
+    batch_upload: dict[str, Any] = {
+        "files": {"file": ("requests.jsonl", b'{"custom_id": "a"}\n', "application/jsonl")},
+        "data": {"purpose": "batch"},
+    }
+    for scope in ("models:read", "models:write"):
         key = new_key(sdk, scope)
         for method, path, extra in (
             ("POST", "/v1/files", upload),
+            ("POST", "/v1/files", batch_upload),
             ("GET", "/v1/files", {}),
             ("POST", "/v1/datasets", {"files": upload["files"]}),
             ("GET", "/v1/datasets", {}),
@@ -318,9 +324,37 @@ def test_the_training_scope_is_required(shared_server: RunningServer, sdk: Clien
             assert response.status_code == 403, (scope, method, path)
             assert response.json()["error"]["code"] == "insufficient_scope"
     assert httpx.get(f"{url}/v1/files").status_code == 401
-    training = new_key(sdk, "training")
-    created = httpx.post(f"{url}/v1/files", headers=bearer(training), **upload)
-    assert created.status_code == 200, created.text
+    training, inference = new_key(sdk, "training"), new_key(sdk, "inference")
+    dataset = httpx.post(f"{url}/v1/files", headers=bearer(training), **upload)
+    assert dataset.status_code == 200, dataset.text
+    requests = httpx.post(f"{url}/v1/files", headers=bearer(inference), **batch_upload)
+    assert requests.status_code == 200, requests.text
+    assert (requests.json()["purpose"], requests.json()["status"]) == ("batch", "processed")
+    # Each key is refused the other's purpose, and sees only its own purpose's files.
+    for key, other in ((training, batch_upload), (inference, upload)):
+        refused = httpx.post(f"{url}/v1/files", headers=bearer(key), **other)
+        assert refused.status_code == 403, refused.text
+        assert refused.json()["error"]["param"] == "purpose"
+    for key, mine, theirs in (
+        (training, dataset.json()["id"], requests.json()["id"]),
+        (inference, requests.json()["id"], dataset.json()["id"]),
+    ):
+        listed = [f["id"] for f in httpx.get(f"{url}/v1/files", headers=bearer(key)).json()["data"]]
+        assert mine in listed
+        assert theirs not in listed
+        for path in ("/v1/files/{}", "/v1/files/{}/content"):
+            assert httpx.get(f"{url}{path.format(theirs)}", headers=bearer(key)).status_code == 404
+        content = httpx.get(f"{url}/v1/files/{mine}/content", headers=bearer(key))
+        assert content.status_code == 200
+    assert httpx.get(f"{url}/v1/datasets", headers=bearer(inference)).status_code == 403
+    # A batch file is no dataset, wherever a dataset is asked for.
+    not_a_dataset = httpx.get(
+        f"{url}/v1/datasets/{requests.json()['id']}", headers=bearer(shared_server.key)
+    )
+    assert not_a_dataset.status_code == 400
+    assert not_a_dataset.json()["error"]["code"] == "not_a_dataset"
+    deleted = httpx.delete(f"{url}/v1/files/{requests.json()['id']}", headers=bearer(inference))
+    assert deleted.json() == {"id": requests.json()["id"], "object": "file", "deleted": True}
 
 
 @pytest.mark.postgres

@@ -338,6 +338,24 @@ def test_cli_usage_csv_table_and_json(
     assert recent.returncode == 0, recent.stderr
 
 
+def test_cli_usage_table_rounds_the_mean_latency(shared_server: RunningServer) -> None:
+    july = datetime(2024, 7, 1, 12, 0, tzinfo=UTC)  # a month no other test reads
+    db = Database(f"sqlite:///{shared_server.home / 'openmaas.db'}")
+    recorder = UsageRecorder(db, flush_s=60.0)
+    for latency_ms in (1.0, 2.0, 2.0):  # a mean of 1.666…
+        recorder.record(
+            UsageRecord(created_at=july, project="default", key_id=1, key_prefix="dddd4444",
+                        model="rounded", route="/v1/embeddings", latency_ms=latency_ms,
+                        status=200)
+        )  # fmt: skip
+    recorder.close()
+    db.close()
+    table = cli(shared_server, "usage", "--since", "2024-07-01", "--until", "2024-07-02")
+    assert table.returncode == 0, table.stderr
+    (total,) = [line for line in table.stdout.splitlines() if "TOTAL" in line]
+    assert total.split()[-1] == "1.7", table.stdout
+
+
 def test_cli_audit_json(sdk: Client, shared_server: RunningServer, tmp_path: Path) -> None:
     sdk.upload("cli-audited", write_hf_model(tmp_path / "m", seed=4))
     sdk.set_alias("cli-audited", "production", 1, reason="ship")

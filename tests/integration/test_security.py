@@ -150,10 +150,14 @@ def test_expiry_in_the_past_is_a_400(admin: Client) -> None:
 
 
 def test_health_is_open_and_metrics_need_admin(guarded: RunningServer, admin: Client) -> None:
-    for path in ("/livez", "/readyz", "/v2", "/v2/health/live", "/v2/health/ready"):
+    for path in ("/livez", "/readyz", "/v2/health/live", "/v2/health/ready"):
         assert httpx.get(f"{guarded.url}{path}").status_code == 200, path
     assert_refused(httpx.get(f"{guarded.url}/metrics"), 401, "missing_api_key")
     inference = new_key(admin, "inference")
+    # Server metadata is no probe: it takes a key, of any scope.
+    assert httpx.get(f"{guarded.url}/v2").status_code == 401
+    for key in (inference, new_key(admin, "training")):
+        assert httpx.get(f"{guarded.url}/v2", headers=bearer(key)).status_code == 200
     metrics = f"{guarded.url}/metrics"
     assert_refused(httpx.get(metrics, headers=bearer(inference)), 403, "insufficient_scope")
     assert httpx.get(metrics, headers=bearer(guarded.key)).status_code == 200
@@ -176,8 +180,11 @@ ROUTES: list[tuple[str, str, dict[str, Any] | None, set[str]]] = [
     ("POST", "/v2/repository/models/scope-own/unload", {}, {"models:write"}),
     ("GET", "/v1/registry/models", None, {"models:read"}),
     ("GET", "/v1/catalog", None, {"models:read"}),
+    ("POST", "/v1/catalog/no-such-entry/register", None, set()),  # catalog models are public
     ("PATCH", "/v1/registry/models/scope-own", {"description": "x"}, {"models:write"}),
-    ("GET", "/v1/files", None, {"training"}),
+    # Fine-tuning files need the training scope, batch files the inference scope.
+    ("GET", "/v1/files", None, {"training", "inference"}),
+    ("GET", "/v1/batches", None, {"inference"}),
     ("GET", "/v1/datasets", None, {"training"}),
     ("GET", "/v1/fine_tuning/jobs", None, {"training"}),
     ("GET", "/v1/training/jobs", None, {"training"}),

@@ -83,9 +83,9 @@ def test_a_2048_item_embeddings_request_over_the_token_limit_is_refused_not_serv
     assert refused.headers["x-ratelimit-remaining-tokens"] == "100"
     assert "data" not in refused.json()
     # Not served: the model was never even loaded, and nothing was charged.
-    ready = httpx.get(f"{server.url}/v2/models/{EMBEDDER}/ready", headers=server.headers)
-    assert ready.status_code == 400  # known, not loaded
-    assert "not loaded" in ready.json()["error"]
+    index = httpx.post(f"{server.url}/v2/repository/index", json={}, headers=server.headers)
+    (entry,) = (e for e in index.json() if e["name"] == EMBEDDER)
+    assert entry["reason"] == "not loaded: loads on its first request"
     one = httpx.post(
         f"{server.url}/v1/embeddings",
         json={"model": EMBEDDER, "input": "hi"},

@@ -7,8 +7,10 @@ import io
 import json
 import wave
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
+import httpx
 import numpy as np
 import pytest
 import tritonclient.http as triton  # type: ignore[import-untyped]
@@ -16,7 +18,8 @@ from tritonclient.http import InferenceServerClientPlugin  # type: ignore[import
 from tritonclient.utils import InferenceServerException  # type: ignore[import-untyped]
 
 from tests.integration import authed
-from tests.integration.conftest import RunningServer
+from tests.integration.conftest import RunningServer, start_server, stop_server
+from tests.runtimes.tiny_models import build_bert
 
 EMBEDDER = "all-minilm-l6-v2"
 
@@ -59,6 +62,27 @@ def test_server_is_live_ready_and_describes_itself(client: Any) -> None:
     assert metadata["name"] == "openmaas"
     assert metadata["version"]
     assert {"binary_tensor_data", "model_repository"} <= set(metadata["extensions"])
+
+
+def test_health_and_model_ready_answer_the_protocol_bodies(serving_server: RunningServer) -> None:
+    url = serving_server.url
+    live = httpx.get(f"{url}/v2/health/live")  # probes need no key
+    assert (live.status_code, live.json()) == (200, {"live": True})
+    ready = httpx.get(f"{url}/v2/health/ready")
+    assert (ready.status_code, ready.json()) == (200, {"ready": True})
+
+    authed.post(f"{url}/v2/repository/models/textrank/load").raise_for_status()
+    for path in ("textrank/ready", "textrank/versions/1/ready"):
+        response = authed.get(f"{url}/v2/models/{path}")
+        assert (response.status_code, response.json()) == (200, {"name": "textrank", "ready": True})
+    authed.post(f"{url}/v2/repository/models/textrank/unload").raise_for_status()
+    response = authed.get(f"{url}/v2/models/textrank/ready")
+    assert response.status_code == 400  # Triton's status for a known model that is not ready
+    body = response.json()
+    assert (body["name"], body["ready"]) == ("textrank", False)
+    assert "unloaded" in body["reason"]
+    assert "POST /v2/repository/models/textrank:1/load" in body["reason"]
+    authed.post(f"{url}/v2/repository/models/textrank/load").raise_for_status()
 
 
 def test_model_metadata_and_config_describe_the_tensors(client: Any) -> None:
@@ -140,32 +164,112 @@ def test_entities_come_back_as_one_json_document_per_input(client: Any) -> None:
     assert texts[0][documents[0][0]["start"] : documents[0][0]["end"]] == documents[0][0]["text"]
 
 
-def test_repository_load_unload_and_index(client: Any) -> None:
+ARTICLE = (
+    "The city council met on Monday to discuss the new park. Residents asked for more trees. "
+    "The council approved the budget for the park. Construction starts in the spring. "
+    "The mayor said the park would open next year."
+)
+
+
+def test_repository_load_unload_and_index(client: Any, serving_server: RunningServer) -> None:
     client.unload_model("textrank")
+    client.unload_model("textrank")  # unloading an unloaded model succeeds, as in Triton
     assert not client.is_model_ready("textrank")
     index = {e["name"]: e for e in client.get_model_repository_index()}
     assert {EMBEDDER, "vader", "textrank"} <= set(index)
     assert index["textrank"]["state"] == "UNAVAILABLE"
 
-    client.load_model("textrank")
+    # An inference request does not load it again: 404, as Triton answers for an unloaded
+    # model, on every route, saying how to load it.
+    message = infer_error(client, "textrank", [text_input([ARTICLE])])
+    assert message.startswith("[404]")
+    assert "unloaded" in message
+    assert "load_model" in message
+    refused = authed.post(
+        f"{serving_server.url}/v1/summarize", json={"model": "textrank", "input": ARTICLE}
+    )
+    assert refused.status_code == 404
+    assert refused.json()["error"]["code"] == "model_unloaded"
+    assert "POST /v2/repository/models/textrank:1/load" in refused.json()["error"]["message"]
+    assert not client.is_model_ready("textrank")
+
+    client.load_model("textrank")  # other tests of the session summarize with it
     assert client.is_model_ready("textrank")
     assert client.is_model_ready("textrank", model_version="1")
     index = {e["name"]: e for e in client.get_model_repository_index()}
     assert index["textrank"] == {"name": "textrank", "version": "1", "state": "READY", "reason": ""}
-
-    article = (
-        "The city council met on Monday to discuss the new park. Residents asked for more trees. "
-        "The council approved the budget for the park. Construction starts in the spring. "
-        "The mayor said the park would open next year."
-    )
-    summary = client.infer("textrank", [text_input([article])]).as_numpy("TEXT_OUT")
+    summary = client.infer("textrank", [text_input([ARTICLE])]).as_numpy("TEXT_OUT")
     assert summary.shape == (1,)
     assert summary[0].decode().strip()
-
-    client.unload_model("textrank")
-    client.unload_model("textrank")  # unloading an unloaded model succeeds, as in Triton
-    assert not client.is_model_ready("textrank")
     assert not client.is_model_ready("no-such-model")
+
+
+def test_the_repository_index_lists_every_version(
+    serving_server: RunningServer, tmp_path: Path
+) -> None:
+    url, name = serving_server.url, "index-versions"
+    for seed in (0, 1):
+        directory = build_bert(tmp_path / f"v{seed}", seed=seed)
+        source = {"type": "path", "path": str(directory)}
+        registered = authed.post(
+            f"{url}/v1/registry/models/{name}/versions", json={"source": source}
+        )
+        assert registered.status_code == 201, registered.text
+
+    def index(ready: bool = False) -> dict[str, dict[str, str]]:
+        entries = authed.post(f"{url}/v2/repository/index", json={"ready": ready}).json()
+        return {e["version"]: e for e in entries if e["name"] == name}
+
+    assert set(index()) == {"1", "2"}  # one entry per version, not per model
+    authed.post(f"{url}/v2/repository/models/{name}:1/load").raise_for_status()
+    authed.post(f"{url}/v2/repository/models/{name}:2/unload").raise_for_status()
+    entries = index()
+    assert (entries["1"]["state"], entries["1"]["reason"]) == ("READY", "")
+    assert (entries["2"]["state"], entries["2"]["reason"]) == ("UNAVAILABLE", "unloaded")
+    assert set(index(ready=True)) == {"1"}
+    assert authed.get(f"{url}/v2/models/{name}/versions/2/ready").status_code == 400
+
+
+@pytest.fixture(scope="module")
+def reloading_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningServer]:
+    """The catalog registered, nothing loaded yet, and unloaded models loaded on demand."""
+    running = start_server(
+        tmp_path_factory.mktemp("reloading") / "home",
+        {
+            "OPENMAAS_CATALOG_AUTOREGISTER": "true",
+            "OPENMAAS_THREADS": "2",
+            "OPENMAAS_RELOAD_UNLOADED": "true",
+        },
+    )
+    yield running
+    stop_server(running)
+
+
+def test_a_registered_model_is_ready_before_its_first_load(reloading_server: RunningServer) -> None:
+    url = reloading_server.url
+    # Nothing has used vader on this server: not loaded, but servable, so ready.
+    response = authed.get(f"{url}/v2/models/vader/ready")
+    assert (response.status_code, response.json()) == (200, {"name": "vader", "ready": True})
+    index = {e["name"]: e for e in authed.post(f"{url}/v2/repository/index", json={}).json()}
+    assert index["vader"]["state"] == "READY"
+    assert index["vader"]["reason"] == "not loaded: loads on its first request"
+
+
+def test_with_reload_unloaded_an_inference_request_loads_an_unloaded_model_again(
+    reloading_server: RunningServer,
+) -> None:
+    connection = triton.InferenceServerClient(url=reloading_server.url.removeprefix("http://"))
+    connection.register_plugin(BearerAuth(reloading_server.key))
+    try:
+        connection.load_model("vader")
+        connection.unload_model("vader")
+        assert connection.is_model_ready("vader")  # the next request loads it
+        result = connection.infer("vader", [text_input(["I love this wonderful day"])])
+        assert [v.decode() for v in result.as_numpy("LABEL")] == ["positive"]
+        index = {e["name"]: e for e in connection.get_model_repository_index()}
+        assert (index["vader"]["state"], index["vader"]["reason"]) == ("READY", "")
+    finally:
+        connection.close()
 
 
 # -- errors -------------------------------------------------------------------------------------

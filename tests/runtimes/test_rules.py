@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
@@ -66,6 +67,17 @@ def test_vader_ranks_sentiment_shares(loaded: Callable[[str], LoadedModel]) -> N
     assert sum(r.score for r in ranking) == pytest.approx(1.0, abs=0.01)
     with pytest.raises(WrongTask):
         vader.summarize(["x"], Seq2SeqParams())
+
+
+def test_vader_loads_from_a_relative_directory(
+    catalog_source: SourceOpener, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # VADER joins a relative lexicon path onto its own package directory (issue 17).
+    source = catalog_source("vader")
+    shutil.copytree(source.directory, tmp_path / "vader")
+    monkeypatch.chdir(tmp_path)
+    vader = RulesRuntime().load(replace(source, directory=Path("vader")), LoadOptions())
+    assert top(vader, "I love this, it is wonderful!") == "positive"
 
 
 def test_langid_identifies_languages_with_normalized_probabilities(

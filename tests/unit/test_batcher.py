@@ -388,3 +388,78 @@ async def test_a_failed_batch_fails_its_callers_queued_items(
     assert await batcher.submit("d") == "D"
     assert calls == [["a", "b"], ["d"]]
     await batcher.close()
+
+
+# -- background work: a batch job's lines yield to online callers -------------------------------
+
+
+@pytest.mark.asyncio
+async def test_online_items_queued_behind_background_ones_run_first(
+    executor: ThreadPoolExecutor,
+) -> None:
+    gate = threading.Event()
+    run = Recorder(gate)
+    batcher = Batcher(run, BatchLimits(max_batch_size=8), executor=executor)
+    running = asyncio.ensure_future(batcher.submit("busy"))
+    await _wait_thread_event(run.entered)
+    background = asyncio.ensure_future(batcher.submit_many(["b1", "b2"], [1, 1], background=True))
+    await _until(lambda: batcher.depth == 2)
+    online = asyncio.ensure_future(batcher.submit("o1"))
+    await _until(lambda: batcher.depth == 3)
+    gate.set()
+    assert await running == "BUSY"
+    assert await online == "O1"
+    assert await background == ["B1", "B2"]
+    # The online item came after the background ones but ran first, and alone: the two lanes
+    # never share a batch.
+    assert run.batches == [["busy"], ["o1"], ["b1", "b2"]]
+    await batcher.close()
+
+
+@pytest.mark.asyncio
+async def test_background_work_runs_when_nothing_online_waits(
+    executor: ThreadPoolExecutor,
+) -> None:
+    run = Recorder()
+    batcher = Batcher(run, BatchLimits(max_batch_size=8), executor=executor)
+    assert await batcher.submit_many(["b1", "b2"], [1, 1], background=True) == ["B1", "B2"]
+    assert run.batches == [["b1", "b2"]]
+    await batcher.close()
+
+
+@pytest.mark.asyncio
+async def test_the_background_lane_is_bounded_on_its_own(executor: ThreadPoolExecutor) -> None:
+    gate = threading.Event()
+    run = Recorder(gate)
+    batcher = Batcher(run, BatchLimits(max_batch_size=1, max_queue=2), executor=executor)
+    running = asyncio.ensure_future(batcher.submit("running"))
+    await _wait_thread_event(run.entered)
+    queued = asyncio.ensure_future(batcher.submit_many(["b1", "b2"], [1, 1], background=True))
+    await _until(lambda: batcher.depth == 2)
+    with pytest.raises(Overloaded):
+        await batcher.submit_many(["b3"], [1], background=True)
+    # A full background lane leaves online callers their own room.
+    online = asyncio.ensure_future(batcher.submit("o1"))
+    await _until(lambda: batcher.depth == 3)
+    gate.set()
+    assert await running == "RUNNING"
+    assert await online == "O1"
+    assert await queued == ["B1", "B2"]
+    await batcher.close()
+
+
+@pytest.mark.asyncio
+async def test_close_fails_queued_background_callers(executor: ThreadPoolExecutor) -> None:
+    gate = threading.Event()
+    run = Recorder(gate)
+    batcher = Batcher(run, BatchLimits(max_batch_size=1), executor=executor)
+    running = asyncio.ensure_future(batcher.submit("running"))
+    await _wait_thread_event(run.entered)
+    queued = asyncio.ensure_future(batcher.submit_many(["b1"], [1], background=True))
+    await _until(lambda: batcher.depth == 1)
+    closing = asyncio.ensure_future(batcher.close())
+    for caller in (queued, running):
+        with pytest.raises(Overloaded):
+            await caller
+    gate.set()
+    await closing

@@ -67,6 +67,7 @@ def _entry_points(engine: InferenceEngine) -> dict[str, Any]:
     return {
         "resolve": lambda who: engine.resolve("reverser", caller=who),
         "list_models": lambda who: engine.list_models(caller=who),
+        "list_versions": lambda who: engine.list_versions(caller=who),
         "get_model": lambda who: engine.get_model("reverser", caller=who),
         "load": lambda who: engine.load("reverser", caller=who),
         "unload": lambda who: engine.unload("reverser", caller=who),
@@ -79,7 +80,8 @@ def _entry_points(engine: InferenceEngine) -> dict[str, Any]:
 
 @pytest.mark.asyncio
 @pytest.mark.parametrize(
-    "entry", ["resolve", "list_models", "get_model", "load", "unload", "infer", "generate"]
+    "entry",
+    ["resolve", "list_models", "list_versions", "get_model", "load", "unload", "infer", "generate"],
 )
 async def test_every_entry_point_refuses_a_missing_caller(
     engine: InferenceEngine, entry: str

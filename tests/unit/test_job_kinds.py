@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import secrets
+import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,11 +20,11 @@ from openmaas.api.openai.fine_tuning_adapter import openai_request
 from openmaas.auth.entities import SYSTEM, Principal
 from openmaas.auth.scopes import Scope
 from openmaas.datasets.service import DatasetService
-from openmaas.errors import InvalidRequest, MissingCaller
+from openmaas.errors import InvalidRequest, MissingCaller, NotFound
 from openmaas.jobs.context import JobContext
 from openmaas.jobs.entities import Job, JobStatus, NewJob
 from openmaas.jobs.kinds import Admission, JobKind, JobKinds
-from openmaas.jobs.publish import JobOutput
+from openmaas.jobs.publish import JobOutput, JobResult
 from openmaas.jobs.service import JobService
 from openmaas.jobs.worker import Worker
 from openmaas.registry.composition import Registry
@@ -256,3 +257,89 @@ def test_jobs_recorded_before_kinds_existed_are_training_jobs(env: Env) -> None:
     claimed = env.jobs.queue.claim("test:trainer", {"training"})
     assert claimed is not None
     assert claimed.id == "ftjob-old"
+
+
+class TallyKind(EchoKind):
+    """A kind whose run registers no model: it returns a `JobResult`."""
+
+    name = "tally"
+
+    def run(self, context: JobContext) -> JobResult:  # type: ignore[override]
+        return JobResult("counted 3 things", {"things": 3.0})
+
+
+def test_a_kind_that_registers_no_model_succeeds_with_its_result(env: Env) -> None:
+    tally = TallyKind()
+    jobs = JobService(env.jobs.db, kinds=[tally, env.echo])
+    job = jobs.create("tally", EchoRequest("x"), caller=ACME)
+    claimed = jobs.queue.claim("test:w", {"tally"})
+    assert claimed is not None
+    env.worker(tally).run_job(claimed)
+    done = jobs.get(job.id, caller=ACME)
+    assert done.status is JobStatus.SUCCEEDED, done.error
+    assert (done.fine_tuned_model, done.metrics) == (None, {"things": 3.0})
+    assert jobs.events(job.id, caller=ACME).items[0].message == "Job succeeded: counted 3 things"
+    # Nothing was registered under the job's model name.
+    assert job.model_name not in [m.name for m in env.registry.list_models(caller=SYSTEM)]
+
+
+def test_a_job_of_another_kind_answers_like_a_missing_one(env: Env) -> None:
+    echo = env.jobs.create("echo", EchoRequest("mine"), caller=ACME)
+    assert env.jobs.get(echo.id, caller=ACME, kind="echo").id == echo.id
+    for call in (
+        lambda: env.jobs.get(echo.id, caller=ACME, kind="training"),
+        lambda: env.jobs.cancel(echo.id, caller=ACME, kind="training"),
+        lambda: env.jobs.events(echo.id, caller=ACME, kind="training"),
+    ):
+        with pytest.raises(NotFound) as missing:
+            call()
+        assert missing.value.code == "job_not_found"
+    with pytest.raises(NotFound) as batch:
+        env.jobs.get(echo.id, caller=ACME, kind="batch")
+    assert (batch.value.param, batch.value.code) == ("batch_id", "batch_not_found")
+    assert env.jobs.list(caller=ACME, kind="training").items == []
+    assert [j.id for j in env.jobs.list(caller=ACME, kind="echo").items] == [echo.id]
+
+
+def test_a_refused_job_is_returned_failed_when_asked(env: Env) -> None:
+    prepared = env.jobs.prepare("echo", EchoRequest(""), caller=ACME)
+    failed = env.jobs.submit(prepared, caller=ACME, refuse=False)
+    assert failed.status is JobStatus.FAILED
+    assert failed.error is not None
+    assert failed.error["message"] == "the text is empty"
+
+
+def test_an_in_process_worker_runs_jobs_and_leaves_the_database_open(env: Env) -> None:
+    """A worker thread in the server claims what is queued (woken rather than at its next
+    poll), and stopping and closing it leaves the database it shares with the server open."""
+    worker = Worker(
+        worker_id="test:in-process",
+        queue=env.jobs.queue,
+        kinds=[TallyKind()],
+        registry=env.registry,
+        home=env.home,
+        heartbeat_s=0.1,
+        in_process=True,
+    )
+    jobs = JobService(env.jobs.db, kinds=[TallyKind()])
+    thread = threading.Thread(target=worker.run)
+    thread.start()
+    try:
+        job = jobs.create("tally", EchoRequest("x"), caller=ACME)
+        worker.wake()
+        done = threading.Event()
+
+        def finished() -> bool:
+            return jobs.get(job.id, caller=ACME).status is JobStatus.SUCCEEDED
+
+        for _ in range(200):
+            if finished():
+                done.set()
+                break
+            done.wait(0.05)
+        assert done.is_set()
+    finally:
+        worker.stop()
+        thread.join(10)
+        worker.close()
+    assert jobs.get(job.id, caller=ACME).status is JobStatus.SUCCEEDED  # the db is still open

@@ -296,9 +296,11 @@ def test_a_worker_trains_registers_and_records_everything(env: Env) -> None:
     assert all(
         (env.registry.artifacts.root / c.location / "state.json").is_file() for c in checkpoints
     )
-    out = fine_tuning_checkpoint_out(checkpoints[0], job.model_name)
+    out = fine_tuning_checkpoint_out(env.jobs.get(job.id, caller=ACME), version, checkpoints[0])
     parsed = FineTuningCheckpointOut.model_validate(out.model_dump())
-    assert FineTuningJobCheckpoint.model_validate(parsed.model_dump()).step_number == 15
+    checkpoint = FineTuningJobCheckpoint.model_validate(parsed.model_dump())
+    assert (checkpoint.step_number, checkpoint.metrics.step) == (15, 15)
+    assert checkpoint.fine_tuned_model_checkpoint == f"{job.model_name}:1"
     assert not (env.home / "training" / "jobs" / job.id).exists()  # scratch removed
 
 

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from openmaas.errors import ModelLoadFailed, ModelNotLoaded, ModelTooLarge
+from openmaas.errors import ModelLoadFailed, ModelNotLoaded, ModelTooLarge, ModelUnloaded
 from openmaas.observability.metrics import Metrics
 from openmaas.runtimes import base
 from openmaas.runtimes.base import LoadedModel, LoadOptions, ModelSource, Runtime
@@ -215,6 +215,28 @@ async def test_unload_on_request(models: dict[str, Path]) -> None:
     assert not pool.is_loaded(("a", 1))
     await pool.load(("a", 1))
     assert WordCountRuntime.loads == ["a:1", "a:1"]
+    await pool.close()
+
+
+@pytest.mark.asyncio
+async def test_an_unload_that_holds_is_refused_by_leases_until_loaded(
+    models: dict[str, Path],
+) -> None:
+    pool = _pool(models, memory_budget_bytes=150 * MiB)
+    with pytest.raises(ModelNotLoaded):  # never loaded: held all the same
+        await pool.unload(("a", 1), hold=True)
+    with pytest.raises(ModelUnloaded) as refused:
+        async with pool.lease(("a", 1)):
+            pass
+    assert (refused.value.status_code, refused.value.reference) == (404, "a:1")
+    assert WordCountRuntime.loads == []  # the lease loaded nothing
+    await pool.load(("a", 1))  # an explicit load ends the hold
+    async with pool.lease(("a", 1)):
+        pass
+    await pool.load(("b", 1))  # evicts a (over budget): an eviction holds nothing
+    async with pool.lease(("a", 1)):
+        pass
+    assert WordCountRuntime.loads == ["a:1", "b:1", "a:1"]
     await pool.close()
 
 

@@ -224,6 +224,20 @@ def test_compare_reports_metric_param_file_and_lineage_differences(
     assert diff.lineage["a"]["dataset_id"] == "d1"
 
 
+def test_compare_reports_every_field_that_differs(registry: Registry, tmp_path: Path) -> None:
+    # Same files, params and metrics: only what the versions say about themselves differs.
+    model_dir = write_hf_model(tmp_path / "m", seed=1)
+    for description, tags in (("first try", {}), ("second try", {"team": "search"})):
+        spec = VersionSpec(description=description, tags=tags, created_by="alice")
+        registry.registration.register_plan("m", plan_directory(model_dir), spec, caller=SYSTEM)
+    diff = registry.store.compare("m", 1, 2, caller=SYSTEM)
+    assert diff.fields == {
+        "description": {"a": "first try", "b": "second try"},
+        "tags": {"a": {}, "b": {"team": "search"}},
+    }
+    assert registry.store.compare("m", 1, 1, caller=SYSTEM).fields == {}
+
+
 def test_delete_model_removes_versions_aliases_and_files(
     registry: Registry, tmp_path: Path
 ) -> None:

@@ -8,6 +8,7 @@ Example::
 
 from __future__ import annotations
 
+import asyncio
 import gc
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -17,6 +18,7 @@ from fastapi import Depends, FastAPI
 from openmaas import __version__
 from openmaas.api.admin import audit, catalog, datasets, keys, registry, training, usage
 from openmaas.api.authentication import AuthenticationMiddleware
+from openmaas.api.batch_dispatch import InProcessDispatch
 from openmaas.api.deps import requires
 from openmaas.api.errors import install_error_handlers
 from openmaas.api.metering import MeteringMiddleware
@@ -28,6 +30,7 @@ from openmaas.api.middleware import (
 )
 from openmaas.api.openai import (
     audio,
+    batches,
     completions,
     embeddings,
     files,
@@ -71,6 +74,8 @@ def build_app(settings: Settings, services: Services | None = None) -> FastAPI:
         if settings.dev_no_auth:
             warn_dev_no_auth()
         await active.start_serving()
+        # Batches run their requests through this very app, in this process.
+        active.start_batches(InProcessDispatch(app, asyncio.get_running_loop()))
         if owned:
             settle_heap()
         try:
@@ -109,7 +114,9 @@ def build_app(settings: Settings, services: Services | None = None) -> FastAPI:
         # Every key sees its own project's usage; the route narrows what it may ask for.
         usage: requires(),
         audit: requires(Scope.ADMIN),
-        files: requires(Scope.TRAINING),
+        # Either scope; each purpose's files need their own (see api/openai/files.py).
+        files: requires(Scope.TRAINING, Scope.INFERENCE),
+        batches: inference,
         datasets: requires(Scope.TRAINING),
         fine_tuning: requires(Scope.TRAINING),
         training: requires(Scope.TRAINING),
@@ -123,6 +130,7 @@ def build_app(settings: Settings, services: Services | None = None) -> FastAPI:
         routes={
             "/v1/registry/models/{name}/versions/upload": settings.max_upload_bytes,
             "/v1/audio/transcriptions": settings.max_audio_mb * MiB,
+            "/v1/audio/translations": settings.max_audio_mb * MiB,
             # The dataset limit plus room for the multipart framing; the service enforces
             # the exact size with a message naming OPENMAAS_MAX_DATASET_MB.
             "/v1/files": settings.max_dataset_mb * MiB + MiB,

@@ -9,6 +9,12 @@ and leaves the principal in the request's state, where the dependency finds it. 
 that dependency (the health probes, the OpenAPI documents) stay open. Which routes need a key,
 and the scopes they need (`deps.requires` guards), are read from the routes themselves.
 
+A request the server makes of itself in-process (a batch's line: `api/batch_dispatch.py`)
+carries its caller in the ASGI scope (`IN_PROCESS_CALLER`), the principal of the key that
+created the batch: no key to verify, but the same rate limits and scope guards. Only code in
+this process can put it there: an ASGI server builds the scope of a network request from
+the connection and never adds such a key.
+
 Example::
 
     routes = RouteTable([(embeddings.router, requires(Scope.INFERENCE)), (health.router, None)])
@@ -24,8 +30,12 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from openmaas.api.deps import authenticate
 from openmaas.api.route_table import RouteTable
+from openmaas.auth.entities import Principal
 from openmaas.errors import OpenMaaSError
 from openmaas.wiring import Services
+
+# The ASGI scope's key for the caller of an in-process request.
+IN_PROCESS_CALLER = "openmaas.in_process_caller"
 
 
 class AuthenticationMiddleware:
@@ -50,11 +60,17 @@ class AuthenticationMiddleware:
         headers = Headers(scope=scope)
         state = scope.setdefault("state", {})
         try:
-            peer = scope["client"][0] if scope.get("client") else ""
-            address = self.services.authenticator.clients.resolve(
-                peer, headers.getlist("x-forwarded-for")
-            )
-            who = await authenticate(self.services, headers, address, state)
+            internal = scope.get(IN_PROCESS_CALLER)
+            if isinstance(internal, Principal):
+                who = internal
+                state["ratelimit"] = await self.services.limits.check(who)
+                state["principal"] = who
+            else:
+                peer = scope["client"][0] if scope.get("client") else ""
+                address = self.services.authenticator.clients.resolve(
+                    peer, headers.getlist("x-forwarded-for")
+                )
+                who = await authenticate(self.services, headers, address, state)
             for guard in entry.needs.guards:
                 guard.check(who, scope["method"])
         except OpenMaaSError as error:

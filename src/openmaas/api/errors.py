@@ -13,7 +13,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from openmaas.errors import OpenMaaSError, WrongTask
+from openmaas.errors import ModelUnloaded, OpenMaaSError, WrongTask
 
 logger = logging.getLogger("openmaas.api")
 
@@ -62,12 +62,22 @@ _TASK_ROUTES: dict[str, str] = {
     "text-generation": "chat and completions need a text-generation model",
     "translation": "/v1/translate needs a translation model",
     "summarization": "/v1/summarize needs a summarization model",
-    "speech-recognition": "/v1/audio/transcriptions needs a speech-recognition model",
+    "speech-recognition": "/v1/audio/transcriptions and /v1/audio/translations need a "
+    "speech-recognition model",
 }
 
 
 def route_hint(task: str) -> str:
     return _TASK_ROUTES.get(task, f"this route needs a {task} model")
+
+
+def load_hint(reference: str) -> str:
+    """How to serve a version held unloaded (`ModelUnloaded`): the engine knows no routes."""
+    return (
+        f"load it with POST /v2/repository/models/{reference}/load (tritonclient: "
+        f"load_model), or serve with OPENMAAS_RELOAD_UNLOADED=true to load unloaded models "
+        "on their next request"
+    )
 
 
 async def handle_openmaas_error(request: Request, exc: Exception) -> JSONResponse:
@@ -77,6 +87,9 @@ async def handle_openmaas_error(request: Request, exc: Exception) -> JSONRespons
     body = exc.to_dict()
     if isinstance(exc, WrongTask) and exc.task is not None:
         message = f"{exc.message}; {route_hint(exc.task)}"
+        body = error_body(message, exc.error_type, exc.code, exc.param)
+    elif isinstance(exc, ModelUnloaded):
+        message = f"{exc.message}; {load_hint(exc.reference)}"
         body = error_body(message, exc.error_type, exc.code, exc.param)
     return _respond(request, body, exc.status_code, exc.headers or None)
 

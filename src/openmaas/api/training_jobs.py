@@ -10,15 +10,18 @@ Example (in an async route, once the body is mapped onto a `JobRequest`)::
 
 from __future__ import annotations
 
+import asyncio
 import functools
+import time
 from typing import Any
 
 from starlette.concurrency import run_in_threadpool
 
 from openmaas.api.auditor import Auditor
 from openmaas.auth.entities import Principal
-from openmaas.jobs.entities import TRAINING, Job
+from openmaas.jobs.entities import FINISHED, TRAINING, Job
 from openmaas.jobs.service import JobService
+from openmaas.jobs.worker import CANCEL_GRACE_S, STOP_CHECK_S
 from openmaas.training.kind import TrainingJobKind
 from openmaas.training.requests import JobRequest
 from openmaas.wiring import Services
@@ -48,16 +51,35 @@ async def create_job(
 
 
 def _audit_created(services: Services, principal: Principal, auditor: Auditor, job_id: str) -> None:
-    job = services.jobs.get(job_id, caller=principal)
+    job = services.jobs.get(job_id, caller=principal, kind=TRAINING)
     auditor.record("job.create", f"jobs/{job.id}", after=_audit_state(job))
 
 
 def cancel_job(services: Services, principal: Principal, auditor: Auditor, job_id: str) -> Job:
-    before = services.jobs.get(job_id, caller=principal)
-    job = services.jobs.cancel(job_id, caller=principal)
+    before = services.jobs.get(job_id, caller=principal, kind=TRAINING)
+    job = services.jobs.cancel(job_id, caller=principal, kind=TRAINING)
     if (before.status, before.cancel_requested) != (job.status, job.cancel_requested):
         auditor.record(
             "job.cancel", f"jobs/{job.id}", before=_audit_state(before), after=_audit_state(job)
+        )
+    return job
+
+
+async def cancel_and_wait(
+    services: Services, principal: Principal, auditor: Auditor, job_id: str
+) -> Job:
+    """Cancel, then answer once the worker has let go of a running job (`cancelled`), as
+    OpenAI's cancel answers. A live worker lets go within CANCEL_GRACE_S of seeing the flag
+    (it ends its own process past that); only a frozen or dead worker's job is still answered
+    `running` after the wait, and is cancelled when its heartbeat times out."""
+    job = await run_in_threadpool(cancel_job, services, principal, auditor, job_id)
+    deadline = time.monotonic() + services.settings.job_heartbeat_s + CANCEL_GRACE_S + 5.0
+    while job.status not in FINISHED and time.monotonic() < deadline:
+        # The worker is another process, maybe on another machine: the shared database,
+        # which pushes nothing, is the only place its letting go shows.
+        await asyncio.sleep(STOP_CHECK_S / 2)
+        job = await run_in_threadpool(
+            functools.partial(services.jobs.get, job_id, caller=principal, kind=TRAINING)
         )
     return job
 

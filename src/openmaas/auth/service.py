@@ -301,6 +301,34 @@ class AuthService:
                 key_limits=dict(row.limits or {}),
             )
 
+    def principal_of_key(
+        self, key_id: int, *, caller: Principal, now: datetime | None = None
+    ) -> Principal:
+        """The principal a key stands for now (its scopes and limits as stored), without its
+        secret: for the server's own work done on a key's behalf (a batch's requests run as
+        the key that created the batch). AuthenticationFailed once the key is revoked or
+        expired, ApiKeyNotFound for one that is gone. Admins only (the server: `SYSTEM`)."""
+        require_admin(caller)
+        moment = _now() if now is None else _aware(now)
+        with self.db.transaction() as session:
+            row, project_name = self._key_row(session, key_id)
+            project_limits = session.scalar(
+                select(ProjectRow.limits).where(ProjectRow.id == row.project_id)
+            )
+            if row.revoked_at is not None:
+                raise AuthenticationFailed("this API key has been revoked", code="api_key_revoked")
+            if row.expires_at is not None and moment >= _aware(row.expires_at):
+                raise AuthenticationFailed("this API key has expired", code="api_key_expired")
+            return Principal(
+                project=project_name,
+                key_id=row.id,
+                prefix=row.prefix,
+                scopes=parse_scopes(row.scopes),
+                expires_at=_optional_aware(row.expires_at),
+                project_limits=dict(project_limits or {}),
+                key_limits=dict(row.limits or {}),
+            )
+
     # -- rows and entities --------------------------------------------------------------
 
     def _project_row(self, session: Session, name: str) -> ProjectRow:

@@ -125,12 +125,15 @@ class CatalogService:
 
         One failing entry is logged and skipped; the others still register.
         """
-        # Several server workers start at once: the lock makes the check-then-register
-        # below atomic on this host, so each entry is registered once.
+        with self._lock():
+            return self._register_missing(actor)
+
+    def _lock(self) -> FileLock:
+        # Several server workers start at once: the lock makes a check-then-register atomic
+        # on this host, so each entry is registered once.
         lock = self.registry.artifacts.root / ".catalog.lock"
         lock.parent.mkdir(parents=True, exist_ok=True)
-        with FileLock(str(lock)):
-            return self._register_missing(actor)
+        return FileLock(str(lock))
 
     def _register_missing(self, actor: str) -> list[ModelVersion]:
         existing = {m.name for m in self.registry.list_models(caller=SYSTEM)}
@@ -157,15 +160,29 @@ class CatalogService:
         return versions
 
     def register(self, name: str, actor: str = "catalog") -> ModelVersion:
-        """Register one entry now; refuses if unavailable or if the model already exists."""
-        located = locate(self._definition(name))
-        if not located.available:
-            raise UnsupportedSource(
-                f"catalog entry {name!r} is not available: {located.reason}", param="name"
-            )
-        if self._exists(name):
-            raise Conflict(f"a model named {name!r} is already registered", param="name")
-        return self._register(located, actor)
+        """Register one entry now: one whose package was installed after the first start.
+
+        Refuses a name the catalog lacks (404, naming the entries), a name already registered
+        (409) and an entry whose packages are still missing (400, naming what to install).
+        """
+        definition = self._definition(name)
+        with self._lock():
+            if self._exists(name):
+                raise Conflict(
+                    f"a model named {name!r} is already registered (openmaas models show {name})",
+                    param="name",
+                    code="catalog_entry_registered",
+                )
+            located = locate(definition)
+            if not located.available:
+                raise UnsupportedSource(
+                    f"catalog entry {name!r} is not available here: {located.reason}",
+                    param="name",
+                    code="catalog_entry_unavailable",
+                )
+            version = self._register(located, actor)
+        log.info("catalog: registered %s:%s", name, version.version)
+        return version
 
     def _register(self, located: Located, actor: str) -> ModelVersion:
         definition = located.definition

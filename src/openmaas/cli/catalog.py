@@ -1,6 +1,12 @@
-"""`openmaas catalog list`: the built-in models this server can offer."""
+"""`openmaas catalog list|register`: the built-in models this server can offer.
+
+openmaas catalog list
+openmaas catalog register apertium-eng-spa   # its package was installed after the first start
+"""
 
 from __future__ import annotations
+
+from typing import Annotated
 
 import typer
 
@@ -33,3 +39,19 @@ def list_catalog(ctx: typer.Context, as_json: JsonFlag = False) -> None:
             plain(entry.description),
         )
     out.print(grid)
+
+
+@app.command("register")
+def register_entry(
+    ctx: typer.Context,
+    name: Annotated[str, typer.Argument(help="Catalog entry name.", show_default=False)],
+    as_json: JsonFlag = False,
+) -> None:
+    """Register a catalog model now (an admin key): one whose package was installed after the
+    server's first start, such as Apertium's. No restart needed."""
+    with client_from(ctx) as client:
+        version = client.register_catalog_entry(name)
+    if as_json:
+        print_json(version)
+        return
+    out.print(plain(f"registered {version.reference} ({version.task}, {version.runtime})"))

@@ -208,7 +208,9 @@ class JobBar:
             if event.type == "metrics" and event.data:
                 self._read(event.data)
             else:
-                self.progress.console.print(_event_line(event))
+                # Above the live bar on a terminal; elsewhere (a pipe, a log) the bar is off
+                # and each event is one line, unwrapped.
+                self.progress.console.print(_event_line(event), soft_wrap=self.progress.disable)
         p = job.progress
         if p is not None:
             self.step, self.epoch = p.step, p.epoch
@@ -267,10 +269,6 @@ def _follow(client: Client, job_id: str, json_output: bool) -> None:
             bar = JobBar(progress)
             for update in client.follow_training_job(job_id):
                 job = update.job
-                if progress.disable:  # not a terminal: the messages as plain lines
-                    for event in update.events:
-                        if event.type != "metrics":
-                            err.print(_event_line(event))
                 bar.update(update.job, update.events)
     except KeyboardInterrupt:
         err.print(f"stopped following; the job goes on: openmaas jobs follow {job_id}")

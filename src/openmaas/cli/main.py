@@ -18,7 +18,18 @@ from typing import Annotated
 
 import typer
 
-from openmaas.cli import admin, aliases, audit, catalog, datasets, keys, models, usage, versions
+from openmaas.cli import (
+    admin,
+    aliases,
+    audit,
+    batches,
+    catalog,
+    datasets,
+    keys,
+    models,
+    usage,
+    versions,
+)
 from openmaas.cli.common import CLIError, Connection
 from openmaas.cli.jobs import app as jobs_app
 from openmaas.cli.jobs import train
@@ -75,6 +86,7 @@ app.command("usage")(usage.show_usage)
 app.command("audit")(audit.show_audit)
 app.command("train")(train)
 app.add_typer(jobs_app, name="jobs")
+app.add_typer(batches.app, name="batches")
 app.command(help="Run training workers without a server (against the server's database).")(worker)
 
 

@@ -130,11 +130,10 @@ def compare_versions(
 def print_comparison(diff: CompareOut) -> None:
     va, vb = f"v{diff.a}", f"v{diff.b}"
     out.print(plain(f"{diff.model}: version {diff.a} vs {diff.b}"), style="bold")
-    if diff.fields:
-        grid = table("FIELD", va, vb, title="Changed fields")
-        for field, values in diff.fields.items():
-            grid.add_row(field, plain(values.get("a")), plain(values.get("b")))
-        out.print(grid)
+    grid = table("FIELD", va, vb, title="Changed fields")
+    for field, values in diff.fields.items():
+        grid.add_row(field, plain(compact(values.get("a"))), plain(compact(values.get("b"))))
+    out.print(grid if diff.fields else plain("Fields: identical"))
     metrics = table("METRIC", va, vb, "DELTA", title="Metrics")
     for metric, values in diff.metrics.items():
         delta = values.get("delta")

@@ -1,7 +1,8 @@
 """The Python SDK: every admin call of an OpenMaaS server, with typed results.
 
 A package of its own that imports nothing of the server: `Client` is composed of one module
-per resource (`models`, `aliases`, `catalog`, `admin`, `datasets`, `jobs`, `metering`), over
+per resource (`models`, `aliases`, `catalog`, `admin`, `datasets`, `jobs`, `batches`,
+`metering`), over
 `transport` (HTTP, errors) and `packing` (model directories to archives); the bodies it sends
 and reads are the wire models of `openmaas.protocol`.
 

@@ -26,11 +26,13 @@ import httpx
 
 from openmaas.client.admin import AdminResource
 from openmaas.client.aliases import AliasesResource
+from openmaas.client.batches import BatchesResource
 from openmaas.client.catalog import CatalogResource
 from openmaas.client.datasets import DatasetsResource
 from openmaas.client.jobs import JobsResource
 from openmaas.client.metering import MeteringResource
 from openmaas.client.models import ModelsResource
+from openmaas.client.transport import DEFAULT_MAX_RETRIES
 
 DEFAULT_URL = "http://127.0.0.1:8000"
 # Generous on purpose: registration and verification hash every file on the server before
@@ -45,12 +47,16 @@ class Client(
     AdminResource,
     DatasetsResource,
     JobsResource,
+    BatchesResource,
     MeteringResource,
 ):
     """A synchronous client for one OpenMaaS server; use it as a context manager.
 
-    `api_key` is sent as `Authorization: Bearer <key>`. Every non-2xx answer raises
-    `APIError`; a server that cannot be reached raises `ConnectionFailed`::
+    `api_key` is sent as `Authorization: Bearer <key>`. `429`, `408` and `5xx` answers and
+    failed connections are retried up to `max_retries` times (default 2, as the `openai`
+    client does) with exponential backoff, honouring `Retry-After` and `x-should-retry`
+    (see `client.transport`); `max_retries=0` sends every request once. Every non-2xx answer
+    left raises `APIError`; a server that cannot be reached raises `ConnectionFailed`::
 
         with Client("http://127.0.0.1:8000", api_key="sk-...") as client:
             for model in client.list_models():
@@ -63,9 +69,13 @@ class Client(
         api_key: str | None = None,
         timeout: float | httpx.Timeout = DEFAULT_TIMEOUT,
         *,
+        max_retries: int = DEFAULT_MAX_RETRIES,
         transport: httpx.BaseTransport | None = None,
     ) -> None:
+        if max_retries < 0:
+            raise ValueError(f"max_retries must be 0 or more, not {max_retries}")
         self.base_url = base_url.rstrip("/")
+        self.max_retries = max_retries
         api_key = api_key if api_key is not None else os.environ.get("OPENMAAS_API_KEY")
         headers = {"User-Agent": "openmaas-python"}
         if api_key:

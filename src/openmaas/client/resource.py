@@ -18,7 +18,7 @@ from urllib.parse import quote
 import httpx
 from pydantic import BaseModel
 
-from openmaas.client.transport import send
+from openmaas.client.transport import DEFAULT_MAX_RETRIES, send
 from openmaas.protocol.common import ListOut
 
 M = TypeVar("M", bound=BaseModel)
@@ -28,6 +28,7 @@ class Resource:
     """Request plumbing over the `httpx.Client` the concrete `Client` creates."""
 
     _http: httpx.Client
+    max_retries: int = DEFAULT_MAX_RETRIES
 
     def _one(self, method: str, path: str, model: type[M], **kwargs: Any) -> M:
         return model.model_validate(self._request(method, path, **kwargs).json())
@@ -39,7 +40,7 @@ class Resource:
     def _request(
         self, method: str, path: str, *, upload: bool = False, **kwargs: Any
     ) -> httpx.Response:
-        return send(self._http, method, path, upload=upload, **kwargs)
+        return send(self._http, method, path, upload=upload, max_retries=self.max_retries, **kwargs)
 
 
 def segment(value: str | int) -> str:

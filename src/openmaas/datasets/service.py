@@ -1,6 +1,15 @@
-"""DatasetService: dataset files owned by projects, stored as uploaded, described once.
+"""DatasetService: the files of projects (OpenAI's `/v1/files`): datasets for fine-tuning,
+described once, and the request and result files of batches, stored as they are.
 
-An upload is written to the artifact store (encrypted at rest when the store has a key) and
+A file's purpose says what it holds and which scope reads it: `fine-tune` files are
+datasets (the `training` scope); `batch` files (a batch's requests, uploaded) and
+`batch_output` files (its results, written by the server) are the `inference` scope's. A key
+sees the files of the purposes its scopes cover (an admin every file); the others answer like
+files that do not exist. The dataset methods (`get`, `list`, `load`, `splits`, `delete`) see
+datasets only; the file methods (`create_file`, `file`, `list_files`, `content`,
+`delete_file`) every purpose.
+
+A dataset upload is written to the artifact store (encrypted at rest when the store has a key) and
 hashed in the same pass, refused past `DatasetLimits.max_bytes`, then read once: schema,
 statistics, the validation report and the content hash are recorded with it. A file that
 fails validation is kept with status `error` and its report; one that cannot be read at
@@ -17,6 +26,9 @@ Example::
         dataset = datasets.create(upload, filename="train.csv", project="acme", caller=who)
     dataset.status, dataset.report.errors, dataset.content_sha256
     train, validation, test = datasets.splits(dataset.id, caller=who, seed=7)
+    with open("requests.jsonl", "rb") as upload:
+        stored = datasets.create_file(upload, filename="requests.jsonl", purpose="batch",
+                                      project="acme", caller=who)
 """
 
 from __future__ import annotations
@@ -31,13 +43,22 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from enum import StrEnum
 from pathlib import Path, PurePosixPath
-from typing import IO, Literal
+from typing import IO, BinaryIO, Literal
 
 from sqlalchemy import and_, or_, select
 from sqlalchemy.orm import Session
 
 from openmaas.auth.access import is_admin, require_caller
 from openmaas.auth.entities import Principal
+from openmaas.datasets.files import (
+    BATCH_OUTPUT,
+    FINE_TUNE,
+    PLAIN_FORMAT,
+    StoredFile,
+    check_purpose,
+    file_entity,
+    readable_purposes,
+)
 from openmaas.datasets.formats import ContentHasher, Example, Format, parse_format
 from openmaas.datasets.report import DEFAULT_MAX_PROBLEMS, ValidationReport
 from openmaas.datasets.schema import DatasetSchema
@@ -65,7 +86,6 @@ CHUNK_BYTES = 1024 * 1024
 # Uploads write their directory before their row; a younger directory without a row may
 # be an upload in progress, so the sweep leaves it alone.
 ORPHAN_GRACE_S = 3600.0
-PURPOSES = ("fine-tune",)
 MAX_FILENAME = 255
 
 
@@ -159,11 +179,10 @@ class DatasetService:
                 f"this API key adds files to project {who.project!r} only, not {project!r}",
                 param="project",
             )
-        if purpose not in PURPOSES:
+        check_purpose(who, purpose)
+        if purpose != FINE_TUNE:
             raise InvalidRequest(
-                f"purpose {purpose!r} is not supported: this server keeps files for "
-                f"fine-tuning ({', '.join(repr(p) for p in PURPOSES)})",
-                param="purpose",
+                f"a dataset's purpose is {FINE_TUNE!r}, not {purpose!r}", param="purpose"
             )
         if format:
             parse_format(format)  # a wrong name fails before anything is written
@@ -201,6 +220,98 @@ class DatasetService:
             shutil.rmtree(directory, ignore_errors=True)
             raise
         return _entity(row)
+
+    def create_file(
+        self,
+        stream: IO[bytes],
+        *,
+        filename: str,
+        project: str,
+        caller: Principal,
+        created_by: str = "",
+        purpose: str,
+    ) -> StoredFile:
+        """Store an upload of any purpose (blocks: call from a thread): a `fine-tune` file
+        is read as a dataset (`create`), a `batch` file kept as it is (the batch reads it)."""
+        who = require_caller(caller)
+        check_purpose(who, purpose)
+        if purpose == FINE_TUNE:
+            dataset = self.create(
+                stream,
+                filename=filename,
+                project=project,
+                caller=caller,
+                created_by=created_by,
+                purpose=purpose,
+            )
+            return self.file(dataset.id, caller=caller)
+        if not is_admin(who) and who.project != project:
+            raise PermissionDenied(
+                f"this API key adds files to project {who.project!r} only, not {project!r}",
+                param="project",
+            )
+        return self._store_plain(
+            stream, filename=filename, project=project, purpose=purpose, created_by=created_by
+        )
+
+    def store_output(
+        self, stream: IO[bytes], *, filename: str, project: str, created_by: str, caller: Principal
+    ) -> StoredFile:
+        """Keep a file the server wrote for `project` (a batch's results: `batch_output`).
+        Only the server's own work (an admin principal) writes one."""
+        who = require_caller(caller)
+        if not is_admin(who):
+            raise PermissionDenied("only the server writes batch output files", param="purpose")
+        return self._store_plain(
+            stream,
+            filename=filename,
+            project=project,
+            purpose=BATCH_OUTPUT,
+            created_by=created_by,
+            limit=False,
+        )
+
+    def _store_plain(
+        self,
+        stream: IO[bytes],
+        *,
+        filename: str,
+        project: str,
+        purpose: str,
+        created_by: str,
+        limit: bool = True,
+    ) -> StoredFile:
+        name = _clean_filename(filename)
+        file_id = f"file-{uuid.uuid4().hex[:24]}"
+        directory = self.root / file_id
+        path = directory / CONTENT_FILE
+        try:
+            entry = self.artifacts.write_stream(stream, path, self._size_guard() if limit else None)
+            path.chmod(stat.S_IRUSR | stat.S_IRGRP | stat.S_IROTH)
+            row = DatasetRow(
+                id=file_id,
+                project=project,
+                purpose=purpose,
+                filename=name,
+                format=PLAIN_FORMAT,
+                size_bytes=entry.size,
+                sha256=entry.sha256,
+                content_sha256="",
+                location=f"{DATASETS_DIR}/{file_id}/{CONTENT_FILE}",
+                status=DatasetStatus.PROCESSED.value,
+                task=None,
+                schema={},
+                stats={},
+                report={},
+                created_at=datetime.now(UTC),
+                created_by=created_by,
+            )
+            with self.db.transaction() as session:
+                session.add(row)
+        except BaseException:
+            shutil.rmtree(directory, ignore_errors=True)
+            raise
+        return file_entity(row)
 
     def _size_guard(self) -> Callable[[int], None]:
         limit = self.limits.max_bytes
@@ -248,7 +359,7 @@ class DatasetService:
     def get(self, dataset_id: str, *, caller: Principal) -> Dataset:
         project = _visible_project(caller)
         with self.db.transaction() as session:
-            return _entity(self._row(session, dataset_id, project))
+            return _entity(self._dataset_row(session, dataset_id, project, caller))
 
     def list(
         self,
@@ -259,17 +370,50 @@ class DatasetService:
         after: str | None = None,
         order: Literal["asc", "desc"] = "desc",
     ) -> builtins.list[Dataset]:
-        """The files the caller sees, newest first by default; `after` (an id from the
+        """The datasets the caller sees, newest first by default; `after` (an id from the
         previous page) continues."""
+        if purpose not in (None, FINE_TUNE):
+            return []
+        return [
+            _entity(row)
+            for row in self._rows(caller, (FINE_TUNE,), limit=limit, after=after, order=order)
+        ]
+
+    def list_files(
+        self,
+        *,
+        caller: Principal,
+        purpose: str | None = None,
+        limit: int | None = None,
+        after: str | None = None,
+        order: Literal["asc", "desc"] = "desc",
+    ) -> builtins.list[StoredFile]:
+        """The files of every purpose the caller sees (or of `purpose`), newest first by
+        default; `after` (an id from the previous page) continues."""
+        purposes = readable_purposes(require_caller(caller))
+        if purpose is not None:
+            purposes = tuple(p for p in purposes if p == purpose)
+        return [
+            file_entity(row)
+            for row in self._rows(caller, purposes, limit=limit, after=after, order=order)
+        ]
+
+    def _rows(
+        self,
+        caller: Principal,
+        purposes: Sequence[str],
+        *,
+        limit: int | None,
+        after: str | None,
+        order: Literal["asc", "desc"],
+    ) -> builtins.list[DatasetRow]:
         project = _visible_project(caller)
-        query = select(DatasetRow)
+        query = select(DatasetRow).where(DatasetRow.purpose.in_(list(purposes)))
         if project is not None:
             query = query.where(DatasetRow.project == project)
-        if purpose is not None:
-            query = query.where(DatasetRow.purpose == purpose)
         with self.db.transaction() as session:
             if after is not None:
-                cursor = self._row(session, after, project, param="after")
+                cursor = self._file_row(session, after, project, caller, param="after")
                 at, key = cursor.created_at, cursor.id
                 if order == "desc":
                     beyond = or_(
@@ -288,13 +432,27 @@ class DatasetService:
                 query = query.order_by(DatasetRow.created_at, DatasetRow.id)
             if limit is not None:
                 query = query.limit(limit)
-            return [_entity(row) for row in session.scalars(query)]
+            return builtins.list(session.scalars(query))
+
+    def file(self, file_id: str, *, caller: Principal) -> StoredFile:
+        """A file of any purpose the caller's scopes cover."""
+        project = _visible_project(caller)
+        with self.db.transaction() as session:
+            return file_entity(self._file_row(session, file_id, project, caller))
 
     def content(self, dataset_id: str, *, caller: Principal) -> Iterator[bytes]:
         """The file's bytes as uploaded, in chunks (decrypted when stored encrypted). The
         lookup happens now, so a missing file raises before anything is streamed."""
-        dataset = self.get(dataset_id, caller=caller)
-        return self._chunks(self.root / dataset.id / CONTENT_FILE, dataset.filename)
+        found = self.file(dataset_id, caller=caller)
+        return self._chunks(self.root / found.id / CONTENT_FILE, found.filename)
+
+    def open_file(self, file_id: str, *, caller: Principal) -> BinaryIO:
+        """The file's plaintext, opened to read (close it; a batch reads its requests so).
+        The lookup happens now: a missing file raises here."""
+        found = self.file(file_id, caller=caller)
+        return self.artifacts.open_plaintext(
+            self.root / found.id / CONTENT_FILE, name=found.filename
+        )
 
     def _chunks(self, path: Path, name: str) -> Iterator[bytes]:
         with self.artifacts.open_plaintext(path, name=name) as handle:
@@ -343,24 +501,56 @@ class DatasetService:
     # -- delete ---------------------------------------------------------------------------
 
     def delete(self, dataset_id: str, *, caller: Principal) -> Dataset:
-        """Remove the file and its record; returns what was removed."""
+        """Remove the dataset and its record; returns what was removed."""
         project = _visible_project(caller)
         with self.db.transaction() as session:
-            row = self._row(session, dataset_id, project)
+            row = self._dataset_row(session, dataset_id, project, caller)
             removed = _entity(row)
+            session.delete(row)
+        shutil.rmtree(self.root / removed.id, ignore_errors=True)
+        return removed
+
+    def delete_file(self, file_id: str, *, caller: Principal) -> StoredFile:
+        """Remove a file of any purpose the caller sees; returns what was removed."""
+        project = _visible_project(caller)
+        with self.db.transaction() as session:
+            row = self._file_row(session, file_id, project, caller)
+            removed = file_entity(row)
             session.delete(row)
         shutil.rmtree(self.root / removed.id, ignore_errors=True)
         return removed
 
     # -- plumbing -------------------------------------------------------------------------
 
-    def _row(
-        self, session: Session, dataset_id: str, project: str | None, param: str = "file_id"
+    def _file_row(
+        self,
+        session: Session,
+        file_id: str,
+        project: str | None,
+        caller: Principal,
+        param: str = "file_id",
     ) -> DatasetRow:
-        row = session.get(DatasetRow, dataset_id)
-        if row is None or (project is not None and row.project != project):
-            # Another project's file answers exactly like a file that does not exist.
-            raise NotFound(f"no such file: {dataset_id!r}", param=param, code="file_not_found")
+        row = session.get(DatasetRow, file_id)
+        if (
+            row is None
+            or (project is not None and row.project != project)
+            or row.purpose not in readable_purposes(caller)
+        ):
+            # Another project's file, or one of a purpose the key may not read, answers
+            # exactly like a file that does not exist.
+            raise NotFound(f"no such file: {file_id!r}", param=param, code="file_not_found")
+        return row
+
+    def _dataset_row(
+        self, session: Session, dataset_id: str, project: str | None, caller: Principal
+    ) -> DatasetRow:
+        row = self._file_row(session, dataset_id, project, caller)
+        if row.purpose != FINE_TUNE:
+            raise InvalidRequest(
+                f"file {dataset_id!r} is a {row.purpose!r} file, not a dataset",
+                param="file_id",
+                code="not_a_dataset",
+            )
         return row
 
 

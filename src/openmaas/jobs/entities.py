@@ -126,6 +126,7 @@ class Job:
     started_at: datetime | None
     finished_at: datetime | None
     progress: JobProgress | None = None
+    key_id: int | None = None  # the API key that created it (None: none, or before keys)
 
     @property
     def openai_model(self) -> str:

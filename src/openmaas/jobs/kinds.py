@@ -8,7 +8,8 @@ kind says what its requests mean and how its work runs:
 - `check_inputs(job)`: read the inputs once the job is recorded and resolve what depends on
   them; an `OpenMaaSError` fails the job (a 4xx one is the caller's to fix);
 - `run(context)`: the work itself, reporting events and checkpoints through the context and
-  raising `JobStopped` when `context.should_stop()` said so; returns what to publish.
+  raising `JobStopped` when `context.should_stop()` said so; returns what to publish (a
+  `JobOutput`, registered as a model version) or a `JobResult` (nothing to register).
 
 Example::
 
@@ -28,7 +29,7 @@ from openmaas.jobs.entities import Job, NewJob
 
 if TYPE_CHECKING:
     from openmaas.jobs.context import JobContext
-    from openmaas.jobs.publish import JobOutput
+    from openmaas.jobs.publish import JobOutput, JobResult
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,7 +52,7 @@ class JobKind(Protocol):
 
     def check_inputs(self, job: Job) -> Admission: ...
 
-    def run(self, context: JobContext) -> JobOutput: ...
+    def run(self, context: JobContext) -> JobOutput | JobResult: ...
 
 
 class JobKinds:

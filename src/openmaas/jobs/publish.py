@@ -1,5 +1,6 @@
 """Publishing a job's result: a new version of the job's model, with lineage, and the alias
-the job asked for moved to it.
+the job asked for moved to it. A kind whose run registers no model (a batch writes files)
+returns a `JobResult` instead, and nothing is published.
 
 A worker that died between registering and recording success left a version whose lineage
 names the job: publishing again returns that version instead of registering a second one.
@@ -46,6 +47,15 @@ class JobOutput:
     transform: str = "train"  # lineage: train | fine-tune | ...
     dataset_id: str | None = None
     dataset_sha256: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class JobResult:
+    """What a kind's run produced when it registers no model: the line the job's success
+    event says, and metrics recorded with the job."""
+
+    message: str
+    metrics: Mapping[str, float] = field(default_factory=dict)
 
 
 def publish(registry: Registry, job: Job, output: JobOutput) -> str:

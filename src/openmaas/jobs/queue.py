@@ -358,20 +358,24 @@ class JobQueue:
         job_id: str,
         worker_id: str,
         *,
-        fine_tuned_model: str,
+        fine_tuned_model: str | None,
         metrics: Mapping[str, float],
         trained_tokens: int | None = None,
+        message: str | None = None,
     ) -> Job:
+        """Finish a job that succeeded: it registered `fine_tuned_model`, or (a kind that
+        registers nothing) did what `message` says."""
         with self.db.transaction() as session:
             row = self._owned(session, job_id, worker_id)
             self._finish(row, JobStatus.SUCCEEDED)
             row.fine_tuned_model = fine_tuned_model
             row.metrics = {k: float(v) for k, v in metrics.items()}
             row.trained_tokens = trained_tokens
+            said = message or f"registered {fine_tuned_model}"
             self._event(
                 session,
                 job_id,
-                f"Job succeeded: registered {fine_tuned_model}",
+                f"Job succeeded: {said}",
                 data={"fine_tuned_model": fine_tuned_model, "metrics": dict(row.metrics)},
             )
             return job_entity(row)

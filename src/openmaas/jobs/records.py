@@ -60,6 +60,7 @@ def job_entity(row: JobRow, progress: JobProgress | None = None) -> Job:
         started_at=aware(row.started_at),
         finished_at=aware(row.finished_at),
         progress=progress,
+        key_id=row.key_id,
     )
 
 

@@ -26,7 +26,16 @@ from sqlalchemy import and_, or_, select
 from openmaas.auth.access import is_admin, require_caller
 from openmaas.auth.entities import Principal
 from openmaas.errors import Conflict, InvalidRequest, NotFound, OpenMaaSError
-from openmaas.jobs.entities import FINISHED, Job, JobCheckpoint, JobEvent, JobStatus, NewJob, Page
+from openmaas.jobs.entities import (
+    FINISHED,
+    TRAINING,
+    Job,
+    JobCheckpoint,
+    JobEvent,
+    JobStatus,
+    NewJob,
+    Page,
+)
 from openmaas.jobs.kinds import JobKind, JobKinds
 from openmaas.jobs.queue import JobQueue
 from openmaas.jobs.records import checkpoint_entity, event_entity, job_entity, latest_progress
@@ -38,10 +47,14 @@ logger = logging.getLogger("openmaas.jobs")
 MAX_PAGE = 100
 
 
-def _job_not_found(job_id: str) -> NotFound:
-    return NotFound(
-        f"fine-tuning job {job_id!r} not found", param="fine_tuning_job_id", code="job_not_found"
-    )
+def _job_not_found(job_id: str, kind: str | None) -> NotFound:
+    if kind in (None, TRAINING):
+        return NotFound(
+            f"fine-tuning job {job_id!r} not found",
+            param="fine_tuning_job_id",
+            code="job_not_found",
+        )
+    return NotFound(f"{kind} {job_id!r} not found", param=f"{kind}_id", code=f"{kind}_not_found")
 
 
 class JobService:
@@ -76,9 +89,10 @@ class JobService:
         require_caller(caller)
         return self.kinds.get(kind).prepare(request, caller=caller)
 
-    def submit(self, prepared: NewJob, *, caller: Principal) -> Job:
+    def submit(self, prepared: NewJob, *, caller: Principal, refuse: bool = True) -> Job:
         """Record the job, have its kind read its inputs and queue it. Inputs that cannot be
-        used fail the job (and raise 400)."""
+        used fail the job and raise 400, or with `refuse=False` leave it failed and return
+        it (OpenAI's batches report a bad input file on the batch itself)."""
         require_caller(caller)
         kind = self.kinds.get(prepared.kind)
         job = self.queue.insert(prepared, kind.checking_message(prepared))
@@ -91,7 +105,10 @@ class JobService:
                 logger.exception("job %s: its files could not be read", job.id)
                 message, param = "the files could not be read (see the server log)", None
             self.queue.refuse(job.id, message, param)
-            if isinstance(exc, OpenMaaSError) and 400 <= exc.status_code < 500:
+            caller_error = isinstance(exc, OpenMaaSError) and 400 <= exc.status_code < 500
+            if caller_error and not refuse:
+                return self.get(job.id, caller=caller)
+            if caller_error:
                 raise InvalidRequest(
                     f"{message} (job {job.id} failed)", param=param, code="invalid_training_file"
                 ) from exc
@@ -105,23 +122,35 @@ class JobService:
 
     # -- reading -------------------------------------------------------------------------------
 
-    def get(self, job_id: str, *, caller: Principal) -> Job:
+    def get(self, job_id: str, *, caller: Principal, kind: str | None = None) -> Job:
+        """A job of the caller's project (of `kind` when given: a job of another kind
+        answers like a missing one)."""
         require_caller(caller)
         with self.db.transaction() as session:
-            row = self._visible(session, job_id, caller)
+            row = self._visible(session, job_id, caller, kind=kind)
             progress = latest_progress(session, job_id) if row.status == "running" else None
             return job_entity(row, progress)
 
-    def list(self, *, caller: Principal, after: str | None = None, limit: int = 20) -> Page[Job]:
-        """Newest first; `after` is the last job id of the previous page."""
+    def list(
+        self,
+        *,
+        caller: Principal,
+        after: str | None = None,
+        limit: int = 20,
+        kind: str | None = None,
+    ) -> Page[Job]:
+        """Newest first (of `kind` only when given); `after` is the last job id of the
+        previous page."""
         require_caller(caller)
         limit = max(1, min(limit, MAX_PAGE))
         with self.db.transaction() as session:
             query = select(JobRow)
             if not is_admin(caller):
                 query = query.where(JobRow.project == caller.project)
+            if kind is not None:
+                query = query.where(JobRow.kind == kind)
             if after is not None:
-                cursor = self._visible(session, after, caller)
+                cursor = self._visible(session, after, caller, kind=kind)
                 query = query.where(
                     or_(
                         JobRow.created_at < cursor.created_at,
@@ -147,13 +176,14 @@ class JobService:
         after: int | None = None,
         limit: int = 20,
         order: Literal["desc", "asc"] = "desc",
+        kind: str | None = None,
     ) -> Page[JobEvent]:
         """A job's events, newest first as OpenAI lists them (or oldest first for followers);
         `after` is the last event id of the previous page."""
         require_caller(caller)
         limit = max(1, min(limit, 1000))
         with self.db.transaction() as session:
-            self._visible(session, job_id, caller)
+            self._visible(session, job_id, caller, kind=kind)
             query = select(JobEventRow).where(JobEventRow.job_id == job_id)
             if order == "desc":
                 if after is not None:
@@ -173,12 +203,13 @@ class JobService:
         caller: Principal,
         after: str | None = None,
         limit: int = 10,
+        kind: str | None = None,
     ) -> Page[JobCheckpoint]:
         """A job's checkpoints, newest first; `after` is the last id of the previous page."""
         require_caller(caller)
         limit = max(1, min(limit, MAX_PAGE))
         with self.db.transaction() as session:
-            self._visible(session, job_id, caller)
+            self._visible(session, job_id, caller, kind=kind)
             query = select(JobCheckpointRow).where(JobCheckpointRow.job_id == job_id)
             if after is not None:
                 cursor = session.get(JobCheckpointRow, after)
@@ -204,27 +235,43 @@ class JobService:
 
     # -- cancelling ----------------------------------------------------------------------------
 
-    def cancel(self, job_id: str, *, caller: Principal) -> Job:
+    def cancel(self, job_id: str, *, caller: Principal, kind: str | None = None) -> Job:
         """A job not running yet is cancelled at once; a running one is asked to stop (its
         worker stops within seconds, keeping its last checkpoint)."""
         require_caller(caller)
         with self.db.transaction() as session:
-            row = self._visible(session, job_id, caller, lock=True)
+            row = self._visible(session, job_id, caller, lock=True, kind=kind)
             status = JobStatus(row.status)
             if status is JobStatus.CANCELLED:
                 return job_entity(row)
             if status in FINISHED:
+                what, param = (
+                    ("fine-tuning job", "fine_tuning_job_id")
+                    if row.kind == TRAINING
+                    else (row.kind, f"{row.kind}_id")
+                )
                 raise Conflict(
-                    f"fine-tuning job {job_id} has already {status.value}; nothing to cancel",
-                    param="fine_tuning_job_id",
+                    f"{what} {job_id} has already {status.value}; nothing to cancel",
+                    param=param,
                     code="job_finished",
                 )
             return self.queue.cancel_row(session, row, who=caller.actor)
 
     @staticmethod
-    def _visible(session: Any, job_id: str, caller: Principal, *, lock: bool = False) -> JobRow:
+    def _visible(
+        session: Any,
+        job_id: str,
+        caller: Principal,
+        *,
+        lock: bool = False,
+        kind: str | None = None,
+    ) -> JobRow:
         row: JobRow | None = session.get(JobRow, job_id, with_for_update=lock)
-        # Another project's job answers exactly like a missing one.
-        if row is None or not (is_admin(caller) or row.project == caller.project):
-            raise _job_not_found(job_id)
+        # Another project's job, or one of another kind, answers exactly like a missing one.
+        if (
+            row is None
+            or not (is_admin(caller) or row.project == caller.project)
+            or (kind is not None and row.kind != kind)
+        ):
+            raise _job_not_found(job_id, kind)
         return row

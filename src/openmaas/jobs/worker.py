@@ -37,7 +37,7 @@ from openmaas.jobs.context import JobContext, JobStopped, RunState, finite
 from openmaas.jobs.entities import Job
 from openmaas.jobs.failures import public_message
 from openmaas.jobs.kinds import JobKind, JobKinds
-from openmaas.jobs.publish import publish
+from openmaas.jobs.publish import JobResult, publish
 from openmaas.jobs.queue import JobQueue, LeaseLost
 from openmaas.registry.artifacts import ArtifactStore
 from openmaas.registry.composition import Registry
@@ -71,6 +71,10 @@ class StopSignal:
 
     def set(self) -> None:
         self.requested = True
+        self.wake()
+
+    def wake(self) -> None:
+        """End the current `wait` without asking to stop."""
         # A full pipe is already a wake-up; a closed one means nobody waits any more.
         with contextlib.suppress(OSError):
             os.write(self._write, b"\0")
@@ -86,7 +90,11 @@ class StopSignal:
     def wait(self, timeout_s: float | None) -> bool:
         """True once a stop was requested; otherwise after `timeout_s` False."""
         if not self.requested:
-            select.select([self._read], [], [], timeout_s)
+            ready, _, _ = select.select([self._read], [], [], timeout_s)
+            if ready:
+                # Drained, so the next wait waits (the pipe holds at most a few wake-ups).
+                with contextlib.suppress(OSError):
+                    os.read(self._read, 4096)
         return self.requested
 
     def close(self) -> None:
@@ -110,6 +118,7 @@ class Worker:
         threads: int | None = None,
         parent_pid: int | None = None,
         stop: StopSignal | None = None,
+        in_process: bool = False,
     ) -> None:
         self.worker_id = worker_id
         self.queue = queue
@@ -122,6 +131,9 @@ class Worker:
         self.threads = threads  # torch intra-op threads for jobs; None: torch's default
         self.parent_pid = parent_pid
         self.stop_signal = stop or StopSignal()
+        # A worker thread inside the server (batches): it shares the server's database and
+        # never ends the process, whatever a job does.
+        self.in_process = in_process
         self._state: RunState | None = None
         self._reclaimed_at = 0.0
 
@@ -186,9 +198,14 @@ class Worker:
     def stop(self) -> None:
         self.stop_signal.set()
 
+    def wake(self) -> None:
+        """Look for queued jobs now rather than at the next poll (a job was just queued)."""
+        self.stop_signal.wake()
+
     def close(self) -> None:
         self.stop_signal.close()
-        self.queue.db.close()
+        if not self.in_process:
+            self.queue.db.close()
 
     def _next_job(self) -> Job | None:
         # Reclaiming is cheap but takes the write lock: every worker does it now and then.
@@ -263,6 +280,17 @@ class Worker:
         if lease.cancel_requested:
             state.cancel = True
             self._stopped(job, state, scratch)
+            return
+        if isinstance(output, JobResult):
+            self.queue.succeed(
+                job.id,
+                self.worker_id,
+                fine_tuned_model=None,
+                metrics=finite(output.metrics),
+                message=output.message,
+            )
+            logger.info("job %s succeeded: %s", job.id, output.message)
+            shutil.rmtree(scratch, ignore_errors=True)
             return
         try:
             name = publish(self.registry, job, output)
@@ -352,6 +380,14 @@ class Worker:
                 self._abandon_cancelled(state)
 
     def _abandon_cancelled(self, state: RunState) -> None:
+        if self.in_process:
+            # Never the server itself: the job stops at its next check, however late.
+            if not state.lost:
+                logger.error(
+                    "job %s: still running %g s after its cancel", state.job_id, CANCEL_GRACE_S
+                )
+                state.cancel_seen_at = time.monotonic()  # warn again after another grace
+            return
         logger.error("job %s: the job ignored the cancel; ending the worker", state.job_id)
         try:
             self.queue.finish_cancelled(

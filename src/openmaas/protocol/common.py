@@ -11,9 +11,9 @@ Example::
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Generic, Literal, TypeVar
+from typing import ClassVar, Generic, Literal, TypeVar
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, SerializerFunctionWrapHandler, model_serializer
 
 T = TypeVar("T")
 
@@ -49,6 +49,31 @@ class Schema(BaseModel):
 class Response(BaseModel):
     # Responses ignore unknown fields so an older SDK keeps working against a newer server.
     model_config = ConfigDict(extra="ignore")
+
+
+class OmitsNone(Response):
+    """A response whose `omitted_when_none` fields are left out rather than sent as null:
+    where OpenAI's schema has a field present with a value or absent, never null
+    (a file's `status_details`, an event's `data`).
+
+    Example::
+
+        class FileOut(OmitsNone):
+            omitted_when_none = frozenset({"status_details"})
+            status_details: str | None = None
+    """
+
+    omitted_when_none: ClassVar[frozenset[str]] = frozenset()
+
+    # Unannotated on purpose: with a return annotation pydantic would document the response
+    # as any object instead of the model's own fields.
+    @model_serializer(mode="wrap")
+    def _omit_none(self, handler: SerializerFunctionWrapHandler):  # type: ignore[no-untyped-def]
+        data = handler(self)
+        for name in self.omitted_when_none:
+            if name in data and data[name] is None:
+                del data[name]
+        return data
 
 
 class ListOut(Response, Generic[T]):

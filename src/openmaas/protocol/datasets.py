@@ -10,13 +10,15 @@ from typing import Literal
 
 from pydantic import ConfigDict, Field
 
-from openmaas.protocol.common import Response
+from openmaas.protocol.common import OmitsNone, Response
 
 # -- OpenAI Files API -----------------------------------------------------------------------
 
 
-class FileOut(Response):
-    """OpenAI's File object."""
+class FileOut(OmitsNone):
+    """OpenAI's File object; `status_details` is absent unless the file has problems."""
+
+    omitted_when_none = frozenset({"status_details"})
 
     id: str
     object: Literal["file"] = "file"

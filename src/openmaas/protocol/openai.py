@@ -176,6 +176,7 @@ class CompletionUsage(BaseModel):
 class AssistantMessage(BaseModel):
     role: Literal["assistant"] = "assistant"
     content: str
+    refusal: str | None = None  # required by OpenAI, nullable; our models never refuse
 
 
 class ChatChoice(BaseModel):
@@ -226,8 +227,12 @@ class ModerationRequest(_Request):
 
 class ModerationResult(BaseModel):
     flagged: bool
-    categories: dict[str, bool]
+    categories: dict[str, bool] = Field(description="OpenAI's 13 categories.")
     category_scores: dict[str, float]
+    category_applied_input_types: dict[str, list[Literal["text", "image"]]]
+    # OpenMaaS extensions: the classifier's own labels (but its "nothing wrong" ones)
+    model_categories: dict[str, bool]
+    model_category_scores: dict[str, float]
 
 
 class ModerationResponse(BaseModel):
@@ -242,9 +247,21 @@ class ModerationResponse(BaseModel):
 
 class TranscriptionSegmentOut(BaseModel):
     id: int
+    seek: int
     start: float
     end: float
     text: str
+    tokens: list[int]
+    temperature: float
+    avg_logprob: float
+    compression_ratio: float
+    no_speech_prob: float
+
+
+class TranscriptionWordOut(BaseModel):
+    word: str
+    start: float
+    end: float
 
 
 class DurationUsage(BaseModel):
@@ -256,6 +273,10 @@ class TranscriptionResponse(BaseModel):
     text: str
     usage: DurationUsage
     # verbose_json only
+    task: Literal["transcribe", "translate"] | None = None
     language: str | None = None
     duration: float | None = None
     segments: list[TranscriptionSegmentOut] | None = None
+    words: list[TranscriptionWordOut] | None = Field(
+        default=None, description="With timestamp_granularities including 'word'."
+    )

@@ -17,7 +17,7 @@ from typing import Annotated, Any, Generic, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, PlainValidator
 
-from openmaas.protocol.common import Response
+from openmaas.protocol.common import OmitsNone, Response
 
 T = TypeVar("T")
 
@@ -140,7 +140,11 @@ class FineTuningJobOut(Response):
     method: dict[str, Any] | None = None
 
 
-class FineTuningEventOut(Response):
+class FineTuningEventOut(OmitsNone):
+    """OpenAI's event; `data` (an object) only on events that carry some, never null."""
+
+    omitted_when_none = frozenset({"data"})
+
     id: str
     object: Literal["fine_tuning.job.event"] = "fine_tuning.job.event"
     created_at: int

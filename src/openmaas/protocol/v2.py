@@ -26,6 +26,23 @@ class _Wire(BaseModel):
     model_config = ConfigDict(extra="ignore")
 
 
+# -- health -------------------------------------------------------------------------------------
+
+
+class ServerLiveResponse(_Wire):
+    live: bool
+
+
+class ServerReadyResponse(_Wire):
+    ready: bool
+
+
+class ModelReadyResponse(_Wire):
+    name: str
+    ready: bool
+    reason: str | None = None  # ours: why a model is not ready, and how to make it so
+
+
 # -- metadata -----------------------------------------------------------------------------------
 
 

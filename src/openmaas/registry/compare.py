@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 from openmaas.registry.entities import ModelVersion, VersionComparison
@@ -21,9 +22,9 @@ def compare_versions(a: ModelVersion, b: ModelVersion) -> VersionComparison:
     files_b = {f.path: f.sha256 for f in b.files}
     changed = tuple(sorted(p for p in files_a.keys() & files_b.keys() if files_a[p] != files_b[p]))
     fields = {
-        name: {"a": getattr(a, name), "b": getattr(b, name)}
-        for name in ("task", "runtime", "format")
-        if getattr(a, name) != getattr(b, name)
+        field.name: {"a": getattr(a, field.name), "b": getattr(b, field.name)}
+        for field in dataclasses.fields(ModelVersion)
+        if field.name not in _NOT_FIELDS and getattr(a, field.name) != getattr(b, field.name)
     }
     return VersionComparison(
         model=a.model,
@@ -41,3 +42,9 @@ def compare_versions(a: ModelVersion, b: ModelVersion) -> VersionComparison:
 
 
 _MISSING = object()
+# Every other field of a version is compared. These are not: the versions' identity, what has
+# a section of its own, and when a version was stored and which aliases point at it now
+# (these say nothing about what it is).
+_NOT_FIELDS = frozenset(
+    {"model", "version", "metrics", "params", "files", "lineage", "created_at", "aliases"}
+)

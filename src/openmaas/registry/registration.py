@@ -67,6 +67,7 @@ from openmaas.registry.store import (
 )
 from openmaas.runtimes.base import ModelSource
 from openmaas.store.tables import ModelRow, VersionRow
+from openmaas.tasks.moderation import check_params as check_moderation_params
 
 # Refuses (raises) a new version's files that this server could never load.
 LoadCheck = Callable[[ModelSource], None]
@@ -312,6 +313,7 @@ class RegistrationService:
     def _check_spec(spec: VersionSpec) -> None:
         check_tags(spec.tags)
         check_metrics(spec.metrics)
+        check_moderation_params(spec.params)
         if spec.alias is not None:
             check_alias(spec.alias)
 

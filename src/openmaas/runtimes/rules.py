@@ -107,11 +107,12 @@ class VaderModel(LoadedModel):
         self.labels = VADER_LABELS
         self.memory_bytes = ENGINE_MEMORY_BYTES["vader"]
         self.max_input_chars = VADER_MAX_CHARS
-        lexicon = source.directory / "vader_lexicon.txt"
-        emoji = source.directory / "emoji_utf8_lexicon.txt"
+        # Absolute paths: VADER joins them onto its own package directory, which keeps an
+        # absolute path as given and puts a relative one inside the package.
+        lexicon = (source.directory / "vader_lexicon.txt").absolute()
+        emoji = (source.directory / "emoji_utf8_lexicon.txt").absolute()
         if not (lexicon.is_file() and emoji.is_file()):
             raise ModelLoadFailed(f"{source.label}: the VADER lexicon files are missing")
-        # Absolute paths: VADER joins them onto its own directory, which keeps them as given.
         self._analyzer = SentimentIntensityAnalyzer(
             lexicon_file=str(lexicon), emoji_lexicon=str(emoji)
         )

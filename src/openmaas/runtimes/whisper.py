@@ -5,7 +5,8 @@ Audio arrives as the bytes of a file in any container FFmpeg reads (WAV, FLAC, M
 M4A, WebM) and is decoded in memory to 16 kHz mono, refused past `LoadOptions.max_audio_seconds`
 (see `runtimes/audio.py`).
 
-Version params: `language` (the default when a request names none), `beam_size` (5).
+Version params: `language` (the default when a request names none), `beam_size` (5). A request
+may ask for word timestamps and for the translate task (English text; multilingual models only).
 
 Example::
 
@@ -27,6 +28,7 @@ from openmaas.tasks.speech_recognition import (
     Transcription,
     TranscriptionParams,
     TranscriptionSegment,
+    TranscriptionWord,
 )
 
 # Whisper's own decoding schedule: greedy first, resampled hotter when a window's output
@@ -78,22 +80,48 @@ class WhisperModel(LoadedModel):
         samples = decode_audio_bytes(audio, max_seconds=self._max_audio_seconds)
         language = self._language(params.language or self._default_language)
         temperature = FALLBACK_TEMPERATURES if params.temperature == 0 else params.temperature
+        if params.task == "translate" and not self._model.model.is_multilingual:
+            raise UnsupportedLanguage(
+                f"model '{self.source.label}' is English-only and cannot translate: Whisper "
+                "translates speech into English with a multilingual model (whisper-base, "
+                "whisper-small, ..., not a `.en` one); register one and name it",
+                param="model",
+            )
         segments, info = self._model.transcribe(
             samples,
             language=language,
+            task=params.task,
             initial_prompt=params.prompt or None,
             temperature=temperature,
             beam_size=self._beam_size,
+            word_timestamps=params.word_timestamps,
         )
+        decoded = list(segments)  # a generator: decoding happens here
         parts = tuple(
-            TranscriptionSegment(start=float(s.start), end=float(s.end), text=s.text.strip())
-            for s in segments  # a generator: decoding happens here
+            TranscriptionSegment(
+                start=float(s.start),
+                end=float(s.end),
+                text=s.text.strip(),
+                seek=int(s.seek),
+                tokens=tuple(int(t) for t in s.tokens),
+                temperature=float(s.temperature or 0.0),
+                avg_logprob=float(s.avg_logprob),
+                compression_ratio=float(s.compression_ratio),
+                no_speech_prob=float(s.no_speech_prob),
+            )
+            for s in decoded
+        )
+        words = tuple(
+            TranscriptionWord(word=w.word.strip(), start=float(w.start), end=float(w.end))
+            for s in decoded
+            for w in s.words or ()
         )
         return Transcription(
             text=" ".join(p.text for p in parts if p.text),
             language=info.language,
             duration_seconds=float(info.duration),
             segments=parts,
+            words=words,
         )
 
     def unload(self) -> None:

@@ -18,6 +18,11 @@ The queue is bounded: a full queue raises `Overloaded` (429 with Retry-After) at
 of letting callers wait without end. Callers that went away (their task was cancelled, e.g.
 the client disconnected) are dropped before execution.
 
+Background work (a batch job's lines: `submit_many(..., background=True)`) queues in a lane
+of its own and yields to online callers: a batch is taken from the background lane only while
+no online item is queued, and never mixes the two, so an online request waits at most for
+the background batch already running. The lane is bounded by `max_queue` like the other.
+
 One caller's input must not fail the others it shares a batch with: when a batch of several
 callers raises, its items run again one at a time, once each, so every caller gets its own
 result or its own error. The work stays bounded (at most twice a batch's items, never a
@@ -95,6 +100,7 @@ class _Pending(Generic[In, Out]):
     future: asyncio.Future[Out]
     queued_at: float
     caller: int  # one per submit call: the items of one request share it
+    background: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -126,7 +132,8 @@ class Batcher(Generic[In, Out]):
         self._executor = executor
         self._observer: BatchObserver = observer or _Quiet()
         self.name = name
-        self._queue: deque[_Pending[In, Out]] = deque()
+        self._queue: deque[_Pending[In, Out]] = deque()  # online callers
+        self._background: deque[_Pending[In, Out]] = deque()  # yields to `_queue`
         self._arrived = asyncio.Event()
         self._worker: asyncio.Task[None] | None = None
         self._running: list[_Pending[In, Out]] = []  # the batch being executed
@@ -135,7 +142,7 @@ class Batcher(Generic[In, Out]):
 
     @property
     def depth(self) -> int:
-        return len(self._queue)
+        return len(self._queue) + len(self._background)
 
     def start(self) -> None:
         if self._worker is None:
@@ -146,13 +153,14 @@ class Batcher(Generic[In, Out]):
     async def close(self) -> None:
         """Stop the worker; callers still queued get an error rather than waiting forever."""
         self._closed = True
-        stranded = [*self._running, *self._queue]
+        stranded = [*self._running, *self._queue, *self._background]
         if self._worker is not None:
             self._worker.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._worker
             self._worker = None
         self._queue.clear()
+        self._background.clear()
         for pending in stranded:
             if not pending.future.done():
                 pending.future.set_exception(Overloaded(f"{self.name} is shutting down; retry"))
@@ -162,16 +170,19 @@ class Batcher(Generic[In, Out]):
         (result,) = await self.submit_many([item], [tokens])
         return result
 
-    async def submit_many(self, items: Sequence[In], tokens: Sequence[int]) -> list[Out]:
+    async def submit_many(
+        self, items: Sequence[In], tokens: Sequence[int], *, background: bool = False
+    ) -> list[Out]:
         """Results for one caller's items, in order. They queue together, all or none: a
         queue without room for them all answers 429, though an empty queue takes a caller with
         more items than the limit (the request size limit bounds those). They may run in more
-        than one batch."""
+        than one batch. `background` items wait while online ones are queued."""
         if self._closed:
             raise Overloaded(f"{self.name} is shutting down; retry")
-        if self._queue and len(self._queue) + len(items) > self.limits.max_queue:
+        lane = self._background if background else self._queue
+        if lane and len(lane) + len(items) > self.limits.max_queue:
             raise Overloaded(
-                f"{self.name}: {len(self._queue)} items are queued and {len(items)} more would "
+                f"{self.name}: {len(lane)} items are queued and {len(items)} more would "
                 f"pass the limit of {self.limits.max_queue}; retry shortly",
                 retry_after_seconds=1,
             )
@@ -182,9 +193,9 @@ class Batcher(Generic[In, Out]):
         futures: list[asyncio.Future[Out]] = []
         for item, count in zip(items, tokens, strict=True):
             future: asyncio.Future[Out] = loop.create_future()
-            self._queue.append(_Pending(item, max(1, count), future, now, caller))
+            lane.append(_Pending(item, max(1, count), future, now, caller, background))
             futures.append(future)
-        self._observer.queue_depth(len(self._queue))
+        self._observer.queue_depth(self.depth)
         self._arrived.set()
         # If our caller is cancelled (client gone), its futures are cancelled with it and the
         # worker skips them; if one fails, the rest are not worth computing.
@@ -206,12 +217,17 @@ class Batcher(Generic[In, Out]):
                 refill = self._refill_after(batch, time.perf_counter() - started)
 
     async def _wait_for_batch(self, refill: _Refill | None) -> None:
-        while not self._live_queue():
+        while not self._live(self._queue) and not self._live(self._background):
             self._arrived.clear()
             await self._arrived.wait()
-        first_deadline = self._queue[0].queued_at + self.limits.max_wait_ms / 1000
+        lane = self._lane()
+        if lane is self._background:
+            refill = None  # waiting for background callers to come back would only delay
+        first_deadline = lane[0].queued_at + self.limits.max_wait_ms / 1000
         deadline = first_deadline if refill is None else max(first_deadline, refill.deadline)
-        while not self._batch_full():
+        while not self._batch_full(lane):
+            if lane is self._background and self._live(self._queue):
+                return  # an online caller arrived: its batch goes first
             now = time.perf_counter()
             refilled = refill is None or self._queued_callers() >= refill.callers
             if now >= deadline or (now >= first_deadline and refilled):
@@ -224,7 +240,7 @@ class Batcher(Generic[In, Out]):
 
     def _refill_after(self, batch: list[_Pending[In, Out]], seconds: float) -> _Refill | None:
         """The wait for the callers `batch` answered, who are likely to send again."""
-        if self.limits.refill_wait_ms <= 0:
+        if self.limits.refill_wait_ms <= 0 or batch[0].background:
             return None
         queued = {p.caller for p in self._queue if not p.future.done()}
         answered = {p.caller for p in batch} - queued  # callers with items left are queued
@@ -236,14 +252,20 @@ class Batcher(Generic[In, Out]):
     def _queued_callers(self) -> int:
         return len({p.caller for p in self._queue if not p.future.done()})
 
-    def _live_queue(self) -> bool:
-        while self._queue and self._queue[0].future.done():
-            self._queue.popleft()  # cancelled while waiting
-        return bool(self._queue)
+    @staticmethod
+    def _live(lane: deque[_Pending[In, Out]]) -> bool:
+        while lane and lane[0].future.done():
+            lane.popleft()  # cancelled while waiting
+        return bool(lane)
 
-    def _batch_full(self) -> bool:
+    def _lane(self) -> deque[_Pending[In, Out]]:
+        """Where the next batch comes from: online callers first, background work when none
+        is queued."""
+        return self._queue if self._live(self._queue) else self._background
+
+    def _batch_full(self, lane: deque[_Pending[In, Out]]) -> bool:
         count = tokens = 0
-        for pending in self._queue:
+        for pending in lane:
             if pending.future.done():
                 continue
             count += 1
@@ -253,18 +275,19 @@ class Batcher(Generic[In, Out]):
         return False
 
     def _take_batch(self) -> list[_Pending[In, Out]]:
+        lane = self._lane()
         batch: list[_Pending[In, Out]] = []
         tokens = 0
-        while self._queue and len(batch) < self.limits.max_batch_size:
-            pending = self._queue[0]
+        while lane and len(batch) < self.limits.max_batch_size:
+            pending = lane[0]
             if pending.future.done():
-                self._queue.popleft()
+                lane.popleft()
                 continue
             if batch and tokens + pending.tokens > self.limits.max_batch_tokens:
                 break
-            batch.append(self._queue.popleft())
+            batch.append(lane.popleft())
             tokens += pending.tokens
-        self._observer.queue_depth(len(self._queue))
+        self._observer.queue_depth(self.depth)
         return batch
 
     async def _execute(self, batch: list[_Pending[In, Out]]) -> None:
@@ -321,6 +344,6 @@ class Batcher(Generic[In, Out]):
     def _fail(self, caller: int, exc: Exception) -> None:
         """`caller`'s request failed: its items still running or queued are not worth
         computing (the request cannot succeed without them)."""
-        for pending in [*self._running, *self._queue]:
+        for pending in [*self._running, *self._queue, *self._background]:
             if pending.caller == caller and not pending.future.done():
                 pending.future.set_exception(exc)

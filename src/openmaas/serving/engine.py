@@ -21,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import AsyncGenerator, Mapping, Sequence
+from contextlib import suppress
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar, cast, overload
 
@@ -37,6 +38,7 @@ from openmaas.runtimes.base import LoadOptions, ModelSource
 from openmaas.serving.batcher import Batcher, BatchLimits
 from openmaas.serving.cache import CacheKey, ResponseCache
 from openmaas.serving.pool import ModelPool, PoolLimits, Resident, VersionKey, model_label
+from openmaas.serving.priority import background_generation_slots, background_work
 from openmaas.serving.router import ModelRouter
 from openmaas.serving.streaming import iterate_in_thread
 from openmaas.settings import MiB, Settings
@@ -168,13 +170,30 @@ class InferenceEngine:
             for model in models:
                 if model.latest_version is None:
                     continue
-                # The bare name when it means this model to the caller (its own, or a public
-                # one it has none of its own called), else `project/name`.
-                bare = model.project == who.project or (model.public and model.name not in own)
-                address = model.name if bare else qualified(model.project, model.name)
+                address = _address(model, who, own)
                 exact = qualified(model.project, model.name)
                 served.append((address, model, self.registry.resolve(exact, caller=who)))
             return served
+
+        return await asyncio.to_thread(read)
+
+    async def list_versions(self, *, caller: Principal) -> list[tuple[str, ModelVersion]]:
+        """Every version of every registered model the caller may see, each with the caller's
+        name for its model (as `list_models` gives it)."""
+        who = require_caller(caller)
+
+        def read() -> list[tuple[str, ModelVersion]]:
+            models = self.registry.list_models(caller=who)
+            own = {m.name for m in models if m.project == who.project}
+            found: list[tuple[str, ModelVersion]] = []
+            for model in models:
+                address = _address(model, who, own)
+                exact = qualified(model.project, model.name)
+                with suppress(ModelNotFound):  # deleted since it was listed
+                    found += [
+                        (address, v) for v in self.registry.store.list_versions(exact, caller=who)
+                    ]
+            return found
 
         return await asyncio.to_thread(read)
 
@@ -189,12 +208,20 @@ class InferenceEngine:
         return version
 
     async def unload(self, reference: str, *, caller: Principal) -> ModelVersion:
+        """Unload the version now. Inference requests then refuse it (`ModelUnloaded`) until
+        `load`, as Triton does, unless the server reloads unloaded models on demand
+        (`reload_unloaded`). `ModelNotLoaded` when it was not loaded (it is held all the same)."""
         version = await self.resolve(reference, caller=caller)
-        await self.pool.unload(version_key(version))
+        await self.pool.unload(version_key(version), hold=not self.settings.reload_unloaded)
         return version
 
     def is_loaded(self, version: ModelVersion) -> bool:
         return self.pool.is_loaded(version_key(version))
+
+    def is_ready(self, version: ModelVersion) -> bool:
+        """Servable: loaded, or loaded on its first request (every registered version is,
+        unless it was unloaded on request and is held so)."""
+        return not self.pool.is_held(version_key(version))
 
     # -- tasks -------------------------------------------------------------------------------
 
@@ -306,7 +333,11 @@ class InferenceEngine:
         version = await self.resolve(reference, contract.name, caller=caller)
         key = version_key(version)
         active = self._generations.get(key, 0)
-        if active >= self.settings.max_concurrent_generations:
+        limit = self.settings.max_concurrent_generations
+        if background_work.get():
+            # Background work leaves online requests the other half of the slots.
+            limit = background_generation_slots(limit)
+        if active >= limit:
             raise Overloaded(
                 f"model '{version.model}:{version.version}' has {active} generations running "
                 "or waiting (the limit); retry shortly"
@@ -355,7 +386,10 @@ class InferenceEngine:
         what another had sent."""
         if not plan.counts_tokens:
             batcher = self._batcher(resident, plan)
-            return await batcher.submit_many(list(plan.items), [1] * len(plan.items)), []
+            items = list(plan.items)
+            return await batcher.submit_many(
+                items, [1] * len(items), background=background_work.get()
+            ), []
         texts = plan.texts()
         self._check_items(texts)
         await self._refuse_large(resident, texts)
@@ -372,7 +406,9 @@ class InferenceEngine:
                 counts = model.count_tokens(list(texts))
             tokens = self._limit(resident, counts, plan.truncate)
             weights = plan.item_tokens(tokens) if plan.item_tokens else tokens
-            return await batcher.submit_many(list(plan.items), weights), tokens
+            return await batcher.submit_many(
+                list(plan.items), weights, background=background_work.get()
+            ), tokens
         name, number = resident.key
         label = model_label(resident.key)  # the metrics' model label
         task = plan.cache_as
@@ -398,7 +434,9 @@ class InferenceEngine:
         results: list[Any] = [hit[0] if hit is not None else None for hit in hits]
         if missing:
             computed = await batcher.submit_many(
-                [texts[i] for i in missing], [tokens[i] for i in missing]
+                [texts[i] for i in missing],
+                [tokens[i] for i in missing],
+                background=background_work.get(),
             )
             for i, value in zip(missing, computed, strict=True):
                 if isinstance(value, np.ndarray):
@@ -486,6 +524,13 @@ def _input_chars(inputs: Any) -> int:
     if isinstance(inputs, Sequence):
         return sum(len(i) if isinstance(i, str | bytes | Sequence) else 1 for i in inputs)
     return 0
+
+
+def _address(model: RegisteredModel, caller: Principal, own: set[str]) -> str:
+    """The caller's name for `model`: the bare name when it means this model to the caller
+    (its own, or a public one it has none of its own called), else `project/name`."""
+    bare = model.project == caller.project or (model.public and model.name not in own)
+    return model.name if bare else qualified(model.project, model.name)
 
 
 def version_key(version: ModelVersion) -> VersionKey:

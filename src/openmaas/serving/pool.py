@@ -10,6 +10,9 @@
 * Least-recently-used models are evicted to make room for a new one; a model with requests in
   flight, pinned, or still loading is never evicted or unloaded under them.
 * Models idle for `idle_unload_s` are unloaded; preloaded (pinned) models stay.
+* A model unloaded on request with `hold=True` stays unloaded: a lease refuses it with
+  `ModelUnloaded` until `load` loads it again (Triton's explicit model control). Eviction and
+  idle unloads hold nothing: the next lease loads the model again.
 * A version encrypted at rest is opened as a private decrypted copy; the copy (and those of
   dependencies the runtime opens) is deleted as soon as the runtime has loaded, or at unload
   for a runtime that reads files later (`Runtime.reads_files_after_load`).
@@ -35,7 +38,13 @@ from contextlib import asynccontextmanager, suppress
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from openmaas.errors import ModelLoadFailed, ModelNotLoaded, ModelTooLarge, OpenMaaSError
+from openmaas.errors import (
+    ModelLoadFailed,
+    ModelNotLoaded,
+    ModelTooLarge,
+    ModelUnloaded,
+    OpenMaaSError,
+)
 from openmaas.observability.metrics import Metrics
 from openmaas.runtimes.base import RUNTIMES, LoadedModel, LoadOptions, ModelSource, get_runtime
 from openmaas.serving.batcher import Batcher
@@ -109,6 +118,7 @@ class ModelPool:
         # two loads cannot both pass a check that each alone passes; a reservation turns into
         # the resident's own bytes when its load ends.
         self._reserved: dict[VersionKey, int] = {}
+        self._held: set[VersionKey] = set()  # unloaded on request, until loaded again
 
     # -- lifecycle ---------------------------------------------------------------------------
 
@@ -136,6 +146,10 @@ class ModelPool:
     def is_loaded(self, key: VersionKey) -> bool:
         return key in self._residents
 
+    def is_held(self, key: VersionKey) -> bool:
+        """Unloaded on request and held so: a lease refuses it until `load`."""
+        return key in self._held
+
     @property
     def resident_bytes(self) -> int:
         return sum(r.model.memory_bytes for r in self._residents.values())
@@ -149,12 +163,14 @@ class ModelPool:
 
     @asynccontextmanager
     async def lease(self, key: VersionKey) -> AsyncIterator[Resident]:
-        """The loaded model for `key`, loading it if needed; it is not unloaded while leased."""
-        resident = await self.load(key)
+        """The loaded model for `key`, loading it if needed; it is not unloaded while leased.
+        `ModelUnloaded` for a model held unloaded."""
+        resident = await self._obtain(key)
         # Another model's load may have evicted this one between its load and this turn of
-        # the loop (it was idle for that instant): load it again rather than use it unloaded.
+        # the loop (it was idle for that instant): load it again rather than use it unloaded
+        # (unless that was an unload on request that holds it).
         while self._residents.get(key) is not resident:
-            resident = await self.load(key)
+            resident = await self._obtain(key)
         resident.in_flight += 1
         resident.last_used = time.monotonic()
         try:
@@ -165,6 +181,34 @@ class ModelPool:
             self._changed.set()
 
     async def load(self, key: VersionKey, *, pinned: bool = False) -> Resident:
+        """The loaded model for `key`, loading it if needed; a hold on it ends once loaded."""
+        resident = await self._get(key, pinned)
+        self._held.discard(key)
+        return resident
+
+    async def unload(self, key: VersionKey, *, hold: bool = False) -> None:
+        """Unload `key` now; with `hold`, leases refuse it until `load` (even when it was not
+        loaded: then only `ModelNotLoaded` says so)."""
+        if hold:
+            self._held.add(key)
+        resident = self._residents.get(key)
+        if resident is None:
+            label = f"{model_label(key)}:{key[1]}"
+            raise ModelNotLoaded(f"model '{label}' is not loaded", param="model")
+        await self._unload(resident, reason="requested")
+
+    # -- internals ---------------------------------------------------------------------------
+
+    async def _obtain(self, key: VersionKey) -> Resident:
+        if key in self._held:
+            label = f"{model_label(key)}:{key[1]}"
+            raise ModelUnloaded(
+                f"model '{label}' was unloaded on request and is not loaded again on demand",
+                reference=label,
+            )
+        return await self._get(key, pinned=False)
+
+    async def _get(self, key: VersionKey, pinned: bool) -> Resident:
         resident = self._residents.get(key)
         if resident is not None:
             resident.pinned = resident.pinned or pinned
@@ -176,15 +220,6 @@ class ModelPool:
             asyncio.get_running_loop().create_task(self._load(key, pending, pinned))
         # shield: a caller that goes away must not cancel the load others wait for
         return await asyncio.shield(pending)
-
-    async def unload(self, key: VersionKey) -> None:
-        resident = self._residents.get(key)
-        if resident is None:
-            label = f"{model_label(key)}:{key[1]}"
-            raise ModelNotLoaded(f"model '{label}' is not loaded", param="model")
-        await self._unload(resident, reason="requested")
-
-    # -- internals ---------------------------------------------------------------------------
 
     async def _load(self, key: VersionKey, pending: asyncio.Future[Resident], pinned: bool) -> None:
         label = f"{model_label(key)}:{key[1]}"

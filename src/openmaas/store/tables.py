@@ -295,3 +295,44 @@ class JobCheckpointRow(Base):
     metrics: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict, nullable=False)
     location: Mapped[str] = mapped_column(Text, nullable=False)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), nullable=False)
+
+
+class BatchRow(Base):
+    """What a batch job adds to its job row (`training_jobs`, kind `batch`): its requests'
+    count, the problems that failed its input file, when it started finalizing or expired,
+    and the files it wrote."""
+
+    __tablename__ = "batches"
+
+    job_id: Mapped[str] = mapped_column(
+        ForeignKey("training_jobs.id", ondelete="CASCADE"), primary_key=True
+    )
+    total: Mapped[int] = mapped_column(Integer, default=0, nullable=False)
+    # [{"code", "message", "param", "line"}]: why its input file was refused
+    errors: Mapped[list[Any]] = mapped_column(JSON, default=list, nullable=False)
+    in_progress_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    cancelling_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    finalizing_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    expired_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    output_file_id: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    error_file_id: Mapped[str | None] = mapped_column(String(64), nullable=True)
+
+
+class BatchResultRow(Base):
+    """One request of a batch, once it has its answer (or was given up): what resuming
+    skips, and what the output and error files are written from."""
+
+    __tablename__ = "batch_results"
+
+    job_id: Mapped[str] = mapped_column(
+        ForeignKey("training_jobs.id", ondelete="CASCADE"), primary_key=True
+    )
+    line: Mapped[int] = mapped_column(Integer, primary_key=True)  # 1-based, in the input file
+    id: Mapped[str] = mapped_column(String(64), nullable=False)  # batch_req_<hex>
+    custom_id: Mapped[str] = mapped_column(Text, nullable=False)
+    # The answer's HTTP status; None for a request that never ran (expired).
+    status_code: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    request_id: Mapped[str | None] = mapped_column(String(128), nullable=True)
+    body: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
+    error: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), nullable=False)

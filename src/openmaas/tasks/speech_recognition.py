@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Protocol, runtime_checkable
+from typing import Literal, Protocol, runtime_checkable
 
 from openmaas.tasks.contract import Plan, TaskContract, Usage
 from openmaas.tasks.names import Task
@@ -33,6 +33,22 @@ class TranscriptionSegment:
     start: float  # seconds
     end: float
     text: str
+    # Whisper's decoding details, as OpenAI's verbose_json reports them (0 / () from runtimes
+    # that have none): the window's offset in 10 ms frames, the tokens decoded, the
+    # temperature that was kept, and the quality figures its fallback decides on.
+    seek: int = 0
+    tokens: tuple[int, ...] = ()
+    temperature: float = 0.0
+    avg_logprob: float = 0.0
+    compression_ratio: float = 0.0
+    no_speech_prob: float = 0.0
+
+
+@dataclass(frozen=True, slots=True)
+class TranscriptionWord:
+    word: str
+    start: float  # seconds
+    end: float
 
 
 @dataclass(frozen=True, slots=True)
@@ -41,6 +57,10 @@ class Transcription:
     language: str | None
     duration_seconds: float
     segments: tuple[TranscriptionSegment, ...] = ()
+    words: tuple[TranscriptionWord, ...] = ()  # when TranscriptionParams.word_timestamps
+
+
+Purpose = Literal["transcribe", "translate"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -48,6 +68,9 @@ class TranscriptionParams:
     language: str | None = None
     prompt: str | None = None
     temperature: float = 0.0
+    word_timestamps: bool = False
+    # "translate": the speech as English text (Whisper's translate task), whatever its language
+    task: Purpose = "transcribe"
 
 
 @runtime_checkable

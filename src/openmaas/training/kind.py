@@ -16,7 +16,7 @@ Example::
 from __future__ import annotations
 
 import secrets
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import select
@@ -48,6 +48,7 @@ from openmaas.training.requests import (
 
 if TYPE_CHECKING:
     from openmaas.jobs.context import JobContext
+    from openmaas.jobs.kinds import JobKind
     from openmaas.jobs.publish import JobOutput
     from openmaas.jobs.service import JobService
 
@@ -74,8 +75,15 @@ def new_job_id() -> str:
     return f"ftjob-{secrets.token_hex(12)}"
 
 
-def build_job_service(settings: Settings, db: Database, registry: Registry) -> JobService:
-    """The job service of a server process, from its settings (the training kind only)."""
+def build_job_service(
+    settings: Settings,
+    db: Database,
+    registry: Registry,
+    *,
+    extra_kinds: Sequence[JobKind] = (),
+) -> JobService:
+    """The job service of a server process, from its settings: the training kind and
+    `extra_kinds` (the server adds batches)."""
     from openmaas.datasets.service import DatasetService
     from openmaas.jobs.service import JobService
 
@@ -87,7 +95,7 @@ def build_job_service(settings: Settings, db: Database, registry: Registry) -> J
     )
     return JobService(
         db,
-        kinds=[training],
+        kinds=[training, *extra_kinds],
         heartbeat_timeout_s=settings.job_heartbeat_timeout_s,
         max_attempts=settings.job_max_attempts,
     )

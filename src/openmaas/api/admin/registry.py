@@ -203,7 +203,7 @@ def model_metadata_history(
     return ListOut(data=[metadata_edit_out(e) for e in edits])
 
 
-def _audit_registration(auditor: Auditor, version: ModelVersion, alias: str | None) -> None:
+def audit_registration(auditor: Auditor, version: ModelVersion, alias: str | None) -> None:
     # An alias set at registration is part of this one action, not an alias.set of its own.
     after = {**_version_state(version), "alias": alias}
     auditor.record("version.register", _version_target(version.model, version.version), after=after)
@@ -219,7 +219,7 @@ def register_version(
 ) -> VersionOut:
     source = SourceRef(**body.source.model_dump())
     version = registry.registration.register_source(name, source, _spec(body), caller=who)
-    _audit_registration(auditor, version, body.alias)
+    audit_registration(auditor, version, body.alias)
     return version_out(version)
 
 
@@ -246,7 +246,7 @@ def upload_version(
     version = registry.registration.register_archive(
         name, file.file, _spec(meta), caller=who, source=source
     )
-    _audit_registration(auditor, version, meta.alias)
+    audit_registration(auditor, version, meta.alias)
     return version_out(version)
 
 

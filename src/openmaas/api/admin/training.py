@@ -22,6 +22,7 @@ from openmaas.api.convert.training import (
 from openmaas.api.deps import PrincipalDep, ServicesDep
 from openmaas.api.json_body import StrictJSONRoute
 from openmaas.api.training_jobs import cancel_job, create_job, training_kind
+from openmaas.jobs.entities import TRAINING
 from openmaas.protocol.common import MAX_ROW_ID
 from openmaas.protocol.training import (
     PageOut,
@@ -83,13 +84,13 @@ def list_training_jobs(
     limit: Annotated[int, Query(ge=1, le=MAX_PAGE)] = 20,
 ) -> PageOut[TrainingJobOut]:
     """Newest first."""
-    page = services.jobs.list(caller=principal, after=after, limit=limit)
+    page = services.jobs.list(caller=principal, kind=TRAINING, after=after, limit=limit)
     return PageOut(data=[training_job_out(job) for job in page.items], has_more=page.has_more)
 
 
 @router.get("/jobs/{job_id}")
 def get_training_job(job_id: str, services: ServicesDep, principal: PrincipalDep) -> TrainingJobOut:
-    return training_job_out(services.jobs.get(job_id, caller=principal))
+    return training_job_out(services.jobs.get(job_id, caller=principal, kind=TRAINING))
 
 
 @router.post("/jobs/{job_id}/cancel")
@@ -113,7 +114,9 @@ def list_training_job_events(
     order: Annotated[Literal["asc", "desc"], Query()] = "asc",
 ) -> PageOut[TrainingEventOut]:
     """Oldest first by default: pass the last id you saw as `after` to follow a job."""
-    page = services.jobs.events(job_id, caller=principal, after=after, limit=limit, order=order)
+    page = services.jobs.events(
+        job_id, caller=principal, kind=TRAINING, after=after, limit=limit, order=order
+    )
     return PageOut(
         data=[training_event_out(event) for event in page.items],
         has_more=page.has_more,
@@ -129,5 +132,7 @@ def list_training_job_checkpoints(
     limit: Annotated[int, Query(ge=1, le=MAX_PAGE)] = 10,
 ) -> PageOut[TrainingCheckpointOut]:
     """Newest first."""
-    page = services.jobs.checkpoints(job_id, caller=principal, after=after, limit=limit)
+    page = services.jobs.checkpoints(
+        job_id, caller=principal, kind=TRAINING, after=after, limit=limit
+    )
     return PageOut(data=[training_checkpoint_out(c) for c in page.items], has_more=page.has_more)

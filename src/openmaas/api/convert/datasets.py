@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from openmaas.datasets.files import StoredFile
 from openmaas.datasets.service import Dataset
 from openmaas.protocol.datasets import (
     DatasetOut,
@@ -13,15 +14,15 @@ from openmaas.protocol.datasets import (
 )
 
 
-def file_out(dataset: Dataset) -> FileOut:
+def file_out(stored: StoredFile) -> FileOut:
     return FileOut(
-        id=dataset.id,
-        bytes=dataset.size_bytes,
-        created_at=int(dataset.created_at.timestamp()),
-        filename=dataset.filename,
-        purpose=dataset.purpose,
-        status=dataset.status.value,
-        status_details=dataset.status_details,
+        id=stored.id,
+        bytes=stored.size_bytes,
+        created_at=int(stored.created_at.timestamp()),
+        filename=stored.filename,
+        purpose=stored.purpose,
+        status=stored.status,
+        status_details=stored.status_details,
     )
 
 

@@ -20,6 +20,7 @@ from openmaas.protocol.training import (
     TrainingJobOut,
     event_cursor,
 )
+from openmaas.registry.entities import ModelVersion
 from openmaas.training.hyperparameters import BATCH_NAMES, EPOCH_NAMES
 from openmaas.training.recipe import Recipe
 
@@ -65,18 +66,22 @@ def fine_tuning_event_out(event: JobEvent) -> FineTuningEventOut:
 
 
 def fine_tuning_checkpoint_out(
-    checkpoint: JobCheckpoint, model_name: str
+    job: Job, published: ModelVersion, last: JobCheckpoint | None
 ) -> FineTuningCheckpointOut:
-    metrics = {**checkpoint.metrics, "step": float(checkpoint.step)}
+    """The model a job published, as OpenAI's checkpoint: `fine_tuned_model_checkpoint` is
+    its `name:version`, which every route takes; step and training metrics are those of the
+    job's last checkpoint, with the model's own (held-out split) metrics."""
+    step = last.step if last else (job.progress.step if job.progress else 0)
+    metrics = {**(last.metrics if last else {}), **published.metrics, "step": float(step)}
     if "loss" in metrics:  # what OpenAI's clients show
         metrics.setdefault("train_loss", metrics["loss"])
     return FineTuningCheckpointOut(
-        id=checkpoint.id,
-        created_at=_unix(checkpoint.created_at) or 0,
-        fine_tuned_model_checkpoint=f"{model_name}:ckpt-step-{checkpoint.step}",
-        fine_tuning_job_id=checkpoint.job_id,
+        id=last.id if last else f"ftckpt-{job.id.removeprefix('ftjob-')}",
+        created_at=_unix(published.created_at) or 0,
+        fine_tuned_model_checkpoint=f"{published.model}:{published.version}",
+        fine_tuning_job_id=job.id,
         metrics=metrics,
-        step_number=checkpoint.step,
+        step_number=step,
     )
 
 

@@ -1,4 +1,6 @@
-"""OpenAI `POST /v1/audio/transcriptions` (multipart upload), served by speech models."""
+"""OpenAI `POST /v1/audio/transcriptions` and `POST /v1/audio/translations` (multipart
+uploads), served by speech models. A translation is Whisper's translate task: the speech as
+English text, which needs a multilingual model (an English-only one is refused, 400)."""
 
 from __future__ import annotations
 
@@ -11,10 +13,13 @@ from openmaas.api.deps import EngineDep, PrincipalDep, caller
 from openmaas.api.json_body import StrictJSONRoute
 from openmaas.api.metering import meter
 from openmaas.api.responses import VERSION_HEADER, json_response, mark_model
+from openmaas.auth.entities import Principal
 from openmaas.errors import InvalidRequest
 from openmaas.protocol.openai import TranscriptionResponse
+from openmaas.serving.engine import InferenceEngine
 from openmaas.tasks.speech_recognition import (
     SPEECH_RECOGNITION,
+    Purpose,
     Transcription,
     TranscriptionParams,
 )
@@ -22,6 +27,7 @@ from openmaas.tasks.speech_recognition import (
 router = APIRouter(route_class=StrictJSONRoute, tags=["openai"], dependencies=[Depends(caller)])
 
 ResponseFormat = Literal["json", "text", "verbose_json", "srt", "vtt"]
+Granularity = Literal["segment", "word"]
 
 
 @router.post("/v1/audio/transcriptions", response_model=TranscriptionResponse)
@@ -35,11 +41,56 @@ async def create_transcription(
     prompt: Annotated[str | None, Form()] = None,
     response_format: Annotated[ResponseFormat, Form()] = "json",
     temperature: Annotated[float, Form(ge=0, le=1)] = 0.0,
+    # The openai client sends a list as `name[]` parts; curl users write `name` too.
+    granularities: Annotated[
+        list[Granularity] | None, Form(alias="timestamp_granularities[]")
+    ] = None,
+    granularities_plain: Annotated[
+        list[Granularity] | None, Form(alias="timestamp_granularities")
+    ] = None,
+) -> Response:
+    wanted = {*(granularities or ()), *(granularities_plain or ())}
+    if "word" in wanted and response_format != "verbose_json":
+        raise InvalidRequest(
+            "timestamp_granularities: word timestamps come with response_format=verbose_json",
+            param="timestamp_granularities",
+        )
+    params = TranscriptionParams(
+        language=language or None,
+        prompt=prompt,
+        temperature=temperature,
+        word_timestamps="word" in wanted,
+    )
+    return await _answer(request, engine, who, file, model, params, response_format)
+
+
+@router.post("/v1/audio/translations", response_model=TranscriptionResponse)
+async def create_translation(
+    request: Request,
+    engine: EngineDep,
+    who: PrincipalDep,
+    file: Annotated[UploadFile, File(description="WAV, MP3 or FLAC audio.")],
+    model: Annotated[str, Form(description="A multilingual Whisper model.")],
+    prompt: Annotated[str | None, Form(description="In English.")] = None,
+    response_format: Annotated[ResponseFormat, Form()] = "json",
+    temperature: Annotated[float, Form(ge=0, le=1)] = 0.0,
+) -> Response:
+    params = TranscriptionParams(prompt=prompt, temperature=temperature, task="translate")
+    return await _answer(request, engine, who, file, model, params, response_format)
+
+
+async def _answer(
+    request: Request,
+    engine: InferenceEngine,
+    who: Principal,
+    file: UploadFile,
+    model: str,
+    params: TranscriptionParams,
+    response_format: ResponseFormat,
 ) -> Response:
     audio = await file.read()
     if not audio:
         raise InvalidRequest("file: the uploaded audio is empty", param="file")
-    params = TranscriptionParams(language=language or None, prompt=prompt, temperature=temperature)
     served = await engine.infer(SPEECH_RECOGNITION, model, audio, params, caller=who)
     mark_model(request, served.version)
     result = served.results[0]
@@ -56,16 +107,35 @@ async def create_transcription(
         "usage": {"type": "duration", "seconds": round(result.duration_seconds, 3)},
     }
     if response_format == "verbose_json":
-        payload.update(
-            task="transcribe",
-            language=result.language,
-            duration=result.duration_seconds,
-            segments=[
-                {"id": i, "start": s.start, "end": s.end, "text": s.text}
-                for i, s in enumerate(result.segments)
-            ],
-        )
+        payload.update(_verbose(result, params.task))
     return json_response(payload, served.version)
+
+
+def _verbose(result: Transcription, task: Purpose) -> dict[str, object]:
+    verbose: dict[str, object] = {
+        "task": task,
+        # a translation's text is English, whatever was spoken (OpenAI: "english")
+        "language": "english" if task == "translate" else result.language,
+        "duration": result.duration_seconds,
+        "segments": [
+            {
+                "id": i,
+                "seek": s.seek,
+                "start": s.start,
+                "end": s.end,
+                "text": s.text,
+                "tokens": list(s.tokens),
+                "temperature": s.temperature,
+                "avg_logprob": s.avg_logprob,
+                "compression_ratio": s.compression_ratio,
+                "no_speech_prob": s.no_speech_prob,
+            }
+            for i, s in enumerate(result.segments)
+        ],
+    }
+    if result.words:
+        verbose["words"] = [{"word": w.word, "start": w.start, "end": w.end} for w in result.words]
+    return verbose
 
 
 def _subtitles(result: Transcription, kind: str) -> str:

@@ -88,7 +88,7 @@ async def create_chat_completion(
         return _streaming(events, stream)
     text, last = await _collect(stream.deltas)
     _meter(request, stream, last)
-    message = {"role": "assistant", "content": text}
+    message = {"role": "assistant", "content": text, "refusal": None}  # OpenAI: required
     choice = {"index": 0, "message": message, "finish_reason": last.finish_reason, "logprobs": None}
     envelope = _Envelope(ident, "chat.completion", created, body.model)
     return json_response(envelope([choice], usage=_usage(stream, last)), stream.version)

@@ -1,9 +1,13 @@
-"""OpenAI's Files API, for fine-tuning data: `POST /v1/files`, `GET /v1/files`,
+"""OpenAI's Files API, for fine-tuning data and batches: `POST /v1/files`, `GET /v1/files`,
 `GET /v1/files/{file_id}`, `GET /v1/files/{file_id}/content`, `DELETE /v1/files/{file_id}`.
 
 Files belong to the caller's project: another project's file id answers 404 exactly like an
 id that never existed; admin keys see every project's files. The router needs the
-`training` scope (see `app.py`).
+`training` or the `inference` scope (see `app.py`), and a purpose's files need its own:
+`fine-tune` files the `training` scope, `batch` and `batch_output` files the `inference`
+scope; a file of a purpose the key does not cover answers 404 like a missing one.
+
+A `batch` upload is kept as it is: the batch reads and checks its lines when it is created.
 
 An upload that cannot be read at all (empty, binary, compressed, no recognisable format or
 text column) is refused with 400 `invalid_file` and nothing is kept. One that can be read
@@ -22,9 +26,10 @@ from fastapi.responses import StreamingResponse
 
 from openmaas.api.auditor import AuditorDep
 from openmaas.api.convert.datasets import file_out
-from openmaas.api.dataset_audit import record_created, record_deleted
+from openmaas.api.dataset_audit import record_file_created, record_file_deleted
 from openmaas.api.deps import PrincipalDep, ServicesDep
 from openmaas.api.json_body import StrictJSONRoute
+from openmaas.datasets.files import FINE_TUNE
 from openmaas.protocol.datasets import FileDeletedOut, FileListOut, FileOut
 
 router = APIRouter(route_class=StrictJSONRoute, prefix="/v1/files", tags=["files"])
@@ -37,10 +42,12 @@ def create_file(
     services: ServicesDep,
     who: PrincipalDep,
     auditor: AuditorDep,
-    file: Annotated[UploadFile, File(description="JSONL (or CSV, TSV, CoNLL) training data.")],
-    purpose: Annotated[str, Form(description="Only 'fine-tune' is supported.")],
+    file: Annotated[
+        UploadFile, File(description="JSONL (or CSV, TSV, CoNLL) training data, or batch requests.")
+    ],
+    purpose: Annotated[str, Form(description="'fine-tune' or 'batch'.")],
 ) -> FileOut:
-    dataset = services.datasets.create(
+    stored = services.datasets.create_file(
         file.file,
         filename=file.filename or "upload",
         project=who.project,
@@ -48,8 +55,8 @@ def create_file(
         created_by=who.actor,
         purpose=purpose,
     )
-    record_created(auditor, dataset)
-    return file_out(dataset)
+    record_file_created(auditor, services, stored, caller=who)
+    return file_out(stored)
 
 
 @router.get("")
@@ -61,12 +68,12 @@ def list_files(
     after: Annotated[str | None, Query(max_length=64, description="The last id of a page.")] = None,
     order: Annotated[Literal["asc", "desc"], Query(description="By created_at.")] = "desc",
 ) -> FileListOut:
-    found = services.datasets.list(
+    found = services.datasets.list_files(
         caller=who, purpose=purpose, limit=limit + 1, after=after, order=order
     )
     page = found[:limit]
     return FileListOut(
-        data=[file_out(dataset) for dataset in page],
+        data=[file_out(stored) for stored in page],
         first_id=page[0].id if page else None,
         last_id=page[-1].id if page else None,
         has_more=len(found) > limit,
@@ -75,20 +82,20 @@ def list_files(
 
 @router.get("/{file_id}")
 def retrieve_file(file_id: str, services: ServicesDep, who: PrincipalDep) -> FileOut:
-    return file_out(services.datasets.get(file_id, caller=who))
+    return file_out(services.datasets.file(file_id, caller=who))
 
 
 @router.get("/{file_id}/content")
 def retrieve_file_content(
     file_id: str, services: ServicesDep, who: PrincipalDep
 ) -> StreamingResponse:
-    dataset = services.datasets.get(file_id, caller=who)
+    stored = services.datasets.file(file_id, caller=who)
     return StreamingResponse(
         services.datasets.content(file_id, caller=who),
         media_type="application/octet-stream",
         headers={
-            "Content-Length": str(dataset.size_bytes),
-            "Content-Disposition": f"attachment; filename*=UTF-8''{quote(dataset.filename)}",
+            "Content-Length": str(stored.size_bytes),
+            "Content-Disposition": f"attachment; filename*=UTF-8''{quote(stored.filename)}",
         },
     )
 
@@ -97,6 +104,8 @@ def retrieve_file_content(
 def delete_file(
     file_id: str, services: ServicesDep, who: PrincipalDep, auditor: AuditorDep
 ) -> FileDeletedOut:
-    removed = services.datasets.delete(file_id, caller=who)
-    record_deleted(auditor, removed)
+    before = services.datasets.file(file_id, caller=who)
+    dataset = services.datasets.get(file_id, caller=who) if before.purpose == FINE_TUNE else None
+    removed = services.datasets.delete_file(file_id, caller=who)
+    record_file_deleted(auditor, removed, dataset)
     return FileDeletedOut(id=removed.id)

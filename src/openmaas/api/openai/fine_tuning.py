@@ -22,8 +22,10 @@ from openmaas.api.convert.training import (
 from openmaas.api.deps import PrincipalDep, ServicesDep
 from openmaas.api.json_body import StrictJSONRoute
 from openmaas.api.openai.fine_tuning_adapter import openai_request
-from openmaas.api.training_jobs import cancel_job, create_job, training_kind
+from openmaas.api.training_jobs import cancel_and_wait, create_job, training_kind
 from openmaas.errors import InvalidRequest
+from openmaas.jobs.entities import TRAINING
+from openmaas.jobs.publish import registered_by
 from openmaas.protocol.training import (
     EVENT_CURSOR_PATTERN,
     FineTuningCheckpointOut,
@@ -83,7 +85,7 @@ def list_fine_tuning_jobs(
     after: Annotated[str | None, Query(max_length=64)] = None,
     limit: Annotated[int, Query(ge=1, le=MAX_PAGE)] = 20,
 ) -> PageOut[FineTuningJobOut]:
-    page = services.jobs.list(caller=principal, after=after, limit=limit)
+    page = services.jobs.list(caller=principal, kind=TRAINING, after=after, limit=limit)
     return PageOut(data=[fine_tuning_job_out(job) for job in page.items], has_more=page.has_more)
 
 
@@ -91,14 +93,17 @@ def list_fine_tuning_jobs(
 def retrieve_fine_tuning_job(
     fine_tuning_job_id: str, services: ServicesDep, principal: PrincipalDep
 ) -> FineTuningJobOut:
-    return fine_tuning_job_out(services.jobs.get(fine_tuning_job_id, caller=principal))
+    return fine_tuning_job_out(
+        services.jobs.get(fine_tuning_job_id, caller=principal, kind=TRAINING)
+    )
 
 
 @router.post("/jobs/{fine_tuning_job_id}/cancel")
-def cancel_fine_tuning_job(
+async def cancel_fine_tuning_job(
     fine_tuning_job_id: str, services: ServicesDep, principal: PrincipalDep, auditor: AuditorDep
 ) -> FineTuningJobOut:
-    job = cancel_job(services, principal, auditor, fine_tuning_job_id)
+    """Answers `cancelled` once the worker has stopped (see `cancel_and_wait`)."""
+    job = await cancel_and_wait(services, principal, auditor, fine_tuning_job_id)
     return fine_tuning_job_out(job)
 
 
@@ -114,7 +119,9 @@ def list_fine_tuning_events(
 ) -> PageOut[FineTuningEventOut]:
     """Newest first, as OpenAI lists them."""
     cursor = parse_event_cursor(after)
-    page = services.jobs.events(fine_tuning_job_id, caller=principal, after=cursor, limit=limit)
+    page = services.jobs.events(
+        fine_tuning_job_id, caller=principal, kind=TRAINING, after=cursor, limit=limit
+    )
     return PageOut(
         data=[fine_tuning_event_out(event) for event in page.items],
         has_more=page.has_more,
@@ -129,10 +136,16 @@ def list_fine_tuning_checkpoints(
     after: Annotated[str | None, Query(max_length=64)] = None,
     limit: Annotated[int, Query(ge=1, le=MAX_PAGE)] = 10,
 ) -> PageOut[FineTuningCheckpointOut]:
-    """Newest first."""
-    job = services.jobs.get(fine_tuning_job_id, caller=principal)
-    page = services.jobs.checkpoints(fine_tuning_job_id, caller=principal, after=after, limit=limit)
-    return PageOut(
-        data=[fine_tuning_checkpoint_out(c, job.model_name) for c in page.items],
-        has_more=page.has_more,
-    )
+    """Only what serves: once the job has published its model, that version is its one
+    checkpoint (`name:version`, which every route takes); before, none. The checkpoints a
+    job resumes from hold training state, not a model, and are listed by
+    `/v1/training/jobs/{id}/checkpoints`."""
+    job = services.jobs.get(fine_tuning_job_id, caller=principal, kind=TRAINING)
+    published = registered_by(services.registry, job) if job.fine_tuned_model else None
+    if published is None:
+        return PageOut(data=[])
+    last = services.jobs.checkpoints(
+        fine_tuning_job_id, caller=principal, kind=TRAINING, limit=1
+    ).items
+    offered = fine_tuning_checkpoint_out(job, published, last[0] if last else None)
+    return PageOut(data=[] if after == offered.id else [offered])

@@ -1,8 +1,9 @@
 """OpenAI `POST /v1/moderations`, answered by a text-classification model.
 
-Each of the classifier's labels is a category. Labels that mean "nothing wrong" (`safe`, `ok`,
-`neutral`, `non-toxic`, ...) are not categories; an input is flagged when its best label is a
-category scoring at least `FLAG_THRESHOLD`.
+The classifier's labels are mapped onto OpenAI's 13 categories by the version's mapping
+(`tasks/moderation.py`: the `moderation_categories` param, else defaults for the usual
+toxicity label sets); each result also carries the classifier's own labels
+(`model_categories`, `model_category_scores`, OpenMaaS extensions).
 """
 
 from __future__ import annotations
@@ -18,15 +19,13 @@ from openmaas.api.responses import json_response, mark_model
 from openmaas.errors import InvalidRequest
 from openmaas.protocol.common import as_list
 from openmaas.protocol.openai import ModerationRequest, ModerationResponse
+from openmaas.tasks.moderation import CATEGORIES, CategoryMapping
 from openmaas.tasks.text_classification import TEXT_CLASSIFICATION
 
 router = APIRouter(route_class=StrictJSONRoute, tags=["openai"], dependencies=[Depends(caller)])
 
-FLAG_THRESHOLD = 0.5
-SAFE_LABELS = frozenset(
-    {"safe", "ok", "clean", "neutral", "normal", "none", "non-toxic", "non_toxic", "not_toxic",
-     "nontoxic", "harmless", "benign", "acceptable", "label_0", "0", "negative_class"}
-)  # fmt: skip
+# Every category applies to text, the only input this route takes.
+TEXT_ONLY = {category: ["text"] for category in CATEGORIES}
 
 
 @router.post("/v1/moderations", response_model=ModerationResponse)
@@ -49,16 +48,18 @@ async def create_moderation(
     served = await engine.infer(TEXT_CLASSIFICATION, model, texts, caller=who, truncate=True)
     mark_model(request, served.version)
     meter(request, served.version, input_tokens=served.prompt_tokens, items=len(served.results))
+    mapping = CategoryMapping.for_version(served.version.params)
     results = []
     for ranking in served.results:
-        scores = {r.label: r.score for r in ranking if r.label.lower() not in SAFE_LABELS}
-        best = ranking[0]
-        flagged = best.label.lower() not in SAFE_LABELS and best.score >= FLAG_THRESHOLD
+        verdict = mapping.judge(ranking)
         results.append(
             {
-                "flagged": flagged,
-                "categories": {label: s >= FLAG_THRESHOLD for label, s in scores.items()},
-                "category_scores": scores,
+                "flagged": verdict.flagged,
+                "categories": verdict.categories,
+                "category_scores": verdict.category_scores,
+                "category_applied_input_types": TEXT_ONLY,
+                "model_categories": verdict.label_flags,
+                "model_category_scores": verdict.label_scores,
             }
         )
     tokens = served.prompt_tokens

@@ -22,11 +22,13 @@ from contextlib import suppress
 from typing import Any, TypeVar
 
 from fastapi import APIRouter, Depends, Request, Response
+from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ValidationError
 from sqlalchemy import text as sql
 
 from openmaas import __version__
 from openmaas.api.deps import EngineDep, PrincipalDep, ServicesDep, requires
+from openmaas.api.errors import load_hint
 from openmaas.api.json_body import StrictJSONRoute
 from openmaas.api.responses import VERSION_HEADER, mark_model
 from openmaas.api.v2.adapter import (
@@ -49,17 +51,22 @@ from openmaas.protocol.v2 import (
     InferenceResponse,
     MetadataTensor,
     ModelMetadataResponse,
+    ModelReadyResponse,
     RepositoryIndexEntry,
     RepositoryIndexRequest,
     RepositoryLoadRequest,
+    ServerLiveResponse,
     ServerMetadataResponse,
+    ServerReadyResponse,
 )
+from openmaas.registry.entities import ModelVersion
 from openmaas.registry.names import qualified
 from openmaas.serving.engine import InferenceEngine, version_key
 
-# Server metadata and health answer without a key (orchestrators probe them); every model
-# route needs one. Scopes per route below.
+# Health answers without a key (orchestrators probe it); every other route needs one: server
+# metadata any key, the others the scopes below.
 router = APIRouter(route_class=StrictJSONRoute, tags=["open-inference-v2"])
+_KEY = [Depends(requires())]
 _DESCRIBE = [Depends(requires(Scope.INFERENCE, Scope.MODELS_READ))]
 _INFER = [Depends(requires(Scope.INFERENCE))]
 _MANAGE = [Depends(requires(Scope.MODELS_WRITE))]
@@ -72,22 +79,22 @@ ModelT = TypeVar("ModelT", bound=BaseModel)
 # -- server ---------------------------------------------------------------------------------------
 
 
-@router.get("/v2")
+@router.get("/v2", dependencies=_KEY)
 async def get_server_metadata() -> ServerMetadataResponse:
     return ServerMetadataResponse(name="openmaas", version=__version__, extensions=EXTENSIONS)
 
 
 @router.get("/v2/health/live")
-async def check_server_live() -> Response:
-    return Response(status_code=200)
+async def check_server_live() -> ServerLiveResponse:
+    return ServerLiveResponse(live=True)
 
 
 @router.get("/v2/health/ready")
-def check_server_ready(services: ServicesDep) -> Response:
+def check_server_ready(services: ServicesDep) -> ServerReadyResponse:
     # Models load on first use, so the server is ready once it can read the registry.
     with services.db.engine.connect() as connection:
         connection.execute(sql("SELECT 1"))
-    return Response(status_code=200)
+    return ServerReadyResponse(ready=True)
 
 
 # -- models ---------------------------------------------------------------------------------------
@@ -120,22 +127,28 @@ async def get_model_metadata(
     )
 
 
-@router.get("/v2/models/{model_name}/ready", dependencies=_DESCRIBE)
-@router.get("/v2/models/{model_name}/versions/{model_version}/ready", dependencies=_DESCRIBE)
+_READY: dict[str, Any] = {
+    "response_model": ModelReadyResponse,
+    "response_model_exclude_none": True,
+    "responses": {400: {"model": ModelReadyResponse, "description": "Not ready"}},
+    "dependencies": _DESCRIBE,
+}
+
+
+@router.get("/v2/models/{model_name}/ready", **_READY)
+@router.get("/v2/models/{model_name}/versions/{model_version}/ready", **_READY)
 async def check_model_ready(
     model_name: str, engine: EngineDep, who: PrincipalDep, model_version: str | None = None
-) -> Response:
-    """200 when the version is loaded; 400 otherwise, as Triton answers for a model that
-    is known but not ready (an unknown model is a 404)."""
+) -> JSONResponse:
+    """`{"name", "ready"}`: 200 when the version is servable (loaded, or loaded on its first
+    request); 400 when it was unloaded on request and is held so, the status Triton answers
+    for a model that is known but not ready (an unknown model is a 404)."""
     version = await engine.resolve(_reference(model_name, model_version), caller=who)
-    if not engine.is_loaded(version):
-        raise InvalidRequest(
-            f"model '{version.model}:{version.version}' is not loaded; it loads on its first "
-            f"inference request, or POST /v2/repository/models/{model_name}/load",
-            param="model",
-            code="model_not_ready",
-        )
-    return Response(status_code=200)
+    if engine.is_ready(version):
+        return _model_ready(ModelReadyResponse(name=model_name, ready=True), 200)
+    reference = f"{version.model}:{version.version}"
+    reason = f"model '{reference}' was unloaded on request; {load_hint(reference)}"
+    return _model_ready(ModelReadyResponse(name=model_name, ready=False, reason=reason), 400)
 
 
 @router.get("/v2/models/{model_name}/config", dependencies=_DESCRIBE)
@@ -209,20 +222,11 @@ async def infer(
 async def index_repository(
     request: Request, engine: EngineDep, who: PrincipalDep
 ) -> list[RepositoryIndexEntry]:
-    """Every registered model with the version its name serves, plus any other loaded version."""
+    """Every version of every model the caller may see, one entry each. READY means
+    servable, as the ready routes answer: loaded, or loaded on its first request."""
     index_request = _parse_json(await request.body(), RepositoryIndexRequest)
-    entries = []
-    listed = set()
-    addresses = {}  # the pool's name of each model the caller may see -> the caller's name
-    for address, _, version in await engine.list_models(caller=who):
-        key = version_key(version)
-        listed.add(key)
-        addresses[key[0]] = address
-        entries.append(_index_entry(address, version.version, engine.is_loaded(version)))
-    for resident in engine.pool.residents():
-        name, number = resident.key
-        if resident.key not in listed and name in addresses:
-            entries.append(_index_entry(addresses[name], number, True))
+    versions = await engine.list_versions(caller=who)
+    entries = [_index_entry(engine, address, v) for address, v in versions]
     if index_request.ready:
         entries = [e for e in entries if e.state == "READY"]
     return sorted(entries, key=lambda e: (e.name, int(e.version)))
@@ -284,13 +288,19 @@ def _parse_json(body: bytes, model: type[ModelT]) -> ModelT:
         raise InvalidRequest(f"{location}: {first['msg']}") from None
 
 
-def _index_entry(name: str, version: int, loaded: bool) -> RepositoryIndexEntry:
-    return RepositoryIndexEntry(
-        name=name,
-        version=str(version),
-        state="READY" if loaded else "UNAVAILABLE",
-        reason="" if loaded else "unloaded",
-    )
+def _model_ready(body: ModelReadyResponse, status_code: int) -> JSONResponse:
+    return JSONResponse(body.model_dump(exclude_none=True), status_code=status_code)
+
+
+def _index_entry(engine: InferenceEngine, name: str, version: ModelVersion) -> RepositoryIndexEntry:
+    """`version` listed under `name`, the caller's name for its model."""
+    key, number = version_key(version), str(version.version)
+    if engine.pool.is_held(key):
+        return RepositoryIndexEntry(
+            name=name, version=number, state="UNAVAILABLE", reason="unloaded"
+        )
+    reason = "" if engine.pool.is_loaded(key) else "not loaded: loads on its first request"
+    return RepositoryIndexEntry(name=name, version=number, state="READY", reason=reason)
 
 
 def _config_tensor(tensor: MetadataTensor, batched: bool) -> dict[str, Any]:

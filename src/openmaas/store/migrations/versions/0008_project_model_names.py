@@ -3,14 +3,14 @@
 A tenant that registered a name another project held was told `409 name_taken`, which
 revealed that the hidden name existed; now each project has its own namespace.
 
-Revision ID: 0007_project_model_names
-Revises: 0006_job_kinds
+Revision ID: 0008_project_model_names
+Revises: 0007_batches
 """
 
 from alembic import op
 
-revision = "0007_project_model_names"
-down_revision = "0006_job_kinds"
+revision = "0008_project_model_names"
+down_revision = "0007_batches"
 branch_labels = None
 depends_on = None
 
