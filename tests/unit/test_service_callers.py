@@ -40,7 +40,14 @@ NO_CALLER: dict[str, set[str]] = {
     "AuditLog": {"record"},
     "JobService": {"kind"},
     # token_bound/generation_bound: upper bounds of a request's tokens from its inputs alone
-    "InferenceEngine": {"close", "generation_bound", "is_loaded", "start", "token_bound"},
+    "InferenceEngine": {
+        "close",
+        "generation_bound",
+        "is_loaded",
+        "is_ready",
+        "start",
+        "token_bound",
+    },
     # the built-in catalog: public definitions, registered as SYSTEM
     "CatalogService": {"entries", "get", "register", "register_available"},
 }

@@ -167,12 +167,14 @@ def test_a_registered_model_is_fine_tuned_by_the_recipe_that_fits_it(
     prepared = jobs.prepare("training", request, caller=ACME)
     assert prepared.options["base_version"] == "encoder:1"  # pinned: alias moves do not matter
     assert prepared.options["model"] == "encoder"
-    # Another project's private model is not there for it.
+    # Another project's private model is not there for it: answered as for no model at all.
     with pytest.raises(InvalidRequest) as caught:
         openai_request(training, caller=OTHER, model="encoder", training_file=env.other_file)
+    with pytest.raises(InvalidRequest) as absent:
+        openai_request(training, caller=OTHER, model="no-such", training_file=env.other_file)
     assert (caught.value.code, caught.value.message) == (
         "model_not_found",
-        "model 'encoder' not found",
+        absent.value.message.replace("no-such", "encoder"),
     )
     with pytest.raises(InvalidRequest) as caught:
         jobs.prepare(

@@ -66,3 +66,9 @@ class Principal:
 # runs as this explicit principal: an admin of no tenant's key. Services never infer it from
 # a missing caller.
 SYSTEM = Principal(project=DEFAULT_PROJECT, key_id=0, prefix="system", scopes=(Scope.ADMIN,))
+
+
+def project_member(project: str) -> Principal:
+    """The server acting for `project` with no more than a tenant's reach there (no key):
+    what it resolves and sees is what that project's keys would."""
+    return Principal(project=project, key_id=0, prefix="system", scopes=(Scope.MODELS_READ,))

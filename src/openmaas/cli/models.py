@@ -54,10 +54,12 @@ def list_models(ctx: typer.Context, as_json: JsonFlag = False) -> None:
     if not models:
         out.print("No models registered yet. Add one with: openmaas models register NAME PATH")
         return
-    grid = table("NAME", "LATEST", "ALIASES", "UPDATED", "DESCRIPTION")
+    # Names are each project's own: an admin sees several projects' models of one name.
+    grid = table("NAME", "PROJECT", "LATEST", "ALIASES", "UPDATED", "DESCRIPTION")
     for model in models:
         grid.add_row(
             plain(model.name),
+            plain(model.project + (" (public)" if model.public else "")),
             plain(model.latest_version if model.latest_version is not None else "-"),
             plain(aliases_text(model.aliases) or "-"),
             plain(when(model.updated_at)),

@@ -25,6 +25,7 @@ from openmaas.jobs.entities import Job
 from openmaas.protocol.common import parse_decimal
 from openmaas.registry.composition import Registry
 from openmaas.registry.entities import Lineage, ModelVersion
+from openmaas.registry.names import qualified
 from openmaas.registry.registration import VersionSpec
 from openmaas.registry.sources import plan_directory
 
@@ -63,7 +64,10 @@ def publish(registry: Registry, job: Job, output: JobOutput) -> str:
     # As the server: the job's project was checked when it was created, and the spec
     # records that project as the version's owner.
     version = registered_by(registry, job) or registry.registration.register_plan(
-        job.model_name, plan_directory(output.directory), _spec(job, output), caller=SYSTEM
+        qualified(job.project, job.model_name),
+        plan_directory(output.directory),
+        _spec(job, output),
+        caller=SYSTEM,
     )
     explicit = bool(job.options.get("explicit_model_name"))
     return f"{version.model}:{version.version}" if explicit else version.model
@@ -72,7 +76,9 @@ def publish(registry: Registry, job: Job, output: JobOutput) -> str:
 def registered_by(registry: Registry, job: Job) -> ModelVersion | None:
     """The version a previous run of `job` registered, if one did."""
     try:
-        versions = registry.store.list_versions(job.model_name, caller=SYSTEM)
+        versions = registry.store.list_versions(
+            qualified(job.project, job.model_name), caller=SYSTEM
+        )
     except NotFound:
         return None
     return next((v for v in versions if v.lineage.job_id == job.id), None)

@@ -139,6 +139,9 @@ class ModelOut(Response):
     created_at: datetime
     updated_at: datetime
     created_by: str
+    # Names are each project's own: `project/name` names this model exactly.
+    project: str = "default"
+    public: bool = False
 
 
 class VersionOut(Response):
@@ -160,6 +163,8 @@ class VersionOut(Response):
     aliases: list[str]
     created_at: datetime
     created_by: str
+    project: str = "default"
+    public: bool = False
 
     @property
     def reference(self) -> str:

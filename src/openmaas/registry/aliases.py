@@ -25,7 +25,7 @@ from openmaas.auth.entities import Principal
 from openmaas.errors import NothingToRollBack
 from openmaas.registry import rows
 from openmaas.registry.entities import AliasEvent, ModelVersion
-from openmaas.registry.names import DEFAULT_ALIAS, check_alias, parse_reference
+from openmaas.registry.names import DEFAULT_ALIAS, check_alias, parse_reference, split_qualified
 from openmaas.registry.store import RegistryStore
 from openmaas.store.tables import AliasEventRow, AliasRow, ModelRow, VersionRow
 
@@ -47,7 +47,7 @@ class AliasService:
         who = require_caller(caller)
         ref = parse_reference(reference)
         with self.store.db.transaction() as session:
-            model = self.store.find_model(session, ref.model, who)
+            model = self.store.find_model(session, ref.name, who)
             if ref.version is not None:
                 target = ref.version
             elif ref.alias is not None and ref.alias != "latest":
@@ -82,7 +82,7 @@ class AliasService:
             model = self.store.find_model(session, name, who, lock=True, change=True)
             rows.version_row(session, model, version)
             event = move_alias(session, model, alias, version, actor or who.actor, reason)
-        self.store.changed(name)
+        self.store.changed(split_qualified(name)[1])
         return event
 
     def delete(
@@ -102,7 +102,7 @@ class AliasService:
                 session, model, alias, "delete", row.version, None, actor or who.actor, reason
             )
             session.delete(row)
-        self.store.changed(name)
+        self.store.changed(split_qualified(name)[1])
         return event
 
     def history(
@@ -116,7 +116,7 @@ class AliasService:
             if alias is not None:
                 query = query.where(AliasEventRow.alias == alias)
             found = session.scalars(query.order_by(AliasEventRow.id)).all()
-            return [rows.alias_event_entity(name, row) for row in found]
+            return [rows.alias_event_entity(model.name, row) for row in found]
 
     def rollback(
         self,
@@ -164,7 +164,7 @@ class AliasService:
             )
             current.version = target
             current.updated_at = rows.now()
-        self.store.changed(name)
+        self.store.changed(split_qualified(name)[1])
         return event
 
 

@@ -26,6 +26,7 @@ from openmaas.registry.artifacts import ArtifactStore
 from openmaas.registry.entities import ModelVersion, RegisteredModel, VersionPin
 from openmaas.registry.files import ModelFiles, OpenedVersion
 from openmaas.registry.intake import ArchiveLimits
+from openmaas.registry.names import qualified
 from openmaas.registry.registration import RegistrationService
 from openmaas.registry.store import RegistryStore
 from openmaas.store.database import Database
@@ -114,7 +115,8 @@ class Registry:
     def pin(self, reference: str, *, caller: Principal) -> VersionPin:
         """The version `reference` resolves to for `caller`, pinned by id and digest."""
         version = self.resolve(reference, caller=caller)
-        return self.store.pin(version.model, version.version, caller=caller)
+        exact = qualified(version.project, version.model)
+        return self.store.pin(exact, version.version, caller=caller)
 
     def open_pinned(
         self, pin: VersionPin, *, caller: Principal, verify: bool = True

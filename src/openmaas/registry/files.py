@@ -29,6 +29,7 @@ from openmaas.registry.entities import (
     VersionPin,
 )
 from openmaas.registry.intake import walk_directory
+from openmaas.registry.names import qualified
 from openmaas.registry.store import RegistryStore, require_admin
 
 
@@ -180,7 +181,8 @@ class ModelFiles:
 
     def _locate(self, reference: str, caller: Principal) -> tuple[ModelVersion, Path]:
         entity = self.aliases.resolve(reference, caller=caller)
-        _, location = self.store.version_with_location(entity.model, entity.version, caller=caller)
+        exact = qualified(entity.project, entity.model)
+        _, location = self.store.version_with_location(exact, entity.version, caller=caller)
         return entity, self.root_of(entity, location)
 
     def _encrypted_at_rest(self, entity: ModelVersion, root: Path) -> bool:

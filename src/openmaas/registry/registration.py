@@ -27,9 +27,9 @@ from typing import IO, Any
 
 from sqlalchemy.orm import Session
 
-from openmaas.auth.access import can_see, check_changeable, is_admin, require_caller
+from openmaas.auth.access import check_changeable, is_admin, require_caller
 from openmaas.auth.entities import SYSTEM, Principal
-from openmaas.errors import Conflict, InvalidRequest, ModelNotFound, PermissionDenied
+from openmaas.errors import InvalidRequest, ModelNotFound, PermissionDenied
 from openmaas.registry import rows
 from openmaas.registry.aliases import move_alias
 from openmaas.registry.artifacts import (
@@ -49,7 +49,7 @@ from openmaas.registry.intake import (
     refuse_if_pickle,
     walk_directory,
 )
-from openmaas.registry.names import check_alias, check_model_name
+from openmaas.registry.names import check_alias, split_qualified
 from openmaas.registry.sources import (
     SERVER_PATH_SOURCES,
     FilePlan,
@@ -58,7 +58,13 @@ from openmaas.registry.sources import (
     package_allowed,
     plan_source,
 )
-from openmaas.registry.store import RegistryStore, check_metrics, check_tags
+from openmaas.registry.store import (
+    RegistryStore,
+    check_metrics,
+    check_public_name_free,
+    check_tags,
+    visible_row,
+)
 from openmaas.runtimes.base import ModelSource
 from openmaas.store.tables import ModelRow, VersionRow
 from openmaas.tasks.moderation import check_params as check_moderation_params
@@ -133,9 +139,9 @@ class RegistrationService:
         """Plan the files `source` names and register them (server paths: admins only;
         installed packages: the allowed ones only, unless an admin names them)."""
         who = require_caller(caller)
-        check_model_name(name)
+        split_qualified(name)
         self._check_spec(spec)
-        self._check_target(name, who)
+        self.check_target(name, spec, who)
         if source.type in SERVER_PATH_SOURCES and not is_admin(who):
             raise PermissionDenied(
                 f"registering from a {source.type!r} source reads the server's disk and needs "
@@ -166,9 +172,9 @@ class RegistrationService:
         installed packages, whose files we hash but do not own).
         """
         who = require_caller(caller)
-        check_model_name(name)
+        split_qualified(name)
         self._check_spec(spec)
-        self._check_target(name, who)
+        self.check_target(name, spec, who)
         budget = self._budget(spec, who) if storage is Storage.STORE else None
         if budget is not None:
             budget.check(sum(path.stat().st_size for path in plan.files.values()))
@@ -197,9 +203,9 @@ class RegistrationService:
     ) -> ModelVersion:
         """Unpack an uploaded .tar.gz safely into staging, then register it."""
         who = require_caller(caller)
-        check_model_name(name)
+        split_qualified(name)
         self._check_spec(spec)
-        self._check_target(name, who)
+        self.check_target(name, spec, who)
         budget = self._budget(spec, who)
         if self.artifacts.encrypts:
             return self._register_archive_decrypted(name, archive, spec, who, source, budget)
@@ -297,9 +303,9 @@ class RegistrationService:
         """What the target project may still store; None when no quota binds the caller
         (no quota configured, or an admin: the catalog and job outputs register as one)."""
         quota = self.limits.project_storage_bytes
-        project = _project_for(spec, caller)
-        if quota <= 0 or is_admin(caller) or project is None:
+        if quota <= 0 or is_admin(caller):
             return None
+        project = caller.project  # a tenant registers into its own project only (`_target`)
         with self.store.db.transaction() as session:
             return StorageBudget(project, quota, rows.stored_bytes(session, project))
 
@@ -311,18 +317,51 @@ class RegistrationService:
         if spec.alias is not None:
             check_alias(spec.alias)
 
-    def _check_target(self, name: str, caller: Principal) -> None:
+    def check_target(self, name: str, spec: VersionSpec, caller: Principal) -> None:
         """Refuse early (before any file is read) a name the caller may not register into:
         the commit checks again under the model's lock, with the same answers."""
-        if is_admin(caller):
-            return
+        who = require_caller(caller)
         with self.store.db.transaction() as session:
-            try:
-                model = rows.model_row(session, name)
-            except ModelNotFound:
-                self.check_unreserved(name, caller=caller)
-                return
-            _check_owner(model, caller.project, caller)
+            self._target(session, name, spec, who)
+
+    def _target(
+        self, session: Session, name: str, spec: VersionSpec, caller: Principal
+    ) -> tuple[str, str]:
+        """(project, name) of the model a registration of `name` adds a version to.
+
+        Names are each project's own, so another project's hidden model of the same name is
+        no obstacle and nothing about it is revealed: a tenant's bare `name` is its own
+        project's model (created if new). A public model of that name is visible, and
+        read-only to a tenant (403), as is a catalog name. An admin names the project as
+        `project/name` or `spec.project`; a bare name is the model it resolves to (see
+        `RegistryStore.find_model`), else a new one in the admin key's project.
+        """
+        named, bare = split_qualified(name)
+        if named is not None and spec.project is not None and named != spec.project:
+            raise InvalidRequest(
+                f"model {name!r} names project {named!r} but the request says "
+                f"{spec.project!r}; give one",
+                param="project",
+            )
+        project = named or spec.project
+        candidates = rows.models_named(session, bare)
+        if not is_admin(caller):
+            if project is not None and project != caller.project:
+                raise PermissionDenied(
+                    f"a key of project {caller.project!r} registers into its own project only",
+                    param="project",
+                )
+            for row in candidates:
+                if row.project == caller.project or row.public:
+                    check_changeable(bare, row.project, row.public, caller)
+            self.check_unreserved(bare, caller=caller)
+            return caller.project, bare
+        if project is not None:
+            return project, bare
+        try:
+            return visible_row(candidates, bare, caller).project, bare
+        except ModelNotFound:
+            return caller.project, bare
 
     def check_unreserved(self, name: str, *, caller: Principal) -> None:
         """Refuse a non-admin caller a new model under a reserved name."""
@@ -346,19 +385,20 @@ class RegistrationService:
     ) -> ModelVersion:
         assert kind.task is not None  # callers resolve it with require_task first
         actor = spec.created_by or caller.actor
-        project = _project_for(spec, caller)
         storage = Storage.EXTERNAL if staged is None else Storage.STORE
         published: str | None = None
         try:
             with self.store.db.transaction() as session:
+                project, bare = self._target(session, name, spec, caller)
                 model = rows.lock_or_create_model(
-                    session, name, actor, project, public=_public_for(spec, caller)
+                    session, bare, actor, project, public=_public_for(spec, caller)
                 )
-                _check_owner(model, project, caller)
+                if model.public:
+                    check_public_name_free(session, model)
                 # The model row is locked until commit, so numbers are distinct and gap-free
                 # across processes; a failed registration rolls its number back.
                 size_bytes = sum(entry.size for entry in files)
-                if staged is not None and project is not None and not is_admin(caller):
+                if staged is not None and not is_admin(caller):
                     # Again under the transaction: concurrent uploads of one project add up.
                     quota = self.limits.project_storage_bytes
                     if quota > 0:
@@ -399,7 +439,7 @@ class RegistrationService:
             elif staged is not None:
                 self.artifacts.discard(staged.path)
             raise
-        self.store.changed(name)
+        self.store.changed(bare)
         return registered
 
     @staticmethod
@@ -410,50 +450,10 @@ class RegistrationService:
             move_alias(session, model, spec.alias, version, actor, "set at registration")
 
 
-def _project_for(spec: VersionSpec, caller: Principal) -> str | None:
-    """The project the version must go to: the caller's own unless an admin chose one."""
-    if is_admin(caller):
-        return spec.project
-    if spec.project is not None and spec.project != caller.project:
-        raise PermissionDenied(
-            f"a key of project {caller.project!r} registers into its own project only",
-            param="project",
-        )
-    return caller.project
-
-
 def _public_for(spec: VersionSpec, caller: Principal) -> bool:
     if spec.public and not is_admin(caller):
         raise PermissionDenied("only an admin key registers a public model", param="public")
     return spec.public
-
-
-def _check_owner(model: ModelRow, project: str | None, caller: Principal) -> None:
-    """May `caller` add a version to `model` (for `project`)?
-
-    Model names are one namespace across the server. A tenant adds versions to its own
-    project's private models only. A public model is read-only to every tenant (403, as for
-    any other change to it). A name held by a model the caller cannot see answers 409
-    `name_taken` with a message that names neither the holder nor anything about it; the
-    answer is the same before the upload is read and at the commit.
-    """
-    if is_admin(caller):
-        if project is None or model.project == project:
-            return
-        raise Conflict(
-            f"the model name {model.name!r} belongs to project {model.project!r}, not "
-            f"{project!r}; choose another name",
-            param="name",
-            code="name_taken",
-        )
-    if can_see(model.project, model.public, caller):
-        check_changeable(model.name, model.project, model.public, caller)
-        return
-    raise Conflict(
-        f"the model name {model.name!r} is not available; choose another",
-        param="name",
-        code="name_taken",
-    )
 
 
 def _lineage_with_source(lineage: Lineage, source: dict[str, Any]) -> Lineage:

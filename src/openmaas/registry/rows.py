@@ -6,7 +6,7 @@ service all find rows here inside their own transaction and return frozen entiti
 Example::
 
     with db.transaction() as session:
-        model = model_row(session, "minilm")
+        model = model_row(session, "default", "minilm")
         version = version_entity(session, model, version_row(session, model, 1))
 """
 
@@ -32,6 +32,7 @@ from openmaas.registry.entities import (
     Storage,
     VersionStatus,
 )
+from openmaas.registry.names import qualified
 from openmaas.store.tables import AliasEventRow, AliasRow, ModelRow, VersionRow
 
 
@@ -44,14 +45,29 @@ def aware(moment: datetime) -> datetime:
     return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
 
 
-def model_row(session: Session, name: str, *, lock: bool = False) -> ModelRow:
-    query = select(ModelRow).where(ModelRow.name == name)
+def model_row(session: Session, project: str, name: str, *, lock: bool = False) -> ModelRow:
+    """Project `project`'s model `name` (names are each project's own)."""
+    query = select(ModelRow).where(ModelRow.project == project, ModelRow.name == name)
     if lock:
         query = query.with_for_update()
     row = session.scalar(query)
     if row is None:
-        raise ModelNotFound(f"model {name!r} not found", param="model")
+        raise ModelNotFound(f"model {qualified(project, name)!r} not found", param="model")
     return row
+
+
+def models_named(session: Session, name: str) -> list[ModelRow]:
+    """Every project's model called `name` (few: one per project at most), by project."""
+    return list(
+        session.scalars(
+            select(ModelRow).where(ModelRow.name == name).order_by(ModelRow.project)
+        ).all()
+    )
+
+
+def lock_model(session: Session, row: ModelRow) -> ModelRow:
+    """`row` again, locked until the transaction ends."""
+    return session.scalars(select(ModelRow).where(ModelRow.id == row.id).with_for_update()).one()
 
 
 def version_row(session: Session, model: ModelRow, version: int) -> VersionRow:
@@ -108,9 +124,10 @@ def lock_or_create_model(
     """The model row, created if missing (`public` as given), locked until the transaction
     ends (so version numbers taken under it are distinct and gap-free across processes)."""
     moment = now()
+    owner = project or DEFAULT_PROJECT
     values = {
         "name": name,
-        "project": project or DEFAULT_PROJECT,
+        "project": owner,
         "public": public,
         "description": "",
         "tags": {},
@@ -122,7 +139,7 @@ def lock_or_create_model(
     postgres = session.bind is not None and session.bind.dialect.name == "postgresql"
     insert = pg_insert if postgres else sqlite_insert
     session.execute(insert(ModelRow).values(**values).on_conflict_do_nothing())
-    return session.scalars(select(ModelRow).where(ModelRow.name == name).with_for_update()).one()
+    return model_row(session, owner, name, lock=True)
 
 
 def model_entity(session: Session, row: ModelRow) -> RegisteredModel:

@@ -31,7 +31,9 @@ from openmaas.auth.access import (
 from openmaas.auth.entities import Principal
 from openmaas.errors import (
     Conflict,
+    InvalidReference,
     InvalidRequest,
+    ModelNotFound,
     PermissionDenied,
     VersionNotFound,
 )
@@ -46,6 +48,7 @@ from openmaas.registry.entities import (
     VersionComparison,
     VersionPin,
 )
+from openmaas.registry.names import qualified, split_qualified
 from openmaas.store.database import Database
 from openmaas.store.tables import AliasRow, MetadataEditRow, ModelRow, VersionRow
 
@@ -127,9 +130,21 @@ class RegistryStore:
         lock: bool = False,
         change: bool = False,
     ) -> ModelRow:
-        """The model row as `caller` may use it: to read, or (`change`) to change."""
-        require_caller(caller)
-        row = rows.model_row(session, name, lock=lock)
+        """The model row as `caller` may use it: to read, or (`change`) to change.
+
+        `project/name` is that project's model. A bare `name` is the caller's own project's
+        model, else the public model of that name; for an admin, else the one model of that
+        name in any project (two or more: qualify it). Another project's hidden model is
+        'not found', whether or not the caller's project has one of the same name.
+        """
+        who = require_caller(caller)
+        project, bare = split_qualified(name)
+        if project is not None:
+            row = rows.model_row(session, project, bare, lock=lock)
+        else:
+            row = visible_row(rows.models_named(session, bare), bare, who)
+            if lock:
+                row = rows.lock_model(session, row)
         if change:
             check_changeable(row.name, row.project, row.public, caller)
         else:
@@ -221,9 +236,12 @@ class RegistryStore:
         require_admin(who, "changing a model's visibility")
         with self.db.transaction() as session:
             row = self.find_model(session, name, who, lock=True, change=True)
+            if public:
+                check_public_name_free(session, row)
             before = row.public
             row.public = public
-        self.changed(name)
+            bare = row.name
+        self.changed(bare)
         return before, public
 
     def update_model(
@@ -254,8 +272,9 @@ class RegistryStore:
                     )
                 )
             )
+            bare = row.name
             session.delete(row)
-        self.changed(name)
+        self.changed(bare)
         for location in locations:
             self.artifacts.remove(location)
         return locations
@@ -314,9 +333,9 @@ class RegistryStore:
                     f"{', '.join(sorted(aliases))}; move or delete the alias first",
                     param="version",
                 )
-            location, storage = row.location, row.storage
+            location, storage, bare = row.location, row.storage, model.name
             session.delete(row)
-        self.changed(name)
+        self.changed(bare)
         if storage == Storage.STORE.value:
             self.artifacts.remove(location)
 
@@ -333,7 +352,7 @@ class RegistryStore:
             found = session.scalars(query.order_by(MetadataEditRow.id)).all()
             return [
                 MetadataEdit(
-                    model=name,
+                    model=model.name,
                     version=r.version,
                     before=r.before,
                     after=r.after,
@@ -348,6 +367,38 @@ class RegistryStore:
         return compare_versions(
             self.get_version(name, a, caller=who), self.get_version(name, b, caller=who)
         )
+
+
+def check_public_name_free(session: Session, row: ModelRow) -> None:
+    """A bare name must mean one public model: refuse a second public model of that name."""
+    for other in rows.models_named(session, row.name):
+        if other.public and other.id != row.id:
+            raise Conflict(
+                f"a public model named {row.name!r} exists already (project "
+                f"{other.project!r}); rename one of them first",
+                param="name",
+                code="name_taken",
+            )
+
+
+def visible_row(candidates: list[ModelRow], name: str, caller: Principal) -> ModelRow:
+    """Which of the models called `name` a bare `name` means for `caller` (see find_model)."""
+    own = [row for row in candidates if row.project == caller.project]
+    if own:
+        return own[0]
+    public = [row for row in candidates if row.public]
+    if len(public) == 1:
+        return public[0]
+    reachable = candidates if is_admin(caller) else public
+    if len(reachable) == 1:
+        return reachable[0]
+    if reachable:
+        choices = ", ".join(repr(qualified(row.project, name)) for row in reachable)
+        raise InvalidReference(
+            f"model {name!r} exists in several projects: name one as project/name ({choices})",
+            param="model",
+        )
+    raise ModelNotFound(f"model {name!r} not found", param="model")
 
 
 def _edit_metadata(

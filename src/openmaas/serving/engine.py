@@ -28,15 +28,16 @@ from typing import Any, Generic, TypeVar, cast, overload
 import numpy as np
 
 from openmaas.auth.access import can_see, require_caller
-from openmaas.auth.entities import SYSTEM, Principal
+from openmaas.auth.entities import SYSTEM, Principal, project_member
 from openmaas.errors import InvalidRequest, ModelNotFound, Overloaded, WrongTask
 from openmaas.observability.metrics import Metrics
 from openmaas.registry.composition import Registry
 from openmaas.registry.entities import ModelVersion, RegisteredModel
+from openmaas.registry.names import qualified
 from openmaas.runtimes.base import LoadOptions, ModelSource
 from openmaas.serving.batcher import Batcher, BatchLimits
 from openmaas.serving.cache import CacheKey, ResponseCache
-from openmaas.serving.pool import ModelPool, PoolLimits, Resident, VersionKey
+from openmaas.serving.pool import ModelPool, PoolLimits, Resident, VersionKey, model_label
 from openmaas.serving.priority import background_generation_slots, background_work
 from openmaas.serving.router import ModelRouter
 from openmaas.serving.streaming import iterate_in_thread
@@ -129,8 +130,8 @@ class InferenceEngine:
         self.pool.start()
         for reference in self.settings.preload:
             # The server's own work: preloads see every model, as the system would.
-            version = await self.router.resolve(reference)
-            await self.pool.load(_key(version), pinned=True)
+            version = await self.router.resolve(reference, caller=SYSTEM)
+            await self.pool.load(version_key(version), pinned=True)
 
     async def close(self) -> None:
         await self.pool.close()
@@ -145,7 +146,7 @@ class InferenceEngine:
         who = require_caller(caller)
         if not reference or not reference.strip():
             raise InvalidRequest("model: give a model name", param="model")
-        version = await self.router.resolve(reference.strip())
+        version = await self.router.resolve(reference.strip(), caller=who)
         if not can_see(version.project, version.public, who):
             raise ModelNotFound(f"model {version.model!r} not found", param="model")
         if task is not None and version.task not in get_task(task).servable_by():
@@ -155,43 +156,55 @@ class InferenceEngine:
             )
         return version
 
-    async def list_models(self, *, caller: Principal) -> list[tuple[RegisteredModel, ModelVersion]]:
-        """Every registered model the caller may see, with the version its bare name serves."""
+    async def list_models(
+        self, *, caller: Principal
+    ) -> list[tuple[str, RegisteredModel, ModelVersion]]:
+        """Every registered model the caller may see, as (the reference that names it for the
+        caller, the model, the version that reference serves)."""
         who = require_caller(caller)
 
-        def read() -> list[tuple[RegisteredModel, ModelVersion]]:
+        def read() -> list[tuple[str, RegisteredModel, ModelVersion]]:
+            models = self.registry.list_models(caller=who)
+            own = {m.name for m in models if m.project == who.project}
             served = []
-            for model in self.registry.list_models(caller=SYSTEM):
-                if model.latest_version is not None and can_see(model.project, model.public, who):
-                    served.append((model, self.registry.resolve(model.name, caller=SYSTEM)))
+            for model in models:
+                if model.latest_version is None:
+                    continue
+                address = _address(model, who, own)
+                exact = qualified(model.project, model.name)
+                served.append((address, model, self.registry.resolve(exact, caller=who)))
             return served
 
         return await asyncio.to_thread(read)
 
-    async def list_versions(self, *, caller: Principal) -> list[ModelVersion]:
-        """Every version of every registered model the caller may see."""
+    async def list_versions(self, *, caller: Principal) -> list[tuple[str, ModelVersion]]:
+        """Every version of every registered model the caller may see, each with the caller's
+        name for its model (as `list_models` gives it)."""
         who = require_caller(caller)
 
-        def read() -> list[ModelVersion]:
-            found: list[ModelVersion] = []
-            for model in self.registry.list_models(caller=SYSTEM):
-                if can_see(model.project, model.public, who):
-                    with suppress(ModelNotFound):  # deleted since it was listed
-                        found += self.registry.store.list_versions(model.name, caller=SYSTEM)
+        def read() -> list[tuple[str, ModelVersion]]:
+            models = self.registry.list_models(caller=who)
+            own = {m.name for m in models if m.project == who.project}
+            found: list[tuple[str, ModelVersion]] = []
+            for model in models:
+                address = _address(model, who, own)
+                exact = qualified(model.project, model.name)
+                with suppress(ModelNotFound):  # deleted since it was listed
+                    found += [
+                        (address, v) for v in self.registry.store.list_versions(exact, caller=who)
+                    ]
             return found
 
         return await asyncio.to_thread(read)
 
     async def get_model(self, name: str, *, caller: Principal) -> RegisteredModel:
+        """The model `name` (`name` or `project/name`) means to the caller."""
         who = require_caller(caller)
-        model = await asyncio.to_thread(self.registry.get_model, name, caller=SYSTEM)
-        if not can_see(model.project, model.public, who):
-            raise ModelNotFound(f"model {model.name!r} not found", param="model")
-        return model
+        return await asyncio.to_thread(self.registry.get_model, name, caller=who)
 
     async def load(self, reference: str, *, caller: Principal) -> ModelVersion:
         version = await self.resolve(reference, caller=caller)
-        await self.pool.load(_key(version))
+        await self.pool.load(version_key(version))
         return version
 
     async def unload(self, reference: str, *, caller: Principal) -> ModelVersion:
@@ -199,16 +212,16 @@ class InferenceEngine:
         `load`, as Triton does, unless the server reloads unloaded models on demand
         (`reload_unloaded`). `ModelNotLoaded` when it was not loaded (it is held all the same)."""
         version = await self.resolve(reference, caller=caller)
-        await self.pool.unload(_key(version), hold=not self.settings.reload_unloaded)
+        await self.pool.unload(version_key(version), hold=not self.settings.reload_unloaded)
         return version
 
     def is_loaded(self, version: ModelVersion) -> bool:
-        return self.pool.is_loaded(_key(version))
+        return self.pool.is_loaded(version_key(version))
 
     def is_ready(self, version: ModelVersion) -> bool:
         """Servable: loaded, or loaded on its first request (every registered version is,
         unless it was unloaded on request and is held so)."""
-        return not self.pool.is_held(_key(version))
+        return not self.pool.is_held(version_key(version))
 
     # -- tasks -------------------------------------------------------------------------------
 
@@ -290,7 +303,7 @@ class InferenceEngine:
         if params is None:
             params = contract.default_params()
         self._check_max_tokens(params)
-        async with self.pool.lease(_key(version)) as resident:
+        async with self.pool.lease(version_key(version)) as resident:
             model = resident.model
             contract.check_model(model, resident.label)  # once per lease, not per item
             large = _input_chars(inputs) > self.settings.offload_input_chars
@@ -318,7 +331,7 @@ class InferenceEngine:
         contract = TEXT_GENERATION
         self._check_max_tokens(params)
         version = await self.resolve(reference, contract.name, caller=caller)
-        key = _key(version)
+        key = version_key(version)
         active = self._generations.get(key, 0)
         limit = self.settings.max_concurrent_generations
         if background_work.get():
@@ -397,6 +410,7 @@ class InferenceEngine:
                 list(plan.items), weights, background=background_work.get()
             ), tokens
         name, number = resident.key
+        label = model_label(resident.key)  # the metrics' model label
         task = plan.cache_as
         normalize = plan.normalize
 
@@ -406,7 +420,7 @@ class InferenceEngine:
         # Plain calls below the threshold: the embedding hot path takes no coroutine or
         # thread hop more than before.
         keys = await asyncio.to_thread(cache_keys) if large else cache_keys()
-        hits: list[tuple[Any, int] | None] = [self.cache.get(k, name, task) for k in keys]
+        hits: list[tuple[Any, int] | None] = [self.cache.get(k, label, task) for k in keys]
         missing = [i for i, hit in enumerate(hits) if hit is None]
         missing_texts = [texts[i] for i in missing]
         missing_counts: list[int] = []
@@ -471,7 +485,7 @@ class InferenceEngine:
                 plan.run,
                 _SINGLE if plan.one_at_a_time else self.batch_limits,
                 executor=resident.executor,
-                observer=self.metrics.batch_observer(resident.key[0]),
+                observer=self.metrics.batch_observer(model_label(resident.key)),
                 name=f"model '{resident.label}'",
             )
             resident.batchers[plan.key] = batcher
@@ -490,10 +504,11 @@ class InferenceEngine:
         it: public or its own. Another project's private model is 'not found', as everywhere,
         or a head could be registered to read out that model's embeddings."""
         owner = self.registry.get_version(*dependent, caller=SYSTEM)
-        named = self.registry.resolve(reference, caller=SYSTEM)
-        if not (named.public or named.project == owner.project):
-            raise ModelNotFound(f"model {named.model!r} not found", param="model")
-        opened = self.registry.open_files(reference, caller=SYSTEM)
+        # Resolved as the dependent's project would: its own model of that name, else a
+        # public one.
+        named = self.registry.resolve(reference, caller=project_member(owner.project))
+        exact = f"{qualified(named.project, named.model)}:{named.version}"
+        opened = self.registry.open_files(exact, caller=SYSTEM)
         return ModelSource.from_version(
             opened.version, opened.directory, release_directory=opened.close
         )
@@ -511,8 +526,17 @@ def _input_chars(inputs: Any) -> int:
     return 0
 
 
-def _key(version: ModelVersion) -> VersionKey:
-    return (version.model, version.version)
+def _address(model: RegisteredModel, caller: Principal, own: set[str]) -> str:
+    """The caller's name for `model`: the bare name when it means this model to the caller
+    (its own, or a public one it has none of its own called), else `project/name`."""
+    bare = model.project == caller.project or (model.public and model.name not in own)
+    return model.name if bare else qualified(model.project, model.name)
+
+
+def version_key(version: ModelVersion) -> VersionKey:
+    """The pool's key of a version: its project's name for the model (names are each
+    project's own), so two projects' `bert:1` are two residents."""
+    return (qualified(version.project, version.model), version.version)
 
 
 def _size_of(value: object) -> int:

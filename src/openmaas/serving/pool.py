@@ -51,7 +51,14 @@ from openmaas.serving.batcher import Batcher
 
 log = logging.getLogger(__name__)
 
-VersionKey = tuple[str, int]  # (model name, version number)
+VersionKey = tuple[str, int]  # (`project/name`, version number): names are per project
+
+
+def model_label(key: VersionKey) -> str:
+    """The model's own name, for metrics and messages (the project part is the pool's)."""
+    return key[0].split("/", 1)[-1]
+
+
 SourceOpener = Callable[[str, int], ModelSource]  # hash-verified source of name:version
 # The source of a dependency (a reference) that the model being loaded (the key) names.
 DependencyFor = Callable[[VersionKey, str], ModelSource]
@@ -83,7 +90,7 @@ class Resident:
 
     @property
     def label(self) -> str:
-        return f"{self.key[0]}:{self.key[1]}"
+        return f"{model_label(self.key)}:{self.key[1]}"
 
 
 class ModelPool:
@@ -186,14 +193,15 @@ class ModelPool:
             self._held.add(key)
         resident = self._residents.get(key)
         if resident is None:
-            raise ModelNotLoaded(f"model '{key[0]}:{key[1]}' is not loaded", param="model")
+            label = f"{model_label(key)}:{key[1]}"
+            raise ModelNotLoaded(f"model '{label}' is not loaded", param="model")
         await self._unload(resident, reason="requested")
 
     # -- internals ---------------------------------------------------------------------------
 
     async def _obtain(self, key: VersionKey) -> Resident:
         if key in self._held:
-            label = f"{key[0]}:{key[1]}"
+            label = f"{model_label(key)}:{key[1]}"
             raise ModelUnloaded(
                 f"model '{label}' was unloaded on request and is not loaded again on demand",
                 reference=label,
@@ -214,7 +222,7 @@ class ModelPool:
         return await asyncio.shield(pending)
 
     async def _load(self, key: VersionKey, pending: asyncio.Future[Resident], pinned: bool) -> None:
-        label = f"{key[0]}:{key[1]}"
+        label = f"{model_label(key)}:{key[1]}"
         loop = asyncio.get_running_loop()
         options = self.options
         if self._open_dependency is not None:
@@ -247,7 +255,7 @@ class ModelPool:
         except Exception as exc:
             self._reserved.pop(key, None)
             self._loading.pop(key, None)
-            self.metrics.model_loads.labels(model=key[0], outcome="error").inc()
+            self.metrics.model_loads.labels(model=model_label(key), outcome="error").inc()
             log.warning("loading %s failed: %s", label, exc, exc_info=exc)
             pending.set_exception(
                 exc if isinstance(exc, ModelTooLarge) else _load_error(label, exc)
@@ -262,8 +270,8 @@ class ModelPool:
         self._reserved.pop(key, None)
         self._residents[key] = resident
         self._loading.pop(key, None)
-        self.metrics.model_loads.labels(model=key[0], outcome="ok").inc()
-        self.metrics.model_load_seconds.labels(model=key[0]).observe(seconds)
+        self.metrics.model_loads.labels(model=model_label(key), outcome="ok").inc()
+        self.metrics.model_load_seconds.labels(model=model_label(key)).observe(seconds)
         self._report_memory()
         log.info("loaded %s in %.2f s (%.0f MiB)", label, seconds, model.memory_bytes / (1 << 20))
         pending.set_result(resident)
@@ -311,7 +319,7 @@ class ModelPool:
         await loop.run_in_executor(resident.executor, resident.model.unload)
         resident.executor.shutdown(wait=False)
         await asyncio.to_thread(resident.release_files)
-        self.metrics.model_unloads.labels(model=resident.key[0], reason=reason).inc()
+        self.metrics.model_unloads.labels(model=model_label(resident.key), reason=reason).inc()
         self._report_memory()
         log.info("unloaded %s (%s)", resident.label, reason)
 
@@ -335,8 +343,12 @@ class ModelPool:
             self._changed.clear()
             # Wake at the next idle deadline, or when a model is loaded or released.
             timeout = max(0.01, min(remaining)) if remaining else None
+            # `asyncio.timeout`, not `wait_for`: on Python 3.11, cancelling a `wait_for` whose
+            # inner `Event.wait()` task had just been woken left the reaper "cancelling" for
+            # ever, and `close()` (server shutdown) waiting on it.
             with suppress(TimeoutError):
-                await asyncio.wait_for(self._changed.wait(), timeout)
+                async with asyncio.timeout(timeout):
+                    await self._changed.wait()
 
 
 class _LoadFiles:

@@ -27,9 +27,12 @@ class Base(DeclarativeBase):
 
 class ModelRow(Base):
     __tablename__ = "registered_models"
+    # Names are each project's own: two tenants may both have a `bert`, and neither learns
+    # of the other's by trying to register it.
+    __table_args__ = (UniqueConstraint("project", "name", name="uq_model_project_name"),)
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
-    name: Mapped[str] = mapped_column(String(128), unique=True, nullable=False)
+    name: Mapped[str] = mapped_column(String(128), nullable=False, index=True)
     description: Mapped[str] = mapped_column(Text, default="", nullable=False)
     tags: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict, nullable=False)
     # The highest version number ever handed out: numbers are never reused after a delete.

@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import select
 
-from openmaas.auth.access import can_see, check_changeable, is_admin
+from openmaas.auth.access import can_see, is_admin
 from openmaas.auth.entities import SYSTEM, Principal
 from openmaas.errors import InvalidRequest, NotFound
 from openmaas.jobs.context import CREATED_BY_ADMIN
@@ -29,7 +29,8 @@ from openmaas.jobs.entities import TRAINING, Job, NewJob
 from openmaas.jobs.kinds import Admission
 from openmaas.registry.composition import Registry
 from openmaas.registry.entities import VersionPin
-from openmaas.registry.names import check_alias, check_model_name
+from openmaas.registry.names import check_alias, check_model_name, qualified
+from openmaas.registry.registration import VersionSpec
 from openmaas.settings import Settings
 from openmaas.store.database import Database
 from openmaas.store.tables import DatasetRow
@@ -274,7 +275,8 @@ class TrainingJobKind:
 
     def _resolve_base(self, reference: str, caller: Principal) -> Any:
         try:
-            version = self.registry.resolve(reference, caller=SYSTEM)
+            # As the caller resolves it: its own project's model of that name, else a public one.
+            version = self.registry.resolve(reference, caller=caller)
         except (NotFound, InvalidRequest) as exc:
             known = ", ".join(sorted(self.recipes))
             raise InvalidRequest(
@@ -306,7 +308,8 @@ class TrainingJobKind:
         version = self._resolve_base(reference, caller)
         # Pinned by row id and digest: should the name be deleted and registered again
         # (by another project, say) before the job runs, the run finds no base, never that.
-        return self.registry.store.pin(version.model, version.version, caller=SYSTEM)
+        exact = qualified(version.project, version.model)
+        return self.registry.store.pin(exact, version.version, caller=SYSTEM)
 
     def _dataset(self, file_id: str, param: str, caller: Principal) -> DatasetRow:
         with self.db.transaction() as session:
@@ -380,25 +383,12 @@ class TrainingJobKind:
         return suffix
 
     def _check_model_name(self, name: str, project: str, caller: Principal) -> None:
+        """Refuse now a name the job could not publish into, with registration's answers:
+        a tenant publishes into its own project's private models (new or existing); a public
+        model or a catalog name is read-only to it. Names are each project's own, so another
+        project's hidden model of that name is no obstacle."""
         check_model_name(name)
-        try:
-            existing = self.registry.get_model(name, caller=SYSTEM)
-        except NotFound:
-            self.registry.registration.check_unreserved(name, caller=caller)
-            return
-        if is_admin(caller):
-            return
-        # As registration answers: a tenant publishes into its own private models only; a
-        # public one is read-only (403), and a hidden one's name is just "not available".
-        if can_see(existing.project, existing.public, caller):
-            check_changeable(existing.name, existing.project, existing.public, caller)
-            if existing.project == project:
-                return
-        raise InvalidRequest(
-            f"the model name {name!r} is not available; choose another",
-            param="model_name",
-            code="name_taken",
-        )
+        self.registry.registration.check_target(name, VersionSpec(project=project), caller)
 
 
 def _default_task(recipe: Recipe, file_task: str | None) -> str:

@@ -27,7 +27,7 @@ from openmaas.api.convert.registry import (
 )
 from openmaas.api.deps import PrincipalDep, RegistryDep, caller, requires
 from openmaas.api.json_body import StrictJSONRoute
-from openmaas.api.params import VersionPath
+from openmaas.api.params import ModelPath, VersionPath
 from openmaas.auth.scopes import Scope
 from openmaas.errors import InvalidRequest
 from openmaas.protocol.common import MAX_ROW_ID, ListOut
@@ -162,13 +162,17 @@ def list_models(registry: RegistryDep, who: PrincipalDep) -> ListOut[ModelOut]:
 
 
 @router.get("/models/{name}")
-def get_model(name: str, registry: RegistryDep, who: PrincipalDep) -> ModelOut:
+def get_model(name: ModelPath, registry: RegistryDep, who: PrincipalDep) -> ModelOut:
     return model_out(registry.get_model(name, caller=who))
 
 
 @router.patch("/models/{name}")
 def update_model(
-    name: str, body: MetadataPatch, registry: RegistryDep, who: PrincipalDep, auditor: AuditorDep
+    name: ModelPath,
+    body: MetadataPatch,
+    registry: RegistryDep,
+    who: PrincipalDep,
+    auditor: AuditorDep,
 ) -> ModelOut:
     before = registry.get_model(name, caller=who)
     model = registry.store.update_model(
@@ -180,7 +184,7 @@ def update_model(
 
 @router.delete("/models/{name}")
 def delete_model(
-    name: str, registry: RegistryDep, who: PrincipalDep, auditor: AuditorDep
+    name: ModelPath, registry: RegistryDep, who: PrincipalDep, auditor: AuditorDep
 ) -> dict[str, object]:
     before = {
         **_model_state(registry.get_model(name, caller=who)),
@@ -193,7 +197,7 @@ def delete_model(
 
 @router.get("/models/{name}/history")
 def model_metadata_history(
-    name: str, registry: RegistryDep, who: PrincipalDep
+    name: ModelPath, registry: RegistryDep, who: PrincipalDep
 ) -> ListOut[MetadataEditOut]:
     edits = registry.store.metadata_history(name, caller=who)
     return ListOut(data=[metadata_edit_out(e) for e in edits])
@@ -207,7 +211,11 @@ def audit_registration(auditor: Auditor, version: ModelVersion, alias: str | Non
 
 @router.post("/models/{name}/versions", status_code=status.HTTP_201_CREATED)
 def register_version(
-    name: str, body: RegisterRequest, registry: RegistryDep, who: PrincipalDep, auditor: AuditorDep
+    name: ModelPath,
+    body: RegisterRequest,
+    registry: RegistryDep,
+    who: PrincipalDep,
+    auditor: AuditorDep,
 ) -> VersionOut:
     source = SourceRef(**body.source.model_dump())
     version = registry.registration.register_source(name, source, _spec(body), caller=who)
@@ -217,7 +225,7 @@ def register_version(
 
 @router.post("/models/{name}/versions/upload", status_code=status.HTTP_201_CREATED)
 def upload_version(
-    name: str,
+    name: ModelPath,
     registry: RegistryDep,
     who: PrincipalDep,
     auditor: AuditorDep,
@@ -243,21 +251,21 @@ def upload_version(
 
 
 @router.get("/models/{name}/versions")
-def list_versions(name: str, registry: RegistryDep, who: PrincipalDep) -> ListOut[VersionOut]:
+def list_versions(name: ModelPath, registry: RegistryDep, who: PrincipalDep) -> ListOut[VersionOut]:
     versions = registry.store.list_versions(name, caller=who)
     return ListOut(data=[version_out(v) for v in versions])
 
 
 @router.get("/models/{name}/versions/{version}")
 def get_version(
-    name: str, version: VersionPath, registry: RegistryDep, who: PrincipalDep
+    name: ModelPath, version: VersionPath, registry: RegistryDep, who: PrincipalDep
 ) -> VersionOut:
     return version_out(registry.get_version(name, version, caller=who))
 
 
 @router.patch("/models/{name}/versions/{version}")
 def update_version(
-    name: str,
+    name: ModelPath,
     version: VersionPath,
     body: MetadataPatch,
     registry: RegistryDep,
@@ -274,7 +282,11 @@ def update_version(
 
 @router.delete("/models/{name}/versions/{version}")
 def delete_version(
-    name: str, version: VersionPath, registry: RegistryDep, who: PrincipalDep, auditor: AuditorDep
+    name: ModelPath,
+    version: VersionPath,
+    registry: RegistryDep,
+    who: PrincipalDep,
+    auditor: AuditorDep,
 ) -> dict[str, object]:
     before = _version_state(registry.get_version(name, version, caller=who))
     registry.store.delete_version(name, version, caller=who)
@@ -284,7 +296,7 @@ def delete_version(
 
 @router.get("/models/{name}/versions/{version}/history")
 def version_metadata_history(
-    name: str, version: VersionPath, registry: RegistryDep, who: PrincipalDep
+    name: ModelPath, version: VersionPath, registry: RegistryDep, who: PrincipalDep
 ) -> ListOut[MetadataEditOut]:
     edits = registry.store.metadata_history(name, version, caller=who)
     return ListOut(data=[metadata_edit_out(e) for e in edits])
@@ -292,14 +304,14 @@ def version_metadata_history(
 
 @router.post("/models/{name}/versions/{version}/verify")
 def verify_version(
-    name: str, version: VersionPath, registry: RegistryDep, who: PrincipalDep
+    name: ModelPath, version: VersionPath, registry: RegistryDep, who: PrincipalDep
 ) -> VerifyOut:
     return verify_out(registry.files.verify(name, version, caller=who))
 
 
 @router.get("/models/{name}/compare")
 def compare_versions(
-    name: str,
+    name: ModelPath,
     registry: RegistryDep,
     who: PrincipalDep,
     a: Annotated[int, Query(ge=1, le=MAX_ROW_ID, description="First version.")],
@@ -309,13 +321,13 @@ def compare_versions(
 
 
 @router.get("/models/{name}/aliases")
-def list_aliases(name: str, registry: RegistryDep, who: PrincipalDep) -> dict[str, int]:
+def list_aliases(name: ModelPath, registry: RegistryDep, who: PrincipalDep) -> dict[str, int]:
     return registry.get_model(name, caller=who).aliases
 
 
 @router.get("/models/{name}/aliases/history")
 def all_alias_history(
-    name: str, registry: RegistryDep, who: PrincipalDep
+    name: ModelPath, registry: RegistryDep, who: PrincipalDep
 ) -> ListOut[AliasEventOut]:
     events = registry.aliases.history(name, caller=who)
     return ListOut(data=[alias_event_out(e) for e in events])
@@ -323,7 +335,7 @@ def all_alias_history(
 
 @router.put("/models/{name}/aliases/{alias}")
 def set_alias(
-    name: str,
+    name: ModelPath,
     alias: str,
     body: AliasRequest,
     registry: RegistryDep,
@@ -344,7 +356,7 @@ def set_alias(
 
 @router.delete("/models/{name}/aliases/{alias}")
 def delete_alias(
-    name: str,
+    name: ModelPath,
     alias: str,
     registry: RegistryDep,
     who: PrincipalDep,
@@ -359,7 +371,7 @@ def delete_alias(
 
 @router.get("/models/{name}/aliases/{alias}/history")
 def alias_history(
-    name: str, alias: str, registry: RegistryDep, who: PrincipalDep
+    name: ModelPath, alias: str, registry: RegistryDep, who: PrincipalDep
 ) -> ListOut[AliasEventOut]:
     events = registry.aliases.history(name, alias, caller=who)
     return ListOut(data=[alias_event_out(e) for e in events])
@@ -367,7 +379,7 @@ def alias_history(
 
 @router.post("/models/{name}/aliases/{alias}/rollback")
 def rollback_alias(
-    name: str,
+    name: ModelPath,
     alias: str,
     registry: RegistryDep,
     who: PrincipalDep,
@@ -388,7 +400,7 @@ def rollback_alias(
 
 @router.put("/models/{name}/public", dependencies=[Depends(requires(Scope.ADMIN))])
 def set_public(
-    name: str,
+    name: ModelPath,
     body: VisibilityRequest,
     registry: RegistryDep,
     who: PrincipalDep,

@@ -34,6 +34,8 @@ def model_out(model: RegisteredModel) -> ModelOut:
         created_at=model.created_at,
         updated_at=model.updated_at,
         created_by=model.created_by,
+        project=model.project,
+        public=model.public,
     )
 
 
@@ -56,6 +58,8 @@ def version_out(v: ModelVersion) -> VersionOut:
         aliases=list(v.aliases),
         created_at=v.created_at,
         created_by=v.created_by,
+        project=v.project,
+        public=v.public,
     )
 
 

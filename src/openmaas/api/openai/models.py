@@ -8,7 +8,8 @@ from openmaas.api.deps import EngineDep, PrincipalDep, caller
 from openmaas.api.json_body import StrictJSONRoute
 from openmaas.protocol.openai import ModelCard, ModelList
 from openmaas.registry.entities import ModelVersion, RegisteredModel
-from openmaas.serving.engine import InferenceEngine
+from openmaas.registry.names import qualified
+from openmaas.serving.engine import InferenceEngine, version_key
 
 router = APIRouter(
     route_class=StrictJSONRoute,
@@ -18,10 +19,12 @@ router = APIRouter(
 )
 
 
-def _card(model: RegisteredModel, version: ModelVersion, engine: InferenceEngine) -> ModelCard:
-    resident = engine.pool.get_loaded((version.model, version.version))
+def _card(
+    address: str, model: RegisteredModel, version: ModelVersion, engine: InferenceEngine
+) -> ModelCard:
+    resident = engine.pool.get_loaded(version_key(version))
     return ModelCard(
-        id=model.name,
+        id=address,
         created=int(model.created_at.timestamp()),
         owned_by=model.created_by or "openmaas",
         task=version.task,
@@ -37,12 +40,11 @@ def _card(model: RegisteredModel, version: ModelVersion, engine: InferenceEngine
 @router.get("")
 async def list_models(engine: EngineDep, who: PrincipalDep) -> ModelList:
     served = await engine.list_models(caller=who)
-    return ModelList(data=[_card(m, v, engine) for m, v in served])
+    return ModelList(data=[_card(a, m, v, engine) for a, m, v in served])
 
 
 @router.get("/{model_id:path}")
 async def retrieve_model(model_id: str, engine: EngineDep, who: PrincipalDep) -> ModelCard:
     version = await engine.resolve(model_id, caller=who)
-    model = await engine.get_model(version.model, caller=who)
-    card = _card(model, version, engine)
-    return card.model_copy(update={"id": model_id})
+    model = await engine.get_model(qualified(version.project, version.model), caller=who)
+    return _card(model_id, model, version, engine)

@@ -23,7 +23,7 @@ from openmaas.auth.entities import Principal
 from openmaas.errors import InvalidRequest, WrongTask
 from openmaas.protocol.v2 import InferenceRequest, MetadataTensor, Parameters
 from openmaas.registry.entities import ModelVersion
-from openmaas.serving.engine import InferenceEngine
+from openmaas.serving.engine import InferenceEngine, version_key
 from openmaas.tasks.catalogue import find_task, registered_tasks
 from openmaas.tasks.contract import TaskContract
 from openmaas.tasks.tensors import ModelFacts, TensorSpec, typed_param
@@ -46,7 +46,7 @@ def v2_contract(version: ModelVersion) -> AnyContract:
 
 
 def facts(engine: InferenceEngine, version: ModelVersion) -> ModelFacts:
-    resident = engine.pool.get_loaded((version.model, version.version))
+    resident = engine.pool.get_loaded(version_key(version))
     return ModelFacts(resident.model if resident is not None else None, version.params)
 
 

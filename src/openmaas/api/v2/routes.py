@@ -59,7 +59,9 @@ from openmaas.protocol.v2 import (
     ServerMetadataResponse,
     ServerReadyResponse,
 )
-from openmaas.serving.engine import InferenceEngine
+from openmaas.registry.entities import ModelVersion
+from openmaas.registry.names import qualified
+from openmaas.serving.engine import InferenceEngine, version_key
 
 # Health answers without a key (orchestrators probe it); every other route needs one: server
 # metadata any key, the others the scopes below.
@@ -110,7 +112,9 @@ async def get_model_metadata(
     version = await engine.resolve(_reference(model_name, model_version), caller=who)
     # The engine's resolve checked that the caller may see the model.
     versions = await asyncio.to_thread(
-        engine.registry.store.list_versions, version.model, caller=SYSTEM
+        engine.registry.store.list_versions,
+        qualified(version.project, version.model),
+        caller=SYSTEM,
     )
     known = facts(engine, version)
     return ModelMetadataResponse(
@@ -222,7 +226,7 @@ async def index_repository(
     servable, as the ready routes answer: loaded, or loaded on its first request."""
     index_request = _parse_json(await request.body(), RepositoryIndexRequest)
     versions = await engine.list_versions(caller=who)
-    entries = [_index_entry(engine, v.model, v.version) for v in versions]
+    entries = [_index_entry(engine, address, v) for address, v in versions]
     if index_request.ready:
         entries = [e for e in entries if e.state == "READY"]
     return sorted(entries, key=lambda e: (e.name, int(e.version)))
@@ -288,14 +292,15 @@ def _model_ready(body: ModelReadyResponse, status_code: int) -> JSONResponse:
     return JSONResponse(body.model_dump(exclude_none=True), status_code=status_code)
 
 
-def _index_entry(engine: InferenceEngine, name: str, version: int) -> RepositoryIndexEntry:
-    key = (name, version)
+def _index_entry(engine: InferenceEngine, name: str, version: ModelVersion) -> RepositoryIndexEntry:
+    """`version` listed under `name`, the caller's name for its model."""
+    key, number = version_key(version), str(version.version)
     if engine.pool.is_held(key):
         return RepositoryIndexEntry(
-            name=name, version=str(version), state="UNAVAILABLE", reason="unloaded"
+            name=name, version=number, state="UNAVAILABLE", reason="unloaded"
         )
     reason = "" if engine.pool.is_loaded(key) else "not loaded: loads on its first request"
-    return RepositoryIndexEntry(name=name, version=str(version), state="READY", reason=reason)
+    return RepositoryIndexEntry(name=name, version=number, state="READY", reason=reason)
 
 
 def _config_tensor(tensor: MetadataTensor, batched: bool) -> dict[str, Any]:
