@@ -18,13 +18,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from openmaas.auth.entities import SYSTEM
-from openmaas.errors import NotFound
+from openmaas.auth.access import can_see, check_changeable, is_admin
+from openmaas.auth.entities import SYSTEM, Principal
+from openmaas.errors import InvalidRequest, NotFound
 from openmaas.jobs.context import finite
 from openmaas.jobs.entities import Job
 from openmaas.protocol.common import parse_decimal
 from openmaas.registry.composition import Registry
 from openmaas.registry.entities import Lineage, ModelVersion
+from openmaas.registry.names import check_model_name
 from openmaas.registry.registration import VersionSpec
 from openmaas.registry.sources import plan_directory
 
@@ -67,6 +69,30 @@ def publish(registry: Registry, job: Job, output: JobOutput) -> str:
     )
     explicit = bool(job.options.get("explicit_model_name"))
     return f"{version.model}:{version.version}" if explicit else version.model
+
+
+def check_publishable_name(registry: Registry, name: str, project: str, caller: Principal) -> None:
+    """A job of `caller` may publish under `name`: a new model, or one of its project's
+    (any, for an admin); 400 `name_taken` otherwise."""
+    check_model_name(name)
+    try:
+        existing = registry.get_model(name, caller=SYSTEM)
+    except NotFound:
+        registry.registration.check_unreserved(name, caller=caller)
+        return
+    if is_admin(caller):
+        return
+    # As registration answers: a tenant publishes into its own private models only; a
+    # public one is read-only (403), and a hidden one's name is just "not available".
+    if can_see(existing.project, existing.public, caller):
+        check_changeable(existing.name, existing.project, existing.public, caller)
+        if existing.project == project:
+            return
+    raise InvalidRequest(
+        f"the model name {name!r} is not available; choose another",
+        param="model_name",
+        code="name_taken",
+    )
 
 
 def registered_by(registry: Registry, job: Job) -> ModelVersion | None:

@@ -21,12 +21,13 @@ from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import select
 
-from openmaas.auth.access import can_see, check_changeable, is_admin
+from openmaas.auth.access import can_see, is_admin
 from openmaas.auth.entities import SYSTEM, Principal
 from openmaas.errors import InvalidRequest, NotFound
 from openmaas.jobs.context import CREATED_BY_ADMIN
 from openmaas.jobs.entities import TRAINING, Job, NewJob
 from openmaas.jobs.kinds import Admission
+from openmaas.jobs.publish import check_publishable_name
 from openmaas.registry.composition import Registry
 from openmaas.registry.entities import VersionPin
 from openmaas.registry.names import check_alias, check_model_name
@@ -81,10 +82,11 @@ def build_job_service(
     *,
     extra_kinds: Sequence[JobKind] = (),
 ) -> JobService:
-    """The job service of a server process, from its settings: the training kind and
-    `extra_kinds` (the server adds batches)."""
+    """The job service of a server process, from its settings: the training and
+    optimization kinds and `extra_kinds` (the server adds batches)."""
     from openmaas.datasets.service import DatasetService
     from openmaas.jobs.service import JobService
+    from openmaas.optimize.kind import OptimizationJobKind
 
     training = TrainingJobKind(
         db,
@@ -94,7 +96,7 @@ def build_job_service(
     )
     return JobService(
         db,
-        kinds=[training, *extra_kinds],
+        kinds=[training, OptimizationJobKind(registry=registry), *extra_kinds],
         heartbeat_timeout_s=settings.job_heartbeat_timeout_s,
         max_attempts=settings.job_max_attempts,
     )
@@ -380,25 +382,7 @@ class TrainingJobKind:
         return suffix
 
     def _check_model_name(self, name: str, project: str, caller: Principal) -> None:
-        check_model_name(name)
-        try:
-            existing = self.registry.get_model(name, caller=SYSTEM)
-        except NotFound:
-            self.registry.registration.check_unreserved(name, caller=caller)
-            return
-        if is_admin(caller):
-            return
-        # As registration answers: a tenant publishes into its own private models only; a
-        # public one is read-only (403), and a hidden one's name is just "not available".
-        if can_see(existing.project, existing.public, caller):
-            check_changeable(existing.name, existing.project, existing.public, caller)
-            if existing.project == project:
-                return
-        raise InvalidRequest(
-            f"the model name {name!r} is not available; choose another",
-            param="model_name",
-            code="name_taken",
-        )
+        check_publishable_name(self.registry, name, project, caller)
 
 
 def _default_task(recipe: Recipe, file_task: str | None) -> str:
