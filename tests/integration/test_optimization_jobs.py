@@ -198,3 +198,19 @@ def test_another_kinds_job_is_not_an_optimization_job(sdk: Client) -> None:
     with pytest.raises(APIError) as caught:
         sdk.get_optimization_job("ftjob-000000000000000000000000")
     assert caught.value.status_code == 404
+
+
+def test_an_export_outside_the_tolerance_fails_the_job_and_registers_nothing(
+    sdk: Client, encoder: str
+) -> None:
+    job = sdk.create_optimization_job(
+        encoder, "onnx", settings={"atol": 1e-12}, model_name="tiny-encoder-strict"
+    )
+    job = finished(sdk, job.id)
+    assert job.status == "failed"
+    assert job.error is not None
+    assert job.error["code"] == "optimization_failed"
+    assert "above the tolerance atol=1e-12" in job.error["message"]
+    with pytest.raises(APIError) as caught:
+        sdk.resolve("tiny-encoder-strict")
+    assert caught.value.status_code == 404
