@@ -4,7 +4,10 @@ with lineage and measured deltas, and served next to its parent."""
 
 from __future__ import annotations
 
+import json
 import os
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -214,3 +217,45 @@ def test_an_export_outside_the_tolerance_fails_the_job_and_registers_nothing(
     with pytest.raises(APIError) as caught:
         sdk.resolve("tiny-encoder-strict")
     assert caught.value.status_code == 404
+
+
+def cli(server: RunningServer, *args: str) -> subprocess.CompletedProcess[str]:
+    env = {
+        **os.environ,
+        "OPENMAAS_URL": server.url,
+        "OPENMAAS_API_KEY": server.key,
+        "PYTHONPATH": os.pathsep.join([str(ROOT / "src"), str(ROOT)]),
+    }
+    return subprocess.run(
+        [sys.executable, "-m", "openmaas.cli.main", *args],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+
+
+def test_the_cli_runs_a_job_waits_for_it_and_lists_it(
+    server: RunningServer, classifier: str
+) -> None:
+    ran = cli(
+        server,
+        "optimize",
+        "run",
+        classifier,
+        "onnx",
+        "--set",
+        "atol=0.001",
+        "--model-name",
+        "tiny-classifier-cli",
+        "--json",
+    )
+    assert ran.returncode == 0, ran.stderr
+    job = json.loads(ran.stdout)
+    assert (job["status"], job["optimized_model"]) == ("succeeded", "tiny-classifier-cli:1")
+    assert job["settings"] == {"atol": 0.001}
+    assert job["metrics"]["builtin_agreement_with_parent"] == 1.0
+    listed = cli(server, "optimize", "list")
+    assert listed.returncode == 0, listed.stderr
+    assert job["id"] in listed.stdout
