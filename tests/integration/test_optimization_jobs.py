@@ -21,7 +21,7 @@ from openmaas import APIError, Client
 from openmaas.protocol.optimization import OptimizationJobOut
 from tests.integration.conftest import RunningServer, start_server, stop_server
 from tests.integration.waiting import wait_for
-from tests.runtimes.tiny_models import build_bert
+from tests.runtimes.tiny_models import build_bert, minilm_path
 
 ROOT = Path(__file__).resolve().parents[2]
 TEXTS = ["what a delight", "a dreary, joyless mess of a film", "ok"]
@@ -178,6 +178,23 @@ def test_an_onnx_version_can_be_quantized_in_turn(
     quantized = embeddings(oai, "tiny-encoder-fp32-int8")
     cosine = (parent * quantized).sum(axis=1)  # both l2-normalized
     assert cosine.min() > 0.9
+
+
+def test_minilm_quantized_to_int8_keeps_its_vectors_and_is_smaller(
+    sdk: Client, oai: openai.OpenAI
+) -> None:
+    """The packaged all-MiniLM-L6-v2 (a sentence-transformers directory: pooling and
+    normalization from its modules), exported and quantized in one job."""
+    sdk.upload("minilm", minilm_path(), task="embedding")
+    job = finished(sdk, sdk.create_optimization_job("minilm", "quantize").id)
+    assert job.status == "succeeded", job.error
+    version = sdk.resolve("minilm-int8")
+    assert (version.params["pooling"], version.params["normalize"]) == ("mean", "l2")
+    assert version.metrics["export_max_abs_difference"] <= 1e-4
+    assert version.metrics["builtin_mean_cosine_to_parent"] >= 0.98
+    assert version.metrics["size_ratio"] < 0.75  # the encoder's matrices in int8
+    parent, quantized = embeddings(oai, "minilm"), embeddings(oai, "minilm-int8")
+    assert (parent * quantized).sum(axis=1).mean() >= 0.98
 
 
 def test_bad_requests_name_the_problem(sdk: Client, encoder: str) -> None:
