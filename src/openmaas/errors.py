@@ -179,6 +179,13 @@ class ModelLoadFailed(OpenMaaSError):
     code = "model_load_failed"
 
 
+class OptimizationFailed(OpenMaaSError):
+    """An optimization job's result does not serve like its parent (outside the tolerance),
+    or the export or quantization itself failed: the job fails with this message."""
+
+    code = "optimization_failed"
+
+
 class ModelNotLoaded(Conflict):
     code = "model_not_loaded"
 

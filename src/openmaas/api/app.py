@@ -16,7 +16,16 @@ from contextlib import asynccontextmanager
 from fastapi import Depends, FastAPI
 
 from openmaas import __version__
-from openmaas.api.admin import audit, catalog, datasets, keys, registry, training, usage
+from openmaas.api.admin import (
+    audit,
+    catalog,
+    datasets,
+    keys,
+    optimization,
+    registry,
+    training,
+    usage,
+)
 from openmaas.api.authentication import AuthenticationMiddleware
 from openmaas.api.batch_dispatch import InProcessDispatch
 from openmaas.api.deps import requires
@@ -120,6 +129,7 @@ def build_app(settings: Settings, services: Services | None = None) -> FastAPI:
         datasets: requires(Scope.TRAINING),
         fine_tuning: requires(Scope.TRAINING),
         training: requires(Scope.TRAINING),
+        optimization: requires(Scope.TRAINING),
     }
     routes = RouteTable([(module.router, guard) for module, guard in guards.items()])
     app.add_middleware(

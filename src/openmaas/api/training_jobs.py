@@ -35,29 +35,39 @@ def training_kind(jobs: JobService) -> TrainingJobKind:
 
 
 async def create_job(
-    services: Services, principal: Principal, auditor: Auditor, request: JobRequest
+    services: Services,
+    principal: Principal,
+    auditor: Auditor,
+    request: JobRequest | Any,
+    *,
+    kind: str = TRAINING,
 ) -> Job:
-    """Validate (400 naming the problem), charge the daily quota, record, audit."""
+    """Validate (400 naming the problem), charge the daily quota, record, audit. Jobs of
+    other kinds that train or build models (`optimization`) share the quota and audit."""
     jobs = services.jobs
     prepared = await run_in_threadpool(
-        functools.partial(jobs.prepare, TRAINING, request, caller=principal)
+        functools.partial(jobs.prepare, kind, request, caller=principal)
     )
     await services.limits.charge_training_job(principal)  # 429 when the quota is used up
     try:
         return await run_in_threadpool(functools.partial(jobs.submit, prepared, caller=principal))
     finally:
         # Recorded whether its files passed or failed the job: the job exists either way.
-        await run_in_threadpool(_audit_created, services, principal, auditor, prepared.id)
+        await run_in_threadpool(_audit_created, services, principal, auditor, prepared.id, kind)
 
 
-def _audit_created(services: Services, principal: Principal, auditor: Auditor, job_id: str) -> None:
-    job = services.jobs.get(job_id, caller=principal, kind=TRAINING)
+def _audit_created(
+    services: Services, principal: Principal, auditor: Auditor, job_id: str, kind: str
+) -> None:
+    job = services.jobs.get(job_id, caller=principal, kind=kind)
     auditor.record("job.create", f"jobs/{job.id}", after=_audit_state(job))
 
 
-def cancel_job(services: Services, principal: Principal, auditor: Auditor, job_id: str) -> Job:
-    before = services.jobs.get(job_id, caller=principal, kind=TRAINING)
-    job = services.jobs.cancel(job_id, caller=principal, kind=TRAINING)
+def cancel_job(
+    services: Services, principal: Principal, auditor: Auditor, job_id: str, kind: str = TRAINING
+) -> Job:
+    before = services.jobs.get(job_id, caller=principal, kind=kind)
+    job = services.jobs.cancel(job_id, caller=principal, kind=kind)
     if (before.status, before.cancel_requested) != (job.status, job.cancel_requested):
         auditor.record(
             "job.cancel", f"jobs/{job.id}", before=_audit_state(before), after=_audit_state(job)
@@ -86,6 +96,7 @@ async def cancel_and_wait(
 
 def _audit_state(job: Job) -> dict[str, Any]:
     return {
+        "kind": job.kind,
         "status": job.status.value,
         "cancel_requested": job.cancel_requested,
         "recipe": job.recipe,

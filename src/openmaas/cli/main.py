@@ -27,6 +27,7 @@ from openmaas.cli import (
     datasets,
     keys,
     models,
+    optimize,
     usage,
     versions,
 )
@@ -87,6 +88,7 @@ app.command("audit")(audit.show_audit)
 app.command("train")(train)
 app.add_typer(jobs_app, name="jobs")
 app.add_typer(batches.app, name="batches")
+app.add_typer(optimize.app, name="optimize")
 app.command(help="Run training workers without a server (against the server's database).")(worker)
 
 

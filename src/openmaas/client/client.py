@@ -32,6 +32,7 @@ from openmaas.client.datasets import DatasetsResource
 from openmaas.client.jobs import JobsResource
 from openmaas.client.metering import MeteringResource
 from openmaas.client.models import ModelsResource
+from openmaas.client.optimization import OptimizationResource
 from openmaas.client.transport import DEFAULT_MAX_RETRIES
 
 DEFAULT_URL = "http://127.0.0.1:8000"
@@ -47,6 +48,7 @@ class Client(
     AdminResource,
     DatasetsResource,
     JobsResource,
+    OptimizationResource,
     BatchesResource,
     MeteringResource,
 ):

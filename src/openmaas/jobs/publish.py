@@ -18,14 +18,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from openmaas.auth.entities import SYSTEM
+from openmaas.auth.entities import SYSTEM, Principal
 from openmaas.errors import NotFound
 from openmaas.jobs.context import finite
 from openmaas.jobs.entities import Job
 from openmaas.protocol.common import parse_decimal
 from openmaas.registry.composition import Registry
 from openmaas.registry.entities import Lineage, ModelVersion
-from openmaas.registry.names import qualified
+from openmaas.registry.names import check_model_name, qualified
 from openmaas.registry.registration import VersionSpec
 from openmaas.registry.sources import plan_directory
 
@@ -71,6 +71,15 @@ def publish(registry: Registry, job: Job, output: JobOutput) -> str:
     )
     explicit = bool(job.options.get("explicit_model_name"))
     return f"{version.model}:{version.version}" if explicit else version.model
+
+
+def check_publishable_name(registry: Registry, name: str, project: str, caller: Principal) -> None:
+    """Refuse now a name a job of `caller` could not publish into, with registration's
+    answers: a tenant publishes into its own project's private models (new or existing); a
+    public model or a catalog name is read-only to it. Names are each project's own, so
+    another project's hidden model of that name is no obstacle."""
+    check_model_name(name)
+    registry.registration.check_target(name, VersionSpec(project=project), caller)
 
 
 def registered_by(registry: Registry, job: Job) -> ModelVersion | None:

@@ -142,6 +142,7 @@ class Worker:
         cls, settings: Settings, *, worker_id: str, parent_pid: int | None = None
     ) -> Worker:
         from openmaas.datasets.service import DatasetService
+        from openmaas.optimize.kind import OptimizationJobKind
         from openmaas.training.kind import TrainingJobKind
         from openmaas.training.requests import load_recipes
         from openmaas.wiring import build_artifact_store, build_registry
@@ -165,7 +166,7 @@ class Worker:
                 heartbeat_timeout_s=settings.job_heartbeat_timeout_s,
                 max_attempts=settings.job_max_attempts,
             ),
-            kinds=[training],
+            kinds=[training, OptimizationJobKind(registry=registry)],
             registry=registry,
             home=settings.home,
             heartbeat_s=settings.job_heartbeat_s,

@@ -27,10 +27,10 @@ from openmaas.errors import InvalidRequest, NotFound
 from openmaas.jobs.context import CREATED_BY_ADMIN
 from openmaas.jobs.entities import TRAINING, Job, NewJob
 from openmaas.jobs.kinds import Admission
+from openmaas.jobs.publish import check_publishable_name
 from openmaas.registry.composition import Registry
 from openmaas.registry.entities import VersionPin
 from openmaas.registry.names import check_alias, check_model_name, qualified
-from openmaas.registry.registration import VersionSpec
 from openmaas.settings import Settings
 from openmaas.store.database import Database
 from openmaas.store.tables import DatasetRow
@@ -82,10 +82,11 @@ def build_job_service(
     *,
     extra_kinds: Sequence[JobKind] = (),
 ) -> JobService:
-    """The job service of a server process, from its settings: the training kind and
-    `extra_kinds` (the server adds batches)."""
+    """The job service of a server process, from its settings: the training and
+    optimization kinds and `extra_kinds` (the server adds batches)."""
     from openmaas.datasets.service import DatasetService
     from openmaas.jobs.service import JobService
+    from openmaas.optimize.kind import OptimizationJobKind
 
     training = TrainingJobKind(
         db,
@@ -95,7 +96,7 @@ def build_job_service(
     )
     return JobService(
         db,
-        kinds=[training, *extra_kinds],
+        kinds=[training, OptimizationJobKind(registry=registry), *extra_kinds],
         heartbeat_timeout_s=settings.job_heartbeat_timeout_s,
         max_attempts=settings.job_max_attempts,
     )
@@ -383,12 +384,7 @@ class TrainingJobKind:
         return suffix
 
     def _check_model_name(self, name: str, project: str, caller: Principal) -> None:
-        """Refuse now a name the job could not publish into, with registration's answers:
-        a tenant publishes into its own project's private models (new or existing); a public
-        model or a catalog name is read-only to it. Names are each project's own, so another
-        project's hidden model of that name is no obstacle."""
-        check_model_name(name)
-        self.registry.registration.check_target(name, VersionSpec(project=project), caller)
+        check_publishable_name(self.registry, name, project, caller)
 
 
 def _default_task(recipe: Recipe, file_task: str | None) -> str:

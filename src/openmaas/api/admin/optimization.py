@@ -1,0 +1,91 @@
+"""`/v1/optimization/jobs`: a registered model exported to ONNX or quantized, registered as
+a new version with lineage and measured deltas (`optimize/`). Create and cancel share the
+training jobs' steps (`api/training_jobs.py`): the daily `training_jobs_per_day` quota,
+validation and audit events (`jobs/<id>`). Another project's job answers 404.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from fastapi import APIRouter, Query, status
+
+from openmaas.api.auditor import AuditorDep
+from openmaas.api.convert.optimization import optimization_job_out
+from openmaas.api.convert.training import training_event_out
+from openmaas.api.deps import PrincipalDep, ServicesDep
+from openmaas.api.json_body import StrictJSONRoute
+from openmaas.api.training_jobs import cancel_job, create_job
+from openmaas.optimize.kind import OPTIMIZATION
+from openmaas.optimize.requests import OptimizationRequest
+from openmaas.protocol.common import MAX_ROW_ID
+from openmaas.protocol.optimization import OptimizationJobCreate, OptimizationJobOut
+from openmaas.protocol.training import PageOut, TrainingEventOut
+
+router = APIRouter(route_class=StrictJSONRoute, prefix="/v1/optimization", tags=["optimization"])
+
+MAX_PAGE = 100
+MAX_EVENTS_PAGE = 1000
+
+
+@router.post("/jobs", status_code=status.HTTP_201_CREATED)
+async def create_optimization_job(
+    body: OptimizationJobCreate,
+    services: ServicesDep,
+    principal: PrincipalDep,
+    auditor: AuditorDep,
+) -> OptimizationJobOut:
+    request = OptimizationRequest(
+        model=body.model,
+        method=body.method,
+        settings=body.settings,
+        model_name=body.model_name,
+        alias=body.alias,
+    )
+    job = await create_job(services, principal, auditor, request, kind=OPTIMIZATION)
+    return optimization_job_out(job)
+
+
+@router.get("/jobs")
+def list_optimization_jobs(
+    services: ServicesDep,
+    principal: PrincipalDep,
+    after: Annotated[str | None, Query(max_length=64, description="Last id of a page.")] = None,
+    limit: Annotated[int, Query(ge=1, le=MAX_PAGE)] = 20,
+) -> PageOut[OptimizationJobOut]:
+    """Newest first."""
+    page = services.jobs.list(caller=principal, kind=OPTIMIZATION, after=after, limit=limit)
+    return PageOut(data=[optimization_job_out(job) for job in page.items], has_more=page.has_more)
+
+
+@router.get("/jobs/{job_id}")
+def get_optimization_job(
+    job_id: str, services: ServicesDep, principal: PrincipalDep
+) -> OptimizationJobOut:
+    return optimization_job_out(services.jobs.get(job_id, caller=principal, kind=OPTIMIZATION))
+
+
+@router.post("/jobs/{job_id}/cancel")
+def cancel_optimization_job(
+    job_id: str, services: ServicesDep, principal: PrincipalDep, auditor: AuditorDep
+) -> OptimizationJobOut:
+    """A job not started yet is cancelled at once; a running one stops at its next step."""
+    return optimization_job_out(cancel_job(services, principal, auditor, job_id, OPTIMIZATION))
+
+
+@router.get("/jobs/{job_id}/events")
+def list_optimization_job_events(
+    job_id: str,
+    services: ServicesDep,
+    principal: PrincipalDep,
+    after: Annotated[
+        int | None, Query(ge=0, le=MAX_ROW_ID, description="Last event id seen.")
+    ] = None,
+    limit: Annotated[int, Query(ge=1, le=MAX_EVENTS_PAGE)] = 100,
+    order: Annotated[Literal["asc", "desc"], Query()] = "asc",
+) -> PageOut[TrainingEventOut]:
+    """Oldest first by default: pass the last id you saw as `after` to follow a job."""
+    page = services.jobs.events(
+        job_id, caller=principal, kind=OPTIMIZATION, after=after, limit=limit, order=order
+    )
+    return PageOut(data=[training_event_out(event) for event in page.items], has_more=page.has_more)

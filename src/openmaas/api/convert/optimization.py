@@ -1,0 +1,32 @@
+"""Optimization jobs as wire models."""
+
+from __future__ import annotations
+
+from openmaas.jobs.entities import Job
+from openmaas.protocol.optimization import OptimizationJobOut
+
+
+def optimization_job_out(job: Job) -> OptimizationJobOut:
+    parent = job.options.get("base_version")
+    return OptimizationJobOut(
+        id=job.id,
+        project=job.project,
+        created_by=job.created_by,
+        status=job.status.value,
+        method=job.recipe,
+        task=job.task,
+        model=job.base_model or "",
+        parent_version=str(parent) if parent else None,
+        settings=dict(job.hyperparameters),
+        model_name=job.model_name,
+        alias=job.alias,
+        optimized_model=job.fine_tuned_model,
+        metrics=dict(job.metrics),
+        error=dict(job.error) if job.error else None,
+        cancel_requested=job.cancel_requested,
+        attempts=job.attempts,
+        worker_id=job.worker_id,
+        created_at=job.created_at,
+        started_at=job.started_at,
+        finished_at=job.finished_at,
+    )

@@ -1,0 +1,87 @@
+"""Optimization jobs: a registered model exported to ONNX or quantized to int8, registered
+as a new version with the deltas measured against its parent.
+
+Example::
+
+    job = client.create_optimization_job("all-minilm-l6-v2", "quantize")
+    job = client.wait_for_optimization_job(job.id)
+    print(job.optimized_model, job.metrics["throughput_speedup_batch32"])
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping
+from typing import Any
+
+from openmaas.client.resource import Resource, segment
+from openmaas.protocol.optimization import OptimizationJobCreate, OptimizationJobOut
+from openmaas.protocol.training import PageOut, TrainingEventOut
+
+
+class OptimizationResource(Resource):
+    """`/v1/optimization/jobs`."""
+
+    def create_optimization_job(
+        self,
+        model: str,
+        method: str,
+        *,
+        settings: Mapping[str, Any] | None = None,
+        model_name: str | None = None,
+        alias: str | None = None,
+    ) -> OptimizationJobOut:
+        """Queue an optimization job (`onnx` or `quantize`) of the registered `model`; on
+        success it registers `model_name` (default `<model>-onnx` / `<model>-int8`)."""
+        body = OptimizationJobCreate(
+            model=model,
+            method=method,
+            settings=dict(settings or {}),
+            model_name=model_name,
+            alias=alias,
+        )
+        payload = body.model_dump(mode="json", exclude_none=True)
+        return self._one("POST", "/v1/optimization/jobs", OptimizationJobOut, json=payload)
+
+    def list_optimization_jobs(
+        self, *, after: str | None = None, limit: int = 20
+    ) -> PageOut[OptimizationJobOut]:
+        """Newest first; pass the last id as `after` for the next page."""
+        params: dict[str, str | int] = {"limit": limit}
+        if after is not None:
+            params["after"] = after
+        path = "/v1/optimization/jobs"
+        return self._one("GET", path, PageOut[OptimizationJobOut], params=params)
+
+    def get_optimization_job(self, job_id: str) -> OptimizationJobOut:
+        return self._one("GET", _job_path(job_id), OptimizationJobOut)
+
+    def cancel_optimization_job(self, job_id: str) -> OptimizationJobOut:
+        return self._one("POST", f"{_job_path(job_id)}/cancel", OptimizationJobOut)
+
+    def optimization_job_events(
+        self, job_id: str, *, after: int | None = None, limit: int = 100
+    ) -> PageOut[TrainingEventOut]:
+        """Oldest first; pass the last id as `after` to follow the job."""
+        params: dict[str, str | int] = {"limit": limit}
+        if after is not None:
+            params["after"] = after
+        path = f"{_job_path(job_id)}/events"
+        return self._one("GET", path, PageOut[TrainingEventOut], params=params)
+
+    def wait_for_optimization_job(
+        self, job_id: str, *, poll_s: float = 1.0, timeout_s: float | None = None
+    ) -> OptimizationJobOut:
+        """Block until the job has finished (succeeded, failed or cancelled)."""
+        deadline = None if timeout_s is None else time.monotonic() + timeout_s
+        while True:
+            job = self.get_optimization_job(job_id)
+            if job.finished:
+                return job
+            if deadline is not None and time.monotonic() >= deadline:
+                raise TimeoutError(f"job {job_id} is still {job.status} after {timeout_s} s")
+            time.sleep(poll_s)
+
+
+def _job_path(job_id: str) -> str:
+    return f"/v1/optimization/jobs/{segment(job_id)}"

@@ -1,0 +1,146 @@
+"""Optimization as a job kind: a registered model exported to ONNX or quantized to int8,
+registered as a new version with lineage and the deltas measured against its parent.
+
+`prepare` resolves and pins the parent, checks that the method applies to it (a 400 naming
+the methods that do) and resolves the method's settings; there are no input files, so
+`check_inputs` only queues the job; `run` (`optimize.runner`) does the work on a worker.
+
+Example::
+
+    kind = OptimizationJobKind(registry=registry)
+    jobs = JobService(db, kinds=[training, kind])
+    job = jobs.create("optimization", OptimizationRequest("all-minilm-l6-v2", "quantize"),
+                      caller=caller)
+"""
+
+from __future__ import annotations
+
+import secrets
+from typing import TYPE_CHECKING
+
+from openmaas.auth.access import can_see, is_admin
+from openmaas.auth.entities import SYSTEM, Principal
+from openmaas.errors import InvalidRequest, NotFound
+from openmaas.jobs.context import CREATED_BY_ADMIN
+from openmaas.jobs.entities import Job, NewJob
+from openmaas.jobs.kinds import Admission
+from openmaas.jobs.publish import check_publishable_name
+from openmaas.optimize.requests import (
+    METHOD_RUNTIMES,
+    NAME_SUFFIXES,
+    TASKS,
+    OptimizationRequest,
+    check_method,
+    check_settings,
+    methods_for,
+)
+from openmaas.registry.composition import Registry
+from openmaas.registry.entities import ModelVersion
+from openmaas.registry.names import check_alias, qualified
+
+if TYPE_CHECKING:
+    from openmaas.jobs.context import JobContext
+    from openmaas.jobs.publish import JobOutput
+
+OPTIMIZATION = "optimization"
+MAX_MODEL_NAME_CHARS = 128
+
+
+def new_job_id() -> str:
+    return f"optjob-{secrets.token_hex(12)}"
+
+
+class OptimizationJobKind:
+    """The `optimization` job kind (see the module's docstring)."""
+
+    name = OPTIMIZATION
+    failure_code = "optimization_failed"
+
+    def __init__(self, *, registry: Registry) -> None:
+        self.registry = registry
+
+    def prepare(self, request: OptimizationRequest, *, caller: Principal) -> NewJob:
+        check_method(request.method)
+        parent = self._parent(request.model, caller)
+        if request.method not in methods_for(parent.runtime, parent.task):
+            applicable = methods_for(parent.runtime, parent.task)
+            raise InvalidRequest(
+                f"method {request.method!r} does not apply to {parent.model}:{parent.version} "
+                f"(a {parent.runtime} {parent.task} model); "
+                + (
+                    f"methods that do: {', '.join(applicable)}"
+                    if applicable
+                    else f"optimization jobs take {' and '.join(sorted(TASKS))} models of "
+                    f"runtime {' or '.join(sorted(set().union(*METHOD_RUNTIMES.values())))}"
+                ),
+                param="method",
+                code="method_not_applicable",
+            )
+        settings = check_settings(request.method, request.settings)
+        model_name = request.model_name or _derived_name(parent.model, request.method)
+        check_publishable_name(self.registry, model_name, caller.project, caller)
+        if request.alias is not None:
+            check_alias(request.alias)
+        # Pinned by row id and digest: a parent deleted (and its name registered again)
+        # before the job runs fails the job; it never optimizes another model.
+        exact = qualified(parent.project, parent.model)
+        pin = self.registry.store.pin(exact, parent.version, caller=SYSTEM)
+        reference = f"{parent.model}:{parent.version}"
+        return NewJob(
+            id=new_job_id(),
+            kind=OPTIMIZATION,
+            project=caller.project,
+            key_id=caller.key_id or None,
+            created_by=caller.actor,
+            recipe=request.method,
+            task=parent.task,
+            base_model=request.model,
+            training_file="",
+            validation_file=None,
+            hyperparameters=settings,
+            options={
+                "method": request.method,
+                "base_version": reference,
+                "base_version_pin": pin.to_dict(),
+                "parent_runtime": parent.runtime,
+                CREATED_BY_ADMIN: is_admin(caller),
+                "explicit_model_name": request.model_name is not None,
+            },
+            suffix=None,
+            seed=0,
+            model_name=model_name,
+            alias=request.alias,
+        )
+
+    def checking_message(self, job: NewJob) -> str:
+        return f"Checking model {job.options.get('base_version')}"
+
+    def check_inputs(self, job: Job) -> Admission:
+        return Admission(
+            message=f"Job queued: {job.recipe} of {job.options.get('base_version')}",
+            data={"method": job.recipe, "parent": job.options.get("base_version")},
+        )
+
+    def run(self, context: JobContext) -> JobOutput:
+        from openmaas.optimize.runner import run_optimization
+
+        return run_optimization(self, context)
+
+    def _parent(self, reference: str, caller: Principal) -> ModelVersion:
+        try:
+            # As the caller resolves it: its own project's model of that name, else a public one.
+            version = self.registry.resolve(reference, caller=caller)
+        except (NotFound, InvalidRequest) as exc:
+            raise InvalidRequest(
+                f"model {reference!r}: {exc.message}", param="model", code="model_not_found"
+            ) from None
+        if not can_see(version.project, version.public, caller):
+            raise InvalidRequest(
+                f"model {reference!r} not found", param="model", code="model_not_found"
+            )
+        return version
+
+
+def _derived_name(parent: str, method: str) -> str:
+    suffix = f"-{NAME_SUFFIXES[method]}"
+    return parent[: MAX_MODEL_NAME_CHARS - len(suffix)] + suffix
