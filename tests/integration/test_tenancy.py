@@ -311,6 +311,15 @@ def test_a_hidden_name_is_every_other_projects_to_take(
         for m in httpx.get(f"{served.url}/v1/models", headers=bearer(served.key)).json()["data"]
     }
     assert {"tenant-holder/held-name", "tenant-prober/held-name"} <= ids
+    # The SDK takes `project/name` wherever it takes a model name.
+    assert admin.get_model("tenant-holder/held-name").project == "tenant-holder"
+    assert [v.project for v in admin.list_versions("tenant-prober/held-name")] == ["tenant-prober"]
+    moved = admin.set_alias("tenant-prober/held-name", "staging", 1, reason="sdk")
+    assert moved.event is not None
+    assert moved.event.to_version == 1
+    assert "staging" not in admin.aliases("tenant-holder/held-name")
+    assert admin.aliases("tenant-prober/held-name")["staging"] == 1
+    assert admin.compare("tenant-prober/held-name", 1, 1).a == 1
 
 
 # -- installed-package sources -------------------------------------------------------------------

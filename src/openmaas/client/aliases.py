@@ -17,7 +17,7 @@ class AliasesResource(Resource):
     """`/v1/registry/models/{name}/aliases`."""
 
     def aliases(self, name: str) -> dict[str, int]:
-        response = self._request("GET", f"{model_path(name)}/aliases")
+        response = self._request("GET", model_path(name, "/aliases"))
         data = response.json()
         return {str(alias): int(version) for alias, version in data.items()}
 
@@ -27,20 +27,20 @@ class AliasesResource(Resource):
         return self._one("PUT", _alias_path(name, alias), AliasMoveOut, json=body)
 
     def delete_alias(self, name: str, alias: str, reason: str = "") -> AliasMoveOut:
-        params = {"reason": reason} if reason else None
-        return self._one("DELETE", _alias_path(name, alias), AliasMoveOut, params=params)
+        query = {"reason": reason} if reason else {}
+        return self._one("DELETE", _alias_path(name, alias, **query), AliasMoveOut)
 
     def alias_history(self, name: str, alias: str | None = None) -> list[AliasEventOut]:
         """Alias moves of the model, oldest first; only those of `alias` when given."""
         if alias is None:
-            return self._list("GET", f"{model_path(name)}/aliases/history", AliasEventOut)
-        return self._list("GET", f"{_alias_path(name, alias)}/history", AliasEventOut)
+            return self._list("GET", model_path(name, "/aliases/history"), AliasEventOut)
+        return self._list("GET", _alias_path(name, alias, "/history"), AliasEventOut)
 
     def rollback(self, name: str, alias: str, reason: str = "") -> AliasMoveOut:
         """Move `alias` back to its previous target (409 `nothing_to_roll_back` if none)."""
-        path = f"{_alias_path(name, alias)}/rollback"
+        path = _alias_path(name, alias, "/rollback")
         return self._one("POST", path, AliasMoveOut, json={"reason": reason})
 
 
-def _alias_path(name: str, alias: str) -> str:
-    return f"{model_path(name)}/aliases/{segment(alias)}"
+def _alias_path(name: str, alias: str, rest: str = "", **query: str) -> str:
+    return model_path(name, f"/aliases/{segment(alias)}{rest}", **query)

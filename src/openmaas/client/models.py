@@ -14,6 +14,7 @@ import tempfile
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlencode
 
 from openmaas.client.packing import ProgressCallback, is_archive, pack_directory, upload_reader
 from openmaas.client.resource import Resource, segment
@@ -64,7 +65,7 @@ class ModelsResource(Resource):
 
     def model_history(self, name: str) -> list[MetadataEditOut]:
         """Every metadata edit of the model and of its versions, oldest first."""
-        return self._list("GET", f"{model_path(name)}/history", MetadataEditOut)
+        return self._list("GET", model_path(name, "/history"), MetadataEditOut)
 
     # -- registration --------------------------------------------------------------------
 
@@ -93,7 +94,7 @@ class ModelsResource(Resource):
         meta = _metadata(task, runtime, format, description, tags, params, metrics, lineage, alias)
         body = RegisterRequest(source=source, **meta.model_dump())
         return self._one(
-            "POST", f"{model_path(name)}/versions", VersionOut, json=body.model_dump(mode="json")
+            "POST", model_path(name, "/versions"), VersionOut, json=body.model_dump(mode="json")
         )
 
     def upload(
@@ -144,7 +145,7 @@ class ModelsResource(Resource):
             data = {"metadata": meta.model_dump_json()}
             return self._one(
                 "POST",
-                f"{model_path(name)}/versions/upload",
+                model_path(name, "/versions/upload"),
                 VersionOut,
                 files=files,
                 data=data,
@@ -154,7 +155,7 @@ class ModelsResource(Resource):
     # -- versions ------------------------------------------------------------------------
 
     def list_versions(self, name: str) -> list[VersionOut]:
-        return self._list("GET", f"{model_path(name)}/versions", VersionOut)
+        return self._list("GET", model_path(name, "/versions"), VersionOut)
 
     def get_version(self, name: str, version: int) -> VersionOut:
         return self._one("GET", version_path(name, version), VersionOut)
@@ -176,27 +177,33 @@ class ModelsResource(Resource):
         self._request("DELETE", version_path(name, version))
 
     def version_history(self, name: str, version: int) -> list[MetadataEditOut]:
-        return self._list("GET", f"{version_path(name, version)}/history", MetadataEditOut)
+        return self._list("GET", version_path(name, version, "/history"), MetadataEditOut)
 
     def verify(self, name: str, version: int) -> VerifyOut:
         """Re-hash every stored file of a version against its manifest."""
-        return self._one("POST", f"{version_path(name, version)}/verify", VerifyOut)
+        return self._one("POST", version_path(name, version, "/verify"), VerifyOut)
 
     def compare(self, name: str, a: int, b: int) -> CompareOut:
         """Metrics, params, files and lineage of version `a` against version `b`."""
-        return self._one("GET", f"{model_path(name)}/compare", CompareOut, params={"a": a, "b": b})
+        return self._one("GET", model_path(name, "/compare", a=a, b=b), CompareOut)
 
     def resolve(self, ref: str) -> VersionOut:
         """The version `name` (production, else newest), `name@alias` or `name:N` means."""
         return self._one("GET", "/v1/registry/resolve", VersionOut, params={"ref": ref})
 
 
-def model_path(name: str) -> str:
-    return f"/v1/registry/models/{segment(name)}"
+def model_path(name: str, rest: str = "", **query: str | int) -> str:
+    """The registry path of model `name`, then `rest` and `query`. Names are each project's
+    own: `project/name` (an admin naming another project's model) travels as `?project=`."""
+    project, _, bare = name.rpartition("/")
+    if project:
+        query = {"project": project, **query}
+    path = f"/v1/registry/models/{segment(bare)}{rest}"
+    return f"{path}?{urlencode(query)}" if query else path
 
 
-def version_path(name: str, version: int) -> str:
-    return f"{model_path(name)}/versions/{segment(version)}"
+def version_path(name: str, version: int, rest: str = "") -> str:
+    return model_path(name, f"/versions/{segment(version)}{rest}")
 
 
 def _patch(description: str | None, tags: Mapping[str, str | None] | None) -> dict[str, Any]:
