@@ -111,11 +111,13 @@ class JobContext:
         state: RunState,
         should_stop: Callable[[], bool],
         device: str = "cpu",
+        threads: int | None = None,
     ) -> None:
         self.job = job
         self.worker_id = worker_id
         self.scratch = scratch  # kept across resumes of the job on this machine
         self.device = device
+        self.threads = threads  # the worker's torch threads (training_threads); None: all
         self.state = state
         self._queue = queue
         self._artifacts = artifacts

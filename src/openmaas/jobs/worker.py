@@ -268,6 +268,7 @@ class Worker:
             state=state,
             should_stop=self._should_stop,
             device=self.device,
+            threads=self.threads,
         )
         try:
             output = kind.run(context)

@@ -43,9 +43,10 @@ BUILTIN_TEXTS = (
     "This is the worst update they have ever shipped.",
 )
 QUALITY_PREFIX = "builtin_"  # the metrics' names say which texts they were measured on
-LATENCY_RUNS = 15  # single-text calls per model, after one warm-up
-THROUGHPUT_BATCH = 32
-THROUGHPUT_RUNS = 3  # batches of 32 per model; the best counts
+ROUNDS = 3  # blocks per model, in turns with the other model's
+WARMUP_CALLS = 3  # single-text calls that start each block, not counted
+LATENCY_RUNS = 8  # single-text calls per block, counted
+THROUGHPUT_BATCH = 32  # one counted batch per block, after a warm-up batch; the best counts
 
 
 @dataclass(frozen=True, slots=True)
@@ -117,30 +118,33 @@ def directory_bytes(directory: Path) -> int:
 
 
 def _p50_ms(parent: Any, child: Any, task: str, texts: Sequence[str]) -> tuple[float, float]:
-    # Interleaved, so a slow patch of the machine (another process) hits both alike.
-    outputs(parent, task, texts[:1])
-    outputs(child, task, texts[:1])
-    parent_ms: list[float] = []
-    child_ms: list[float] = []
-    for i in range(LATENCY_RUNS):
-        text = [texts[i % len(texts)]]
-        for model, times in ((parent, parent_ms), (child, child_ms)):
+    times: dict[int, list[float]] = {id(parent): [], id(child): []}
+    for model in _blocks(parent, child):
+        for _ in range(WARMUP_CALLS):
+            outputs(model, task, texts[:1])
+        for i in range(LATENCY_RUNS):
             started = time.perf_counter()
-            outputs(model, task, text)
-            times.append((time.perf_counter() - started) * 1000.0)
-    return statistics.median(parent_ms), statistics.median(child_ms)
+            outputs(model, task, [texts[i % len(texts)]])
+            times[id(model)].append((time.perf_counter() - started) * 1000.0)
+    return statistics.median(times[id(parent)]), statistics.median(times[id(child)])
 
 
 def _texts_per_s(parent: Any, child: Any, task: str, batch: Sequence[str]) -> tuple[float, float]:
-    # Interleaved like the latencies; the best run counts, since other processes on the
-    # machine only ever slow a run down.
-    outputs(parent, task, batch)
-    outputs(child, task, batch)
-    parent_rates: list[float] = []
-    child_rates: list[float] = []
-    for _ in range(THROUGHPUT_RUNS):
-        for model, rates in ((parent, parent_rates), (child, child_rates)):
-            started = time.perf_counter()
-            outputs(model, task, batch)
-            rates.append(len(batch) / max(time.perf_counter() - started, 1e-9))
-    return max(parent_rates), max(child_rates)
+    # The best run counts, since other processes on the machine only ever slow a run down.
+    rates: dict[int, list[float]] = {id(parent): [], id(child): []}
+    for model in _blocks(parent, child):
+        outputs(model, task, batch)  # warm-up
+        started = time.perf_counter()
+        outputs(model, task, batch)
+        rates[id(model)].append(len(batch) / max(time.perf_counter() - started, 1e-9))
+    return max(rates[id(parent)]), max(rates[id(child)])
+
+
+def _blocks(parent: Any, child: Any) -> list[Any]:
+    """The order of the measuring blocks: each model's calls back to back, the models taking
+    turns, which goes first alternating, so a slow patch of the machine hits both alike.
+    Never one call of each in turn: the engine just used keeps its threads spinning on the
+    cores for a while after a call (OpenMP, onnxruntime), and the other one's threads then
+    wait on them; measured call by call, both engines slowed down (MiniLM under PyTorch from
+    6 to 14 ms a text, beside onnxruntime on 2 cores)."""
+    return [m for r in range(ROUNDS) for m in ((parent, child) if r % 2 == 0 else (child, parent))]

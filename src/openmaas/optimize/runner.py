@@ -13,6 +13,7 @@ Example::
 
 from __future__ import annotations
 
+import os
 import shutil
 from collections.abc import Mapping
 from pathlib import Path
@@ -59,13 +60,11 @@ def run_optimization(kind: OptimizationJobKind, context: JobContext) -> JobOutpu
     parent = _open_parent(kind, context)
     try:
         version = parent.version
-        fp32, params = _fp32_graph(parent, work_dir, output_dir)
+        fp32, params = fp32_graph(parent, work_dir, output_dir)
         _check_stop(context, "after the export")
-        if method == ONNX:
-            shutil.copy(fp32, output_dir / GRAPH)
-        else:
+        if method != ONNX:
             context.message("Quantizing the graph's weight matrices to int8")
-            quantize_graph(fp32, output_dir / GRAPH, _quantize_settings(settings))
+        finish_graph(method, fp32, output_dir, settings)
         _check_stop(context, "after building the graph")
         metrics = _measure(context, parent, fp32, output_dir, params, settings)
     finally:
@@ -93,11 +92,21 @@ def run_optimization(kind: OptimizationJobKind, context: JobContext) -> JobOutpu
     )
 
 
-def _fp32_graph(
+def finish_graph(method: str, fp32: Path, output_dir: Path, settings: Mapping[str, Any]) -> None:
+    """The method's graph in `output_dir`: the fp32 graph itself (`onnx`), or its dynamic
+    int8 quantization (`quantize`)."""
+    if method == ONNX:
+        shutil.copy(fp32, output_dir / GRAPH)
+    else:
+        quantize_graph(fp32, output_dir / GRAPH, _quantize_settings(settings))
+
+
+def fp32_graph(
     parent: OpenedVersion, work_dir: Path, output_dir: Path
 ) -> tuple[Path, dict[str, Any]]:
     """The parent as an fp32 graph (exported, or its own), with the output's support files
-    copied and the version params the ONNX runtime needs."""
+    copied and the version params the ONNX runtime needs (`benchmarks/optimization.py`
+    builds its graphs with this and `finish_graph`, as a job does)."""
     version = parent.version
     params = {k: v for k, v in version.params.items() if k in PASSED_PARAMS}
     source = ModelSource.from_version(version, parent.directory)
@@ -142,11 +151,12 @@ def _measure(
 ) -> dict[str, float]:
     version = parent.version
     task = version.task
-    options = LoadOptions(device="cpu", threads=None)
+    threads = _measuring_threads(context, version.runtime)
+    options = LoadOptions(device="cpu", threads=threads)
     parent_model = get_runtime(version.runtime).load(
         ModelSource.from_version(version, parent.directory), options
     )
-    child = _load_onnx(output_dir, version, params, options)
+    child = load_onnx(output_dir, version, params, options)
     try:
         metrics: dict[str, float] = {}
         if version.runtime != "onnx":
@@ -175,6 +185,7 @@ def _measure(
         _check_stop(context, "before measuring speed")
         context.message("Measuring latency and throughput against the parent")
         metrics.update(measure_speed(parent_model, child, task, BUILTIN_TEXTS))
+        metrics["measured_threads"] = float(threads or os.cpu_count() or 1)
         metrics.update(size_metrics(parent.directory, output_dir))
         context.message(
             "Measured: "
@@ -186,7 +197,7 @@ def _measure(
         child.unload()
 
 
-def _load_onnx(
+def load_onnx(
     directory: Path, version: ModelVersion, params: Mapping[str, Any], options: LoadOptions
 ) -> LoadedModel:
     source = ModelSource.for_directory(
@@ -211,7 +222,7 @@ def _load_onnx_graph(
     shutil.rmtree(directory, ignore_errors=True)
     shutil.copytree(output_dir, directory)
     shutil.copy(graph, directory / GRAPH)
-    return _load_onnx(directory, version, params, options)
+    return load_onnx(directory, version, params, options)
 
 
 def _onnx_graph(directory: Path) -> Path:
@@ -221,6 +232,17 @@ def _onnx_graph(directory: Path) -> Path:
     if len(graphs) != 1:
         raise OptimizationFailed(f"the parent holds {len(graphs)} .onnx files; expected one")
     return graphs[0]
+
+
+def _measuring_threads(context: JobContext, parent_runtime: str) -> int | None:
+    """One thread count for both engines: the worker's (`training_threads`), else what torch
+    runs the parent on. Left to each library, onnxruntime would take every core while torch
+    kept the worker's threads, and the speed-up would be partly the extra cores'."""
+    if context.threads is not None or parent_runtime == "onnx":
+        return context.threads  # an ONNX parent: both on onnxruntime's default
+    import torch
+
+    return int(torch.get_num_threads())
 
 
 def _quantize_settings(settings: Mapping[str, Any]) -> QuantizeSettings:
