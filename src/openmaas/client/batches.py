@@ -11,12 +11,11 @@ Example::
 
 from __future__ import annotations
 
-import time
 from collections.abc import Mapping
 from pathlib import Path
 
 from openmaas.client.packing import ProgressCallback, upload_reader
-from openmaas.client.resource import Resource, segment
+from openmaas.client.resource import Resource, segment, wait_until
 from openmaas.protocol.batches import BatchCreate, BatchListOut, BatchOut
 from openmaas.protocol.datasets import FileDeletedOut, FileOut
 
@@ -93,14 +92,13 @@ class BatchesResource(Resource):
         self, batch_id: str, *, poll_s: float = 1.0, timeout_s: float | None = None
     ) -> BatchOut:
         """Block until the batch has finished (completed, failed, expired or cancelled)."""
-        deadline = None if timeout_s is None else time.monotonic() + timeout_s
-        while True:
-            batch = self.get_batch(batch_id)
-            if batch.status in FINISHED:
-                return batch
-            if deadline is not None and time.monotonic() >= deadline:
-                raise TimeoutError(f"batch {batch_id} is still {batch.status} after {timeout_s} s")
-            time.sleep(poll_s)
+        return wait_until(
+            lambda: self.get_batch(batch_id),
+            lambda batch: batch.status in FINISHED,
+            lambda batch: f"batch {batch_id} is still {batch.status}",
+            poll_s=poll_s,
+            timeout_s=timeout_s,
+        )
 
 
 def _batch_path(batch_id: str) -> str:

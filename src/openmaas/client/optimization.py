@@ -10,11 +10,10 @@ Example::
 
 from __future__ import annotations
 
-import time
 from collections.abc import Mapping
 from typing import Any
 
-from openmaas.client.resource import Resource, segment
+from openmaas.client.resource import Resource, segment, wait_until
 from openmaas.protocol.optimization import OptimizationJobCreate, OptimizationJobOut
 from openmaas.protocol.training import PageOut, TrainingEventOut
 
@@ -73,14 +72,13 @@ class OptimizationResource(Resource):
         self, job_id: str, *, poll_s: float = 1.0, timeout_s: float | None = None
     ) -> OptimizationJobOut:
         """Block until the job has finished (succeeded, failed or cancelled)."""
-        deadline = None if timeout_s is None else time.monotonic() + timeout_s
-        while True:
-            job = self.get_optimization_job(job_id)
-            if job.finished:
-                return job
-            if deadline is not None and time.monotonic() >= deadline:
-                raise TimeoutError(f"job {job_id} is still {job.status} after {timeout_s} s")
-            time.sleep(poll_s)
+        return wait_until(
+            lambda: self.get_optimization_job(job_id),
+            lambda job: job.finished,
+            lambda job: f"job {job_id} is still {job.status}",
+            poll_s=poll_s,
+            timeout_s=timeout_s,
+        )
 
 
 def _job_path(job_id: str) -> str:

@@ -12,6 +12,8 @@ Example::
 
 from __future__ import annotations
 
+import time
+from collections.abc import Callable
 from typing import Any, TypeVar
 from urllib.parse import quote
 
@@ -50,3 +52,26 @@ def segment(value: str | int) -> str:
     if text in (".", ".."):
         return text.replace(".", "%2E")
     return quote(text, safe="")
+
+
+Polled = TypeVar("Polled")
+
+
+def wait_until(
+    fetch: Callable[[], Polled],
+    finished: Callable[[Polled], bool],
+    describe: Callable[[Polled], str],
+    *,
+    poll_s: float,
+    timeout_s: float | None,
+) -> Polled:
+    """`fetch()` every `poll_s` until `finished` says so; TimeoutError (naming `describe` of
+    the last state) past `timeout_s`. The waits of jobs, optimization jobs and batches."""
+    deadline = None if timeout_s is None else time.monotonic() + timeout_s
+    while True:
+        state = fetch()
+        if finished(state):
+            return state
+        if deadline is not None and time.monotonic() >= deadline:
+            raise TimeoutError(f"{describe(state)} after {timeout_s} s")
+        time.sleep(poll_s)
