@@ -53,8 +53,14 @@ from openmaas.optimize.measure import (
     directory_bytes,
     measure_speed,
 )
-from openmaas.optimize.requests import ONNX, QUANTIZE
-from openmaas.optimize.runner import GRAPH, finish_graph, fp32_graph, load_onnx
+from openmaas.optimize.onnx_methods import (
+    GRAPH,
+    ONNX,
+    QUANTIZE,
+    finish_graph,
+    fp32_graph,
+    load_onnx,
+)
 from openmaas.runtimes.base import LoadedModel, LoadOptions, ModelSource, get_runtime
 from openmaas.settings import Settings
 from openmaas.tasks.embedding import Embedder

@@ -202,7 +202,9 @@ def test_minilm_quantized_to_int8_keeps_its_vectors_and_is_smaller(
 
 def test_bad_requests_name_the_problem(sdk: Client, encoder: str) -> None:
     cases: list[tuple[dict[str, Any], str]] = [
-        ({"model": encoder, "method": "prune"}, "method"),
+        ({"model": encoder, "method": "sparsify"}, "method"),
+        ({"model": encoder, "method": "onnx", "eval_file": "file-nope"}, "eval_file"),
+        ({"model": encoder, "method": "onnx", "training_file": "file-nope"}, "training_file"),
         ({"model": "no-such-model", "method": "onnx"}, "model"),
         ({"model": encoder, "method": "onnx", "settings": {"bits": 4}}, "settings.bits"),
         (
@@ -215,6 +217,16 @@ def test_bad_requests_name_the_problem(sdk: Client, encoder: str) -> None:
         with pytest.raises(APIError) as caught:
             sdk.create_optimization_job(**body)
         assert (caught.value.status_code, caught.value.param) == (400, param), body
+
+
+def test_the_methods_are_listed_with_their_settings(server: RunningServer, sdk: Client) -> None:
+    methods = {method.name: method for method in sdk.list_optimization_methods()}
+    assert {"onnx", "quantize"} <= set(methods)
+    assert methods["quantize"].settings["per_channel"] is True
+    assert "onnx" in methods["quantize"].runtimes
+    listed = cli(server, "optimize", "methods")
+    assert listed.returncode == 0, listed.stderr
+    assert "per_channel=true" in listed.stdout
 
 
 def test_another_kinds_job_is_not_an_optimization_job(sdk: Client) -> None:

@@ -1,5 +1,6 @@
 """`openmaas optimize`: optimization jobs (ONNX export, int8 quantization) and their results.
 
+openmaas optimize methods
 openmaas optimize run all-minilm-l6-v2 quantize --set per_channel=false
 openmaas optimize list
 openmaas optimize show optjob-…
@@ -42,15 +43,23 @@ JobArg = Annotated[str, typer.Argument(help="Job id (optjob-…).", show_default
 def run_job(
     ctx: typer.Context,
     model: Annotated[str, typer.Argument(help="The registered model to optimize.")],
-    method: Annotated[str, typer.Argument(help="onnx | quantize")],
+    method: Annotated[
+        str, typer.Argument(help="onnx | quantize | ... (openmaas optimize methods)")
+    ],
     setting: Annotated[
         list[str] | None,
         typer.Option("--set", help="Method setting KEY=VALUE (JSON value); repeatable."),
     ] = None,
     model_name: Annotated[
-        str | None, typer.Option(help="Default: <model>-onnx or <model>-int8.")
+        str | None, typer.Option(help="Default: <model>-<method's suffix>, e.g. -int8.")
     ] = None,
     alias: Annotated[str | None, typer.Option(help="Moved to the new version.")] = None,
+    eval_file: Annotated[
+        str | None, typer.Option(help="A labelled file id to measure quality on.")
+    ] = None,
+    training_file: Annotated[
+        str | None, typer.Option(help="The file id a learning method learns from.")
+    ] = None,
     wait: Annotated[bool, typer.Option(help="Wait for the job to finish.")] = True,
     json_output: JsonFlag = False,
 ) -> None:
@@ -60,7 +69,13 @@ def run_job(
     }
     with client_from(ctx) as client:
         job = client.create_optimization_job(
-            model, method, settings=settings, model_name=model_name, alias=alias
+            model,
+            method,
+            settings=settings,
+            model_name=model_name,
+            alias=alias,
+            eval_file=eval_file,
+            training_file=training_file,
         )
         if wait:
             err.print(f"job {job.id}: {job.status}; waiting")
@@ -71,6 +86,25 @@ def run_job(
         _print_job(job)
     if wait and job.status != "succeeded":
         raise typer.Exit(1)
+
+
+@app.command("methods")
+def list_methods(ctx: typer.Context, json_output: JsonFlag = False) -> None:
+    """The methods, their settings' defaults, and the models they apply to."""
+    with client_from(ctx) as client:
+        methods = client.list_optimization_methods()
+    if json_output:
+        print_json(methods)
+        return
+    grid = table("method", "applies to", "settings", "what it does")
+    for method in methods:
+        grid.add_row(
+            plain(method.name),
+            plain(f"{'/'.join(method.runtimes)} {'/'.join(method.tasks)}"),
+            plain(", ".join(f"{k}={json.dumps(v)}" for k, v in method.settings.items())),
+            plain(method.summary),
+        )
+    out.print(grid)
 
 
 @app.command("list")

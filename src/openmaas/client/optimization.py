@@ -14,12 +14,20 @@ from collections.abc import Mapping
 from typing import Any
 
 from openmaas.client.resource import Resource, segment, wait_until
-from openmaas.protocol.optimization import OptimizationJobCreate, OptimizationJobOut
+from openmaas.protocol.optimization import (
+    OptimizationJobCreate,
+    OptimizationJobOut,
+    OptimizationMethodOut,
+)
 from openmaas.protocol.training import PageOut, TrainingEventOut
 
 
 class OptimizationResource(Resource):
     """`/v1/optimization/jobs`."""
+
+    def list_optimization_methods(self) -> list[OptimizationMethodOut]:
+        """The methods a job can run, with their settings' defaults."""
+        return self._list("GET", "/v1/optimization/methods", OptimizationMethodOut)
 
     def create_optimization_job(
         self,
@@ -29,15 +37,21 @@ class OptimizationResource(Resource):
         settings: Mapping[str, Any] | None = None,
         model_name: str | None = None,
         alias: str | None = None,
+        eval_file: str | None = None,
+        training_file: str | None = None,
     ) -> OptimizationJobOut:
-        """Queue an optimization job (`onnx` or `quantize`) of the registered `model`; on
-        success it registers `model_name` (default `<model>-onnx` / `<model>-int8`)."""
+        """Queue an optimization job (`onnx`, `quantize`, ...) of the registered `model`; on
+        success it registers `model_name` (default `<model>-<method's suffix>`, e.g.
+        `-onnx`, `-int8`). `eval_file` measures quality on labelled data; `training_file`
+        is what a learning method (distillation) learns from."""
         body = OptimizationJobCreate(
             model=model,
             method=method,
             settings=dict(settings or {}),
             model_name=model_name,
             alias=alias,
+            eval_file=eval_file,
+            training_file=training_file,
         )
         payload = body.model_dump(mode="json", exclude_none=True)
         return self._one("POST", "/v1/optimization/jobs", OptimizationJobOut, json=payload)

@@ -153,11 +153,9 @@ class Worker:
         artifacts.start()
         # What a job registers is always in a safe format.
         registry = build_registry(settings, db=db, artifacts=artifacts, allow_pickle=False)
+        datasets = DatasetService(db, artifacts)
         training = TrainingJobKind(
-            db,
-            registry=registry,
-            datasets=DatasetService(db, artifacts),
-            recipes=load_recipes(settings.extra_recipes),
+            db, registry=registry, datasets=datasets, recipes=load_recipes(settings.extra_recipes)
         )
         return cls(
             worker_id=worker_id,
@@ -166,7 +164,7 @@ class Worker:
                 heartbeat_timeout_s=settings.job_heartbeat_timeout_s,
                 max_attempts=settings.job_max_attempts,
             ),
-            kinds=[training, OptimizationJobKind(registry=registry)],
+            kinds=[training, OptimizationJobKind(registry=registry, db=db, datasets=datasets)],
             registry=registry,
             home=settings.home,
             heartbeat_s=settings.job_heartbeat_s,

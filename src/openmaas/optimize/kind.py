@@ -25,18 +25,14 @@ from openmaas.jobs.context import CREATED_BY_ADMIN
 from openmaas.jobs.entities import Job, NewJob
 from openmaas.jobs.kinds import Admission
 from openmaas.jobs.publish import check_publishable_name
-from openmaas.optimize.requests import (
-    METHOD_RUNTIMES,
-    NAME_SUFFIXES,
-    TASKS,
-    OptimizationRequest,
-    check_method,
-    check_settings,
-    methods_for,
-)
+from openmaas.optimize.methods import Method
+from openmaas.optimize.registry import get_method, not_applicable_message
+from openmaas.optimize.requests import OptimizationRequest
 from openmaas.registry.composition import Registry
 from openmaas.registry.entities import ModelVersion
 from openmaas.registry.names import check_alias, qualified
+from openmaas.store.database import Database
+from openmaas.training.requests import DatasetSource
 
 if TYPE_CHECKING:
     from openmaas.jobs.context import JobContext
@@ -56,28 +52,35 @@ class OptimizationJobKind:
     name = OPTIMIZATION
     failure_code = "optimization_failed"
 
-    def __init__(self, *, registry: Registry) -> None:
+    def __init__(
+        self,
+        *,
+        registry: Registry,
+        db: Database | None = None,
+        datasets: DatasetSource | None = None,
+    ) -> None:
         self.registry = registry
+        self.db = db  # for the job's files; without it a request naming files is refused
+        self.datasets = datasets
 
     def prepare(self, request: OptimizationRequest, *, caller: Principal) -> NewJob:
-        check_method(request.method)
+        method = get_method(request.method)
         parent = self._parent(request.model, caller)
-        if request.method not in methods_for(parent.runtime, parent.task):
-            applicable = methods_for(parent.runtime, parent.task)
+        if not method.applies_to(parent):
             raise InvalidRequest(
-                f"method {request.method!r} does not apply to {parent.model}:{parent.version} "
-                f"(a {parent.runtime} {parent.task} model); "
-                + (
-                    f"methods that do: {', '.join(applicable)}"
-                    if applicable
-                    else f"optimization jobs take {' and '.join(sorted(TASKS))} models of "
-                    f"runtime {' or '.join(sorted(set().union(*METHOD_RUNTIMES.values())))}"
-                ),
+                not_applicable_message(method, parent),
                 param="method",
                 code="method_not_applicable",
             )
-        settings = check_settings(request.method, request.settings)
-        model_name = request.model_name or _derived_name(parent.model, request.method)
+        settings = method.check(request.settings)
+        training_file = self._file(request.training_file, "training_file", parent, caller)
+        eval_file = self._file(request.eval_file, "eval_file", parent, caller)
+        if method.needs_training_file and training_file is None:
+            raise InvalidRequest(
+                f"method {method.name!r} learns from a file: name one as training_file",
+                param="training_file",
+            )
+        model_name = request.model_name or _derived_name(parent.model, method)
         check_publishable_name(self.registry, model_name, caller.project, caller)
         if request.alias is not None:
             check_alias(request.alias)
@@ -95,8 +98,8 @@ class OptimizationJobKind:
             recipe=request.method,
             task=parent.task,
             base_model=request.model,
-            training_file="",
-            validation_file=None,
+            training_file=training_file or "",
+            validation_file=eval_file,
             hyperparameters=settings,
             options={
                 "method": request.method,
@@ -126,6 +129,26 @@ class OptimizationJobKind:
 
         return run_optimization(self, context)
 
+    def _file(
+        self, file_id: str | None, param: str, parent: ModelVersion, caller: Principal
+    ) -> str | None:
+        """A file the job reads: the caller's, validated, with examples of the model's task."""
+        if file_id is None:
+            return None
+        if self.db is None:
+            raise InvalidRequest(f"this server takes no {param} for optimization", param=param)
+        from openmaas.training.kind import ready_dataset
+
+        row = ready_dataset(self.db, file_id, param, caller)
+        if row.task != parent.task:
+            raise InvalidRequest(
+                f"file {file_id} holds {row.task} examples; {parent.model}:{parent.version} "
+                f"is a {parent.task} model",
+                param=param,
+                code="invalid_file",
+            )
+        return file_id
+
     def _parent(self, reference: str, caller: Principal) -> ModelVersion:
         try:
             # As the caller resolves it: its own project's model of that name, else a public one.
@@ -141,6 +164,6 @@ class OptimizationJobKind:
         return version
 
 
-def _derived_name(parent: str, method: str) -> str:
-    suffix = f"-{NAME_SUFFIXES[method]}"
+def _derived_name(parent: str, method: Method) -> str:
+    suffix = f"-{method.suffix}"
     return parent[: MAX_MODEL_NAME_CHARS - len(suffix)] + suffix

@@ -19,7 +19,11 @@ class OptimizationJobCreate(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     model: str = Field(min_length=1, max_length=256, description="The parent: a reference.")
-    method: str = Field(min_length=1, max_length=32, description="onnx | quantize")
+    method: str = Field(
+        min_length=1,
+        max_length=32,
+        description="onnx | quantize | ... (GET /v1/optimization/methods)",
+    )
     settings: dict[str, Any] = Field(default_factory=dict)
     model_name: str | None = Field(
         default=None,
@@ -28,6 +32,16 @@ class OptimizationJobCreate(BaseModel):
         "with -onnx or -int8).",
     )
     alias: str | None = Field(default=None, max_length=64, description="Moved on success.")
+    eval_file: str | None = Field(
+        default=None,
+        max_length=64,
+        description="A labelled file (id) to measure quality on, beside the parent.",
+    )
+    training_file: str | None = Field(
+        default=None,
+        max_length=64,
+        description="The file (id) a method learns from (distill; prune's fine-tune).",
+    )
 
 
 class OptimizationJobOut(Response):
@@ -43,6 +57,8 @@ class OptimizationJobOut(Response):
     settings: dict[str, Any]
     model_name: str
     alias: str | None = None
+    eval_file: str | None = None
+    training_file: str | None = None
     optimized_model: str | None = None  # what it registered
     metrics: dict[str, float] = Field(default_factory=dict)
     error: dict[str, Any] | None = None
@@ -56,3 +72,16 @@ class OptimizationJobOut(Response):
     @property
     def finished(self) -> bool:
         return self.status in ("succeeded", "failed", "cancelled")
+
+
+class OptimizationMethodOut(Response):
+    """A method an optimization job can run: what it does, its settings and their defaults,
+    and the models it applies to."""
+
+    name: str
+    object: Literal["optimization.method"] = "optimization.method"
+    summary: str
+    settings: dict[str, Any]  # each setting's default
+    runtimes: list[str]  # the parent runtimes it starts from
+    tasks: list[str]  # the parent tasks it applies to
+    needs_training_file: bool = False

@@ -88,15 +88,14 @@ def build_job_service(
     from openmaas.jobs.service import JobService
     from openmaas.optimize.kind import OptimizationJobKind
 
+    datasets = DatasetService(db, registry.artifacts)
     training = TrainingJobKind(
-        db,
-        registry=registry,
-        datasets=DatasetService(db, registry.artifacts),
-        recipes=load_recipes(settings.extra_recipes),
+        db, registry=registry, datasets=datasets, recipes=load_recipes(settings.extra_recipes)
     )
+    optimization = OptimizationJobKind(registry=registry, db=db, datasets=datasets)
     return JobService(
         db,
-        kinds=[training, OptimizationJobKind(registry=registry), *extra_kinds],
+        kinds=[training, optimization, *extra_kinds],
         heartbeat_timeout_s=settings.job_heartbeat_timeout_s,
         max_attempts=settings.job_max_attempts,
     )
@@ -313,23 +312,7 @@ class TrainingJobKind:
         return self.registry.store.pin(exact, version.version, caller=SYSTEM)
 
     def _dataset(self, file_id: str, param: str, caller: Principal) -> DatasetRow:
-        with self.db.transaction() as session:
-            row = session.get(DatasetRow, file_id)
-        if row is None or not (is_admin(caller) or row.project == caller.project):
-            raise InvalidRequest(f"file {file_id!r} not found", param=param, code="file_not_found")
-        if row.status != FILE_READY:
-            raise InvalidRequest(
-                f"file {file_id} did not pass validation ({row.status}); see its report",
-                param=param,
-                code="invalid_file",
-            )
-        if not row.task:
-            raise InvalidRequest(
-                f"file {file_id} holds no training examples (purpose {row.purpose!r})",
-                param=param,
-                code="invalid_file",
-            )
-        return row
+        return ready_dataset(self.db, file_id, param, caller)
 
     def _hyperparameters(
         self, recipe: Recipe, request: JobRequest, n_examples: int
@@ -412,3 +395,24 @@ def _learning_rate_multiplier(recipe: Recipe, given: Mapping[str, Any]) -> float
             value = given.get(name, default)
             return factor * float(value) / float(default) if value != "auto" else factor
     return factor if any(name in defaults for name in MULTIPLIER_NAMES) else None
+
+
+def ready_dataset(db: Database, file_id: str, param: str, caller: Principal) -> DatasetRow:
+    """The caller's file `file_id`, validated and holding examples; 400 naming `param`."""
+    with db.transaction() as session:
+        row = session.get(DatasetRow, file_id)
+    if row is None or not (is_admin(caller) or row.project == caller.project):
+        raise InvalidRequest(f"file {file_id!r} not found", param=param, code="file_not_found")
+    if row.status != FILE_READY:
+        raise InvalidRequest(
+            f"file {file_id} did not pass validation ({row.status}); see its report",
+            param=param,
+            code="invalid_file",
+        )
+    if not row.task:
+        raise InvalidRequest(
+            f"file {file_id} holds no training examples (purpose {row.purpose!r})",
+            param=param,
+            code="invalid_file",
+        )
+    return row

@@ -17,15 +17,36 @@ from openmaas.api.deps import PrincipalDep, ServicesDep
 from openmaas.api.json_body import StrictJSONRoute
 from openmaas.api.training_jobs import cancel_job, create_job
 from openmaas.optimize.kind import OPTIMIZATION
+from openmaas.optimize.registry import METHODS
 from openmaas.optimize.requests import OptimizationRequest
 from openmaas.protocol.common import MAX_ROW_ID
-from openmaas.protocol.optimization import OptimizationJobCreate, OptimizationJobOut
+from openmaas.protocol.optimization import (
+    OptimizationJobCreate,
+    OptimizationJobOut,
+    OptimizationMethodOut,
+)
 from openmaas.protocol.training import PageOut, TrainingEventOut
 
 router = APIRouter(route_class=StrictJSONRoute, prefix="/v1/optimization", tags=["optimization"])
 
 MAX_PAGE = 100
 MAX_EVENTS_PAGE = 1000
+
+
+@router.get("/methods")
+def list_optimization_methods(principal: PrincipalDep) -> list[OptimizationMethodOut]:
+    """The methods a job can run, their settings' defaults and what they apply to."""
+    return [
+        OptimizationMethodOut(
+            name=method.name,
+            summary=method.summary,
+            settings=dict(method.defaults),
+            runtimes=sorted(method.runtimes),
+            tasks=sorted(method.tasks),
+            needs_training_file=method.needs_training_file,
+        )
+        for method in sorted(METHODS.values(), key=lambda method: method.name)
+    ]
 
 
 @router.post("/jobs", status_code=status.HTTP_201_CREATED)
@@ -41,6 +62,8 @@ async def create_optimization_job(
         settings=body.settings,
         model_name=body.model_name,
         alias=body.alias,
+        eval_file=body.eval_file,
+        training_file=body.training_file,
     )
     job = await create_job(services, principal, auditor, request, kind=OPTIMIZATION)
     return optimization_job_out(job)

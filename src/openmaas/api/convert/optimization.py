@@ -20,6 +20,8 @@ def optimization_job_out(job: Job) -> OptimizationJobOut:
         settings=dict(job.hyperparameters),
         model_name=job.model_name,
         alias=job.alias,
+        eval_file=job.validation_file,
+        training_file=job.training_file or None,
         optimized_model=job.fine_tuned_model,
         metrics=dict(job.metrics),
         error=dict(job.error) if job.error else None,

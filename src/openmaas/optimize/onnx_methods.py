@@ -1,0 +1,203 @@
+"""The ONNX methods: `onnx` exports a transformers encoder or classifier to an ONNX graph
+(checked against its parent), `quantize` makes that graph's weights int8 (or an ONNX parent's).
+
+The output folder is what the ONNX runtime loads: `model.onnx` (one file, weights inside),
+the parent's tokenizer files and `config.json` (labels, position limit), and
+`sentence_bert_config.json` when the parent has one (its input limit). The version's params
+carry the pooling and normalization the parent applied, so both embed alike.
+
+Example::
+
+    fp32, params = fp32_graph(parent, work_dir, output_dir)
+    finish_graph("quantize", fp32, output_dir, {"per_channel": True})
+"""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from openmaas.errors import OptimizationFailed
+from openmaas.optimize.graphs import QuantizeSettings, export_transformer, quantize_graph
+from openmaas.optimize.measure import BUILTIN_TEXTS, compare_outputs
+from openmaas.optimize.methods import BuildContext, Built, Method, boolean, choice, number
+from openmaas.registry.entities import ModelVersion
+from openmaas.registry.files import OpenedVersion
+from openmaas.runtimes.base import LoadedModel, LoadOptions, ModelSource, get_runtime
+
+ONNX = "onnx"
+QUANTIZE = "quantize"
+GRAPH = "model.onnx"
+TASKS = frozenset({"embedding", "text-classification"})
+WEIGHT_TYPES = ("qint8", "quint8")
+# Files of a transformers checkpoint the ONNX runtime reads beside the graph.
+SUPPORT_FILES = (
+    "config.json",
+    "tokenizer.json",
+    "tokenizer_config.json",
+    "special_tokens_map.json",
+    "vocab.txt",
+    "sentencepiece.bpe.model",
+    "spiece.model",
+    "merges.txt",
+    "vocab.json",
+    "added_tokens.json",
+)
+PASSED_PARAMS = ("max_input_tokens", "labels", "pooling", "normalize", "output")
+
+
+def build_onnx(context: BuildContext) -> Built:
+    fp32, params = fp32_graph(context.parent, context.work_dir, context.output_dir)
+    context.check_stop("after the export")
+    finish_graph(ONNX, fp32, context.output_dir, context.settings)
+    return Built("onnx", params, _check_export(context, context.output_dir / GRAPH, params))
+
+
+def build_quantized(context: BuildContext) -> Built:
+    fp32, params = fp32_graph(context.parent, context.work_dir, context.output_dir)
+    context.check_stop("after the export")
+    metrics = _check_export(context, fp32, params)
+    context.message("Quantizing the graph's weight matrices to int8")
+    finish_graph(QUANTIZE, fp32, context.output_dir, context.settings)
+    return Built("onnx", params, metrics)
+
+
+def finish_graph(method: str, fp32: Path, output_dir: Path, settings: Mapping[str, Any]) -> None:
+    """The method's graph in `output_dir`: the fp32 graph itself (`onnx`), or its dynamic
+    int8 quantization (`quantize`)."""
+    if method == ONNX:
+        shutil.copy(fp32, output_dir / GRAPH)
+    else:
+        quantize_graph(fp32, output_dir / GRAPH, _quantize_settings(settings))
+
+
+def fp32_graph(
+    parent: OpenedVersion, work_dir: Path, output_dir: Path
+) -> tuple[Path, dict[str, Any]]:
+    """The parent as an fp32 graph (exported, or its own), with the output's support files
+    copied and the version params the ONNX runtime needs (`benchmarks/optimization.py`
+    builds its graphs with this and `finish_graph`, as a job does)."""
+    version = parent.version
+    params = {k: v for k, v in version.params.items() if k in PASSED_PARAMS}
+    source = ModelSource.from_version(version, parent.directory)
+    if version.runtime == "onnx":
+        graph = _onnx_graph(parent.directory)
+        for path in parent.directory.rglob("*"):
+            if path.is_file() and path.suffix != ".onnx" and path.name != "openmaas.json":
+                target = output_dir / path.relative_to(parent.directory)
+                target.parent.mkdir(parents=True, exist_ok=True)
+                shutil.copy(path, target)
+        return graph, params
+    from openmaas.runtimes.transformers_encoders import EmbeddingModel, Pooling, TextClassifier
+
+    if version.task == "embedding":
+        checkpoint = EmbeddingModel.checkpoint_directory(source)
+        pooling = Pooling.for_source(source)
+        params["pooling"] = pooling.mode
+        if pooling.normalize:
+            params["normalize"] = "l2"
+        else:
+            params.pop("normalize", None)
+        # sentence-transformers' input limit, often below the architecture's.
+        if (parent.directory / "sentence_bert_config.json").is_file():
+            shutil.copy(parent.directory / "sentence_bert_config.json", output_dir)
+    else:
+        checkpoint = TextClassifier.checkpoint_directory(source)
+    for name in SUPPORT_FILES:
+        if (checkpoint / name).is_file():
+            shutil.copy(checkpoint / name, output_dir / name)
+    graph = work_dir / GRAPH
+    export_transformer(checkpoint, version.task, graph)
+    return graph, params
+
+
+def load_onnx(
+    directory: Path, version: ModelVersion, params: Mapping[str, Any], options: LoadOptions
+) -> LoadedModel:
+    source = ModelSource.for_directory(
+        directory,
+        task=version.task,
+        runtime="onnx",
+        name=f"{version.model}-optimized",
+        params=params,
+    )
+    return get_runtime("onnx").load(source, options)
+
+
+def _check_export(
+    context: BuildContext, graph: Path, params: Mapping[str, Any]
+) -> dict[str, float]:
+    """The export must serve like the parent (optimum's check): for `onnx` the result is the
+    export; for `quantize` the fp32 graph it started from. An ONNX parent is its own graph."""
+    version = context.version
+    if version.runtime == "onnx":
+        return {}
+    directory = context.work_dir / "fp32"
+    shutil.rmtree(directory, ignore_errors=True)
+    shutil.copytree(context.output_dir, directory)
+    shutil.copy(graph, directory / GRAPH)
+    exported = load_onnx(directory, version, params, context.options)
+    try:
+        check = compare_outputs(context.parent_model, exported, version.task, BUILTIN_TEXTS)
+    finally:
+        exported.unload()
+    atol = float(context.settings["atol"])
+    if not check.max_abs_difference <= atol:
+        raise OptimizationFailed(
+            f"the exported graph's outputs differ from {version.model}:{version.version}'s "
+            f"by up to {check.max_abs_difference:.3g}, above the tolerance atol={atol:g}; "
+            "nothing was registered"
+        )
+    context.message(
+        f"Export validated: outputs within {check.max_abs_difference:.2g} of the parent's "
+        f"(atol {atol:g})"
+    )
+    return {"export_max_abs_difference": check.max_abs_difference}
+
+
+def _onnx_graph(directory: Path) -> Path:
+    if (directory / GRAPH).is_file():
+        return directory / GRAPH
+    graphs = sorted(directory.rglob("*.onnx"))
+    if len(graphs) != 1:
+        raise OptimizationFailed(f"the parent holds {len(graphs)} .onnx files; expected one")
+    return graphs[0]
+
+
+def _quantize_settings(settings: Mapping[str, Any]) -> QuantizeSettings:
+    return QuantizeSettings(
+        per_channel=bool(settings.get("per_channel", True)),
+        weight_type=str(settings.get("weight_type", "qint8")),
+        reduce_range=bool(settings.get("reduce_range", False)),
+    )
+
+
+# Largest element-wise difference to the parent's outputs (embedding values or class
+# probabilities) that the export may show; optimum's default for BERT-like models. The
+# quantized result is measured, not held to a tolerance: the caller decides from the metrics.
+_ATOL = number("atol", 0, 1, low_open=True)
+
+METHODS = (
+    Method(
+        name=ONNX,
+        summary="export to an ONNX graph with graph optimization, checked against the parent",
+        defaults={"atol": 1e-4},
+        runtimes=frozenset({"transformers"}),
+        tasks=TASKS,
+        suffix="onnx",
+        build=build_onnx,
+        checks=(_ATOL,),
+    ),
+    Method(
+        name=QUANTIZE,
+        summary="dynamic int8 weights (onnxruntime), from the exported or the parent's graph",
+        defaults={"atol": 1e-4, "per_channel": True, "weight_type": "qint8", "reduce_range": False},
+        runtimes=frozenset({"transformers", "onnx"}),
+        tasks=TASKS,
+        suffix="int8",
+        build=build_quantized,
+        checks=(_ATOL, boolean("per_channel", "reduce_range"), choice("weight_type", WEIGHT_TYPES)),
+    ),
+)
