@@ -19,7 +19,7 @@ from openmaas.api.training_jobs import cancel_job, create_job
 from openmaas.optimize.kind import OPTIMIZATION
 from openmaas.optimize.registry import METHODS
 from openmaas.optimize.requests import OptimizationRequest
-from openmaas.protocol.common import MAX_ROW_ID
+from openmaas.protocol.common import MAX_ROW_ID, ListOut
 from openmaas.protocol.optimization import (
     OptimizationJobCreate,
     OptimizationJobOut,
@@ -34,9 +34,9 @@ MAX_EVENTS_PAGE = 1000
 
 
 @router.get("/methods")
-def list_optimization_methods(principal: PrincipalDep) -> list[OptimizationMethodOut]:
+def list_optimization_methods(principal: PrincipalDep) -> ListOut[OptimizationMethodOut]:
     """The methods a job can run, their settings' defaults and what they apply to."""
-    return [
+    methods = [
         OptimizationMethodOut(
             name=method.name,
             summary=method.summary,
@@ -47,6 +47,7 @@ def list_optimization_methods(principal: PrincipalDep) -> list[OptimizationMetho
         )
         for method in sorted(METHODS.values(), key=lambda method: method.name)
     ]
+    return ListOut(data=methods)
 
 
 @router.post("/jobs", status_code=status.HTTP_201_CREATED)
