@@ -23,6 +23,7 @@ from openmaas.api.admin import (
     keys,
     optimization,
     registry,
+    rollout,
     training,
     usage,
 )
@@ -118,6 +119,7 @@ def build_app(settings: Settings, services: Services | None = None) -> FastAPI:
         keys: None,
         metrics: requires(Scope.ADMIN),
         registry: requires(Scope.MODELS_READ, write=(Scope.MODELS_WRITE,)),
+        rollout: requires(Scope.MODELS_READ, write=(Scope.MODELS_WRITE,)),
         catalog: requires(Scope.MODELS_READ, write=(Scope.MODELS_WRITE,)),
         models: requires(Scope.INFERENCE, Scope.MODELS_READ),
         # Every key sees its own project's usage; the route narrows what it may ask for.

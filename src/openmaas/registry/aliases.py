@@ -27,6 +27,7 @@ from openmaas.registry import rows
 from openmaas.registry.entities import AliasEvent, ModelVersion
 from openmaas.registry.names import DEFAULT_ALIAS, check_alias, parse_reference, split_qualified
 from openmaas.registry.store import RegistryStore
+from openmaas.registry.traffic import end_splits
 from openmaas.store.tables import AliasEventRow, AliasRow, ModelRow, VersionRow
 
 
@@ -102,6 +103,7 @@ class AliasService:
                 session, model, alias, "delete", row.version, None, actor or who.actor, reason
             )
             session.delete(row)
+            end_splits(session, model, alias)
         self.store.changed(split_qualified(name)[1])
         return event
 
@@ -164,6 +166,7 @@ class AliasService:
             )
             current.version = target
             current.updated_at = rows.now()
+            end_splits(session, model, alias)
         self.store.changed(split_qualified(name)[1])
         return event
 
@@ -201,6 +204,8 @@ def move_alias(
         row.version = version
         row.updated_at = rows.now()
     action = "set" if previous is None else "move"
+    # The alias names one version again: a split of its traffic ends (a promotion).
+    end_splits(session, model, alias)
     return _record_event(session, model, alias, action, previous, version, actor, reason)
 
 
