@@ -75,9 +75,8 @@ def check_file(
     try:
         dataset = datasets.get(file_id, caller=caller)
     except (NotFound, InvalidRequest) as exc:
-        raise InvalidRequest(
-            f"file {file_id!r}: {exc.message}", param="file", code="file_not_found"
-        ) from None
+        # Its message names the file already ("no such file", "not a dataset").
+        raise InvalidRequest(exc.message, param="file", code="file_not_found") from None
     if dataset.status is not DatasetStatus.PROCESSED:
         raise InvalidRequest(
             f"file {file_id} did not pass validation ({dataset.status_details}); see "
