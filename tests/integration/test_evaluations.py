@@ -352,3 +352,19 @@ def test_the_docs_commands_run_as_written(
 
 def _blocks(text: str, language: str) -> list[str]:
     return re.findall(rf"```{language}\n(.*?)```", text, re.DOTALL)
+
+
+def test_another_projects_evaluations_and_files_are_not_found(
+    server: RunningServer, sdk: Client, vader: str, reviews_file: str
+) -> None:
+    mine = finished(sdk, sdk.create_evaluation("vader", reviews_file).id)
+    sdk.create_project("eval-other")
+    key = sdk.create_key("eval-other", ["training", "models:read"], project="eval-other").key
+    with Client(server.url, api_key=key) as other:
+        with pytest.raises(APIError) as caught:
+            other.get_evaluation(mine.id)
+        assert caught.value.status_code == 404
+        assert mine.id not in [item.id for item in other.list_evaluations().data]
+        with pytest.raises(APIError) as caught:
+            other.create_evaluation("vader", reviews_file)
+        assert (caught.value.status_code, caught.value.param) == (400, "file")
