@@ -195,6 +195,9 @@ def test_an_evaluation_reports_what_the_models_own_answers_say(
     assert all(item.report is None for item in listed.data)  # the list carries metrics only
     events = [event.message for event in sdk.evaluation_events(created.id).data]
     assert any(message.startswith(f"Scoring {vader} on 16 examples") for message in events)
+    with pytest.raises(APIError) as caught:
+        sdk.cancel_evaluation(created.id)
+    assert (caught.value.status_code, caught.value.param) == (409, "evaluation_id")
 
 
 def test_two_versions_compared_on_one_file_report_both_and_their_deltas(
