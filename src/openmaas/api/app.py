@@ -20,6 +20,7 @@ from openmaas.api.admin import (
     audit,
     catalog,
     datasets,
+    evaluations,
     keys,
     optimization,
     registry,
@@ -132,6 +133,7 @@ def build_app(settings: Settings, services: Services | None = None) -> FastAPI:
         fine_tuning: requires(Scope.TRAINING),
         training: requires(Scope.TRAINING),
         optimization: requires(Scope.TRAINING),
+        evaluations: requires(Scope.TRAINING),
     }
     routes = RouteTable([(module.router, guard) for module, guard in guards.items()])
     app.add_middleware(

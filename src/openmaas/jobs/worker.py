@@ -142,6 +142,7 @@ class Worker:
         cls, settings: Settings, *, worker_id: str, parent_pid: int | None = None
     ) -> Worker:
         from openmaas.datasets.service import DatasetService
+        from openmaas.evaluation.kind import EvaluationJobKind
         from openmaas.optimize.kind import OptimizationJobKind
         from openmaas.training.kind import TrainingJobKind
         from openmaas.training.requests import load_recipes
@@ -157,6 +158,9 @@ class Worker:
         training = TrainingJobKind(
             db, registry=registry, datasets=datasets, recipes=load_recipes(settings.extra_recipes)
         )
+        evaluation = EvaluationJobKind(
+            registry=registry, datasets=datasets, max_examples=settings.max_eval_examples
+        )
         return cls(
             worker_id=worker_id,
             queue=JobQueue(
@@ -164,7 +168,11 @@ class Worker:
                 heartbeat_timeout_s=settings.job_heartbeat_timeout_s,
                 max_attempts=settings.job_max_attempts,
             ),
-            kinds=[training, OptimizationJobKind(registry=registry, db=db, datasets=datasets)],
+            kinds=[
+                training,
+                OptimizationJobKind(registry=registry, db=db, datasets=datasets),
+                evaluation,
+            ],
             registry=registry,
             home=settings.home,
             heartbeat_s=settings.job_heartbeat_s,
