@@ -101,7 +101,8 @@ def test_a_90_10_split_sends_about_a_tenth_of_requests_to_the_candidate(
     assert seen == {"split:1", "split:2"}
     stats = sdk.traffic("split", "production").stats
     assert stats["1"].requests + stats["2"].requests >= 1100
-    assert stats["2"].errors == 0 and stats["2"].p99_ms is not None
+    assert stats["2"].errors == 0
+    assert stats["2"].p99_ms is not None
     metrics = httpx.get(f"{server.url}/metrics", headers=server.headers, timeout=30).text
     assert 'openmaas_version_requests_total{model="split",outcome="ok",version="2"}' in metrics
 
@@ -144,7 +145,8 @@ def test_promoting_ends_the_split_and_the_audit_says_so(server: RunningServer, s
     assert_api_error(gone, 404, "no_traffic_split")
     events = sdk.audit(action="alias.traffic.end", target="models/split").data
     assert events[-1].after == {"reason": "alias moved to 2"}
-    assert events[-1].before is not None and events[-1].before["versions"] == {"1": 50, "2": 50}
+    assert events[-1].before is not None
+    assert events[-1].before["versions"] == {"1": 50, "2": 50}
 
 
 def test_a_failing_canary_is_rolled_back_by_itself(
@@ -203,7 +205,8 @@ def test_shadow_traffic_is_compared_and_never_returned(
 
     wait_for("40 shadow comparisons", lambda: compared() >= 40 or None, 60)
     shadow = sdk.traffic("shadowed", "production").stats["3"]
-    assert shadow.shadow_agreement == 1.0 and shadow.shadow_errors == 0
+    assert shadow.shadow_agreement == 1.0
+    assert shadow.shadow_errors == 0
     assert shadow.requests == 0  # it answered no live request
     # A shadow that disagrees shows it.
     sdk.set_traffic("shadowed", "production", {1: 100, 3: 0}, shadow=2)
