@@ -97,7 +97,8 @@ def encoder(sdk: Client, encoder_dir: Path) -> str:
 
 
 @pytest.fixture(scope="module")
-def training_file(sdk: Client, tmp_path_factory: pytest.TempPathFactory) -> str:
+def training_file(server: RunningServer, tmp_path_factory: pytest.TempPathFactory) -> str:
+    """reviews.jsonl, uploaded as docs/optimization.md does."""
     lines = [
         json.dumps({"text": f"{phrase}, {ending}", "label": label})
         for ending in ("really", "from start to end", "all the way")
@@ -106,9 +107,11 @@ def training_file(sdk: Client, tmp_path_factory: pytest.TempPathFactory) -> str:
     ]
     path = tmp_path_factory.mktemp("data") / "reviews.jsonl"
     path.write_text("\n".join(lines) + "\n", encoding="utf-8")
-    uploaded = sdk.upload_file(path, purpose="fine-tune")
-    assert uploaded.status == "processed", uploaded.status_details
-    return uploaded.id
+    uploaded = cli(server, "datasets", "upload", str(path), "--json")
+    assert uploaded.returncode == 0, uploaded.stderr
+    dataset = json.loads(uploaded.stdout)
+    assert (dataset["status"], dataset["task"]) == ("processed", "text-classification")
+    return str(dataset["id"])
 
 
 def finished(sdk: Client, job_id: str, timeout_s: float = 300.0) -> OptimizationJobOut:
@@ -168,9 +171,12 @@ def assert_measured(metrics: dict[str, float]) -> None:
 def test_truncating_a_classifier_keeps_half_its_layers_by_default(
     server: RunningServer, sdk: Client, classifier: str
 ) -> None:
-    job = finished(sdk, sdk.create_optimization_job(classifier, "truncate_layers").id)
-    assert job.status == "succeeded", job.error
-    assert job.settings == {"layers": 2}  # the default, resolved against the parent's 4
+    """The first command of docs/optimization.md's `truncate_layers`."""
+    ran = cli(server, "optimize", "run", classifier, "truncate_layers", "--json")
+    assert ran.returncode == 0, ran.stderr
+    job = json.loads(ran.stdout)
+    assert job["status"] == "succeeded", job["error"]
+    assert job["settings"] == {"layers": 2}  # the default, resolved against the parent's 4
 
     version = sdk.resolve("deep-classifier-truncated")
     assert (version.task, version.runtime) == ("text-classification", "transformers")
@@ -213,11 +219,14 @@ def test_a_truncated_sentence_transformers_encoder_pools_as_its_parent(
 def test_unstructured_pruning_reaches_its_sparsity_and_serves(
     server: RunningServer, sdk: Client, classifier: str
 ) -> None:
-    job = sdk.create_optimization_job(
-        classifier, "prune", settings={"sparsity": 0.6}, model_name="deep-classifier-sparse"
+    """The second `prune` command of docs/optimization.md."""
+    ran = cli(
+        server,
+        *("optimize", "run", classifier, "prune", "--set", "sparsity=0.6"),
+        *("--model-name", "deep-classifier-sparse", "--json"),
     )
-    job = finished(sdk, job.id)
-    assert job.status == "succeeded", job.error
+    assert ran.returncode == 0, ran.stderr
+    assert json.loads(ran.stdout)["status"] == "succeeded"
     version = sdk.resolve("deep-classifier-sparse")
     assert version.lineage.transform == "prune"
     assert version.lineage.source["settings"]["kind"] == "unstructured"
