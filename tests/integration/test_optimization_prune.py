@@ -289,6 +289,23 @@ def test_a_structured_prune_fine_tunes_on_a_training_file_from_the_cli(
     ] * len(TEXTS)
 
 
+def test_an_unstructured_prune_keeps_its_zeros_through_the_fine_tune(
+    sdk: Client, classifier: str, training_file: str
+) -> None:
+    job = sdk.create_optimization_job(
+        classifier,
+        "prune",
+        settings={"sparsity": 0.5, "scope": "layer", "fine_tune_epochs": 1},
+        training_file=training_file,
+        model_name="deep-classifier-sparse-tuned",
+    )
+    job = finished(sdk, job.id)
+    assert job.status == "succeeded", job.error
+    assert job.metrics["fine_tune_epochs"] == 1
+    # The masks hold while AdamW moves the other weights (and decays the masked ones).
+    assert job.metrics["achieved_sparsity"] == pytest.approx(0.5, abs=1e-3)
+
+
 def test_bad_settings_name_the_setting(sdk: Client, classifier: str, encoder: str) -> None:
     cases: list[tuple[dict[str, Any], str]] = [
         ({"model": classifier, "method": "truncate_layers", "settings": {"layers": 4}}, "layers"),

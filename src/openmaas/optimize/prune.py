@@ -5,8 +5,9 @@ magnitude, optionally followed by a short fine-tune of a classifier on the job's
   Linear matrices to zero, over all of them at once (`scope: "global"`) or layer by layer
   (`"layer"`), with `torch.nn.utils.prune`, made permanent after the fine-tune. The tensors
   keep their shapes: dense kernels do the same work on zeros, so this buys no speed or size
-  on its own (the job's measured speed-ups show it, about 1.0x); it is the first step of a
-  sparse or compressed deployment, and `achieved_sparsity` says how far it got.
+  on its own (the job's measured speed-ups show it: MiniLM at 50%, p50 0.99x the parent's
+  on one thread); it is the first step of a sparse or compressed deployment, and
+  `achieved_sparsity` says how far it got.
 - `kind: "structured"` really shrinks the tensors: in every layer it removes the same number
   of feed-forward channels (the rows of `intermediate.dense` and columns of `output.dense`
   whose weights matter least: the product of the two L2 norms), and writes the smaller
