@@ -12,7 +12,11 @@ import pytest
 import torch
 from transformers import AutoModel, AutoModelForSequenceClassification, AutoTokenizer
 
-from openmaas.optimize.checkpoints import encoder_layers, keep_first_layers
+from openmaas.optimize.checkpoints import (
+    encoder_layers,
+    keep_first_layers,
+    restore_stored_dtype,
+)
 from openmaas.optimize.prune import (
     linear_weights,
     make_permanent,
@@ -113,6 +117,23 @@ def test_unstructured_pruning_reaches_its_target_and_reloads(
         torch.testing.assert_close(
             reloaded(**batch).last_hidden_state, network(**batch).last_hidden_state
         )
+
+
+def test_a_half_precision_parent_is_saved_back_in_half_precision(tmp_path: Path) -> None:
+    parent_dir = build_bert(tmp_path / "parent", layers=2)
+    AutoModel.from_pretrained(parent_dir).half().save_pretrained(parent_dir)
+    network = AutoModel.from_pretrained(parent_dir, dtype=torch.float32)
+    keep_first_layers(network, 1)
+
+    restore_stored_dtype(network, parent_dir)
+    network.save_pretrained(tmp_path / "child")
+
+    reloaded = AutoModel.from_pretrained(tmp_path / "child", dtype="auto")
+    assert reloaded.dtype == torch.float16
+    full_dir = build_bert(tmp_path / "full", layers=2)
+    full = AutoModel.from_pretrained(full_dir)
+    restore_stored_dtype(full, full_dir)
+    assert full.dtype == torch.float32  # a float32 parent stays float32
 
 
 def test_listing_the_methods_loads_neither_torch_nor_transformers() -> None:

@@ -16,6 +16,7 @@ Example::
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -39,6 +40,8 @@ LAYER_LISTS = ("encoder.layer", "transformer.layer", "encoder.layers", "layers",
 # framework's copy of the old weights). Anything else of the parent is copied as it is.
 WEIGHT_SUFFIXES = frozenset({".safetensors", ".bin", ".pt", ".pth", ".h5", ".msgpack", ".onnx"})
 CONFIG_FILES = frozenset({"config.json", "generation_config.json"})
+# Stored dtypes a changed network is saved back in (it is changed in float32).
+HALF_DTYPES = frozenset({"float16", "bfloat16"})
 
 
 def checkpoint_directory(parent: OpenedVersion) -> Path:
@@ -125,8 +128,24 @@ def write_network(context: BuildContext, network: PreTrainedModel) -> dict[str, 
     context.copy_parent_files(skip=replaced)
     target = context.output_dir / relative
     target.mkdir(parents=True, exist_ok=True)
+    restore_stored_dtype(network, source_checkpoint)
     network.save_pretrained(target)
     return {k: v for k, v in context.version.params.items() if k != "optimization"}
+
+
+def restore_stored_dtype(network: PreTrainedModel, checkpoint: Path) -> None:
+    """Back to the half precision the parent was stored in, if it was: a float16 parent
+    must not come back twice its size."""
+    import torch
+
+    try:
+        config = json.loads((checkpoint / "config.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return
+    stored = config.get("dtype") or config.get("torch_dtype")
+    if stored in HALF_DTYPES:
+        module: torch.nn.Module = network
+        module.to(getattr(torch, stored))
 
 
 def parameter_count(network: torch.nn.Module) -> int:
