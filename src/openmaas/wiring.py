@@ -38,6 +38,7 @@ from openmaas.catalog.definitions import CatalogDefinition, load_catalog
 from openmaas.catalog.service import CatalogService
 from openmaas.crypto import Keyring, key_from_settings
 from openmaas.datasets.service import DatasetLimits, DatasetService
+from openmaas.evaluation.gate import AliasGate
 from openmaas.jobs.service import JobService
 from openmaas.metering.audit import AuditLog
 from openmaas.metering.usage import UsageRecorder
@@ -192,6 +193,10 @@ class Services:
         )
         batches = BatchService(jobs, batch_store)
         batches.on_queued = batch_runner.wake
+        # Alias moves under an evaluation gate score both versions first.
+        registry.aliases.gate = AliasGate(
+            registry, datasets, max_examples=settings.max_eval_examples
+        )
         audit = AuditLog(db)
         engine.rollout.on_rollback = functools.partial(end_rolled_back, registry, audit)
         return cls(

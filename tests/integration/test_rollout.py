@@ -2,7 +2,8 @@
 weight and sticky by header, on /v1 and /v2, the version that answered in
 `OpenMaaS-Model-Version`, shadow traffic compared and never returned, per-version figures in
 `GET …/traffic` and `/metrics`, a failing canary rolled back by itself with the audit log
-saying why, and a promotion (moving the alias) ending the split.
+saying why, a promotion (moving the alias) ending the split, and evaluation gates that
+refuse a worse candidate (API, registration, job) and accept a better one.
 
 The versions are tiny BERT classifiers whose classifier layer is zeroed but for a bias: each
 version answers one label for every text (`forced_label`), so an answer tells which version
@@ -38,7 +39,12 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningServer]:
         tmp_path_factory.mktemp("rollout") / "home",
         # The split is read again at once after a change through this server; a short TTL
         # only matters across servers.
-        {"OPENMAAS_RESOLVE_TTL_S": "1"},
+        {
+            "OPENMAAS_RESOLVE_TTL_S": "1",
+            # Jobs whose `alias` is gated (optimization jobs here).
+            "OPENMAAS_WORKERS": "1",
+            "OPENMAAS_TRAINING_THREADS": "1",
+        },
     )
     yield running
     stop_server(running)
@@ -259,3 +265,111 @@ def test_bad_splits_name_the_setting(server: RunningServer, sdk: Client) -> None
         timeout=30,
     )
     assert answer.status_code == 400
+
+
+# -- evaluation gates ------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def mostly_positive(sdk: Client, tmp_path_factory: pytest.TempPathFactory) -> str:
+    """A labelled file on which the `positive` version scores 0.7 and `negative` 0.3."""
+    path = tmp_path_factory.mktemp("gate") / "eval.jsonl"
+    rows = [{"text": f"review number {i}", "label": LABELS[i % 10 < 7]} for i in range(40)]
+    path.write_text("".join(json.dumps(row) + "\n" for row in rows))
+    dataset = sdk.upload_dataset(path)
+    assert (dataset.status, dataset.task) == ("processed", "text-classification")
+    return dataset.id
+
+
+def test_a_gate_refuses_a_worse_candidate_and_accepts_a_better_one(
+    server: RunningServer, sdk: Client, tmp_path: Path, mostly_positive: str
+) -> None:
+    _versions(sdk, tmp_path, "gated", ["negative", "positive", "negative"])
+    policy = sdk.set_policy("gated", "production", mostly_positive, metric="accuracy")
+    assert (policy.metric, policy.min_delta) == ("accuracy", 0.0)
+    better = sdk.set_alias("gated", "production", 2, reason="scores higher")
+    assert better.event is not None
+    assert better.event.gate is not None
+    assert better.event.gate["candidate"] == {"version": 2, "score": 0.7}
+    assert better.event.gate["current"] == {"version": 1, "score": 0.3}
+    with pytest.raises(APIError) as refused:
+        sdk.set_alias("gated", "production", 3)
+    assert_api_error(refused, 409, "gate_failed")
+    assert "candidate version 3 scores accuracy=0.3000" in refused.value.message
+    assert "the current version 2 scores 0.7000" in refused.value.message
+    assert sdk.aliases("gated")["production"] == 2
+    # The refusal holds for a registration that names the alias: the version is kept.
+    with pytest.raises(APIError) as registered:
+        sdk.upload("gated", _classifier(tmp_path / "gated-4", "negative"), alias="production")
+    assert_api_error(registered, 409, "gate_failed")
+    assert "gated:4 was registered" in registered.value.message
+    assert [v.version for v in sdk.list_versions("gated")] == [1, 2, 3, 4]
+    assert sdk.aliases("gated")["production"] == 2
+    # Rolling back is never gated; an admin may force a move with a reason, audited.
+    forced = sdk.set_alias("gated", "production", 3, reason="incident 42", force=True)
+    assert forced.event is not None
+    assert forced.event.gate is not None
+    assert forced.event.gate["forced"] is True
+    [event] = sdk.audit(action="alias.set", target="models/gated/aliases/production").data[-1:]
+    assert event.after is not None
+    assert event.after["gate"]["forced"] is True
+    assert event.after["reason"] == "incident 42"
+    with pytest.raises(APIError) as no_reason:
+        sdk.set_alias("gated", "production", 1, force=True)
+    assert_api_error(no_reason, 400, "invalid_request")
+
+
+def test_a_tenant_cannot_force_a_gated_move(
+    server: RunningServer, sdk: Client, tmp_path: Path, mostly_positive: str
+) -> None:
+    sdk.create_project("gate-tenant")
+    key = sdk.create_key(
+        "gate-tenant", ["models:read", "models:write", "training"], project="gate-tenant"
+    ).key
+    with Client(server.url, api_key=key) as tenant:
+        tenant.upload("mine", _classifier(tmp_path / "mine-1", "positive"), alias="production")
+        tenant.upload("mine", _classifier(tmp_path / "mine-2", "negative"))
+        path = tmp_path / "tenant-eval.jsonl"
+        rows = [{"text": f"a text {i}", "label": LABELS[i % 10 < 7]} for i in range(20)]
+        path.write_text("".join(json.dumps(row) + "\n" for row in rows))
+        file_id = tenant.upload_dataset(path).id
+        tenant.set_policy("mine", "production", file_id, metric="macro_f1")
+        with pytest.raises(APIError) as refused:
+            tenant.set_alias("mine", "production", 2)
+        assert_api_error(refused, 409, "gate_failed")
+        with pytest.raises(APIError) as forbidden:
+            tenant.set_alias("mine", "production", 2, reason="please", force=True)
+        assert forbidden.value.status_code == 403
+        # Another project's file is not one a policy may name.
+        with pytest.raises(APIError) as foreign:
+            tenant.set_policy("mine", "production", mostly_positive)
+        assert (foreign.value.status_code, foreign.value.param) == (400, "file")
+        with pytest.raises(APIError) as wrong_metric:
+            tenant.set_policy("mine", "production", file_id, metric="ece")
+        assert (wrong_metric.value.status_code, wrong_metric.value.param) == (400, "metric")
+
+
+def test_a_jobs_alias_is_gated_and_the_job_says_so(
+    server: RunningServer, sdk: Client, tmp_path: Path, mostly_positive: str
+) -> None:
+    _versions(sdk, tmp_path, "jobgated", ["positive"])
+    # The ONNX export answers as its parent does: equal scores pass a min_delta of 0 ...
+    sdk.set_policy("jobgated", "production", mostly_positive, metric="accuracy")
+    job = sdk.create_optimization_job(
+        "jobgated:1", "onnx", model_name="jobgated", alias="production"
+    )
+    job = sdk.wait_for_optimization_job(job.id)
+    assert job.status == "succeeded", job.error
+    assert sdk.aliases("jobgated")["production"] == 2
+    # ... and fail a min_delta of 0.05: the version is registered, the alias stays.
+    sdk.set_policy("jobgated", "production", mostly_positive, metric="accuracy", min_delta=0.05)
+    job = sdk.wait_for_optimization_job(
+        sdk.create_optimization_job(
+            "jobgated:1", "onnx", model_name="jobgated", alias="production"
+        ).id
+    )
+    assert job.status == "succeeded", job.error
+    assert job.optimized_model == "jobgated:3"
+    assert sdk.aliases("jobgated")["production"] == 2
+    events = sdk.optimization_job_events(job.id).data
+    assert any("alias 'production' stays where it was" in e.message for e in events), events

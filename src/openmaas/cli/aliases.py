@@ -41,6 +41,18 @@ def _report(move: AliasMoveOut, as_json: bool) -> None:
     before = "-" if event.from_version is None else str(event.from_version)
     after = "-" if event.to_version is None else str(event.to_version)
     out.print(plain(f"{move.model}@{move.alias}: {before} → {after} ({event.action})"))
+    gate = event.gate
+    if gate and gate.get("forced"):
+        out.print(plain("evaluation gate: forced"))
+    elif gate:
+        metric, current, candidate = gate["metric"], gate["current"], gate["candidate"]
+        out.print(
+            plain(
+                f"evaluation gate passed: {metric} {candidate['score']:.4f} (version "
+                f"{candidate['version']}) against {current['score']:.4f} (version "
+                f"{current['version']}) on {gate['examples']} examples"
+            )
+        )
 
 
 @app.command("list")
@@ -67,11 +79,14 @@ def set_alias(
     alias: AliasArg,
     version: Annotated[int, typer.Argument(help="Target version.", min=1, show_default=False)],
     reason: ReasonOption = "",
+    force: Annotated[
+        bool, typer.Option(help="Move past the alias's evaluation gate (admin; give a reason).")
+    ] = False,
     as_json: JsonFlag = False,
 ) -> None:
-    """Point ALIAS of NAME at VERSION (creates or moves it)."""
+    """Point ALIAS of NAME at VERSION (creates or moves it; a gated alias scores it first)."""
     with client_from(ctx) as client:
-        _report(client.set_alias(name, alias, version, reason=reason), as_json)
+        _report(client.set_alias(name, alias, version, reason=reason, force=force), as_json)
 
 
 @app.command("delete")
@@ -252,3 +267,42 @@ def _report_traffic(split: TrafficOut, as_json: bool) -> None:
 
 def _ms(value: float | None, digits: int = 1) -> str:
     return "-" if value is None else f"{value:.{digits}f}"
+
+
+@app.command("policy")
+def set_policy(
+    ctx: typer.Context,
+    name: NameArg,
+    alias: AliasArg,
+    eval_file: Annotated[str, typer.Option(help="Labelled file id the versions are scored on.")],
+    metric: Annotated[str, typer.Option(help="accuracy, macro_f1, entity_f1, ...")] = "macro_f1",
+    min_delta: Annotated[
+        float, typer.Option(help="The candidate must score at least current + this.")
+    ] = 0.0,
+    reason: ReasonOption = "",
+    as_json: JsonFlag = False,
+) -> None:
+    """Gate every later move of ALIAS on an evaluation against its current version."""
+    with client_from(ctx) as client:
+        policy = client.set_policy(
+            name, alias, eval_file, metric=metric, min_delta=min_delta, reason=reason
+        )
+    if as_json:
+        print_json(policy)
+        return
+    out.print(
+        plain(
+            f"{policy.model}@{policy.alias}: moves need {policy.metric} on {policy.eval_file} "
+            f"at least the current version's + {policy.min_delta:g}"
+        )
+    )
+
+
+@app.command("policy-delete")
+def delete_policy(
+    ctx: typer.Context, name: NameArg, alias: AliasArg, reason: ReasonOption = ""
+) -> None:
+    """Remove ALIAS's evaluation gate."""
+    with client_from(ctx) as client:
+        policy = client.delete_policy(name, alias, reason=reason)
+    out.print(plain(f"{policy.model}@{policy.alias}: evaluation gate removed"))

@@ -18,7 +18,13 @@ from typing import Any
 from openmaas.client.models import model_path
 from openmaas.client.resource import Resource, segment
 from openmaas.protocol.registry import AliasEventOut, AliasMoveOut
-from openmaas.protocol.rollout import RollbackIn, TrafficOut, TrafficRequest
+from openmaas.protocol.rollout import (
+    PolicyOut,
+    PolicyRequest,
+    RollbackIn,
+    TrafficOut,
+    TrafficRequest,
+)
 
 
 class AliasesResource(Resource):
@@ -29,9 +35,15 @@ class AliasesResource(Resource):
         data = response.json()
         return {str(alias): int(version) for alias, version in data.items()}
 
-    def set_alias(self, name: str, alias: str, version: int, reason: str = "") -> AliasMoveOut:
-        """Point `alias` at `version`; the result's `event` is None when nothing moved."""
-        body = {"version": version, "reason": reason}
+    def set_alias(
+        self, name: str, alias: str, version: int, reason: str = "", *, force: bool = False
+    ) -> AliasMoveOut:
+        """Point ALIAS at VERSION. An alias with an evaluation gate moves only when the
+        version holds up (else `APIError` 409 `gate_failed` with both scores); an admin key
+        may `force` the move with a reason."""
+        body: dict[str, Any] = {"version": version, "reason": reason}
+        if force:
+            body["force"] = True
         return self._one("PUT", _alias_path(name, alias), AliasMoveOut, json=body)
 
     def delete_alias(self, name: str, alias: str, reason: str = "") -> AliasMoveOut:
@@ -84,6 +96,29 @@ class AliasesResource(Resource):
         """End the split: every request for ALIAS goes to its own version again."""
         query = {"reason": reason} if reason else {}
         return self._one("DELETE", _alias_path(name, alias, "/traffic", **query), TrafficOut)
+
+    def set_policy(
+        self,
+        name: str,
+        alias: str,
+        eval_file: str,
+        *,
+        metric: str = "macro_f1",
+        min_delta: float = 0.0,
+        reason: str = "",
+    ) -> PolicyOut:
+        """Gate every later move of ALIAS on `metric` over `eval_file`: the candidate must
+        score at least the current version's plus `min_delta`."""
+        body = PolicyRequest(eval_file=eval_file, metric=metric, min_delta=min_delta, reason=reason)
+        path = _alias_path(name, alias, "/policy")
+        return self._one("PUT", path, PolicyOut, json=body.model_dump(mode="json"))
+
+    def policy(self, name: str, alias: str) -> PolicyOut:
+        return self._one("GET", _alias_path(name, alias, "/policy"), PolicyOut)
+
+    def delete_policy(self, name: str, alias: str, reason: str = "") -> PolicyOut:
+        query = {"reason": reason} if reason else {}
+        return self._one("DELETE", _alias_path(name, alias, "/policy", **query), PolicyOut)
 
 
 def _alias_path(name: str, alias: str, rest: str = "", **query: str) -> str:

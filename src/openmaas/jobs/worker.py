@@ -142,6 +142,7 @@ class Worker:
         cls, settings: Settings, *, worker_id: str, parent_pid: int | None = None
     ) -> Worker:
         from openmaas.datasets.service import DatasetService
+        from openmaas.evaluation.gate import AliasGate
         from openmaas.evaluation.kind import EvaluationJobKind
         from openmaas.optimize.kind import OptimizationJobKind
         from openmaas.training.kind import TrainingJobKind
@@ -155,6 +156,13 @@ class Worker:
         # What a job registers is always in a safe format.
         registry = build_registry(settings, db=db, artifacts=artifacts, allow_pickle=False)
         datasets = DatasetService(db, artifacts)
+        # A job's `alias` under an evaluation gate is judged here, as the server would.
+        registry.aliases.gate = AliasGate(
+            registry,
+            datasets,
+            max_examples=settings.max_eval_examples,
+            threads=settings.training_threads,
+        )
         training = TrainingJobKind(
             db, registry=registry, datasets=datasets, recipes=load_recipes(settings.extra_recipes)
         )
@@ -301,7 +309,7 @@ class Worker:
             shutil.rmtree(scratch, ignore_errors=True)
             return
         try:
-            name = publish(self.registry, job, output)
+            name, note = publish(self.registry, job, output)
         except Exception as exc:
             self._fail(job, "registration_failed", exc)
             return
@@ -311,6 +319,7 @@ class Worker:
             fine_tuned_model=name,
             metrics=finite(output.metrics),
             trained_tokens=output.trained_tokens,
+            message=note,
         )
         logger.info("job %s succeeded: %s", job.id, name)
         shutil.rmtree(scratch, ignore_errors=True)

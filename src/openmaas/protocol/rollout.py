@@ -72,3 +72,27 @@ class TrafficOut(Response):
     created_at: datetime
     # Per version (live and shadow), since the split started, on the server that answered.
     stats: dict[str, VersionStatsOut] = Field(default_factory=dict)
+
+
+class PolicyRequest(Schema):
+    eval_file: str = Field(min_length=1, max_length=64, description="A labelled file id.")
+    metric: str = Field(
+        default="macro_f1",
+        max_length=64,
+        description="accuracy, macro_f1, micro_f1, weighted_f1, macro_precision, "
+        "macro_recall (classifiers); entity_f1, entity_precision, entity_recall, "
+        "token_accuracy (taggers). Higher is better.",
+    )
+    min_delta: float = Field(default=0.0, ge=-1, le=1)
+    reason: str = Field(default="", max_length=2_000)
+
+
+class PolicyOut(Response):
+    object: Literal["alias_policy"] = "alias_policy"
+    model: str
+    alias: str
+    eval_file: str
+    metric: str
+    min_delta: float
+    created_by: str
+    created_at: datetime

@@ -62,17 +62,19 @@ class Registry:
     ) -> Registry:
         store = RegistryStore(db, artifacts)
         aliases = AliasService(store)
+        registration = RegistrationService(
+            store,
+            artifacts,
+            allow_pickle=allow_pickle,
+            limits=limits,
+            allowed_packages=allowed_packages,
+            reserved_names=reserved_names,
+        )
+        registration.aliases = aliases  # registrations' gated alias moves
         return cls(
             store=store,
             aliases=aliases,
-            registration=RegistrationService(
-                store,
-                artifacts,
-                allow_pickle=allow_pickle,
-                limits=limits,
-                allowed_packages=allowed_packages,
-                reserved_names=reserved_names,
-            ),
+            registration=registration,
             files=ModelFiles(store, aliases, artifacts),
             traffic=TrafficService(store),
         )

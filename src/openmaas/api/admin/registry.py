@@ -344,9 +344,13 @@ def set_alias(
     auditor: AuditorDep,
 ) -> AliasMoveOut:
     split = split_before(registry, name, alias, who)
-    event = registry.aliases.move(name, alias, body.version, caller=who, reason=body.reason)
+    event = registry.aliases.move(
+        name, alias, body.version, caller=who, reason=body.reason, force=body.force
+    )
     if event is not None:  # None: it already pointed there, nothing changed
         before, after = _alias_states(event, body.reason)
+        if event.gate is not None:  # the evaluation gate's scores, or that it was forced
+            after = {**after, "gate": dict(event.gate)}
         auditor.record("alias.set", _alias_target(name, alias), before=before, after=after)
         audit_split_ended(auditor, name, alias, split, f"alias moved to {body.version}")
     return AliasMoveOut(

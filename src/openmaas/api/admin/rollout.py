@@ -1,9 +1,14 @@
-"""Rollout routes of the registry: an alias's traffic split (`…/aliases/{alias}/traffic`).
+"""Rollout routes of the registry: an alias's traffic split (`…/aliases/{alias}/traffic`)
+and its evaluation gate (`…/aliases/{alias}/policy`).
 
 `PUT` starts or replaces the split, `GET` shows it with what each version did (requests,
 errors, p50/p99, shadow agreement) on the server answering, `DELETE` ends it. Moving,
 rolling back or deleting the alias ends it too (the registry does; the alias routes record
 it). Every change is in the audit log with the split before and after.
+
+`PUT …/policy` gates every later move of the alias on an evaluation (`registry.policies`,
+`evaluation.gate`): the file must be the caller's to read, of the alias's model's task, and
+the metric one the task's reports have where higher is better.
 """
 
 from __future__ import annotations
@@ -13,13 +18,21 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, Query
 
 from openmaas.api.auditor import Auditor, AuditorDep
-from openmaas.api.deps import EngineDep, PrincipalDep, RegistryDep, caller
+from openmaas.api.deps import EngineDep, PrincipalDep, RegistryDep, ServicesDep, caller
 from openmaas.api.json_body import StrictJSONRoute
 from openmaas.api.params import ModelPath
 from openmaas.auth.entities import Principal
-from openmaas.errors import NotFound
-from openmaas.protocol.rollout import TrafficOut, TrafficRequest, VersionStatsOut
+from openmaas.errors import InvalidRequest, NotFound
+from openmaas.evaluation.registered import check_file
+from openmaas.protocol.rollout import (
+    PolicyOut,
+    PolicyRequest,
+    TrafficOut,
+    TrafficRequest,
+    VersionStatsOut,
+)
 from openmaas.registry.composition import Registry
+from openmaas.registry.policies import AliasPolicy, StoredPolicy
 from openmaas.registry.traffic import RollbackPolicy, TrafficSpec, TrafficSplit
 from openmaas.serving.engine import InferenceEngine
 
@@ -130,3 +143,105 @@ def audit_split_ended(
             before=split.to_dict(),
             after={"reason": why},
         )
+
+
+# The metrics a gate may compare, per task: those where higher is better.
+GATE_METRICS = {
+    "text-classification": (
+        "accuracy",
+        "macro_f1",
+        "micro_f1",
+        "weighted_f1",
+        "macro_precision",
+        "macro_recall",
+        "micro_precision",
+        "micro_recall",
+    ),
+    "token-classification": ("entity_f1", "entity_precision", "entity_recall", "token_accuracy"),
+}
+
+
+@router.put("/models/{name}/aliases/{alias}/policy")
+def set_policy(
+    name: ModelPath,
+    alias: str,
+    body: PolicyRequest,
+    registry: RegistryDep,
+    services: ServicesDep,
+    who: PrincipalDep,
+    auditor: AuditorDep,
+) -> PolicyOut:
+    """Gate every later move of the alias on an evaluation of the candidate and the alias's
+    current version on `eval_file` (refused with 409 `gate_failed` when it loses)."""
+    version = registry.resolve(f"{name}@{alias}", caller=who)
+    metrics = GATE_METRICS.get(version.task)
+    if metrics is None:
+        raise InvalidRequest(
+            f"{version.model} is a {version.task} model; gates evaluate "
+            f"{' and '.join(GATE_METRICS)} models",
+            param="alias",
+        )
+    if body.metric not in metrics:
+        raise InvalidRequest(
+            f"metric {body.metric!r} is not one a {version.task} gate compares "
+            f"(higher is better): {', '.join(metrics)}",
+            param="metric",
+        )
+    check_file(
+        services.datasets,
+        body.eval_file,
+        version.task,
+        caller=who,
+        max_examples=services.settings.max_eval_examples,
+        model=f"{version.model}:{version.version}",
+    )
+    policy = AliasPolicy(body.eval_file, body.metric, body.min_delta)
+    before, after = registry.aliases.policies.set(name, alias, policy, caller=who)
+    auditor.record(
+        "alias.policy.set",
+        _target(name, alias),
+        before=_policy_state(before) if before else None,
+        after={**_policy_state(after), "reason": body.reason},
+    )
+    return policy_out(after)
+
+
+@router.get("/models/{name}/aliases/{alias}/policy")
+def get_policy(name: ModelPath, alias: str, registry: RegistryDep, who: PrincipalDep) -> PolicyOut:
+    return policy_out(registry.aliases.policies.get(name, alias, caller=who))
+
+
+@router.delete("/models/{name}/aliases/{alias}/policy")
+def delete_policy(
+    name: ModelPath,
+    alias: str,
+    registry: RegistryDep,
+    who: PrincipalDep,
+    auditor: AuditorDep,
+    reason: Annotated[str, Query(max_length=2_000)] = "",
+) -> PolicyOut:
+    removed = registry.aliases.policies.delete(name, alias, caller=who)
+    auditor.record(
+        "alias.policy.delete",
+        _target(name, alias),
+        before=_policy_state(removed),
+        after={"reason": reason},
+    )
+    return policy_out(removed)
+
+
+def _policy_state(stored: StoredPolicy) -> dict[str, object]:
+    policy = stored.policy
+    return {"eval_file": policy.eval_file, "metric": policy.metric, "min_delta": policy.min_delta}
+
+
+def policy_out(stored: StoredPolicy) -> PolicyOut:
+    return PolicyOut(
+        model=stored.model,
+        alias=stored.alias,
+        eval_file=stored.policy.eval_file,
+        metric=stored.policy.metric,
+        min_delta=stored.policy.min_delta,
+        created_by=stored.created_by,
+        created_at=stored.created_at,
+    )
