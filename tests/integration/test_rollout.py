@@ -13,6 +13,10 @@ computed it as well as the header does.
 from __future__ import annotations
 
 import json
+import os
+import re
+import subprocess
+import sys
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
@@ -29,6 +33,8 @@ from tests.integration.conftest import (
 )
 from tests.runtimes.tiny_models import build_bert
 
+ROOT = Path(__file__).resolve().parents[2]
+DOCS = ROOT / "docs" / "rollout.md"
 LABELS = ("negative", "positive")
 VERSION_HEADER = "OpenMaaS-Model-Version"
 
@@ -373,3 +379,38 @@ def test_a_jobs_alias_is_gated_and_the_job_says_so(
     assert sdk.aliases("jobgated")["production"] == 2
     events = sdk.optimization_job_events(job.id).data
     assert any("alias 'production' stays where it was" in e.message for e in events), events
+
+
+def test_the_docs_commands_run_as_written(
+    server: RunningServer, sdk: Client, tmp_path: Path
+) -> None:
+    # sentiment: 1 says negative, 2 and 3 positive; the dev file is mostly positive, so the
+    # gate lets 3 follow 2 (equal scores) and the split's promotion of 2 is an improvement.
+    _versions(sdk, tmp_path, "sentiment", ["negative", "positive", "positive"])
+    rows = [{"text": f"film {i}", "label": LABELS[i % 10 < 7]} for i in range(30)]
+    (tmp_path / "sentiment-dev.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    [script] = re.findall(r"```console\n(.*?)```", DOCS.read_text(encoding="utf-8"), re.DOTALL)[:1]
+    env = {
+        **os.environ,
+        "OPENMAAS_URL": server.url,
+        "OPENMAAS_API_KEY": server.key,
+        "PYTHONPATH": os.pathsep.join([str(ROOT / "src"), str(ROOT)]),
+        "PATH": os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")]),
+    }
+    ran = subprocess.run(
+        ["bash", "-euo", "pipefail", "-c", script],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert ran.returncode == 0, f"{script}\n---\n{ran.stdout}\n{ran.stderr}"
+    assert re.search(r"(?i)openmaas-model-version: sentiment:[12]", ran.stdout)
+    assert (
+        "sentiment@production: baseline 1 (sticky by x-user-id, automatic rollback)" in ran.stdout
+    )
+    assert "sentiment@production: 2 → 3 (move)" in ran.stdout
+    assert "evaluation gate passed: macro_f1" in ran.stdout
+    assert sdk.aliases("sentiment")["production"] == 3
