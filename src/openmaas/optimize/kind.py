@@ -144,7 +144,9 @@ class OptimizationJobKind:
         from openmaas.training.kind import ready_dataset
 
         row = ready_dataset(self.db, file_id, param, caller)
-        if row.task != parent.task:
+        # An embedding model is measured on any file's texts (cosine to the parent's vectors).
+        texts_will_do = parent.task == "embedding" and param == "eval_file"
+        if row.task != parent.task and not texts_will_do:
             raise InvalidRequest(
                 f"file {file_id} holds {row.task} examples; {parent.model}:{parent.version} "
                 f"is a {parent.task} model",
