@@ -41,9 +41,19 @@ def export_transformer(checkpoint: Path, task: str, target: Path) -> None:
     """`checkpoint` (a transformers directory) as an ONNX graph at `target`, with dynamic
     batch and sequence axes; inputs as the ONNX runtime feeds them."""
     import torch
-    from transformers import AutoModel, AutoModelForSequenceClassification, AutoTokenizer
+    from transformers import (
+        AutoModel,
+        AutoModelForSequenceClassification,
+        AutoModelForTokenClassification,
+        AutoTokenizer,
+    )
 
-    loader = AutoModel if task == "embedding" else AutoModelForSequenceClassification
+    loaders = {
+        "embedding": AutoModel,
+        "text-classification": AutoModelForSequenceClassification,
+        "token-classification": AutoModelForTokenClassification,  # logits per token
+    }
+    loader = loaders[task]
     try:
         network = loader.from_pretrained(str(checkpoint), attn_implementation="eager").eval()
         tokenizer = AutoTokenizer.from_pretrained(str(checkpoint))
@@ -70,7 +80,7 @@ def export_transformer(checkpoint: Path, task: str, target: Path) -> None:
     encoded = tokenizer(list(SAMPLE_TEXTS), padding=True, return_tensors="pt")
     args = tuple(encoded.get(name, torch.zeros_like(encoded["input_ids"])) for name in INPUTS)
     axes = {name: {0: "batch", 1: "sequence"} for name in (*INPUTS, output)}
-    if task != "embedding":
+    if task == "text-classification":
         axes[output] = {0: "batch"}
     raw = target.with_suffix(".raw.onnx")
     with warnings.catch_warnings(), torch.no_grad():

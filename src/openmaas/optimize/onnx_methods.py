@@ -30,7 +30,7 @@ from openmaas.runtimes.base import LoadedModel, LoadOptions, ModelSource, get_ru
 ONNX = "onnx"
 QUANTIZE = "quantize"
 GRAPH = "model.onnx"
-TASKS = frozenset({"embedding", "text-classification"})
+TASKS = frozenset({"embedding", "text-classification", "token-classification"})
 WEIGHT_TYPES = ("qint8", "quint8")
 # Files of a transformers checkpoint the ONNX runtime reads beside the graph.
 SUPPORT_FILES = (
