@@ -35,6 +35,7 @@ class QuantizeSettings:
     per_channel: bool = True  # a scale per output channel: 0.99 cosine on MiniLM, 0.90 without
     weight_type: str = "qint8"  # qint8 | quint8
     reduce_range: bool = False  # 7-bit weights, for CPUs without VNNI that saturate
+    operators: tuple[str, ...] = ("MatMul",)  # the operator types whose weights become int8
 
 
 def export_transformer(checkpoint: Path, task: str, target: Path) -> None:
@@ -131,7 +132,7 @@ def quantize_graph(source: Path, target: Path, settings: QuantizeSettings) -> No
             weight_type=weight_type,
             per_channel=settings.per_channel,
             reduce_range=settings.reduce_range,
-            op_types_to_quantize=["MatMul"],
+            op_types_to_quantize=list(settings.operators),
             extra_options={"MatMulConstBOnly": True},
         )
     except Exception as exc:  # onnxruntime.quantization raises untyped errors
