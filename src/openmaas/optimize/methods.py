@@ -105,6 +105,9 @@ class Method:
     build: Callable[[BuildContext], Built]
     checks: Sequence[Checker] = ()  # each raises InvalidRequest naming `settings.<name>`
     needs_training_file: bool = False  # distillation: the file it learns from
+    # Whether these (checked) settings read examples from the job's training_file or
+    # eval_file, either one (static quantization calibrates on them): without one, a 400.
+    needs_examples: Callable[[Mapping[str, Any]], bool] = lambda settings: False
     applies: Callable[[ModelVersion], bool] = lambda version: True  # finer than runtime/task
 
     def applies_to(self, version: ModelVersion) -> bool:

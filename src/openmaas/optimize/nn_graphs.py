@@ -24,7 +24,9 @@ Example::
 
 from __future__ import annotations
 
+import json
 import warnings
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -46,6 +48,9 @@ TAGGER = "rnn-tagger"
 # (`Gather`: most of the bytes), `MatMul` and `LSTM` (about 2x faster at batch 32). Not
 # `Conv`: onnxruntime's `ConvInteger` ran TextCNN 3x slower than fp32.
 QUANTIZED_OPERATORS = ("MatMul", "Gather", "LSTM")
+# Static (QDQ) int8 has no LSTM or GRU: their recurrences stay fp32.
+STATIC_OPERATORS = ("MatMul", "Gather", "Conv")
+CALIBRATION_BATCH = 32  # texts per calibration run
 
 
 def export_network(directory: Path, target: Path) -> int:
@@ -62,7 +67,9 @@ def export_network(directory: Path, target: Path) -> int:
     shortest = min_length(network)
     if isinstance(network, RNNClassifier) and network.config.pooling == "last":
         network = LastStatesFromOutputs(network)
-    names, args = _sample_inputs(saved.tokenizer, architecture, shortest, saved.max_input_tokens)
+    names, args = _network_inputs(
+        saved.tokenizer, architecture, SAMPLE_TEXTS, shortest, saved.max_input_tokens
+    )
     axes: dict[str, dict[int, str]] = {name: {0: "batch", 1: "length"} for name in names}
     axes["lengths"] = {0: "batch"}
     axes["logits"] = {0: "batch", 1: "length"} if architecture == TAGGER else {0: "batch"}
@@ -118,15 +125,37 @@ class LastStatesFromOutputs(nn.Module):
         return logits
 
 
-def _sample_inputs(
-    tokenizer: Any, architecture: str, shortest: int, longest: int
+def calibration_feeds(directory: Path, texts: Sequence[str]) -> Iterator[dict[str, Any]]:
+    """The inputs of the graph directory's network for `texts`, batch by batch, as the
+    `openmaas-nn` runtime feeds them (numpy arrays by input name)."""
+    from tokenizers import Tokenizer
+
+    from openmaas.nn.saved import TOKENIZER_FILE
+    from openmaas.runtimes.base import NATIVE_SPEC
+
+    spec = json.loads((directory / NATIVE_SPEC).read_text(encoding="utf-8"))
+    tokenizer = Tokenizer.from_file(str(directory / TOKENIZER_FILE))
+    for start in range(0, len(texts), CALIBRATION_BATCH):
+        names, args = _network_inputs(
+            tokenizer,
+            str(spec["architecture"]),
+            texts[start : start + CALIBRATION_BATCH],
+            int(spec.get("min_length", 1)),
+            int(spec["max_input_tokens"]),
+        )
+        yield {name: arg.numpy() for name, arg in zip(names, args, strict=True)}
+
+
+def _network_inputs(
+    tokenizer: Any, architecture: str, texts: Sequence[str], shortest: int, longest: int
 ) -> tuple[tuple[str, ...], tuple[Any, ...]]:
-    """Two texts of different lengths, as the runtime feeds them: the exporters see a padded
-    batch, not one length they could take for a constant."""
+    """The network's arguments for `texts`, as the runtime pads them. The export's sample is
+    two texts of different lengths: the exporters see a padded batch, not one length they
+    could take for a constant."""
     from openmaas.nn.tagger import encode_texts, pad_pieces
     from openmaas.nn.vocab import pad_batch, token_ids
 
-    texts = list(SAMPLE_TEXTS)
+    texts = list(texts)
     if architecture == TAGGER:
         ids, casing, lengths = pad_pieces(encode_texts(tokenizer, texts, max_length=longest))
         return ("ids", "lengths", "casing"), (ids, lengths, casing)

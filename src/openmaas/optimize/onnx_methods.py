@@ -27,17 +27,26 @@ from __future__ import annotations
 
 import json
 import shutil
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from openmaas.errors import OptimizationFailed
-from openmaas.optimize.graphs import QuantizeSettings, export_transformer, quantize_graph
+from openmaas.optimize.graphs import (
+    CALIBRATIONS,
+    QuantizeSettings,
+    export_transformer,
+    quantize_graph,
+    quantize_graph_static,
+)
 from openmaas.optimize.measure import BUILTIN_TEXTS, compare_outputs
 from openmaas.optimize.methods import BuildContext, Built, Method, boolean, choice, number
 from openmaas.registry.entities import ModelVersion
 from openmaas.registry.files import OpenedVersion
 from openmaas.runtimes.base import NATIVE_SPEC, LoadedModel, LoadOptions, ModelSource, get_runtime
+
+if TYPE_CHECKING:
+    from openmaas.training.recipe import Example
 
 ONNX = "onnx"
 QUANTIZE = "quantize"
@@ -58,6 +67,8 @@ SUPPORT_FILES = (
     "added_tokens.json",
 )
 PASSED_PARAMS = ("max_input_tokens", "labels", "pooling", "normalize", "output")
+MODES = ("dynamic", "static")
+CALIBRATION_TEXTS = 512  # the most texts of the job's file that static calibration runs
 NETWORKS = "openmaas-nn"  # the platform's own networks: their graphs keep their runtime
 NETWORK_PARAMS = ("max_input_tokens", "labels", "architecture")
 
@@ -72,12 +83,64 @@ def build_onnx(context: BuildContext) -> Built:
 def build_quantized(context: BuildContext) -> Built:
     fp32, built = _export(context)
     metrics = _check_export(context, fp32, built)
+    if context.settings.get("mode") == "static":
+        _quantize_static(context, fp32, built)
+        return Built(built.runtime, built.params, metrics)
     context.message("Quantizing the graph's weights to int8")
     operators: tuple[str, ...] = ("MatMul",)
     if built.runtime == NETWORKS:
         from openmaas.optimize.nn_graphs import QUANTIZED_OPERATORS as operators
     finish_graph(QUANTIZE, fp32, context.output_dir, context.settings, operators=operators)
     return Built(built.runtime, built.params, metrics)
+
+
+def _quantize_static(context: BuildContext, fp32: Path, built: Built) -> None:
+    """Static int8, calibrated on the texts of the job's training file (else its eval file)."""
+    texts = calibration_texts(context.read_examples("training") or context.read_examples("eval"))
+    if not texts:
+        raise OptimizationFailed(
+            "static quantization calibrates on texts: the job's training_file or eval_file "
+            "holds none"
+        )
+    settings = context.settings
+    context.message(
+        f"Calibrating activations on {len(texts)} texts ({settings['calibration']}), "
+        "then quantizing to static int8"
+    )
+    if built.runtime == NETWORKS:
+        from openmaas.optimize.nn_graphs import STATIC_OPERATORS, calibration_feeds
+
+        feeds = list(calibration_feeds(context.output_dir, texts))
+        operators: tuple[str, ...] = STATIC_OPERATORS
+    else:
+        from openmaas.runtimes.onnx import OnnxModel
+
+        graph_model = load_onnx(
+            _fp32_directory(context, fp32), context.version, built.params, context.options
+        )
+        try:
+            assert isinstance(graph_model, OnnxModel)
+            feeds = list(graph_model.input_batches(texts))
+        finally:
+            graph_model.unload()
+        operators = ("MatMul",)
+    context.check_stop("after calibrating")
+    quantize_graph_static(
+        fp32, context.output_dir / GRAPH, feeds, _quantize_settings(settings, operators)
+    )
+
+
+def calibration_texts(examples: Sequence[Example]) -> list[str]:
+    """The texts of a file's examples: `text`, or a tagged sentence's tokens joined."""
+    texts = []
+    for example in examples[:CALIBRATION_TEXTS]:
+        text = example.get("text")
+        tokens = example.get("tokens")
+        if isinstance(text, str) and text:
+            texts.append(text)
+        elif isinstance(tokens, list) and tokens:
+            texts.append(" ".join(str(token) for token in tokens))
+    return texts
 
 
 def finish_graph(
@@ -194,10 +257,7 @@ def _check_export(context: BuildContext, graph: Path, built: Built) -> dict[str,
     version = context.version
     if version.runtime == "onnx":
         return {}
-    directory = context.work_dir / "fp32"
-    shutil.rmtree(directory, ignore_errors=True)
-    shutil.copytree(context.output_dir, directory)
-    shutil.copy(graph, directory / GRAPH)
+    directory = _fp32_directory(context, graph)
     exported = load_onnx(directory, version, built.params, context.options, runtime=built.runtime)
     try:
         check = compare_outputs(context.parent_model, exported, version.task, BUILTIN_TEXTS)
@@ -217,6 +277,15 @@ def _check_export(context: BuildContext, graph: Path, built: Built) -> dict[str,
     return {"export_max_abs_difference": check.max_abs_difference}
 
 
+def _fp32_directory(context: BuildContext, graph: Path) -> Path:
+    """The output folder's support files with the fp32 `graph`: what serves the export."""
+    directory = context.work_dir / "fp32"
+    shutil.rmtree(directory, ignore_errors=True)
+    shutil.copytree(context.output_dir, directory)
+    shutil.copy(graph, directory / GRAPH)
+    return directory
+
+
 def _onnx_graph(directory: Path) -> Path:
     if (directory / GRAPH).is_file():
         return directory / GRAPH
@@ -234,6 +303,7 @@ def _quantize_settings(
         weight_type=str(settings.get("weight_type", "qint8")),
         reduce_range=bool(settings.get("reduce_range", False)),
         operators=operators,
+        calibration=str(settings.get("calibration", "minmax")),
     )
 
 
@@ -255,12 +325,27 @@ METHODS = (
     ),
     Method(
         name=QUANTIZE,
-        summary="dynamic int8 weights (onnxruntime), from the exported or the parent's graph",
-        defaults={"atol": 1e-4, "per_channel": True, "weight_type": "qint8", "reduce_range": False},
+        summary="int8 (onnxruntime): dynamic, or static calibrated on the job's file; from "
+        "the exported or the parent's graph",
+        defaults={
+            "atol": 1e-4,
+            "per_channel": True,
+            "weight_type": "qint8",
+            "reduce_range": False,
+            "mode": "dynamic",
+            "calibration": "minmax",
+        },
         runtimes=frozenset({"transformers", "onnx", NETWORKS}),
         tasks=TASKS,
         suffix="int8",
         build=build_quantized,
-        checks=(_ATOL, boolean("per_channel", "reduce_range"), choice("weight_type", WEIGHT_TYPES)),
+        checks=(
+            _ATOL,
+            boolean("per_channel", "reduce_range"),
+            choice("weight_type", WEIGHT_TYPES),
+            choice("mode", MODES),
+            choice("calibration", CALIBRATIONS),
+        ),
+        needs_examples=lambda settings: settings.get("mode") == "static",
     ),
 )
