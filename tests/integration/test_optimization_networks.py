@@ -94,7 +94,8 @@ def trained_classifier(directory: Path, architecture: str, network: Network) -> 
     model.train()
     for _ in range(40):
         optimizer.zero_grad()
-        nn.functional.cross_entropy(model(ids, lengths), labels).backward()
+        loss = nn.functional.cross_entropy(model(ids, lengths), labels)
+        loss.backward()  # type: ignore[no-untyped-call]
         optimizer.step()
     save_classifier(
         directory, architecture, model.eval(), tokenizer, labels=LABELS, max_input_tokens=64
