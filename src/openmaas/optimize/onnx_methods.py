@@ -163,7 +163,8 @@ def _export(context: BuildContext) -> tuple[Path, Built]:
     """The parent's fp32 graph and what serves it (runtime, params), support files copied."""
     if context.version.runtime == NETWORKS:
         context.message("Exporting the network to ONNX")
-        fp32, params = network_graph(context.parent, context.work_dir, context.output_dir)
+        fp32 = network_graph(context.parent.directory, context.work_dir, context.output_dir)
+        params = {k: v for k, v in context.version.params.items() if k in NETWORK_PARAMS}
         runtime = NETWORKS
     else:
         fp32, params = fp32_graph(context.parent, context.work_dir, context.output_dir)
@@ -172,25 +173,22 @@ def _export(context: BuildContext) -> tuple[Path, Built]:
     return fp32, Built(runtime, params)
 
 
-def network_graph(
-    parent: OpenedVersion, work_dir: Path, output_dir: Path
-) -> tuple[Path, dict[str, Any]]:
-    """An `openmaas-nn` parent as an fp32 graph, with its tokenizer and its spec (marked as a
-    graph) in `output_dir`."""
+def network_graph(parent: Path, work_dir: Path, output_dir: Path) -> Path:
+    """The `openmaas-nn` network saved in `parent` as an fp32 graph in `work_dir`, with its
+    tokenizer and its spec (marked as a graph) in `output_dir`."""
     # Imported here: the API process lists and checks methods without loading torch.
     from openmaas.nn.graph import graph_spec
     from openmaas.nn.saved import TOKENIZER_FILE
     from openmaas.optimize.nn_graphs import export_network
 
     graph = work_dir / GRAPH
-    min_length = export_network(parent.directory, graph)
-    spec = json.loads((parent.directory / NATIVE_SPEC).read_text(encoding="utf-8"))
+    min_length = export_network(parent, graph)
+    spec = json.loads((parent / NATIVE_SPEC).read_text(encoding="utf-8"))
     (output_dir / NATIVE_SPEC).write_text(
         json.dumps(graph_spec(spec, min_length=min_length), indent=2) + "\n", encoding="utf-8"
     )
-    shutil.copy(parent.directory / TOKENIZER_FILE, output_dir / TOKENIZER_FILE)
-    params = {k: v for k, v in parent.version.params.items() if k in NETWORK_PARAMS}
-    return graph, params
+    shutil.copy(parent / TOKENIZER_FILE, output_dir / TOKENIZER_FILE)
+    return graph
 
 
 def fp32_graph(
