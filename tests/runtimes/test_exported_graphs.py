@@ -8,6 +8,7 @@ from __future__ import annotations
 import shutil
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -22,7 +23,7 @@ from openmaas.nn.textcnn import TextCNN, TextCNNConfig
 from openmaas.nn.vocab import build_vocabulary, vocabulary_size
 from openmaas.optimize.graphs import export_transformer
 from openmaas.optimize.onnx_methods import GRAPH, SUPPORT_FILES, network_graph
-from openmaas.runtimes.base import LoadedModel, LoadOptions, ModelSource, get_runtime
+from openmaas.runtimes.base import LoadOptions, ModelSource, get_runtime
 from openmaas.runtimes.onnx import OnnxRuntime
 from openmaas.runtimes.textnn import TextNetworkModel, TextNetworkRuntime
 from tests.runtimes.conformance import TEXTS, check_conformance
@@ -32,7 +33,7 @@ TAGGED = "token-classification"
 CLASSIFIED = "text-classification"
 
 
-def spans(model: LoadedModel) -> list[list[tuple[str, str, int, int]]]:
+def spans(model: Any) -> list[list[tuple[str, str, int, int]]]:
     return [
         [(e.text, e.label, e.start, e.end) for e in entities]
         for entities in model.extract_entities(list(TEXTS))
@@ -53,7 +54,7 @@ def test_a_transformers_taggers_graph_tags_like_it(tmp_path: Path) -> None:
     parent = get_runtime("transformers").load(
         ModelSource.for_directory(checkpoint, task=TAGGED, runtime="transformers"), LoadOptions()
     )
-    assert exported.labels == parent.labels == BIO_LABELS
+    assert getattr(exported, "labels", ()) == getattr(parent, "labels", ()) == BIO_LABELS
     assert spans(exported) == spans(parent)
     assert any(spans(parent))
 
