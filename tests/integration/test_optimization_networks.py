@@ -366,3 +366,26 @@ def test_the_methods_list_the_networks_runtime(sdk: Client) -> None:
         assert "openmaas-nn" in methods[name].runtimes
         assert "token-classification" in methods[name].tasks
     assert methods["quantize"].settings["mode"] == "dynamic"
+
+
+def test_a_network_of_an_architecture_the_export_does_not_handle_is_a_400(
+    sdk: Client, tmp_path: Path
+) -> None:
+    directory = trained_classifier(
+        tmp_path / "net",
+        "textcnn",
+        lambda vocabulary: TextCNN(TextCNNConfig(vocab_size=vocabulary, n_labels=2)),
+    )
+    # As a recipe records it: an architecture added later, with no checked export yet.
+    sdk.upload(
+        "capsule-net",
+        directory,
+        task="text-classification",
+        runtime="openmaas-nn",
+        params={"architecture": "capsule"},
+    )
+    for method in ("onnx", "quantize"):
+        with pytest.raises(APIError) as caught:
+            sdk.create_optimization_job("capsule-net", method)
+        assert (caught.value.status_code, caught.value.param) == (400, "method")
+        assert "does not apply" in caught.value.message

@@ -10,7 +10,7 @@ import numpy as np
 
 from openmaas.optimize.graphs import uniform_batches
 from openmaas.optimize.measure import compare_outputs
-from openmaas.optimize.onnx_methods import calibration_texts
+from openmaas.optimize.onnx_methods import NETWORK_ARCHITECTURES, calibration_texts
 from openmaas.tasks.token_classification import Entity
 
 TEXTS = ("Ada visited Paris.", "ok")
@@ -71,3 +71,11 @@ def test_uniform_batches_pad_to_the_widest_and_fill_the_last_batch() -> None:
     assert batches[0]["ids"][0].tolist() == [1, 1, 1, 1, 0, 0, 0]  # padded with 0
     # Five rows, then the first three again to fill the second batch.
     assert np.concatenate([b["lengths"] for b in batches]).tolist() == [4, 2, 1, 7, 5, 4, 2, 1]
+
+
+def test_the_methods_apply_to_the_network_architectures_the_export_handles() -> None:
+    from openmaas.nn.saved import ARCHITECTURES
+    from openmaas.optimize.nn_graphs import ARCHITECTURES as EXPORTED
+
+    assert NETWORK_ARCHITECTURES == EXPORTED
+    assert ARCHITECTURES.keys() >= NETWORK_ARCHITECTURES

@@ -71,6 +71,9 @@ MODES = ("dynamic", "static")
 CALIBRATION_TEXTS = 512  # the most texts of the job's file that static calibration runs
 NETWORKS = "openmaas-nn"  # the platform's own networks: their graphs keep their runtime
 NETWORK_PARAMS = ("max_input_tokens", "labels", "architecture")
+# The openmaas-nn architectures whose export is faithful (`nn_graphs.ARCHITECTURES`), by
+# name here so that the API process checks requests without importing torch.
+NETWORK_ARCHITECTURES = frozenset({"textcnn", "rnn", "transformer-encoder", "rnn-tagger"})
 
 
 def build_onnx(context: BuildContext) -> Built:
@@ -275,6 +278,15 @@ def _check_export(context: BuildContext, graph: Path, built: Built) -> dict[str,
     return {"export_max_abs_difference": check.max_abs_difference}
 
 
+def exportable(version: ModelVersion) -> bool:
+    """A network of an architecture the export handles (a recipe records it in the version's
+    params; an uploaded directory's is checked when the job runs)."""
+    if version.runtime != NETWORKS:
+        return True
+    architecture = version.params.get("architecture")
+    return architecture is None or architecture in NETWORK_ARCHITECTURES
+
+
 def _fp32_directory(context: BuildContext, graph: Path) -> Path:
     """The output folder's support files with the fp32 `graph`: what serves the export."""
     directory = context.work_dir / "fp32"
@@ -320,6 +332,7 @@ METHODS = (
         suffix="onnx",
         build=build_onnx,
         checks=(_ATOL,),
+        applies=exportable,
     ),
     Method(
         name=QUANTIZE,
@@ -345,5 +358,6 @@ METHODS = (
             choice("calibration", CALIBRATIONS),
         ),
         needs_examples=lambda settings: settings.get("mode") == "static",
+        applies=exportable,
     ),
 )
