@@ -152,6 +152,13 @@ class NothingToRollBack(Conflict):
     code = "nothing_to_roll_back"
 
 
+class GateFailed(Conflict):
+    """An alias move whose candidate lost to the alias's current version on the alias's
+    evaluation gate (`PUT …/aliases/{alias}/policy`)."""
+
+    code = "gate_failed"
+
+
 class ArtifactCorrupted(OpenMaaSError):
     """Stored files no longer match the manifest recorded at registration."""
 

@@ -203,6 +203,12 @@ class Settings(BaseSettings):
     job_max_attempts: int = Field(
         default=3, ge=1, description="A job whose worker dies this many times fails."
     )
+    max_eval_examples: int = Field(
+        default=10_000,
+        ge=1,
+        description="Most examples an evaluation (`/v1/evaluations`) scores; a file with "
+        "more is refused with 400.",
+    )
     extra_recipes: Annotated[list[str], NoDecode] = Field(
         default_factory=list,
         description="Training recipes besides the built-in ones: comma-separated "

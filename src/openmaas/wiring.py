@@ -17,8 +17,9 @@ from __future__ import annotations
 
 import asyncio
 import functools
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from openmaas.auth.bootstrap import announce_admin_key, load_pepper
 from openmaas.auth.bruteforce import BruteForceGuard
@@ -37,6 +38,7 @@ from openmaas.catalog.definitions import CatalogDefinition, load_catalog
 from openmaas.catalog.service import CatalogService
 from openmaas.crypto import Keyring, key_from_settings
 from openmaas.datasets.service import DatasetLimits, DatasetService
+from openmaas.evaluation.gate import AliasGate
 from openmaas.jobs.service import JobService
 from openmaas.metering.audit import AuditLog
 from openmaas.metering.usage import UsageRecorder
@@ -45,6 +47,7 @@ from openmaas.registry.artifacts import ArtifactStore
 from openmaas.registry.composition import Registry
 from openmaas.registry.intake import ArchiveLimits
 from openmaas.registry.sources import normalized_package_name
+from openmaas.registry.traffic import TrafficSplit
 from openmaas.serving.engine import InferenceEngine
 from openmaas.serving.pool import check_fits_budget
 from openmaas.settings import MiB, Settings
@@ -190,6 +193,12 @@ class Services:
         )
         batches = BatchService(jobs, batch_store)
         batches.on_queued = batch_runner.wake
+        # Alias moves under an evaluation gate score both versions first.
+        registry.aliases.gate = AliasGate(
+            registry, datasets, max_examples=settings.max_eval_examples
+        )
+        audit = AuditLog(db)
+        engine.rollout.on_rollback = functools.partial(end_rolled_back, registry, audit)
         return cls(
             settings=settings,
             db=db,
@@ -200,7 +209,7 @@ class Services:
             auth=auth,
             authenticator=authenticator,
             usage=UsageRecorder(db, flush_s=settings.usage_flush_s),
-            audit=AuditLog(db),
+            audit=audit,
             datasets=datasets,
             limits=Limits(RateLimiter(settings.redis_url)),
             jobs=jobs,
@@ -244,3 +253,27 @@ class Services:
     def close(self) -> None:
         self.usage.close()  # writes the usage still buffered
         self.db.close()
+
+
+ROLLOUT_ACTOR = "system:rollout"
+
+
+def end_rolled_back(
+    registry: Registry,
+    audit: AuditLog,
+    split: TrafficSplit,
+    reason: str,
+    figures: Mapping[str, Any],
+) -> None:
+    """The serving side's automatic rollback: end the split (unless it changed meanwhile)
+    and record why in the audit log, with the figures; the alias stays on its baseline."""
+    if not registry.traffic.end_if(split, caller=SYSTEM):
+        return
+    audit.record(
+        ROLLOUT_ACTOR,
+        split.project,
+        "alias.traffic.rollback",
+        f"models/{split.model}/aliases/{split.alias}",
+        before=split.to_dict(),
+        after={"baseline": split.baseline, "reason": reason, "figures": dict(figures)},
+    )

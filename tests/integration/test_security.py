@@ -189,6 +189,7 @@ ROUTES: list[tuple[str, str, dict[str, Any] | None, set[str]]] = [
     ("GET", "/v1/fine_tuning/jobs", None, {"training"}),
     ("GET", "/v1/training/jobs", None, {"training"}),
     ("GET", "/v1/optimization/jobs", None, {"training"}),
+    ("GET", "/v1/evaluations", None, {"training"}),
     ("GET", "/v1/keys", None, set()),
     ("POST", "/v1/projects", {"name": "scope-test"}, set()),
     ("GET", "/metrics", None, set()),

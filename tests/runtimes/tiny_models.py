@@ -66,15 +66,16 @@ def build_bert(
     problem_type: ProblemType | None = None,
     forced_label: str | None = None,
     seed: int = 0,
+    layers: int = 2,
 ) -> Path:
-    """A 2-layer, 32-wide BERT with the MiniLM vocabulary. `labels` set `id2label` (one label
-    makes a cross-encoder); `forced_label` zeroes the classifier but for a bias that makes that
-    label win every prediction with the same probability."""
+    """A 2-layer (or `layers`), 32-wide BERT with the MiniLM vocabulary. `labels` set
+    `id2label` (one label makes a cross-encoder); `forced_label` zeroes the classifier but for
+    a bias that makes that label win every prediction with the same probability."""
     torch.manual_seed(seed)
     config = BertConfig(
         vocab_size=30522,
         hidden_size=32,
-        num_hidden_layers=2,
+        num_hidden_layers=layers,
         num_attention_heads=4,
         intermediate_size=64,
         max_position_embeddings=512,

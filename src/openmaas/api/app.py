@@ -20,9 +20,11 @@ from openmaas.api.admin import (
     audit,
     catalog,
     datasets,
+    evaluations,
     keys,
     optimization,
     registry,
+    rollout,
     training,
     usage,
 )
@@ -118,6 +120,7 @@ def build_app(settings: Settings, services: Services | None = None) -> FastAPI:
         keys: None,
         metrics: requires(Scope.ADMIN),
         registry: requires(Scope.MODELS_READ, write=(Scope.MODELS_WRITE,)),
+        rollout: requires(Scope.MODELS_READ, write=(Scope.MODELS_WRITE,)),
         catalog: requires(Scope.MODELS_READ, write=(Scope.MODELS_WRITE,)),
         models: requires(Scope.INFERENCE, Scope.MODELS_READ),
         # Every key sees its own project's usage; the route narrows what it may ask for.
@@ -130,6 +133,7 @@ def build_app(settings: Settings, services: Services | None = None) -> FastAPI:
         fine_tuning: requires(Scope.TRAINING),
         training: requires(Scope.TRAINING),
         optimization: requires(Scope.TRAINING),
+        evaluations: requires(Scope.TRAINING),
     }
     routes = RouteTable([(module.router, guard) for module, guard in guards.items()])
     app.add_middleware(

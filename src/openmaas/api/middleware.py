@@ -17,6 +17,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from openmaas.errors import PayloadTooLarge
 from openmaas.observability.logs import request_id_var
 from openmaas.observability.metrics import Metrics
+from openmaas.serving.rollout import Routing, routing_var
 
 _REQUEST_ID_RE = re.compile(r"[A-Za-z0-9._-]{1,128}")  # fullmatch: no trailing newline
 
@@ -49,6 +50,8 @@ class RequestIdMiddleware:
         request_id = incoming if _REQUEST_ID_RE.fullmatch(incoming) else self.ids.new()
         scope.setdefault("state", {})["request_id"] = request_id
         token = request_id_var.set(request_id)
+        # The request's traffic-split choices (one per split), and its headers for sticky ones.
+        routing = routing_var.set(Routing(scope["headers"]))
 
         async def send_with_id(message: Message) -> None:
             if message["type"] == "http.response.start":
@@ -60,6 +63,7 @@ class RequestIdMiddleware:
         try:
             await self.app(scope, receive, send_with_id)
         finally:
+            routing_var.reset(routing)
             request_id_var.reset(token)
 
 

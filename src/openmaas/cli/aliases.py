@@ -7,19 +7,22 @@ from typing import Annotated
 import typer
 
 from openmaas.cli.common import (
+    CLIError,
     JsonFlag,
     NameArg,
     client_from,
     out,
+    parse_pairs,
     plain,
     print_json,
     table,
     when,
 )
 from openmaas.protocol.registry import AliasMoveOut
+from openmaas.protocol.rollout import TrafficOut
 
 app = typer.Typer(
-    help="Aliases (production, staging...): list, set, delete, history, rollback.",
+    help="Aliases (production, staging...): list, set, delete, history, rollback, traffic.",
     no_args_is_help=True,
 )
 
@@ -38,6 +41,18 @@ def _report(move: AliasMoveOut, as_json: bool) -> None:
     before = "-" if event.from_version is None else str(event.from_version)
     after = "-" if event.to_version is None else str(event.to_version)
     out.print(plain(f"{move.model}@{move.alias}: {before} → {after} ({event.action})"))
+    gate = event.gate
+    if gate and gate.get("forced"):
+        out.print(plain("evaluation gate: forced"))
+    elif gate:
+        metric, current, candidate = gate["metric"], gate["current"], gate["candidate"]
+        out.print(
+            plain(
+                f"evaluation gate passed: {metric} {candidate['score']:.4f} (version "
+                f"{candidate['version']}) against {current['score']:.4f} (version "
+                f"{current['version']}) on {gate['examples']} examples"
+            )
+        )
 
 
 @app.command("list")
@@ -64,11 +79,14 @@ def set_alias(
     alias: AliasArg,
     version: Annotated[int, typer.Argument(help="Target version.", min=1, show_default=False)],
     reason: ReasonOption = "",
+    force: Annotated[
+        bool, typer.Option(help="Move past the alias's evaluation gate (admin; give a reason).")
+    ] = False,
     as_json: JsonFlag = False,
 ) -> None:
-    """Point ALIAS of NAME at VERSION (creates or moves it)."""
+    """Point ALIAS of NAME at VERSION (creates or moves it; a gated alias scores it first)."""
     with client_from(ctx) as client:
-        _report(client.set_alias(name, alias, version, reason=reason), as_json)
+        _report(client.set_alias(name, alias, version, reason=reason, force=force), as_json)
 
 
 @app.command("delete")
@@ -129,3 +147,162 @@ def alias_history(
             plain(event.reason or "-"),
         )
     out.print(grid)
+
+
+@app.command("traffic")
+def set_traffic(
+    ctx: typer.Context,
+    name: NameArg,
+    alias: AliasArg,
+    weights: Annotated[
+        list[str],
+        typer.Argument(help="VERSION=WEIGHT for each version, e.g. 1=90 2=10.", show_default=False),
+    ],
+    sticky: Annotated[
+        str | None, typer.Option(help="Header that keeps a user on one version (x-user-id).")
+    ] = None,
+    shadow: Annotated[
+        int | None, typer.Option(help="Version that gets a mirror of the requests.", min=1)
+    ] = None,
+    shadow_share: Annotated[float, typer.Option(help="Share of requests mirrored.")] = 1.0,
+    max_error_rate_delta: Annotated[
+        float | None,
+        typer.Option(
+            help="Roll back when a candidate's error rate is this much above the baseline's."
+        ),
+    ] = None,
+    max_p99_ratio: Annotated[
+        float | None,
+        typer.Option(help="Roll back when a candidate's p99 is this many times the baseline's."),
+    ] = None,
+    min_requests: Annotated[
+        int, typer.Option(help="Requests a candidate answers before it is judged.", min=1)
+    ] = 200,
+    reason: ReasonOption = "",
+    as_json: JsonFlag = False,
+) -> None:
+    """Split ALIAS's requests over versions by weight (the alias's own version included)."""
+    try:
+        versions: dict[int | str, int] = {
+            int(v): int(w) for v, w in parse_pairs(weights, "VERSION=WEIGHT").items()
+        }
+    except ValueError:
+        raise CLIError("weights are VERSION=WEIGHT with whole numbers, e.g. 1=90 2=10") from None
+    rollback = None
+    if max_error_rate_delta is not None or max_p99_ratio is not None:
+        rollback = {
+            "max_error_rate_delta": max_error_rate_delta,
+            "max_p99_ratio": max_p99_ratio,
+            "min_requests": min_requests,
+        }
+    with client_from(ctx) as client:
+        split = client.set_traffic(
+            name,
+            alias,
+            versions,
+            sticky=sticky,
+            shadow=shadow,
+            shadow_share=shadow_share,
+            rollback=rollback,
+            reason=reason,
+        )
+    _report_traffic(split, as_json)
+
+
+@app.command("traffic-show")
+def show_traffic(
+    ctx: typer.Context, name: NameArg, alias: AliasArg, as_json: JsonFlag = False
+) -> None:
+    """ALIAS's split and what each version did (on the server that answers)."""
+    with client_from(ctx) as client:
+        _report_traffic(client.traffic(name, alias), as_json)
+
+
+@app.command("traffic-end")
+def end_traffic(
+    ctx: typer.Context,
+    name: NameArg,
+    alias: AliasArg,
+    reason: ReasonOption = "",
+    as_json: JsonFlag = False,
+) -> None:
+    """End ALIAS's split: its own version answers every request again."""
+    with client_from(ctx) as client:
+        split = client.end_traffic(name, alias, reason=reason)
+    if as_json:
+        print_json(split)
+        return
+    out.print(plain(f"{split.model}@{split.alias}: split ended; version {split.baseline} answers"))
+
+
+def _report_traffic(split: TrafficOut, as_json: bool) -> None:
+    if as_json:
+        print_json(split)
+        return
+    options = []
+    if split.sticky:
+        options.append(f"sticky by {split.sticky}")
+    if split.shadow:
+        options.append(f"shadow {split.shadow} ({split.shadow_share:.0%})")
+    if split.rollback:
+        options.append("automatic rollback")
+    suffix = f" ({', '.join(options)})" if options else ""
+    out.print(plain(f"{split.model}@{split.alias}: baseline {split.baseline}{suffix}"))
+    total = sum(split.versions.values()) or 1
+    grid = table("VERSION", "SHARE", "REQUESTS", "ERRORS", "P50 MS", "P99 MS", "SHADOW AGREEMENT")
+    for version in sorted({*split.versions, *split.stats}, key=int):
+        stats = split.stats.get(version)
+        share = split.versions.get(version)
+        grid.add_row(
+            plain(version),
+            plain("shadow" if share is None else f"{share / total:.0%}"),
+            plain(stats.requests if stats else 0),
+            plain(stats.errors if stats else 0),
+            plain(_ms(stats.p50_ms if stats else None)),
+            plain(_ms(stats.p99_ms if stats else None)),
+            plain(_ms(stats.shadow_agreement if stats else None, 3)),
+        )
+    out.print(grid)
+
+
+def _ms(value: float | None, digits: int = 1) -> str:
+    return "-" if value is None else f"{value:.{digits}f}"
+
+
+@app.command("policy")
+def set_policy(
+    ctx: typer.Context,
+    name: NameArg,
+    alias: AliasArg,
+    eval_file: Annotated[str, typer.Option(help="Labelled file id the versions are scored on.")],
+    metric: Annotated[str, typer.Option(help="accuracy, macro_f1, entity_f1, ...")] = "macro_f1",
+    min_delta: Annotated[
+        float, typer.Option(help="The candidate must score at least current + this.")
+    ] = 0.0,
+    reason: ReasonOption = "",
+    as_json: JsonFlag = False,
+) -> None:
+    """Gate every later move of ALIAS on an evaluation against its current version."""
+    with client_from(ctx) as client:
+        policy = client.set_policy(
+            name, alias, eval_file, metric=metric, min_delta=min_delta, reason=reason
+        )
+    if as_json:
+        print_json(policy)
+        return
+    out.print(
+        plain(
+            f"{policy.model}@{policy.alias}: moves need {policy.metric} on {policy.eval_file} "
+            f"at least the current version's + {policy.min_delta:g}"
+        )
+    )
+
+
+@app.command("policy-delete")
+def delete_policy(
+    ctx: typer.Context, name: NameArg, alias: AliasArg, reason: ReasonOption = ""
+) -> None:
+    """Remove ALIAS's evaluation gate."""
+    with client_from(ctx) as client:
+        policy = client.delete_policy(name, alias, reason=reason)
+    out.print(plain(f"{policy.model}@{policy.alias}: evaluation gate removed"))

@@ -25,6 +25,7 @@ from openmaas.cli import (
     batches,
     catalog,
     datasets,
+    evaluate,
     keys,
     models,
     optimize,
@@ -89,6 +90,7 @@ app.command("train")(train)
 app.add_typer(jobs_app, name="jobs")
 app.add_typer(batches.app, name="batches")
 app.add_typer(optimize.app, name="optimize")
+app.add_typer(evaluate.app, name="evaluate")
 app.command(help="Run training workers without a server (against the server's database).")(worker)
 
 

@@ -29,6 +29,7 @@ from openmaas.client.aliases import AliasesResource
 from openmaas.client.batches import BatchesResource
 from openmaas.client.catalog import CatalogResource
 from openmaas.client.datasets import DatasetsResource
+from openmaas.client.evaluations import EvaluationsResource
 from openmaas.client.jobs import JobsResource
 from openmaas.client.metering import MeteringResource
 from openmaas.client.models import ModelsResource
@@ -49,6 +50,7 @@ class Client(
     DatasetsResource,
     JobsResource,
     OptimizationResource,
+    EvaluationsResource,
     BatchesResource,
     MeteringResource,
 ):

@@ -8,7 +8,7 @@ names the job: publishing again returns that version instead of registering a se
 Example::
 
     output = kind.run(context)
-    name = publish(registry, job, output)  # "sst2-1a2b3c4d" (or "name:3" for a named model)
+    name, note = publish(registry, job, output)  # "sst2-1a2b3c4d" (or "name:3"), None
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from openmaas.auth.entities import SYSTEM, Principal
-from openmaas.errors import NotFound
+from openmaas.errors import GateFailed, NotFound
 from openmaas.jobs.context import finite
 from openmaas.jobs.entities import Job
 from openmaas.protocol.common import parse_decimal
@@ -58,19 +58,29 @@ class JobResult:
     metrics: Mapping[str, float] = field(default_factory=dict)
 
 
-def publish(registry: Registry, job: Job, output: JobOutput) -> str:
+def publish(registry: Registry, job: Job, output: JobOutput) -> tuple[str, str | None]:
     """Register `output` as the next version of the job's model; returns the name the job
-    reports (`name:version` when the caller named the model, else the new model's name)."""
+    reports (`name:version` when the caller named the model, else the new model's name),
+    and what its last event says when that is not simply `registered <name>` (the job's
+    `alias` has an evaluation gate that refused the new version: it stays registered)."""
     # As the server: the job's project was checked when it was created, and the spec
     # records that project as the version's owner.
-    version = registered_by(registry, job) or registry.registration.register_plan(
-        qualified(job.project, job.model_name),
-        plan_directory(output.directory),
-        _spec(job, output),
-        caller=SYSTEM,
-    )
+    note = None
+    try:
+        version = registered_by(registry, job) or registry.registration.register_plan(
+            qualified(job.project, job.model_name),
+            plan_directory(output.directory),
+            _spec(job, output),
+            caller=SYSTEM,
+        )
+    except GateFailed as refused:
+        found = registered_by(registry, job)
+        if found is None:
+            raise
+        version, note = found, refused.message
     explicit = bool(job.options.get("explicit_model_name"))
-    return f"{version.model}:{version.version}" if explicit else version.model
+    name = f"{version.model}:{version.version}" if explicit else version.model
+    return name, note
 
 
 def check_publishable_name(registry: Registry, name: str, project: str, caller: Principal) -> None:

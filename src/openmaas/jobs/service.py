@@ -138,9 +138,10 @@ class JobService:
         after: str | None = None,
         limit: int = 20,
         kind: str | None = None,
+        base_model: str | None = None,
     ) -> Page[Job]:
-        """Newest first (of `kind` only when given); `after` is the last job id of the
-        previous page."""
+        """Newest first (of `kind` only when given, and of jobs whose `base_model` is
+        `base_model` when given); `after` is the last job id of the previous page."""
         require_caller(caller)
         limit = max(1, min(limit, MAX_PAGE))
         with self.db.transaction() as session:
@@ -149,6 +150,8 @@ class JobService:
                 query = query.where(JobRow.project == caller.project)
             if kind is not None:
                 query = query.where(JobRow.kind == kind)
+            if base_model is not None:
+                query = query.where(JobRow.base_model == base_model)
             if after is not None:
                 cursor = self._visible(session, after, caller, kind=kind)
                 query = query.where(

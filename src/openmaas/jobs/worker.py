@@ -142,6 +142,8 @@ class Worker:
         cls, settings: Settings, *, worker_id: str, parent_pid: int | None = None
     ) -> Worker:
         from openmaas.datasets.service import DatasetService
+        from openmaas.evaluation.gate import AliasGate
+        from openmaas.evaluation.kind import EvaluationJobKind
         from openmaas.optimize.kind import OptimizationJobKind
         from openmaas.training.kind import TrainingJobKind
         from openmaas.training.requests import load_recipes
@@ -154,8 +156,18 @@ class Worker:
         # What a job registers is always in a safe format.
         registry = build_registry(settings, db=db, artifacts=artifacts, allow_pickle=False)
         datasets = DatasetService(db, artifacts)
+        # A job's `alias` under an evaluation gate is judged here, as the server would.
+        registry.aliases.gate = AliasGate(
+            registry,
+            datasets,
+            max_examples=settings.max_eval_examples,
+            threads=settings.training_threads,
+        )
         training = TrainingJobKind(
             db, registry=registry, datasets=datasets, recipes=load_recipes(settings.extra_recipes)
+        )
+        evaluation = EvaluationJobKind(
+            registry=registry, datasets=datasets, max_examples=settings.max_eval_examples
         )
         return cls(
             worker_id=worker_id,
@@ -164,7 +176,11 @@ class Worker:
                 heartbeat_timeout_s=settings.job_heartbeat_timeout_s,
                 max_attempts=settings.job_max_attempts,
             ),
-            kinds=[training, OptimizationJobKind(registry=registry, db=db, datasets=datasets)],
+            kinds=[
+                training,
+                OptimizationJobKind(registry=registry, db=db, datasets=datasets),
+                evaluation,
+            ],
             registry=registry,
             home=settings.home,
             heartbeat_s=settings.job_heartbeat_s,
@@ -293,7 +309,7 @@ class Worker:
             shutil.rmtree(scratch, ignore_errors=True)
             return
         try:
-            name = publish(self.registry, job, output)
+            name, note = publish(self.registry, job, output)
         except Exception as exc:
             self._fail(job, "registration_failed", exc)
             return
@@ -303,6 +319,7 @@ class Worker:
             fine_tuned_model=name,
             metrics=finite(output.metrics),
             trained_tokens=output.trained_tokens,
+            message=note,
         )
         logger.info("job %s succeeded: %s", job.id, name)
         shutil.rmtree(scratch, ignore_errors=True)

@@ -91,6 +91,34 @@ class Metrics:
         )
         self.cache_entries = Gauge("openmaas_cache_entries", "Response cache entries.", registry=r)
         self.cache_bytes = Gauge("openmaas_cache_bytes", "Response cache size.", registry=r)
+        # Rollouts: what each version of a split alias did, and shadow comparisons.
+        self.version_requests = Counter(
+            "openmaas_version_requests",
+            "Requests to a version of a split alias (traffic split), by outcome (ok, error).",
+            ["model", "version", "outcome"],
+            registry=r,
+        )
+        self.version_seconds = Histogram(
+            "openmaas_version_request_duration_seconds",
+            "Latency of the answered requests of a version of a split alias.",
+            ["model", "version"],
+            buckets=LATENCY_BUCKETS_S,
+            registry=r,
+        )
+        self.shadow_items = Counter(
+            "openmaas_shadow_items",
+            "Items answered by a shadow version and compared with the live answer.",
+            ["model", "version"],
+            registry=r,
+        )
+        self.shadow_agreement = Counter(
+            "openmaas_shadow_agreement",
+            "Sum over compared items of the shadow's agreement with the live answer (1 for "
+            "the same label or entities, the cosine for embeddings); divide by "
+            "openmaas_shadow_items.",
+            ["model", "version"],
+            registry=r,
+        )
         # Issue 13 (brute-force guard): how many presented keys were checked, and how many
         # the guard refused unchecked.
         self.auth_attempts = Counter(

@@ -73,9 +73,13 @@ class OptimizationJobKind:
                 code="method_not_applicable",
             )
         settings = method.check(request.settings)
+        if method.check_parent is not None:
+            exact = f"{qualified(parent.project, parent.model)}:{parent.version}"
+            with self.registry.open_files(exact, caller=SYSTEM, verify=False) as opened:
+                method.check_parent(settings, opened)
         training_file = self._file(request.training_file, "training_file", parent, caller)
         eval_file = self._file(request.eval_file, "eval_file", parent, caller)
-        if method.needs_training_file and training_file is None:
+        if method.learns_from_file(settings) and training_file is None:
             raise InvalidRequest(
                 f"method {method.name!r} learns from a file: name one as training_file",
                 param="training_file",

@@ -104,11 +104,17 @@ class Method:
     suffix: str  # the derived model name: `<parent>-<suffix>`
     build: Callable[[BuildContext], Built]
     checks: Sequence[Checker] = ()  # each raises InvalidRequest naming `settings.<name>`
-    needs_training_file: bool = False  # distillation: the file it learns from
+    # distillation: the file it learns from; or a function of the checked settings (a prune
+    # that fine-tunes afterwards)
+    needs_training_file: bool | Callable[[Mapping[str, Any]], bool] = False
     # Whether these (checked) settings read examples from the job's training_file or
     # eval_file, either one (static quantization calibrates on them): without one, a 400.
     needs_examples: Callable[[Mapping[str, Any]], bool] = lambda settings: False
     applies: Callable[[ModelVersion], bool] = lambda version: True  # finer than runtime/task
+    # Checks that need the parent's files (how many layers its config has), run when the job
+    # is created, on the opened parent; they may fill in defaults that depend on it. Each
+    # raises InvalidRequest naming `settings.<name>`.
+    check_parent: Callable[[dict[str, Any], OpenedVersion], None] | None = None
 
     def applies_to(self, version: ModelVersion) -> bool:
         return (
@@ -116,6 +122,11 @@ class Method:
             and version.task in self.tasks
             and self.applies(version)
         )
+
+    def learns_from_file(self, settings: Mapping[str, Any]) -> bool:
+        """Whether a job with these (checked) settings needs a training file."""
+        needs = self.needs_training_file
+        return needs(settings) if callable(needs) else needs
 
     def check(self, given: Mapping[str, Any]) -> dict[str, Any]:
         """The settings with defaults filled in; 400 naming a wrong one."""

@@ -12,11 +12,18 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 from openmaas.errors import InvalidRequest
-from openmaas.optimize import onnx_methods
+from openmaas.optimize import onnx_methods, prune, truncate
 from openmaas.optimize.methods import Method
 from openmaas.registry.entities import ModelVersion
 
-METHODS: Mapping[str, Method] = {method.name: method for method in (*onnx_methods.METHODS,)}
+METHODS: Mapping[str, Method] = {
+    method.name: method
+    for method in (
+        *onnx_methods.METHODS,
+        *truncate.METHODS,
+        *prune.METHODS,
+    )
+}
 
 
 def get_method(name: str) -> Method:

@@ -105,6 +105,10 @@ class MetadataPatch(Schema):
 class AliasRequest(Schema):
     version: int = Field(ge=1, le=MAX_ROW_ID)
     reason: str = Field(default="", max_length=2_000)
+    force: bool = Field(
+        default=False,
+        description="Move past the alias's evaluation gate (admin keys, with a reason).",
+    )
 
 
 class ReasonRequest(Schema):
@@ -180,6 +184,8 @@ class AliasEventOut(Response):
     actor: str
     reason: str
     created_at: datetime
+    # On the answer to a move only: the evaluation gate's scores (or that it was forced).
+    gate: dict[str, Any] | None = None
 
 
 class AliasMoveOut(Response):

@@ -15,19 +15,33 @@ Example::
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import asdict, replace
+from typing import Any
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from openmaas.auth.access import require_caller
+from openmaas.auth.access import is_admin, require_caller
 from openmaas.auth.entities import Principal
-from openmaas.errors import NothingToRollBack
+from openmaas.errors import GateFailed, InvalidRequest, NothingToRollBack, PermissionDenied
 from openmaas.registry import rows
 from openmaas.registry.entities import AliasEvent, ModelVersion
-from openmaas.registry.names import DEFAULT_ALIAS, check_alias, parse_reference, split_qualified
+from openmaas.registry.names import (
+    DEFAULT_ALIAS,
+    check_alias,
+    parse_reference,
+    qualified,
+    split_qualified,
+)
+from openmaas.registry.policies import AliasPolicy, PolicyService
 from openmaas.registry.store import RegistryStore
-from openmaas.store.tables import AliasEventRow, AliasRow, ModelRow, VersionRow
+from openmaas.registry.traffic import end_splits
+from openmaas.store.tables import AliasEventRow, AliasPolicyRow, AliasRow, ModelRow, VersionRow
+
+# The evaluation gate: judges moving `alias` of the model `project/name` from `current` to
+# `candidate` under `policy`; returns its verdict (scores) or raises GateFailed.
+Gate = Callable[[str, str, int, int, AliasPolicy], Mapping[str, Any]]
 
 
 class AliasService:
@@ -41,6 +55,10 @@ class AliasService:
 
     def __init__(self, store: RegistryStore) -> None:
         self.store = store
+        self.policies = PolicyService(store)
+        # Set by the server and the job worker (`evaluation.gate.AliasGate`); None: a gated
+        # alias cannot be moved here (fails closed) except by an admin's forced move.
+        self.gate: Gate | None = None
 
     def resolve(self, reference: str, *, caller: Principal) -> ModelVersion:
         """`name` (alias production, else newest), `name@alias` or `name:version`."""
@@ -73,17 +91,55 @@ class AliasService:
         caller: Principal,
         actor: str | None = None,
         reason: str = "",
+        force: bool = False,
     ) -> AliasEvent | None:
         """Point `alias` at `version`; returns the recorded move (None if it already did).
-        `actor` (default: the caller's) is recorded with the move."""
+        `actor` (default: the caller's) is recorded with the move. An alias with an
+        evaluation gate moves only when the candidate holds up (else 409 `gate_failed`), or
+        when an admin forces it with a reason."""
         who = require_caller(caller)
         check_alias(alias)
+        verdict = self._judge(name, alias, version, who, force=force, reason=reason)
         with self.store.db.transaction() as session:
             model = self.store.find_model(session, name, who, lock=True, change=True)
             rows.version_row(session, model, version)
             event = move_alias(session, model, alias, version, actor or who.actor, reason)
         self.store.changed(split_qualified(name)[1])
+        if event is not None and verdict is not None:
+            event = replace(event, gate=verdict)
         return event
+
+    def _judge(
+        self, name: str, alias: str, version: int, who: Principal, *, force: bool, reason: str
+    ) -> Mapping[str, Any] | None:
+        """The gate's verdict on the move (None: the alias has no gate, or nothing to
+        compare: it is new or already there)."""
+        if force:
+            if not is_admin(who):
+                raise PermissionDenied("only an admin key forces an alias move", param="force")
+            if not reason.strip():
+                raise InvalidRequest("a forced move needs a reason", param="reason")
+        with self.store.db.transaction() as session:
+            model = self.store.find_model(session, name, who)
+            found = _policy_of(session, model, alias)
+            current = session.scalar(
+                select(AliasRow.version).where(
+                    AliasRow.model_id == model.id, AliasRow.alias == alias
+                )
+            )
+            exact = qualified(model.project, model.name)
+        if found is None or current is None or current == version:
+            return None
+        policy = AliasPolicy(found.eval_file, found.metric, found.min_delta)
+        if force:
+            return {"forced": True, "reason": reason, "policy": asdict(policy)}
+        if self.gate is None:
+            raise GateFailed(
+                f"alias {alias!r} has an evaluation gate and this process cannot evaluate; "
+                "move it through the server",
+                param="alias",
+            )
+        return self.gate(exact, alias, current, version, policy)
 
     def delete(
         self,
@@ -102,6 +158,7 @@ class AliasService:
                 session, model, alias, "delete", row.version, None, actor or who.actor, reason
             )
             session.delete(row)
+            end_splits(session, model, alias)
         self.store.changed(split_qualified(name)[1])
         return event
 
@@ -164,8 +221,28 @@ class AliasService:
             )
             current.version = target
             current.updated_at = rows.now()
+            end_splits(session, model, alias)
         self.store.changed(split_qualified(name)[1])
         return event
+
+
+def gate_applies(session: Session, model: ModelRow, alias: str, version: int) -> bool:
+    """Whether moving `alias` to `version` needs its gate's verdict (it has a gate and
+    points at another version)."""
+    if _policy_of(session, model, alias) is None:
+        return False
+    current = session.scalar(
+        select(AliasRow.version).where(AliasRow.model_id == model.id, AliasRow.alias == alias)
+    )
+    return current is not None and current != version
+
+
+def _policy_of(session: Session, model: ModelRow, alias: str) -> AliasPolicyRow | None:
+    return session.scalar(
+        select(AliasPolicyRow).where(
+            AliasPolicyRow.model_id == model.id, AliasPolicyRow.alias == alias
+        )
+    )
 
 
 def _target_stack(events: Sequence[AliasEventRow]) -> list[int]:
@@ -201,6 +278,8 @@ def move_alias(
         row.version = version
         row.updated_at = rows.now()
     action = "set" if previous is None else "move"
+    # The alias names one version again: a split of its traffic ends (a promotion).
+    end_splits(session, model, alias)
     return _record_event(session, model, alias, action, previous, version, actor, reason)
 
 

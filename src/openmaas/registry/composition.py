@@ -29,12 +29,13 @@ from openmaas.registry.intake import ArchiveLimits
 from openmaas.registry.names import qualified
 from openmaas.registry.registration import RegistrationService
 from openmaas.registry.store import RegistryStore
+from openmaas.registry.traffic import TrafficService
 from openmaas.store.database import Database
 
 
 @dataclass(frozen=True, slots=True)
 class Registry:
-    """The four registry services over one database and one artifact store.
+    """The registry services over one database and one artifact store.
 
     Example::
 
@@ -46,6 +47,7 @@ class Registry:
     aliases: AliasService
     registration: RegistrationService
     files: ModelFiles
+    traffic: TrafficService
 
     @classmethod
     def create(
@@ -60,18 +62,21 @@ class Registry:
     ) -> Registry:
         store = RegistryStore(db, artifacts)
         aliases = AliasService(store)
+        registration = RegistrationService(
+            store,
+            artifacts,
+            allow_pickle=allow_pickle,
+            limits=limits,
+            allowed_packages=allowed_packages,
+            reserved_names=reserved_names,
+        )
+        registration.aliases = aliases  # registrations' gated alias moves
         return cls(
             store=store,
             aliases=aliases,
-            registration=RegistrationService(
-                store,
-                artifacts,
-                allow_pickle=allow_pickle,
-                limits=limits,
-                allowed_packages=allowed_packages,
-                reserved_names=reserved_names,
-            ),
+            registration=registration,
             files=ModelFiles(store, aliases, artifacts),
+            traffic=TrafficService(store),
         )
 
     @property

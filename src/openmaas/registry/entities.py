@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
@@ -144,6 +145,8 @@ class AliasEvent:
     actor: str
     reason: str
     created_at: datetime
+    # The evaluation gate's verdict on this move (scores, or forced), when the alias has one.
+    gate: Mapping[str, Any] | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -29,9 +29,9 @@ from sqlalchemy.orm import Session
 
 from openmaas.auth.access import check_changeable, is_admin, require_caller
 from openmaas.auth.entities import SYSTEM, Principal
-from openmaas.errors import InvalidRequest, ModelNotFound, PermissionDenied
+from openmaas.errors import GateFailed, InvalidRequest, ModelNotFound, PermissionDenied
 from openmaas.registry import rows
-from openmaas.registry.aliases import move_alias
+from openmaas.registry.aliases import AliasService, gate_applies, move_alias
 from openmaas.registry.artifacts import (
     CHUNK_BYTES,
     ArtifactStore,
@@ -49,7 +49,7 @@ from openmaas.registry.intake import (
     refuse_if_pickle,
     walk_directory,
 )
-from openmaas.registry.names import check_alias, split_qualified
+from openmaas.registry.names import check_alias, qualified, split_qualified
 from openmaas.registry.sources import (
     SERVER_PATH_SOURCES,
     FilePlan,
@@ -132,6 +132,8 @@ class RegistrationService:
         # Set by the server (`serving.pool.check_fits_budget`): refuses a model that could never
         # load under its memory budget before the version is numbered. None: no check.
         self.load_check: LoadCheck | None = None
+        # Set by `Registry.create`: alias moves that a gate must judge go through it.
+        self.aliases: AliasService | None = None
 
     def register_source(
         self, name: str, source: SourceRef, spec: VersionSpec, *, caller: Principal
@@ -431,7 +433,7 @@ class RegistrationService:
                 )
                 session.add(row)
                 session.flush()
-                self._set_alias(session, model, spec, row.version, actor)
+                gated = self._set_alias(session, model, spec, row.version, actor)
                 registered = rows.version_entity(session, model, row)
         except BaseException:
             if published is not None:
@@ -440,14 +442,35 @@ class RegistrationService:
                 self.artifacts.discard(staged.path)
             raise
         self.store.changed(bare)
+        if gated and spec.alias is not None and self.aliases is not None:
+            # After the commit: the gate scores the new version against the alias's.
+            exact = qualified(registered.project, registered.model)
+            try:
+                self.aliases.move(
+                    exact, spec.alias, registered.version, caller=caller, actor=actor,
+                    reason="set at registration",
+                )  # fmt: skip
+            except GateFailed as exc:
+                raise GateFailed(
+                    f"{registered.model}:{registered.version} was registered, but alias "
+                    f"{spec.alias!r} stays where it was: {exc.message}",
+                    param="alias",
+                ) from None
+            registered = self.store.get_version(exact, registered.version, caller=SYSTEM)
         return registered
 
     @staticmethod
     def _set_alias(
         session: Session, model: ModelRow, spec: VersionSpec, version: int, actor: str
-    ) -> None:
-        if spec.alias is not None:
-            move_alias(session, model, spec.alias, version, actor, "set at registration")
+    ) -> bool:
+        """Move the alias inside the registration's transaction; True when the alias has an
+        evaluation gate and points at another version (moved after the commit, gated)."""
+        if spec.alias is None:
+            return False
+        if gate_applies(session, model, spec.alias, version):
+            return True
+        move_alias(session, model, spec.alias, version, actor, "set at registration")
+        return False
 
 
 def _public_for(spec: VersionSpec, caller: Principal) -> bool:

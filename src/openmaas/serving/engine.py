@@ -34,11 +34,13 @@ from openmaas.observability.metrics import Metrics
 from openmaas.registry.composition import Registry
 from openmaas.registry.entities import ModelVersion, RegisteredModel
 from openmaas.registry.names import qualified
+from openmaas.registry.traffic import TrafficSplit
 from openmaas.runtimes.base import LoadOptions, ModelSource
 from openmaas.serving.batcher import Batcher, BatchLimits
 from openmaas.serving.cache import CacheKey, ResponseCache
 from openmaas.serving.pool import ModelPool, PoolLimits, Resident, VersionKey, model_label
 from openmaas.serving.priority import background_generation_slots, background_work
+from openmaas.serving.rollout import Rollout
 from openmaas.serving.router import ModelRouter
 from openmaas.serving.streaming import iterate_in_thread
 from openmaas.settings import MiB, Settings
@@ -90,6 +92,8 @@ class InferenceEngine:
         self.settings = settings
         self.metrics = metrics
         self.router = ModelRouter(registry, ttl_s=settings.resolve_ttl_s)
+        # Traffic splits on aliases; the server sets `rollout.on_rollback` (end and audit).
+        self.rollout = Rollout(registry, ttl_s=settings.resolve_ttl_s, metrics=metrics)
         self.batch_limits = BatchLimits(
             max_batch_size=settings.max_batch_size,
             max_batch_tokens=settings.max_batch_tokens,
@@ -142,11 +146,20 @@ class InferenceEngine:
         self, reference: str, task: str | None = None, *, caller: Principal
     ) -> ModelVersion:
         """The version `reference` names, if the caller may see it (and, given a task, if
-        its recorded task may serve that task)."""
+        its recorded task may serve that task). An alias with a traffic split names the
+        version the split picks for this request."""
+        version, _ = await self._route(reference, task, caller=caller)
+        return version
+
+    async def _route(
+        self, reference: str, task: str | None, *, caller: Principal
+    ) -> tuple[ModelVersion, TrafficSplit | None]:
+        """`resolve`, and the split that picked the version (None: no split applies)."""
         who = require_caller(caller)
         if not reference or not reference.strip():
             raise InvalidRequest("model: give a model name", param="model")
-        version = await self.router.resolve(reference.strip(), caller=who)
+        reference = reference.strip()
+        version = await self.router.resolve(reference, caller=who)
         if not can_see(version.project, version.public, who):
             raise ModelNotFound(f"model {version.model!r} not found", param="model")
         if task is not None and version.task not in get_task(task).servable_by():
@@ -154,7 +167,7 @@ class InferenceEngine:
             raise WrongTask(
                 f"model '{reference}' is a {version.task} model", param="model", task=task
             )
-        return version
+        return await self.rollout.route(version, reference, task, self.router)
 
     async def list_models(
         self, *, caller: Principal
@@ -299,10 +312,36 @@ class InferenceEngine:
         of refusing them."""
         require_caller(caller)
         contract = get_task(task) if isinstance(task, str) else task
-        version = await self.resolve(reference, contract.name, caller=caller)
+        version, split = await self._route(reference, contract.name, caller=caller)
         if params is None:
             params = contract.default_params()
         self._check_max_tokens(params)
+        if split is None:
+            return await self._infer(contract, version, inputs, params, caller, truncate)
+        served = await self.rollout.observe(
+            split, version, self._infer(contract, version, inputs, params, caller, truncate)
+        )
+        if self.rollout.wants_shadow(split):
+            exact = f"{qualified(split.project, split.model)}:{split.shadow}"
+
+            async def shadow() -> list[Any]:
+                version = await self.router.resolve(exact, caller=SYSTEM)
+                return (
+                    await self._infer(contract, version, inputs, params, caller, truncate)
+                ).results
+
+            self.rollout.shadow(split, shadow, served.results)
+        return served
+
+    async def _infer(
+        self,
+        contract: TaskContract[Any, Any, Any],
+        version: ModelVersion,
+        inputs: Any,
+        params: Any,
+        caller: Principal,
+        truncate: bool,
+    ) -> Served[Any]:
         async with self.pool.lease(version_key(version)) as resident:
             model = resident.model
             contract.check_model(model, resident.label)  # once per lease, not per item
@@ -330,7 +369,19 @@ class InferenceEngine:
         """Start streaming a continuation of a prompt or a chat."""
         contract = TEXT_GENERATION
         self._check_max_tokens(params)
-        version = await self.resolve(reference, contract.name, caller=caller)
+        version, split = await self._route(reference, contract.name, caller=caller)
+        work = self._generate(contract, version, params, prompt, messages)
+        # A split's latency for generation is the time to the first token.
+        return await (work if split is None else self.rollout.observe(split, version, work))
+
+    async def _generate(
+        self,
+        contract: Any,
+        version: ModelVersion,
+        params: GenerationParams,
+        prompt: str | None,
+        messages: Sequence[Mapping[str, str]] | None,
+    ) -> Stream:
         key = version_key(version)
         active = self._generations.get(key, 0)
         limit = self.settings.max_concurrent_generations

@@ -103,6 +103,48 @@ class AliasEventRow(Base):
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), nullable=False)
 
 
+class TrafficSplitRow(Base):
+    """An alias's traffic split: requests for the alias go to these versions by weight (the
+    alias's own target is the baseline), optionally sticky by a header, mirrored to a shadow
+    version, and ended by itself when a candidate fails its rollback policy. One per alias;
+    the row is deleted when the split ends (the alias events and audit log keep the story)."""
+
+    __tablename__ = "alias_traffic"
+    __table_args__ = (UniqueConstraint("model_id", "alias", name="uq_alias_traffic"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    model_id: Mapped[int] = mapped_column(
+        ForeignKey("registered_models.id", ondelete="CASCADE"), nullable=False, index=True
+    )
+    alias: Mapped[str] = mapped_column(String(64), nullable=False)
+    weights: Mapped[dict[str, Any]] = mapped_column(JSON, nullable=False)  # {"1": 90, "2": 10}
+    sticky: Mapped[str | None] = mapped_column(String(128), nullable=True)  # a header name
+    shadow_version: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    shadow_share: Mapped[float] = mapped_column(Float, default=1.0, nullable=False)
+    rollback: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
+    created_by: Mapped[str] = mapped_column(String(128), default="", nullable=False)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), nullable=False)
+
+
+class AliasPolicyRow(Base):
+    """An alias's evaluation gate: a move of the alias must not lose on `metric` over the
+    file `eval_file` by more than `min_delta` against the version it leaves."""
+
+    __tablename__ = "alias_policies"
+    __table_args__ = (UniqueConstraint("model_id", "alias", name="uq_alias_policy"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    model_id: Mapped[int] = mapped_column(
+        ForeignKey("registered_models.id", ondelete="CASCADE"), nullable=False, index=True
+    )
+    alias: Mapped[str] = mapped_column(String(64), nullable=False)
+    eval_file: Mapped[str] = mapped_column(String(64), nullable=False)
+    metric: Mapped[str] = mapped_column(String(64), nullable=False)
+    min_delta: Mapped[float] = mapped_column(Float, default=0.0, nullable=False)
+    created_by: Mapped[str] = mapped_column(String(128), default="", nullable=False)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), nullable=False)
+
+
 class MetadataEditRow(Base):
     """One edit of a model's or a version's description or tags. Append-only."""
 

@@ -82,9 +82,10 @@ def build_job_service(
     *,
     extra_kinds: Sequence[JobKind] = (),
 ) -> JobService:
-    """The job service of a server process, from its settings: the training and
-    optimization kinds and `extra_kinds` (the server adds batches)."""
+    """The job service of a server process, from its settings: the training, optimization
+    and evaluation kinds and `extra_kinds` (the server adds batches)."""
     from openmaas.datasets.service import DatasetService
+    from openmaas.evaluation.kind import EvaluationJobKind
     from openmaas.jobs.service import JobService
     from openmaas.optimize.kind import OptimizationJobKind
 
@@ -93,9 +94,12 @@ def build_job_service(
         db, registry=registry, datasets=datasets, recipes=load_recipes(settings.extra_recipes)
     )
     optimization = OptimizationJobKind(registry=registry, db=db, datasets=datasets)
+    evaluation = EvaluationJobKind(
+        registry=registry, datasets=datasets, max_examples=settings.max_eval_examples
+    )
     return JobService(
         db,
-        kinds=[training, optimization, *extra_kinds],
+        kinds=[training, optimization, evaluation, *extra_kinds],
         heartbeat_timeout_s=settings.job_heartbeat_timeout_s,
         max_attempts=settings.job_max_attempts,
     )

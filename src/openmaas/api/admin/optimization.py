@@ -43,7 +43,7 @@ def list_optimization_methods(principal: PrincipalDep) -> ListOut[OptimizationMe
             settings=dict(method.defaults),
             runtimes=sorted(method.runtimes),
             tasks=sorted(method.tasks),
-            needs_training_file=method.needs_training_file,
+            needs_training_file=method.learns_from_file(method.defaults),  # by default
         )
         for method in sorted(METHODS.values(), key=lambda method: method.name)
     ]

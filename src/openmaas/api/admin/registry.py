@@ -16,6 +16,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, File, Form, Query, UploadFile, status
 from pydantic import BaseModel, ConfigDict, ValidationError
 
+from openmaas.api.admin.rollout import audit_split_ended, split_before
 from openmaas.api.auditor import Auditor, AuditorDep
 from openmaas.api.convert.registry import (
     alias_event_out,
@@ -342,10 +343,16 @@ def set_alias(
     who: PrincipalDep,
     auditor: AuditorDep,
 ) -> AliasMoveOut:
-    event = registry.aliases.move(name, alias, body.version, caller=who, reason=body.reason)
+    split = split_before(registry, name, alias, who)
+    event = registry.aliases.move(
+        name, alias, body.version, caller=who, reason=body.reason, force=body.force
+    )
     if event is not None:  # None: it already pointed there, nothing changed
         before, after = _alias_states(event, body.reason)
+        if event.gate is not None:  # the evaluation gate's scores, or that it was forced
+            after = {**after, "gate": dict(event.gate)}
         auditor.record("alias.set", _alias_target(name, alias), before=before, after=after)
+        audit_split_ended(auditor, name, alias, split, f"alias moved to {body.version}")
     return AliasMoveOut(
         model=name,
         alias=alias,
@@ -363,9 +370,11 @@ def delete_alias(
     auditor: AuditorDep,
     reason: Annotated[str, Query(max_length=2_000)] = "",
 ) -> AliasMoveOut:
+    split = split_before(registry, name, alias, who)
     event = registry.aliases.delete(name, alias, caller=who, reason=reason)
     before, after = _alias_states(event, reason)
     auditor.record("alias.delete", _alias_target(name, alias), before=before, after=after)
+    audit_split_ended(auditor, name, alias, split, "alias deleted")
     return AliasMoveOut(model=name, alias=alias, version=None, event=alias_event_out(event))
 
 
@@ -387,9 +396,11 @@ def rollback_alias(
     body: ReasonRequest | None = None,
 ) -> AliasMoveOut:
     reason = body.reason if body else ""
+    split = split_before(registry, name, alias, who)
     event = registry.aliases.rollback(name, alias, caller=who, reason=reason)
     before, after = _alias_states(event, reason)
     auditor.record("alias.rollback", _alias_target(name, alias), before=before, after=after)
+    audit_split_ended(auditor, name, alias, split, f"alias rolled back to {event.to_version}")
     return AliasMoveOut(
         model=name,
         alias=alias,

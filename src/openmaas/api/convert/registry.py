@@ -73,6 +73,7 @@ def alias_event_out(e: AliasEvent) -> AliasEventOut:
         actor=e.actor,
         reason=e.reason,
         created_at=e.created_at,
+        gate=dict(e.gate) if e.gate is not None else None,
     )
 
 

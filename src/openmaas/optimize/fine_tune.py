@@ -1,0 +1,106 @@
+"""A short fine-tune of a changed (pruned) classifier on the job's training file, so it wins
+back some of what the change cost: a few epochs of AdamW at a small learning rate, in place.
+
+The examples are those of a text-classification file (`{"text", "label"}`); every label must
+be one the classifier already has. Between steps the job may be stopped; each epoch reports
+its mean loss as a job event.
+
+Example::
+
+    metrics = fine_tune_classifier(context, network, tokenizer_dir,
+                                   FineTune(epochs=2, learning_rate=3e-5))
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from transformers import AutoTokenizer, PreTrainedModel
+
+from openmaas.errors import InvalidRequest
+from openmaas.optimize.methods import BuildContext
+
+BATCH_SIZE = 16  # texts per step
+MAX_TOKENS = 128  # texts are cut to this many tokens while fine-tuning (not when serving)
+WEIGHT_DECAY = 0.01  # AdamW's, as transformers' Trainer recipes use
+SEED = 0  # the order the examples are shuffled in
+
+
+@dataclass(frozen=True, slots=True)
+class FineTune:
+    epochs: int
+    learning_rate: float  # AdamW's, constant
+
+
+def fine_tune_classifier(
+    context: BuildContext, network: PreTrainedModel, tokenizer_dir: Path, plan: FineTune
+) -> dict[str, float]:
+    """Train `network` (a sequence classifier) on the job's training file; its metrics."""
+    examples = context.read_examples("training")
+    label_ids = _label_ids(network, examples)
+    tokenizer = AutoTokenizer.from_pretrained(tokenizer_dir, local_files_only=True)
+    module: torch.nn.Module = network  # through nn.Module: transformers overrides it untyped
+    trainable = [parameter for parameter in module.parameters() if parameter.requires_grad]
+    optimizer = torch.optim.AdamW(trainable, lr=plan.learning_rate, weight_decay=WEIGHT_DECAY)
+    generator = torch.Generator().manual_seed(SEED)
+    context.message(
+        f"Fine-tuning on {len(examples)} examples: {plan.epochs} epoch(s), AdamW at "
+        f"learning rate {plan.learning_rate:g}"
+    )
+    mean_loss = float("nan")
+    module.train()
+    try:
+        for epoch in range(1, plan.epochs + 1):
+            order = torch.randperm(len(examples), generator=generator).tolist()
+            losses: list[float] = []
+            for start in range(0, len(order), BATCH_SIZE):
+                context.check_stop(f"while fine-tuning (epoch {epoch})")
+                batch = [examples[i] for i in order[start : start + BATCH_SIZE]]
+                inputs = tokenizer(
+                    [str(example["text"]) for example in batch],
+                    padding=True,
+                    truncation=True,
+                    max_length=MAX_TOKENS,
+                    return_tensors="pt",
+                )
+                labels = torch.tensor([label_ids[str(example["label"])] for example in batch])
+                loss = network(**inputs, labels=labels).loss
+                loss.backward()
+                optimizer.step()
+                optimizer.zero_grad()
+                losses.append(float(loss.detach()))
+            mean_loss = sum(losses) / len(losses)
+            context.message(f"Fine-tune epoch {epoch}/{plan.epochs}: mean loss {mean_loss:.4f}")
+    finally:
+        module.eval()
+    return {
+        "fine_tune_epochs": float(plan.epochs),
+        "fine_tune_examples": float(len(examples)),
+        "fine_tune_final_loss": mean_loss,
+    }
+
+
+def _label_ids(network: PreTrainedModel, examples: Sequence[Mapping[str, Any]]) -> dict[str, int]:
+    config = network.config
+    if config.problem_type == "multi_label_classification":
+        raise InvalidRequest(
+            "the fine-tune after pruning trains single-label classifiers; this one is "
+            "multi-label: set settings.fine_tune_epochs to 0",
+            param="settings.fine_tune_epochs",
+        )
+    ids = {str(label): int(index) for index, label in dict(config.id2label or {}).items()}
+    if not examples:
+        raise InvalidRequest("the training file holds no examples", param="training_file")
+    given = {str(example["label"]) for example in examples}
+    unknown = sorted(given - ids.keys())
+    if unknown:
+        raise InvalidRequest(
+            f"the training file's labels {', '.join(unknown[:5])} are not the model's "
+            f"({', '.join(sorted(ids))}): a fine-tune keeps the classifier's labels",
+            param="training_file",
+        )
+    return ids
