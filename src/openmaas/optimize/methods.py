@@ -124,6 +124,9 @@ class Method:
     # distillation: the file it learns from; or a function of the checked settings (a prune
     # that fine-tunes afterwards)
     needs_training_file: bool | Callable[[Mapping[str, Any]], bool] = False
+    # Whether these (checked) settings read examples from the job's training_file or
+    # eval_file, either one (static quantization calibrates on them): without one, a 400.
+    needs_examples: Callable[[Mapping[str, Any]], bool] = lambda settings: False
     applies: Callable[[ModelVersion], bool] = lambda version: True  # finer than runtime/task
     # Checks that need the parent's files (how many layers its config has), run when the job
     # is created, on the opened parent; they may fill in defaults that depend on it. Each
