@@ -215,6 +215,35 @@ def test_a_quantized_network_is_smaller_and_agrees_with_its_parent(
     assert_close(probabilities(server, parent), probabilities(server, f"{parent}-int8"), 0.05)
 
 
+def test_a_textcnn_pruned_structurally_loses_filters_and_serves(
+    server: RunningServer, sdk: Client, textcnn: str, bilstm: str
+) -> None:
+    job = sdk.wait_for_optimization_job(
+        sdk.create_optimization_job(
+            textcnn, "prune", settings={"kind": "structured", "sparsity": 0.5}
+        ).id
+    )
+    assert job.status == "succeeded", job.error
+    version = sdk.resolve(f"{textcnn}-pruned")
+    assert version.runtime == "openmaas-nn"
+    assert version.metrics["filters_kept"] == 8  # of 16 per width
+    assert version.metrics["achieved_sparsity"] == 0.5
+    assert version.metrics["parameter_ratio"] < 1.0
+    assert version.metrics["size_ratio"] < 1.0
+    served = probabilities(server, f"{textcnn}-pruned")
+    assert [set(row) for row in served] == [set(LABELS)] * len(served)
+    for body, param in (
+        ({"settings": {"kind": "unstructured"}}, "settings.kind"),
+        ({"settings": {"kind": "structured", "fine_tune_epochs": 1}}, "settings.fine_tune_epochs"),
+    ):
+        with pytest.raises(APIError) as refused:
+            sdk.create_optimization_job(textcnn, "prune", training_file=None, **body)  # type: ignore[arg-type]
+        assert (refused.value.status_code, refused.value.param) == (400, param)
+    with pytest.raises(APIError) as not_applicable:
+        sdk.create_optimization_job(bilstm, "prune", settings={"kind": "structured"})
+    assert (not_applicable.value.status_code, not_applicable.value.param) == (400, "method")
+
+
 def test_a_gru_reading_its_last_states_and_an_encoder_export_faithfully(
     server: RunningServer, sdk: Client, tmp_path: Path
 ) -> None:
