@@ -212,3 +212,27 @@ def test_bad_requests_name_the_setting_or_the_missing_file(
                 teacher, "distill", training_file=distill_file, settings=settings
             )
         assert (caught.value.status_code, caught.value.param) == (400, param), settings
+
+
+def test_a_cancel_stops_the_student_between_steps_and_registers_nothing(
+    sdk: Client, teacher: str, distill_file: str
+) -> None:
+    job = sdk.create_optimization_job(
+        teacher,
+        "distill",
+        training_file=distill_file,
+        settings={"epochs": 1000, "patience": 0},  # hours of epochs, unless stopped
+        model_name="never-registered",
+    )
+
+    def first_epoch() -> bool | None:
+        messages = [event.message for event in sdk.optimization_job_events(job.id).data]
+        return True if any(m.startswith("epoch 1/1000:") for m in messages) else None
+
+    wait_for(f"job {job.id}'s first epoch", first_epoch, 300)
+    sdk.cancel_optimization_job(job.id)
+    done = finished(sdk, job.id, timeout_s=60)
+    assert done.status == "cancelled", done
+    with pytest.raises(APIError) as caught:
+        sdk.resolve("never-registered")
+    assert caught.value.status_code == 404
