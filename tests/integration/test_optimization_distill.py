@@ -2,7 +2,8 @@
 here by a training job on generated reviews, teaches a `textcnn` student on an uploaded file
 (started with the CLI command docs/optimization.md shows); the student serves on
 /v1/classify with the teacher's labels and agrees with it on reviews neither has seen. A
-tiny BERT teacher keeps its first layer as a `layers:1` student served by transformers.
+tiny BERT teacher keeps its first layer as a `layers:1` student served by transformers; VADER
+(a `rules` model) teaches a TextCNN its three labels; a cancel stops a job between steps.
 Bad settings and a missing training file are 400s naming them."""
 
 from __future__ import annotations
@@ -236,3 +237,28 @@ def test_a_cancel_stops_the_student_between_steps_and_registers_nothing(
     with pytest.raises(APIError) as caught:
         sdk.resolve("never-registered")
     assert caught.value.status_code == 404
+
+
+def test_a_rules_teacher_vader_is_distilled_into_a_network(
+    server: RunningServer, sdk: Client, distill_file: str
+) -> None:
+    """Any classifier can teach: VADER's shares of negative, neutral and positive wording
+    become a TextCNN's three labels, in VADER's order."""
+    vader = sdk.register_catalog_entry("vader")
+    job = sdk.create_optimization_job(
+        "vader", "distill", training_file=distill_file, settings={"epochs": 2}
+    )
+    done = finished(sdk, job.id)
+    assert done.status == "succeeded", done.error
+    version = sdk.resolve("vader-distilled")
+    assert (version.runtime, version.lineage.source["parent"]) == (
+        "openmaas-nn",
+        f"vader:{vader.version}",
+    )
+    assert version.params["labels"] == ["negative", "neutral", "positive"]
+    assert 0 <= version.metrics["teacher_agreement_heldout"] <= 1
+    assert set(top_labels(server, "vader-distilled", UNSEEN[:4])) <= {
+        "negative",
+        "neutral",
+        "positive",
+    }
