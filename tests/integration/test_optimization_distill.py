@@ -1,4 +1,4 @@
-"""Distillation jobs against a real server with one job worker: a TextCNN teacher, trained
+"""Distillation jobs against a real server with one job worker: a BiLSTM teacher, trained
 here by a training job on generated reviews, teaches a `textcnn` student on an uploaded file
 (started with the CLI command docs/optimization.md shows); the student serves on
 /v1/classify with the teacher's labels and agrees with it on reviews neither has seen. A
