@@ -262,3 +262,16 @@ def test_a_rules_teacher_vader_is_distilled_into_a_network(
         "neutral",
         "positive",
     }
+
+
+def test_fewer_layers_of_a_teacher_that_is_no_transformer_fail_the_job(
+    sdk: Client, teacher: str, distill_file: str
+) -> None:
+    job = sdk.create_optimization_job(
+        teacher, "distill", training_file=distill_file, settings={"student": "layers:1"}
+    )
+    done = finished(sdk, job.id)
+    assert done.status == "failed"
+    assert done.error is not None
+    assert done.error["code"] == "optimization_failed"
+    assert "is served by openmaas-nn" in done.error["message"]

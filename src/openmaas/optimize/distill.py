@@ -45,6 +45,7 @@ TEACHERS = frozenset({"transformers", "onnx", "openmaas-nn", "linear-head", "rul
 HELD_OUT_SHARE = 0.1  # of the training file, for agreement and early stopping
 FEWEST_EXAMPLES = 10  # so the held-out share holds at least one text
 TEACHER_BATCH = 64  # texts per call to the teacher
+PROGRESS_REPORTS = 10  # events while the teacher labels a file, at most
 # Teacher rows must sum to 1 within this (VADER's shares are rounded to 3 decimals each); a
 # multi-label teacher's (a sigmoid per label) do not.
 PROBABILITY_SUM_TOLERANCE = 1e-2
@@ -67,6 +68,9 @@ def build_distilled(context: BuildContext) -> Built:
     from openmaas.training.recipe import TrainingStopped
 
     settings = context.settings
+    student = str(settings["student"])
+    # A layers:<k> student needs a transformers teacher: refused before the teacher works.
+    checkpoint = None if student in NETWORK_STUDENTS else _teacher_checkpoint(context)
     texts, file_labels = training_texts(context.read_examples("training"))
     context.message(f"The teacher labels {len(texts)} training texts")
     labels, probabilities = teacher_probabilities(context, texts)
@@ -77,14 +81,11 @@ def build_distilled(context: BuildContext) -> Built:
         f"{len(data.held_out)} held out to measure agreement with the teacher"
     )
     ctx = training_context(context)
-    student = str(settings["student"])
     try:
-        if student in NETWORK_STUDENTS:
+        if checkpoint is None:
             trained = train_network_student(ctx, student, data, settings)
         else:
-            trained = train_fewer_layers(
-                ctx, _teacher_checkpoint(context), _layers(student), data, settings
-            )
+            trained = train_fewer_layers(ctx, checkpoint, _layers(student), data, settings)
     except TrainingStopped as exc:
         raise JobStopped(str(exc)) from exc
     context.message(
@@ -115,9 +116,14 @@ def teacher_probabilities(
     teacher = context.parent_model
     labels = tuple(str(label) for label in getattr(teacher, "labels", ()))
     rows = []
+    reported = 0
     for start in range(0, len(texts), TEACHER_BATCH):
         context.check_stop("while the teacher labels the training texts")
         rows.append(outputs(teacher, context.version.task, texts[start : start + TEACHER_BATCH]))
+        done = min(len(texts), start + TEACHER_BATCH)
+        if done < len(texts) and done * PROGRESS_REPORTS // len(texts) > reported:
+            reported = done * PROGRESS_REPORTS // len(texts)
+            context.message(f"The teacher labelled {done} of {len(texts)} texts")
     probabilities = np.concatenate(rows)
     if len(labels) < 2 or probabilities.shape != (len(texts), len(labels)):
         raise OptimizationFailed(
