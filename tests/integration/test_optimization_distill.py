@@ -196,6 +196,9 @@ def test_a_transformers_teacher_keeps_its_first_layer(
 def test_bad_requests_name_the_setting_or_the_missing_file(
     sdk: Client, teacher: str, distill_file: str
 ) -> None:
+    listed = {method.name: method for method in sdk.list_optimization_methods()}
+    assert listed["distill"].needs_training_file
+    assert listed["distill"].settings["student"] == "textcnn"
     with pytest.raises(APIError) as caught:
         sdk.create_optimization_job(teacher, "distill")
     assert (caught.value.status_code, caught.value.param) == (400, "training_file")
