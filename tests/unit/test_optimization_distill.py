@@ -163,3 +163,20 @@ def test_a_textcnn_student_learns_the_teachers_probabilities_deterministically(
     for name, tensor in saved.network.state_dict().items():
         assert torch.equal(tensor, same.network.state_dict()[name]), name
     assert again.metrics == first.metrics
+
+
+@pytest.mark.parametrize(
+    ("student", "architecture"), [("bilstm", "rnn"), ("transformer_encoder", "transformer-encoder")]
+)
+def test_the_other_network_students_save_what_openmaas_nn_serves(
+    tmp_path: Path, student: str, architecture: str
+) -> None:
+    texts = [example["text"] for example in reviews(60, seed=1)]
+    data = distill_data(texts, teacher_probabilities(texts), None, ("neg", "pos"), seed=0)
+    trained = train_network_student(
+        context(tmp_path, seed=0), student, data, {**DEFAULTS, "epochs": 1}
+    )
+    assert trained.params["architecture"] == architecture
+    assert trained.metrics["distill_epochs"] == 1
+    saved = load_classifier(tmp_path / "output")
+    assert (saved.labels, saved.spec["architecture"]) == (("neg", "pos"), architecture)
