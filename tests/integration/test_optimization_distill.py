@@ -177,6 +177,14 @@ def test_a_transformers_teacher_keeps_its_first_layer(
 ) -> None:
     path = build_bert(tmp_path / "bert", head="sequence-classification", labels=LABELS, seed=3)
     sdk.upload("tiny-review-bert", path, task="text-classification")
+    with pytest.raises(APIError) as caught:  # all of its 2 layers: nothing smaller
+        sdk.create_optimization_job(
+            "tiny-review-bert",
+            "distill",
+            training_file=distill_file,
+            settings={"student": "layers:2"},
+        )
+    assert (caught.value.status_code, caught.value.param) == (400, "settings.student")
     job = sdk.create_optimization_job(
         "tiny-review-bert",
         "distill",
@@ -205,6 +213,7 @@ def test_bad_requests_name_the_setting_or_the_missing_file(
     cases: list[tuple[dict[str, Any], str]] = [
         ({"student": "gpt2"}, "settings.student"),
         ({"student": "layers:0"}, "settings.student"),
+        ({"student": "layers:1"}, "settings.student"),  # the teacher is no transformer
         ({"temperature": -1}, "settings.temperature"),
         ({"alpha": 2}, "settings.alpha"),
         ({"epochs": 0}, "settings.epochs"),
@@ -265,16 +274,3 @@ def test_a_rules_teacher_vader_is_distilled_into_a_network(
         "neutral",
         "positive",
     }
-
-
-def test_fewer_layers_of_a_teacher_that_is_no_transformer_fail_the_job(
-    sdk: Client, teacher: str, distill_file: str
-) -> None:
-    job = sdk.create_optimization_job(
-        teacher, "distill", training_file=distill_file, settings={"student": "layers:1"}
-    )
-    done = finished(sdk, job.id)
-    assert done.status == "failed"
-    assert done.error is not None
-    assert done.error["code"] == "optimization_failed"
-    assert "is served by openmaas-nn" in done.error["message"]

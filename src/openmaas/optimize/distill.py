@@ -22,10 +22,10 @@ Example::
 
 from __future__ import annotations
 
+import json
 import random
 import re
 from collections.abc import Sequence
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -35,6 +35,7 @@ from openmaas.optimize.methods import BuildContext, Built, Checker, Method, inte
 
 if TYPE_CHECKING:
     from openmaas.optimize.distill_students import DistillData
+    from openmaas.registry.files import OpenedVersion
     from openmaas.training.recipe import Example, TrainingContext
 
 DISTILL = "distill"
@@ -69,8 +70,6 @@ def build_distilled(context: BuildContext) -> Built:
 
     settings = context.settings
     student = str(settings["student"])
-    # A layers:<k> student needs a transformers teacher: refused before the teacher works.
-    checkpoint = None if student in NETWORK_STUDENTS else _teacher_checkpoint(context)
     texts, file_labels = training_texts(context.read_examples("training"))
     context.message(f"The teacher labels {len(texts)} training texts")
     labels, probabilities = teacher_probabilities(context, texts)
@@ -82,10 +81,10 @@ def build_distilled(context: BuildContext) -> Built:
     )
     ctx = training_context(context)
     try:
-        if checkpoint is None:
+        if student in NETWORK_STUDENTS:
             trained = train_network_student(ctx, student, data, settings)
-        else:
-            trained = train_fewer_layers(ctx, checkpoint, _layers(student), data, settings)
+        else:  # layers:<k>, checked against the teacher when the job was created
+            trained = train_fewer_layers(ctx, context, _layers(student), data, settings)
     except TrainingStopped as exc:
         raise JobStopped(str(exc)) from exc
     context.message(
@@ -211,19 +210,32 @@ def training_context(context: BuildContext) -> TrainingContext:
     )
 
 
-def _teacher_checkpoint(context: BuildContext) -> Path:
-    version = context.version
+def check_student(settings: dict[str, Any], parent: OpenedVersion) -> None:
+    """A `layers:<k>` student keeps fewer than all layers of a transformers teacher."""
+    student = str(settings["student"])
+    if student in NETWORK_STUDENTS:
+        return
+    version = parent.version
+    reference = f"{version.model}:{version.version}"
     if version.runtime != "transformers":
-        raise OptimizationFailed(
-            f"settings.student={context.settings['student']} keeps layers of a transformers "
-            f"teacher; {_reference(context)} is served by {version.runtime} (distill it into "
-            f"{', '.join(NETWORK_STUDENTS)} instead)"
+        raise InvalidRequest(
+            f"settings.student={student} keeps layers of a transformers teacher; {reference} "
+            f"is served by {version.runtime} (distill it into {', '.join(NETWORK_STUDENTS)})",
+            param="settings.student",
         )
-    from openmaas.runtimes.base import ModelSource
-    from openmaas.runtimes.transformers_encoders import TextClassifier
+    from openmaas.optimize.checkpoints import checkpoint_directory
 
-    source = ModelSource.from_version(version, context.parent.directory)
-    return TextClassifier.checkpoint_directory(source)
+    try:
+        config = json.loads((checkpoint_directory(parent) / "config.json").read_text("utf-8"))
+    except (OSError, ValueError):
+        config = {}
+    count = config.get("num_hidden_layers") if isinstance(config, dict) else None
+    if not isinstance(count, int) or not _layers(student) < count:
+        raise InvalidRequest(
+            f"settings.student={student} must keep fewer layers than the {count} of "
+            f"{reference}'s config (num_hidden_layers)",
+            param="settings.student",
+        )
 
 
 def _layers(student: str) -> int:
@@ -279,5 +291,6 @@ METHODS = (
         build=build_distilled,
         checks=CHECKS,
         needs_training_file=True,
+        check_parent=check_student,
     ),
 )

@@ -17,13 +17,11 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import nn
 
-from openmaas.errors import OptimizationFailed
 from openmaas.optimize.distill_training import (
     AGREEMENT,
     DistillationTrainer,
@@ -34,6 +32,9 @@ from openmaas.optimize.distill_training import (
 from openmaas.training.hyperparameters import LoopSettings
 from openmaas.training.loop import LoopOutcome
 from openmaas.training.recipe import TrainingContext
+
+if TYPE_CHECKING:
+    from openmaas.optimize.methods import BuildContext
 
 # A checkpoint per epoch is enough: an optimization job restarts from scratch, not from one.
 NO_MID_EPOCH_CHECKPOINTS = 10**9
@@ -128,35 +129,37 @@ def train_network_student(
 
 def train_fewer_layers(
     ctx: TrainingContext,
-    checkpoint: Path,
+    context: BuildContext,
     n_layers: int,
     data: DistillData,
     settings: Mapping[str, Any],
 ) -> Student:
-    """The teacher's embeddings, first `n_layers` transformer layers and head, trained on
-    its soft labels; served by `transformers`."""
-    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+    """The teacher's embeddings, first `n_layers` encoder layers and head, trained on its
+    soft labels; written in the teacher's layout and served by `transformers`."""
+    from transformers import AutoTokenizer
 
+    from openmaas.optimize.checkpoints import (
+        checkpoint_directory,
+        keep_first_layers,
+        open_network,
+        write_network,
+    )
     from openmaas.training.recipes.finetune_transformer import DEFAULTS
     from openmaas.training.recipes.sequence_classification import (
         RUNTIME,
         forward_texts,
-        save_sequence_classifier,
         served_max_length,
     )
 
     loop = loop_settings(DEFAULTS, settings)
     torch.manual_seed(ctx.seed)
-    network = AutoModelForSequenceClassification.from_pretrained(checkpoint)
-    tokenizer = AutoTokenizer.from_pretrained(checkpoint)
-    kept = keep_first_layers(network, n_layers)
-    labels = tuple(str(network.config.id2label[i]) for i in range(network.config.num_labels))
-    if labels != data.labels:
-        raise OptimizationFailed(
-            f"the teacher's checkpoint names its labels {labels}, its runtime {data.labels}"
-        )
+    network = open_network(context)
+    before = int(network.config.num_hidden_layers)
+    keep_first_layers(network, n_layers)
+    tokenizer = AutoTokenizer.from_pretrained(checkpoint_directory(context.parent))
+    # Its labels are the teacher's, in its order: the runtime read them from this config.
     device = torch.device(ctx.device)
-    module: nn.Module = network
+    module: nn.Module = network  # through nn.Module: transformers leaves it untyped
     module.to(device)
     trained_tokens = int(DEFAULTS["max_length"])
 
@@ -166,46 +169,18 @@ def train_fewer_layers(
 
         return forward
 
-    ctx.message(f"Student: the teacher's first {n_layers} of {kept} layers")
+    ctx.message(f"Student: the teacher's first {n_layers} of {before} layers")
     outcome = _train(ctx, module, forward_at(trained_tokens), data, settings, loop)
     agreement = _agreement(
         module, forward_at(served_max_length(network, tokenizer)), data, settings
     )
-    save_sequence_classifier(ctx.output_dir, network, tokenizer)
+    module.cpu()
+    params = write_network(context, network)
     return Student(
         runtime=RUNTIME,
-        params={"labels": list(data.labels), "teacher_layers": n_layers},
+        params={**params, "labels": list(data.labels), "teacher_layers": n_layers},
         metrics=_metrics(agreement, outcome),
     )
-
-
-def keep_first_layers(network: nn.Module, n_layers: int) -> int:
-    """Cut the encoder's layer list to its first `n_layers` (the config says so too);
-    returns how many it had. The list is the `ModuleList` of `num_hidden_layers` blocks
-    (BERT's `encoder.layer`, DistilBERT's `transformer.layer`, ...)."""
-    config = getattr(network, "config", None)
-    count = getattr(config, "num_hidden_layers", None)
-    blocks = [
-        (name, module)
-        for name, module in network.named_modules()
-        if isinstance(module, nn.ModuleList) and len(module) == count
-    ]
-    if config is None or not isinstance(count, int) or len(blocks) != 1:
-        raise OptimizationFailed(
-            "settings.student=layers:<k> needs a transformer teacher with one list of layers; "
-            f"this one has {len(blocks)} lists of {count} modules"
-        )
-    if not 1 <= n_layers < count:
-        raise OptimizationFailed(
-            f"settings.student=layers:{n_layers}: the teacher has {count} layers; keep 1 to "
-            f"{count - 1} of them"
-        )
-    name, layers = blocks[0]
-    parent_name, _, attribute = name.rpartition(".")
-    owner = network.get_submodule(parent_name) if parent_name else network
-    setattr(owner, attribute, nn.ModuleList(list(layers)[:n_layers]))
-    config.num_hidden_layers = n_layers  # DistilBERT's `n_layers` is this attribute's alias
-    return count
 
 
 def _train(
