@@ -9,9 +9,6 @@ Bad settings and a missing training file are 400s naming them."""
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -21,12 +18,13 @@ import pytest
 
 from openmaas import APIError, Client
 from openmaas.protocol.optimization import OptimizationJobOut
-from tests.integration.conftest import RunningServer, start_server, stop_server
+from tests.integration.conftest import RunningServer, stop_server
+from tests.integration.job_servers import ROOT, start_job_server
+from tests.integration.job_servers import run_cli as cli
 from tests.integration.waiting import wait_for
 from tests.runtimes.tiny_models import build_bert
 from tests.sentiment_data import LABELS, jsonl, reviews
 
-ROOT = Path(__file__).resolve().parents[2]
 TEACHER = "review-teacher"
 # A BiLSTM teacher (the recipe's sizes) trains in seconds on 400 short reviews.
 TEACHER_HYPERPARAMETERS = {"n_epochs": 6, "batch_size": 16}
@@ -42,15 +40,7 @@ AGREEMENT_BOUND = 0.8
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningServer]:
-    running = start_server(
-        tmp_path_factory.mktemp("distill") / "home",
-        {
-            "OPENMAAS_WORKERS": "1",
-            "OPENMAAS_JOB_HEARTBEAT_S": "0.5",
-            "OPENMAAS_TRAINING_THREADS": "1",
-            "PYTHONPATH": os.pathsep.join([str(ROOT / "src"), str(ROOT)]),
-        },
-    )
+    running = start_job_server(tmp_path_factory, "distill")
     yield running
     stop_server(running)
 
@@ -113,23 +103,6 @@ def documented_command() -> str:
     ]
     assert len(commands) == 1, commands
     return commands[0]
-
-
-def cli(server: RunningServer, *args: str) -> subprocess.CompletedProcess[str]:
-    env = {
-        **os.environ,
-        "OPENMAAS_URL": server.url,
-        "OPENMAAS_API_KEY": server.key,
-        "PYTHONPATH": os.pathsep.join([str(ROOT / "src"), str(ROOT)]),
-    }
-    return subprocess.run(
-        [sys.executable, "-m", "openmaas.cli.main", *args],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=600,
-        check=False,
-    )
 
 
 def test_a_textcnn_student_serves_the_teachers_labels_and_agrees_with_it(
