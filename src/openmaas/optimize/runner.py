@@ -32,6 +32,9 @@ if TYPE_CHECKING:
     from openmaas.optimize.kind import OptimizationJobKind
     from openmaas.training.recipe import Example
 
+# `lineage.source.type` of what an optimization job registers (no ONNX variant is built of it).
+SOURCE_TYPE = "optimization-job"
+
 
 def run_optimization(kind: OptimizationJobKind, context: JobContext) -> JobOutput:
     job = context.job
@@ -73,7 +76,7 @@ def run_optimization(kind: OptimizationJobKind, context: JobContext) -> JobOutpu
         },
         metrics=metrics,
         source={
-            "type": "optimization-job",
+            "type": SOURCE_TYPE,
             "job_id": job.id,
             "parent": reference,
             "method": method.name,
