@@ -130,6 +130,7 @@ class VariantOut(Response):
     kind: str
     runtime: str
     metrics: dict[str, float]
+    files: list[FileOut]
     size_bytes: int
     job_id: str
     created_at: datetime

@@ -68,6 +68,7 @@ def version_out(v: ModelVersion, served_by: str | None = None) -> VersionOut:
                 kind=variant.kind,
                 runtime=variant.runtime,
                 metrics=variant.metrics,
+                files=[FileOut(path=f.path, size=f.size, sha256=f.sha256) for f in variant.files],
                 size_bytes=variant.size_bytes,
                 job_id=variant.job_id,
                 created_at=variant.created_at,
