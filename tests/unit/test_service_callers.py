@@ -54,7 +54,6 @@ NO_CALLER: dict[str, set[str]] = {
         "generation_bound",
         "is_loaded",
         "is_ready",
-        "served_by",
         "start",
         "token_bound",
     },

@@ -32,24 +32,18 @@ from openmaas.auth.entities import SYSTEM, Principal, project_member
 from openmaas.errors import InvalidRequest, ModelNotFound, Overloaded, WrongTask
 from openmaas.observability.metrics import Metrics
 from openmaas.registry.composition import Registry
-from openmaas.registry.entities import ModelVersion, RegisteredModel, VersionVariant
+from openmaas.registry.entities import ModelVersion, RegisteredModel
 from openmaas.registry.names import qualified
 from openmaas.registry.traffic import TrafficSplit
 from openmaas.runtimes.base import LoadOptions, ModelSource
 from openmaas.serving.batcher import Batcher, BatchLimits
 from openmaas.serving.cache import CacheKey, ResponseCache
-from openmaas.serving.pool import (
-    ModelPool,
-    PoolLimits,
-    Preferred,
-    Resident,
-    VersionKey,
-    model_label,
-)
+from openmaas.serving.pool import ModelPool, PoolLimits, Resident, VersionKey, model_label
 from openmaas.serving.priority import background_generation_slots, background_work
 from openmaas.serving.rollout import Rollout
 from openmaas.serving.router import ModelRouter
 from openmaas.serving.streaming import iterate_in_thread
+from openmaas.serving.variants import VariantChoice, serving_variant_id
 from openmaas.settings import MiB, Settings
 from openmaas.tasks.catalogue import get_task
 from openmaas.tasks.contract import Plan, TaskContract
@@ -69,8 +63,6 @@ T = TypeVar("T")
 InputsT = TypeVar("InputsT")
 ParamsT = TypeVar("ParamsT")
 
-# The variant kind that serves in place of a version (`registry.variants`).
-ONNX_VARIANT = "onnx"
 # Batch size 1 for work that is one big item (an audio file).
 _SINGLE = BatchLimits(max_batch_size=1)
 
@@ -126,7 +118,7 @@ class InferenceEngine:
                 max_prompt_chars=settings.max_prompt_chars,
             ),
             open_dependency=self._open_dependency,
-            preferred=self._preferred if settings.serve_variants else None,
+            preferred=VariantChoice(registry).preferred if settings.serve_variants else None,
         )
         self.cache = ResponseCache(
             max_entries=settings.cache_max_entries,
@@ -241,12 +233,6 @@ class InferenceEngine:
     def is_loaded(self, version: ModelVersion) -> bool:
         return self.pool.is_loaded(version_key(version))
 
-    def served_by(self, version: ModelVersion) -> str | None:
-        """The runtime the loaded version runs on (`onnx` when its ONNX variant serves it);
-        None when it is not loaded."""
-        resident = self.pool.get_loaded(version_key(version))
-        return resident.served_by if resident is not None else None
-
     def is_ready(self, version: ModelVersion) -> bool:
         """Servable: loaded, or loaded on its first request (every registered version is,
         unless it was unloaded on request and is held so)."""
@@ -358,10 +344,7 @@ class InferenceEngine:
         caller: Principal,
         truncate: bool,
     ) -> Served[Any]:
-        key = version_key(version)
-        if self.settings.serve_variants:
-            self._swap_for_variant(key, version)
-        async with self.pool.lease(key) as resident:
+        async with self.pool.lease(version_key(version), serving_variant_id(version)) as resident:
             model = resident.model
             contract.check_model(model, resident.label)  # once per lease, not per item
             large = _input_chars(inputs) > self.settings.offload_input_chars
@@ -561,35 +544,6 @@ class InferenceEngine:
             resident.batchers[plan.key] = batcher
         return batcher
 
-    def _swap_for_variant(self, key: VersionKey, version: ModelVersion) -> None:
-        """A version loaded before its variant existed (the export job finished since) is
-        loaded again, from the variant; the resolved version says what exists (within
-        `resolve_ttl_s` of another process adding it). Only a newer variant than the one
-        the resident tried swaps it, so a variant that failed to load is not retried per
-        request, and a stale resolution never swaps a fresher load back."""
-        resident = self.pool.get_loaded(key)
-        variant = serving_variant(version)
-        if resident is None or variant is None:
-            return
-        if resident.variant_id is None or resident.variant_id < variant.id:
-            self.pool.retire(key, reason="variant")
-
-    def _preferred(self, name: str, number: int) -> Preferred | None:
-        """The version's ONNX variant, read afresh, when it matched the version within its
-        job's tolerance: the pool loads it in place of the version's own files."""
-        version = self.registry.get_version(name, number, caller=SYSTEM)
-        variant = serving_variant(version)
-        if variant is None:
-            return None
-
-        def open_variant() -> ModelSource:
-            opened = self.registry.files.open_variant(version, variant, caller=SYSTEM)
-            return ModelSource.from_version(
-                opened.version, opened.directory, release_directory=opened.close
-            )
-
-        return Preferred(variant.id, f"{variant.kind} variant", open_variant)
-
     def _open_source(self, name: str, version: int) -> ModelSource:
         # Hash-checked plaintext; a version encrypted at rest comes as a private decrypted
         # copy, which the pool releases once the runtime has loaded it.
@@ -630,13 +584,6 @@ def _address(model: RegisteredModel, caller: Principal, own: set[str]) -> str:
     (its own, or a public one it has none of its own called), else `project/name`."""
     bare = model.project == caller.project or (model.public and model.name not in own)
     return model.name if bare else qualified(model.project, model.name)
-
-
-def serving_variant(version: ModelVersion) -> VersionVariant | None:
-    """The variant that serves `version` in place of its own files: its newest ONNX export
-    that matched it within the export job's tolerance."""
-    fitting = [v for v in version.variants if v.kind == ONNX_VARIANT and v.within_tolerance]
-    return fitting[-1] if fitting else None
 
 
 def version_key(version: ModelVersion) -> VersionKey:

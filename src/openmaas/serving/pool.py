@@ -177,6 +177,11 @@ class ModelPool:
     def is_loaded(self, key: VersionKey) -> bool:
         return key in self._residents
 
+    def served_by(self, key: VersionKey) -> str | None:
+        """The runtime the loaded `key` runs on; None when it is not loaded."""
+        resident = self._residents.get(key)
+        return resident.served_by if resident is not None else None
+
     def is_held(self, key: VersionKey) -> bool:
         """Unloaded on request and held so: a lease refuses it until `load`."""
         return key in self._held
@@ -194,9 +199,18 @@ class ModelPool:
     # -- use ---------------------------------------------------------------------------------
 
     @asynccontextmanager
-    async def lease(self, key: VersionKey) -> AsyncIterator[Resident]:
+    async def lease(self, key: VersionKey, variant: int | None = None) -> AsyncIterator[Resident]:
         """The loaded model for `key`, loading it if needed; it is not unloaded while leased.
-        `ModelUnloaded` for a model held unloaded."""
+        `ModelUnloaded` for a model held unloaded. `variant`: the preferred build the caller's
+        resolution of the version lists (its id); a resident that tried an older one, or
+        none (loaded before the variant existed), is retired and `key` loaded afresh. Only
+        newer: a variant that failed to load is not retried per request, and a stale
+        resolution never swaps a fresher load back."""
+        current = self._residents.get(key)
+        if variant is not None and self._preferred is not None and current is not None:
+            tried = current.variant_id
+            if tried is None or tried < variant:
+                self.retire(key, reason="variant")
         resident = await self._obtain(key)
         # Another model's load may have evicted this one between its load and this turn of
         # the loop (it was idle for that instant): load it again rather than use it unloaded

@@ -55,6 +55,7 @@ from openmaas.registry.entities import (
 )
 from openmaas.registry.registration import VersionSpec
 from openmaas.registry.sources import SourceRef
+from openmaas.serving.engine import version_key
 
 router = APIRouter(
     route_class=StrictJSONRoute,
@@ -256,7 +257,7 @@ def list_versions(
     name: ModelPath, registry: RegistryDep, engine: EngineDep, who: PrincipalDep
 ) -> ListOut[VersionOut]:
     versions = registry.store.list_versions(name, caller=who)
-    return ListOut(data=[version_out(v, engine.served_by(v)) for v in versions])
+    return ListOut(data=[version_out(v, engine.pool.served_by(version_key(v))) for v in versions])
 
 
 @router.get("/models/{name}/versions/{version}")
@@ -268,7 +269,7 @@ def get_version(
     who: PrincipalDep,
 ) -> VersionOut:
     found = registry.get_version(name, version, caller=who)
-    return version_out(found, engine.served_by(found))
+    return version_out(found, engine.pool.served_by(version_key(found)))
 
 
 @router.patch("/models/{name}/versions/{version}")
@@ -444,4 +445,4 @@ def resolve_reference(
     ref: Annotated[str, Query(description="name, name@alias or name:version", max_length=256)],
 ) -> VersionOut:
     found = registry.resolve(ref, caller=who)
-    return version_out(found, engine.served_by(found))
+    return version_out(found, engine.pool.served_by(version_key(found)))
