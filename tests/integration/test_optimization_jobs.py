@@ -167,6 +167,42 @@ def test_a_quantize_job_over_a_classifier_agrees_with_its_parent(
         assert abs(expected["positive"] - got["positive"]) < 0.05
 
 
+def test_an_eval_file_measures_accuracy_and_f1_beside_the_parent(
+    server: RunningServer, sdk: Client, classifier: str, tmp_path: Path
+) -> None:
+    texts = [f"{word} film number {i}" for i, word in enumerate(["good", "bad", "dull"] * 8)]
+    labels = ["positive" if i % 3 == 0 else "negative" for i in range(len(texts))]
+    path = tmp_path / "eval.jsonl"
+    path.write_text(
+        "".join(
+            json.dumps({"text": t, "label": y}) + "\n" for t, y in zip(texts, labels, strict=True)
+        )
+    )
+    eval_file = sdk.upload_dataset(path).id
+    job = sdk.create_optimization_job(
+        classifier, "quantize", model_name="tiny-classifier-evaluated", eval_file=eval_file
+    )
+    assert job.eval_file == eval_file
+    job = finished(sdk, job.id)
+    assert job.status == "succeeded", job.error
+    metrics = sdk.resolve("tiny-classifier-evaluated").metrics
+    # Recomputed from what each version serves on the same texts.
+    for model, prefix in ((classifier, "parent_eval_"), ("tiny-classifier-evaluated", "eval_")):
+        answer = httpx.post(
+            f"{server.url}/v1/classify",
+            headers=server.headers,
+            json={"model": model, "input": texts},
+            timeout=60,
+        )
+        predicted = [item["labels"][0]["label"] for item in answer.json()["data"]]
+        accuracy = sum(p == y for p, y in zip(predicted, labels, strict=True)) / len(labels)
+        assert metrics[f"{prefix}accuracy"] == pytest.approx(accuracy)
+        assert 0 <= metrics[f"{prefix}macro_f1"] <= 1
+    assert metrics["eval_accuracy_delta"] == pytest.approx(
+        metrics["eval_accuracy"] - metrics["parent_eval_accuracy"]
+    )
+
+
 def test_an_onnx_version_can_be_quantized_in_turn(
     sdk: Client, oai: openai.OpenAI, encoder: str
 ) -> None:
@@ -196,6 +232,9 @@ def test_minilm_quantized_to_int8_keeps_its_vectors_and_is_smaller(
     assert version.metrics["export_max_abs_difference"] <= 1e-4
     assert version.metrics["builtin_mean_cosine_to_parent"] >= 0.98
     assert version.metrics["size_ratio"] < 0.75  # the encoder's matrices in int8
+    # Loading MiniLM's 90 MB of fp32 weights shows in the worker's memory.
+    assert version.metrics["parent_resident_mb"] > 30
+    assert version.metrics["resident_mb"] >= 0
     parent, quantized = embeddings(oai, "minilm"), embeddings(oai, "minilm-int8")
     assert (parent * quantized).sum(axis=1).mean() >= 0.98
 

@@ -84,6 +84,12 @@ class OptimizationJobKind:
                 f"method {method.name!r} learns from a file: name one as training_file",
                 param="training_file",
             )
+        if method.needs_examples(settings) and training_file is None and eval_file is None:
+            raise InvalidRequest(
+                f"method {method.name!r} with these settings reads example texts: name a file "
+                "of the model's task as training_file (or eval_file)",
+                param="training_file",
+            )
         model_name = request.model_name or _derived_name(parent.model, method)
         check_publishable_name(self.registry, model_name, caller.project, caller)
         if request.alias is not None:
@@ -180,7 +186,9 @@ class OptimizationJobKind:
         from openmaas.training.kind import ready_dataset
 
         row = ready_dataset(self.db, file_id, param, caller)
-        if row.task != parent.task:
+        # An embedding model is measured on any file's texts (cosine to the parent's vectors).
+        texts_will_do = parent.task == "embedding" and param == "eval_file"
+        if row.task != parent.task and not texts_will_do:
             raise InvalidRequest(
                 f"file {file_id} holds {row.task} examples; {parent.model}:{parent.version} "
                 f"is a {parent.task} model",

@@ -5,7 +5,9 @@ same texts, so the figures compare what serving would do.
 
 Without an evaluation file the texts are `BUILTIN_TEXTS`, and the quality metrics' names
 say so (`builtin_mean_cosine_to_parent`): they measure agreement with the parent, not
-accuracy on labelled data.
+accuracy on labelled data. Taggers are compared by their entities: the share of spans (text,
+label, offsets) both models found among those either found, and how far the scores of the
+shared ones moved.
 
 Example::
 
@@ -42,6 +44,7 @@ BUILTIN_TEXTS = (
     "Prices rose sharply after the storm damaged the harbour.",
     "This is the worst update they have ever shipped.",
 )
+TOKEN_CLASSIFICATION = "token-classification"  # noqa: S105 - a task name, not a secret
 QUALITY_PREFIX = "builtin_"  # the metrics' names say which texts they were measured on
 ROUNDS = 3  # blocks per model, in turns with the other model's
 WARMUP_CALLS = 3  # single-text calls that start each block, not counted
@@ -56,9 +59,14 @@ class Quality:
 
 
 def outputs(model: Any, task: str, texts: Sequence[str]) -> np.ndarray[Any, Any]:
-    """Embeddings, or class probabilities in the model's label order."""
+    """Embeddings, class probabilities in the model's label order, or (taggers) each text's
+    entities, one object per text."""
     if task == "embedding":
         return np.asarray(model.embed(list(texts)), dtype=np.float64)
+    if task == TOKEN_CLASSIFICATION:
+        found = np.empty(len(texts), dtype=object)
+        found[:] = model.extract_entities(list(texts))
+        return found
     labels = list(model.labels)
     rows = []
     for ranked in model.classify(list(texts)):
@@ -70,6 +78,8 @@ def outputs(model: Any, task: str, texts: Sequence[str]) -> np.ndarray[Any, Any]
 def compare_outputs(parent: Any, child: Any, task: str, texts: Sequence[str]) -> Quality:
     expected = outputs(parent, task, texts)
     got = outputs(child, task, texts)
+    if task == TOKEN_CLASSIFICATION:
+        return _compare_entities(expected, got)
     if expected.shape != got.shape:
         return Quality({}, float("inf"))
     difference = float(np.abs(expected - got).max()) if expected.size else 0.0
@@ -87,6 +97,36 @@ def compare_outputs(parent: Any, child: Any, task: str, texts: Sequence[str]) ->
             f"{QUALITY_PREFIX}max_probability_delta": difference,
         }
     return Quality(metrics, difference)
+
+
+def _compare_entities(expected: np.ndarray[Any, Any], got: np.ndarray[Any, Any]) -> Quality:
+    """Entity spans of the parent against the child's: agreement is shared spans over all
+    spans either found (1.0 when neither found any); the difference is the largest score
+    change of a shared span, and 1.0 (a whole probability) as soon as one span differs."""
+    shared = either = 0
+    score_delta = 0.0
+    for parent_entities, child_entities in zip(expected, got, strict=True):
+        parent_spans = {_span(entity): entity.score for entity in parent_entities}
+        child_spans = {_span(entity): entity.score for entity in child_entities}
+        common = parent_spans.keys() & child_spans.keys()
+        shared += len(common)
+        either += len(parent_spans.keys() | child_spans.keys())
+        for span in common:
+            score_delta = max(
+                score_delta, abs((parent_spans[span] or 0) - (child_spans[span] or 0))
+            )
+    agreement = shared / either if either else 1.0
+    difference = score_delta if shared == either else 1.0
+    metrics = {
+        f"{QUALITY_PREFIX}entity_agreement_with_parent": agreement,
+        f"{QUALITY_PREFIX}entities_of_parent": float(sum(len(row) for row in expected)),
+        f"{QUALITY_PREFIX}max_entity_score_delta": score_delta,
+    }
+    return Quality(metrics, difference)
+
+
+def _span(entity: Any) -> tuple[str, str, int, int]:
+    return (entity.text, entity.label, entity.start, entity.end)
 
 
 def measure_speed(parent: Any, child: Any, task: str, texts: Sequence[str]) -> dict[str, float]:

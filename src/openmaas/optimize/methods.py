@@ -21,6 +21,7 @@ Example::
 
 from __future__ import annotations
 
+import os
 import shutil
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -59,6 +60,8 @@ class BuildContext:
     options: LoadOptions  # how to load models for checks (device, threads)
     # The job's files, read on demand: `examples("training")` / `examples("eval")`.
     read_examples: Callable[[str], Sequence[Example]] = lambda which: ()
+    # What loading the parent added to the worker's resident memory, once it is loaded.
+    parent_resident: int | None = None
 
     @property
     def version(self) -> ModelVersion:
@@ -70,7 +73,12 @@ class BuildContext:
         from openmaas.runtimes.base import ModelSource, get_runtime
 
         source = ModelSource.from_version(self.version, self.parent.directory)
-        return get_runtime(self.version.runtime).load(source, self.options)
+        before = resident_bytes()
+        model = get_runtime(self.version.runtime).load(source, self.options)
+        after = resident_bytes()
+        if before is not None and after is not None:
+            self.parent_resident = max(after - before, 0)
+        return model
 
     def message(self, text: str) -> None:
         self.job.message(text)
@@ -91,6 +99,15 @@ class BuildContext:
             shutil.copy(path, target)
 
 
+def resident_bytes() -> int | None:
+    """This process's resident memory (Linux `/proc`; None elsewhere)."""
+    try:
+        pages = int(Path("/proc/self/statm").read_text().split()[1])
+    except (OSError, ValueError, IndexError):
+        return None
+    return pages * os.sysconf("SC_PAGE_SIZE")
+
+
 Checker = Callable[[dict[str, Any]], None]
 
 
@@ -107,6 +124,9 @@ class Method:
     # distillation: the file it learns from; or a function of the checked settings (a prune
     # that fine-tunes afterwards)
     needs_training_file: bool | Callable[[Mapping[str, Any]], bool] = False
+    # Whether these (checked) settings read examples from the job's training_file or
+    # eval_file, either one (static quantization calibrates on them): without one, a 400.
+    needs_examples: Callable[[Mapping[str, Any]], bool] = lambda settings: False
     applies: Callable[[ModelVersion], bool] = lambda version: True  # finer than runtime/task
     # Checks that need the parent's files (how many layers its config has), run when the job
     # is created, on the opened parent; they may fill in defaults that depend on it. Each

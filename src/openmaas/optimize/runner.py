@@ -21,8 +21,14 @@ from typing import TYPE_CHECKING
 from openmaas.errors import InvalidRequest, NotFound
 from openmaas.jobs.context import JobContext, job_caller
 from openmaas.jobs.publish import JobOutput
-from openmaas.optimize.measure import BUILTIN_TEXTS, compare_outputs, measure_speed, size_metrics
-from openmaas.optimize.methods import BuildContext, Built
+from openmaas.optimize.measure import (
+    BUILTIN_TEXTS,
+    QUALITY_PREFIX,
+    compare_outputs,
+    measure_speed,
+    size_metrics,
+)
+from openmaas.optimize.methods import BuildContext, Built, resident_bytes
 from openmaas.optimize.registry import get_method
 from openmaas.registry.entities import VersionPin
 from openmaas.registry.files import OpenedVersion
@@ -102,9 +108,21 @@ def load_built(build: BuildContext, built: Built) -> LoadedModel:
 
 def _measure(build: BuildContext, built: Built, threads: int | None) -> dict[str, float]:
     task = build.version.task
+    parent = build.parent_model
+    before = resident_bytes()
     child = load_built(build, built)
+    after = resident_bytes()
     try:
-        metrics = dict(compare_outputs(build.parent_model, child, task, BUILTIN_TEXTS).metrics)
+        metrics = dict(compare_outputs(parent, child, task, BUILTIN_TEXTS).metrics)
+        if before is not None and after is not None and build.parent_resident is not None:
+            # What loading each added to the worker's memory (freed memory the allocator
+            # reuses can make the second one read low: a rough, not an exact, figure).
+            metrics["resident_mb"] = max(after - before, 0) / 1e6
+            metrics["parent_resident_mb"] = build.parent_resident / 1e6
+        examples = build.read_examples("eval")
+        if examples:
+            build.message(f"Scoring both on the evaluation file ({len(examples)} examples)")
+            metrics.update(eval_quality(build.parent_model, child, task, examples))
         build.check_stop("before measuring speed")
         build.message("Measuring latency and throughput against the parent")
         metrics.update(measure_speed(build.parent_model, child, task, BUILTIN_TEXTS))
@@ -117,6 +135,36 @@ def _measure(build: BuildContext, built: Built, threads: int | None) -> dict[str
         return metrics
     finally:
         child.unload()
+
+
+# The evaluation report's metrics an optimization records for both models, and their delta.
+EVAL_METRICS = ("accuracy", "macro_f1", "entity_f1", "entity_precision", "entity_recall")
+EVAL_TEXTS = 512  # an embedding model's cosine is measured on at most this many texts
+
+
+def eval_quality(
+    parent: LoadedModel, child: LoadedModel, task: str, examples: Sequence[Example]
+) -> dict[str, float]:
+    """Quality on the job's evaluation file: accuracy and macro F1 (classifiers), entity F1
+    (taggers), each for the new version (`eval_<metric>`), the parent
+    (`parent_eval_<metric>`) and their difference (`eval_<metric>_delta`); for embeddings
+    the mean and least cosine to the parent's vectors over the file's texts."""
+    if task == "embedding":
+        texts = [str(e["text"]) for e in examples if isinstance(e.get("text"), str)][:EVAL_TEXTS]
+        quality = compare_outputs(parent, child, task, texts).metrics
+        return {name.replace(QUALITY_PREFIX, "eval_", 1): value for name, value in quality.items()}
+    from openmaas.evaluation import EVALUATED_TASKS, score
+
+    if task not in EVALUATED_TASKS:
+        return {}
+    ours, theirs = score(child, task, examples).metrics, score(parent, task, examples).metrics
+    metrics: dict[str, float] = {}
+    for name in EVAL_METRICS:
+        if name in ours and name in theirs:
+            metrics[f"eval_{name}"] = ours[name]
+            metrics[f"parent_eval_{name}"] = theirs[name]
+            metrics[f"eval_{name}_delta"] = ours[name] - theirs[name]
+    return metrics
 
 
 def _examples(kind: OptimizationJobKind, context: JobContext, which: str) -> Sequence[Example]:

@@ -1,4 +1,5 @@
-"""ONNX graphs on onnxruntime: sentence embeddings and sequence classification.
+"""ONNX graphs on onnxruntime: sentence embeddings, sequence classification and token
+classification (entities with character offsets, grouped as the transformers runtime does).
 
 The graph is `model.onnx` (or the directory's only `.onnx` file); the tokenizer comes from
 the same directory, `tokenizer.json` read by the `tokenizers` library (transformers'
@@ -7,7 +8,8 @@ in sub-batches, so short texts are not padded to the longest one; results come b
 order.
 
 Version params: `output` (the graph output to read), `pooling` (mean | cls | max, for a 3-D
-output), `normalize` ("l2"), `max_input_tokens`.
+output), `normalize` ("l2"), `max_input_tokens`. A tagger's graph outputs logits per token
+(batch, tokens, labels) and needs `tokenizer.json`, for offsets and word boundaries.
 
 Example::
 
@@ -38,9 +40,11 @@ from openmaas.runtimes.base import (
     l2_normalize,
     softmax,
 )
+from openmaas.runtimes.entity_spans import TaggedToken, group_entities
 from openmaas.tasks.embedding import FloatArray
 from openmaas.tasks.names import Task
 from openmaas.tasks.text_classification import LabelScore, ranked
+from openmaas.tasks.token_classification import Entity
 
 log = logging.getLogger(__name__)
 
@@ -100,8 +104,12 @@ class FastTokenizer:
             self._truncating.enable_truncation(max_tokens)
 
     def encode(self, texts: Sequence[str]) -> tuple[list[list[int]], list[list[int]]]:
-        encodings = self._truncating.encode_batch(list(texts))
+        encodings = self.encodings(texts)
         return [e.ids for e in encodings], [e.type_ids for e in encodings]
+
+    def encodings(self, texts: Sequence[str]) -> list[Any]:
+        """`tokenizers.Encoding`s, truncated: ids with offsets and word ids (taggers)."""
+        return list(self._truncating.encode_batch(list(texts)))
 
     def count(self, texts: Sequence[str]) -> list[int]:
         return [len(e.ids) for e in self._counting.encode_batch(list(texts))]
@@ -134,19 +142,20 @@ class TransformersTokenizer:
 
 
 class OnnxRuntime(Runtime):
-    """Embedding and classification models exported to ONNX (optimum, sentence-transformers,
-    `torch.onnx.export`)."""
+    """Embedding, classification and tagging models exported to ONNX (optimum,
+    sentence-transformers, `torch.onnx.export`)."""
 
     name = "onnx"
-    tasks = frozenset({Task.EMBEDDING, Task.TEXT_CLASSIFICATION})
+    tasks = frozenset({Task.EMBEDDING, Task.TEXT_CLASSIFICATION, Task.TOKEN_CLASSIFICATION})
 
     def load(self, source: ModelSource, options: LoadOptions) -> OnnxModel:
         return OnnxModel(source, options, memory_bytes=self.estimate_memory_bytes(source))
 
 
 class OnnxModel(LoadedModel):
-    """An embedding model (`tasks.embedding.Embedder`) or a classifier
-    (`tasks.text_classification.Classifier`), whichever task its version records."""
+    """An embedding model (`tasks.embedding.Embedder`), a classifier
+    (`tasks.text_classification.Classifier`) or a tagger
+    (`tasks.token_classification.EntityExtractor`), whichever task its version records."""
 
     embedding_dimensions: int | None = None
     truncatable_dimensions = False
@@ -158,8 +167,8 @@ class OnnxModel(LoadedModel):
         task = Task(source.task)
         if task not in OnnxRuntime.tasks:
             raise ModelLoadFailed(
-                f"{source.label}: the onnx runtime serves embedding and text-classification, "
-                f"not {task.value}"
+                f"{source.label}: the onnx runtime serves embedding, text-classification and "
+                f"token-classification, not {task.value}"
             )
         self.tasks = frozenset({task})
         directory = source.directory
@@ -167,6 +176,10 @@ class OnnxModel(LoadedModel):
         config = _read_json(directory / "config.json")
         self.max_input_tokens = _max_input_tokens(directory, params, config)
         self._tokenizer = _tokenizer(directory, self.max_input_tokens)
+        if task is Task.TOKEN_CLASSIFICATION and not isinstance(self._tokenizer, FastTokenizer):
+            raise ModelLoadFailed(
+                f"{source.label}: a tagger needs tokenizer.json (entity offsets come from it)"
+            )
         self._session: Any = _session(_graph_file(source), options)
         self._inputs = _token_inputs(self._session, source)
         self._output = _output_name(self._session, source, task)
@@ -184,6 +197,7 @@ class OnnxModel(LoadedModel):
             self.labels = _labels(config, params, width)
             # Multi-label heads score each label independently.
             self._sigmoid = config.get("problem_type") == "multi_label_classification"
+            self._sigmoid &= task is Task.TEXT_CLASSIFICATION
 
     # -- tasks ----------------------------------------------------------------------------
 
@@ -208,6 +222,38 @@ class OnnxModel(LoadedModel):
         scores = 1.0 / (1.0 + np.exp(-logits)) if self._sigmoid else softmax(logits)
         return [ranked(self.labels, row.tolist()) for row in scores]
 
+    def extract_entities(self, texts: Sequence[str]) -> list[list[Entity]]:
+        if Task.TOKEN_CLASSIFICATION not in self.tasks:
+            raise self.wrong_task(Task.TOKEN_CLASSIFICATION)
+        assert isinstance(self._tokenizer, FastTokenizer)  # checked at load for taggers
+        encodings = self._tokenizer.encodings(texts)
+        ids = [e.ids for e in encodings]
+        probabilities: list[npt.NDArray[np.float64]] = [np.zeros((0, 0))] * len(texts)
+        for rows, output, _ in self._run_ids(ids, [e.type_ids for e in encodings]):
+            batch = softmax(output)
+            for row, index in enumerate(rows.tolist()):
+                probabilities[index] = batch[row, : len(ids[index])]
+        results = []
+        for text, encoding, scores in zip(texts, encodings, probabilities, strict=True):
+            best = scores.argmax(axis=-1)
+            # As the transformers runtime: special tokens (no word) and empty offsets tag nothing.
+            tokens = [
+                TaggedToken(word, start, end, self.labels[best[t]], float(scores[t, best[t]]))
+                for t, (word, (start, end)) in enumerate(
+                    zip(encoding.word_ids, encoding.offsets, strict=True)
+                )
+                if word is not None and end > start
+            ]
+            results.append(group_entities(text, tokens))
+        return results
+
+    def input_batches(self, texts: Sequence[str]) -> Iterator[dict[str, npt.NDArray[Any]]]:
+        """The graph's feeds for `texts`, sub-batch by sub-batch, as a run makes them (what a
+        static quantization calibrates on)."""
+        ids, type_ids = self._tokenizer.encode(texts)
+        for rows, width in self._sub_batches(ids):
+            yield self._feeds(rows, ids, type_ids, width=width)[0]
+
     def unload(self) -> None:
         self._session = None
 
@@ -217,9 +263,23 @@ class OnnxModel(LoadedModel):
         """(input positions, output, attention mask) per sub-batch of similar lengths."""
         if not texts:
             return
+        ids, type_ids = self._tokenizer.encode(texts)
+        yield from self._run_ids(ids, type_ids)
+
+    def _run_ids(
+        self, ids: list[list[int]], type_ids: list[list[int]]
+    ) -> Iterator[tuple[Positions, FloatArray, IntArray]]:
+        if not ids:
+            return
         if self._session is None:
             raise ModelLoadFailed(f"{self.source.label} was unloaded")
-        ids, type_ids = self._tokenizer.encode(texts)
+        for rows, width in self._sub_batches(ids):
+            feeds, mask = self._feeds(rows, ids, type_ids, width=width)
+            (output,) = self._session.run([self._output], feeds)
+            yield rows, np.asarray(output, dtype=np.float32), mask
+
+    def _sub_batches(self, ids: list[list[int]]) -> Iterator[tuple[Positions, int]]:
+        """(input positions, padded width) of each run, shortest texts first."""
         lengths = np.fromiter((len(x) for x in ids), dtype=np.int64, count=len(ids))
         order = np.argsort(lengths, kind="stable")
         start = 0
@@ -228,9 +288,7 @@ class OnnxModel(LoadedModel):
             size = min(MAX_BATCH, max(1, MAX_BATCH_TOKENS // max(longest, 1)))
             rows = order[start : start + size]
             start += len(rows)
-            feeds, mask = self._feeds(rows, ids, type_ids, width=int(lengths[rows[-1]]))
-            (output,) = self._session.run([self._output], feeds)
-            yield rows, np.asarray(output, dtype=np.float32), mask
+            yield rows, int(lengths[rows[-1]])
 
     def _feeds(
         self,
@@ -376,7 +434,7 @@ def _output_name(session: Any, source: ModelSource, task: Task) -> str:
         )
         name = next((n for n in preferred if n in outputs), next(iter(outputs)))
     rank = len(outputs[name].shape or ())  # 0 when the graph leaves it unknown
-    allowed = (2, 3) if task is Task.EMBEDDING else (2,)
+    allowed = {Task.EMBEDDING: (2, 3), Task.TOKEN_CLASSIFICATION: (3,)}.get(task, (2,))
     if rank and rank not in allowed:
         raise ModelLoadFailed(
             f"{source.label}: output {name!r} has rank {rank}; {task.value} needs "

@@ -3,6 +3,10 @@ format of `openmaas.nn.saved`: text classifiers (TextCNN, BiLSTM/GRU, a small Tr
 encoder) and the BiLSTM tagger for named entities (token classification: a tag per piece of
 text, grouped into entity spans with character offsets as the transformers runtime does).
 
+A directory holding `model.onnx` (the network exported by the `onnx` or `quantize`
+optimization methods, `openmaas.nn.graph`) runs that graph on onnxruntime instead, behind the
+same call, with the same tokenizer and labels.
+
 Example::
 
     source = ModelSource.for_directory(path, task="text-classification", runtime="openmaas-nn")
@@ -25,6 +29,7 @@ import torch
 from safetensors import SafetensorError
 
 from openmaas.errors import ModelLoadFailed
+from openmaas.nn.graph import GRAPH_FILE, GraphNetwork, is_graph_directory, load_graph_classifier
 from openmaas.nn.saved import TOKENIZER_FILE, WEIGHTS_FILE, load_classifier, min_length
 from openmaas.nn.tagger import encode_texts, pad_pieces
 from openmaas.nn.vocab import pad_batch, token_ids
@@ -50,8 +55,9 @@ class TextNetworkRuntime(Runtime):
     tasks = frozenset({Task.TEXT_CLASSIFICATION, Task.TOKEN_CLASSIFICATION})
 
     def estimate_memory_bytes(self, source: ModelSource) -> int:
+        graph = is_graph_directory(source.directory)
         try:
-            weights = (source.directory / WEIGHTS_FILE).stat().st_size
+            weights = (source.directory / (GRAPH_FILE if graph else WEIGHTS_FILE)).stat().st_size
             tokenizer = (source.directory / TOKENIZER_FILE).stat().st_size
         except OSError:
             return super().estimate_memory_bytes(source)
@@ -78,8 +84,12 @@ class TextNetworkModel(LoadedModel):
             )
         if options.threads:
             torch.set_num_threads(options.threads)
+        graph = is_graph_directory(source.directory)
         try:
-            saved = load_classifier(source.directory)
+            if graph:
+                saved = load_graph_classifier(source.directory, threads=options.threads)
+            else:
+                saved = load_classifier(source.directory)
         except (OSError, ValueError, KeyError, TypeError, SafetensorError) as exc:
             raise ModelLoadFailed(f"{source.label}: cannot load the network: {exc}") from exc
         if saved.task != self.task.value:
@@ -87,7 +97,8 @@ class TextNetworkModel(LoadedModel):
                 f"{source.label}: the directory holds a {saved.task} network, registered as "
                 f"{self.task.value}"
             )
-        self.device = torch.device(options.device)
+        # A graph runs on onnxruntime's CPU provider: its inputs stay on the CPU.
+        self.device = torch.device("cpu" if graph else options.device)
         self.network = saved.network.to(self.device)
         self.tokenizer = saved.tokenizer
         self.labels = saved.labels
@@ -96,6 +107,8 @@ class TextNetworkModel(LoadedModel):
         self._min_length = min_length(saved.network)
         tensors = itertools.chain(self.network.parameters(), self.network.buffers())
         weights = sum(t.numel() * t.element_size() for t in tensors)
+        if isinstance(self.network, GraphNetwork):
+            weights += self.network.graph_bytes
         tokenizer = (source.directory / TOKENIZER_FILE).stat().st_size
         self.memory_bytes = weights + tokenizer * TOKENIZER_OVERHEAD_FACTOR
 
