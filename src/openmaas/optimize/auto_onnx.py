@@ -38,11 +38,20 @@ log = logging.getLogger(__name__)
 AUTO_ONNX_ACTOR = "system:auto-onnx"
 
 
+# What gets a variant: transformers encoders and classifiers (the `onnx` method also exports
+# the platform's own networks, which are small and fast already).
+RUNTIMES = frozenset({"transformers"})
+TASKS = frozenset({"embedding", "text-classification"})
+
+
 def wants_onnx_variant(version: ModelVersion) -> bool:
-    """Whether a newly registered version gets an ONNX variant: the `onnx` method applies to
-    it (a transformers embedding model or classifier) and no optimization job made it."""
+    """Whether a newly registered version gets an ONNX variant: a transformers embedding
+    model or classifier the `onnx` method applies to, that no optimization job made."""
     return (
-        get_method(ONNX).applies_to(version) and version.lineage.source.get("type") != SOURCE_TYPE
+        version.runtime in RUNTIMES
+        and version.task in TASKS
+        and get_method(ONNX).applies_to(version)
+        and version.lineage.source.get("type") != SOURCE_TYPE
     )
 
 
