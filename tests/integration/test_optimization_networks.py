@@ -7,7 +7,6 @@ by the ONNX runtime with its parent's entities; static int8, calibrated on an up
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -25,7 +24,8 @@ from openmaas.nn.tagger import RNNTagger, RNNTaggerConfig
 from openmaas.nn.textcnn import TextCNN, TextCNNConfig
 from openmaas.nn.vocab import build_vocabulary, pad_batch, token_ids, vocabulary_size
 from openmaas.protocol.optimization import OptimizationJobOut
-from tests.integration.conftest import RunningServer, start_server, stop_server
+from tests.integration.conftest import RunningServer, stop_server
+from tests.integration.job_servers import start_job_server
 from tests.integration.waiting import wait_for
 from tests.runtimes.tiny_models import BIO_LABELS, build_bert
 
@@ -59,15 +59,7 @@ Network = Callable[[int], nn.Module]
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningServer]:
-    running = start_server(
-        tmp_path_factory.mktemp("optimization-networks") / "home",
-        {
-            "OPENMAAS_WORKERS": "1",
-            "OPENMAAS_JOB_HEARTBEAT_S": "0.5",
-            "OPENMAAS_TRAINING_THREADS": "1",
-            "PYTHONPATH": os.pathsep.join([str(ROOT / "src"), str(ROOT)]),
-        },
-    )
+    running = start_job_server(tmp_path_factory, "optimization-networks")
     yield running
     stop_server(running)
 
