@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import multiprocessing
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -12,12 +13,19 @@ from sqlalchemy import column, insert, inspect, select, table
 from sqlalchemy.exc import IntegrityError
 
 from openmaas.auth.entities import SYSTEM
-from openmaas.errors import GateFailed, ModelNotFound, NotFound, NothingToRollBack
+from openmaas.errors import (
+    GateFailed,
+    ModelNotFound,
+    NotFound,
+    NothingToRollBack,
+    VersionNotFound,
+)
 from openmaas.registry.entities import Lineage
 from openmaas.registry.policies import AliasPolicy
 from openmaas.registry.registration import VersionSpec
 from openmaas.registry.sources import plan_directory
 from openmaas.registry.traffic import RollbackPolicy, TrafficSpec
+from openmaas.registry.variants import VariantSpec
 from openmaas.store.database import Database
 from openmaas.store.migrate import alembic_config
 from tests.conftest import build_registry
@@ -42,6 +50,7 @@ def test_migrations_create_the_schema_and_are_idempotent(database_url: str) -> N
         "metadata_edits",
         "alias_traffic",
         "alias_policies",
+        "version_variants",
         "alembic_version",
     } <= tables
     db.close()
@@ -238,3 +247,51 @@ def test_the_names_migration_keeps_models_and_frees_names_per_project(
         names = connection.execute(select(models.c.project, models.c.name)).all()
     assert sorted(names) == [("alpha", "old"), ("beta", "old")]
     db.close()
+
+
+def test_a_versions_variant_is_stored_swept_around_and_deleted_with_it(
+    database_url: str, tmp_path: Path
+) -> None:
+    """A variant's row and files live as long as its version: deleting the version (or its
+    model) removes both, on either backend (the rows by the foreign key's cascade); the
+    artifact sweep keeps a live variant's files; a pin of a deleted version adds none."""
+    registry = build_registry(database_url, tmp_path / "artifacts")
+    for seed in range(2):
+        registry.registration.register_plan(
+            "clf", plan_directory(write_hf_model(tmp_path / f"m{seed}", seed=seed)),
+            VersionSpec(), caller=SYSTEM,
+        )  # fmt: skip
+    export = tmp_path / "export"
+    export.mkdir()
+    (export / "model.onnx").write_bytes(b"graph")
+    spec = VariantSpec(
+        kind="onnx",
+        runtime="onnx",
+        job_id="optjob-1",
+        params={"normalize": "l2"},
+        settings={"atol": 1e-4},
+        metrics={"export_max_abs_difference": 2e-6},
+    )
+    pins = [registry.store.pin("clf", n, caller=SYSTEM) for n in (1, 2)]
+    first = registry.variants.add(pins[0], spec, export, caller=SYSTEM)
+    assert registry.variants.add(pins[0], spec, export, caller=SYSTEM) == first  # same job
+    second = registry.variants.add(pins[1], replace(spec, job_id="optjob-2"), export, caller=SYSTEM)
+    (listed,) = registry.get_version("clf", 1, caller=SYSTEM).variants
+    assert listed == first
+    assert listed.within_tolerance
+    assert [f.path for f in listed.files] == ["model.onnx"]
+    locations = [registry.store.variant_location(v.id) for v in (first, second)]
+    assert set(locations) <= registry.store.stored_locations()
+    assert registry.artifacts.sweep_orphans(registry.store.stored_locations(), grace_s=0) == []
+
+    registry.store.delete_version("clf", 1, caller=SYSTEM)
+    assert not registry.artifacts.path_of(locations[0]).exists()
+    with pytest.raises(VersionNotFound):
+        registry.store.variant_location(first.id)
+    with pytest.raises(VersionNotFound):
+        registry.variants.add(pins[0], replace(spec, job_id="optjob-3"), export, caller=SYSTEM)
+    registry.store.delete_model("clf", caller=SYSTEM)
+    assert not registry.artifacts.path_of(locations[1]).exists()
+    with pytest.raises(VersionNotFound):
+        registry.store.variant_location(second.id)
+    registry.db.close()
