@@ -66,6 +66,17 @@ class Settings(BaseSettings):
         default_factory=list,
         description="Model references to load at start and keep loaded (comma-separated).",
     )
+    auto_onnx: bool = Field(
+        default=True,
+        description="On a cpu server, each transformers embedding or text-classification "
+        "version registered (not an optimization job's output) queues an `onnx` job that "
+        "stores its ONNX export as the version's variant.",
+    )
+    serve_variants: bool = Field(
+        default=True,
+        description="Serve a version from its ONNX variant (when the export matched it "
+        "within the job's tolerance) instead of its own files.",
+    )
     reload_unloaded: bool = Field(
         default=False,
         description="Load a model unloaded through /v2/repository/models/NAME/unload again on "

@@ -43,6 +43,7 @@ from openmaas.jobs.service import JobService
 from openmaas.metering.audit import AuditLog
 from openmaas.metering.usage import UsageRecorder
 from openmaas.observability.metrics import Metrics
+from openmaas.optimize.auto_onnx import AutoOnnx
 from openmaas.registry.artifacts import ArtifactStore
 from openmaas.registry.composition import Registry
 from openmaas.registry.intake import ArchiveLimits
@@ -198,6 +199,8 @@ class Services:
             registry, datasets, max_examples=settings.max_eval_examples
         )
         audit = AuditLog(db)
+        # Fast by default: new encoders queue their ONNX variant (`optimize/auto_onnx.py`).
+        AutoOnnx.install(settings, registry, jobs, audit)
         engine.rollout.on_rollback = functools.partial(end_rolled_back, registry, audit)
         return cls(
             settings=settings,

@@ -7,7 +7,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -48,7 +48,7 @@ class RunningServer:
 
 def start_server(
     home: Path,
-    extra_env: dict[str, str] | None = None,
+    extra_env: Mapping[str, str | None] | None = None,
     *,
     admin_key: str | None = ADMIN_KEY,
     module: str = "openmaas.cli.main",
@@ -65,8 +65,15 @@ def start_server(
         "OPENMAAS_LOG_LEVEL": "warning",
         # No training workers unless a test asks for them: each is a process of its own.
         "OPENMAAS_WORKERS": "0",
-        **(extra_env or {}),
+        # No ONNX variant jobs (on by default) unless a test asks for them: with a worker
+        # they would export every transformers model a test registers, and they show in
+        # the projects' job lists. tests/integration/test_variants.py runs the default.
+        "OPENMAAS_AUTO_ONNX": "false",
+        **{name: value for name, value in (extra_env or {}).items() if value is not None},
     }
+    # A None in `extra_env` leaves the variable unset: the server's default applies.
+    for name in [name for name, value in (extra_env or {}).items() if value is None]:
+        env.pop(name, None)
     env.pop("OPENMAAS_API_KEY", None)
     if admin_key is not None:
         env["OPENMAAS_ADMIN_KEY"] = admin_key

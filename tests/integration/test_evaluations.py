@@ -7,10 +7,6 @@ trained here and scored at the entity level; refusals that name the parameter.""
 from __future__ import annotations
 
 import json
-import os
-import re
-import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -22,7 +18,9 @@ from sklearn.metrics import accuracy_score, precision_recall_fscore_support
 
 from openmaas import APIError, Client
 from openmaas.protocol.evaluation import EvaluationOut, EvaluationReportOut
-from tests.integration.conftest import RunningServer, start_server, stop_server
+from tests.integration.conftest import RunningServer, stop_server
+from tests.integration.job_servers import blocks, run_script, start_job_server
+from tests.integration.job_servers import run_cli as cli
 from tests.ner_data import conll, sentences
 from tests.runtimes.tiny_models import build_bert
 
@@ -60,15 +58,7 @@ TINY_TAGGER = {
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningServer]:
-    running = start_server(
-        tmp_path_factory.mktemp("evaluations") / "home",
-        {
-            "OPENMAAS_WORKERS": "1",
-            "OPENMAAS_JOB_HEARTBEAT_S": "0.5",
-            "OPENMAAS_TRAINING_THREADS": "1",
-            "PYTHONPATH": os.pathsep.join([str(ROOT / "src"), str(ROOT)]),
-        },
-    )
+    running = start_job_server(tmp_path_factory, "evaluations")
     yield running
     stop_server(running)
 
@@ -282,26 +272,6 @@ def test_refusals_name_the_parameter(
     assert caught.value.status_code == 404
 
 
-def cli(
-    server: RunningServer, *args: str, cwd: Path | None = None
-) -> subprocess.CompletedProcess[str]:
-    env = {
-        **os.environ,
-        "OPENMAAS_URL": server.url,
-        "OPENMAAS_API_KEY": server.key,
-        "PYTHONPATH": os.pathsep.join([str(ROOT / "src"), str(ROOT)]),
-    }
-    return subprocess.run(
-        [sys.executable, "-m", "openmaas.cli.main", *args],
-        env=env,
-        cwd=cwd,
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=False,
-    )
-
-
 def test_the_cli_runs_an_evaluation_waits_and_shows_the_report(
     server: RunningServer, vader: str, tmp_path: Path
 ) -> None:
@@ -329,32 +299,13 @@ def test_the_docs_commands_run_as_written(
     server: RunningServer, vader: str, tmp_path: Path
 ) -> None:
     text = DOCS.read_text(encoding="utf-8")
-    [script] = [block for block in _blocks(text, "console") if "openmaas evaluate run" in block]
+    [script] = [block for block in blocks(text, "console") if "openmaas evaluate run" in block]
     (tmp_path / "reviews.jsonl").write_text(
         "".join(json.dumps({"text": t, "label": y}) + "\n" for t, y in REVIEWS)
     )
-    env = {
-        **os.environ,
-        "OPENMAAS_URL": server.url,
-        "OPENMAAS_API_KEY": server.key,
-        "PYTHONPATH": os.pathsep.join([str(ROOT / "src"), str(ROOT)]),
-        "PATH": os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")]),
-    }
-    ran = subprocess.run(
-        ["bash", "-euo", "pipefail", "-c", script],
-        cwd=tmp_path,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=False,
-    )
+    ran = run_script(server, script, tmp_path)
     assert ran.returncode == 0, f"{script}\n---\n{ran.stdout}\n{ran.stderr}"
     assert "confusion matrix" in ran.stdout
-
-
-def _blocks(text: str, language: str) -> list[str]:
-    return re.findall(rf"```{language}\n(.*?)```", text, re.DOTALL)
 
 
 def test_another_projects_evaluations_and_files_are_not_found(

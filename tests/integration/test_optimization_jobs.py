@@ -5,9 +5,6 @@ with lineage and measured deltas, and served next to its parent."""
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -19,7 +16,9 @@ import pytest
 
 from openmaas import APIError, Client
 from openmaas.protocol.optimization import OptimizationJobOut
-from tests.integration.conftest import RunningServer, start_server, stop_server
+from tests.integration.conftest import RunningServer, stop_server
+from tests.integration.job_servers import run_cli as cli
+from tests.integration.job_servers import start_job_server
 from tests.integration.waiting import wait_for
 from tests.runtimes.tiny_models import build_bert, minilm_path
 
@@ -37,16 +36,7 @@ SPEED_METRICS = (
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningServer]:
-    running = start_server(
-        tmp_path_factory.mktemp("optimization") / "home",
-        {
-            "OPENMAAS_WORKERS": "1",
-            "OPENMAAS_JOB_HEARTBEAT_S": "0.5",
-            # Fewer than the machine's cores: the job measures both engines on these.
-            "OPENMAAS_TRAINING_THREADS": "1",
-            "PYTHONPATH": os.pathsep.join([str(ROOT / "src"), str(ROOT)]),
-        },
-    )
+    running = start_job_server(tmp_path_factory, "optimization")
     yield running
     stop_server(running)
 
@@ -288,23 +278,6 @@ def test_an_export_outside_the_tolerance_fails_the_job_and_registers_nothing(
     with pytest.raises(APIError) as caught:
         sdk.resolve("tiny-encoder-strict")
     assert caught.value.status_code == 404
-
-
-def cli(server: RunningServer, *args: str) -> subprocess.CompletedProcess[str]:
-    env = {
-        **os.environ,
-        "OPENMAAS_URL": server.url,
-        "OPENMAAS_API_KEY": server.key,
-        "PYTHONPATH": os.pathsep.join([str(ROOT / "src"), str(ROOT)]),
-    }
-    return subprocess.run(
-        [sys.executable, "-m", "openmaas.cli.main", *args],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=False,
-    )
 
 
 def test_the_cli_runs_a_job_waits_for_it_and_lists_it(

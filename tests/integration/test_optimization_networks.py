@@ -7,7 +7,6 @@ by the ONNX runtime with its parent's entities; static int8, calibrated on an up
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -25,7 +24,8 @@ from openmaas.nn.tagger import RNNTagger, RNNTaggerConfig
 from openmaas.nn.textcnn import TextCNN, TextCNNConfig
 from openmaas.nn.vocab import build_vocabulary, pad_batch, token_ids, vocabulary_size
 from openmaas.protocol.optimization import OptimizationJobOut
-from tests.integration.conftest import RunningServer, start_server, stop_server
+from tests.integration.conftest import RunningServer, stop_server
+from tests.integration.job_servers import start_job_server
 from tests.integration.waiting import wait_for
 from tests.runtimes.tiny_models import BIO_LABELS, build_bert
 
@@ -59,15 +59,7 @@ Network = Callable[[int], nn.Module]
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningServer]:
-    running = start_server(
-        tmp_path_factory.mktemp("optimization-networks") / "home",
-        {
-            "OPENMAAS_WORKERS": "1",
-            "OPENMAAS_JOB_HEARTBEAT_S": "0.5",
-            "OPENMAAS_TRAINING_THREADS": "1",
-            "PYTHONPATH": os.pathsep.join([str(ROOT / "src"), str(ROOT)]),
-        },
-    )
+    running = start_job_server(tmp_path_factory, "optimization-networks")
     yield running
     stop_server(running)
 
@@ -213,6 +205,35 @@ def test_a_quantized_network_is_smaller_and_agrees_with_its_parent(
     assert version.metrics["builtin_agreement_with_parent"] >= 0.9
     assert version.metrics["size_ratio"] < 1.0
     assert_close(probabilities(server, parent), probabilities(server, f"{parent}-int8"), 0.05)
+
+
+def test_a_textcnn_pruned_structurally_loses_filters_and_serves(
+    server: RunningServer, sdk: Client, textcnn: str, bilstm: str
+) -> None:
+    job = sdk.wait_for_optimization_job(
+        sdk.create_optimization_job(
+            textcnn, "prune", settings={"kind": "structured", "sparsity": 0.5}
+        ).id
+    )
+    assert job.status == "succeeded", job.error
+    version = sdk.resolve(f"{textcnn}-pruned")
+    assert version.runtime == "openmaas-nn"
+    assert version.metrics["filters_kept"] == 8  # of 16 per width
+    assert version.metrics["achieved_sparsity"] == 0.5
+    assert version.metrics["parameter_ratio"] < 1.0
+    assert version.metrics["size_ratio"] < 1.0
+    served = probabilities(server, f"{textcnn}-pruned")
+    assert [set(row) for row in served] == [set(LABELS)] * len(served)
+    for body, param in (
+        ({"settings": {"kind": "unstructured"}}, "settings.kind"),
+        ({"settings": {"kind": "structured", "fine_tune_epochs": 1}}, "settings.fine_tune_epochs"),
+    ):
+        with pytest.raises(APIError) as refused:
+            sdk.create_optimization_job(textcnn, "prune", training_file=None, **body)  # type: ignore[arg-type]
+        assert (refused.value.status_code, refused.value.param) == (400, param)
+    with pytest.raises(APIError) as not_applicable:
+        sdk.create_optimization_job(bilstm, "prune", settings={"kind": "structured"})
+    assert (not_applicable.value.status_code, not_applicable.value.param) == (400, "method")
 
 
 def test_a_gru_reading_its_last_states_and_an_encoder_export_faithfully(

@@ -7,9 +7,6 @@ command of docs/optimization.md); bad settings and inapplicable models refused w
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -23,7 +20,9 @@ from transformers import AutoModel, AutoTokenizer
 
 from openmaas import APIError, Client
 from openmaas.protocol.optimization import OptimizationJobOut
-from tests.integration.conftest import RunningServer, start_server, stop_server
+from tests.integration.conftest import RunningServer, stop_server
+from tests.integration.job_servers import run_cli as cli
+from tests.integration.job_servers import start_job_server
 from tests.integration.waiting import wait_for
 from tests.runtimes.tiny_models import build_bert, write_sentence_transformers_config
 
@@ -43,15 +42,7 @@ NEGATIVE = ("a bore", "hated it", "dreadful acting", "a mess", "no fun", "tediou
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningServer]:
-    running = start_server(
-        tmp_path_factory.mktemp("pruning") / "home",
-        {
-            "OPENMAAS_WORKERS": "1",
-            "OPENMAAS_JOB_HEARTBEAT_S": "0.5",
-            "OPENMAAS_TRAINING_THREADS": "1",
-            "PYTHONPATH": os.pathsep.join([str(ROOT / "src"), str(ROOT)]),
-        },
-    )
+    running = start_job_server(tmp_path_factory, "pruning")
     yield running
     stop_server(running)
 
@@ -144,23 +135,6 @@ def infer_labels(server: RunningServer, model: str) -> list[str]:
     assert answer.status_code == 200, answer.text
     outputs = {output["name"]: output["data"] for output in answer.json()["outputs"]}
     return [str(label) for label in outputs["LABEL"]]
-
-
-def cli(server: RunningServer, *args: str) -> subprocess.CompletedProcess[str]:
-    env = {
-        **os.environ,
-        "OPENMAAS_URL": server.url,
-        "OPENMAAS_API_KEY": server.key,
-        "PYTHONPATH": os.pathsep.join([str(ROOT / "src"), str(ROOT)]),
-    }
-    return subprocess.run(
-        [sys.executable, "-m", "openmaas.cli.main", *args],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=False,
-    )
 
 
 def assert_measured(metrics: dict[str, float]) -> None:
@@ -339,9 +313,8 @@ def test_pruning_a_rules_model_names_the_methods_that_apply(sdk: Client) -> None
     error = caught.value
     assert (error.status_code, error.param, error.code) == (400, "method", "method_not_applicable")
     assert "'prune' does not apply to vader:1" in error.message
-    assert "takes embedding or text-classification models of runtime transformers" in (
-        error.message
-    )
+    # A rules classifier can still teach a student: the answer names what applies.
+    assert error.message.endswith("methods that do: distill")
 
 
 def test_the_methods_list_says_when_prune_needs_a_file(sdk: Client) -> None:

@@ -13,10 +13,7 @@ computed it as well as the header does.
 from __future__ import annotations
 
 import json
-import os
 import re
-import subprocess
-import sys
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
@@ -31,6 +28,7 @@ from tests.integration.conftest import (
     start_server,
     stop_server,
 )
+from tests.integration.job_servers import blocks, run_script
 from tests.runtimes.tiny_models import build_bert
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -389,23 +387,8 @@ def test_the_docs_commands_run_as_written(
     _versions(sdk, tmp_path, "sentiment", ["negative", "positive", "positive"])
     rows = [{"text": f"film {i}", "label": LABELS[i % 10 < 7]} for i in range(30)]
     (tmp_path / "sentiment-dev.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
-    [script] = re.findall(r"```console\n(.*?)```", DOCS.read_text(encoding="utf-8"), re.DOTALL)[:1]
-    env = {
-        **os.environ,
-        "OPENMAAS_URL": server.url,
-        "OPENMAAS_API_KEY": server.key,
-        "PYTHONPATH": os.pathsep.join([str(ROOT / "src"), str(ROOT)]),
-        "PATH": os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")]),
-    }
-    ran = subprocess.run(
-        ["bash", "-euo", "pipefail", "-c", script],
-        cwd=tmp_path,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=False,
-    )
+    [script] = blocks(DOCS.read_text(encoding="utf-8"), "console")[:1]
+    ran = run_script(server, script, tmp_path)
     assert ran.returncode == 0, f"{script}\n---\n{ran.stdout}\n{ran.stderr}"
     assert re.search(r"(?i)openmaas-model-version: sentiment:[12]", ran.stdout)
     assert (

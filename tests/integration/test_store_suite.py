@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import multiprocessing
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -12,10 +13,19 @@ from sqlalchemy import column, insert, inspect, select, table
 from sqlalchemy.exc import IntegrityError
 
 from openmaas.auth.entities import SYSTEM
-from openmaas.errors import ModelNotFound, NothingToRollBack
+from openmaas.errors import (
+    GateFailed,
+    ModelNotFound,
+    NotFound,
+    NothingToRollBack,
+    VersionNotFound,
+)
 from openmaas.registry.entities import Lineage
+from openmaas.registry.policies import AliasPolicy
 from openmaas.registry.registration import VersionSpec
 from openmaas.registry.sources import plan_directory
+from openmaas.registry.traffic import RollbackPolicy, TrafficSpec
+from openmaas.registry.variants import VariantSpec
 from openmaas.store.database import Database
 from openmaas.store.migrate import alembic_config
 from tests.conftest import build_registry
@@ -38,6 +48,9 @@ def test_migrations_create_the_schema_and_are_idempotent(database_url: str) -> N
         "model_aliases",
         "alias_events",
         "metadata_edits",
+        "alias_traffic",
+        "alias_policies",
+        "version_variants",
         "alembic_version",
     } <= tables
     db.close()
@@ -93,6 +106,60 @@ def test_registry_rules_hold_on_the_backend(database_url: str, tmp_path: Path) -
     with pytest.raises(ModelNotFound):
         registry.get_model("clf", caller=SYSTEM)
     assert registry.list_models(caller=SYSTEM) == []
+    registry.db.close()
+
+
+def test_traffic_splits_and_gates_hold_on_the_backend(database_url: str, tmp_path: Path) -> None:
+    registry = build_registry(database_url, tmp_path / "artifacts")
+    for seed in range(3):
+        registry.registration.register_plan(
+            "ranker",
+            plan_directory(write_hf_model(tmp_path / f"r{seed}", seed=seed)),
+            VersionSpec(),
+            caller=SYSTEM,
+        )
+    registry.aliases.move("ranker", "production", 1, caller=SYSTEM)
+    spec = TrafficSpec(
+        weights={1: 80, 2: 20},
+        sticky="X-User-Id",
+        shadow=3,
+        shadow_share=0.5,
+        rollback=RollbackPolicy(max_error_rate_delta=0.02, min_requests=50),
+    )
+    before, split = registry.traffic.set("ranker", "production", spec, caller=SYSTEM)
+    assert before is None
+    assert (split.baseline, split.weights, split.candidates) == (1, {1: 80, 2: 20}, (2,))
+    assert (split.sticky, split.shadow, split.shadow_share) == ("x-user-id", 3, 0.5)
+    assert [s.id for s in registry.traffic.active(caller=SYSTEM)] == [split.id]
+    replaced, again = registry.traffic.set(
+        "ranker", "production", TrafficSpec(weights={1: 50, 2: 50}), caller=SYSTEM
+    )
+    assert replaced is not None
+    assert replaced.rollback == RollbackPolicy(max_error_rate_delta=0.02, min_requests=50)
+    assert again.weights == {1: 50, 2: 50}
+    # Moving the alias (a promotion) ends the split in the same transaction.
+    registry.aliases.move("ranker", "production", 2, caller=SYSTEM)
+    assert registry.traffic.active(caller=SYSTEM) == []
+    with pytest.raises(NotFound):
+        registry.traffic.get("ranker", "production", caller=SYSTEM)
+
+    registry.aliases.policies.set(
+        "ranker", "production", AliasPolicy("file-1", "macro_f1", 0.01), caller=SYSTEM
+    )
+    stored = registry.aliases.policies.get("ranker", "production", caller=SYSTEM)
+    assert stored.policy == AliasPolicy("file-1", "macro_f1", 0.01)
+    # No gate in this process: a gated move fails closed, a forced one goes through.
+    with pytest.raises(GateFailed):
+        registry.aliases.move("ranker", "production", 3, caller=SYSTEM)
+    forced = registry.aliases.move(
+        "ranker", "production", 3, caller=SYSTEM, force=True, reason="drill"
+    )
+    assert forced is not None
+    assert forced.gate is not None
+    assert forced.gate["forced"] is True
+    registry.aliases.policies.delete("ranker", "production", caller=SYSTEM)
+    assert registry.aliases.policies.find("ranker", "production", caller=SYSTEM) is None
+    registry.store.delete_model("ranker", caller=SYSTEM)
     registry.db.close()
 
 
@@ -180,3 +247,51 @@ def test_the_names_migration_keeps_models_and_frees_names_per_project(
         names = connection.execute(select(models.c.project, models.c.name)).all()
     assert sorted(names) == [("alpha", "old"), ("beta", "old")]
     db.close()
+
+
+def test_a_versions_variant_is_stored_swept_around_and_deleted_with_it(
+    database_url: str, tmp_path: Path
+) -> None:
+    """A variant's row and files live as long as its version: deleting the version (or its
+    model) removes both, on either backend (the rows by the foreign key's cascade); the
+    artifact sweep keeps a live variant's files; a pin of a deleted version adds none."""
+    registry = build_registry(database_url, tmp_path / "artifacts")
+    for seed in range(2):
+        registry.registration.register_plan(
+            "clf", plan_directory(write_hf_model(tmp_path / f"m{seed}", seed=seed)),
+            VersionSpec(), caller=SYSTEM,
+        )  # fmt: skip
+    export = tmp_path / "export"
+    export.mkdir()
+    (export / "model.onnx").write_bytes(b"graph")
+    spec = VariantSpec(
+        kind="onnx",
+        runtime="onnx",
+        job_id="optjob-1",
+        params={"normalize": "l2"},
+        settings={"atol": 1e-4},
+        metrics={"export_max_abs_difference": 2e-6},
+    )
+    pins = [registry.store.pin("clf", n, caller=SYSTEM) for n in (1, 2)]
+    first = registry.variants.add(pins[0], spec, export, caller=SYSTEM)
+    assert registry.variants.add(pins[0], spec, export, caller=SYSTEM) == first  # same job
+    second = registry.variants.add(pins[1], replace(spec, job_id="optjob-2"), export, caller=SYSTEM)
+    (listed,) = registry.get_version("clf", 1, caller=SYSTEM).variants
+    assert listed == first
+    assert listed.within_tolerance
+    assert [f.path for f in listed.files] == ["model.onnx"]
+    locations = [registry.store.variant_location(v.id) for v in (first, second)]
+    assert set(locations) <= registry.store.stored_locations()
+    assert registry.artifacts.sweep_orphans(registry.store.stored_locations(), grace_s=0) == []
+
+    registry.store.delete_version("clf", 1, caller=SYSTEM)
+    assert not registry.artifacts.path_of(locations[0]).exists()
+    with pytest.raises(VersionNotFound):
+        registry.store.variant_location(first.id)
+    with pytest.raises(VersionNotFound):
+        registry.variants.add(pins[0], replace(spec, job_id="optjob-3"), export, caller=SYSTEM)
+    registry.store.delete_model("clf", caller=SYSTEM)
+    assert not registry.artifacts.path_of(locations[1]).exists()
+    with pytest.raises(VersionNotFound):
+        registry.store.variant_location(second.id)
+    registry.db.close()

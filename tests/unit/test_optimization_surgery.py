@@ -152,3 +152,28 @@ def test_listing_the_methods_loads_neither_torch_nor_transformers() -> None:
         timeout=120,
     )
     assert ran.stdout.strip() == "[]"
+
+
+def test_pruning_the_filters_a_textcnn_head_ignores_leaves_its_logits() -> None:
+    import torch
+
+    from openmaas.nn.textcnn import TextCNN, TextCNNConfig
+    from openmaas.optimize.prune_filters import prune_filters
+
+    torch.manual_seed(0)
+    network = TextCNN(TextCNNConfig(vocab_size=50, n_labels=3, embedding_dim=8, n_filters=6))
+    network.eval()
+    with torch.no_grad():  # the head reads only filters 0, 2 and 5 of every width
+        for block in range(3):
+            for ignored in (1, 3, 4):
+                network.head.weight[:, block * 6 + ignored] = 0.0
+    ids = torch.randint(1, 50, (4, 9))
+    lengths = torch.tensor([9, 7, 5, 6])
+    with torch.no_grad():
+        expected = network(ids, lengths)
+        assert prune_filters(network, 0.5) == (6, 3)
+        got = network(ids, lengths)
+    assert network.config.n_filters == 3
+    assert all(conv.out_channels == 3 for conv in network.convolutions)
+    assert network.head.in_features == 9
+    torch.testing.assert_close(got, expected)

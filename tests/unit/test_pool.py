@@ -18,7 +18,7 @@ from openmaas.errors import ModelLoadFailed, ModelNotLoaded, ModelTooLarge, Mode
 from openmaas.observability.metrics import Metrics
 from openmaas.runtimes import base
 from openmaas.runtimes.base import LoadedModel, LoadOptions, ModelSource, Runtime
-from openmaas.serving.pool import ModelPool, PoolLimits, check_fits_budget
+from openmaas.serving.pool import ModelPool, PoolLimits, Preferred, check_fits_budget
 from openmaas.tasks.names import Task
 from openmaas.tasks.text_classification import LabelScore
 
@@ -319,3 +319,68 @@ def test_registration_check_refuses_only_what_exceeds_the_whole_budget(
         check_fits_budget(source("huge"), 250 * MiB)
     check_fits_budget(source("huge", runtime="not-in-this-process"), 250 * MiB)
     assert WordCountRuntime.loads == []
+
+
+def _variant_pool(models: dict[str, Path], variants: dict[str, tuple[int, str]]) -> ModelPool:
+    """A pool whose models `variants` names ({model: (variant id, directory name)}) prefer
+    that other directory, as a version prefers its ONNX variant."""
+
+    def source(directory: str, name: str, version: int) -> ModelSource:
+        return ModelSource.for_directory(
+            models[directory],
+            task="text-classification",
+            runtime="word-count",
+            name=name,
+            version=version,
+        )
+
+    def preferred(name: str, version: int) -> Preferred | None:
+        if name not in variants:
+            return None
+        variant_id, directory = variants[name]
+        return Preferred(variant_id, "test variant", lambda: source(directory, name, version))
+
+    return ModelPool(
+        lambda name, version: source(name, name, version),
+        PoolLimits(),
+        Metrics(),
+        preferred=preferred,
+    )
+
+
+@pytest.mark.asyncio
+async def test_a_preferred_build_loads_and_a_broken_one_falls_back(
+    models: dict[str, Path],
+) -> None:
+    pool = _variant_pool(models, {"a": (1, "c"), "b": (2, "broken")})
+    a = await pool.load(("a", 1))
+    assert a.model.source.directory == models["c"]  # type: ignore[attr-defined]
+    assert a.variant_id == 1
+    b = await pool.load(("b", 1))  # its variant fails to load: its own files, no error
+    assert b.model.source.directory == models["b"]  # type: ignore[attr-defined]
+    assert (b.variant_id, b.served_by) == (2, "word-count")
+    assert pool.metrics.model_loads.labels(model="b", outcome="fallback")._value.get() == 1
+    async with pool.lease(("b", 1), 2) as leased:  # the same variant: not tried again
+        assert leased is b
+    await pool.close()
+
+
+@pytest.mark.asyncio
+async def test_a_newer_variant_swaps_the_resident_after_its_requests_finish(
+    models: dict[str, Path],
+) -> None:
+    variants: dict[str, tuple[int, str]] = {}
+    pool = _variant_pool(models, variants)
+    async with pool.lease(("a", 1)) as before:  # loaded before the variant exists
+        variants["a"] = (7, "c")
+        async with pool.lease(("a", 1), 7) as after:
+            assert after is not before
+            assert after.model.source.directory == models["c"]  # type: ignore[attr-defined]
+            assert not before.model.unloaded  # type: ignore[attr-defined]  # still serving
+            assert pool.resident_bytes == 200 * MiB  # both count until the old one goes
+    await asyncio.gather(*pool._retiring.values())  # the old one's unload, now it is idle
+    assert before.model.unloaded  # type: ignore[attr-defined]
+    assert pool.resident_bytes == 100 * MiB
+    async with pool.lease(("a", 1), 7) as again:
+        assert again is after
+    await pool.close()

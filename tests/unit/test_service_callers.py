@@ -27,7 +27,16 @@ from openmaas.wiring import Services
 # Public methods without a caller, and why each is not tenant data.
 NO_CALLER: dict[str, set[str]] = {
     # lifecycle, change listeners, and the artifact sweep's own bookkeeping
-    "RegistryStore": {"add_listener", "changed", "stored_locations", "stored_version_rows"},
+    # (`variant_location`: where a variant's files are, for `ModelFiles.open_variant`,
+    # which takes the caller)
+    "RegistryStore": {
+        "add_listener",
+        "changed",
+        "stored_locations",
+        "stored_version_rows",
+        "variant_location",
+    },
+    "VariantService": set(),
     "AliasService": set(),
     "RegistrationService": set(),
     "ModelFiles": {"root_of", "start"},
@@ -70,6 +79,7 @@ def _service_objects(services: Services) -> dict[str, object]:
         registry.aliases,
         registry.registration,
         registry.files,
+        registry.variants,
         registry,
         services.datasets,
         services.auth,

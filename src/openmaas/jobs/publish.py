@@ -1,6 +1,8 @@
 """Publishing a job's result: a new version of the job's model, with lineage, and the alias
 the job asked for moved to it. A kind whose run registers no model (a batch writes files)
-returns a `JobResult` instead, and nothing is published.
+returns a `JobResult` instead, and nothing is published. A job whose options name a version
+in `VARIANT_OF` (the ONNX export the server builds of each new encoder) stores its output as
+that version's variant instead: no new version, no alias.
 
 A worker that died between registering and recording success left a version whose lineage
 names the job: publishing again returns that version instead of registering a second one.
@@ -24,10 +26,15 @@ from openmaas.jobs.context import finite
 from openmaas.jobs.entities import Job
 from openmaas.protocol.common import parse_decimal
 from openmaas.registry.composition import Registry
-from openmaas.registry.entities import Lineage, ModelVersion
+from openmaas.registry.entities import Lineage, ModelVersion, VersionPin
 from openmaas.registry.names import check_model_name, qualified
 from openmaas.registry.registration import VersionSpec
 from openmaas.registry.sources import plan_directory
+from openmaas.registry.variants import VariantSpec
+
+# A job option: store the output as a variant of this version (`VersionPin.to_dict()`), of
+# the kind the job's recipe names, instead of registering a new version.
+VARIANT_OF = "variant_of"
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,6 +70,8 @@ def publish(registry: Registry, job: Job, output: JobOutput) -> tuple[str, str |
     reports (`name:version` when the caller named the model, else the new model's name),
     and what its last event says when that is not simply `registered <name>` (the job's
     `alias` has an evaluation gate that refused the new version: it stays registered)."""
+    if job.options.get(VARIANT_OF) is not None:
+        return publish_variant(registry, job, output)
     # As the server: the job's project was checked when it was created, and the spec
     # records that project as the version's owner.
     note = None
@@ -81,6 +90,22 @@ def publish(registry: Registry, job: Job, output: JobOutput) -> tuple[str, str |
     explicit = bool(job.options.get("explicit_model_name"))
     name = f"{version.model}:{version.version}" if explicit else version.model
     return name, note
+
+
+def publish_variant(registry: Registry, job: Job, output: JobOutput) -> tuple[str, str]:
+    """Store `output` as the variant of the version the job's `VARIANT_OF` pins; returns
+    that version's `name:version` (what the variant serves) and the job's last event."""
+    pin = VersionPin.from_dict(dict(job.options[VARIANT_OF]))
+    spec = VariantSpec(
+        kind=job.recipe,
+        runtime=output.runtime,
+        job_id=job.id,
+        params=dict(output.params),
+        settings=dict(job.hyperparameters),
+        metrics=finite(output.metrics),
+    )
+    registry.variants.add(pin, spec, output.directory, caller=SYSTEM)
+    return pin.reference, f"stored as the {job.recipe} variant of {pin.reference}"
 
 
 def check_publishable_name(registry: Registry, name: str, project: str, caller: Principal) -> None:

@@ -144,6 +144,9 @@ class Worker:
         from openmaas.datasets.service import DatasetService
         from openmaas.evaluation.gate import AliasGate
         from openmaas.evaluation.kind import EvaluationJobKind
+        from openmaas.jobs.service import JobService
+        from openmaas.metering.audit import AuditLog
+        from openmaas.optimize.auto_onnx import AutoOnnx
         from openmaas.optimize.kind import OptimizationJobKind
         from openmaas.training.kind import TrainingJobKind
         from openmaas.training.requests import load_recipes
@@ -169,6 +172,19 @@ class Worker:
         evaluation = EvaluationJobKind(
             registry=registry, datasets=datasets, max_examples=settings.max_eval_examples
         )
+        optimization = OptimizationJobKind(registry=registry, db=db, datasets=datasets)
+        # What a job registers (a trained encoder) gets its ONNX variant, as an upload does.
+        AutoOnnx.install(
+            settings,
+            registry,
+            JobService(
+                db,
+                kinds=[optimization],
+                heartbeat_timeout_s=settings.job_heartbeat_timeout_s,
+                max_attempts=settings.job_max_attempts,
+            ),
+            AuditLog(db),
+        )
         return cls(
             worker_id=worker_id,
             queue=JobQueue(
@@ -178,7 +194,7 @@ class Worker:
             ),
             kinds=[
                 training,
-                OptimizationJobKind(registry=registry, db=db, datasets=datasets),
+                optimization,
                 evaluation,
             ],
             registry=registry,

@@ -24,7 +24,7 @@ from openmaas.errors import InvalidRequest, NotFound
 from openmaas.jobs.context import CREATED_BY_ADMIN
 from openmaas.jobs.entities import Job, NewJob
 from openmaas.jobs.kinds import Admission
-from openmaas.jobs.publish import check_publishable_name
+from openmaas.jobs.publish import VARIANT_OF, check_publishable_name
 from openmaas.optimize.methods import Method
 from openmaas.optimize.registry import get_method, not_applicable_message
 from openmaas.optimize.requests import OptimizationRequest
@@ -123,6 +123,42 @@ class OptimizationJobKind:
             seed=0,
             model_name=model_name,
             alias=request.alias,
+        )
+
+    def prepare_variant(self, version: ModelVersion, method_name: str, *, actor: str) -> NewJob:
+        """A job the server itself creates in `version`'s project: `method_name` with its
+        default settings over exactly that version, its output stored as the version's
+        variant (`jobs.publish.VARIANT_OF`), not registered as a version. No caller, so no
+        name, alias or file to check; the caller's quota is not charged (`AutoOnnx`)."""
+        method = get_method(method_name)
+        exact = qualified(version.project, version.model)
+        pin = self.registry.store.pin(exact, version.version, caller=SYSTEM)
+        reference = f"{version.model}:{version.version}"
+        return NewJob(
+            id=new_job_id(),
+            kind=OPTIMIZATION,
+            project=version.project,
+            key_id=None,
+            created_by=actor,
+            recipe=method.name,
+            task=version.task,
+            base_model=reference,
+            training_file="",
+            validation_file=None,
+            hyperparameters=method.check({}),
+            options={
+                "method": method.name,
+                "base_version": reference,
+                "base_version_pin": pin.to_dict(),
+                "parent_runtime": version.runtime,
+                CREATED_BY_ADMIN: False,  # it reads the version as its project's keys would
+                "explicit_model_name": True,
+                VARIANT_OF: pin.to_dict(),
+            },
+            suffix=None,
+            seed=0,
+            model_name=version.model,
+            alias=None,
         )
 
     def checking_message(self, job: NewJob) -> str:

@@ -8,6 +8,8 @@ magnitude, optionally followed by a short fine-tune of a classifier on the job's
   on its own (the job's measured speed-ups show it: MiniLM at 50%, p50 0.99x the parent's
   on one thread); it is the first step of a sparse or compressed deployment, and
   `achieved_sparsity` says how far it got.
+- A TextCNN (`openmaas-nn`) is pruned structurally only: the least important convolution
+  filters of every width go, with the head's inputs that read them (`prune_filters.py`).
 - `kind: "structured"` really shrinks the tensors: in every layer it removes the same number
   of feed-forward channels (the rows of `intermediate.dense` and columns of `output.dense`
   whose weights matter least: the product of the two L2 norms), and writes the smaller
@@ -65,6 +67,10 @@ Pruned = list[tuple["torch.nn.Module", str]]
 
 def build_pruned(context: BuildContext) -> Built:
     settings = context.settings
+    if context.version.runtime == "openmaas-nn":  # a TextCNN: its convolution filters
+        from openmaas.optimize.prune_filters import build_pruned_filters
+
+        return build_pruned_filters(context)
     network = open_network(context)
     parent_parameters = parameter_count(network)
     sparsity = float(settings["sparsity"])
@@ -197,6 +203,27 @@ def check_against_parent(settings: dict[str, Any], parent: OpenedVersion) -> Non
     """A fine-tune trains classifiers; structured pruning needs a feed-forward width."""
     version = parent.version
     reference = f"{version.model}:{version.version}"
+    if version.runtime == "openmaas-nn":
+        if _architecture(parent) != "textcnn":
+            raise InvalidRequest(
+                f"{reference} is an openmaas-nn {_architecture(parent)} network; pruning takes "
+                "TextCNNs (their convolution filters) and transformers models",
+                param="method",
+                code="method_not_applicable",
+            )
+        if settings["kind"] != "structured":
+            raise InvalidRequest(
+                f"{reference} is a TextCNN: pruning removes its convolution filters (kind "
+                "'structured'); zeroing weights in place buys nothing on its dense kernels",
+                param="settings.kind",
+            )
+        if settings["fine_tune_epochs"] > 0:
+            raise InvalidRequest(
+                f"settings.fine_tune_epochs: the fine-tune after pruning trains transformers "
+                f"classifiers; {reference} is a TextCNN (set it to 0, or train it again)",
+                param="settings.fine_tune_epochs",
+            )
+        return
     if settings["fine_tune_epochs"] > 0 and version.task != "text-classification":
         raise InvalidRequest(
             f"settings.fine_tune_epochs: the fine-tune after pruning trains classifiers; "
@@ -217,6 +244,15 @@ def check_against_parent(settings: dict[str, Any], parent: OpenedVersion) -> Non
             )
 
 
+def _architecture(parent: OpenedVersion) -> str | None:
+    try:
+        spec = json.loads((parent.directory / "openmaas.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    architecture = spec.get("architecture") if isinstance(spec, dict) else None
+    return str(architecture) if architecture is not None else None
+
+
 def _needs_training_file(settings: Mapping[str, Any]) -> bool:
     return bool(settings.get("fine_tune_epochs"))
 
@@ -235,9 +271,14 @@ METHODS = (
             "fine_tune_epochs": 0,
             "learning_rate": 3e-5,
         },
-        runtimes=frozenset({"transformers"}),
+        runtimes=frozenset({"transformers", "openmaas-nn"}),
         tasks=TASKS,
         suffix="pruned",
+        # Of the platform's networks, TextCNNs: their convolution filters.
+        applies=lambda version: (
+            version.runtime != "openmaas-nn"
+            or version.params.get("architecture") in (None, "textcnn")
+        ),
         build=build_pruned,
         checks=(
             choice("kind", KINDS),

@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 from openmaas.errors import InvalidRequest
-from openmaas.optimize import onnx_methods, prune, truncate
+from openmaas.optimize import distill, onnx_methods, prune, truncate
 from openmaas.optimize.methods import Method
 from openmaas.registry.entities import ModelVersion
 
@@ -22,6 +22,7 @@ METHODS: Mapping[str, Method] = {
         *onnx_methods.METHODS,
         *truncate.METHODS,
         *prune.METHODS,
+        *distill.METHODS,
     )
 }
 

@@ -38,6 +38,9 @@ if TYPE_CHECKING:
     from openmaas.optimize.kind import OptimizationJobKind
     from openmaas.training.recipe import Example
 
+# `lineage.source.type` of what an optimization job registers (no ONNX variant is built of it).
+SOURCE_TYPE = "optimization-job"
+
 
 def run_optimization(kind: OptimizationJobKind, context: JobContext) -> JobOutput:
     job = context.job
@@ -79,7 +82,7 @@ def run_optimization(kind: OptimizationJobKind, context: JobContext) -> JobOutpu
         },
         metrics=metrics,
         source={
-            "type": "optimization-job",
+            "type": SOURCE_TYPE,
             "job_id": job.id,
             "parent": reference,
             "method": method.name,

@@ -36,6 +36,10 @@ class ModelCard(BaseModel):
     loaded: bool
     load_seconds: float | None = Field(default=None, description="When loaded: load time.")
     memory_bytes: int | None = Field(default=None, description="When loaded: its estimate.")
+    served_by: str | None = Field(
+        default=None,
+        description="When loaded: the runtime it runs on (`onnx` when its ONNX variant serves it).",
+    )
 
 
 class ModelList(BaseModel):

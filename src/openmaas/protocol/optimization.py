@@ -60,6 +60,9 @@ class OptimizationJobOut(Response):
     eval_file: str | None = None
     training_file: str | None = None
     optimized_model: str | None = None  # what it registered
+    # The server's own export of a new version (`OPENMAAS_AUTO_ONNX`): the `name:version`
+    # whose variant it builds, stored beside that version rather than registered.
+    variant_of: str | None = None
     metrics: dict[str, float] = Field(default_factory=dict)
     error: dict[str, Any] | None = None
     cancel_requested: bool = False

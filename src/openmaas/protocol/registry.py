@@ -124,6 +124,18 @@ class FileOut(Response):
     sha256: str
 
 
+class VariantOut(Response):
+    """Another build of a version that serves in its place (its ONNX export)."""
+
+    kind: str
+    runtime: str
+    metrics: dict[str, float]
+    files: list[FileOut]
+    size_bytes: int
+    job_id: str
+    created_at: datetime
+
+
 class LineageOut(Response):
     source: dict[str, Any]
     parent_version: int | None
@@ -169,6 +181,10 @@ class VersionOut(Response):
     created_by: str
     project: str = "default"
     public: bool = False
+    # Other builds that serve in its place (its ONNX export: issue 14's fast default).
+    variants: list[VariantOut] = Field(default_factory=list)
+    # When loaded: the runtime it runs on (`onnx` when its ONNX variant serves it).
+    served_by: str | None = None
 
     @property
     def reference(self) -> str:

@@ -30,6 +30,7 @@ from openmaas.registry.names import qualified
 from openmaas.registry.registration import RegistrationService
 from openmaas.registry.store import RegistryStore
 from openmaas.registry.traffic import TrafficService
+from openmaas.registry.variants import VariantService
 from openmaas.store.database import Database
 
 
@@ -48,6 +49,7 @@ class Registry:
     registration: RegistrationService
     files: ModelFiles
     traffic: TrafficService
+    variants: VariantService
 
     @classmethod
     def create(
@@ -77,6 +79,7 @@ class Registry:
             registration=registration,
             files=ModelFiles(store, aliases, artifacts),
             traffic=TrafficService(store),
+            variants=VariantService(store, artifacts),
         )
 
     @property

@@ -79,6 +79,32 @@ class RegisteredModel:
 
 
 @dataclass(frozen=True, slots=True)
+class VersionVariant:
+    """Another build of a version that may serve in its place: the ONNX export an
+    optimization job made of it (`kind` is the job's method). It is no version of its own:
+    it has no number, is never addressed, and is deleted with its version."""
+
+    id: int
+    kind: str  # "onnx"
+    runtime: str  # what loads `files`
+    params: dict[str, Any]  # the params `runtime` loads them with
+    settings: dict[str, Any]  # the method's settings in the job (its `atol`)
+    metrics: dict[str, float]  # what the job measured against the version
+    files: tuple[FileEntry, ...]
+    size_bytes: int
+    job_id: str
+    created_at: datetime
+
+    @property
+    def within_tolerance(self) -> bool:
+        """Whether the export matched the version within the job's `atol` (a job whose
+        export did not stores no variant; this holds the figures to it again)."""
+        difference = self.metrics.get("export_max_abs_difference")
+        atol = self.settings.get("atol")
+        return difference is not None and atol is not None and difference <= float(atol)
+
+
+@dataclass(frozen=True, slots=True)
 class ModelVersion:
     model: str
     version: int
@@ -99,6 +125,8 @@ class ModelVersion:
     created_by: str
     project: str = "default"  # the owning model's project and visibility
     public: bool = False
+    # Other builds that may serve it in its place (its ONNX export), oldest first.
+    variants: tuple[VersionVariant, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)

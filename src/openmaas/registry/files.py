@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import shutil
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from openmaas.auth.access import require_caller
@@ -27,6 +27,7 @@ from openmaas.registry.entities import (
     VerifyProblem,
     VerifyReport,
     VersionPin,
+    VersionVariant,
 )
 from openmaas.registry.intake import walk_directory
 from openmaas.registry.names import qualified
@@ -114,6 +115,25 @@ class ModelFiles:
         `caller` may not see it (a name registered again is never followed)."""
         entity, location = self.store.pinned_with_location(pin, caller=require_caller(caller))
         return self._open(entity, self.root_of(entity, location), verify)
+
+    def open_variant(
+        self, version: ModelVersion, variant: VersionVariant, *, caller: Principal
+    ) -> OpenedVersion:
+        """A variant's files as `open` gives a version's (hash-checked against the variant's
+        own manifest, decrypted to a private copy when encrypted at rest). The opened entity
+        is the version as the variant serves it: its runtime, params and files."""
+        require_caller(caller)
+        location = self.store.variant_location(variant.id)
+        entity = replace(
+            version,
+            runtime=variant.runtime,
+            params=dict(variant.params),
+            files=variant.files,
+            size_bytes=variant.size_bytes,
+            storage=Storage.STORE.value,
+            variants=(),
+        )
+        return self._open(entity, self.artifacts.path_of(location), verify=True)
 
     def _open(self, entity: ModelVersion, root: Path, verify: bool) -> OpenedVersion:
         if not self._encrypted_at_rest(entity, root):

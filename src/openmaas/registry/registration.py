@@ -71,6 +71,8 @@ from openmaas.tasks.moderation import check_params as check_moderation_params
 
 # Refuses (raises) a new version's files that this server could never load.
 LoadCheck = Callable[[ModelSource], None]
+# Told of each version once its registration has committed.
+Registered = Callable[[ModelVersion], None]
 HUB_CACHE_DIR = "hub-cache"  # under the artifact root: one directory per Hub registration
 
 
@@ -134,6 +136,10 @@ class RegistrationService:
         self.load_check: LoadCheck | None = None
         # Set by `Registry.create`: alias moves that a gate must judge go through it.
         self.aliases: AliasService | None = None
+        # Set by the server and job workers (`optimize.variants.AutoOnnx`): told of every
+        # version once it is committed (it queues the version's ONNX variant). It must not
+        # raise: the version is registered whatever it does.
+        self.on_registered: Registered | None = None
 
     def register_source(
         self, name: str, source: SourceRef, spec: VersionSpec, *, caller: Principal
@@ -442,6 +448,8 @@ class RegistrationService:
                 self.artifacts.discard(staged.path)
             raise
         self.store.changed(bare)
+        if self.on_registered is not None:
+            self.on_registered(registered)
         if gated and spec.alias is not None and self.aliases is not None:
             # After the commit: the gate scores the new version against the alias's.
             exact = qualified(registered.project, registered.model)

@@ -31,9 +31,16 @@ from openmaas.registry.entities import (
     RegisteredModel,
     Storage,
     VersionStatus,
+    VersionVariant,
 )
 from openmaas.registry.names import qualified
-from openmaas.store.tables import AliasEventRow, AliasRow, ModelRow, VersionRow
+from openmaas.store.tables import (
+    AliasEventRow,
+    AliasRow,
+    ModelRow,
+    VersionRow,
+    VersionVariantRow,
+)
 
 
 def now() -> datetime:
@@ -182,6 +189,40 @@ def version_entity(session: Session, model: ModelRow, row: VersionRow) -> ModelV
         created_by=row.created_by,
         project=model.project,
         public=model.public,
+        variants=tuple(
+            variant_entity(variant)
+            for variant in session.scalars(
+                select(VersionVariantRow)
+                .where(VersionVariantRow.version_id == row.id)
+                .order_by(VersionVariantRow.id)
+            )
+        ),
+    )
+
+
+def variant_entity(row: VersionVariantRow) -> VersionVariant:
+    return VersionVariant(
+        id=row.id,
+        kind=row.kind,
+        runtime=row.runtime,
+        params=dict(row.params),
+        settings=dict(row.settings),
+        metrics={name: float(value) for name, value in row.metrics.items()},
+        files=tuple(FileEntry(**entry) for entry in row.manifest),
+        size_bytes=row.size_bytes,
+        job_id=row.job_id,
+        created_at=aware(row.created_at),
+    )
+
+
+def variant_locations(session: Session, *version_ids: int) -> list[str]:
+    """Where the variants of these versions keep their files (in the artifact store)."""
+    if not version_ids:
+        return []
+    return list(
+        session.scalars(
+            select(VersionVariantRow.location).where(VersionVariantRow.version_id.in_(version_ids))
+        )
     )
 
 

@@ -50,7 +50,13 @@ from openmaas.registry.entities import (
 )
 from openmaas.registry.names import qualified, split_qualified
 from openmaas.store.database import Database
-from openmaas.store.tables import AliasRow, MetadataEditRow, ModelRow, VersionRow
+from openmaas.store.tables import (
+    AliasRow,
+    MetadataEditRow,
+    ModelRow,
+    VersionRow,
+    VersionVariantRow,
+)
 
 MAX_TAGS = 64
 MAX_TAG_CHARS = 256
@@ -191,14 +197,23 @@ class RegistryStore:
                 )
             return rows.version_entity(session, model, row), row.location
 
-    def stored_locations(self) -> set[str]:
-        """Where every version the artifact store owns lives (the rest are orphans)."""
+    def variant_location(self, variant_id: int) -> str:
+        """Where a variant's files are; `VersionNotFound` when it was deleted (with its
+        version) since it was read."""
         with self.db.transaction() as session:
-            return set(
-                session.scalars(
-                    select(VersionRow.location).where(VersionRow.storage == Storage.STORE.value)
-                )
+            row = session.get(VersionVariantRow, variant_id)
+            if row is None:
+                raise VersionNotFound(f"version variant {variant_id} is gone", param="model")
+            return row.location
+
+    def stored_locations(self) -> set[str]:
+        """Where every version (and version variant) the artifact store owns lives (the
+        rest are orphans)."""
+        with self.db.transaction() as session:
+            versions = session.scalars(
+                select(VersionRow.location).where(VersionRow.storage == Storage.STORE.value)
             )
+            return {*versions, *session.scalars(select(VersionVariantRow.location))}
 
     def stored_version_rows(self) -> list[tuple[ModelVersion, str]]:
         """Every version whose files the artifact store owns, with its location."""
@@ -272,6 +287,11 @@ class RegistryStore:
                     )
                 )
             )
+            version_ids = session.scalars(
+                select(VersionRow.id).where(VersionRow.model_id == row.id)
+            ).all()
+            # Variants go with their versions (the database cascades the rows).
+            locations += rows.variant_locations(session, *version_ids)
             bare = row.name
             session.delete(row)
         self.changed(bare)
@@ -334,10 +354,13 @@ class RegistryStore:
                     param="version",
                 )
             location, storage, bare = row.location, row.storage, model.name
+            variants = rows.variant_locations(session, row.id)  # rows: cascaded
             session.delete(row)
         self.changed(bare)
         if storage == Storage.STORE.value:
             self.artifacts.remove(location)
+        for variant in variants:
+            self.artifacts.remove(variant)
 
     def metadata_history(
         self, name: str, version: int | None = None, *, caller: Principal

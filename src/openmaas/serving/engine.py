@@ -43,6 +43,7 @@ from openmaas.serving.priority import background_generation_slots, background_wo
 from openmaas.serving.rollout import Rollout
 from openmaas.serving.router import ModelRouter
 from openmaas.serving.streaming import iterate_in_thread
+from openmaas.serving.variants import VariantChoice, serving_variant_id
 from openmaas.settings import MiB, Settings
 from openmaas.tasks.catalogue import get_task
 from openmaas.tasks.contract import Plan, TaskContract
@@ -117,6 +118,7 @@ class InferenceEngine:
                 max_prompt_chars=settings.max_prompt_chars,
             ),
             open_dependency=self._open_dependency,
+            preferred=VariantChoice(registry).preferred if settings.serve_variants else None,
         )
         self.cache = ResponseCache(
             max_entries=settings.cache_max_entries,
@@ -342,7 +344,7 @@ class InferenceEngine:
         caller: Principal,
         truncate: bool,
     ) -> Served[Any]:
-        async with self.pool.lease(version_key(version)) as resident:
+        async with self.pool.lease(version_key(version), serving_variant_id(version)) as resident:
             model = resident.model
             contract.check_model(model, resident.label)  # once per lease, not per item
             large = _input_chars(inputs) > self.settings.offload_input_chars

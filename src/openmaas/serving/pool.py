@@ -13,6 +13,10 @@
 * A model unloaded on request with `hold=True` stays unloaded: a lease refuses it with
   `ModelUnloaded` until `load` loads it again (Triton's explicit model control). Eviction and
   idle unloads hold nothing: the next lease loads the model again.
+* A version with a preferred variant (its ONNX export) loads the variant's files with the
+  variant's runtime; a variant that fails to open or load falls back to the version's own
+  files with a warning, never an error to the caller. `retire` swaps a resident for a fresh
+  load (a variant that appeared since) without failing the requests it is serving.
 * A version encrypted at rest is opened as a private decrypted copy; the copy (and those of
   dependencies the runtime opens) is deleted as soon as the runtime has loaded, or at unload
   for a runtime that reads files later (`Runtime.reads_files_after_load`).
@@ -60,6 +64,19 @@ def model_label(key: VersionKey) -> str:
 
 
 SourceOpener = Callable[[str, int], ModelSource]  # hash-verified source of name:version
+
+
+@dataclass(frozen=True, slots=True)
+class Preferred:
+    """Another build of a version that serves in place of its own files (its ONNX variant):
+    `open` gives its hash-verified source; `id` tells one build from a newer one."""
+
+    id: int
+    label: str  # for logs: "onnx variant"
+    open: Callable[[], ModelSource]
+
+
+PreferredFor = Callable[[str, int], Preferred | None]  # name:version's variant, if any
 # The source of a dependency (a reference) that the model being loaded (the key) names.
 DependencyFor = Callable[[VersionKey, str], ModelSource]
 
@@ -87,6 +104,9 @@ class Resident:
     last_used: float = field(default_factory=time.monotonic)
     batchers: dict[str, Batcher[Any, Any]] = field(default_factory=dict)
     release_files: Callable[[], None] = _nothing  # decrypted copies kept while it is loaded
+    served_by: str = ""  # the runtime of the files it loaded
+    variant_id: int | None = None  # the preferred build it tried (loaded or fell back from)
+    drained: asyncio.Event | None = None  # set when a retired resident has nothing in flight
 
     @property
     def label(self) -> str:
@@ -101,8 +121,10 @@ class ModelPool:
         metrics: Metrics,
         options: LoadOptions | None = None,
         open_dependency: DependencyFor | None = None,
+        preferred: PreferredFor | None = None,
     ) -> None:
         self._open_source = open_source
+        self._preferred = preferred
         self.limits = limits
         self.metrics = metrics
         self.options = options or LoadOptions()
@@ -119,6 +141,9 @@ class ModelPool:
         # the resident's own bytes when its load ends.
         self._reserved: dict[VersionKey, int] = {}
         self._held: set[VersionKey] = set()  # unloaded on request, until loaded again
+        # Swapped out by `retire`: unloaded once their requests in flight are done; their
+        # memory counts until then.
+        self._retiring: dict[Resident, asyncio.Task[None]] = {}
 
     # -- lifecycle ---------------------------------------------------------------------------
 
@@ -134,6 +159,12 @@ class ModelPool:
             self._reaper = None
         for resident in list(self._residents.values()):
             await self._unload(resident, reason="shutdown")
+        for resident, task in list(self._retiring.items()):
+            task.cancel()
+            with suppress(asyncio.CancelledError):
+                await task
+            if self._retiring.pop(resident, None) is not None:
+                await self._dispose(resident, reason="shutdown")
 
     # -- reading -----------------------------------------------------------------------------
 
@@ -146,13 +177,19 @@ class ModelPool:
     def is_loaded(self, key: VersionKey) -> bool:
         return key in self._residents
 
+    def served_by(self, key: VersionKey) -> str | None:
+        """The runtime the loaded `key` runs on; None when it is not loaded."""
+        resident = self._residents.get(key)
+        return resident.served_by if resident is not None else None
+
     def is_held(self, key: VersionKey) -> bool:
         """Unloaded on request and held so: a lease refuses it until `load`."""
         return key in self._held
 
     @property
     def resident_bytes(self) -> int:
-        return sum(r.model.memory_bytes for r in self._residents.values())
+        residents = [*self._residents.values(), *self._retiring]
+        return sum(r.model.memory_bytes for r in residents)
 
     @property
     def reserved_bytes(self) -> int:
@@ -162,9 +199,18 @@ class ModelPool:
     # -- use ---------------------------------------------------------------------------------
 
     @asynccontextmanager
-    async def lease(self, key: VersionKey) -> AsyncIterator[Resident]:
+    async def lease(self, key: VersionKey, variant: int | None = None) -> AsyncIterator[Resident]:
         """The loaded model for `key`, loading it if needed; it is not unloaded while leased.
-        `ModelUnloaded` for a model held unloaded."""
+        `ModelUnloaded` for a model held unloaded. `variant`: the preferred build the caller's
+        resolution of the version lists (its id); a resident that tried an older one, or
+        none (loaded before the variant existed), is retired and `key` loaded afresh. Only
+        newer: a variant that failed to load is not retried per request, and a stale
+        resolution never swaps a fresher load back."""
+        current = self._residents.get(key)
+        if variant is not None and self._preferred is not None and current is not None:
+            tried = current.variant_id
+            if tried is None or tried < variant:
+                self.retire(key, reason="variant")
         resident = await self._obtain(key)
         # Another model's load may have evicted this one between its load and this turn of
         # the loop (it was idle for that instant): load it again rather than use it unloaded
@@ -178,6 +224,8 @@ class ModelPool:
         finally:
             resident.in_flight -= 1
             resident.last_used = time.monotonic()
+            if resident.in_flight == 0 and resident.drained is not None:
+                resident.drained.set()
             self._changed.set()
 
     async def load(self, key: VersionKey, *, pinned: bool = False) -> Resident:
@@ -196,6 +244,24 @@ class ModelPool:
             label = f"{model_label(key)}:{key[1]}"
             raise ModelNotLoaded(f"model '{label}' is not loaded", param="model")
         await self._unload(resident, reason="requested")
+
+    def retire(self, key: VersionKey, reason: str) -> None:
+        """Swap `key`'s resident out: the next lease loads it afresh (a variant that appeared
+        since it was loaded); the old one finishes what it has in flight, then unloads."""
+        resident = self._residents.pop(key, None)
+        if resident is None:
+            return
+        resident.drained = asyncio.Event()
+        if resident.in_flight == 0:
+            resident.drained.set()
+        task = asyncio.get_running_loop().create_task(self._retire(resident, reason))
+        self._retiring[resident] = task
+
+    async def _retire(self, resident: Resident, reason: str) -> None:
+        assert resident.drained is not None
+        await resident.drained.wait()
+        if self._retiring.pop(resident, None) is not None:
+            await self._dispose(resident, reason=reason)
 
     # -- internals ---------------------------------------------------------------------------
 
@@ -223,32 +289,25 @@ class ModelPool:
 
     async def _load(self, key: VersionKey, pending: asyncio.Future[Resident], pinned: bool) -> None:
         label = f"{model_label(key)}:{key[1]}"
-        loop = asyncio.get_running_loop()
         options = self.options
         if self._open_dependency is not None:
             opener = functools.partial(self._open_dependency, key)
             options = replace(options, open_dependency=opener)
         files = _LoadFiles(options)
         model: LoadedModel | None = None
+        preferred: Preferred | None = None
         try:
             try:
-                source = files.add(await asyncio.to_thread(self._open_source, *key))
-                runtime = get_runtime(source.runtime)
-                try:
-                    estimate = await asyncio.to_thread(runtime.estimate_memory_bytes, source)
-                except ModelTooLarge as exc:
-                    raise ModelTooLarge(f"model '{label}': {exc.message}", param="model") from exc
-                await self._reserve(key, label, estimate)
-                executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"model-{label}")
-                started = time.perf_counter()
-                try:
-                    model = await loop.run_in_executor(
-                        executor, runtime.load, source, files.options
-                    )
-                except BaseException:
-                    executor.shutdown(wait=False)
-                    raise
-                seconds = time.perf_counter() - started
+                if self._preferred is not None:
+                    preferred = await asyncio.to_thread(self._preferred, *key)
+                loaded = None
+                if preferred is not None:
+                    loaded = await self._load_preferred(key, label, preferred, files)
+                from_preferred = loaded is not None
+                if loaded is None:
+                    source = files.add(await asyncio.to_thread(self._open_source, *key))
+                    loaded = await self._load_source(key, label, source, files)
+                source, model, executor, seconds = loaded
             finally:
                 # Decrypted plaintext lives only as long as the runtime needs it.
                 release_later = await asyncio.to_thread(files.release, loaded=model is not None)
@@ -264,7 +323,14 @@ class ModelPool:
             self._changed.set()
             return
         resident = Resident(
-            key, model, executor, seconds, pinned=pinned, release_files=release_later
+            key,
+            model,
+            executor,
+            seconds,
+            pinned=pinned,
+            release_files=release_later,
+            served_by=source.runtime,
+            variant_id=preferred.id if preferred is not None else None,
         )
         # One step, no await between: the reservation becomes the resident's measured bytes.
         self._reserved.pop(key, None)
@@ -273,9 +339,55 @@ class ModelPool:
         self.metrics.model_loads.labels(model=model_label(key), outcome="ok").inc()
         self.metrics.model_load_seconds.labels(model=model_label(key)).observe(seconds)
         self._report_memory()
-        log.info("loaded %s in %.2f s (%.0f MiB)", label, seconds, model.memory_bytes / (1 << 20))
+        log.info(
+            "loaded %s in %.2f s (%.0f MiB, %s)",
+            label,
+            seconds,
+            model.memory_bytes / (1 << 20),
+            f"from its {preferred.label}" if preferred and from_preferred else source.runtime,
+        )
         pending.set_result(resident)
         self._changed.set()
+
+    async def _load_source(
+        self, key: VersionKey, label: str, source: ModelSource, files: _LoadFiles
+    ) -> tuple[ModelSource, LoadedModel, ThreadPoolExecutor, float]:
+        """Estimate, reserve and load `source` in a new model thread."""
+        runtime = get_runtime(source.runtime)
+        try:
+            estimate = await asyncio.to_thread(runtime.estimate_memory_bytes, source)
+        except ModelTooLarge as exc:
+            raise ModelTooLarge(f"model '{label}': {exc.message}", param="model") from exc
+        await self._reserve(key, label, estimate)
+        executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"model-{label}")
+        started = time.perf_counter()
+        try:
+            model = await asyncio.get_running_loop().run_in_executor(
+                executor, runtime.load, source, files.options
+            )
+        except BaseException:
+            executor.shutdown(wait=False)
+            raise
+        return source, model, executor, time.perf_counter() - started
+
+    async def _load_preferred(
+        self, key: VersionKey, label: str, preferred: Preferred, files: _LoadFiles
+    ) -> tuple[ModelSource, LoadedModel, ThreadPoolExecutor, float] | None:
+        """The preferred build loaded, or None (logged) when it cannot be: the caller then
+        loads the version's own files, so a bad variant never fails a request."""
+        try:
+            source = files.add(await asyncio.to_thread(preferred.open))
+            return await self._load_source(key, label, source, files)
+        except Exception as exc:
+            self._reserved.pop(key, None)
+            self.metrics.model_loads.labels(model=model_label(key), outcome="fallback").inc()
+            log.warning(
+                "loading %s from its %s failed (%s); serving its own files instead",
+                label,
+                preferred.label,
+                exc.message if isinstance(exc, OpenMaaSError) else f"{type(exc).__name__}: {exc}",
+            )
+            return None
 
     async def _reserve(self, key: VersionKey, label: str, needed: int) -> None:
         """Reserve `needed` bytes of the budget for `key`'s load, evicting idle models (least
@@ -313,6 +425,9 @@ class ModelPool:
         if self._residents.get(resident.key) is not resident:
             return
         del self._residents[resident.key]  # new requests load afresh from here on
+        await self._dispose(resident, reason=reason)
+
+    async def _dispose(self, resident: Resident, *, reason: str) -> None:
         for batcher in resident.batchers.values():
             await batcher.close()
         loop = asyncio.get_running_loop()

@@ -72,6 +72,31 @@ class VersionRow(Base):
     created_by: Mapped[str] = mapped_column(String(128), default="", nullable=False)
 
 
+class VersionVariantRow(Base):
+    """Another build of a version that serves in its place (its ONNX export, made by an
+    optimization job): files in the artifact store like a version's, the runtime and params
+    they load with, and what the job measured. One per (version, kind); deleted with the
+    version (the files by the registry, after the rows)."""
+
+    __tablename__ = "version_variants"
+    __table_args__ = (UniqueConstraint("version_id", "kind", name="uq_version_variant"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    version_id: Mapped[int] = mapped_column(
+        ForeignKey("model_versions.id", ondelete="CASCADE"), nullable=False, index=True
+    )
+    kind: Mapped[str] = mapped_column(String(32), nullable=False)  # the method: "onnx"
+    runtime: Mapped[str] = mapped_column(String(64), nullable=False)
+    params: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict, nullable=False)
+    settings: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict, nullable=False)
+    metrics: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict, nullable=False)
+    manifest: Mapped[list[Any]] = mapped_column(JSON, default=list, nullable=False)
+    location: Mapped[str] = mapped_column(Text, nullable=False)
+    size_bytes: Mapped[int] = mapped_column(BigInteger, nullable=False)
+    job_id: Mapped[str] = mapped_column(String(64), nullable=False)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), nullable=False)
+
+
 class AliasRow(Base):
     __tablename__ = "model_aliases"
     __table_args__ = (UniqueConstraint("model_id", "alias", name="uq_model_alias"),)

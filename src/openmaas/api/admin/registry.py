@@ -26,7 +26,7 @@ from openmaas.api.convert.registry import (
     verify_out,
     version_out,
 )
-from openmaas.api.deps import PrincipalDep, RegistryDep, caller, requires
+from openmaas.api.deps import EngineDep, PrincipalDep, RegistryDep, caller, requires
 from openmaas.api.json_body import StrictJSONRoute
 from openmaas.api.params import ModelPath, VersionPath
 from openmaas.auth.scopes import Scope
@@ -55,6 +55,7 @@ from openmaas.registry.entities import (
 )
 from openmaas.registry.registration import VersionSpec
 from openmaas.registry.sources import SourceRef
+from openmaas.serving.engine import version_key
 
 router = APIRouter(
     route_class=StrictJSONRoute,
@@ -252,16 +253,23 @@ def upload_version(
 
 
 @router.get("/models/{name}/versions")
-def list_versions(name: ModelPath, registry: RegistryDep, who: PrincipalDep) -> ListOut[VersionOut]:
+def list_versions(
+    name: ModelPath, registry: RegistryDep, engine: EngineDep, who: PrincipalDep
+) -> ListOut[VersionOut]:
     versions = registry.store.list_versions(name, caller=who)
-    return ListOut(data=[version_out(v) for v in versions])
+    return ListOut(data=[version_out(v, engine.pool.served_by(version_key(v))) for v in versions])
 
 
 @router.get("/models/{name}/versions/{version}")
 def get_version(
-    name: ModelPath, version: VersionPath, registry: RegistryDep, who: PrincipalDep
+    name: ModelPath,
+    version: VersionPath,
+    registry: RegistryDep,
+    engine: EngineDep,
+    who: PrincipalDep,
 ) -> VersionOut:
-    return version_out(registry.get_version(name, version, caller=who))
+    found = registry.get_version(name, version, caller=who)
+    return version_out(found, engine.pool.served_by(version_key(found)))
 
 
 @router.patch("/models/{name}/versions/{version}")
@@ -433,6 +441,8 @@ def set_public(
 def resolve_reference(
     registry: RegistryDep,
     who: PrincipalDep,
+    engine: EngineDep,
     ref: Annotated[str, Query(description="name, name@alias or name:version", max_length=256)],
 ) -> VersionOut:
-    return version_out(registry.resolve(ref, caller=who))
+    found = registry.resolve(ref, caller=who)
+    return version_out(found, engine.pool.served_by(version_key(found)))

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from openmaas.jobs.entities import Job
+from openmaas.jobs.publish import VARIANT_OF
 from openmaas.protocol.optimization import OptimizationJobOut
 
 
@@ -23,6 +26,7 @@ def optimization_job_out(job: Job) -> OptimizationJobOut:
         eval_file=job.validation_file,
         training_file=job.training_file or None,
         optimized_model=job.fine_tuned_model,
+        variant_of=_pinned(job.options.get(VARIANT_OF)),
         metrics=dict(job.metrics),
         error=dict(job.error) if job.error else None,
         cancel_requested=job.cancel_requested,
@@ -32,3 +36,9 @@ def optimization_job_out(job: Job) -> OptimizationJobOut:
         started_at=job.started_at,
         finished_at=job.finished_at,
     )
+
+
+def _pinned(pin: Any) -> str | None:
+    if not isinstance(pin, dict):
+        return None
+    return f"{pin.get('model')}:{pin.get('version')}"

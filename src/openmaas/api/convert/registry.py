@@ -10,6 +10,7 @@ from openmaas.protocol.registry import (
     LineageOut,
     MetadataEditOut,
     ModelOut,
+    VariantOut,
     VerifyOut,
     VerifyProblemOut,
     VersionOut,
@@ -39,7 +40,9 @@ def model_out(model: RegisteredModel) -> ModelOut:
     )
 
 
-def version_out(v: ModelVersion) -> VersionOut:
+def version_out(v: ModelVersion, served_by: str | None = None) -> VersionOut:
+    """`served_by`: the runtime the loaded version runs on, when the caller knows (the
+    engine's `served_by`)."""
     return VersionOut(
         model=v.model,
         version=v.version,
@@ -60,6 +63,19 @@ def version_out(v: ModelVersion) -> VersionOut:
         created_by=v.created_by,
         project=v.project,
         public=v.public,
+        variants=[
+            VariantOut(
+                kind=variant.kind,
+                runtime=variant.runtime,
+                metrics=variant.metrics,
+                files=[FileOut(path=f.path, size=f.size, sha256=f.sha256) for f in variant.files],
+                size_bytes=variant.size_bytes,
+                job_id=variant.job_id,
+                created_at=variant.created_at,
+            )
+            for variant in v.variants
+        ],
+        served_by=served_by,
     )
 
 

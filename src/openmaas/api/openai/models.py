@@ -34,6 +34,7 @@ def _card(
         loaded=resident is not None,
         load_seconds=round(resident.load_seconds, 3) if resident else None,
         memory_bytes=resident.model.memory_bytes if resident else None,
+        served_by=resident.served_by if resident else None,
     )
 
 
