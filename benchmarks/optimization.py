@@ -36,7 +36,7 @@ Usage::
 
     .venv/bin/python benchmarks/optimization.py              # both parts, 3 rounds
     .venv/bin/python benchmarks/optimization.py --part embeddings   # about a minute
-    .venv/bin/python benchmarks/optimization.py --part classifier   # ~25 min (5 cached)
+    .venv/bin/python benchmarks/optimization.py --part classifier   # ~40 min; 7 once cached
     .venv/bin/python benchmarks/optimization.py --quick      # 1 round, small plan, no docs
 """
 
