@@ -13,15 +13,19 @@ from __future__ import annotations
 import asyncio
 import functools
 import time
-from typing import Any
+from typing import Annotated, Any, Literal
 
+from fastapi import Query
 from starlette.concurrency import run_in_threadpool
 
 from openmaas.api.auditor import Auditor
+from openmaas.api.convert.training import training_event_out
 from openmaas.auth.entities import Principal
 from openmaas.jobs.entities import FINISHED, TRAINING, Job
 from openmaas.jobs.service import JobService
 from openmaas.jobs.worker import CANCEL_GRACE_S, STOP_CHECK_S
+from openmaas.protocol.common import MAX_ROW_ID
+from openmaas.protocol.training import PageOut, TrainingEventOut
 from openmaas.training.kind import TrainingJobKind
 from openmaas.training.requests import JobRequest
 from openmaas.wiring import Services
@@ -103,3 +107,27 @@ def _audit_state(job: Job) -> dict[str, Any]:
         "training_file": job.training_file,
         "model_name": job.model_name,
     }
+
+
+# The query of every job kind's events route (training, optimization, evaluation jobs).
+MAX_EVENTS_PAGE = 1000
+AfterEvent = Annotated[int | None, Query(ge=0, le=MAX_ROW_ID, description="Last event id seen.")]
+EventLimit = Annotated[int, Query(ge=1, le=MAX_EVENTS_PAGE)]
+EventOrder = Annotated[Literal["asc", "desc"], Query()]
+
+
+def events_page(
+    services: Services,
+    principal: Principal,
+    job_id: str,
+    kind: str,
+    *,
+    after: int | None,
+    limit: int,
+    order: Literal["asc", "desc"],
+) -> PageOut[TrainingEventOut]:
+    """One page of a job's events, as its kind's events route answers it."""
+    page = services.jobs.events(
+        job_id, caller=principal, kind=kind, after=after, limit=limit, order=order
+    )
+    return PageOut(data=[training_event_out(event) for event in page.items], has_more=page.has_more)

@@ -10,22 +10,27 @@ evaluations of one version (`name` or `name@alias` name the version they resolve
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from typing import Annotated
 
 from fastapi import APIRouter, Query, status
 
 from openmaas.api.auditor import AuditorDep
 from openmaas.api.convert.evaluation import evaluation_out
-from openmaas.api.convert.training import training_event_out
 from openmaas.api.deps import PrincipalDep, ServicesDep
 from openmaas.api.json_body import StrictJSONRoute
-from openmaas.api.training_jobs import cancel_job, create_job
+from openmaas.api.training_jobs import (
+    AfterEvent,
+    EventLimit,
+    EventOrder,
+    cancel_job,
+    create_job,
+    events_page,
+)
 from openmaas.auth.entities import Principal
 from openmaas.errors import InvalidRequest, NotFound
 from openmaas.evaluation.kind import EVALUATION, EvaluationRequest
 from openmaas.evaluation.results import load_result
 from openmaas.jobs.entities import JobStatus
-from openmaas.protocol.common import MAX_ROW_ID
 from openmaas.protocol.evaluation import EvaluationCreate, EvaluationOut
 from openmaas.protocol.training import PageOut, TrainingEventOut
 from openmaas.registry.names import parse_reference
@@ -34,7 +39,6 @@ from openmaas.wiring import Services
 router = APIRouter(route_class=StrictJSONRoute, prefix="/v1/evaluations", tags=["evaluation"])
 
 MAX_PAGE = 100
-MAX_EVENTS_PAGE = 1000
 
 
 @router.post("", status_code=status.HTTP_201_CREATED)
@@ -95,17 +99,14 @@ def list_evaluation_events(
     evaluation_id: str,
     services: ServicesDep,
     principal: PrincipalDep,
-    after: Annotated[
-        int | None, Query(ge=0, le=MAX_ROW_ID, description="Last event id seen.")
-    ] = None,
-    limit: Annotated[int, Query(ge=1, le=MAX_EVENTS_PAGE)] = 100,
-    order: Annotated[Literal["asc", "desc"], Query()] = "asc",
+    after: AfterEvent = None,
+    limit: EventLimit = 100,
+    order: EventOrder = "asc",
 ) -> PageOut[TrainingEventOut]:
     """Oldest first by default: pass the last id you saw as `after` to follow one."""
-    page = services.jobs.events(
-        evaluation_id, caller=principal, kind=EVALUATION, after=after, limit=limit, order=order
+    return events_page(
+        services, principal, evaluation_id, EVALUATION, after=after, limit=limit, order=order
     )
-    return PageOut(data=[training_event_out(event) for event in page.items], has_more=page.has_more)
 
 
 def _exact_version(services: Services, reference: str, caller: Principal) -> str:

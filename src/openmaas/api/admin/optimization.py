@@ -6,20 +6,26 @@ validation and audit events (`jobs/<id>`). Another project's job answers 404.
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from typing import Annotated
 
 from fastapi import APIRouter, Query, status
 
 from openmaas.api.auditor import AuditorDep
 from openmaas.api.convert.optimization import optimization_job_out
-from openmaas.api.convert.training import training_event_out
 from openmaas.api.deps import PrincipalDep, ServicesDep
 from openmaas.api.json_body import StrictJSONRoute
-from openmaas.api.training_jobs import cancel_job, create_job
+from openmaas.api.training_jobs import (
+    AfterEvent,
+    EventLimit,
+    EventOrder,
+    cancel_job,
+    create_job,
+    events_page,
+)
 from openmaas.optimize.kind import OPTIMIZATION
 from openmaas.optimize.registry import METHODS
 from openmaas.optimize.requests import OptimizationRequest
-from openmaas.protocol.common import MAX_ROW_ID, ListOut
+from openmaas.protocol.common import ListOut
 from openmaas.protocol.optimization import (
     OptimizationJobCreate,
     OptimizationJobOut,
@@ -30,7 +36,6 @@ from openmaas.protocol.training import PageOut, TrainingEventOut
 router = APIRouter(route_class=StrictJSONRoute, prefix="/v1/optimization", tags=["optimization"])
 
 MAX_PAGE = 100
-MAX_EVENTS_PAGE = 1000
 
 
 @router.get("/methods")
@@ -102,14 +107,11 @@ def list_optimization_job_events(
     job_id: str,
     services: ServicesDep,
     principal: PrincipalDep,
-    after: Annotated[
-        int | None, Query(ge=0, le=MAX_ROW_ID, description="Last event id seen.")
-    ] = None,
-    limit: Annotated[int, Query(ge=1, le=MAX_EVENTS_PAGE)] = 100,
-    order: Annotated[Literal["asc", "desc"], Query()] = "asc",
+    after: AfterEvent = None,
+    limit: EventLimit = 100,
+    order: EventOrder = "asc",
 ) -> PageOut[TrainingEventOut]:
     """Oldest first by default: pass the last id you saw as `after` to follow a job."""
-    page = services.jobs.events(
-        job_id, caller=principal, kind=OPTIMIZATION, after=after, limit=limit, order=order
+    return events_page(
+        services, principal, job_id, OPTIMIZATION, after=after, limit=limit, order=order
     )
-    return PageOut(data=[training_event_out(event) for event in page.items], has_more=page.has_more)

@@ -8,7 +8,7 @@ exist (admins see every job). Creating one counts against the project's
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from typing import Annotated
 
 from fastapi import APIRouter, Query, status
 
@@ -16,14 +16,20 @@ from openmaas.api.auditor import AuditorDep
 from openmaas.api.convert.training import (
     recipe_out,
     training_checkpoint_out,
-    training_event_out,
     training_job_out,
 )
 from openmaas.api.deps import PrincipalDep, ServicesDep
 from openmaas.api.json_body import StrictJSONRoute
-from openmaas.api.training_jobs import cancel_job, create_job, training_kind
+from openmaas.api.training_jobs import (
+    AfterEvent,
+    EventLimit,
+    EventOrder,
+    cancel_job,
+    create_job,
+    events_page,
+    training_kind,
+)
 from openmaas.jobs.entities import TRAINING
-from openmaas.protocol.common import MAX_ROW_ID
 from openmaas.protocol.training import (
     PageOut,
     RecipeOut,
@@ -37,7 +43,6 @@ from openmaas.training.requests import EarlyStopping, JobRequest
 router = APIRouter(route_class=StrictJSONRoute, prefix="/v1/training", tags=["training"])
 
 MAX_PAGE = 100
-MAX_EVENTS_PAGE = 1000
 
 
 @router.get("/recipes")
@@ -107,20 +112,12 @@ def list_training_job_events(
     job_id: str,
     services: ServicesDep,
     principal: PrincipalDep,
-    after: Annotated[
-        int | None, Query(ge=0, le=MAX_ROW_ID, description="Last event id seen.")
-    ] = None,
-    limit: Annotated[int, Query(ge=1, le=MAX_EVENTS_PAGE)] = 100,
-    order: Annotated[Literal["asc", "desc"], Query()] = "asc",
+    after: AfterEvent = None,
+    limit: EventLimit = 100,
+    order: EventOrder = "asc",
 ) -> PageOut[TrainingEventOut]:
     """Oldest first by default: pass the last id you saw as `after` to follow a job."""
-    page = services.jobs.events(
-        job_id, caller=principal, kind=TRAINING, after=after, limit=limit, order=order
-    )
-    return PageOut(
-        data=[training_event_out(event) for event in page.items],
-        has_more=page.has_more,
-    )
+    return events_page(services, principal, job_id, TRAINING, after=after, limit=limit, order=order)
 
 
 @router.get("/jobs/{job_id}/checkpoints")
