@@ -261,6 +261,21 @@ def test_a_structured_prune_fine_tunes_on_a_training_file_from_the_cli(
     assert [set(row) for row in classify(server, "deep-classifier-pruned")] == [
         {"negative", "positive"}
     ] * len(TEXTS)
+    # The same job again fine-tunes alike: shuffling and dropout are seeded.
+    again = sdk.wait_for_optimization_job(
+        sdk.create_optimization_job(
+            classifier,
+            "prune",
+            settings={"kind": "structured", "sparsity": 0.5, "fine_tune_epochs": 2},
+            training_file=training_file,
+            model_name="deep-classifier-pruned-again",
+        ).id
+    )
+    assert again.status == "succeeded", again.error
+    assert again.metrics["fine_tune_final_loss"] == metrics["fine_tune_final_loss"]
+    assert classify(server, "deep-classifier-pruned-again") == classify(
+        server, "deep-classifier-pruned"
+    )
 
 
 def test_an_unstructured_prune_keeps_its_zeros_through_the_fine_tune(

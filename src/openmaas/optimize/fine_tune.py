@@ -27,7 +27,7 @@ from openmaas.optimize.methods import BuildContext
 BATCH_SIZE = 16  # texts per step
 MAX_TOKENS = 128  # texts are cut to this many tokens while fine-tuning (not when serving)
 WEIGHT_DECAY = 0.01  # AdamW's, as transformers' Trainer recipes use
-SEED = 0  # the order the examples are shuffled in
+SEED = 0  # the order the examples are shuffled in, and dropout's draws
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,30 +53,34 @@ def fine_tune_classifier(
     )
     mean_loss = float("nan")
     module.train()
-    try:
-        for epoch in range(1, plan.epochs + 1):
-            order = torch.randperm(len(examples), generator=generator).tolist()
-            losses: list[float] = []
-            for start in range(0, len(order), BATCH_SIZE):
-                context.check_stop(f"while fine-tuning (epoch {epoch})")
-                batch = [examples[i] for i in order[start : start + BATCH_SIZE]]
-                inputs = tokenizer(
-                    [str(example["text"]) for example in batch],
-                    padding=True,
-                    truncation=True,
-                    max_length=MAX_TOKENS,
-                    return_tensors="pt",
-                )
-                labels = torch.tensor([label_ids[str(example["label"])] for example in batch])
-                loss = network(**inputs, labels=labels).loss
-                loss.backward()
-                optimizer.step()
-                optimizer.zero_grad()
-                losses.append(float(loss.detach()))
-            mean_loss = sum(losses) / len(losses)
-            context.message(f"Fine-tune epoch {epoch}/{plan.epochs}: mean loss {mean_loss:.4f}")
-    finally:
-        module.eval()
+    # Dropout draws from torch's global generator: seeded here (and given back after), so a
+    # job run twice fine-tunes alike (unseeded, SST-2 dev accuracy moved 0.833-0.862).
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(SEED)
+        try:
+            for epoch in range(1, plan.epochs + 1):
+                order = torch.randperm(len(examples), generator=generator).tolist()
+                losses: list[float] = []
+                for start in range(0, len(order), BATCH_SIZE):
+                    context.check_stop(f"while fine-tuning (epoch {epoch})")
+                    batch = [examples[i] for i in order[start : start + BATCH_SIZE]]
+                    inputs = tokenizer(
+                        [str(example["text"]) for example in batch],
+                        padding=True,
+                        truncation=True,
+                        max_length=MAX_TOKENS,
+                        return_tensors="pt",
+                    )
+                    labels = torch.tensor([label_ids[str(example["label"])] for example in batch])
+                    loss = network(**inputs, labels=labels).loss
+                    loss.backward()
+                    optimizer.step()
+                    optimizer.zero_grad()
+                    losses.append(float(loss.detach()))
+                mean_loss = sum(losses) / len(losses)
+                context.message(f"Fine-tune epoch {epoch}/{plan.epochs}: mean loss {mean_loss:.4f}")
+        finally:
+            module.eval()
     return {
         "fine_tune_epochs": float(plan.epochs),
         "fine_tune_examples": float(len(examples)),
