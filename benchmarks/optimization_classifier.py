@@ -17,9 +17,10 @@ One run, in one process:
    texts/s at batch 32), in rounds; dev accuracy and macro F1 with the evaluation code
    (`openmaas.evaluation.score`) on the 872 SST-2 dev sentences.
 
-torch's global generator is seeded before each build: the prune's fine-tune seeds only the
-order of its examples, and its dropout, drawn unseeded, moved the pruned model's dev accuracy
-between 0.833 and 0.862 over three runs of the same plan (2026-12-07).
+torch's global generator is seeded before each build. The prune's fine-tune first seeded only
+the order of its examples; its dropout, drawn unseeded, moved the pruned model's dev accuracy
+between 0.833 and 0.862 over three runs of the same plan (2026-12-07). It now seeds dropout
+too, so a rerun reproduces its figure (the spread says how much the 2-point target is luck).
 
 Example::
 
