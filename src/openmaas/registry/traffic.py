@@ -83,7 +83,6 @@ class TrafficSplit:
     rollback: RollbackPolicy | None
     created_by: str
     created_at: datetime
-    public: bool = False
     candidates: tuple[int, ...] = field(default=())
 
     @property
@@ -302,6 +301,5 @@ def _entity(model: ModelRow, row: TrafficSplitRow, baseline: int) -> TrafficSpli
         rollback=policy,
         created_by=row.created_by,
         created_at=rows.aware(row.created_at),
-        public=model.public,
         candidates=tuple(v for v in weights if v != baseline),
     )
