@@ -266,6 +266,21 @@ class Settings(BaseSettings):
         "of the sentences (TextRank summarization: 1,600 sentences took 37.5 s).",
     )
 
+    # -- explanations (/v1/explain): one text's work, bounded ---------------------------------
+    explain_max_words: int = Field(
+        default=256,
+        ge=1,
+        description="Longest text /v1/explain takes, in words: occlusion runs one forward pass "
+        "per word (256 words on MiniLM: about 3 s on 2 cores).",
+    )
+    explain_steps: int = Field(
+        default=32,
+        ge=2,
+        le=512,
+        description="Integrated gradients' points on the path from the baseline (forward and "
+        "backward passes; the scores' error, reported as delta, shrinks with more).",
+    )
+
     # -- client addresses and the brute-force guard (issue 13: brute-force guard finding) --
     trusted_proxies: Annotated[list[str], NoDecode] = Field(
         default_factory=list,

@@ -51,6 +51,7 @@ from openmaas.api.openai import (
 )
 from openmaas.api.ops import health, metrics
 from openmaas.api.route_table import RouteTable
+from openmaas.api.tasks import explain
 from openmaas.api.tasks import routes as tasks
 from openmaas.api.v2 import routes as v2
 from openmaas.auth.bootstrap import check_dev_no_auth, warn_dev_no_auth
@@ -113,6 +114,7 @@ def build_app(settings: Settings, services: Services | None = None) -> FastAPI:
         embeddings: inference,
         completions: inference,
         tasks: inference,
+        explain: inference,
         moderations: inference,
         audio: inference,
         v2: None,

@@ -64,6 +64,7 @@ _TASK_ROUTES: dict[str, str] = {
     "summarization": "/v1/summarize needs a summarization model",
     "speech-recognition": "/v1/audio/transcriptions and /v1/audio/translations need a "
     "speech-recognition model",
+    "explanation": "/v1/explain needs a text-classification or token-classification model",
 }
 
 

@@ -26,6 +26,7 @@ from openmaas.cli import (
     catalog,
     datasets,
     evaluate,
+    explain,
     keys,
     models,
     optimize,
@@ -91,6 +92,7 @@ app.add_typer(jobs_app, name="jobs")
 app.add_typer(batches.app, name="batches")
 app.add_typer(optimize.app, name="optimize")
 app.add_typer(evaluate.app, name="evaluate")
+app.command("explain")(explain.explain)
 app.command(help="Run training workers without a server (against the server's database).")(worker)
 
 

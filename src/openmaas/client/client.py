@@ -30,6 +30,7 @@ from openmaas.client.batches import BatchesResource
 from openmaas.client.catalog import CatalogResource
 from openmaas.client.datasets import DatasetsResource
 from openmaas.client.evaluations import EvaluationsResource
+from openmaas.client.explanations import ExplanationsResource
 from openmaas.client.jobs import JobsResource
 from openmaas.client.metering import MeteringResource
 from openmaas.client.models import ModelsResource
@@ -53,6 +54,7 @@ class Client(
     EvaluationsResource,
     BatchesResource,
     MeteringResource,
+    ExplanationsResource,
 ):
     """A synchronous client for one OpenMaaS server; use it as a context manager.
 

@@ -32,9 +32,18 @@ from openmaas.errors import ModelLoadFailed
 from openmaas.nn.graph import GRAPH_FILE, GraphNetwork, is_graph_directory, load_graph_classifier
 from openmaas.nn.saved import TOKENIZER_FILE, WEIGHTS_FILE, load_classifier, min_length
 from openmaas.nn.tagger import encode_texts, pad_pieces
-from openmaas.nn.vocab import pad_batch, token_ids
+from openmaas.nn.vocab import PAD_ID, UNKNOWN_ID, pad_batch, token_ids
 from openmaas.runtimes.base import LoadedModel, LoadOptions, ModelSource, Runtime, softmax
 from openmaas.runtimes.entity_spans import TaggedToken, group_entities
+from openmaas.runtimes.gradients import (
+    integrated_gradients,
+    no_tokens_at,
+    span_tokens,
+    tag_columns,
+    tagged_probability,
+    word_embeddings,
+)
+from openmaas.tasks.explanation import Target, TokenAttributions
 from openmaas.tasks.names import Task
 from openmaas.tasks.text_classification import LabelScore, ranked
 from openmaas.tasks.token_classification import Entity
@@ -100,6 +109,8 @@ class TextNetworkModel(LoadedModel):
         # A graph runs on onnxruntime's CPU provider: its inputs stay on the CPU.
         self.device = torch.device("cpu" if graph else options.device)
         self.network = saved.network.to(self.device)
+        # Integrated gradients need the torch network; a graph has none (occlusion explains).
+        self.explains_with_gradients = not graph
         self.tokenizer = saved.tokenizer
         self.labels = saved.labels
         self.max_input_tokens = saved.max_input_tokens
@@ -131,6 +142,30 @@ class TextNetworkModel(LoadedModel):
                 output = self.network(ids.to(self.device), lengths.to(self.device))
             logits[indices] = output.float().cpu().numpy()
         return [ranked(self.labels, row.tolist()) for row in softmax(logits)]
+
+    def attribute_tokens(self, text: str, target: Target, steps: int) -> TokenAttributions:
+        """Integrated gradients of the label's probability at the word embeddings, from an
+        all-padding text of the same length."""
+        encoding = self.tokenizer.encode_batch([text], add_special_tokens=False)[0]
+        ids = encoding.ids[: self._longest] or [UNKNOWN_ID]
+        offsets = tuple((int(s), int(e)) for s, e in encoding.offsets[: self._longest])
+        index = self.labels.index(target.label)
+        batch, lengths = pad_batch([ids], min_length=self._min_length)
+        network = self.network
+
+        def probability(ids: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+            return torch.softmax(network(ids, lengths).float(), dim=-1)[:, index]
+
+        batch = batch.to(self.device)
+        scores, delta = integrated_gradients(
+            probability,
+            word_embeddings(network),
+            batch,
+            torch.full_like(batch, PAD_ID),
+            (lengths.to(self.device),),
+            steps=steps,
+        )
+        return TokenAttributions(offsets or ((0, 0),), tuple(scores[: max(1, len(offsets))]), delta)
 
     def unload(self) -> None:
         del self.network
@@ -173,3 +208,31 @@ class TextTaggerModel(TextNetworkModel):
             ]
             results.append(group_entities(text, tokens))
         return results
+
+    def attribute_tokens(self, text: str, target: Target, steps: int) -> TokenAttributions:
+        """Integrated gradients of the entity type's probability over the span's pieces, at
+        the word embeddings (the casing feature stays as in the text)."""
+        assert target.span is not None  # a tagger's target has its characters
+        pieces = encode_texts(self.tokenizer, [text], max_length=self._longest)[0]
+        positions = span_tokens(pieces.offsets, target.span)
+        if not positions:
+            raise no_tokens_at(target.label, target.span)
+        columns = tag_columns(self.labels, target.label)
+        ids, casing, lengths = pad_pieces([pieces])
+        network = self.network
+
+        def probability(
+            ids: torch.Tensor, lengths: torch.Tensor, casing: torch.Tensor
+        ) -> torch.Tensor:
+            return tagged_probability(network(ids, lengths, casing), positions, columns)
+
+        ids = ids.to(self.device)
+        scores, delta = integrated_gradients(
+            probability,
+            word_embeddings(network),
+            ids,
+            torch.full_like(ids, PAD_ID),
+            (lengths, casing.to(self.device)),
+            steps=steps,
+        )
+        return TokenAttributions(pieces.offsets, tuple(scores), delta)

@@ -39,6 +39,7 @@ from openmaas.runtimes.entity_spans import TaggedToken, group_entities
 from openmaas.runtimes.entity_spans import parse_tag as parse_tag
 from openmaas.runtimes.transformers import Checkpoint, TransformersModel, load_checkpoint
 from openmaas.tasks.embedding import FloatArray
+from openmaas.tasks.explanation import Target, TokenAttributions
 from openmaas.tasks.names import Task
 from openmaas.tasks.text_classification import LabelScore, ranked
 from openmaas.tasks.token_classification import Entity
@@ -216,6 +217,8 @@ class TextClassifier(_SequenceScorer):
             )
         self.labels = _labels(config)
         self.multi_label = config.problem_type == "multi_label_classification"
+        # Word offsets come from a fast tokenizer; without one, occlusion explains.
+        self.explains_with_gradients = bool(self.tokenizer.is_fast)
 
     def classify(self, texts: Sequence[str]) -> list[list[LabelScore]]:
         if not texts:
@@ -223,6 +226,13 @@ class TextClassifier(_SequenceScorer):
         logits = self._logits(self.tokenize(texts))
         scores = _sigmoid(logits) if self.multi_label else softmax(logits)
         return [ranked(self.labels, row.tolist()) for row in scores]
+
+    def attribute_tokens(self, text: str, target: Target, steps: int) -> TokenAttributions:
+        from openmaas.runtimes import transformers_gradients as gradients
+
+        index = self.labels.index(target.label)
+        objective = gradients.classifier_objective(index, multi_label=self.multi_label)
+        return gradients.attribute(self, text, objective, steps)
 
 
 class CrossEncoder(_SequenceScorer):
@@ -278,6 +288,14 @@ class EntityTagger(TransformersModel):
                 param="source",
             )
         self.labels = _labels(self.network.config)
+        self.explains_with_gradients = True
+
+    def attribute_tokens(self, text: str, target: Target, steps: int) -> TokenAttributions:
+        from openmaas.runtimes import transformers_gradients as gradients
+        from openmaas.runtimes.gradients import tag_columns
+
+        objective = gradients.tagger_objective(target, tag_columns(self.labels, target.label))
+        return gradients.attribute(self, text, objective, steps)
 
     def extract_entities(self, texts: Sequence[str]) -> list[list[Entity]]:
         if not texts:
