@@ -188,7 +188,7 @@ class RegistrationService:
             budget.check(sum(path.stat().st_size for path in plan.files.values()))
         for rel, path in plan.files.items():
             refuse_if_pickle(rel, path, allow_pickle=self.allow_pickle)
-        detected = detect(plan.files)
+        detected = detect(plan.files, spec.params)
         kind = Detected(require_task(detected, spec.task), detected.runtime, detected.format)
         self._check_loadable(name, kind, spec, plan.root, who)
         lineage = _lineage_with_source(spec.lineage, plan.source)
@@ -229,7 +229,7 @@ class RegistrationService:
             files = walk_directory(staging)
             for rel, path in files.items():
                 refuse_if_pickle(rel, path, allow_pickle=self.allow_pickle)
-            detected = detect(files)
+            detected = detect(files, spec.params)
             kind = Detected(require_task(detected, spec.task), detected.runtime, detected.format)
             self._check_loadable(name, kind, spec, staging, who)
         except BaseException:

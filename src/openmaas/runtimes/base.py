@@ -242,6 +242,7 @@ RUNTIMES: dict[str, str] = {
     "linear-head": "openmaas.runtimes.linear_head:LinearHeadRuntime",
     "openmaas-nn": "openmaas.runtimes.textnn:TextNetworkRuntime",
     "word2vec": "openmaas.runtimes.word_vectors:WordVectorsRuntime",
+    "keras": "openmaas.runtimes.keras:KerasRuntime",
 }
 
 

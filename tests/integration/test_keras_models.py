@@ -1,0 +1,151 @@
+"""Keras 3 `.keras` text classifiers, built and saved by the test, uploaded to a real server and
+served on /v1/classify and /v2 (tritonclient) on Keras's PyTorch backend; files whose loading
+would run code, and files that are no Keras model, are refused at registration."""
+
+from __future__ import annotations
+
+import zipfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import tritonclient.http as triton  # type: ignore[import-untyped]
+
+from openmaas import APIError, Client
+from tests.integration import authed
+from tests.integration.conftest import RunningServer, assert_api_error
+from tests.integration.keras_models import (
+    TEXTS,
+    BuiltModel,
+    lambda_model,
+    text_vectorization_lstm,
+    tokenizer_gru,
+    vocabulary_conv1d,
+)
+from tests.integration.test_v2_protocol import BearerAuth, text_input
+
+pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory: pytest.TempPathFactory) -> dict[str, BuiltModel]:
+    root = tmp_path_factory.mktemp("keras")
+    return {
+        "keras-lstm": text_vectorization_lstm(root / "lstm"),
+        "keras-conv": vocabulary_conv1d(root / "conv"),
+        "keras-gru": tokenizer_gru(root / "gru"),
+    }
+
+
+@pytest.fixture(scope="module")
+def registered(built: dict[str, BuiltModel], sdk: Client) -> dict[str, BuiltModel]:
+    for name, model in built.items():
+        # keras-conv's class names come as a param; the others' as labels.txt / labels.json.
+        labels = {"labels": ["negative", "positive"]} if name == "keras-conv" else None
+        version = sdk.upload(name, model.directory, params=labels)
+        assert (version.task, version.runtime, version.format) == (
+            "text-classification",
+            "keras",
+            "keras",
+        )
+    return built
+
+
+@pytest.fixture(scope="module")
+def triton_client(shared_server: RunningServer) -> Iterator[Any]:
+    connection = triton.InferenceServerClient(url=shared_server.url.removeprefix("http://"))
+    connection.register_plugin(BearerAuth(shared_server.key))
+    yield connection
+    connection.close()
+
+
+def _scores(data: list[dict[str, Any]]) -> np.ndarray[Any, Any]:
+    return np.array(
+        [[s["score"] for s in sorted(d["labels"], key=lambda s: s["label"])] for d in data]
+    )
+
+
+@pytest.mark.parametrize("name", ["keras-lstm", "keras-conv", "keras-gru"])
+def test_classify_gives_what_keras_computes(
+    name: str, registered: dict[str, BuiltModel], shared_server: RunningServer
+) -> None:
+    response = authed.post(f"{shared_server.url}/v1/classify", json={"model": name, "input": TEXTS})
+    assert response.status_code == 200, response.text
+    body = response.json()
+    # Labels sort as negative, positive: the columns of Keras's own output.
+    np.testing.assert_allclose(_scores(body["data"]), registered[name].expected, atol=1e-5)
+    assert [d["label"] for d in body["data"]] == [
+        ["negative", "positive"][i] for i in registered[name].expected.argmax(axis=1)
+    ]
+    assert body["usage"]["prompt_tokens"] > len(TEXTS)
+
+
+def test_v2_infer_with_tritonclient(registered: dict[str, BuiltModel], triton_client: Any) -> None:
+    result = triton_client.infer("keras-lstm", [text_input(TEXTS)])
+    np.testing.assert_allclose(
+        result.as_numpy("SCORES"), registered["keras-lstm"].expected, atol=1e-5
+    )
+    expected = [["negative", "positive"][i] for i in registered["keras-lstm"].expected.argmax(1)]
+    assert [v.decode() for v in result.as_numpy("LABEL")] == expected
+
+
+def test_lambda_layer_is_refused_at_registration(tmp_path: Path, sdk: Client) -> None:
+    with pytest.raises(APIError) as refused:
+        sdk.upload("keras-lambda", lambda_model(tmp_path / "lambda"))
+    assert_api_error(refused, 400, "unsafe_artifact")
+    assert "Lambda" in refused.value.message
+    assert "lambda.keras" in refused.value.message
+
+
+def test_custom_layer_is_refused_at_registration(
+    built: dict[str, BuiltModel], tmp_path: Path, sdk: Client
+) -> None:
+    directory = tmp_path / "custom"
+    directory.mkdir()
+    source = built["keras-conv"].directory
+    with zipfile.ZipFile(source / "reviews.keras") as archive:
+        members = {info.filename: archive.read(info) for info in archive.infolist()}
+    # A layer of the user's own package: Keras would import `evil_layers` to load it.
+    members["config.json"] = members["config.json"].replace(
+        b'"module": "keras.layers", "class_name": "Conv1D"',
+        b'"module": "evil_layers", "class_name": "Conv1D"',
+    )
+    assert b"evil_layers" in members["config.json"]
+    with zipfile.ZipFile(directory / "reviews.keras", "w") as archive:
+        for member, data in members.items():
+            archive.writestr(member, data)
+    (directory / "vocabulary.txt").write_bytes((source / "vocabulary.txt").read_bytes())
+    with pytest.raises(APIError) as refused:
+        sdk.upload("keras-custom", directory)
+    assert_api_error(refused, 400, "unsafe_artifact")
+    assert "evil_layers" in refused.value.message
+
+
+def test_corrupt_file_is_refused_at_registration(
+    built: dict[str, BuiltModel], tmp_path: Path, sdk: Client
+) -> None:
+    directory = tmp_path / "corrupt"
+    directory.mkdir()
+    whole = (built["keras-conv"].directory / "reviews.keras").read_bytes()
+    (directory / "reviews.keras").write_bytes(whole[: len(whole) // 2])
+    (directory / "vocabulary.txt").write_text("great\nfilm\n", encoding="utf-8")
+    with pytest.raises(APIError) as refused:
+        sdk.upload("keras-corrupt", directory)
+    assert_api_error(refused, 400, "unsupported_source")
+    assert "not a Keras 3 .keras file" in refused.value.message
+
+
+def test_token_id_model_without_its_vocabulary_is_refused(
+    built: dict[str, BuiltModel], tmp_path: Path, sdk: Client
+) -> None:
+    directory = tmp_path / "novocab"
+    directory.mkdir()
+    (directory / "reviews.keras").write_bytes(
+        (built["keras-conv"].directory / "reviews.keras").read_bytes()
+    )
+    with pytest.raises(APIError) as refused:
+        sdk.upload("keras-novocab", directory)
+    assert_api_error(refused, 400, "unsupported_source")
+    assert "vocabulary.txt" in refused.value.message
