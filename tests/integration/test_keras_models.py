@@ -4,11 +4,13 @@ would run code, and files that are no Keras model, are refused at registration."
 
 from __future__ import annotations
 
+import base64
 import zipfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import httpx
 import numpy as np
 import pytest
 import tritonclient.http as triton  # type: ignore[import-untyped]
@@ -25,6 +27,7 @@ from tests.integration.keras_models import (
     vocabulary_conv1d,
 )
 from tests.integration.test_v2_protocol import BearerAuth, text_input
+from tests.integration.waiting import wait_for
 
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
 
@@ -149,3 +152,103 @@ def test_token_id_model_without_its_vocabulary_is_refused(
         sdk.upload("keras-novocab", directory)
     assert_api_error(refused, 400, "unsupported_source")
     assert "vocabulary.txt" in refused.value.message
+
+
+# -- TensorFlow Serving / KServe v1 ---------------------------------------------------------------
+
+
+def test_predict_answers_in_tensorflow_servings_shape(
+    registered: dict[str, BuiltModel], shared_server: RunningServer, sdk: Client
+) -> None:
+    url = f"{shared_server.url}/v1/models/keras-lstm"
+    expected = registered["keras-lstm"].expected
+    rows = authed.post(f"{url}:predict", json={"instances": TEXTS})
+    assert rows.status_code == 200, rows.text
+    assert rows.headers["openmaas-model-version"] == "keras-lstm:1"
+    assert rows.json()["labels"] == ["negative", "positive"]
+    np.testing.assert_allclose(rows.json()["predictions"], expected, atol=1e-5)
+    # Columnar inputs naming the one input, TF Serving's b64 strings, a version in the path.
+    encoded = [{"b64": base64.b64encode(text.encode()).decode()} for text in TEXTS[:2]]
+    columns = authed.post(
+        f"{url}/versions/1:predict",
+        json={"signature_name": "serving_default", "inputs": {"text": encoded}},
+    )
+    assert columns.status_code == 200, columns.text
+    np.testing.assert_allclose(columns.json()["outputs"], expected[:2], atol=1e-5)
+    # Metered as /v1/classify is: one usage record per request, with its items.
+    report = wait_for(
+        "the predict requests' usage",
+        lambda: (
+            (r := sdk.usage(model="keras-lstm", group_by=["route"])).data
+            and sum(g.items for g in r.data if g.route and g.route.endswith(":predict")) >= 8
+            and r
+        ),
+        timeout_s=30,
+    )
+    # Grouped by the route's template, not by each model's path.
+    assert "/v1/models/{target:path}:predict" in {g.route for g in report.data}
+
+
+def test_predict_refuses_bad_instances_naming_the_index(
+    registered: dict[str, BuiltModel], shared_server: RunningServer, sdk: Client
+) -> None:
+    url = f"{shared_server.url}/v1/models/keras-conv:predict"
+    cases = [
+        ({"instances": ["fine", 3]}, "instances[1] is a number"),
+        ({"instances": ["fine", {"b64": "%%%"}]}, "instances[1]: b64 is not base64"),
+        ({"inputs": ["fine", "  "]}, "inputs[1] is empty"),
+        ({"instances": []}, "instances is empty"),
+        ({"instances": ["x"], "inputs": ["x"]}, "either"),
+        ({"instances": ["x"], "signature_name": "predict_probs"}, "serving_default"),
+    ]
+    for body, message in cases:
+        response = authed.post(url, json=body)
+        assert response.status_code == 400, (body, response.text)
+        assert message in response.json()["error"]["message"], response.text
+    # A model whose task :predict does not serve, an unknown model, a bad version.
+    assert (
+        authed.post(
+            f"{shared_server.url}/v1/models/nope:predict", json={"instances": ["x"]}
+        ).status_code
+        == 404
+    )
+    bad_version = authed.post(
+        f"{shared_server.url}/v1/models/keras-conv/versions/x:predict", json={"instances": ["x"]}
+    )
+    assert bad_version.status_code == 400
+    # The scopes of /v1/classify: a key that may only read models may not predict.
+    reader = sdk.create_key("keras-reader", scopes=["models:read"]).key
+    refused = httpx.post(
+        url, json={"instances": ["fine"]}, headers={"Authorization": f"Bearer {reader}"}
+    )
+    assert refused.status_code == 403, refused.text
+
+
+def test_model_status_in_each_protocols_shape(
+    registered: dict[str, BuiltModel], shared_server: RunningServer
+) -> None:
+    url = f"{shared_server.url}/v1/models/keras-gru"
+    available = {
+        "model_version_status": [
+            {
+                "version": "1",
+                "state": "AVAILABLE",
+                "status": {"error_code": "OK", "error_message": ""},
+            }
+        ]
+    }
+    assert authed.get(f"{url}/versions/1").json() == available
+    assert authed.get(f"{url}/labels/latest").json() == available
+    assert authed.get(url, params={"protocol": "tfserving"}).json() == available
+    assert authed.get(url, params={"protocol": "kserve"}).json() == {
+        "name": "keras-gru",
+        "ready": True,
+    }
+    # Without a protocol it is OpenAI's model card, as before.
+    card = authed.get(url).json()
+    assert (card["object"], card["id"], card["task"]) == (
+        "model",
+        "keras-gru",
+        "text-classification",
+    )
+    assert authed.get(f"{url}/versions/9").status_code == 404
