@@ -5,6 +5,9 @@ would run code, and files that are no Keras model, are refused at registration."
 from __future__ import annotations
 
 import base64
+import json
+import subprocess
+import sys
 import zipfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -18,6 +21,7 @@ import tritonclient.http as triton  # type: ignore[import-untyped]
 from openmaas import APIError, Client
 from tests.integration import authed
 from tests.integration.conftest import RunningServer, assert_api_error
+from tests.integration.job_servers import blocks, cli_env, run_script
 from tests.integration.keras_models import (
     TEXTS,
     BuiltModel,
@@ -29,7 +33,9 @@ from tests.integration.keras_models import (
 from tests.integration.test_v2_protocol import BearerAuth, text_input
 from tests.integration.waiting import wait_for
 
+# Keras's model.predict on torch: numpy's DeprecationWarning about __array__(copy=...).
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
+DOCS = Path(__file__).resolve().parents[2] / "docs" / "keras.md"
 
 
 @pytest.fixture(scope="module")
@@ -252,3 +258,43 @@ def test_model_status_in_each_protocols_shape(
         "text-classification",
     )
     assert authed.get(f"{url}/versions/9").status_code == 404
+
+
+# -- docs/keras.md --------------------------------------------------------------------------------
+
+
+def _json_documents(text: str) -> list[Any]:
+    """The JSON objects in a console's output, in order (curl -s ends none with a newline)."""
+    decoder, found, at = json.JSONDecoder(), [], text.find("{")
+    while at != -1:
+        try:
+            document, end = decoder.raw_decode(text, at)
+        except json.JSONDecodeError:
+            at = text.find("{", at + 1)
+            continue
+        found.append(document)
+        at = text.find("{", end)
+    return found
+
+
+def test_the_docs_examples_run_as_written(shared_server: RunningServer, tmp_path: Path) -> None:
+    text = DOCS.read_text(encoding="utf-8")
+    [build] = blocks(text, "python")
+    [console] = blocks(text, "console")
+    built = subprocess.run(
+        [sys.executable, "-c", build],
+        cwd=tmp_path,
+        env=cli_env(shared_server),
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert built.returncode == 0, built.stderr
+    ran = run_script(shared_server, console, tmp_path)
+    assert ran.returncode == 0, f"{console}\n---\n{ran.stdout}\n{ran.stderr}"
+    classified, predicted, status = _json_documents(ran.stdout)[-3:]
+    assert classified["data"][0]["label"] == "positive"
+    assert predicted["labels"] == ["negative", "positive"]
+    assert [int(np.argmax(p)) for p in predicted["predictions"]] == [1, 0]
+    assert status["model_version_status"][0]["state"] == "AVAILABLE"
