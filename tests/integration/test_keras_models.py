@@ -22,7 +22,9 @@ from openmaas import APIError, Client
 from tests.integration import authed
 from tests.integration.conftest import RunningServer, assert_api_error
 from tests.integration.job_servers import blocks, cli_env, run_script
-from tests.integration.keras_models import (
+from tests.integration.test_v2_protocol import BearerAuth, text_input
+from tests.integration.waiting import wait_for
+from tests.runtimes.keras_models import (
     TEXTS,
     BuiltModel,
     lambda_model,
@@ -30,8 +32,6 @@ from tests.integration.keras_models import (
     tokenizer_gru,
     vocabulary_conv1d,
 )
-from tests.integration.test_v2_protocol import BearerAuth, text_input
-from tests.integration.waiting import wait_for
 
 # Keras's model.predict on torch: numpy's DeprecationWarning about __array__(copy=...).
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")

@@ -474,6 +474,12 @@ EXPECTED: dict[str, Check] = {
     "bash /v1/classify intent-clinc150": expect(
         lambda out: [(d["label"], len(d["labels"])) for d in data(out)], [("weather", 3)]
     ),
+    "bash /v1/models/vader": expect(
+        lambda out: [
+            json.loads(out)["labels"][int(np.argmax(p))] for p in json.loads(out)["predictions"]
+        ],
+        ["positive", "negative"],
+    ),
     "bash /v1/moderations vader": expect(
         lambda out: [r["flagged"] for r in json.loads(out)["results"]], [True, False]
     ),
