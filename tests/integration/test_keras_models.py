@@ -21,7 +21,7 @@ import tritonclient.http as triton  # type: ignore[import-untyped]
 from openmaas import APIError, Client
 from tests.integration import authed
 from tests.integration.conftest import RunningServer, assert_api_error
-from tests.integration.job_servers import blocks, cli_env, run_script
+from tests.integration.job_servers import blocks, cli_env, run_cli, run_script
 from tests.integration.test_v2_protocol import BearerAuth, text_input
 from tests.integration.waiting import wait_for
 from tests.runtimes.keras_models import (
@@ -98,6 +98,21 @@ def test_v2_infer_with_tritonclient(registered: dict[str, BuiltModel], triton_cl
     )
     expected = [["negative", "positive"][i] for i in registered["keras-lstm"].expected.argmax(1)]
     assert [v.decode() for v in result.as_numpy("LABEL")] == expected
+
+
+def test_a_keras_file_with_its_preprocessing_inside_uploads_on_its_own(
+    registered: dict[str, BuiltModel], shared_server: RunningServer, sdk: Client
+) -> None:
+    path = registered["keras-lstm"].directory / "sentiment.keras"
+    ran = run_cli(shared_server, "models", "register", "keras-single", str(path), "--json")
+    assert ran.returncode == 0, ran.stderr
+    assert json.loads(ran.stdout)["runtime"] == "keras"
+    response = authed.post(
+        f"{shared_server.url}/v1/classify", json={"model": "keras-single", "input": TEXTS[:1]}
+    )
+    assert response.status_code == 200, response.text
+    # No labels beside it: the classes are named by position.
+    assert {s["label"] for s in response.json()["data"][0]["labels"]} == {"LABEL_0", "LABEL_1"}
 
 
 def test_lambda_layer_is_refused_at_registration(tmp_path: Path, sdk: Client) -> None:
