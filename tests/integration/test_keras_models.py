@@ -111,8 +111,15 @@ def test_a_keras_file_with_its_preprocessing_inside_uploads_on_its_own(
         f"{shared_server.url}/v1/classify", json={"model": "keras-single", "input": TEXTS[:1]}
     )
     assert response.status_code == 200, response.text
-    # No labels beside it: the classes are named by position.
+    # No labels beside it: the classes are named by position, unless the registration names them.
     assert {s["label"] for s in response.json()["data"][0]["labels"]} == {"LABEL_0", "LABEL_1"}
+    labels = 'labels=["negative", "positive"]'
+    ran = run_cli(shared_server, "models", "register", "keras-single", str(path), "--param", labels)
+    assert ran.returncode == 0, ran.stderr
+    named = authed.post(
+        f"{shared_server.url}/v1/classify", json={"model": "keras-single:2", "input": TEXTS[:1]}
+    )
+    assert {s["label"] for s in named.json()["data"][0]["labels"]} == {"negative", "positive"}
 
 
 def test_lambda_layer_is_refused_at_registration(tmp_path: Path, sdk: Client) -> None:
