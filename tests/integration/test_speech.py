@@ -21,6 +21,7 @@ from openmaas import Client
 from tests.integration import authed
 from tests.integration.conftest import RunningServer
 from tests.integration.waiting import wait_for
+from tests.runtimes.tiny_voices import AMPLITUDE, RATE, SAMPLES_PER_ID, build_piper_voice, ids_heard
 
 pytestmark = [
     pytest.mark.integration,
@@ -204,3 +205,50 @@ def test_usage_counts_characters_and_seconds(serving_server: RunningServer) -> N
     total = wait_for("the speech request's usage record", recorded, timeout_s=30)
     assert total["input_tokens"] == len(text)  # characters, as OpenAI counts speech
     assert total["audio_seconds"] == pytest.approx(seconds, abs=0.01)
+
+
+# -- a Piper voice, registered from its .onnx and .json --------------------------------------
+
+
+@pytest.fixture(scope="module")
+def piper_voice(serving_server: RunningServer, tmp_path_factory: pytest.TempPathFactory) -> str:
+    voice = build_piper_voice(tmp_path_factory.mktemp("piper") / "voice", speakers=("ann", "bo"))
+    with Client(serving_server.url, api_key=serving_server.key) as sdk:
+        version = sdk.upload("tiny-piper", voice)
+    assert (version.task, version.runtime, version.format) == (
+        "speech-synthesis",
+        "piper",
+        "piper",
+    )
+    return "tiny-piper"
+
+
+def test_a_piper_voice_speaks_through_the_same_route(
+    client: OpenAI, serving_server: RunningServer, piper_voice: str
+) -> None:
+    card = authed.get(f"{serving_server.url}/v1/models/{piper_voice}").json()
+    assert card["voices"] == ["ann", "bo"]
+    speech = client.audio.speech.create(
+        model=piper_voice, voice="bo", input="Hello, world! Hello again.", response_format="wav"
+    )
+    import av
+
+    with av.open(io.BytesIO(speech.content)) as container:
+        stream = container.streams.audio[0]
+        assert stream.rate == RATE
+        samples = (
+            np.concatenate([f.to_ndarray().reshape(-1) for f in container.decode(stream)]).astype(
+                np.float32
+            )
+            / 32768.0
+        )
+    # Two sentences, each its own run of the graph, from BOS (id 1) to EOS (id 2).
+    heard = ids_heard(samples, SAMPLES_PER_ID)
+    assert (heard.count(1), heard.count(2)) == (2, 2)
+    assert (heard[:2], heard[-1]) == ([1, 0], 2)
+    assert np.abs(samples).max() == pytest.approx(2 * AMPLITUDE, abs=0.01)  # speaker "bo": sid 1
+
+    refused = speak(serving_server, model=piper_voice, voice="en-us", input="Hi.")
+    assert refused.status_code == 400
+    assert refused.json()["error"]["param"] == "voice"
+    assert "its voices: ann, bo" in refused.json()["error"]["message"]
