@@ -15,6 +15,13 @@ from typing import Any
 import httpx
 import numpy as np
 import pytest
+from benchmarks.speech_roundtrip import (
+    HARVARD,
+    ROUND_TRIP_TEST_BOUND,
+    lists,
+    round_trip,
+    word_error_rate,
+)
 from openai import BadRequestError, OpenAI
 
 from openmaas import Client
@@ -116,6 +123,20 @@ def test_every_format_decodes_back(
     found_codec, _, seconds = decoded(response.content)
     assert found_codec == codec
     assert seconds == pytest.approx(expected_s, abs=0.15)  # encoder padding at most
+
+
+@pytest.mark.parametrize("response_format", ["opus", "pcm"])
+def test_a_piece_with_nothing_to_say_still_streams(
+    serving_server: RunningServer, response_format: str
+) -> None:
+    response = speak(serving_server, input="Hello. - ! Goodbye.", response_format=response_format)
+    assert response.status_code == 200, response.text
+    seconds = (
+        len(response.content) / 2 / 24_000
+        if response_format == "pcm"
+        else decoded(response.content)[2]
+    )
+    assert seconds > 1.0
 
 
 def test_the_default_format_is_mp3_and_speed_changes_the_pace(
@@ -252,3 +273,14 @@ def test_a_piper_voice_speaks_through_the_same_route(
     assert refused.status_code == 400
     assert refused.json()["error"]["param"] == "voice"
     assert "its voices: ann, bo" in refused.json()["error"]["message"]
+
+
+# -- the round trip: espeak-ng's speech, written back down by Whisper --------------------------
+
+
+def test_whisper_writes_back_what_espeak_ng_said(client: OpenAI) -> None:
+    """Harvard list 1 spoken in en-us as one request, transcribed by the catalog's
+    whisper-tiny-en: measured 8.7% WER (benchmarks/speech_roundtrip.py, docs/benchmarks.md)."""
+    (text, *_) = lists(HARVARD)
+    heard = round_trip(client, text, "en-us")
+    assert word_error_rate([text], [heard]) < ROUND_TRIP_TEST_BOUND, heard

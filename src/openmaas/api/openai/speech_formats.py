@@ -107,7 +107,7 @@ class PcmEncoder:
         )
 
     def encode(self, samples: Samples) -> bytes:
-        if self._resampler is None:
+        if self._resampler is None or samples.size == 0:  # FFmpeg refuses empty frames
             return _int16(samples)
         frames = self._resampler.resample(_frame(samples, self._rate))
         return b"".join(bytes(f.planes[0])[: f.samples * 2] for f in frames)
@@ -161,6 +161,8 @@ class FFmpegEncoder:
         self._closed = False
 
     def encode(self, samples: Samples) -> bytes:
+        if samples.size == 0:  # a piece of punctuation only: FFmpeg refuses an empty frame
+            return b""
         for packet in self._stream.encode(_frame(samples, self._rate)):
             self._container.mux(packet)
         return self._sink.take()
