@@ -4,6 +4,7 @@ Piper would feed it."""
 
 from __future__ import annotations
 
+import json
 import shutil
 import unicodedata
 from collections.abc import Callable
@@ -118,3 +119,19 @@ def test_texts_are_cut_into_sentences() -> None:
     assert all(len(p) <= MAX_PIECE_CHARS for p in pieces)
     assert " ".join(pieces).split() == long.split()
     assert speech_pieces(" \n ") == []
+
+
+def test_a_text_voice_maps_the_text_s_own_characters(tmp_path: Path) -> None:
+    voice = build_piper_voice(tmp_path / "v")
+    config_path = voice / "tiny.onnx.json"
+    config = json.loads(config_path.read_text())
+    config_path.write_text(json.dumps({**config, "phoneme_type": "text"}))
+    model = PiperRuntime().load(piper_source(voice), LoadOptions())
+    (audio,) = model.synthesize(["bad"], SpeechParams(voice="tiny"))
+    letters = [PHONEME_ID_MAP[c][0] for c in "bad"]
+    assert ids_heard(audio.samples, SAMPLES_PER_ID) == [
+        1,
+        0,
+        *(i for c in letters for i in (c, 0)),
+        2,
+    ]

@@ -8,6 +8,8 @@ pad `_` after every phoneme, between `^` and `$`. The graph takes `input` (int64
 `input_lengths` (int64 [1]), `scales` (float [3]: noise, length, noise width) and, for a voice
 of several speakers, `sid` (int64 [1]); its first output is the audio, float in [-1, 1].
 
+A voice whose `phoneme_type` is "text" maps the text's own characters instead.
+
 Voices: the config's `speaker_id_map` names when it has several speakers, else one voice named
 after its `dataset` ("default" when it names none). Speed divides the length scale.
 
@@ -120,6 +122,8 @@ class PiperModel(LoadedModel):
             )
         self._espeak = command
         self._espeak_voice = str((config.get("espeak") or {}).get("voice") or "en-us")
+        # "text" voices map the text's own characters; "espeak" (the default) its phonemes.
+        self._phonemes_are_text = config.get("phoneme_type") == "text"
         self._ids = {str(k): [int(i) for i in v] for k, v in config["phoneme_id_map"].items()}
         missing = [p for p in (PAD, BOS, EOS) if p not in self._ids]
         if missing:
@@ -155,7 +159,12 @@ class PiperModel(LoadedModel):
         return [self._speak(text, params) for text in texts]
 
     def _speak(self, text: str, params: SpeechParams) -> SpeechAudio:
-        ids = phoneme_ids(self.phonemes(text), self._ids)
+        phonemes = (
+            list(unicodedata.normalize("NFD", text))
+            if self._phonemes_are_text
+            else self.phonemes(text)
+        )
+        ids = phoneme_ids(phonemes, self._ids)
         noise, length, width = self._scales
         feed: dict[str, Any] = {
             "input": np.asarray([ids], dtype=np.int64),
