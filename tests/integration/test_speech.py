@@ -284,3 +284,23 @@ def test_whisper_writes_back_what_espeak_ng_said(client: OpenAI) -> None:
     (text, *_) = lists(HARVARD)
     heard = round_trip(client, text, "en-us")
     assert word_error_rate([text], [heard]) < ROUND_TRIP_TEST_BOUND, heard
+
+
+def test_characters_count_against_a_key_s_token_limits(serving_server: RunningServer) -> None:
+    with Client(serving_server.url, api_key=serving_server.key) as sdk:
+        created = sdk.create_key(
+            "speech-limited", scopes=["inference"], limits={"tokens_per_minute": 40}
+        )
+
+    def say(text: str) -> httpx.Response:
+        return httpx.post(
+            f"{serving_server.url}/v1/audio/speech",
+            json={"model": MODEL, "voice": "en-us", "input": text, "response_format": "pcm"},
+            headers={"Authorization": f"Bearer {created.key}"},
+            timeout=60,
+        )
+
+    assert say("Thirty characters of speech...").status_code == 200
+    refused = say("Another thirty characters here.")  # 60 > 40 a minute
+    assert refused.status_code == 429, refused.text
+    assert refused.headers["retry-after"]
