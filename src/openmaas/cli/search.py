@@ -56,6 +56,9 @@ def search(
     no_pruning: Annotated[bool, typer.Option("--no-pruning", help="Run every trial whole.")] = (
         False
     ),
+    startup_trials: Annotated[
+        int, typer.Option(min=0, max=500, help="Trials run whole before any is pruned.")
+    ] = 5,
     epochs: Annotated[int | None, typer.Option(min=1, show_default=False)] = None,
     hp: Annotated[
         list[str] | None,
@@ -82,6 +85,7 @@ def search(
             n_trials=trials,
             timeout_s=timeout,
             pruning=not no_pruning,
+            startup_trials=startup_trials,
             hyperparameters=_hyperparameters(hp, epochs, None, None),
             seed=seed,
             model_name=model_name,
