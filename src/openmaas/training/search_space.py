@@ -251,6 +251,8 @@ def _distribution(
                     param=param,
                 )
             _accepted(recipe, given, name, choice, n_examples, param)
+        if len({json.dumps(choice) for choice in choices}) < len(choices):
+            raise InvalidRequest(f"{param}: a choice is listed twice", param=param)
         return Distribution(name, kind, choices=tuple(choices))
     numeric = isinstance(default, int | float) and not isinstance(default, bool)
     if not numeric or (kind == "int" and not isinstance(default, int)):
