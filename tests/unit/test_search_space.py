@@ -95,6 +95,10 @@ def test_val_loss_is_minimized_by_default() -> None:
         ({"space": {"n_filters": {"type": "int", "low": 0, "high": 8}}}, "search.space.n_filters"),
         ({"space": []}, "search.space"),
         (
+            {"space": {"dropout": {"type": "float", "low": 0, "high": 0.5, "step": 0.2}}},
+            "search.space.dropout",
+        ),
+        (
             {"space": {"dropout": {"type": "float", "low": 0, "high": 0.5}}, "metric": "accuracy"},
             "search.metric",
         ),

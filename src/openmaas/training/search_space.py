@@ -276,6 +276,12 @@ def _distribution(
             )
         if log:
             raise InvalidRequest(f"{param}: a log range takes no step", param=param)
+        steps = (high - low) / step
+        if abs(steps - round(steps)) > 1e-9 * max(1.0, steps):
+            raise InvalidRequest(
+                f"{param}: high - low ({high - low:g}) must be a whole number of steps ({step:g})",
+                param=param,
+            )
     if log and low <= 0:
         raise InvalidRequest(f"{param}: a log range needs low above 0", param=param)
     for bound in (low, high):
