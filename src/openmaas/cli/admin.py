@@ -201,7 +201,7 @@ def rotate_key(
         )
     keys = Keyring(new, previous=(old,) if old is not None else ())
     store = build_artifact_store(settings, keys)
-    if not store.objects_dir.is_dir():
+    if settings.artifacts_url is None and not store.objects_dir.is_dir():
         raise CLIError(
             f"no artifact store at {settings.artifact_root}; is OPENMAAS_HOME (or --home) the "
             "server's state directory?"

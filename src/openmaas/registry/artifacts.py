@@ -227,6 +227,13 @@ class ArtifactStore:
     def is_encrypted(self, path: Path) -> bool:
         return peek_header(path) is not None
 
+    def remove_tree(self, path: Path) -> None:
+        """Delete a directory (or file) written with `write_stream`, wherever it is stored."""
+        if path.is_dir():
+            shutil.rmtree(path, ignore_errors=True)
+        else:
+            path.unlink(missing_ok=True)
+
     # -- plaintext copies for loaders ------------------------------------------------------------
 
     @property
