@@ -5,6 +5,7 @@ encrypts."""
 
 from __future__ import annotations
 
+import io
 import os
 import uuid
 from collections.abc import Iterator
@@ -13,10 +14,18 @@ from typing import Any
 
 import pytest
 
-from openmaas.crypto import EncryptionKey, Keyring
+from openmaas.auth.entities import SYSTEM
+from openmaas.cli.admin import rekey_store
+from openmaas.crypto import EncryptionKey, Keyring, read_header
 from openmaas.errors import ObjectStoreError
 from openmaas.registry.artifacts import ArtifactStore, verify_files
+from openmaas.registry.composition import Registry
+from openmaas.registry.intake import ArchiveLimits
 from openmaas.registry.object_store import S3ArtifactStore, s3_filesystem
+from openmaas.registry.registration import VersionSpec
+from openmaas.registry.sources import plan_directory
+from openmaas.store.database import Database
+from tests.factories import write_hf_model
 from tests.integration.s3_server import S3Server, running_s3_server
 
 # The local store's blob suite, collected here again over the `store` fixture below.
@@ -110,3 +119,47 @@ def test_a_missing_bucket_is_named_with_the_fix(s3: S3Server, tmp_path: Path) ->
     store = S3ArtifactStore("s3://no-such-bucket/x", tmp_path / "cache", storage_options=s3.options)
     with pytest.raises(ObjectStoreError, match="no-such-bucket"):
         store.start()
+
+
+def test_key_rotation_rewrites_every_object_in_the_bucket(
+    s3: S3Server, filesystem: Any, tmp_path: Path
+) -> None:
+    """`openmaas admin rotate-key` on a machine whose cache is empty: versions, datasets and
+    job blobs in the bucket all end up under the new key, and read back through it."""
+    db = Database(f"sqlite:///{tmp_path / 'openmaas.db'}")
+    db.migrate()
+    prefix = "rotation"
+
+    def registry(cache: str, keys: Keyring) -> Registry:
+        store = s3_store(filesystem, tmp_path / cache, keys, prefix=prefix)
+        opened = Registry.create(db, store, allow_pickle=False, limits=ArchiveLimits(1 << 26, 100))
+        opened.start()
+        return opened
+
+    try:
+        plain = registry("writer", Keyring())
+        plan = plan_directory(write_hf_model(tmp_path / "model"))
+        plain.registration.register_plan("a", plan, VersionSpec(), caller=SYSTEM)
+        dataset = plain.artifacts.root / "datasets" / "file-1" / "content"
+        plain.artifacts.write_stream(io.BytesIO(b'{"text": "hi"}\n'), dataset)
+        plain.artifacts.put_bytes("jobs/ftjob-1/ckpt/state.json", b'{"step": 1}')
+
+        key = EncryptionKey.generate()
+        report = rekey_store(registry("rotator", Keyring(key)), Keyring(key))
+        assert (report.rekeyed, report.unchanged, report.problems) == (len(plan.files) + 2, 0, [])
+        client = s3.client()
+        for name in s3.objects(BUCKET, f"{prefix}/"):
+            body = io.BytesIO(client.get_object(Bucket=BUCKET, Key=name)["Body"].read())
+            header = read_header(body, name)
+            assert header is not None, name
+            assert header.key_id == key.key_id, name
+
+        reader = registry("reader", Keyring(key))
+        assert reader.files.verify("a", 1, caller=SYSTEM).ok
+        assert reader.artifacts.get_bytes("jobs/ftjob-1/ckpt/state.json") == b'{"step": 1}'
+        with reader.artifacts.open_plaintext(
+            reader.artifacts.root / "datasets/file-1/content"
+        ) as f:
+            assert f.read() == b'{"text": "hi"}\n'
+    finally:
+        db.close()

@@ -377,6 +377,20 @@ class ArtifactStore:
                 if name != REKEY_TEMP_NAME:
                     yield Path(dirpath) / name
 
+    def area_files(self, area: str) -> list[Path]:
+        """Every file under the top-level `area` ("datasets", "jobs"), sorted: what key
+        rotation rewrites beside the versions."""
+        root = self.root / area
+        if not root.is_dir():
+            return []
+        return sorted(
+            path
+            for path in root.rglob("*")
+            if path.is_file()
+            and path.name != REKEY_TEMP_NAME
+            and not path.name.endswith(PART_SUFFIX)
+        )
+
     def sweep_rekey_leftovers(self) -> list[Path]:
         """Delete the half-written files an interrupted `rekey_file` left behind."""
         leftovers = sorted(self.root.rglob(REKEY_TEMP_NAME))

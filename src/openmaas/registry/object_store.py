@@ -210,6 +210,10 @@ class S3ArtifactStore(ArtifactStore):
         self._sync_tree(OBJECTS)
         yield from super().stored_files()
 
+    def area_files(self, area: str) -> list[Path]:
+        self._sync_tree(area)
+        return super().area_files(area)
+
     def rekey_file(
         self,
         path: Path,
