@@ -139,6 +139,7 @@ def test_compose_runs_the_api_a_worker_and_their_services(compose: dict[str, Any
     assert services["worker"]["command"][0] == "worker"
     assert services["api"]["build"]["dockerfile"] == "deploy/Dockerfile"
     assert "/readyz" in " ".join(services["api"]["healthcheck"]["test"])
+    assert services["worker"]["healthcheck"]["disable"] is True  # no HTTP port to check
     for name in ("postgres", "redis", "minio"):
         assert services["api"]["depends_on"][name if name != "minio" else "bucket"]
         assert services[name]["healthcheck"]["test"]
