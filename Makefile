@@ -8,7 +8,7 @@ STAMP := $(VENV)/.installed
 HOST ?=
 PORT ?=
 
-.PHONY: install system-deps serve test unit lint format clean
+.PHONY: install system-deps tools serve test unit lint format clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -59,7 +59,11 @@ lint: install
 	$(BIN)/mypy
 	$(BIN)/lint-imports --no-cache
 
-test: lint system-deps
+# The helm binary the chart tests render with (deploy/tools/install_helm.py), in .tools/.
+tools:
+	$(PYTHON) deploy/tools/install_helm.py
+
+test: lint system-deps tools
 	$(BIN)/pytest
 
 unit: install

@@ -284,6 +284,7 @@ def test_sdk_example_runs_as_written(first_start: RunningServer) -> None:
 DERIVED_DEFAULTS = {
     "database_url": "SQLite in the home",
     "artifacts_dir": "$OPENMAAS_HOME/artifacts",
+    "artifact_cache_dir": "$OPENMAAS_HOME/artifact-cache",
 }
 
 
