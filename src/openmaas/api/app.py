@@ -48,6 +48,7 @@ from openmaas.api.openai import (
     fine_tuning,
     models,
     moderations,
+    speech,
 )
 from openmaas.api.ops import health, metrics
 from openmaas.api.route_table import RouteTable
@@ -118,6 +119,7 @@ def build_app(settings: Settings, services: Services | None = None) -> FastAPI:
         tfserving: None,  # per route: :predict needs inference, the status routes models
         moderations: inference,
         audio: inference,
+        speech: inference,
         v2: None,
         health: None,
         keys: None,

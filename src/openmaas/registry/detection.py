@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Any
 
@@ -12,6 +12,7 @@ from openmaas.errors import TaskNotDetected, UnsupportedSource
 from openmaas.runtimes.base import NATIVE_SPEC
 from openmaas.runtimes.keras_files import keras_file_in
 from openmaas.runtimes.keras_intake import inspect_keras_model
+from openmaas.runtimes.piper import find_piper_config, piper_params
 from openmaas.tasks.names import Task
 
 _TRANSLATION_TYPES = frozenset({"marian", "m2m_100", "nllb-moe", "fsmt", "mbart"})
@@ -25,6 +26,8 @@ class Detected:
     task: str | None
     runtime: str
     format: str
+    # Params read from the files, recorded on the version (a Piper voice's voices).
+    params: Mapping[str, Any] = field(default_factory=dict)
 
 
 def _read_json(path: Path) -> dict[str, Any]:
@@ -71,6 +74,14 @@ def detect(files: Mapping[str, Path], params: Mapping[str, Any] | None = None) -
         task = Task.SPEECH_RECOGNITION.value if whisper_like else None
         return Detected(task=task, runtime="ctranslate2", format="ctranslate2")
     onnx_files = sorted(n for n in names if n.endswith(".onnx"))
+    piper = find_piper_config(files) if onnx_files else None
+    if piper is not None:  # an .onnx graph with Piper's config: a neural voice
+        return Detected(
+            task=Task.SPEECH_SYNTHESIS.value,
+            runtime="piper",
+            format="piper",
+            params=piper_params(piper[1]),
+        )
     has_safetensors = any(n.endswith(".safetensors") for n in names)
     has_other_weights = any(
         PurePosixPath(n).suffix in (".bin", ".pt", ".pth", ".h5", ".msgpack") for n in names

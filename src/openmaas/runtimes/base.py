@@ -243,6 +243,8 @@ RUNTIMES: dict[str, str] = {
     "openmaas-nn": "openmaas.runtimes.textnn:TextNetworkRuntime",
     "word2vec": "openmaas.runtimes.word_vectors:WordVectorsRuntime",
     "keras": "openmaas.runtimes.keras:KerasRuntime",
+    "espeak-ng": "openmaas.runtimes.espeak:EspeakRuntime",
+    "piper": "openmaas.runtimes.piper:PiperRuntime",
 }
 
 

@@ -18,6 +18,7 @@ from openmaas.protocol.predict import KServeModelStatus, ModelStatusResponse
 from openmaas.registry.entities import ModelVersion, RegisteredModel
 from openmaas.registry.names import qualified
 from openmaas.serving.engine import InferenceEngine, version_key
+from openmaas.tasks.names import Task
 
 router = APIRouter(
     route_class=StrictJSONRoute,
@@ -43,7 +44,16 @@ def _card(
         load_seconds=round(resident.load_seconds, 3) if resident else None,
         memory_bytes=resident.model.memory_bytes if resident else None,
         served_by=resident.served_by if resident else None,
+        voices=_voices(version, resident.model if resident else None),
     )
+
+
+def _voices(version: ModelVersion, loaded: object) -> list[str] | None:
+    """A speech model's voices: the loaded model's, else those recorded at registration."""
+    if version.task != Task.SPEECH_SYNTHESIS:
+        return None
+    voices = getattr(loaded, "voices", None) or version.params.get("voices") or []
+    return [str(v) for v in voices]
 
 
 @router.get("")
