@@ -174,6 +174,12 @@ class Settings(BaseSettings):
     )
     ssl_certfile: Path | None = Field(default=None, description="TLS certificate (PEM).")
     ssl_keyfile: Path | None = Field(default=None, description="TLS private key (PEM).")
+    console_session_minutes: int = Field(
+        default=480,
+        ge=1,
+        le=7 * 24 * 60,
+        description="How long a web console sign-in (/ui) lasts before the key is asked again.",
+    )
 
     # -- training jobs --------------------------------------------------------------------
     workers: int = Field(

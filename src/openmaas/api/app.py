@@ -52,6 +52,7 @@ from openmaas.api.openai import (
 from openmaas.api.ops import health, metrics
 from openmaas.api.route_table import RouteTable
 from openmaas.api.tasks import routes as tasks
+from openmaas.api.ui.routes import install_console
 from openmaas.api.v2 import routes as v2
 from openmaas.auth.bootstrap import check_dev_no_auth, warn_dev_no_auth
 from openmaas.auth.scopes import Scope
@@ -154,6 +155,8 @@ def build_app(settings: Settings, services: Services | None = None) -> FastAPI:
     # Outside the body limit: a request without a usable key is refused before anything,
     # its body included, is looked at.
     app.add_middleware(AuthenticationMiddleware, services=active, routes=routes)
+    # The web console (/ui); its session cookie is turned into a caller before the above.
+    install_console(app, active)
     app.add_middleware(CancelOnDisconnectMiddleware)
     app.add_middleware(MetricsMiddleware, metrics=active.metrics)
     app.add_middleware(MeteringMiddleware, services=active)

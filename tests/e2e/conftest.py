@@ -1,0 +1,46 @@
+"""Fixtures of the console's browser tests: one server and one Chromium per test module."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+from selenium import webdriver
+
+from tests.e2e.browser import open_browser, require_browser
+from tests.integration.conftest import RunningServer, start_server, stop_server
+
+
+@pytest.fixture(scope="module")
+def console_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningServer]:
+    require_browser()  # before the server starts: a missing browser fails fast
+    running = start_server(tmp_path_factory.mktemp("console") / "home")
+    yield running
+    stop_server(running)
+
+
+@pytest.fixture(scope="module")
+def browser(console_server: RunningServer) -> Iterator[webdriver.Chrome]:
+    with open_browser() as opened:
+        yield opened
+
+
+def create_key(server: RunningServer, name: str, *scopes: str) -> tuple[int, str]:
+    """A key of the default project (id, plaintext), made with the admin key."""
+    response = httpx.post(
+        f"{server.url}/v1/keys",
+        json={"name": name, "scopes": list(scopes)},
+        headers=server.headers,
+        timeout=30,
+    )
+    assert response.status_code == 201, response.text
+    body = response.json()
+    return body["id"], body["key"]
+
+
+def model_dir(root: Path) -> Path:
+    from tests.factories import write_hf_model
+
+    return write_hf_model(root)
