@@ -89,11 +89,12 @@ def wait_text(browser: webdriver.Chrome, css: str, text: str) -> WebElement:
 
 
 def wait_until_loaded(browser: webdriver.Chrome) -> None:
-    """Every section the page's script fills has been filled (or said why not)."""
+    """Every section the page's script fills has been filled (or said why not); the parts
+    that show the outcome of an action (aria-live) fill later."""
     WebDriverWait(browser, WAIT_S).until(
         lambda b: b.execute_script(
-            "return [...document.querySelectorAll('section > div[id]')]"
-            ".every((d) => d.childElementCount > 0 || d.id === 'created')"
+            "return [...document.querySelectorAll('section > div[id]:not([aria-live])')]"
+            ".every((d) => d.childElementCount > 0)"
         )
     )
 

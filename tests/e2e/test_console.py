@@ -124,6 +124,70 @@ def test_a_key_is_created_shown_once_and_revoked(
     assert console_errors(browser) == []
 
 
+@pytest.fixture(scope="module")
+def two_versions(
+    console_server: RunningServer, tmp_path_factory: pytest.TempPathFactory, stored_xss: str
+) -> str:
+    """A model with two versions that differ in params, metrics and tags; `prod` moved from
+    v1 to v2 (so it has a history to roll back)."""
+    source = model_dir(tmp_path_factory.mktemp("two") / "model")
+    for version, (lr, accuracy) in enumerate([(0.1, 0.81), (0.05, 0.86)], start=1):
+        response = httpx.post(
+            f"{console_server.url}/v1/registry/models/compare-me/versions",
+            json={
+                "source": {"type": "path", "path": str(source)},
+                "params": {"learning_rate": lr, "epochs": 3},
+                "metrics": {"accuracy": accuracy},
+                "tags": {"stage": f"try-{version}"},
+                "alias": "prod",
+            },
+            headers=console_server.headers,
+            timeout=60,
+        )
+        assert response.status_code == 201, response.text
+    return "compare-me"
+
+
+def test_two_versions_side_by_side_and_an_alias_rolled_back(
+    browser: webdriver.Chrome, console_server: RunningServer, two_versions: str
+) -> None:
+    browser.get(f"{console_server.url}/ui/models/{two_versions}")
+    wait_until_loaded(browser)
+    wait_text(browser, "#history", "prod")
+    check_page(browser, "model")
+    wait(browser, "#compare-form button[type=submit]").click()
+    table = wait(browser, "#comparison-table")
+    differing = [row.text for row in table.find_elements(By.CSS_SELECTOR, "tr.diff")]
+    assert "param learning_rate 0.1 0.05" in differing
+    assert "metric accuracy 0.81 0.86" in differing
+    assert "tag stage try-1 try-2" in differing
+    assert not any(row.startswith("param epochs") for row in differing)
+    screenshot(browser, "model-compare")
+    wait(browser, "button[aria-label='Roll back prod']").click()
+    wait_text(browser, "#status", "prod rolled back to v1")
+    aliases = httpx.get(
+        f"{console_server.url}/v1/registry/models/{two_versions}/aliases",
+        headers=console_server.headers,
+    ).json()
+    assert aliases == {"prod": 1}
+    wait_text(browser, "#history", "rolled back in the console")
+    browser.find_element(By.ID, "alias-name").send_keys("staging")
+    wait(browser, "#alias-form button[type=submit]").click()
+    wait_text(browser, "#status", "staging now points at v2")
+    wait_text(browser, "#aliases", "staging")
+    assert console_errors(browser) == []
+
+
+def test_the_model_page_renders_stored_html_as_text(
+    browser: webdriver.Chrome, console_server: RunningServer, stored_xss: str
+) -> None:
+    browser.get(f"{console_server.url}/ui/models/xss-model")
+    wait_until_loaded(browser)
+    wait_text(browser, "#versions", "v1")
+    assert_rendered_as_text(browser)
+    assert console_errors(browser) == []
+
+
 def test_a_key_without_admin_sees_no_admin_page_and_gets_403(
     browser: webdriver.Chrome, console_server: RunningServer
 ) -> None:
@@ -133,6 +197,10 @@ def test_a_key_without_admin_sees_no_admin_page_and_gets_403(
     assert "Overview" in nav
     assert "Keys" not in nav
     check_page(browser, "overview-viewer")
+    browser.get(f"{console_server.url}/ui/models/compare-me")
+    wait_until_loaded(browser)
+    assert not browser.find_element(By.ID, "alias-form").is_displayed()  # no models:write
+    assert browser.find_elements(By.CSS_SELECTOR, "button[aria-label^='Roll back']") == []
     browser.get(f"{console_server.url}/ui/keys")
     assert "admin" in wait(browser, "#forbidden").text
     screenshot(browser, "forbidden")
@@ -164,4 +232,5 @@ def test_signing_out_ends_the_session_on_the_server(
 
 def test_screenshots_are_in_the_docs() -> None:
     shots = Path(__file__).resolve().parents[2] / "docs" / "console"
-    assert {"sign-in.png", "overview.png", "keys.png"} <= {p.name for p in shots.iterdir()}
+    expected = {"sign-in.png", "overview.png", "keys.png", "model.png", "model-compare.png"}
+    assert expected <= {p.name for p in shots.iterdir()}

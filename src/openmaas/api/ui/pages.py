@@ -51,6 +51,7 @@ class Page:
 
 PAGES: tuple[Page, ...] = (
     Page("overview", "Overview", "/ui/", None),
+    Page("model", "Model", "/ui/models/{name}", Scope.MODELS_READ, in_nav=False),
     Page("keys", "Keys", "/ui/keys", Scope.ADMIN),
 )
 PAGE_BY_NAME = {page.name: page for page in PAGES}
