@@ -16,7 +16,10 @@ from tests.integration.conftest import RunningServer, start_server, stop_server
 @pytest.fixture(scope="module")
 def console_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningServer]:
     require_browser()  # before the server starts: a missing browser fails fast
-    running = start_server(tmp_path_factory.mktemp("console") / "home")
+    # Usage written within a fifth of a second: the usage page shows what was just asked.
+    running = start_server(
+        tmp_path_factory.mktemp("console") / "home", {"OPENMAAS_USAGE_FLUSH_S": "0.2"}
+    )
     yield running
     stop_server(running)
 

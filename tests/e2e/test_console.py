@@ -24,6 +24,7 @@ from tests.e2e.browser import (
 )
 from tests.e2e.conftest import create_key, model_dir
 from tests.integration.conftest import RunningServer
+from tests.integration.waiting import wait_for
 
 # Stored-XSS attempts: had any been rendered as HTML, the image would be in the page (and
 # its handler blocked by the page's Content-Security-Policy, an error in the console).
@@ -178,6 +179,64 @@ def test_two_versions_side_by_side_and_an_alias_rolled_back(
     assert console_errors(browser) == []
 
 
+@pytest.fixture(scope="module")
+def vader(console_server: RunningServer) -> str:
+    """The catalog's rule-based sentiment classifier: loads and answers in milliseconds."""
+    response = httpx.post(
+        f"{console_server.url}/v1/catalog/vader/register", headers=console_server.headers
+    )
+    assert response.status_code == 201, response.text
+    return "vader"
+
+
+def test_usage_by_day_model_and_key_with_the_csv_export(
+    browser: webdriver.Chrome, console_server: RunningServer, vader: str
+) -> None:
+    for text in ("good", "bad", "fine"):
+        httpx.post(
+            f"{console_server.url}/v1/classify",
+            json={"model": vader, "input": text},
+            headers=console_server.headers,
+        ).raise_for_status()
+
+    def recorded() -> bool:
+        report = httpx.get(
+            f"{console_server.url}/v1/usage",
+            params={"model": vader},
+            headers=console_server.headers,
+        ).json()
+        return report["total"]["requests"] >= 3
+
+    wait_for("the usage to be written", recorded, timeout_s=30)
+    browser.get(f"{console_server.url}/ui/usage")
+    wait_until_loaded(browser)
+    wait_text(browser, "#by-day", vader)
+    wait_text(browser, "#by-key", "om-")
+    check_page(browser, "usage")
+    href = wait(browser, "#csv").get_attribute("href")
+    assert href is not None
+    export = httpx.get(href, headers=console_server.headers)
+    assert export.headers["content-type"].startswith("text/csv")
+    assert vader in export.text
+
+
+def test_the_audit_log_filters_by_action(
+    browser: webdriver.Chrome, console_server: RunningServer, two_versions: str
+) -> None:
+    browser.get(f"{console_server.url}/ui/audit")
+    wait_until_loaded(browser)
+    wait_text(browser, "#events", "key.create")
+    browser.find_element(By.ID, "audit-action").send_keys("alias.rollback")
+    browser.find_element(By.CSS_SELECTOR, "#audit-filter button[type=submit]").click()
+    WebDriverWait(browser, WAIT_S).until(
+        lambda b: "key.create" not in b.find_element(By.ID, "events").text
+    )
+    rows = browser.find_elements(By.CSS_SELECTOR, "#events tbody tr")
+    assert rows
+    assert all("alias.rollback" in row.text for row in rows)
+    check_page(browser, "audit")
+
+
 def test_the_model_page_renders_stored_html_as_text(
     browser: webdriver.Chrome, console_server: RunningServer, stored_xss: str
 ) -> None:
@@ -233,4 +292,5 @@ def test_signing_out_ends_the_session_on_the_server(
 def test_screenshots_are_in_the_docs() -> None:
     shots = Path(__file__).resolve().parents[2] / "docs" / "console"
     expected = {"sign-in.png", "overview.png", "keys.png", "model.png", "model-compare.png"}
+    expected |= {"usage.png", "audit.png"}
     assert expected <= {p.name for p in shots.iterdir()}

@@ -52,7 +52,9 @@ class Page:
 PAGES: tuple[Page, ...] = (
     Page("overview", "Overview", "/ui/", None),
     Page("model", "Model", "/ui/models/{name}", Scope.MODELS_READ, in_nav=False),
+    Page("usage", "Usage", "/ui/usage", None),
     Page("keys", "Keys", "/ui/keys", Scope.ADMIN),
+    Page("audit", "Audit log", "/ui/audit", Scope.ADMIN),
 )
 PAGE_BY_NAME = {page.name: page for page in PAGES}
 
