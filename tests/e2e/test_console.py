@@ -29,6 +29,7 @@ from tests.integration.waiting import wait_for
 # Stored-XSS attempts: had any been rendered as HTML, the image would be in the page (and
 # its handler blocked by the page's Content-Security-Policy, an error in the console).
 XSS = '<img src=x id=xss onerror="document.title=1">'
+LABELS = ["negative", "neutral", "positive"]
 
 
 @pytest.fixture(scope="module")
@@ -41,6 +42,7 @@ def stored_xss(console_server: RunningServer, tmp_path_factory: pytest.TempPathF
             "source": {"type": "path", "path": str(source)},
             "description": XSS,
             "tags": {"note": XSS},
+            "params": {"labels": LABELS},
         },
         headers=console_server.headers,
         timeout=60,
@@ -137,7 +139,7 @@ def two_versions(
             f"{console_server.url}/v1/registry/models/compare-me/versions",
             json={
                 "source": {"type": "path", "path": str(source)},
-                "params": {"learning_rate": lr, "epochs": 3},
+                "params": {"labels": LABELS, "learning_rate": lr, "epochs": 3},
                 "metrics": {"accuracy": accuracy},
                 "tags": {"stage": f"try-{version}"},
                 "alias": "prod",
