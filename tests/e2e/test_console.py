@@ -4,6 +4,9 @@ reach, and photographed into docs/console/."""
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import httpx
@@ -239,6 +242,30 @@ def test_the_audit_log_filters_by_action(
     check_page(browser, "audit")
 
 
+def test_the_playground_calls_a_classifier_and_shows_the_request_as_code(
+    browser: webdriver.Chrome, console_server: RunningServer, vader: str
+) -> None:
+    browser.get(f"{console_server.url}/ui/playground?model={vader}")
+    wait_until_loaded(browser)
+    wait_text(browser, "#pg-task", "text-classification")
+    field = browser.find_element(By.ID, "pg-texts")
+    field.clear()
+    field.send_keys(f"What a wonderful day!\n{XSS}")
+    wait(browser, "#playground-form button[type=submit]").click()
+    scores = wait_text(browser, "#scores", "positive")
+    assert "What a wonderful day!" in scores.text
+    assert_rendered_as_text(browser)
+    assert wait(browser, "#pg-chart").size["height"] > 0
+    check_page(browser, "playground")
+    curl = browser.find_element(By.ID, "snippet-curl").text
+    python = browser.find_element(By.ID, "snippet-python").text
+    env = {**os.environ, "OPENMAAS_API_KEY": console_server.key}
+    for command in (["bash", "-c", curl], [sys.executable, "-c", python]):
+        ran = subprocess.run(command, env=env, capture_output=True, text=True, timeout=60)
+        assert ran.returncode == 0, ran.stderr
+        assert "positive" in ran.stdout
+
+
 def test_the_model_page_renders_stored_html_as_text(
     browser: webdriver.Chrome, console_server: RunningServer, stored_xss: str
 ) -> None:
@@ -294,5 +321,5 @@ def test_signing_out_ends_the_session_on_the_server(
 def test_screenshots_are_in_the_docs() -> None:
     shots = Path(__file__).resolve().parents[2] / "docs" / "console"
     expected = {"sign-in.png", "overview.png", "keys.png", "model.png", "model-compare.png"}
-    expected |= {"usage.png", "audit.png"}
+    expected |= {"usage.png", "audit.png", "playground.png"}
     assert expected <= {p.name for p in shots.iterdir()}
