@@ -266,6 +266,27 @@ def test_the_playground_calls_a_classifier_and_shows_the_request_as_code(
         assert "positive" in ran.stdout
 
 
+def test_a_dataset_is_uploaded_and_its_report_read(
+    browser: webdriver.Chrome, console_server: RunningServer, tmp_path: Path
+) -> None:
+    rows = ["text,label", "I loved it,positive", f'"{XSS}",negative', ",positive"]
+    rows += [f"example {i},{'positive' if i % 2 else 'negative'}" for i in range(20)]
+    upload = tmp_path / "reviews.csv"
+    upload.write_text("\n".join(rows) + "\n")
+    browser.get(f"{console_server.url}/ui/datasets")
+    wait_until_loaded(browser)
+    browser.find_element(By.ID, "ds-file").send_keys(str(upload))
+    wait(browser, "#upload-form button[type=submit]").click()
+    wait_text(browser, "#status", "Uploaded reviews.csv")
+    assert browser.find_element(By.ID, "upload-progress").get_attribute("value") == "100"
+    report = wait_text(browser, "#report", "empty")
+    assert "4" in [cell.text for cell in report.find_elements(By.CSS_SELECTOR, "td")]  # line
+    wait_text(browser, "#split", "did not pass validation")
+    wait_text(browser, "#preview", "I loved it")
+    assert_rendered_as_text(browser)  # a row holding HTML
+    check_page(browser, "datasets")
+
+
 def test_the_model_page_renders_stored_html_as_text(
     browser: webdriver.Chrome, console_server: RunningServer, stored_xss: str
 ) -> None:
@@ -321,5 +342,5 @@ def test_signing_out_ends_the_session_on_the_server(
 def test_screenshots_are_in_the_docs() -> None:
     shots = Path(__file__).resolve().parents[2] / "docs" / "console"
     expected = {"sign-in.png", "overview.png", "keys.png", "model.png", "model-compare.png"}
-    expected |= {"usage.png", "audit.png", "playground.png"}
+    expected |= {"usage.png", "audit.png", "playground.png", "datasets.png"}
     assert expected <= {p.name for p in shots.iterdir()}

@@ -53,6 +53,7 @@ PAGES: tuple[Page, ...] = (
     Page("overview", "Overview", "/ui/", None),
     Page("model", "Model", "/ui/models/{name}", Scope.MODELS_READ, in_nav=False),
     Page("playground", "Playground", "/ui/playground", Scope.INFERENCE),
+    Page("datasets", "Datasets", "/ui/datasets", Scope.TRAINING),
     Page("usage", "Usage", "/ui/usage", None),
     Page("keys", "Keys", "/ui/keys", Scope.ADMIN),
     Page("audit", "Audit log", "/ui/audit", Scope.ADMIN),
