@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 from collections.abc import Iterator
 from importlib.metadata import version
@@ -11,16 +12,23 @@ import httpx
 import pytest
 from selenium import webdriver
 
-from tests.e2e.browser import open_browser, require_browser
+from tests.e2e.browser import ROOT, open_browser, require_browser
 from tests.integration.conftest import RunningServer, start_server, stop_server
 
 
 @pytest.fixture(scope="module")
 def console_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningServer]:
     require_browser()  # before the server starts: a missing browser fails fast
-    # Usage written within a fifth of a second: the usage page shows what was just asked.
     running = start_server(
-        tmp_path_factory.mktemp("console") / "home", {"OPENMAAS_USAGE_FLUSH_S": "0.2"}
+        tmp_path_factory.mktemp("console") / "home",
+        {
+            # Usage written within a fifth of a second: the usage page shows what was asked.
+            "OPENMAAS_USAGE_FLUSH_S": "0.2",
+            # One training worker, which knows the slowed recipe the training page runs.
+            "OPENMAAS_WORKERS": "1",
+            "OPENMAAS_EXTRA_RECIPES": "tests.e2e.slow_recipe:SlowTextCNN",
+            "PYTHONPATH": os.pathsep.join([str(ROOT / "src"), str(ROOT)]),
+        },
     )
     yield running
     stop_server(running)

@@ -4,6 +4,7 @@ reach, and photographed into docs/console/."""
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -13,7 +14,7 @@ import httpx
 import pytest
 from selenium import webdriver
 from selenium.webdriver.common.by import By
-from selenium.webdriver.support.ui import WebDriverWait
+from selenium.webdriver.support.ui import Select, WebDriverWait
 
 from tests.e2e.browser import (
     WAIT_S,
@@ -287,6 +288,61 @@ def test_a_dataset_is_uploaded_and_its_report_read(
     check_page(browser, "datasets")
 
 
+@pytest.fixture(scope="module")
+def training_set(console_server: RunningServer) -> str:
+    """200 short reviews, half positive, as JSON Lines: a dataset that passes validation."""
+    lines = [
+        json.dumps({"text": f"{word} film number {i} was {word}", "label": label})
+        for i in range(100)
+        for word, label in (("great", "positive"), ("awful", "negative"))
+    ]
+    response = httpx.post(
+        f"{console_server.url}/v1/datasets",
+        files={"file": ("reviews.jsonl", ("\n".join(lines) + "\n").encode())},
+        headers=console_server.headers,
+        timeout=60,
+    )
+    assert response.status_code == 201, response.text
+    assert response.json()["status"] == "processed"
+    dataset_id: str = response.json()["id"]
+    return dataset_id
+
+
+def curve_points(browser: webdriver.Chrome) -> int:
+    return int(browser.find_element(By.ID, "curve").get_attribute("data-points") or 0)
+
+
+def test_a_training_job_from_the_form_grows_its_curve_and_is_cancelled(
+    browser: webdriver.Chrome, console_server: RunningServer, training_set: str
+) -> None:
+    browser.get(f"{console_server.url}/ui/training?recipe=slow_textcnn")
+    wait_until_loaded(browser)
+    wait(browser, "#hp-step_delay_s")  # the form is built from the recipe's defaults
+    Select(browser.find_element(By.ID, "job-dataset")).select_by_value(training_set)
+    for name, value in {
+        "n_epochs": "4",
+        "batch_size": "8",
+        "embedding_dim": "16",
+        "n_filters": "8",
+        "step_delay_s": "0.1",
+    }.items():
+        field = browser.find_element(By.ID, f"hp-{name}")
+        field.clear()
+        field.send_keys(value)
+    wait(browser, "#job-form button[type=submit]").click()
+    # The worker starts with the server; its first job waits for torch to import.
+    WebDriverWait(browser, 90).until(
+        lambda b: curve_points(b) >= 1 and b.find_element(By.ID, "job-status").text == "running"
+    )
+    seen = curve_points(browser)
+    WebDriverWait(browser, WAIT_S).until(lambda b: curve_points(b) > seen)  # while it runs
+    wait(browser, "#cancel-job").click()
+    wait_text(browser, "#job-status", "cancelled")
+    wait_text(browser, "#events", "Step")
+    browser.execute_script("document.getElementById('h-job').scrollIntoView()")
+    check_page(browser, "training")
+
+
 def test_the_model_page_renders_stored_html_as_text(
     browser: webdriver.Chrome, console_server: RunningServer, stored_xss: str
 ) -> None:
@@ -342,5 +398,5 @@ def test_signing_out_ends_the_session_on_the_server(
 def test_screenshots_are_in_the_docs() -> None:
     shots = Path(__file__).resolve().parents[2] / "docs" / "console"
     expected = {"sign-in.png", "overview.png", "keys.png", "model.png", "model-compare.png"}
-    expected |= {"usage.png", "audit.png", "playground.png", "datasets.png"}
+    expected |= {"usage.png", "audit.png", "playground.png", "datasets.png", "training.png"}
     assert expected <= {p.name for p in shots.iterdir()}

@@ -54,6 +54,7 @@ PAGES: tuple[Page, ...] = (
     Page("model", "Model", "/ui/models/{name}", Scope.MODELS_READ, in_nav=False),
     Page("playground", "Playground", "/ui/playground", Scope.INFERENCE),
     Page("datasets", "Datasets", "/ui/datasets", Scope.TRAINING),
+    Page("training", "Training", "/ui/training", Scope.TRAINING),
     Page("usage", "Usage", "/ui/usage", None),
     Page("keys", "Keys", "/ui/keys", Scope.ADMIN),
     Page("audit", "Audit log", "/ui/audit", Scope.ADMIN),
