@@ -102,7 +102,7 @@ def test_the_overview_renders_stored_html_as_text(
     check_page(browser, "overview")
 
 
-def test_a_key_is_created_shown_once_and_revoked(
+def test_keys_are_created_shown_once_and_revoked_and_projects_get_limits(
     browser: webdriver.Chrome, console_server: RunningServer, stored_xss: str
 ) -> None:
     browser.get(f"{console_server.url}/ui/keys")
@@ -128,6 +128,17 @@ def test_a_key_is_created_shown_once_and_revoked(
         f"{console_server.url}/v1/models", headers={"Authorization": f"Bearer {secret}"}
     )
     assert refused.status_code == 401
+    browser.find_element(By.ID, "project-name").send_keys("acme")
+    browser.find_element(By.ID, "project-description").send_keys(XSS)
+    wait(browser, "#create-project button[type=submit]").click()
+    wait_text(browser, "#projects", "acme")
+    assert_rendered_as_text(browser)
+    Select(browser.find_element(By.ID, "limits-target")).select_by_value("project:acme")
+    browser.find_element(By.ID, "limit-requests_per_minute").send_keys("600")
+    wait(browser, "#limits-form button[type=submit]").click()
+    wait_text(browser, "#projects", "requests_per_minute 600")
+    project = httpx.get(f"{console_server.url}/v1/projects/acme", headers=console_server.headers)
+    assert project.json()["limits"] == {"requests_per_minute": 600}
     assert console_errors(browser) == []
 
 

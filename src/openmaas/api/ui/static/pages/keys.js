@@ -1,10 +1,27 @@
-// Keys (admin): create one (its secret shown once, here), list them, revoke.
+// Keys and projects (admin): create a key (its secret shown once, here), list and revoke
+// keys; create projects; set a project's or a key's limits.
 import { api, fill, h, say, section, table, when } from "../console.js";
+
+let keys = [];
+let projects = [];
 
 function state(key) {
   if (key.revoked_at) return `revoked ${when(key.revoked_at)} by ${key.revoked_by ?? ""}`;
   if (key.expires_at && new Date(key.expires_at) <= new Date()) return "expired";
   return "active";
+}
+
+function limitsText(limits) {
+  const entries = Object.entries(limits ?? {});
+  return entries.length ? entries.map(([name, value]) => `${name} ${value}`).join(", ") : "unlimited";
+}
+
+function fillTargets() {
+  fill(
+    "limits-target",
+    projects.map((p) => h("option", { value: `project:${p.name}` }, `project ${p.name}`)),
+    keys.filter((k) => !k.revoked_at).map((k) => h("option", { value: `key:${k.id}` }, `key ${k.name} (${k.prefix})`)),
+  );
 }
 
 async function revoke(key) {
@@ -19,15 +36,17 @@ async function revoke(key) {
 }
 
 async function listKeys() {
-  const { data } = await api("/v1/keys");
+  keys = (await api("/v1/keys")).data;
+  fillTargets();
   return table(
     "API keys",
-    ["Name", "Key", "Project", "Scopes", "Created", "Last used", "State", ""],
-    data.map((key) => [
+    ["Name", "Key", "Project", "Scopes", "Limits", "Created", "Last used", "State", ""],
+    keys.map((key) => [
       key.name,
       `${key.prefix}_…`,
       key.project,
       key.scopes.join(", "),
+      limitsText(key.limits),
       `${when(key.created_at)} by ${key.created_by}`,
       when(key.last_used_at),
       state(key),
@@ -36,6 +55,17 @@ async function listKeys() {
         : h("button", { type: "button", class: "secondary", "aria-label": `Revoke ${key.name}`, onclick: () => revoke(key) }, "Revoke"),
     ]),
     "No keys.",
+  );
+}
+
+async function listProjects() {
+  projects = (await api("/v1/projects")).data;
+  fillTargets();
+  return table(
+    "Projects",
+    ["Project", "Description", "Limits", "Created"],
+    projects.map((p) => [p.name, p.description, limitsText(p.limits), `${when(p.created_at)} by ${p.created_by}`]),
+    "No projects.",
   );
 }
 
@@ -64,4 +94,36 @@ document.getElementById("create-key").addEventListener("submit", async (event) =
   await section("keys", listKeys);
 });
 
+document.getElementById("create-project").addEventListener("submit", async (event) => {
+  event.preventDefault();
+  const form = new FormData(event.target);
+  try {
+    const project = await api("/v1/projects", { method: "POST", body: { name: form.get("name"), description: form.get("description") } });
+    say(`Project ${project.name} created.`, "ok");
+    event.target.reset();
+  } catch (error) {
+    say(error.message, "error");
+  }
+  await section("projects", listProjects);
+});
+
+document.getElementById("limits-form").addEventListener("submit", async (event) => {
+  event.preventDefault();
+  const form = new FormData(event.target);
+  const [kind, name] = String(form.get("target")).split(/:(.*)/s);
+  const limits = {};
+  for (const input of event.target.querySelectorAll("input[type=number]")) {
+    if (input.value) limits[input.name] = Number(input.value);
+  }
+  const path = kind === "project" ? `/v1/projects/${encodeURIComponent(name)}/limits` : `/v1/keys/${encodeURIComponent(name)}/limits`;
+  try {
+    await api(path, { method: "PUT", body: { limits } });
+    say(`Limits of ${kind} ${name} set: ${limitsText(limits)}.`, "ok");
+  } catch (error) {
+    say(error.message, "error");
+  }
+  await Promise.all([section("projects", listProjects), section("keys", listKeys)]);
+});
+
 section("keys", listKeys);
+section("projects", listProjects);

@@ -4,6 +4,7 @@
 import { api, chart, fill, h, say, section, table, when } from "../console.js";
 
 const POLL_MS = 1000;
+const SHOWN = new Set(["loss", "train_loss", "val_loss", "val_accuracy", "val_macro_f1"]);
 const NOT_PLOTTED = new Set(["step", "epoch", "total_steps", "estimated_finish"]);
 const recipeSelect = document.getElementById("job-recipe");
 const form = document.getElementById("job-form");
@@ -85,8 +86,10 @@ function plot(series) {
   document.getElementById("curve-points").textContent = `Loss curve: ${count} points`;
   const existing = window.Chart?.getChart?.(curve);
   if (existing) {
+    // Keep what the reader switched on or off in the legend.
+    const hidden = new Map(existing.data.datasets.map((d, i) => [d.label, !existing.isDatasetVisible(i)]));
     existing.data.labels = steps;
-    existing.data.datasets = datasetsOf(series, steps);
+    existing.data.datasets = datasetsOf(series, steps).map((d) => ({ ...d, hidden: hidden.get(d.label) ?? d.hidden }));
     existing.update("none");
     return;
   }
@@ -100,7 +103,8 @@ function plot(series) {
 function datasetsOf(series, steps) {
   return Object.entries(series).map(([name, points]) => {
     const at = new Map(points.map((p) => [p.x, p.y]));
-    return { label: name, data: steps.map((s) => at.get(s) ?? null), yAxisID: "y" };
+    // The rest are a click on the legend away.
+    return { label: name, data: steps.map((s) => at.get(s) ?? null), hidden: !SHOWN.has(name) };
   });
 }
 
