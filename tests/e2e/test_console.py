@@ -330,6 +330,17 @@ def test_a_training_job_from_the_form_grows_its_curve_and_is_cancelled(
     wait_until_loaded(browser)
     wait(browser, "#hp-step_delay_s")  # the form is built from the recipe's defaults
     Select(browser.find_element(By.ID, "job-dataset")).select_by_value(training_set)
+    # A value the API refuses, holding HTML: its message is shown as text.
+    optimizer = browser.find_element(By.ID, "hp-optimizer")
+    optimizer.clear()
+    optimizer.send_keys(XSS)
+    wait(browser, "#job-form button[type=submit]").click()
+    wait_text(browser, "#status", "must be one of")
+    assert_rendered_as_text(browser)
+    refused = console_errors(browser)
+    assert [e for e in refused if "status of 400" not in e["message"]] == [], refused
+    optimizer.clear()
+    optimizer.send_keys("adamw")
     for name, value in {
         "n_epochs": "4",
         "batch_size": "8",
@@ -388,6 +399,25 @@ def test_a_key_without_admin_sees_no_admin_page_and_gets_403(
     # The only errors: the refused page and the refused call, both 403.
     errors = console_errors(browser)
     assert all("403" in entry["message"] for entry in errors), [e["message"] for e in errors]
+
+
+def test_pages_fit_a_narrow_screen(
+    browser: webdriver.Chrome, console_server: RunningServer, two_versions: str
+) -> None:
+    browser.set_window_size(390, 844)
+    try:
+        for path, name in (("/ui/", "overview-narrow"), (f"/ui/models/{two_versions}", None)):
+            browser.get(f"{console_server.url}{path}")
+            wait_until_loaded(browser)
+            overflow = browser.execute_script(
+                "return document.documentElement.scrollWidth - window.innerWidth"
+            )
+            assert overflow <= 0, path
+            if name:
+                screenshot(browser, name)
+        assert console_errors(browser) == []
+    finally:
+        browser.set_window_size(1280, 900)
 
 
 def test_signing_out_ends_the_session_on_the_server(
