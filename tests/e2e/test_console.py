@@ -365,6 +365,37 @@ def test_a_training_job_from_the_form_grows_its_curve_and_is_cancelled(
     check_page(browser, "training")
 
 
+def test_the_playground_highlights_entities_in_the_text(
+    browser: webdriver.Chrome, console_server: RunningServer
+) -> None:
+    registered = httpx.post(
+        f"{console_server.url}/v1/catalog/en-core-web-sm/register",
+        headers=console_server.headers,
+        timeout=60,
+    )
+    assert registered.status_code == 201, registered.text
+    browser.get(f"{console_server.url}/ui/playground?model=en-core-web-sm")
+    wait_until_loaded(browser)
+    wait_text(browser, "#pg-task", "token-classification")
+    field = browser.find_element(By.ID, "pg-texts")
+    field.clear()
+    field.send_keys("Alice flew from Paris to <b>Berlin</b> on Monday.")
+    wait(browser, "#playground-form button[type=submit]").click()
+    WebDriverWait(browser, 60).until(  # spaCy loads on the first request
+        lambda b: b.find_elements(By.CSS_SELECTOR, "#result mark")
+    )
+    marks = [
+        (mark.get_attribute("data-label"), mark.text)
+        for mark in browser.find_elements(By.CSS_SELECTOR, "#result mark")
+    ]
+    # Each entity is marked in place, its label beside it.
+    assert ("GPE", "ParisGPE") in marks
+    assert "<b>" in browser.find_element(By.ID, "result").text  # the input's HTML, as text
+    assert browser.find_elements(By.CSS_SELECTOR, "#result b") == []
+    screenshot(browser, "playground-ner")
+    assert console_errors(browser) == []
+
+
 def test_the_model_page_renders_stored_html_as_text(
     browser: webdriver.Chrome, console_server: RunningServer, stored_xss: str
 ) -> None:

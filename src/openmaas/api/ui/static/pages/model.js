@@ -130,8 +130,8 @@ async function history() {
   const { data } = await api(`${base}/aliases/history`);
   return table(
     `Alias history of ${name}`,
-    ["When", "Alias", "Action", "From", "To", "By", "Reason"],
-    data.map((e) => [when(e.created_at), e.alias, e.action, e.from_version ? `v${e.from_version}` : "", e.to_version ? `v${e.to_version}` : "", e.actor, e.reason]),
+    ["When", "Alias", "Action", "From", "To", "By", "Reason", "Gate"],
+    data.map((e) => [when(e.created_at), e.alias, e.action, e.from_version ? `v${e.from_version}` : "", e.to_version ? `v${e.to_version}` : "", e.actor, e.reason, e.gate ? JSON.stringify(e.gate) : ""]),
     "No alias has moved yet.",
   );
 }
