@@ -8,7 +8,7 @@ STAMP := $(VENV)/.installed
 HOST ?=
 PORT ?=
 
-.PHONY: install system-deps console-assets serve test unit lint format clean
+.PHONY: install system-deps console-assets tools serve test unit lint format clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -23,12 +23,12 @@ $(STAMP): pyproject.toml | $(BIN)/python
 
 install: $(STAMP) console-assets
 
-# Debian packages the tests use: real speech clips with transcripts, and Apertium for the
-# rule-based translation runtime. Installed when missing and apt is usable (CI runs as root).
+# Debian packages the tests use: real speech clips with transcripts, Apertium for the
+# rule-based translation runtime, espeak-ng for speech synthesis. Installed when missing and apt is usable (CI runs as root).
 # Chromium and its driver run the web console's browser tests (tests/e2e); npm builds the
 # console's assets (below) and comes with Debian's nodejs when the machine has no npm.
-DEBIAN_PACKAGES := pocketsphinx-testdata apertium apertium-eng-spa chromium chromium-driver \
-	$(if $(shell command -v npm),,nodejs npm)
+DEBIAN_PACKAGES := pocketsphinx-testdata apertium apertium-eng-spa espeak-ng chromium \
+	chromium-driver $(if $(shell command -v npm),,nodejs npm)
 system-deps:
 	@missing=$$(for p in $(DEBIAN_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || echo $$p; done); \
 	if [ -n "$$missing" ]; then \
@@ -63,6 +63,8 @@ serve: install
 	@$(call optional,apertium apertium-eng-spa,English <-> Spanish translation (catalog model \
 	apertium-eng-spa; installed after the first start: openmaas catalog register apertium-eng-spa))
 	@$(call optional,pocketsphinx-testdata,the audio clip of the README's speech examples)
+	@$(call optional,espeak-ng,speech synthesis (catalog model espeak-ng; installed after the \
+	first start: openmaas catalog register espeak-ng))
 	@echo "Every request needs an API key: on its first start the server prints an admin key"
 	@echo "(on a terminal; otherwise it writes it to \$$OPENMAAS_HOME/secrets/admin-key);"
 	@echo "export it as OPENMAAS_API_KEY (README: API keys, projects and limits)."
@@ -74,7 +76,11 @@ lint: install
 	$(BIN)/mypy
 	$(BIN)/lint-imports --no-cache
 
-test: system-deps lint console-assets
+# The helm binary the chart tests render with (deploy/tools/install_helm.py), in .tools/.
+tools:
+	$(PYTHON) deploy/tools/install_helm.py
+
+test: system-deps lint console-assets tools
 	$(BIN)/pytest
 
 unit: install

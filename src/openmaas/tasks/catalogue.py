@@ -17,6 +17,7 @@ from openmaas.tasks.contract import TaskContract
 from openmaas.tasks.embedding import EMBEDDING
 from openmaas.tasks.rerank import RERANK
 from openmaas.tasks.speech_recognition import SPEECH_RECOGNITION
+from openmaas.tasks.speech_synthesis import SPEECH_SYNTHESIS
 from openmaas.tasks.summarization import SUMMARIZATION
 from openmaas.tasks.text_classification import TEXT_CLASSIFICATION
 from openmaas.tasks.text_generation import TEXT_GENERATION
@@ -37,6 +38,7 @@ _CONTRACTS: dict[str, AnyContract] = {
         TRANSLATION,
         SUMMARIZATION,
         SPEECH_RECOGNITION,
+        SPEECH_SYNTHESIS,
     )
 }
 
