@@ -27,9 +27,57 @@ class _TextsRequest(BaseModel):
         return value
 
 
-class ClassifyRequest(_TextsRequest):
+class ImageURL(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    url: str = Field(description="A data URL: data:image/png;base64,...")
+    detail: str | None = Field(default=None, description="Accepted as OpenAI's; not used.")
+
+
+class ImagePart(BaseModel):
+    """An image as an OpenAI content part: `{"type": "image_url", "image_url": {"url": ...}}`."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    type: Literal["image_url"]
+    image_url: ImageURL
+
+
+class ClassifyRequest(BaseModel):
+    """Texts, or images as content parts (an image-classification model); multipart uploads
+    (`model`, one or more `file` parts, `top_k`) are read as the image parts they stand for."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    model: str
+    input: str | list[str] | ImagePart | list[ImagePart]
     top_k: int | None = Field(default=None, ge=1, description="Labels per input; default all.")
     truncate: bool = False
+
+    @field_validator("input")
+    @classmethod
+    def _inputs(
+        cls, value: str | list[str] | ImagePart | list[ImagePart]
+    ) -> str | list[str] | ImagePart | list[ImagePart]:
+        if isinstance(value, ImagePart):
+            return value
+        if isinstance(value, list) and value and isinstance(value[0], ImagePart):
+            return value
+        check_texts([value] if isinstance(value, str) else [str(text) for text in value])
+        return value
+
+    def images(self) -> list[ImagePart] | None:
+        """The image parts, or None for texts."""
+        if isinstance(self.input, ImagePart):
+            return [self.input]
+        if isinstance(self.input, list) and self.input and isinstance(self.input[0], ImagePart):
+            return [part for part in self.input if isinstance(part, ImagePart)]
+        return None
+
+    def texts(self) -> list[str]:
+        if isinstance(self.input, str):
+            return [self.input]
+        return [text for text in self.input if isinstance(text, str)]
 
 
 class NerRequest(_TextsRequest):
