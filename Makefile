@@ -24,8 +24,9 @@ $(STAMP): pyproject.toml | $(BIN)/python
 install: $(STAMP)
 
 # Debian packages the tests use: real speech clips with transcripts, and Apertium for the
-# rule-based translation runtime. Installed when missing and apt is usable (CI runs as root).
-DEBIAN_PACKAGES := pocketsphinx-testdata apertium apertium-eng-spa
+# rule-based translation runtime, Fashion-MNIST for the image tests and benchmark. Installed
+# when missing and apt is usable (CI runs as root).
+DEBIAN_PACKAGES := pocketsphinx-testdata apertium apertium-eng-spa dataset-fashion-mnist
 system-deps:
 	@missing=$$(for p in $(DEBIAN_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || echo $$p; done); \
 	if [ -n "$$missing" ]; then \
