@@ -6,13 +6,18 @@ counts and image sizes; bad files are named (truncated, not an image, a decompre
 outside any class folder, a class too small), and archive paths that escape are refused as
 model archives' are.
 
-Recipes: a slice uploaded as a .zip trains `cnn`, and `resnet` from scratch and then
-fine-tuned from that registered ResNet on three of the classes; each model registers and
-answers on /v1/classify (an uploaded file) and over v2 (UINT8 pixels, the Triton client)."""
+Recipes: docs/images.md's commands run as written (`openmaas train cnn` on a .zip, the model
+on /v1/classify with curl, as a content part and over v2); `resnet` trains from scratch and
+is then fine-tuned from that registered ResNet on three of the classes; the models answer on
+/v1/classify (an uploaded file) and over v2 (UINT8 pixels, the official Triton client)."""
 
 from __future__ import annotations
 
 import io
+import json
+import re
+import subprocess
+import sys
 import zipfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -28,7 +33,7 @@ from openmaas import Client
 from tests.drawn_images import circle, claimed_png, encoded
 from tests.integration.authed import AUTH, TIMEOUT_S
 from tests.integration.conftest import RunningServer, stop_server
-from tests.integration.job_servers import start_job_server
+from tests.integration.job_servers import cli_env, start_job_server
 from tests.integration.test_v2_protocol import BearerAuth
 
 pytestmark = [
@@ -39,6 +44,7 @@ pytestmark = [
 ]
 
 JOB_TIMEOUT_S = 300
+DOCS = Path(__file__).resolve().parents[2] / "docs" / "images.md"
 PER_CLASS = 4
 
 
@@ -90,18 +96,63 @@ def classify_upload(server: RunningServer, model: str, image: Any) -> dict[str, 
     return result
 
 
-def test_cnn_and_resnet_train_register_and_serve(
+def test_the_docs_examples_run_as_written(
+    job_server: RunningServer, fashion: tuple[Any, Any], tmp_path: Path
+) -> None:
+    """docs/images.md: `openmaas train cnn` on a zip of class folders, then the model on
+    /v1/classify (curl, multipart), as a content part and over v2 (the Python example)."""
+    images, labels = fashion
+    fashion_mnist.write_class_folders(tmp_path / "fashion.zip", images, labels)
+    sneaker = images[labels == 7][0]
+    (tmp_path / "sneaker.png").write_bytes(fashion_mnist.png(sneaker))
+    text = DOCS.read_text(encoding="utf-8")
+    section = text[text.index("## Training and serving") :]
+    blocks = dict(re.findall(r"```(bash|python)\n(.*?)```", section, re.DOTALL))
+    env = {**cli_env(job_server), "COLUMNS": "200"}
+    train_command, curl_command = blocks["bash"].strip().splitlines()
+    for command in (train_command, curl_command):
+        ran = subprocess.run(
+            command,
+            shell=True,
+            cwd=tmp_path,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=JOB_TIMEOUT_S,
+            check=False,
+        )
+        assert ran.returncode == 0, (command, ran.stdout, ran.stderr)
+    answer = json.loads(ran.stdout)
+    names = {fashion_mnist.folder_name(c) for c in range(10)}
+    assert answer["model"] == "fashion-cnn"
+    assert len(answer["data"][0]["labels"]) == 3
+    assert answer["data"][0]["label"] in names
+    ran = subprocess.run(
+        [sys.executable, "-c", blocks["python"]],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert ran.returncode == 0, ran.stderr
+    by_part, by_v2 = ran.stdout.split()
+    assert by_part == by_v2 == answer["data"][0]["label"]
+    version = httpx.get(
+        f"{job_server.url}/v1/registry/models/fashion-cnn/versions/1",
+        headers=AUTH,
+        timeout=TIMEOUT_S,
+    ).json()
+    assert version["task"] == "image-classification"
+    assert version["params"]["hyperparameters"]["filters"] == [32, 64]
+
+
+def test_resnet_trains_and_fine_tunes_a_registered_resnet(
     job_server: RunningServer, sdk: Client, fashion: tuple[Any, Any], tmp_path: Path
 ) -> None:
     images, labels = fashion
     file_id = upload(sdk, tmp_path / "fashion.zip", images, labels)
-    names = set(fashion_mnist.folder_name(c) for c in range(10))
-
-    cnn = train(sdk, "cnn", file_id, "fashion-cnn", hyperparameters={"n_epochs": 2})
-    assert cnn.hyperparameters["filters"] == [32, 64]
-    answer = classify_upload(job_server, "fashion-cnn", images[0])
-    assert {item["label"] for item in answer["labels"]} == names
-
     small = {"n_epochs": 1, "image_size": [16, 16], "batch_size": 16}
     train(sdk, "resnet", file_id, "fashion-resnet", hyperparameters=small)
     three = np.isin(labels, [5, 7, 9])  # sandals, sneakers, ankle boots
