@@ -111,6 +111,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--recipes", nargs="+", default=["cnn", "resnet"])
     parser.add_argument("--train-limit", type=int, default=None, help="cap every recipe's data")
     parser.add_argument("--test-limit", type=int, default=None)
+    parser.add_argument("--validation-limit", type=int, default=None)
     parser.add_argument("--cnn-train", type=int, default=None, help="cap cnn's training images")
     parser.add_argument("--threads", type=int, default=None, help="torch threads")
     parser.add_argument("--resnet-train", type=int, default=5_000)
@@ -128,6 +129,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     if args.train_limit:
         train_ids = train_ids[: args.train_limit]
         validation_ids = validation_ids[: max(10, args.train_limit // 10)]
+    if args.validation_limit:
+        validation_ids = validation_ids[: args.validation_limit]
     test_count = args.test_limit or len(test_images)
     train = examples(train_images[train_ids], train_labels[train_ids])
     validation = examples(train_images[validation_ids], train_labels[validation_ids])
