@@ -1,5 +1,5 @@
-"""Task routes for what OpenAI's API lacks: `/v1/classify`, `/v1/ner`, `/v1/translate`,
-`/v1/summarize` and `/v1/rerank`."""
+"""Task routes for what OpenAI's API lacks: `/v1/classify` (texts, or images: `images.py`),
+`/v1/ner`, `/v1/translate`, `/v1/summarize` and `/v1/rerank`."""
 
 from __future__ import annotations
 
