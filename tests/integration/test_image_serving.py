@@ -170,6 +170,7 @@ def test_v2_metadata_describes_the_image_tensor(client: Any) -> None:
             {"type": "image_url", "image_url": {"url": data_url(b"abc", "text/plain")}},
             "input[1]: the data URL's media type is text/plain",
         ),
+        ({"type": "image_url", "image_url": {}}, "input[1].image_url.url: Field required"),
     ],
     ids=[
         "undecodable",
@@ -180,6 +181,7 @@ def test_v2_metadata_describes_the_image_tensor(client: Any) -> None:
         "url",
         "base64",
         "type",
+        "no-url",
     ],
 )
 def test_bad_images_are_400s_naming_the_input(

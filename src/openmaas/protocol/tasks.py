@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from openmaas.protocol.common import Usage, check_texts
 
@@ -53,6 +53,28 @@ class ClassifyRequest(BaseModel):
     input: str | list[str] | ImagePart | list[ImagePart]
     top_k: int | None = Field(default=None, ge=1, description="Labels per input; default all.")
     truncate: bool = False
+
+    @field_validator("input", mode="before")
+    @classmethod
+    def _image_parts(cls, value: object) -> object:
+        """Image parts parsed one by one, so a bad one is named (`input[1]: ...`)."""
+        items = [value] if isinstance(value, dict) else value
+        if not isinstance(items, list) or not any(isinstance(i, dict) for i in items):
+            return value
+        parts = []
+        for index, item in enumerate(items):
+            if not isinstance(item, dict):
+                raise ValueError(f"input[{index}]: a list holds texts or image parts, not both")
+            try:
+                parts.append(ImagePart.model_validate(item))
+            except ValidationError as exc:
+                first = exc.errors()[0]
+                where = ".".join(str(part) for part in first["loc"])
+                raise ValueError(
+                    f"input[{index}]{'.' + where if where else ''}: {first['msg']}; an image part "
+                    'is {"type": "image_url", "image_url": {"url": "data:image/png;base64,..."}}'
+                ) from None
+        return parts[0] if isinstance(value, dict) else parts
 
     @field_validator("input")
     @classmethod
