@@ -8,7 +8,7 @@ STAMP := $(VENV)/.installed
 HOST ?=
 PORT ?=
 
-.PHONY: install system-deps serve test unit lint format clean
+.PHONY: install system-deps tools serve test unit lint format clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -23,10 +23,10 @@ $(STAMP): pyproject.toml | $(BIN)/python
 
 install: $(STAMP)
 
-# Debian packages the tests use: real speech clips with transcripts, and Apertium for the
-# rule-based translation runtime, Fashion-MNIST for the image tests and benchmark. Installed
-# when missing and apt is usable (CI runs as root).
-DEBIAN_PACKAGES := pocketsphinx-testdata apertium apertium-eng-spa dataset-fashion-mnist
+# Debian packages the tests use: real speech clips with transcripts, Apertium for the
+# rule-based translation runtime, espeak-ng for speech synthesis, Fashion-MNIST for the image
+# tests and benchmark. Installed when missing and apt is usable (CI runs as root).
+DEBIAN_PACKAGES := pocketsphinx-testdata apertium apertium-eng-spa espeak-ng dataset-fashion-mnist
 system-deps:
 	@missing=$$(for p in $(DEBIAN_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || echo $$p; done); \
 	if [ -n "$$missing" ]; then \
@@ -47,6 +47,8 @@ serve: install
 	@$(call optional,apertium apertium-eng-spa,English <-> Spanish translation (catalog model \
 	apertium-eng-spa; installed after the first start: openmaas catalog register apertium-eng-spa))
 	@$(call optional,pocketsphinx-testdata,the audio clip of the README's speech examples)
+	@$(call optional,espeak-ng,speech synthesis (catalog model espeak-ng; installed after the \
+	first start: openmaas catalog register espeak-ng))
 	@echo "Every request needs an API key: on its first start the server prints an admin key"
 	@echo "(on a terminal; otherwise it writes it to \$$OPENMAAS_HOME/secrets/admin-key);"
 	@echo "export it as OPENMAAS_API_KEY (README: API keys, projects and limits)."
@@ -58,7 +60,11 @@ lint: install
 	$(BIN)/mypy
 	$(BIN)/lint-imports --no-cache
 
-test: lint system-deps
+# The helm binary the chart tests render with (deploy/tools/install_helm.py), in .tools/.
+tools:
+	$(PYTHON) deploy/tools/install_helm.py
+
+test: lint system-deps tools
 	$(BIN)/pytest
 
 unit: install

@@ -167,6 +167,15 @@ class ArtifactCorrupted(OpenMaaSError):
     code = "artifact_integrity_error"
 
 
+class ObjectStoreError(OpenMaaSError):
+    """The object store behind OPENMAAS_ARTIFACTS_URL is unusable (no bucket, no access, no
+    client library): the operator's configuration, named with what to fix."""
+
+    status_code = 503
+    error_type = "server_error"
+    code = "object_store_unavailable"
+
+
 class Overloaded(OpenMaaSError):
     """A model's queue is full: retry after the given number of seconds."""
 

@@ -32,6 +32,18 @@ class Settings(BaseSettings):
     artifacts_dir: Path | None = Field(
         default=None, description="Artifact root; default $OPENMAAS_HOME/artifacts."
     )
+    artifacts_url: str | None = Field(
+        default=None,
+        description="Object storage for every artifact, dataset, checkpoint and job output "
+        "(s3://bucket/prefix; endpoint, region and credentials from the usual AWS variables, "
+        "AWS_ENDPOINT_URL included). Set, the artifacts dir is unused: what this process "
+        "loads is cached in OPENMAAS_ARTIFACT_CACHE_DIR, verified by hash.",
+    )
+    artifact_cache_dir: Path | None = Field(
+        default=None,
+        description="Local cache of the object store's files (with OPENMAAS_ARTIFACTS_URL); "
+        "default $OPENMAAS_HOME/artifact-cache.",
+    )
     host: str = "127.0.0.1"
     port: int = 8000
 
@@ -354,6 +366,19 @@ class Settings(BaseSettings):
             return [part.strip() for part in value.split(",") if part.strip()]
         return value
 
+    @field_validator("artifacts_url")
+    @classmethod
+    def _object_store_url(cls, value: str | None) -> str | None:
+        if not value:
+            return None
+        scheme, _, rest = value.partition("://")
+        if scheme != "s3" or not rest.strip("/"):
+            raise ValueError(
+                f"OPENMAAS_ARTIFACTS_URL: {value!r} is not an object store URL; write "
+                "s3://BUCKET or s3://BUCKET/PREFIX (or leave it unset for the local artifacts dir)"
+            )
+        return f"s3://{rest.strip('/')}"
+
     @field_validator("trusted_proxies")
     @classmethod
     def _networks(cls, value: list[str]) -> list[str]:
@@ -372,7 +397,13 @@ class Settings(BaseSettings):
         # Absolute once, here: a relative path handed on (a lexicon inside the home, say) is
         # joined by whatever opens it to a directory of its own choosing, not to ours.
         self.home = self.home.expanduser().absolute()
-        for name in ("artifacts_dir", "encryption_key_file", "ssl_certfile", "ssl_keyfile"):
+        for name in (
+            "artifacts_dir",
+            "artifact_cache_dir",
+            "encryption_key_file",
+            "ssl_certfile",
+            "ssl_keyfile",
+        ):
             value = getattr(self, name)
             if value is not None:
                 setattr(self, name, value.expanduser().absolute())
@@ -382,12 +413,19 @@ class Settings(BaseSettings):
             self.database_url = _absolute_sqlite(self.database_url)
         if self.artifacts_dir is None:
             self.artifacts_dir = self.home / "artifacts"
+        if self.artifact_cache_dir is None:
+            self.artifact_cache_dir = self.home / "artifact-cache"
         return self
 
     @property
     def artifact_root(self) -> Path:
         assert self.artifacts_dir is not None  # filled by the validator
         return self.artifacts_dir
+
+    @property
+    def artifact_cache_root(self) -> Path:
+        assert self.artifact_cache_dir is not None  # filled by the validator
+        return self.artifact_cache_dir
 
     @property
     def max_upload_bytes(self) -> int:

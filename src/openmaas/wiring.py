@@ -49,6 +49,7 @@ from openmaas.optimize.auto_onnx import AutoOnnx
 from openmaas.registry.artifacts import ArtifactStore
 from openmaas.registry.composition import Registry
 from openmaas.registry.intake import ArchiveLimits
+from openmaas.registry.object_store import S3ArtifactStore
 from openmaas.registry.sources import normalized_package_name
 from openmaas.registry.traffic import TrafficSplit
 from openmaas.serving.engine import InferenceEngine
@@ -65,9 +66,12 @@ def build_keyring(settings: Settings) -> Keyring:
 
 
 def build_artifact_store(settings: Settings, keys: Keyring | None = None) -> ArtifactStore:
-    return ArtifactStore(
-        settings.artifact_root, keys if keys is not None else build_keyring(settings)
-    )
+    """The store the settings name: the local artifacts dir, or (OPENMAAS_ARTIFACTS_URL
+    s3://...) the bucket, with a local cache of what this process reads."""
+    keyring = keys if keys is not None else build_keyring(settings)
+    if settings.artifacts_url is not None:
+        return S3ArtifactStore(settings.artifacts_url, settings.artifact_cache_root, keyring)
+    return ArtifactStore(settings.artifact_root, keyring)
 
 
 def archive_limits(settings: Settings) -> ArchiveLimits:

@@ -284,6 +284,7 @@ def test_sdk_example_runs_as_written(first_start: RunningServer) -> None:
 DERIVED_DEFAULTS = {
     "database_url": "SQLite in the home",
     "artifacts_dir": "$OPENMAAS_HOME/artifacts",
+    "artifact_cache_dir": "$OPENMAAS_HOME/artifact-cache",
 }
 
 
@@ -425,6 +426,10 @@ def skip_reason(example: Example, server: RunningServer) -> str | None:
         found = httpx.get(f"{server.url}/v1/models/apertium-eng-spa", headers=server.headers)
         if found.status_code == 404:
             return "needs the Debian packages apertium apertium-eng-spa"
+    if '"espeak-ng"' in example.body:
+        found = httpx.get(f"{server.url}/v1/models/espeak-ng", headers=server.headers)
+        if found.status_code == 404:
+            return "needs the Debian package espeak-ng"
     return None
 
 
@@ -452,6 +457,21 @@ def int8_agrees_with_minilm(output: str, server: RunningServer) -> None:
     assert float(int8 @ full / (np.linalg.norm(int8) * np.linalg.norm(full))) > 0.99
 
 
+def speech_file(name: str, codec: str) -> Check:
+    """The example wrote `name` in the reader's directory: audio of `codec`, seconds long."""
+
+    def check(output: str, server: RunningServer) -> None:
+        import av
+
+        with av.open(str(server.home.parent / name)) as container:
+            stream = container.streams.audio[0]
+            seconds = sum(f.samples for f in container.decode(stream)) / stream.rate
+            assert stream.codec_context.name == codec
+        assert seconds > 2.0
+
+    return check
+
+
 def error_matches_the_readme(output: str, server: RunningServer) -> None:
     (shown,) = blocks(SERVING, "json")
     assert json.loads(output) == json.loads(shown)
@@ -473,6 +493,12 @@ EXPECTED: dict[str, Check] = {
     ),
     "bash /v1/classify intent-clinc150": expect(
         lambda out: [(d["label"], len(d["labels"])) for d in data(out)], [("weather", 3)]
+    ),
+    "bash /v1/models/vader": expect(
+        lambda out: [
+            json.loads(out)["labels"][int(np.argmax(p))] for p in json.loads(out)["predictions"]
+        ],
+        ["positive", "negative"],
     ),
     "bash /v1/moderations vader": expect(
         lambda out: [r["flagged"] for r in json.loads(out)["results"]], [True, False]
@@ -500,6 +526,10 @@ EXPECTED: dict[str, Check] = {
     ),
     "python audio.transcriptions.create whisper-tiny-en": expect(
         lambda out: "young man" in out.lower(), True
+    ),
+    "bash /v1/audio/speech espeak-ng": speech_file("hello.wav", "pcm_s16le"),
+    "python audio.speech.with_streaming_response.create espeak-ng": speech_file(
+        "speech.mp3", "mp3float"
     ),
     "bash /v1/chat/completions my-gpt": expect(
         lambda out: json.loads(out)["choices"][0]["message"]["role"], "assistant"

@@ -19,6 +19,7 @@ from openmaas.tasks.catalogue import get_task, implements
 from openmaas.tasks.names import Task
 from openmaas.tasks.seq2seq import Seq2SeqParams
 from openmaas.tasks.speech_recognition import TranscriptionParams
+from openmaas.tasks.speech_synthesis import SpeechParams
 from openmaas.tasks.text_generation import GenerationParams
 
 TEXTS = (
@@ -81,7 +82,26 @@ def check_conformance(
     elif task is Task.RERANK:
         scores = model.score_pairs([(texts[0], t) for t in texts])
         assert len(scores) == len(texts)
+    elif task is Task.SPEECH_SYNTHESIS:
+        _check_speech(model, texts)
     return model
+
+
+def _check_speech(model: LoadedModel, texts: Sequence[str]) -> None:
+    assert model.voices
+    voice = model.voices[0]
+    results = model.synthesize(list(texts[:2]), SpeechParams(voice=voice))
+    assert len(results) == 2
+    for audio in results:
+        assert audio.samples.dtype == np.float32
+        assert audio.samples.ndim == 1
+        assert audio.sample_rate > 0
+        assert audio.seconds > 0.2
+        assert np.abs(audio.samples).max() <= 1.0
+    again = model.synthesize([texts[0]], SpeechParams(voice=voice))[0]
+    np.testing.assert_array_equal(again.samples, results[0].samples)  # deterministic
+    faster = model.synthesize([texts[0]], SpeechParams(voice=voice, speed=2.0))[0]
+    assert faster.seconds < 0.7 * results[0].seconds
 
 
 def _check_input_limits(model: LoadedModel, texts: Sequence[str]) -> None:

@@ -49,6 +49,7 @@ EXPECTED = {
     "langid": ("text-classification", "rules", Storage.STORE),
     "textrank": ("summarization", "rules", Storage.STORE),
     "apertium-eng-spa": ("translation", "rules", Storage.STORE),
+    "espeak-ng": ("speech-synthesis", "espeak-ng", Storage.STORE),
     "intent-clinc150": ("text-classification", "linear-head", Storage.STORE),
 }
 ENTRY_FIELDS = {

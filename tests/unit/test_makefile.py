@@ -88,5 +88,7 @@ def test_make_serve_names_the_missing_optional_packages(tmp_path: Path, dpkg_exi
             "openmaas catalog register apertium-eng-spa)",
             "optional: apt-get install pocketsphinx-testdata for the audio clip of the "
             "README's speech examples",
+            "optional: apt-get install espeak-ng for speech synthesis (catalog model "
+            "espeak-ng; installed after the first start: openmaas catalog register espeak-ng)",
         ]
     assert made.stdout.splitlines()[-1] == "ran openmaas serve --port 9001"

@@ -48,10 +48,12 @@ from openmaas.api.openai import (
     fine_tuning,
     models,
     moderations,
+    speech,
 )
 from openmaas.api.ops import health, metrics
 from openmaas.api.route_table import RouteTable
 from openmaas.api.tasks import routes as tasks
+from openmaas.api.tfserving import routes as tfserving
 from openmaas.api.v2 import routes as v2
 from openmaas.auth.bootstrap import check_dev_no_auth, warn_dev_no_auth
 from openmaas.auth.scopes import Scope
@@ -113,8 +115,11 @@ def build_app(settings: Settings, services: Services | None = None) -> FastAPI:
         embeddings: inference,
         completions: inference,
         tasks: inference,
+        # Before OpenAI's /v1/models/{id}, which would take /v1/models/x/versions/2 for a name.
+        tfserving: None,  # per route: :predict needs inference, the status routes models
         moderations: inference,
         audio: inference,
+        speech: inference,
         v2: None,
         health: None,
         keys: None,

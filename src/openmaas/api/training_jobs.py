@@ -22,7 +22,7 @@ from openmaas.api.auditor import Auditor
 from openmaas.api.convert.training import training_event_out
 from openmaas.auth.entities import Principal
 from openmaas.jobs.entities import FINISHED, TRAINING, Job
-from openmaas.jobs.service import JobService
+from openmaas.jobs.service import JobService, KindFilter
 from openmaas.jobs.worker import CANCEL_GRACE_S, STOP_CHECK_S
 from openmaas.protocol.common import MAX_ROW_ID
 from openmaas.protocol.training import PageOut, TrainingEventOut
@@ -68,7 +68,11 @@ def _audit_created(
 
 
 def cancel_job(
-    services: Services, principal: Principal, auditor: Auditor, job_id: str, kind: str = TRAINING
+    services: Services,
+    principal: Principal,
+    auditor: Auditor,
+    job_id: str,
+    kind: KindFilter = TRAINING,
 ) -> Job:
     before = services.jobs.get(job_id, caller=principal, kind=kind)
     job = services.jobs.cancel(job_id, caller=principal, kind=kind)
@@ -120,7 +124,7 @@ def events_page(
     services: Services,
     principal: Principal,
     job_id: str,
-    kind: str,
+    kind: KindFilter,
     *,
     after: int | None,
     limit: int,

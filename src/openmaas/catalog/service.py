@@ -242,6 +242,7 @@ def _plan(
     transform = None
     if kind == "rules":
         _write_rules_spec(located, work)
+        extra = _engine_params(located)
     else:
         extra = _write_linear_head(located, work)
         transform = "sklearn-joblib-to-safetensors"
@@ -281,7 +282,7 @@ def _write_rules_spec(located: Located, work: Path) -> None:
         shutil.copyfile(engine.root / rel, target)
     spec = {
         "task": definition.task,
-        "runtime": "rules",
+        "runtime": definition.runtime,  # rules, or a program's own runtime (espeak-ng)
         "format": "rules",
         "engine": definition.engine,
         "package": engine.source.package or engine.source.distribution,
@@ -289,6 +290,20 @@ def _write_rules_spec(located: Located, work: Path) -> None:
         "files": list(engine.source.copy),
     }
     (work / NATIVE_SPEC).write_text(json.dumps(spec, indent=2) + "\n", encoding="utf-8")
+
+
+def _engine_params(located: Located) -> dict[str, Any]:
+    """Params read from an engine when it is registered: espeak-ng's installed voices, so
+    that `GET /v1/models` lists them without loading the model."""
+    if located.definition.engine != "espeak-ng":
+        return {}
+    from openmaas.runtimes.espeak import installed_voices
+
+    command = located.package("engine").source.command
+    voices = installed_voices(command or "espeak-ng")
+    if not voices:
+        raise UnsupportedSource("espeak-ng lists no voices (espeak-ng --voices)")
+    return {"voices": list(voices)}
 
 
 def _write_linear_head(located: Located, work: Path) -> dict[str, Any]:

@@ -102,8 +102,6 @@ class _StoredFile:
 
 
 def _files_to_rekey(registry: Registry) -> list[_StoredFile]:
-    from openmaas.registry.artifacts import REKEY_TEMP_NAME
-
     files: list[_StoredFile] = []
     owned: set[Path] = set()
     for version, root in registry.files.stored_versions(caller=SYSTEM):
@@ -122,11 +120,8 @@ def _files_to_rekey(registry: Registry) -> list[_StoredFile]:
     # Uploaded datasets and training checkpoints live beside the models, written through
     # the same store: they move to the new key too (GCM authenticates each one as it is read).
     for area in EXTRA_AREAS:
-        root = store.root / area
-        if root.is_dir():
-            for path in sorted(p for p in root.rglob("*") if p.is_file()):
-                if path.name != REKEY_TEMP_NAME:
-                    files.append(_StoredFile(str(path.relative_to(store.root)), path, None))
+        for path in store.area_files(area):
+            files.append(_StoredFile(str(path.relative_to(store.root)), path, None))
     return files
 
 
@@ -201,7 +196,7 @@ def rotate_key(
         )
     keys = Keyring(new, previous=(old,) if old is not None else ())
     store = build_artifact_store(settings, keys)
-    if not store.objects_dir.is_dir():
+    if settings.artifacts_url is None and not store.objects_dir.is_dir():
         raise CLIError(
             f"no artifact store at {settings.artifact_root}; is OPENMAAS_HOME (or --home) the "
             "server's state directory?"

@@ -89,6 +89,13 @@ def train(
         str | None, typer.Option(help="Register as this model's next version.")
     ] = None,
     alias: Annotated[str | None, typer.Option(help="Alias to move on success.")] = None,
+    cross_validation: Annotated[
+        int | None,
+        typer.Option(min=2, max=20, help="k-fold cross-validation first.", show_default=False),
+    ] = None,
+    cv_final: Annotated[
+        str, typer.Option(help="After cross-validation register: all (folds) or best_fold.")
+    ] = "all",
     detach: Annotated[
         bool, typer.Option("--detach", "-d", help="Print the job and return at once.")
     ] = False,
@@ -115,6 +122,8 @@ def train(
             suffix=suffix,
             model_name=model_name,
             alias=alias,
+            cross_validation=cross_validation,
+            cross_validation_final=cv_final,
         )
         err.print(f"job {job.id} {job.status}; it registers {job.model_name}")
         if detach:

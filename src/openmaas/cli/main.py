@@ -35,6 +35,7 @@ from openmaas.cli import (
 from openmaas.cli.common import CLIError, Connection
 from openmaas.cli.jobs import app as jobs_app
 from openmaas.cli.jobs import train
+from openmaas.cli.search import search, trials
 from openmaas.cli.serve import serve
 from openmaas.cli.worker import worker
 from openmaas.client import DEFAULT_URL, APIError
@@ -88,6 +89,8 @@ app.command("usage")(usage.show_usage)
 app.command("audit")(audit.show_audit)
 app.command("train")(train)
 app.add_typer(jobs_app, name="jobs")
+app.command("search")(search)
+jobs_app.command("trials")(trials)
 app.add_typer(batches.app, name="batches")
 app.add_typer(optimize.app, name="optimize")
 app.add_typer(evaluate.app, name="evaluate")

@@ -119,7 +119,7 @@ def register(
     path: Annotated[
         Path | None,
         typer.Argument(
-            help="Local model directory or .tar.gz to upload (a server path with "
+            help="Local model directory, .tar.gz or .keras file to upload (a server path with "
             "--server-path). Omit it with --spacy, --package, --onnx or --hub.",
             show_default=False,
         ),

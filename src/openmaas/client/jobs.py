@@ -19,11 +19,13 @@ from openmaas.protocol.training import (
     EarlyStoppingIn,
     PageOut,
     RecipeOut,
+    SearchIn,
     TrainingCheckpointOut,
     TrainingEventOut,
     TrainingJobCreate,
     TrainingJobOut,
     TrainingJobUpdate,
+    TrialOut,
 )
 
 
@@ -51,9 +53,14 @@ class JobsResource(Resource):
         suffix: str | None = None,
         model_name: str | None = None,
         alias: str | None = None,
+        cross_validation: int | None = None,
+        cross_validation_final: str = "all",
+        search: SearchIn | Mapping[str, Any] | None = None,
     ) -> TrainingJobOut:
         """Queue a training job; on success it registers `model_name` (default
-        `<suffix or recipe>-<short id>`) with test-split metrics and moves `alias`."""
+        `<suffix or recipe>-<short id>`) with test-split metrics and moves `alias`.
+        `cross_validation=k` trains k folds first (their means and deviations are the job's
+        metrics); `search` makes it a search job (see `create_search_job`)."""
         body = TrainingJobCreate.model_validate(
             {
                 "recipe": recipe,
@@ -70,10 +77,53 @@ class JobsResource(Resource):
                 "suffix": suffix,
                 "model_name": model_name,
                 "alias": alias,
+                "cross_validation": cross_validation,
+                "cross_validation_final": cross_validation_final,
+                "search": search,
             }
         )
         payload = body.model_dump(mode="json", exclude_none=True)
         return self._one("POST", "/v1/training/jobs", TrainingJobOut, json=payload)
+
+    def create_search_job(
+        self,
+        recipe: str,
+        training_file: str,
+        *,
+        space: Mapping[str, Any] | None = None,
+        metric: str | None = None,
+        direction: str | None = None,
+        n_trials: int = 20,
+        timeout_s: float | None = None,
+        pruning: bool = True,
+        startup_trials: int = 5,
+        warmup_epochs: int = 0,
+        **training: Any,
+    ) -> TrainingJobOut:
+        """Queue a hyperparameter search: `n_trials` trainings of `recipe` with
+        hyperparameters from `space` (the recipe's default space when None), the best by
+        `metric` registered. `training` takes `create_training_job`'s other arguments::
+
+            job = client.create_search_job("textcnn", file_id, n_trials=20, space={
+                "learning_rate": {"type": "float", "low": 1e-4, "high": 1e-2, "log": True}})
+            for trial in client.training_job_trials(job.id):
+                print(trial.number, trial.state, trial.value)
+        """
+        search = SearchIn(
+            space=dict(space) if space is not None else None,
+            metric=metric,
+            direction=direction,
+            n_trials=n_trials,
+            timeout_s=timeout_s,
+            pruning=pruning,
+            startup_trials=startup_trials,
+            warmup_epochs=warmup_epochs,
+        )
+        return self.create_training_job(recipe, training_file, search=search, **training)
+
+    def training_job_trials(self, job_id: str) -> list[TrialOut]:
+        """A search job's trials by number: hyperparameters, metric, state, duration."""
+        return self._list("GET", f"{_job_path(job_id)}/trials", TrialOut)
 
     def list_training_jobs(
         self, *, after: str | None = None, limit: int = 20

@@ -38,6 +38,9 @@ from openmaas.protocol.registry import (
 ServerSource = PathSource | OnnxSource | SpacySource | PackageSource | HubSource
 
 
+KERAS_SUFFIX = ".keras"  # a Keras 3 model file, uploaded on its own
+
+
 class ModelsResource(Resource):
     """`/v1/registry/models` and their versions (aliases are in `AliasesResource`)."""
 
@@ -113,7 +116,8 @@ class ModelsResource(Resource):
         alias: str | None = None,
         progress: ProgressCallback | None = None,
     ) -> VersionOut:
-        """Upload a local model directory or .tar.gz as the model's next version.
+        """Upload a local model directory, .tar.gz or Keras `.keras` file as the model's next
+        version.
 
         A directory is packed into a temporary .tar.gz first (under $TMPDIR, removed
         afterwards); the archive is streamed, never read into memory. `progress` receives
@@ -129,8 +133,18 @@ class ModelsResource(Resource):
                 return self._send_archive(name, archive, meta, progress)
         if not local.exists():
             raise FileNotFoundError(f"no such file or directory: {local}")
+        if local.is_file() and local.suffix == KERAS_SUFFIX:
+            # A Keras model can be one file (TextVectorization inside): sent as a directory.
+            with tempfile.TemporaryDirectory(prefix="openmaas-upload-") as scratch:
+                folder = Path(scratch) / (local.stem or "model")
+                folder.mkdir()
+                (folder / local.name).symlink_to(local.resolve())
+                archive = pack_directory(folder, Path(scratch) / "model.tar.gz", progress=progress)
+                return self._send_archive(name, archive, meta, progress)
         if not (local.is_file() and is_archive(local)):
-            raise ValueError(f"{local} is neither a directory nor a .tar.gz/.tgz/.tar archive")
+            raise ValueError(
+                f"{local} is neither a directory, a .tar.gz/.tgz/.tar archive nor a .keras file"
+            )
         return self._send_archive(name, local, meta, progress)
 
     def _send_archive(

@@ -219,7 +219,7 @@ class DatasetService:
             with self.db.transaction() as session:
                 session.add(row)
         except BaseException:
-            shutil.rmtree(directory, ignore_errors=True)
+            self.artifacts.remove_tree(directory)
             raise
         return _entity(row)
 
@@ -311,7 +311,7 @@ class DatasetService:
             with self.db.transaction() as session:
                 session.add(row)
         except BaseException:
-            shutil.rmtree(directory, ignore_errors=True)
+            self.artifacts.remove_tree(directory)
             raise
         return file_entity(row)
 
@@ -511,7 +511,7 @@ class DatasetService:
             row = self._dataset_row(session, dataset_id, project, caller)
             removed = _entity(row)
             session.delete(row)
-        shutil.rmtree(self.root / removed.id, ignore_errors=True)
+        self.artifacts.remove_tree(self.root / removed.id)
         return removed
 
     def delete_file(self, file_id: str, *, caller: Principal) -> StoredFile:
@@ -521,7 +521,7 @@ class DatasetService:
             row = self._file_row(session, file_id, project, caller)
             removed = file_entity(row)
             session.delete(row)
-        shutil.rmtree(self.root / removed.id, ignore_errors=True)
+        self.artifacts.remove_tree(self.root / removed.id)
         return removed
 
     # -- plumbing -------------------------------------------------------------------------

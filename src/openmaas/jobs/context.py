@@ -130,6 +130,10 @@ class JobContext:
     def message(self, text: str, level: str = "info") -> None:
         self._queue.record_event(self.job.id, text, level=LEVELS.get(level, "info"))
 
+    def event(self, text: str, *, type: str, data: Mapping[str, Any]) -> None:
+        """An event of the kind's own `type` (a search's trials) with its data."""
+        self._queue.record_event(self.job.id, text, type=type, data=data)
+
     def plan_steps(self, total_steps: int | None) -> None:
         """The run's total steps, for progress and the ETA (the latest value counts)."""
         if total_steps is not None and total_steps >= 1:

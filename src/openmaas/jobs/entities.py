@@ -17,8 +17,10 @@ from typing import Any, Generic, TypeVar
 
 T = TypeVar("T")
 
-# The kind of every job recorded before kinds existed, and the only one today.
+# The kind of every job recorded before kinds existed.
 TRAINING = "training"
+# A hyperparameter search: trainings of one recipe, the best registered (`training.search_kind`).
+SEARCH = "search"
 
 
 class JobStatus(StrEnum):

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterable
-from typing import Any, Literal
+from typing import Any, Literal, TypeAlias
 
 from sqlalchemy import and_, or_, select
 
@@ -46,8 +46,12 @@ logger = logging.getLogger("openmaas.jobs")
 
 MAX_PAGE = 100
 
+# A kind, or kinds one route serves together (training and search jobs), or any (None).
+KindFilter: TypeAlias = str | tuple[str, ...] | None
 
-def _job_not_found(job_id: str, kind: str | None) -> NotFound:
+
+def _job_not_found(job_id: str, kinds: KindFilter) -> NotFound:
+    kind = kinds[0] if isinstance(kinds, tuple) else kinds
     if kind in (None, TRAINING):
         return NotFound(
             f"fine-tuning job {job_id!r} not found",
@@ -122,7 +126,7 @@ class JobService:
 
     # -- reading -------------------------------------------------------------------------------
 
-    def get(self, job_id: str, *, caller: Principal, kind: str | None = None) -> Job:
+    def get(self, job_id: str, *, caller: Principal, kind: KindFilter = None) -> Job:
         """A job of the caller's project (of `kind` when given: a job of another kind
         answers like a missing one)."""
         require_caller(caller)
@@ -137,7 +141,7 @@ class JobService:
         caller: Principal,
         after: str | None = None,
         limit: int = 20,
-        kind: str | None = None,
+        kind: KindFilter = None,
         base_model: str | None = None,
     ) -> Page[Job]:
         """Newest first (of `kind` only when given, and of jobs whose `base_model` is
@@ -149,7 +153,7 @@ class JobService:
             if not is_admin(caller):
                 query = query.where(JobRow.project == caller.project)
             if kind is not None:
-                query = query.where(JobRow.kind == kind)
+                query = query.where(JobRow.kind.in_(_kinds(kind)))
             if base_model is not None:
                 query = query.where(JobRow.base_model == base_model)
             if after is not None:
@@ -179,15 +183,18 @@ class JobService:
         after: int | None = None,
         limit: int = 20,
         order: Literal["desc", "asc"] = "desc",
-        kind: str | None = None,
+        kind: KindFilter = None,
+        type: str | None = None,
     ) -> Page[JobEvent]:
         """A job's events, newest first as OpenAI lists them (or oldest first for followers);
-        `after` is the last event id of the previous page."""
+        `after` is the last event id of the previous page; of `type` only when given."""
         require_caller(caller)
         limit = max(1, min(limit, 1000))
         with self.db.transaction() as session:
             self._visible(session, job_id, caller, kind=kind)
             query = select(JobEventRow).where(JobEventRow.job_id == job_id)
+            if type is not None:
+                query = query.where(JobEventRow.type == type)
             if order == "desc":
                 if after is not None:
                     query = query.where(JobEventRow.id < after)
@@ -206,7 +213,7 @@ class JobService:
         caller: Principal,
         after: str | None = None,
         limit: int = 10,
-        kind: str | None = None,
+        kind: KindFilter = None,
     ) -> Page[JobCheckpoint]:
         """A job's checkpoints, newest first; `after` is the last id of the previous page."""
         require_caller(caller)
@@ -238,7 +245,7 @@ class JobService:
 
     # -- cancelling ----------------------------------------------------------------------------
 
-    def cancel(self, job_id: str, *, caller: Principal, kind: str | None = None) -> Job:
+    def cancel(self, job_id: str, *, caller: Principal, kind: KindFilter = None) -> Job:
         """A job not running yet is cancelled at once; a running one is asked to stop (its
         worker stops within seconds, keeping its last checkpoint)."""
         require_caller(caller)
@@ -267,14 +274,18 @@ class JobService:
         caller: Principal,
         *,
         lock: bool = False,
-        kind: str | None = None,
+        kind: KindFilter = None,
     ) -> JobRow:
         row: JobRow | None = session.get(JobRow, job_id, with_for_update=lock)
         # Another project's job, or one of another kind, answers exactly like a missing one.
         if (
             row is None
             or not (is_admin(caller) or row.project == caller.project)
-            or (kind is not None and row.kind != kind)
+            or (kind is not None and row.kind not in _kinds(kind))
         ):
             raise _job_not_found(job_id, kind)
         return row
+
+
+def _kinds(kind: str | tuple[str, ...]) -> tuple[str, ...]:
+    return kind if isinstance(kind, tuple) else (kind,)

@@ -150,6 +150,7 @@ class Worker:
         from openmaas.optimize.kind import OptimizationJobKind
         from openmaas.training.kind import TrainingJobKind
         from openmaas.training.requests import load_recipes
+        from openmaas.training.search_kind import SearchJobKind
         from openmaas.wiring import build_artifact_store, build_registry
 
         db = Database(settings.database_url)
@@ -194,6 +195,7 @@ class Worker:
             ),
             kinds=[
                 training,
+                SearchJobKind(training),
                 optimization,
                 evaluation,
             ],
@@ -255,15 +257,16 @@ class Worker:
         logger.info("worker %s: running job %s (%s)", self.worker_id, job.id, job.kind)
         state = RunState(job_id=job.id, started_at=time.monotonic())
         self._state = state
-        if self.threads is not None:
-            import torch  # here, not at the top: a worker with no job imports no torch
-
-            torch.set_num_threads(self.threads)
         beat_stop = threading.Event()
         beat = threading.Thread(
             target=self._heartbeat, args=(state, beat_stop), name=f"heartbeat-{job.id}", daemon=True
         )
         beat.start()
+        if self.threads is not None:
+            # After the heartbeats start: torch's first import takes seconds on a busy machine.
+            import torch  # here, not at the top: a worker with no job imports no torch
+
+            torch.set_num_threads(self.threads)
         failure_code = "job_failed"
         try:
             kind = self._kind(job)

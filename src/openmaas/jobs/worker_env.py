@@ -42,8 +42,11 @@ def worker_environment(settings: Settings, inherited: Mapping[str, str]) -> dict
             "OPENMAAS_HOME": str(settings.home),
             "OPENMAAS_DATABASE_URL": settings.database_url,
             "OPENMAAS_ARTIFACTS_DIR": str(settings.artifact_root),
+            "OPENMAAS_ARTIFACT_CACHE_DIR": str(settings.artifact_cache_root),
         }
     )
+    if settings.artifacts_url is not None:
+        env["OPENMAAS_ARTIFACTS_URL"] = settings.artifacts_url
     key_file = _encryption_key_file(settings)
     if key_file is not None:
         env["OPENMAAS_ENCRYPTION_KEY_FILE"] = str(key_file)

@@ -40,6 +40,9 @@ class ModelCard(BaseModel):
         default=None,
         description="When loaded: the runtime it runs on (`onnx` when its ONNX variant serves it).",
     )
+    voices: list[str] | None = Field(
+        default=None, description="Speech models: the voices /v1/audio/speech takes."
+    )
 
 
 class ModelList(BaseModel):

@@ -187,6 +187,28 @@ class EarlyStoppingIn(_Strict):
     )
 
 
+class SearchIn(_Strict):
+    """A hyperparameter search: `space` maps recipe hyperparameters to ranges (the recipe's
+    default space when left out), checked against the recipe (400 naming the parameter)."""
+
+    space: dict[str, Any] | None = Field(
+        default=None,
+        description='{"name": {"type": "float"|"int"|"categorical", "low", "high", "log", '
+        '"step" | "choices"}}; the recipe\'s default space when left out.',
+    )
+    metric: str | None = Field(
+        default=None, max_length=64, description="A validation metric, e.g. val_macro_f1."
+    )
+    direction: Literal["maximize", "minimize"] | None = None
+    n_trials: int = Field(default=20, ge=1, le=500)
+    timeout_s: float | None = Field(
+        default=None, gt=0, le=7 * 24 * 3600, description="Seconds of trials, at most."
+    )
+    pruning: bool = Field(default=True, description="Median pruning on per-epoch metrics.")
+    startup_trials: int = Field(default=5, ge=0, le=500, description="Never pruned.")
+    warmup_epochs: int = Field(default=0, ge=0, le=10_000, description="Never pruned before.")
+
+
 class TrainingJobCreate(_Strict):
     recipe: str = Field(min_length=1, max_length=64)
     training_file: str = Field(min_length=1, max_length=64)
@@ -204,6 +226,15 @@ class TrainingJobCreate(_Strict):
         default=None, max_length=128, description="Register as this model's next version."
     )
     alias: str | None = Field(default=None, max_length=64, description="Moved on success.")
+    search: SearchIn | None = Field(
+        default=None, description="Search hyperparameters: a `search` job, its best trial kept."
+    )
+    cross_validation: int | None = Field(
+        default=None, ge=2, le=20, description="k-fold cross-validation with this many folds."
+    )
+    cross_validation_final: Literal["all", "best_fold"] = Field(
+        default="all", description="Register a model trained on all folds, or the best fold's."
+    )
 
 
 class RecipeOut(Response):
@@ -212,6 +243,7 @@ class RecipeOut(Response):
     needs_base_model: bool = False
     description: str = ""
     defaults: dict[str, Any] = Field(default_factory=dict)
+    search_space: dict[str, Any] = Field(default_factory=dict)
 
 
 class ProgressOut(Response):
@@ -251,10 +283,28 @@ class TrainingJobOut(Response):
     started_at: datetime | None = None
     finished_at: datetime | None = None
     progress: ProgressOut | None = None
+    kind: str = "training"  # or "search"
+    search: dict[str, Any] | None = None  # a search job's checked spec
+    cross_validation: int | None = None
+    cross_validation_final: str | None = None
 
     @property
     def finished(self) -> bool:
         return self.status in ("succeeded", "failed", "cancelled")
+
+
+class TrialOut(Response):
+    """One trial of a search job."""
+
+    number: int
+    state: str  # running | complete | pruned | failed | waiting
+    params: dict[str, Any] = Field(default_factory=dict)
+    value: float | None = None  # the searched metric (best epoch; last reported when pruned)
+    intermediate: dict[str, float] = Field(default_factory=dict)  # per epoch
+    epochs: int = 0
+    metrics: dict[str, float] = Field(default_factory=dict)  # on the test split, when complete
+    duration_s: float | None = None
+    error: str | None = None
 
 
 class TrainingEventOut(Response):

@@ -227,6 +227,13 @@ class ArtifactStore:
     def is_encrypted(self, path: Path) -> bool:
         return peek_header(path) is not None
 
+    def remove_tree(self, path: Path) -> None:
+        """Delete a directory (or file) written with `write_stream`, wherever it is stored."""
+        if path.is_dir():
+            shutil.rmtree(path, ignore_errors=True)
+        else:
+            path.unlink(missing_ok=True)
+
     # -- plaintext copies for loaders ------------------------------------------------------------
 
     @property
@@ -369,6 +376,20 @@ class ArtifactStore:
             for name in sorted(filenames):
                 if name != REKEY_TEMP_NAME:
                     yield Path(dirpath) / name
+
+    def area_files(self, area: str) -> list[Path]:
+        """Every file under the top-level `area` ("datasets", "jobs"), sorted: what key
+        rotation rewrites beside the versions."""
+        root = self.root / area
+        if not root.is_dir():
+            return []
+        return sorted(
+            path
+            for path in root.rglob("*")
+            if path.is_file()
+            and path.name != REKEY_TEMP_NAME
+            and not path.name.endswith(PART_SUFFIX)
+        )
 
     def sweep_rekey_leftovers(self) -> list[Path]:
         """Delete the half-written files an interrupted `rekey_file` left behind."""

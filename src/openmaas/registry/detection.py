@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Any
 
 from openmaas.errors import TaskNotDetected, UnsupportedSource
 from openmaas.runtimes.base import NATIVE_SPEC
+from openmaas.runtimes.keras_files import keras_file_in
+from openmaas.runtimes.keras_intake import inspect_keras_model
+from openmaas.runtimes.piper import find_piper_config, piper_params
 from openmaas.tasks.names import Task
 
 _TRANSLATION_TYPES = frozenset({"marian", "m2m_100", "nllb-moe", "fsmt", "mbart"})
@@ -23,6 +26,8 @@ class Detected:
     task: str | None
     runtime: str
     format: str
+    # Params read from the files, recorded on the version (a Piper voice's voices).
+    params: Mapping[str, Any] = field(default_factory=dict)
 
 
 def _read_json(path: Path) -> dict[str, Any]:
@@ -33,8 +38,9 @@ def _read_json(path: Path) -> dict[str, Any]:
     return data if isinstance(data, dict) else {}
 
 
-def detect(files: Mapping[str, Path]) -> Detected:
-    """Inspect configs only (never weights). `files` maps relative paths to readable files."""
+def detect(files: Mapping[str, Path], params: Mapping[str, Any] | None = None) -> Detected:
+    """Inspect configs only (never weights). `files` maps relative paths to readable files;
+    `params` are the version's (a Keras model's labels and preprocessing options)."""
     names = set(files)
     top = {name for name in names if "/" not in name}
     if NATIVE_SPEC in top:
@@ -45,6 +51,10 @@ def detect(files: Mapping[str, Path]) -> Detected:
                 runtime=str(spec["runtime"]),
                 format=str(spec.get("format") or spec["runtime"]),
             )
+    if keras_file_in(sorted(top)) is not None:
+        # Refuses (400) a file that is no Keras 3 model, or whose loading would run code.
+        keras_file = inspect_keras_model(files, params)
+        return Detected(task=keras_file.task, runtime="keras", format="keras")
     if {"meta.json", "config.cfg"} <= top:
         meta = _read_json(files["meta.json"])
         components = list(meta.get("pipeline") or []) + list(meta.get("components") or [])
@@ -64,6 +74,14 @@ def detect(files: Mapping[str, Path]) -> Detected:
         task = Task.SPEECH_RECOGNITION.value if whisper_like else None
         return Detected(task=task, runtime="ctranslate2", format="ctranslate2")
     onnx_files = sorted(n for n in names if n.endswith(".onnx"))
+    piper = find_piper_config(files) if onnx_files else None
+    if piper is not None:  # an .onnx graph with Piper's config: a neural voice
+        return Detected(
+            task=Task.SPEECH_SYNTHESIS.value,
+            runtime="piper",
+            format="piper",
+            params=piper_params(piper[1]),
+        )
     has_safetensors = any(n.endswith(".safetensors") for n in names)
     has_other_weights = any(
         PurePosixPath(n).suffix in (".bin", ".pt", ".pth", ".h5", ".msgpack") for n in names
@@ -77,7 +95,8 @@ def detect(files: Mapping[str, Path]) -> Detected:
     raise UnsupportedSource(
         "could not recognise the model format: expected a Hugging Face directory (config.json "
         "with .safetensors weights), an .onnx file, a spaCy pipeline (meta.json + config.cfg), "
-        f"a CTranslate2 directory (model.bin + vocabulary) or an {NATIVE_SPEC} spec; "
+        f"a CTranslate2 directory (model.bin + vocabulary), a Keras .keras file or an "
+        f"{NATIVE_SPEC} spec; "
         f"found {sorted(top)[:12]}",
         param="source",
     )

@@ -21,7 +21,7 @@ import shutil
 import tempfile
 from collections.abc import Callable, Collection, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import IO, Any
 
@@ -188,8 +188,8 @@ class RegistrationService:
             budget.check(sum(path.stat().st_size for path in plan.files.values()))
         for rel, path in plan.files.items():
             refuse_if_pickle(rel, path, allow_pickle=self.allow_pickle)
-        detected = detect(plan.files)
-        kind = Detected(require_task(detected, spec.task), detected.runtime, detected.format)
+        detected = detect(plan.files, spec.params)
+        kind = replace(detected, task=require_task(detected, spec.task))
         self._check_loadable(name, kind, spec, plan.root, who)
         lineage = _lineage_with_source(spec.lineage, plan.source)
         if storage is Storage.EXTERNAL:
@@ -229,8 +229,8 @@ class RegistrationService:
             files = walk_directory(staging)
             for rel, path in files.items():
                 refuse_if_pickle(rel, path, allow_pickle=self.allow_pickle)
-            detected = detect(files)
-            kind = Detected(require_task(detected, spec.task), detected.runtime, detected.format)
+            detected = detect(files, spec.params)
+            kind = replace(detected, task=require_task(detected, spec.task))
             self._check_loadable(name, kind, spec, staging, who)
         except BaseException:
             self.artifacts.discard(staging)
@@ -427,7 +427,7 @@ class RegistrationService:
                     status=VersionStatus.READY.value,
                     description=spec.description,
                     tags=dict(spec.tags),
-                    params=dict(spec.params),
+                    params={**kind.params, **spec.params},  # the caller's win
                     metrics={k: float(v) for k, v in spec.metrics.items()},
                     lineage=lineage.to_dict(),
                     manifest=[entry.to_dict() for entry in files],

@@ -119,8 +119,11 @@ def plan_directory(path: Path) -> FilePlan:
     if path.is_file():
         if path.suffix == ".onnx":
             return FilePlan(files={"model.onnx": path}, source={"type": "onnx", "file": path.name})
+        if path.suffix == ".keras":
+            return FilePlan(files={path.name: path}, source={"type": "keras", "file": path.name})
         raise UnsupportedSource(
-            f"{path.name} is a file: register a model directory, an .onnx file, or upload a "
+            f"{path.name} is a file: register a model directory, an .onnx or .keras file, or "
+            "upload a "
             ".tar.gz archive",
             param="path",
         )

@@ -251,6 +251,9 @@ RUNTIMES: dict[str, str] = {
     "linear-head": "openmaas.runtimes.linear_head:LinearHeadRuntime",
     "openmaas-nn": "openmaas.runtimes.textnn:TextNetworkRuntime",
     "word2vec": "openmaas.runtimes.word_vectors:WordVectorsRuntime",
+    "keras": "openmaas.runtimes.keras:KerasRuntime",
+    "espeak-ng": "openmaas.runtimes.espeak:EspeakRuntime",
+    "piper": "openmaas.runtimes.piper:PiperRuntime",
     "openmaas-vision": "openmaas.runtimes.vision:VisionRuntime",
 }
 

@@ -18,6 +18,7 @@ from openmaas.tasks.embedding import EMBEDDING
 from openmaas.tasks.image_classification import IMAGE_CLASSIFICATION
 from openmaas.tasks.rerank import RERANK
 from openmaas.tasks.speech_recognition import SPEECH_RECOGNITION
+from openmaas.tasks.speech_synthesis import SPEECH_SYNTHESIS
 from openmaas.tasks.summarization import SUMMARIZATION
 from openmaas.tasks.text_classification import TEXT_CLASSIFICATION
 from openmaas.tasks.text_generation import TEXT_GENERATION
@@ -38,6 +39,7 @@ _CONTRACTS: dict[str, AnyContract] = {
         TRANSLATION,
         SUMMARIZATION,
         SPEECH_RECOGNITION,
+        SPEECH_SYNTHESIS,
         IMAGE_CLASSIFICATION,
     )
 }

@@ -19,3 +19,4 @@ class Task(StrEnum):
     SUMMARIZATION = "summarization"
     SPEECH_RECOGNITION = "speech-recognition"
     IMAGE_CLASSIFICATION = "image-classification"
+    SPEECH_SYNTHESIS = "speech-synthesis"

@@ -58,6 +58,8 @@ SEED_LIMIT = 2**31 - 1
 SHORT_ID_CHARS = 8
 FILE_READY = "processed"
 MULTIPLIER_NAMES = ("learning_rate_multiplier",)
+MAX_FOLDS = 20
+CROSS_VALIDATION_FINALS = ("all", "best_fold")
 # Base models and the recipe that fine-tunes them, best first: a transformers checkpoint is
 # fine-tuned whole; any embedding model can carry a trained head. The first whose recipe
 # trains the dataset's task wins: a token-classification file gets the NER recipe.
@@ -82,12 +84,13 @@ def build_job_service(
     *,
     extra_kinds: Sequence[JobKind] = (),
 ) -> JobService:
-    """The job service of a server process, from its settings: the training, optimization
-    and evaluation kinds and `extra_kinds` (the server adds batches)."""
+    """The job service of a server process, from its settings: the training, search,
+    optimization and evaluation kinds and `extra_kinds` (the server adds batches)."""
     from openmaas.datasets.service import DatasetService
     from openmaas.evaluation.kind import EvaluationJobKind
     from openmaas.jobs.service import JobService
     from openmaas.optimize.kind import OptimizationJobKind
+    from openmaas.training.search_kind import SearchJobKind
 
     datasets = DatasetService(db, registry.artifacts)
     training = TrainingJobKind(
@@ -99,7 +102,7 @@ def build_job_service(
     )
     return JobService(
         db,
-        kinds=[training, optimization, evaluation, *extra_kinds],
+        kinds=[training, SearchJobKind(training), optimization, evaluation, *extra_kinds],
         heartbeat_timeout_s=settings.job_heartbeat_timeout_s,
         max_attempts=settings.job_max_attempts,
     )
@@ -171,6 +174,7 @@ class TrainingJobKind:
         self._check_model_name(model_name, project, caller)
         if request.alias is not None:
             check_alias(request.alias)
+        folds = _cross_validation(request)
         seed = request.seed if request.seed is not None else secrets.randbelow(SEED_LIMIT)
         if not 0 <= seed <= SEED_LIMIT:
             raise InvalidRequest(f"seed must be 0..{SEED_LIMIT}", param="seed")
@@ -198,6 +202,7 @@ class TrainingJobKind:
                 CREATED_BY_ADMIN: is_admin(caller),
                 "explicit_model_name": request.model_name is not None,
                 "learning_rate_multiplier": _learning_rate_multiplier(recipe, given),
+                **folds,
             },
             suffix=suffix,
             seed=seed,
@@ -207,6 +212,13 @@ class TrainingJobKind:
 
     def checking_message(self, job: NewJob) -> str:
         return f"Validating training file: {job.training_file}"
+
+    def datasets_rows(self, file_id: str) -> int:
+        """How many examples the (checked) file holds, as its stats say (1 when unknown)."""
+        with self.db.transaction() as session:
+            stats = session.scalar(select(DatasetRow.stats).where(DatasetRow.id == file_id))
+        rows = stats.get("rows") if isinstance(stats, dict) else None
+        return rows if isinstance(rows, int) and rows > 0 else 1
 
     def check_inputs(self, job: Job) -> Admission:
         """Read the files' examples: enough to train and test on, hyperparameters that fit."""
@@ -231,6 +243,13 @@ class TrainingJobKind:
                     f"{len(labels)} label; a classifier needs at least 2",
                     param="training_file",
                 )
+        folds = job.options.get("cross_validation")
+        if isinstance(folds, int) and len(train) + len(test) < 2 * folds:
+            raise InvalidRequest(
+                f"file {job.training_file} holds {len(train) + len(test)} examples outside the "
+                f"validation split: too few for {folds} folds of at least 2; ask for fewer",
+                param="cross_validation",
+            )
         try:
             resolved = recipe.resolve(job.hyperparameters, len(train))
         except ValueError as exc:
@@ -372,6 +391,25 @@ class TrainingJobKind:
 
     def _check_model_name(self, name: str, project: str, caller: Principal) -> None:
         check_publishable_name(self.registry, name, project, caller)
+
+
+def _cross_validation(request: JobRequest) -> dict[str, Any]:
+    """The job options of a k-fold cross-validation (none without one)."""
+    k = request.cross_validation
+    final = request.cross_validation_final
+    if final not in CROSS_VALIDATION_FINALS:
+        raise InvalidRequest(
+            f"cross_validation_final must be all or best_fold, got {final!r}",
+            param="cross_validation_final",
+        )
+    if k is None:
+        return {}
+    if isinstance(k, bool) or not isinstance(k, int) or not 2 <= k <= MAX_FOLDS:
+        raise InvalidRequest(
+            f"cross_validation must be a number of folds from 2 to {MAX_FOLDS}, got {k!r}",
+            param="cross_validation",
+        )
+    return {"cross_validation": k, "cross_validation_final": final}
 
 
 def _default_task(recipe: Recipe, file_task: str | None) -> str:

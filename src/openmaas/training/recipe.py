@@ -32,7 +32,7 @@ import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 Example = Mapping[str, Any]
 
@@ -135,6 +135,9 @@ class Recipe(abc.ABC):
     description: str = ""
     # True: an "auto" batch_size is `batch_size_for(n_examples, default)`, not the default.
     batch_size_scales_with_data: bool = False
+    # The hyperparameter search a job gets when it names no space (`training.search_space`
+    # reads it): {name: {"type": "float" | "int" | "categorical", ...}}; empty: none.
+    search_space: ClassVar[Mapping[str, Mapping[str, Any]]] = {}
 
     @abc.abstractmethod
     def defaults(self) -> dict[str, Any]:

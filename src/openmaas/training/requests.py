@@ -72,6 +72,11 @@ class JobRequest:
     validation_split: float = 0.1  # of the training file, when no validation file is given
     test_split: float = 0.1  # of the training file: the registered metrics come from it
     options: Mapping[str, Any] = field(default_factory=dict)  # recorded as given (OpenAI)
+    # A hyperparameter search (a `search` job, `training.search_space`): space, metric, budget.
+    search: Mapping[str, Any] | None = None
+    # k-fold cross-validation (`training.cross_validation`): k, and which model is registered.
+    cross_validation: int | None = None
+    cross_validation_final: str = "all"  # all | best_fold
 
 
 def split_examples(

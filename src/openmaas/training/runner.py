@@ -14,7 +14,8 @@ from __future__ import annotations
 
 import math
 import shutil
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -25,7 +26,13 @@ from openmaas.jobs.publish import JobOutput
 from openmaas.registry.entities import VersionPin
 from openmaas.registry.files import OpenedVersion
 from openmaas.training.hyperparameters import BATCH_NAMES, EPOCH_NAMES
-from openmaas.training.recipe import Checkpoint, TrainingContext, TrainingStopped
+from openmaas.training.recipe import (
+    Checkpoint,
+    Example,
+    TrainingContext,
+    TrainingResult,
+    TrainingStopped,
+)
 from openmaas.training.requests import split_examples
 
 if TYPE_CHECKING:
@@ -35,12 +42,11 @@ if TYPE_CHECKING:
 def run_training(kind: TrainingJobKind, context: JobContext) -> JobOutput:
     """Train the job with its recipe; `JobStopped` when the recipe stopped as asked."""
     job = context.job
-    recipe = kind.recipes.get(job.recipe)
-    if recipe is None:
-        raise OpenMaaSError(
-            f"recipe {job.recipe!r} is not installed on worker {context.worker_id} "
-            f"(it has: {', '.join(sorted(kind.recipes))})"
-        )
+    if job.options.get("cross_validation"):
+        from openmaas.training.cross_validation import run_cross_validation
+
+        output: JobOutput = run_cross_validation(kind, context)
+        return output
     output_dir, work_dir = context.scratch / "output", context.scratch / "work"
     shutil.rmtree(output_dir, ignore_errors=True)
     output_dir.mkdir(parents=True)
@@ -58,19 +64,74 @@ def run_training(kind: TrainingJobKind, context: JobContext) -> JobOutput:
         else None
     )
     context.plan_steps(_estimate_total_steps(job.hyperparameters, len(train)))
-    base_version = job.options.get("base_version")
-    base = _open_base(kind, job) if base_version else None
+    try:
+        result = train_once(
+            kind,
+            context,
+            TrainingRun(
+                train=train,
+                validation=validation,
+                test=test,
+                hyperparameters=job.hyperparameters,
+                output_dir=output_dir,
+                work_dir=work_dir,
+                resume_from=resume,
+                on_message=lambda level, text: context.message(text, level),
+                on_metrics=context.report_metrics,
+                on_checkpoint=lambda directory, step, epoch, metrics: _checkpoint(
+                    context, directory, step, epoch, metrics
+                ),
+                should_stop=context.should_stop,
+                on_plan=context.plan_steps,
+            ),
+        )
+    except TrainingStopped as exc:
+        raise JobStopped(str(exc)) from exc
+    return job_output(job, result, output_dir)
+
+
+@dataclass(slots=True)
+class TrainingRun:
+    """One training of a job's recipe: its data, hyperparameters, directories and hooks (a
+    search trains many, a cross-validation one per fold)."""
+
+    train: Sequence[Example]
+    validation: Sequence[Example]
+    test: Sequence[Example]
+    hyperparameters: Mapping[str, Any]
+    output_dir: Path
+    work_dir: Path
+    resume_from: Checkpoint | None = None
+    on_message: Callable[[str, str], None] = lambda level, text: None
+    on_metrics: Callable[[int, int, Mapping[str, float]], None] = lambda step, epoch, m: None
+    on_checkpoint: Callable[[Path, int, int, Mapping[str, float]], None] = (
+        lambda directory, step, epoch, metrics: None
+    )
+    should_stop: Callable[[], bool] = lambda: False
+    on_plan: Callable[[int], None] = lambda total_steps: None
+
+
+def train_once(kind: TrainingJobKind, context: JobContext, run: TrainingRun) -> TrainingResult:
+    """Train the job's recipe once as `run` says; `TrainingStopped` when it stopped."""
+    job = context.job
+    recipe = kind.recipes.get(job.recipe)
+    if recipe is None:
+        raise OpenMaaSError(
+            f"recipe {job.recipe!r} is not installed on worker {context.worker_id} "
+            f"(it has: {', '.join(sorted(kind.recipes))})"
+        )
+    base = _open_base(kind, job) if job.options.get("base_version") else None
     try:
         ctx = TrainingContext(
             job_id=job.id,
             task=job.task,
-            train=train,
-            validation=validation,
-            test=test,
-            hyperparameters=dict(job.hyperparameters),
+            train=run.train,
+            validation=run.validation,
+            test=run.test,
+            hyperparameters=dict(run.hyperparameters),
             seed=job.seed,
-            output_dir=output_dir,
-            work_dir=work_dir,
+            output_dir=run.output_dir,
+            work_dir=run.work_dir,
             device=context.device,
             base_model=base.directory if base is not None else None,
             base_model_params=dict(base.version.params) if base is not None else {},
@@ -79,22 +140,32 @@ def run_training(kind: TrainingJobKind, context: JobContext) -> JobOutput:
             ),
             base_model_task=base.version.task if base is not None else None,
             base_model_runtime=base.version.runtime if base is not None else None,
-            resume_from=resume,
-            on_message=lambda level, text: context.message(text, level),
-            on_metrics=context.report_metrics,
-            on_checkpoint=lambda directory, step, epoch, metrics: _checkpoint(
-                context, directory, step, epoch, metrics
-            ),
-            should_stop=context.should_stop,
-            on_plan=context.plan_steps,
+            resume_from=run.resume_from,
+            on_message=run.on_message,
+            on_metrics=run.on_metrics,
+            on_checkpoint=run.on_checkpoint,
+            should_stop=run.should_stop,
+            on_plan=run.on_plan,
         )
-        try:
-            result = recipe.train(ctx)
-        except TrainingStopped as exc:
-            raise JobStopped(str(exc)) from exc
+        return recipe.train(ctx)
     finally:
         if base is not None:
             base.close()
+
+
+def job_output(
+    job: Job,
+    result: TrainingResult,
+    output_dir: Path,
+    *,
+    hyperparameters: Mapping[str, Any] | None = None,
+    extra: Mapping[str, Any] | None = None,
+    metrics: Mapping[str, float] | None = None,
+) -> JobOutput:
+    """What the job publishes: the model in `output_dir`, trained with `hyperparameters`
+    (the job's by default); `extra` joins the version's `training` metadata, `metrics`
+    the registered metrics."""
+    base_version = job.options.get("base_version")
     base_reference = str(base_version) if base_version else None
     return JobOutput(
         directory=output_dir,
@@ -106,12 +177,15 @@ def run_training(kind: TrainingJobKind, context: JobContext) -> JobOutput:
             "training": {
                 "job_id": job.id,
                 "recipe": job.recipe,
-                "hyperparameters": dict(job.hyperparameters),
+                "hyperparameters": dict(
+                    job.hyperparameters if hyperparameters is None else hyperparameters
+                ),
                 "seed": job.seed,
                 "report": dict(result.report),
+                **dict(extra or {}),
             },
         },
-        metrics=finite(result.metrics),
+        metrics=finite({**result.metrics, **dict(metrics or {})}),
         trained_tokens=result.trained_tokens,
         source={
             "type": "training-job",

@@ -17,10 +17,12 @@ from openmaas.api.convert.training import (
     recipe_out,
     training_checkpoint_out,
     training_job_out,
+    trials_out,
 )
 from openmaas.api.deps import PrincipalDep, ServicesDep
 from openmaas.api.json_body import StrictJSONRoute
 from openmaas.api.training_jobs import (
+    MAX_EVENTS_PAGE,
     AfterEvent,
     EventLimit,
     EventOrder,
@@ -29,7 +31,7 @@ from openmaas.api.training_jobs import (
     events_page,
     training_kind,
 )
-from openmaas.jobs.entities import TRAINING
+from openmaas.jobs.entities import SEARCH, TRAINING
 from openmaas.protocol.training import (
     PageOut,
     RecipeOut,
@@ -37,12 +39,16 @@ from openmaas.protocol.training import (
     TrainingEventOut,
     TrainingJobCreate,
     TrainingJobOut,
+    TrialOut,
 )
 from openmaas.training.requests import EarlyStopping, JobRequest
+from openmaas.training.search_runner import TRIAL_EVENT
 
 router = APIRouter(route_class=StrictJSONRoute, prefix="/v1/training", tags=["training"])
 
 MAX_PAGE = 100
+# The jobs these routes serve: trainings, and searches (trainings of many trials).
+TRAINING_KINDS = (TRAINING, SEARCH)
 
 
 @router.get("/recipes")
@@ -76,8 +82,12 @@ async def create_training_job(
         alias=body.alias,
         validation_split=body.validation_split,
         test_split=body.test_split,
+        search=body.search.model_dump(exclude_none=True) if body.search is not None else None,
+        cross_validation=body.cross_validation,
+        cross_validation_final=body.cross_validation_final,
     )
-    job = await create_job(services, principal, auditor, request)
+    kind = SEARCH if body.search is not None else TRAINING
+    job = await create_job(services, principal, auditor, request, kind=kind)
     return training_job_out(job)
 
 
@@ -89,13 +99,13 @@ def list_training_jobs(
     limit: Annotated[int, Query(ge=1, le=MAX_PAGE)] = 20,
 ) -> PageOut[TrainingJobOut]:
     """Newest first."""
-    page = services.jobs.list(caller=principal, kind=TRAINING, after=after, limit=limit)
+    page = services.jobs.list(caller=principal, kind=TRAINING_KINDS, after=after, limit=limit)
     return PageOut(data=[training_job_out(job) for job in page.items], has_more=page.has_more)
 
 
 @router.get("/jobs/{job_id}")
 def get_training_job(job_id: str, services: ServicesDep, principal: PrincipalDep) -> TrainingJobOut:
-    return training_job_out(services.jobs.get(job_id, caller=principal, kind=TRAINING))
+    return training_job_out(services.jobs.get(job_id, caller=principal, kind=TRAINING_KINDS))
 
 
 @router.post("/jobs/{job_id}/cancel")
@@ -104,7 +114,7 @@ def cancel_training_job(
 ) -> TrainingJobOut:
     """A job not started yet is cancelled at once; a running one stops within seconds and
     keeps its last checkpoint."""
-    return training_job_out(cancel_job(services, principal, auditor, job_id))
+    return training_job_out(cancel_job(services, principal, auditor, job_id, TRAINING_KINDS))
 
 
 @router.get("/jobs/{job_id}/events")
@@ -117,7 +127,9 @@ def list_training_job_events(
     order: EventOrder = "asc",
 ) -> PageOut[TrainingEventOut]:
     """Oldest first by default: pass the last id you saw as `after` to follow a job."""
-    return events_page(services, principal, job_id, TRAINING, after=after, limit=limit, order=order)
+    return events_page(
+        services, principal, job_id, TRAINING_KINDS, after=after, limit=limit, order=order
+    )
 
 
 @router.get("/jobs/{job_id}/checkpoints")
@@ -130,6 +142,31 @@ def list_training_job_checkpoints(
 ) -> PageOut[TrainingCheckpointOut]:
     """Newest first."""
     page = services.jobs.checkpoints(
-        job_id, caller=principal, kind=TRAINING, after=after, limit=limit
+        job_id, caller=principal, kind=TRAINING_KINDS, after=after, limit=limit
     )
     return PageOut(data=[training_checkpoint_out(c) for c in page.items], has_more=page.has_more)
+
+
+@router.get("/jobs/{job_id}/trials")
+def list_training_job_trials(
+    job_id: str, services: ServicesDep, principal: PrincipalDep
+) -> PageOut[TrialOut]:
+    """A search job's trials by number: hyperparameters, metric, state, duration (a
+    training job has none)."""
+    events = []
+    after: int | None = None
+    while True:
+        page = services.jobs.events(
+            job_id,
+            caller=principal,
+            kind=TRAINING_KINDS,
+            after=after,
+            limit=MAX_EVENTS_PAGE,
+            order="asc",
+            type=TRIAL_EVENT,
+        )
+        events.extend(page.items)
+        if not page.has_more or not page.items:
+            break
+        after = page.items[-1].id
+    return PageOut(data=trials_out(events))

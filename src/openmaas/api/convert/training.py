@@ -3,7 +3,7 @@ fine-tuning shapes and our richer training ones."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from datetime import datetime
 
 from openmaas.jobs.entities import Job, JobCheckpoint, JobEvent, JobProgress
@@ -18,6 +18,7 @@ from openmaas.protocol.training import (
     TrainingCheckpointOut,
     TrainingEventOut,
     TrainingJobOut,
+    TrialOut,
     event_cursor,
 )
 from openmaas.registry.entities import ModelVersion
@@ -113,6 +114,7 @@ def recipe_out(recipe: Recipe) -> RecipeOut:
         needs_base_model=recipe.needs_base_model,
         description=recipe.description,
         defaults=recipe.defaults(),
+        search_space={name: dict(value) for name, value in recipe.search_space.items()},
     )
 
 
@@ -128,6 +130,8 @@ def progress_out(progress: JobProgress) -> ProgressOut:
 
 def training_job_out(job: Job) -> TrainingJobOut:
     base_version = job.options.get("base_version")
+    search = job.options.get("search")
+    folds = job.options.get("cross_validation")
     return TrainingJobOut(
         id=job.id,
         project=job.project,
@@ -156,6 +160,12 @@ def training_job_out(job: Job) -> TrainingJobOut:
         started_at=job.started_at,
         finished_at=job.finished_at,
         progress=progress_out(job.progress) if job.progress else None,
+        kind=job.kind,
+        search=dict(search) if isinstance(search, Mapping) else None,
+        cross_validation=folds if isinstance(folds, int) else None,
+        cross_validation_final=(
+            str(job.options.get("cross_validation_final")) if isinstance(folds, int) else None
+        ),
     )
 
 
@@ -168,6 +178,16 @@ def training_event_out(event: JobEvent) -> TrainingEventOut:
         message=event.message,
         data=dict(event.data) if event.data is not None else None,
     )
+
+
+def trials_out(events: Iterable[JobEvent]) -> list[TrialOut]:
+    """A search job's trials from its `trial` events, oldest first: each trial's latest."""
+    latest: dict[int, Mapping[str, object]] = {}
+    for event in events:
+        record = (event.data or {}).get("trial")
+        if isinstance(record, Mapping) and isinstance(record.get("number"), int):
+            latest[int(record["number"])] = record
+    return [TrialOut.model_validate(dict(latest[n])) for n in sorted(latest)]
 
 
 def training_checkpoint_out(checkpoint: JobCheckpoint) -> TrainingCheckpointOut:

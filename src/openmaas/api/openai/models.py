@@ -1,15 +1,24 @@
-"""OpenAI `GET /v1/models` and `GET /v1/models/{id}`: the models this server can serve."""
+"""OpenAI `GET /v1/models` and `GET /v1/models/{id}`: the models this server can serve.
+
+`GET /v1/models/{id}?protocol=tfserving` answers TensorFlow Serving's model status instead
+(`?protocol=kserve`: KServe v1's `{"name", "ready"}`), for clients of those protocols, whose
+path is OpenAI's; without `protocol` the answer is OpenAI's model card, unchanged."""
 
 from __future__ import annotations
+
+from typing import Literal
 
 from fastapi import APIRouter, Depends
 
 from openmaas.api.deps import EngineDep, PrincipalDep, caller
 from openmaas.api.json_body import StrictJSONRoute
+from openmaas.api.tfserving.routes import kserve_status, model_status
 from openmaas.protocol.openai import ModelCard, ModelList
+from openmaas.protocol.predict import KServeModelStatus, ModelStatusResponse
 from openmaas.registry.entities import ModelVersion, RegisteredModel
 from openmaas.registry.names import qualified
 from openmaas.serving.engine import InferenceEngine, version_key
+from openmaas.tasks.names import Task
 
 router = APIRouter(
     route_class=StrictJSONRoute,
@@ -35,7 +44,16 @@ def _card(
         load_seconds=round(resident.load_seconds, 3) if resident else None,
         memory_bytes=resident.model.memory_bytes if resident else None,
         served_by=resident.served_by if resident else None,
+        voices=_voices(version, resident.model if resident else None),
     )
+
+
+def _voices(version: ModelVersion, loaded: object) -> list[str] | None:
+    """A speech model's voices: the loaded model's, else those recorded at registration."""
+    if version.task != Task.SPEECH_SYNTHESIS:
+        return None
+    voices = getattr(loaded, "voices", None) or version.params.get("voices") or []
+    return [str(v) for v in voices]
 
 
 @router.get("")
@@ -45,7 +63,16 @@ async def list_models(engine: EngineDep, who: PrincipalDep) -> ModelList:
 
 
 @router.get("/{model_id:path}")
-async def retrieve_model(model_id: str, engine: EngineDep, who: PrincipalDep) -> ModelCard:
+async def retrieve_model(
+    model_id: str,
+    engine: EngineDep,
+    who: PrincipalDep,
+    protocol: Literal["openai", "tfserving", "kserve"] = "openai",
+) -> ModelCard | ModelStatusResponse | KServeModelStatus:
+    if protocol == "tfserving":
+        return await model_status(engine, model_id, who)
+    if protocol == "kserve":
+        return await kserve_status(engine, model_id, who)
     version = await engine.resolve(model_id, caller=who)
     model = await engine.get_model(qualified(version.project, version.model), caller=who)
     return _card(model_id, model, version, engine)

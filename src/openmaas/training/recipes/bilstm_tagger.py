@@ -64,6 +64,11 @@ class BiLSTMTaggerRecipe(TaggingRecipe):
     name = "bilstm_tagger"
     batch_size_scales_with_data = True
     description = "BiLSTM tagger from scratch over words and their casing (NER)"
+    search_space = {
+        "learning_rate": {"type": "float", "low": 1e-3, "high": 2e-2, "log": True},
+        "dropout": {"type": "float", "low": 0.1, "high": 0.6},
+        "hidden_size": {"type": "categorical", "choices": [64, 128, 256]},
+    }
 
     def defaults(self) -> dict[str, Any]:
         return dict(DEFAULTS)

@@ -50,6 +50,13 @@ class FinetuneTransformerRecipe(ClassificationRecipe):
     name = "finetune_transformer"
     needs_base_model = True
     description = "fine-tune a registered transformer encoder with a classification head"
+    # Devlin et al. (2019)'s fine-tuning grid, as ranges.
+    search_space = {
+        "learning_rate": {"type": "float", "low": 1e-5, "high": 1e-4, "log": True},
+        "batch_size": {"type": "categorical", "choices": [16, 32]},
+        "n_epochs": {"type": "int", "low": 2, "high": 4},
+        "warmup_ratio": {"type": "float", "low": 0.0, "high": 0.2},
+    }
 
     def defaults(self) -> dict[str, Any]:
         return dict(DEFAULTS)

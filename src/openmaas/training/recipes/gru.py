@@ -21,6 +21,12 @@ class GRURecipe(ClassificationRecipe):
     name = "gru"
     batch_size_scales_with_data = True
     description = "GRU (bidirectional by default) from scratch with max pooling over time"
+    search_space = {
+        "learning_rate": {"type": "float", "low": 5e-4, "high": 2e-2, "log": True},
+        "dropout": {"type": "float", "low": 0.0, "high": 0.6},
+        "hidden_size": {"type": "categorical", "choices": [64, 128, 256]},
+        "batch_size": {"type": "categorical", "choices": [16, 32, 64]},
+    }
 
     def defaults(self) -> dict[str, Any]:
         return dict(DEFAULTS)

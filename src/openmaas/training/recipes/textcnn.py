@@ -39,6 +39,14 @@ class TextCNNRecipe(ClassificationRecipe):
     name = "textcnn"
     batch_size_scales_with_data = True
     description = "TextCNN (Kim 2014) from scratch: the fastest recipe, strong on short texts"
+    # Kim (2014)'s knobs around his values: rate, dropout, feature maps, embedding width.
+    search_space = {
+        "learning_rate": {"type": "float", "low": 3e-4, "high": 3e-2, "log": True},
+        "dropout": {"type": "float", "low": 0.1, "high": 0.6},
+        "n_filters": {"type": "int", "low": 32, "high": 160, "step": 32},
+        "embedding_dim": {"type": "categorical", "choices": [64, 128, 256]},
+        "batch_size": {"type": "categorical", "choices": [16, 32, 50, 64]},
+    }
 
     def defaults(self) -> dict[str, Any]:
         return {**DEFAULTS, "filter_widths": list(DEFAULTS["filter_widths"])}

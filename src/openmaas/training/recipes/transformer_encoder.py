@@ -38,6 +38,12 @@ class TransformerEncoderRecipe(ClassificationRecipe):
     name = "transformer_encoder"
     batch_size_scales_with_data = True
     description = "a small Transformer encoder from scratch with learned positions"
+    search_space = {
+        "learning_rate": {"type": "float", "low": 1e-4, "high": 3e-3, "log": True},
+        "dropout": {"type": "float", "low": 0.0, "high": 0.3},
+        "warmup_ratio": {"type": "float", "low": 0.0, "high": 0.2},
+        "n_layers": {"type": "int", "low": 1, "high": 4},
+    }
 
     def defaults(self) -> dict[str, Any]:
         return dict(DEFAULTS)

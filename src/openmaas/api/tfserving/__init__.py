@@ -1,0 +1,1 @@
+"""TensorFlow Serving / KServe v1 REST: `:predict` and the model status routes."""

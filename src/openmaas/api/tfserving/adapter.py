@@ -1,0 +1,117 @@
+"""TF Serving `:predict` over task contracts: what one instance is for a task, and what one
+prediction is. A task is served here when it has an entry in `ADAPTERS`; an image task adds
+one (instances as nested arrays or `{"b64": ...}` images) next to the text ones.
+
+Example::
+
+    adapter = predict_adapter(version)  # WrongTask for a task without one
+    texts = adapter.decode(["a great film", {"b64": "Ym9yaW5n"}], field="instances")
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from openmaas.errors import InvalidRequest, WrongTask
+from openmaas.registry.entities import ModelVersion
+from openmaas.tasks.contract import TaskContract
+from openmaas.tasks.embedding import EMBEDDING
+from openmaas.tasks.tensors import ModelFacts
+from openmaas.tasks.text_classification import TEXT_CLASSIFICATION, LabelScore, known_labels
+
+AnyContract = TaskContract[Any, Any, Any]
+# (predictions, the label of each score column or None)
+Encoded = tuple[list[Any], list[str] | None]
+
+
+@dataclass(frozen=True, slots=True)
+class PredictAdapter:
+    contract: AnyContract
+    what: str  # one instance, as the error messages describe it
+    decode: Callable[[Sequence[Any], str], Any]  # (rows, field) -> the task's inputs
+    encode: Callable[[Sequence[Any], ModelFacts], Encoded]
+
+
+def decode_texts(rows: Sequence[Any], field: str) -> list[str]:
+    """One text per row: a string, `{"b64": ...}` (TF Serving's binary strings) or an object
+    naming the model's one input (`{"text": ...}`); a 400 names the first bad row."""
+    if not rows:
+        raise InvalidRequest(f"{field} is empty; send at least one text", param=field)
+    return [_text(row, f"{field}[{index}]") for index, row in enumerate(rows)]
+
+
+def _text(row: Any, where: str) -> str:
+    if isinstance(row, dict) and len(row) == 1 and "b64" not in row:
+        row = next(iter(row.values()))  # {"input_name": value}: the model's one input
+    if isinstance(row, dict) and set(row) == {"b64"} and isinstance(row["b64"], str):
+        try:
+            row = base64.b64decode(row["b64"], validate=True).decode("utf-8")
+        except (binascii.Error, UnicodeDecodeError):
+            raise InvalidRequest(f"{where}: b64 is not base64 of UTF-8 text", param=where) from None
+    if not isinstance(row, str):
+        raise InvalidRequest(
+            f"{where} is {_kind(row)}; this model takes one string per instance "
+            '(or {"b64": "..."})',
+            param=where,
+        )
+    if not row.strip():
+        raise InvalidRequest(f"{where} is empty; every instance needs some text", param=where)
+    return row
+
+
+def _kind(value: Any) -> str:
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "a boolean"
+    if isinstance(value, int | float):
+        return "a number"
+    if isinstance(value, list):
+        return "a list"
+    if isinstance(value, dict):
+        return f"an object with keys {sorted(value)[:5]}"
+    return type(value).__name__
+
+
+def encode_scores(results: Sequence[list[LabelScore]], facts: ModelFacts) -> Encoded:
+    """Each prediction is the class scores in label order (as a Keras classifier's softmax
+    gives them); the order is `labels`."""
+    labels = known_labels(facts) or sorted({s.label for ranking in results for s in ranking})
+    column = {label: i for i, label in enumerate(labels)}
+    rows = np.zeros((len(results), len(labels)), dtype=np.float64)
+    for row, ranking in enumerate(results):
+        for item in ranking:
+            if item.label in column:
+                rows[row, column[item.label]] = item.score
+    return rows.tolist(), list(labels)
+
+
+def encode_vectors(results: Sequence[Any], facts: ModelFacts) -> Encoded:
+    return [np.asarray(v, dtype=np.float64).tolist() for v in results], None
+
+
+ADAPTERS: dict[str, PredictAdapter] = {
+    TEXT_CLASSIFICATION.name: PredictAdapter(
+        TEXT_CLASSIFICATION, "a string", decode_texts, encode_scores
+    ),
+    EMBEDDING.name: PredictAdapter(EMBEDDING, "a string", decode_texts, encode_vectors),
+}
+
+
+def predict_adapter(version: ModelVersion) -> PredictAdapter:
+    adapter = ADAPTERS.get(version.task)
+    if adapter is None:
+        served = ", ".join(sorted(ADAPTERS))
+        raise WrongTask(
+            f"model '{version.model}' is a {version.task} model; :predict serves {served} "
+            "models (use the task's /v1 route or /v2 for the others)",
+            param="model",
+            task=version.task,
+        )
+    return adapter
