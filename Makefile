@@ -24,11 +24,12 @@ $(STAMP): pyproject.toml | $(BIN)/python
 install: $(STAMP) console-assets
 
 # Debian packages the tests use: real speech clips with transcripts, Apertium for the
-# rule-based translation runtime, espeak-ng for speech synthesis. Installed when missing and apt is usable (CI runs as root).
+# rule-based translation runtime, espeak-ng for speech synthesis, Fashion-MNIST for the image
+# tests and benchmark. Installed when missing and apt is usable (CI runs as root).
 # Chromium and its driver run the web console's browser tests (tests/e2e); npm builds the
 # console's assets (below) and comes with Debian's nodejs when the machine has no npm.
-DEBIAN_PACKAGES := pocketsphinx-testdata apertium apertium-eng-spa espeak-ng chromium \
-	chromium-driver $(if $(shell command -v npm),,nodejs npm)
+DEBIAN_PACKAGES := pocketsphinx-testdata apertium apertium-eng-spa espeak-ng dataset-fashion-mnist \
+	chromium chromium-driver $(if $(shell command -v npm),,nodejs npm)
 system-deps:
 	@missing=$$(for p in $(DEBIAN_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || echo $$p; done); \
 	if [ -n "$$missing" ]; then \

@@ -15,6 +15,7 @@ from typing import Any
 from openmaas.errors import InvalidRequest
 from openmaas.tasks.contract import TaskContract
 from openmaas.tasks.embedding import EMBEDDING
+from openmaas.tasks.image_classification import IMAGE_CLASSIFICATION
 from openmaas.tasks.rerank import RERANK
 from openmaas.tasks.speech_recognition import SPEECH_RECOGNITION
 from openmaas.tasks.speech_synthesis import SPEECH_SYNTHESIS
@@ -39,6 +40,7 @@ _CONTRACTS: dict[str, AnyContract] = {
         SUMMARIZATION,
         SPEECH_RECOGNITION,
         SPEECH_SYNTHESIS,
+        IMAGE_CLASSIFICATION,
     )
 }
 

@@ -323,7 +323,7 @@ class TrainingJobKind:
                     f"recipe {recipe.name!r} fine-tunes a base model: name one", param="base_model"
                 )
             return None
-        if not recipe.needs_base_model:
+        if not (recipe.needs_base_model or recipe.accepts_base_model):
             raise InvalidRequest(
                 f"recipe {recipe.name!r} trains from scratch and takes no base model",
                 param="base_model",

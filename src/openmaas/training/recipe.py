@@ -130,6 +130,8 @@ class Recipe(abc.ABC):
     name: str
     tasks: tuple[str, ...]
     needs_base_model: bool = False
+    # True: a base model is optional (resnet: from scratch, or fine-tuned from one).
+    accepts_base_model: bool = False
     description: str = ""
     # True: an "auto" batch_size is `batch_size_for(n_examples, default)`, not the default.
     batch_size_scales_with_data: bool = False
