@@ -60,7 +60,11 @@ def run_training(kind: TrainingJobKind, context: JobContext) -> JobOutput:
     context.plan_steps(_estimate_total_steps(job.hyperparameters, len(train)))
     base_version = job.options.get("base_version")
     base = _open_base(kind, job) if base_version else None
+    vectors_pin = job.options.get("embeddings_version_pin")
+    vectors = None
     try:
+        if isinstance(vectors_pin, dict):
+            vectors = _open_embeddings(kind, job, VersionPin.from_dict(vectors_pin))
         ctx = TrainingContext(
             job_id=job.id,
             task=job.task,
@@ -80,6 +84,10 @@ def run_training(kind: TrainingJobKind, context: JobContext) -> JobOutput:
             base_model_task=base.version.task if base is not None else None,
             base_model_runtime=base.version.runtime if base is not None else None,
             resume_from=resume,
+            embeddings=vectors.directory if vectors is not None else None,
+            embeddings_reference=(
+                f"{vectors.version.model}:{vectors.version.version}" if vectors else None
+            ),
             on_message=lambda level, text: context.message(text, level),
             on_metrics=context.report_metrics,
             on_checkpoint=lambda directory, step, epoch, metrics: _checkpoint(
@@ -93,8 +101,9 @@ def run_training(kind: TrainingJobKind, context: JobContext) -> JobOutput:
         except TrainingStopped as exc:
             raise JobStopped(str(exc)) from exc
     finally:
-        if base is not None:
-            base.close()
+        for opened in (base, vectors):
+            if opened is not None:
+                opened.close()
     base_reference = str(base_version) if base_version else None
     return JobOutput(
         directory=output_dir,
@@ -120,6 +129,11 @@ def run_training(kind: TrainingJobKind, context: JobContext) -> JobOutput:
             "base_model": base_reference,
             "training_file": job.training_file,
             "validation_file": job.validation_file,
+            "embeddings": (
+                VersionPin.from_dict(vectors_pin).reference
+                if isinstance(vectors_pin, dict)
+                else None
+            ),
         },
         base_version=base_reference,
         transform="fine-tune" if base_reference else "train",
@@ -147,6 +161,20 @@ def _open_base(kind: TrainingJobKind, job: Job) -> OpenedVersion:
             f"{job.project!r}; create a new job",
             param="model",
             code="base_model_gone",
+        ) from None
+
+
+def _open_embeddings(kind: TrainingJobKind, job: Job, pin: VersionPin) -> OpenedVersion:
+    """The word vectors pinned when the job was created, opened as the job's project."""
+    try:
+        return kind.registry.open_pinned(pin, caller=job_caller(job))
+    except NotFound:
+        raise InvalidRequest(
+            f"the embeddings {pin.reference} this job was created with are gone: deleted (or "
+            f"the name registered again) or no longer visible to project {job.project!r}; "
+            "create a new job",
+            param="hyperparameters.embeddings",
+            code="embeddings_gone",
         ) from None
 
 
