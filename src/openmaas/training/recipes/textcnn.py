@@ -61,6 +61,7 @@ class TextCNNRecipe(ClassificationRecipe):
     def train(self, ctx: TrainingContext) -> TrainingResult:
         from openmaas.nn.saved import LONGEST_INPUT_TOKENS
         from openmaas.nn.textcnn import TextCNN, TextCNNConfig
+        from openmaas.training.pretrained_embeddings import random_vectors
         from openmaas.training.recipes.word_level import WordLevelRun
 
         hp = self.resolve(ctx.hyperparameters, len(ctx.train))
@@ -76,6 +77,7 @@ class TextCNNRecipe(ClassificationRecipe):
             ),
             max_norm=float(hp["max_norm"]),
         )
+        random_vectors(network.embedding)  # Kim's; pretrained vectors replace them
         return run.train_and_save(
             self.name,
             "textcnn",
