@@ -59,7 +59,8 @@ CHANCE = 0.25  # four balanced classes
 BEATS_CHANCE = 0.4
 
 TINY_SCRATCH: dict[str, dict[str, Any]] = {
-    "textcnn": {"embedding_dim": 32, "n_filters": 16},
+    # Adadelta (Kim's, the default) takes steps of its own scale: 1.0, not Adam's 1e-2.
+    "textcnn": {"embedding_dim": 32, "n_filters": 16, "learning_rate": 1.0},
     "bilstm": {"embedding_dim": 32, "hidden_size": 32},
     "gru": {"embedding_dim": 32, "hidden_size": 32},
     "transformer_encoder": {"d_model": 32, "ff_dim": 64, "n_heads": 2, "learning_rate": 3e-3},

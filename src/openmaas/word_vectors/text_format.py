@@ -38,6 +38,7 @@ MAX_DIMENSIONS = 1024  # word2vec's and GloVe's published vectors have 25 to 300
 MAX_WORDS = 4_000_000  # GloVe's largest vocabulary (Common Crawl 840B) has 2.2 million
 MAX_LINE_BYTES = 64 * 1024  # a word and 1,024 numbers of up to ~60 characters each fit
 PARAM = "file"
+FLOAT32_MAX = float(np.finfo(np.float32).max)
 
 
 @dataclass(frozen=True, slots=True)
@@ -137,9 +138,9 @@ def _numbers(fields: list[str], number: int) -> np.ndarray[tuple[int], np.dtype[
         _refuse(number, f"{bad[:40]!r} is not a number")
     if not all(math.isfinite(v) for v in values):
         _refuse(number, "NaN or infinite values")
-    row: np.ndarray[tuple[int], np.dtype[np.float32]] = np.asarray(values, dtype=np.float32)
-    if not np.isfinite(row).all():
+    if any(abs(v) > FLOAT32_MAX for v in values):
         _refuse(number, "a value beyond float32's range")
+    row: np.ndarray[tuple[int], np.dtype[np.float32]] = np.asarray(values, dtype=np.float32)
     return row
 
 
