@@ -245,7 +245,11 @@ def _network(
             n_filters=hp["n_filters"],
             dropout=hp["dropout"],
         )
-        return TextCNN(config), "textcnn", LONGEST_INPUT_TOKENS
+        from openmaas.training.pretrained_embeddings import random_vectors
+
+        network = TextCNN(config, max_norm=float(hp["max_norm"]))
+        random_vectors(network.embedding)  # as the recipe starts it (Kim's)
+        return network, "textcnn", LONGEST_INPUT_TOKENS
     if student == "bilstm":
         from openmaas.nn.rnn import RNNClassifier, RNNConfig
 
