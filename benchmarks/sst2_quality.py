@@ -146,6 +146,7 @@ def textcnn_run(
         seed=SEED,
         epoch_metric="val_accuracy",
         embeddings=embeddings,
+        label=name,
     )
     metrics = run.result.metrics
     notes = run.notes
