@@ -23,7 +23,8 @@ loaded 2-core machine), what the choices buy and cost:
   80 ms). Kept for the paper's sake and for pretrained vectors, which are 300-d; pass
   `"embedding_dim": 128` for a quicker, slightly weaker CNN-rand.
 
-The full SST-2 run and the AG News figures are in docs/benchmarks.md.
+docs/benchmarks.md has the SST-2 section; its AG News, BBC and tweet figures predate these
+defaults (128-d vectors, AdamW 3e-3, 5 epochs: 0.830 on AG News in 17 s).
 """
 
 from __future__ import annotations
