@@ -59,7 +59,9 @@ CHANCE = 0.25  # four balanced classes
 BEATS_CHANCE = 0.4
 
 TINY_SCRATCH: dict[str, dict[str, Any]] = {
-    "textcnn": {"embedding_dim": 32, "n_filters": 16},
+    # AdamW: Adadelta (Kim's, the default) starts with tiny steps and needs more than these
+    # 4 short epochs (0.365 here); tests/unit/test_pretrained_embeddings.py checks it.
+    "textcnn": {"embedding_dim": 32, "n_filters": 16, "optimizer": "adamw"},
     "bilstm": {"embedding_dim": 32, "hidden_size": 32},
     "gru": {"embedding_dim": 32, "hidden_size": 32},
     "transformer_encoder": {"d_model": 32, "ff_dim": 64, "n_heads": 2, "learning_rate": 3e-3},
@@ -403,6 +405,8 @@ RESUMABLE = {
     "augment": True,  # draws from the per-step generator
     "class_weighting": "oversample",  # draws from the per-epoch generator
     "dropout": 0.5,  # draws from the torch RNG restored from the checkpoint
+    "optimizer": "adadelta",  # the default's state (two running averages) round-trips
+    "learning_rate": 1.0,
 }
 
 

@@ -149,6 +149,7 @@ def build_app(settings: Settings, services: Services | None = None) -> FastAPI:
         # The routes that take large bodies, and nothing else (by route template).
         routes={
             "/v1/registry/models/{name}/versions/upload": settings.max_upload_bytes,
+            "/v1/registry/models/{name}/versions/word_vectors": settings.max_upload_bytes,
             "/v1/audio/transcriptions": settings.max_audio_mb * MiB,
             "/v1/audio/translations": settings.max_audio_mb * MiB,
             # The dataset limit plus room for the multipart framing; the service enforces
