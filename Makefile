@@ -8,7 +8,7 @@ STAMP := $(VENV)/.installed
 HOST ?=
 PORT ?=
 
-.PHONY: install system-deps tools serve test unit lint format clean
+.PHONY: install system-deps console-assets tools serve test unit lint format clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -21,11 +21,15 @@ $(STAMP): pyproject.toml | $(BIN)/python
 	$(BIN)/pip install --quiet -e '.[models,dev]'
 	touch $(STAMP)
 
-install: $(STAMP)
+install: $(STAMP) console-assets
 
 # Debian packages the tests use: real speech clips with transcripts, Apertium for the
-# rule-based translation runtime, espeak-ng for speech synthesis. Installed when missing and apt is usable (CI runs as root).
-DEBIAN_PACKAGES := pocketsphinx-testdata apertium apertium-eng-spa espeak-ng
+# rule-based translation runtime, espeak-ng for speech synthesis, Fashion-MNIST for the image
+# tests and benchmark. Installed when missing and apt is usable (CI runs as root).
+# Chromium and its driver run the web console's browser tests (tests/e2e); npm builds the
+# console's assets (below) and comes with Debian's nodejs when the machine has no npm.
+DEBIAN_PACKAGES := pocketsphinx-testdata apertium apertium-eng-spa espeak-ng dataset-fashion-mnist \
+	chromium chromium-driver $(if $(shell command -v npm),,nodejs npm)
 system-deps:
 	@missing=$$(for p in $(DEBIAN_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || echo $$p; done); \
 	if [ -n "$$missing" ]; then \
@@ -36,6 +40,20 @@ system-deps:
 		else \
 			echo "note: $$missing not installed; the tests that need them are skipped"; \
 		fi; \
+	fi
+
+# The web console's third-party browser assets (Chart.js), installed from
+# console/package-lock.json and copied into the package (src/openmaas/api/ui/static/vendor,
+# not committed); again only when the lockfile is newer. Without them the console still
+# serves its pages, with a line saying how to build them.
+CONSOLE_ASSET := src/openmaas/api/ui/static/vendor/chart.umd.js
+console-assets:
+	@if [ -f console/package-lock.json ] && [ ! $(CONSOLE_ASSET) -nt console/package-lock.json ]; then \
+		if ! command -v npm >/dev/null; then \
+			echo "note: no npm: the console's charts are off until make system-deps console-assets"; \
+			exit 0; \
+		fi; \
+		npm ci --prefix console --no-audit --no-fund --loglevel=error >/dev/null && node console/build.mjs; \
 	fi
 
 # $(call optional,PACKAGES,WHAT THEY ENABLE): a line naming the Debian packages missing, if any.
@@ -63,7 +81,7 @@ lint: install
 tools:
 	$(PYTHON) deploy/tools/install_helm.py
 
-test: lint system-deps tools
+test: system-deps lint console-assets tools
 	$(BIN)/pytest
 
 unit: install

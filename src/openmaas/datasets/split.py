@@ -100,7 +100,8 @@ def split_examples(
 
 
 def _stratum(example: Mapping[str, Any], task: Task) -> str:
-    return str(example["label"]) if task is Task.TEXT_CLASSIFICATION else ""
+    labelled = task in (Task.TEXT_CLASSIFICATION, Task.IMAGE_CLASSIFICATION)
+    return str(example["label"]) if labelled else ""
 
 
 def _counts(n: int, shares: Ratios, expected: list[float], assigned: list[int]) -> list[int]:

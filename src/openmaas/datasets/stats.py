@@ -15,7 +15,9 @@ Example::
 
 from __future__ import annotations
 
+import base64
 import hashlib
+import io
 from array import array
 from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
@@ -23,6 +25,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+from PIL import Image
 
 from openmaas.datasets.formats import canonical_json
 from openmaas.tasks.names import Task
@@ -79,6 +82,35 @@ class LengthStats:
 
 
 @dataclass(frozen=True, slots=True)
+class ImageStats:
+    """Datasets of images: sizes in pixels, and how many images of each kind."""
+
+    widths: LengthStats | None
+    heights: LengthStats | None
+    channels: Mapping[str, int]  # "1" (grey) / "3" (colour) -> images
+    formats: Mapping[str, int]  # "PNG" -> images
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "widths": self.widths.to_dict() if self.widths else None,
+            "heights": self.heights.to_dict() if self.heights else None,
+            "channels": dict(self.channels),
+            "formats": dict(self.formats),
+        }
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any] | None) -> ImageStats | None:
+        if not data:
+            return None
+        return cls(
+            widths=LengthStats.from_dict(data.get("widths")),
+            heights=LengthStats.from_dict(data.get("heights")),
+            channels=dict(data.get("channels", {})),
+            formats=dict(data.get("formats", {})),
+        )
+
+
+@dataclass(frozen=True, slots=True)
 class DatasetStats:
     rows: int = 0
     # Text classification: examples per label. Token classification: entities per type.
@@ -88,6 +120,7 @@ class DatasetStats:
     duplicates: int = 0  # rows equal to an earlier row
     duplicate_texts: int = 0  # rows whose text (or tokens) equals an earlier row's
     conflicting_labels: int = 0  # distinct texts that appear with more than one label or tags
+    images: ImageStats | None = None  # datasets of images
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -98,6 +131,7 @@ class DatasetStats:
             "duplicates": self.duplicates,
             "duplicate_texts": self.duplicate_texts,
             "conflicting_labels": self.conflicting_labels,
+            "images": self.images.to_dict() if self.images else None,
         }
 
     @classmethod
@@ -110,6 +144,7 @@ class DatasetStats:
             duplicates=int(data.get("duplicates", 0)),
             duplicate_texts=int(data.get("duplicate_texts", 0)),
             conflicting_labels=int(data.get("conflicting_labels", 0)),
+            images=ImageStats.from_dict(data.get("images")),
         )
 
 
@@ -120,7 +155,7 @@ def entity_types(tags: Iterable[str]) -> list[str]:
 
 def example_labels(example: Mapping[str, Any], task: Task) -> list[str]:
     """What an example counts towards in a label distribution."""
-    if task is Task.TEXT_CLASSIFICATION:
+    if task in (Task.TEXT_CLASSIFICATION, Task.IMAGE_CLASSIFICATION):
         return [str(example["label"])]
     if task is Task.TOKEN_CLASSIFICATION:
         return entity_types(example["tags"])
@@ -150,8 +185,15 @@ class StatsBuilder:
         self._words = array("q")
         self._example_hashes = array("Q")
         self._text_hashes = array("Q")
+        self._widths = array("q")
+        self._heights = array("q")
+        self._channels: Counter[str] = Counter()
+        self._formats: Counter[str] = Counter()
 
     def add(self, example: Mapping[str, Any]) -> None:
+        if self.task is Task.IMAGE_CLASSIFICATION:
+            self._add_image(example)
+            return
         if self.task is Task.TOKEN_CLASSIFICATION:
             tokens: list[str] = example["tokens"]
             text = " ".join(tokens)
@@ -166,10 +208,30 @@ class StatsBuilder:
         self._example_hashes.append(_hash64(canonical_json(example)))
         self._text_hashes.append(_hash64(key))
 
+    def _add_image(self, example: Mapping[str, Any]) -> None:
+        data = base64.b64decode(example["image"])
+        with Image.open(io.BytesIO(data)) as image:  # the header only: checked before
+            width, height = image.size
+            self._channels["1" if image.mode in ("1", "L", "I", "I;16", "F") else "3"] += 1
+            self._formats[str(image.format)] += 1
+        self._widths.append(width)
+        self._heights.append(height)
+        self._labels.update(example_labels(example, self.task))
+        self._example_hashes.append(_hash64(canonical_json(example)))
+        self._text_hashes.append(_hash64(data))
+
     def build(self) -> DatasetStats:
-        rows = len(self._chars)
+        rows = len(self._example_hashes)
         if rows == 0:
             return DatasetStats()
+        images = None
+        if self.task is Task.IMAGE_CLASSIFICATION:
+            images = ImageStats(
+                widths=LengthStats.of(self._widths),
+                heights=LengthStats.of(self._heights),
+                channels=_ordered(self._channels),
+                formats=_ordered(self._formats),
+            )
         examples = np.frombuffer(self._example_hashes, dtype=np.uint64)
         texts = np.frombuffer(self._text_hashes, dtype=np.uint64)
         pairs = np.unique(np.stack([texts, examples], axis=1), axis=0)
@@ -182,4 +244,5 @@ class StatsBuilder:
             duplicates=rows - len(np.unique(examples)),
             duplicate_texts=rows - len(np.unique(texts)),
             conflicting_labels=int((variants > 1).sum()),
+            images=images,
         )

@@ -39,6 +39,14 @@ from openmaas.datasets.formats import (
     read_text_lines,
     split_lines,
 )
+from openmaas.datasets.images import (
+    ImageChecks,
+    ImageDatasetLimits,
+    ImageFolderReader,
+    image_from_field,
+    image_label,
+    is_archive,
+)
 from openmaas.datasets.report import DEFAULT_MAX_PROBLEMS, ReportBuilder, ValidationReport
 from openmaas.datasets.schema import (
     CHAT_EXTRA_KEYS,
@@ -51,6 +59,7 @@ from openmaas.datasets.schema import (
     text_lines_schema,
 )
 from openmaas.errors import InvalidRequest
+from openmaas.images import ImageLimits
 from openmaas.tasks.names import Task
 
 READ_CHUNK_BYTES = 1024 * 1024
@@ -65,11 +74,17 @@ def open_dataset(
     label_column: str | None = None,
     max_problems: int = DEFAULT_MAX_PROBLEMS,
     schema: DatasetSchema | None = None,
-) -> DatasetReader:
+    image_limits: ImageDatasetLimits | None = None,
+) -> DatasetReader | ImageFolderReader:
     """Recognise the file's format and schema from its start; the reader yields examples.
 
-    With `schema` (as recorded when the file was first read) nothing is inferred again."""
+    With `schema` (as recorded when the file was first read) nothing is inferred again.
+    An archive (.zip, .tar.gz) is a dataset of images, one folder per class (`images.py`)."""
     head = stream.read(SNIFF_BYTES)
+    limits = image_limits or ImageDatasetLimits()
+    archived = schema.format is Format.IMAGE_FOLDERS if schema is not None else is_archive(head)
+    if archived:
+        return ImageFolderReader(head, stream, limits=limits, max_problems=max_problems)
     fmt = schema.format if schema is not None else detect_format(filename, head, format)
     chunks = chain([head], iter(partial(stream.read, READ_CHUNK_BYTES), b""))
     lines = split_lines(chunks, keep_ends=fmt in (Format.CSV, Format.TSV))
@@ -102,7 +117,7 @@ def open_dataset(
             rows = [r.cells for r in readable]
             schema = infer_table_schema(fmt, rows, text_column, label_column)
     header = readable[0] if schema.has_header else None
-    return DatasetReader(schema, chain(sample, records), header, max_problems)
+    return DatasetReader(schema, chain(sample, records), header, max_problems, limits.image)
 
 
 class DatasetReader:
@@ -114,11 +129,13 @@ class DatasetReader:
         records: Iterator[Record],
         header: RawRecord | None,
         max_problems: int,
+        image_limits: ImageLimits | None = None,
     ) -> None:
         self.schema = schema
         self._records = records
         self._header = header
         self._problems = ReportBuilder(max_problems)
+        self._images = ImageChecks(self._problems, image_limits or ImageLimits())
         self._rows_read = 0
         self._rows_valid = 0
         self._labels: set[str] = set()  # up to two: enough to tell a usable classifier set
@@ -173,6 +190,8 @@ class DatasetReader:
             return chat_example(self._problems, record.line, values)
         if source is Source.PROMPT_COMPLETION:
             return prompt_completion_example(self._problems, record.line, values)
+        if source is Source.IMAGE_LABEL:
+            return self._image_label(record.line, values)
         return self._text_label(record.line, values)
 
     def _fields(self, record: RawRecord) -> Mapping[str, Any] | None:
@@ -217,6 +236,7 @@ class DatasetReader:
             Source.TOKENS_TAGS: {schema.tokens_column, schema.tags_column},
             Source.CHAT: {"messages", *CHAT_EXTRA_KEYS},
             Source.PROMPT_COMPLETION: {"prompt", "completion"},
+            Source.IMAGE_LABEL: {schema.text_column, schema.label_column},
         }
         known = by_source[schema.source]
         for key in record.values:
@@ -257,9 +277,21 @@ class DatasetReader:
             self._labels.add(label)
         return {"text": text, "label": label}
 
+    def _image_label(self, line: int, values: Mapping[str, Any]) -> Example | None:
+        column = self.schema.label_column or "label"
+        label = image_label(values, column)
+        if label is None:
+            report_missing(self._problems, line, values, column, "missing_label")
+        data = image_from_field(values.get("image"), self._images, line)
+        if data is None or label is None:
+            return None
+        return self._images.example(data, label, line=line, where=f"line {line}", column="image")
+
     # -- the whole file -----------------------------------------------------------------------
 
     def _finish(self) -> None:
+        if self.schema.source is Source.IMAGE_LABEL:
+            self._images.finish()
         if self._rows_valid == 0:
             self._problems.add(None, "no_examples", "the file holds no valid example")
         elif self.schema.task is Task.TEXT_CLASSIFICATION and len(self._labels) < 2:

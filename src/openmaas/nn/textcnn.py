@@ -1,10 +1,11 @@
 """TextCNN (Kim 2014, "Convolutional Neural Networks for Sentence Classification"): word
 embeddings, parallel convolutions of several widths, ReLU, max-over-time pooling, dropout and
-a linear layer.
+a linear layer, whose weight vectors (one per label) are rescaled to an L2 norm of at most
+`max_norm` after each training step (Kim's "l2 constraint", s = 3) when it is above 0.
 
 Example::
 
-    network = TextCNN(TextCNNConfig(vocab_size=20_000, n_labels=2))
+    network = TextCNN(TextCNNConfig(vocab_size=20_000, n_labels=2), max_norm=3.0)
     logits = network(ids, lengths)  # (batch, n_labels)
 """
 
@@ -32,9 +33,10 @@ class TextCNNConfig:
 
 
 class TextCNN(nn.Module):
-    def __init__(self, config: TextCNNConfig) -> None:
+    def __init__(self, config: TextCNNConfig, *, max_norm: float = 0.0) -> None:
         super().__init__()
         self.config = config
+        self.max_norm = max_norm  # a training constraint: not part of the saved config
         # Batches are padded to at least the widest filter, so every filter has a window.
         self.min_length = max(config.filter_widths)
         self.embedding = nn.Embedding(config.vocab_size, config.embedding_dim, padding_idx=0)
@@ -60,3 +62,8 @@ class TextCNN(nn.Module):
             pooled.append((features * valid.unsqueeze(1)).amax(dim=2))
         logits: torch.Tensor = self.head(self.dropout(torch.cat(pooled, dim=1)))
         return logits
+
+    def apply_constraints(self) -> None:
+        """Kim's max-norm: each label's weight vector back to norm `max_norm` if above it."""
+        if self.max_norm > 0:
+            self.head.weight.copy_(torch.renorm(self.head.weight, 2, 0, self.max_norm))

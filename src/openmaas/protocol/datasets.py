@@ -82,6 +82,13 @@ class LengthOut(Response):
     mean: float
 
 
+class ImageStatsOut(Response):
+    widths: LengthOut | None
+    heights: LengthOut | None
+    channels: dict[str, int]  # "1" (grey), "3" (colour) -> images
+    formats: dict[str, int]
+
+
 class StatsOut(Response):
     rows: int
     labels: dict[str, int]  # per label; per entity type for token classification
@@ -90,6 +97,7 @@ class StatsOut(Response):
     duplicates: int
     duplicate_texts: int
     conflicting_labels: int
+    images: ImageStatsOut | None = None  # datasets of images
 
 
 class SchemaOut(Response):

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from openmaas.protocol.common import Usage, check_texts
 
@@ -27,9 +27,79 @@ class _TextsRequest(BaseModel):
         return value
 
 
-class ClassifyRequest(_TextsRequest):
+class ImageURL(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    url: str = Field(description="A data URL: data:image/png;base64,...")
+    detail: str | None = Field(default=None, description="Accepted as OpenAI's; not used.")
+
+
+class ImagePart(BaseModel):
+    """An image as an OpenAI content part: `{"type": "image_url", "image_url": {"url": ...}}`."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    type: Literal["image_url"]
+    image_url: ImageURL
+
+
+class ClassifyRequest(BaseModel):
+    """Texts, or images as content parts (an image-classification model); multipart uploads
+    (`model`, one or more `file` parts, `top_k`) are read as the image parts they stand for."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    model: str
+    input: str | list[str] | ImagePart | list[ImagePart]
     top_k: int | None = Field(default=None, ge=1, description="Labels per input; default all.")
     truncate: bool = False
+
+    @field_validator("input", mode="before")
+    @classmethod
+    def _image_parts(cls, value: object) -> object:
+        """Image parts parsed one by one, so a bad one is named (`input[1]: ...`)."""
+        items = [value] if isinstance(value, dict) else value
+        if not isinstance(items, list) or not any(isinstance(i, dict) for i in items):
+            return value
+        parts = []
+        for index, item in enumerate(items):
+            if not isinstance(item, dict):
+                raise ValueError(f"input[{index}]: a list holds texts or image parts, not both")
+            try:
+                parts.append(ImagePart.model_validate(item))
+            except ValidationError as exc:
+                first = exc.errors()[0]
+                where = ".".join(str(part) for part in first["loc"])
+                raise ValueError(
+                    f"input[{index}]{'.' + where if where else ''}: {first['msg']}; an image part "
+                    'is {"type": "image_url", "image_url": {"url": "data:image/png;base64,..."}}'
+                ) from None
+        return parts[0] if isinstance(value, dict) else parts
+
+    @field_validator("input")
+    @classmethod
+    def _inputs(
+        cls, value: str | list[str] | ImagePart | list[ImagePart]
+    ) -> str | list[str] | ImagePart | list[ImagePart]:
+        if isinstance(value, ImagePart):
+            return value
+        if isinstance(value, list) and value and isinstance(value[0], ImagePart):
+            return value
+        check_texts([value] if isinstance(value, str) else [str(text) for text in value])
+        return value
+
+    def images(self) -> list[ImagePart] | None:
+        """The image parts, or None for texts."""
+        if isinstance(self.input, ImagePart):
+            return [self.input]
+        if isinstance(self.input, list) and self.input and isinstance(self.input[0], ImagePart):
+            return [part for part in self.input if isinstance(part, ImagePart)]
+        return None
+
+    def texts(self) -> list[str]:
+        if isinstance(self.input, str):
+            return [self.input]
+        return [text for text in self.input if isinstance(text, str)]
 
 
 class NerRequest(_TextsRequest):

@@ -39,13 +39,20 @@ def pickle_reason(rel_path: str, head: bytes, open_file: Path | None = None) -> 
     suffix = PurePosixPath(rel_path).suffix.lower()
     if suffix in PICKLE_SUFFIXES:
         return f"{suffix} files are pickles"
-    if len(head) >= 2 and head[0] == 0x80 and 2 <= head[1] <= 5:
+    if len(head) >= 2 and head[0] == 0x80 and 2 <= head[1] <= 5 and not _safetensors(suffix, head):
         return "the file is a binary pickle stream"
     if head.startswith(_NPY_MAGIC) and _npy_holds_objects(head, open_file):
         return "the NumPy array holds Python objects (stored as a pickle)"
     if head.startswith(_ZIP_MAGIC) and open_file is not None:
         return _zip_pickle_reason(open_file)
     return None
+
+
+def _safetensors(suffix: str, head: bytes) -> bool:
+    """A .safetensors file: a little-endian u64 header length, then the JSON header. A length
+    of 0x0380 (896 bytes of header) starts `80 03`, pickle's PROTO 3 opcode. Only the suffix
+    exempts it, as only the safetensors reader (which never unpickles) opens such files."""
+    return suffix == ".safetensors" and head[8:9] == b"{"
 
 
 def _npy_holds_objects(head: bytes, path: Path | None) -> bool:

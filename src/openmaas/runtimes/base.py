@@ -31,6 +31,7 @@ import numpy as np
 import numpy.typing as npt
 
 from openmaas.errors import InvalidRequest, WrongTask
+from openmaas.images import ImageLimits
 from openmaas.tasks.catalogue import task_of_method
 from openmaas.tasks.embedding import FloatArray
 
@@ -143,6 +144,14 @@ class LoadOptions:
     max_input_sentences: int = 400
     # Longest audio a speech model accepts per request, checked before decoding; None = any.
     max_audio_seconds: float | None = None
+    # What one image may be, checked before decoding (OPENMAAS_MAX_IMAGE_MB / _PIXELS).
+    max_image_bytes: int = 10 * 1024 * 1024
+    max_image_pixels: int = 25_000_000
+
+    @property
+    def image_limits(self) -> ImageLimits:
+        return ImageLimits(max_bytes=self.max_image_bytes, max_pixels=self.max_image_pixels)
+
     # Tenant-uploaded chat templates render under these bounds (runtimes/chat_templates.py).
     chat_template_timeout_s: float = 1.0
     max_prompt_chars: int = 2_000_000
@@ -245,6 +254,7 @@ RUNTIMES: dict[str, str] = {
     "keras": "openmaas.runtimes.keras:KerasRuntime",
     "espeak-ng": "openmaas.runtimes.espeak:EspeakRuntime",
     "piper": "openmaas.runtimes.piper:PiperRuntime",
+    "openmaas-vision": "openmaas.runtimes.vision:VisionRuntime",
 }
 
 

@@ -339,6 +339,7 @@ class TransformersRuntime(Runtime):
             Task.TEXT_GENERATION,
             Task.TRANSLATION,
             Task.SUMMARIZATION,
+            Task.IMAGE_CLASSIFICATION,
         }
     )
 
@@ -351,7 +352,7 @@ class TransformersRuntime(Runtime):
             task = Task(source.task)
         except ValueError:
             task = None  # the load refuses it, with its own message
-        if task in self.tasks:
+        if task in self.tasks and task is not Task.IMAGE_CLASSIFICATION:
             model_class = _model_class(task)
             declared = declared_bytes(
                 model_class.checkpoint_directory(source), model_class.auto_class
@@ -377,6 +378,10 @@ class TransformersRuntime(Runtime):
                 f"not {task.value}",
                 param="model",
             )
+        if task is Task.IMAGE_CLASSIFICATION:
+            from openmaas.runtimes.transformers_images import load_image_classifier
+
+            return load_image_classifier(source, options)
         return _model_class(task).load(source, options)
 
 

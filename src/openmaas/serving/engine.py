@@ -114,6 +114,8 @@ class InferenceEngine:
                 threads=settings.threads,
                 max_input_sentences=settings.max_input_sentences,
                 max_audio_seconds=settings.max_audio_seconds,
+                max_image_bytes=settings.max_image_mb * MiB,
+                max_image_pixels=settings.max_image_pixels,
                 chat_template_timeout_s=settings.chat_template_timeout_s,
                 max_prompt_chars=settings.max_prompt_chars,
             ),
@@ -125,8 +127,7 @@ class InferenceEngine:
             max_bytes=settings.cache_max_mb * MiB,
             metrics=metrics,
         )
-        # Tasks whose plans may be answered from the cache (each contract says whether its
-        # results may be; the operator says which are).
+        # Tasks answered from the cache: each contract says if they may be, the operator which.
         self.cached_tasks = frozenset(settings.cache_tasks)
         self._generations: dict[VersionKey, int] = {}
 
@@ -557,8 +558,7 @@ class InferenceEngine:
         it: public or its own. Another project's private model is 'not found', as everywhere,
         or a head could be registered to read out that model's embeddings."""
         owner = self.registry.get_version(*dependent, caller=SYSTEM)
-        # Resolved as the dependent's project would: its own model of that name, else a
-        # public one.
+        # Resolved as the dependent's project would: its own model of that name, else public.
         named = self.registry.resolve(reference, caller=project_member(owner.project))
         exact = f"{qualified(named.project, named.model)}:{named.version}"
         opened = self.registry.open_files(exact, caller=SYSTEM)

@@ -16,6 +16,7 @@ from openmaas.errors import InvalidRequest
 from openmaas.tasks.contract import TaskContract
 from openmaas.tasks.embedding import EMBEDDING
 from openmaas.tasks.explanation import EXPLANATION
+from openmaas.tasks.image_classification import IMAGE_CLASSIFICATION
 from openmaas.tasks.rerank import RERANK
 from openmaas.tasks.speech_recognition import SPEECH_RECOGNITION
 from openmaas.tasks.speech_synthesis import SPEECH_SYNTHESIS
@@ -41,6 +42,7 @@ _CONTRACTS: dict[str, AnyContract] = {
         SPEECH_RECOGNITION,
         EXPLANATION,
         SPEECH_SYNTHESIS,
+        IMAGE_CLASSIFICATION,
     )
 }
 

@@ -26,6 +26,8 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar, Generic, TypeVar
 
+import numpy.typing as npt
+
 from openmaas.errors import InvalidRequest, WrongTask
 from openmaas.tasks.tensors import ModelFacts, Outputs, TensorSpec
 from openmaas.tasks.text_input import TokenCounter, normalize_text, token_bound
@@ -127,6 +129,12 @@ class TaskContract(ABC, Generic[InputsT, ParamsT, ResultT]):
 
     def v2_inputs(self, values: Sequence[bytes]) -> InputsT:
         raise NotImplementedError
+
+    def v2_tensor(self, datatype: str, array: npt.NDArray[Any]) -> InputsT | None:
+        """The inputs from the whole input tensor, for a task whose tensor is not a batch of
+        `v2_input`'s datatype in shape [N] or [N, 1] (images: pixels [N, H, W, C], or encoded
+        files); None (the default): the adapter checks that shape and calls `v2_inputs`."""
+        return None
 
     def v2_params(self, parameters: Mapping[str, object]) -> ParamsT:
         return self.default_params()

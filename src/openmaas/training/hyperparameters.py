@@ -24,7 +24,7 @@ EPOCH_NAMES = ("n_epochs", "epochs", "num_epochs")
 BATCH_NAMES = ("batch_size",)
 LEARNING_RATE_NAMES = ("learning_rate", "lr")
 
-OPTIMIZERS = ("adamw", "sgd")
+OPTIMIZERS = ("adamw", "sgd", "adadelta")
 SCHEDULES = ("linear", "cosine", "constant")  # after the warmup: decay to 0, or hold
 CLASS_WEIGHTINGS = ("none", "weighted", "oversample")
 # Validation metrics early stopping can follow; all but loss are better when higher.
@@ -43,7 +43,7 @@ COMMON_DEFAULTS: dict[str, Any] = {
     "batch_size": 32,  # examples per optimizer step
     "learning_rate": 1e-3,
     "learning_rate_multiplier": 1.0,  # the OpenAI fine-tuning knob: scales learning_rate
-    "optimizer": "adamw",  # or "sgd" (momentum 0.9)
+    "optimizer": "adamw",  # or "sgd" (momentum 0.9), or "adadelta" (rho 0.95, Kim 2014)
     "momentum": 0.9,  # sgd only
     "weight_decay": 0.01,  # decoupled (AdamW) or L2 (SGD); never on biases and norms
     "dropout": 0.1,
@@ -63,7 +63,13 @@ COMMON_DEFAULTS: dict[str, Any] = {
 VOCABULARY_DEFAULTS: dict[str, Any] = {
     "max_vocab_size": 30_000,  # words, [PAD] and [UNK] included
     "min_frequency": 2,  # occurrences in the training texts
+    # A registered word-vector model the embedding layer starts from (None: random), trained
+    # with the network ("non-static") or frozen ("static"); see training.pretrained_embeddings.
+    "embeddings": None,
+    "embeddings_mode": "non-static",
 }
+EMBEDDINGS_MODES = ("static", "non-static")
+MAX_REFERENCE_CHARS = 256
 
 
 @dataclass(frozen=True, slots=True)
@@ -114,6 +120,22 @@ def check_vocabulary(hp: Mapping[str, Any]) -> None:
     """The `VOCABULARY_DEFAULTS` values."""
     positive_int(hp, "max_vocab_size")
     positive_int(hp, "min_frequency")
+    embeddings_reference(hp)
+    choice(hp, "embeddings_mode", EMBEDDINGS_MODES)
+
+
+def embeddings_reference(hp: Mapping[str, Any]) -> str | None:
+    """The `embeddings` hyperparameter: None, or a model reference (name, name:version,
+    name@alias)."""
+    value = hp.get("embeddings")
+    if value is None:
+        return None
+    if not isinstance(value, str) or not value.strip() or len(value) > MAX_REFERENCE_CHARS:
+        raise ValueError(
+            "hyperparameter 'embeddings' must name a registered word-vector model "
+            f"(name, name:version or name@alias), got {value!r}"
+        )
+    return value
 
 
 def _number(hp: Mapping[str, Any], name: str) -> float:

@@ -45,6 +45,7 @@ from openmaas.training.requests import (
     param_name,
     split_examples,
 )
+from openmaas.word_vectors.saved import RUNTIME as WORD_VECTORS_RUNTIME
 
 if TYPE_CHECKING:
     from openmaas.jobs.context import JobContext
@@ -165,6 +166,7 @@ class TrainingJobKind:
         base_pin = self._base_model(recipe, request.base_model, caller)
         rows = train.stats.get("rows") if isinstance(train.stats, dict) else None
         given = self._hyperparameters(recipe, request, rows if isinstance(rows, int) else 1)
+        vectors_pin = self._embeddings(given, caller)
         self._check_splits(request)
         job_id = new_job_id()
         suffix = self._suffix(request.suffix)
@@ -199,6 +201,7 @@ class TrainingJobKind:
                 # The reference names it in lineage; the pin is what the run opens.
                 "base_version": base_pin.reference if base_pin is not None else None,
                 "base_version_pin": base_pin.to_dict() if base_pin is not None else None,
+                "embeddings_version_pin": vectors_pin.to_dict() if vectors_pin else None,
                 CREATED_BY_ADMIN: is_admin(caller),
                 "explicit_model_name": request.model_name is not None,
                 "learning_rate_multiplier": _learning_rate_multiplier(recipe, given),
@@ -323,7 +326,7 @@ class TrainingJobKind:
                     f"recipe {recipe.name!r} fine-tunes a base model: name one", param="base_model"
                 )
             return None
-        if not recipe.needs_base_model:
+        if not (recipe.needs_base_model or recipe.accepts_base_model):
             raise InvalidRequest(
                 f"recipe {recipe.name!r} trains from scratch and takes no base model",
                 param="base_model",
@@ -331,6 +334,39 @@ class TrainingJobKind:
         version = self._resolve_base(reference, caller)
         # Pinned by row id and digest: should the name be deleted and registered again
         # (by another project, say) before the job runs, the run finds no base, never that.
+        exact = qualified(version.project, version.model)
+        return self.registry.store.pin(exact, version.version, caller=SYSTEM)
+
+    def _embeddings(self, given: Mapping[str, Any], caller: Principal) -> VersionPin | None:
+        """The word vectors hyperparameter `embeddings` names, resolved as the caller resolves
+        any model and pinned; 400 naming `embeddings` unless it is a word-vector model the
+        caller may use."""
+        reference = given.get("embeddings")
+        if not isinstance(reference, str) or reference == "auto":
+            return None  # none asked for (the recipe checked the value's type)
+        param = "hyperparameters.embeddings"
+        try:
+            version = self.registry.resolve(reference, caller=caller)
+        except (NotFound, InvalidRequest) as exc:
+            raise InvalidRequest(
+                f"embeddings {reference!r}: no word-vector model of that name is registered "
+                f"here ({exc.message}); train one with the word2vec recipe or import a "
+                "word2vec/GloVe text file",
+                param=param,
+                code="model_not_found",
+            ) from None
+        if not can_see(version.project, version.public, caller):
+            raise InvalidRequest(
+                f"embeddings {reference!r}: model not found", param=param, code="model_not_found"
+            )
+        if version.runtime != WORD_VECTORS_RUNTIME:
+            raise InvalidRequest(
+                f"embeddings {reference!r} is a {version.runtime} {version.task} model, not "
+                f"word vectors (runtime {WORD_VECTORS_RUNTIME}: the word2vec recipe's output "
+                "or an imported word2vec/GloVe text file)",
+                param=param,
+                code="wrong_model_type",
+            )
         exact = qualified(version.project, version.model)
         return self.registry.store.pin(exact, version.version, caller=SYSTEM)
 

@@ -66,6 +66,9 @@ class TrainingContext:
     base_model_task: str | None = None
     base_model_runtime: str | None = None
     resume_from: Checkpoint | None = None
+    # The registered word vectors the `embeddings` hyperparameter names (files, name:version).
+    embeddings: Path | None = None
+    embeddings_reference: str | None = None
     # Set by the worker: events go to the job's event log, checkpoints to its store.
     on_message: Callable[[str, str], None] = lambda level, message: None
     on_metrics: Callable[[int, int, Mapping[str, float]], None] = lambda step, epoch, m: None
@@ -130,6 +133,8 @@ class Recipe(abc.ABC):
     name: str
     tasks: tuple[str, ...]
     needs_base_model: bool = False
+    # True: a base model is optional (resnet: from scratch, or fine-tuned from one).
+    accepts_base_model: bool = False
     description: str = ""
     # True: an "auto" batch_size is `batch_size_for(n_examples, default)`, not the default.
     batch_size_scales_with_data: bool = False

@@ -121,7 +121,11 @@ def train_once(kind: TrainingJobKind, context: JobContext, run: TrainingRun) -> 
             f"(it has: {', '.join(sorted(kind.recipes))})"
         )
     base = _open_base(kind, job) if job.options.get("base_version") else None
+    vectors_pin = job.options.get("embeddings_version_pin")
+    vectors = None
     try:
+        if isinstance(vectors_pin, dict):
+            vectors = _open_embeddings(kind, job, VersionPin.from_dict(vectors_pin))
         ctx = TrainingContext(
             job_id=job.id,
             task=job.task,
@@ -141,6 +145,10 @@ def train_once(kind: TrainingJobKind, context: JobContext, run: TrainingRun) -> 
             base_model_task=base.version.task if base is not None else None,
             base_model_runtime=base.version.runtime if base is not None else None,
             resume_from=run.resume_from,
+            embeddings=vectors.directory if vectors is not None else None,
+            embeddings_reference=(
+                f"{vectors.version.model}:{vectors.version.version}" if vectors else None
+            ),
             on_message=run.on_message,
             on_metrics=run.on_metrics,
             on_checkpoint=run.on_checkpoint,
@@ -149,8 +157,9 @@ def train_once(kind: TrainingJobKind, context: JobContext, run: TrainingRun) -> 
         )
         return recipe.train(ctx)
     finally:
-        if base is not None:
-            base.close()
+        for opened in (base, vectors):
+            if opened is not None:
+                opened.close()
 
 
 def job_output(
@@ -166,6 +175,7 @@ def job_output(
     (the job's by default); `extra` joins the version's `training` metadata, `metrics`
     the registered metrics."""
     base_version = job.options.get("base_version")
+    vectors_pin = job.options.get("embeddings_version_pin")
     base_reference = str(base_version) if base_version else None
     return JobOutput(
         directory=output_dir,
@@ -194,6 +204,11 @@ def job_output(
             "base_model": base_reference,
             "training_file": job.training_file,
             "validation_file": job.validation_file,
+            "embeddings": (
+                VersionPin.from_dict(vectors_pin).reference
+                if isinstance(vectors_pin, dict)
+                else None
+            ),
         },
         base_version=base_reference,
         transform="fine-tune" if base_reference else "train",
@@ -221,6 +236,20 @@ def _open_base(kind: TrainingJobKind, job: Job) -> OpenedVersion:
             f"{job.project!r}; create a new job",
             param="model",
             code="base_model_gone",
+        ) from None
+
+
+def _open_embeddings(kind: TrainingJobKind, job: Job, pin: VersionPin) -> OpenedVersion:
+    """The word vectors pinned when the job was created, opened as the job's project."""
+    try:
+        return kind.registry.open_pinned(pin, caller=job_caller(job))
+    except NotFound:
+        raise InvalidRequest(
+            f"the embeddings {pin.reference} this job was created with are gone: deleted (or "
+            f"the name registered again) or no longer visible to project {job.project!r}; "
+            "create a new job",
+            param="hyperparameters.embeddings",
+            code="embeddings_gone",
         ) from None
 
 

@@ -55,6 +55,7 @@ from openmaas.registry.entities import (
 )
 from openmaas.registry.registration import VersionSpec
 from openmaas.registry.sources import SourceRef
+from openmaas.registry.text_vectors import register_text_vectors
 from openmaas.serving.engine import version_key
 
 router = APIRouter(
@@ -250,6 +251,43 @@ def upload_version(
     )
     audit_registration(auditor, version, meta.alias)
     return version_out(version)
+
+
+@router.post("/models/{name}/versions/word_vectors", status_code=status.HTTP_201_CREATED)
+def import_word_vectors(
+    name: ModelPath,
+    registry: RegistryDep,
+    who: PrincipalDep,
+    auditor: AuditorDep,
+    file: Annotated[UploadFile, File(description="Word vectors in word2vec or GloVe text format.")],
+    metadata: Annotated[
+        str, Form(description="JSON object with the fields of VersionMetadata.")
+    ] = "{}",
+) -> VersionOut:
+    """Register word vectors from a text file: served on /v1/embeddings, and the starting
+    `embeddings` of networks trained from scratch."""
+    meta = _upload_metadata(metadata)
+    version = register_text_vectors(
+        registry.registration,
+        name,
+        file.file,
+        _spec(meta),
+        caller=who,
+        filename=file.filename or "",
+    )
+    audit_registration(auditor, version, meta.alias)
+    return version_out(version)
+
+
+def _upload_metadata(metadata: str) -> VersionMetadata:
+    try:
+        return VersionMetadata.model_validate(json.loads(metadata))
+    except json.JSONDecodeError as exc:
+        raise InvalidRequest(f"metadata is not valid JSON: {exc.msg}", param="metadata") from None
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(p) for p in first["loc"])
+        raise InvalidRequest(f"metadata.{where}: {first['msg']}", param="metadata") from None
 
 
 @router.get("/models/{name}/versions")

@@ -1,8 +1,9 @@
-"""Task routes for what OpenAI's API lacks: `/v1/classify`, `/v1/ner`, `/v1/translate`,
-`/v1/summarize` and `/v1/rerank`."""
+"""Task routes for what OpenAI's API lacks: `/v1/classify` (texts, or images: `images.py`),
+`/v1/ner`, `/v1/translate`, `/v1/summarize` and `/v1/rerank`."""
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 from fastapi import APIRouter, Depends, Request, Response
@@ -11,6 +12,7 @@ from openmaas.api.deps import EngineDep, PrincipalDep, caller
 from openmaas.api.json_body import StrictJSONRoute
 from openmaas.api.metering import meter, reserve_tokens
 from openmaas.api.responses import json_response, mark_model
+from openmaas.api.tasks.images import MULTIPART_BODY, ImageUploadRoute, image_bytes
 from openmaas.auth.entities import Principal
 from openmaas.protocol.common import as_list
 from openmaas.protocol.tasks import (
@@ -26,10 +28,11 @@ from openmaas.protocol.tasks import (
 )
 from openmaas.serving.engine import InferenceEngine, Served
 from openmaas.tasks.contract import TaskContract
+from openmaas.tasks.image_classification import IMAGE_CLASSIFICATION
 from openmaas.tasks.rerank import RERANK, RerankQuery
 from openmaas.tasks.seq2seq import Seq2SeqParams
 from openmaas.tasks.summarization import SUMMARIZATION
-from openmaas.tasks.text_classification import TEXT_CLASSIFICATION
+from openmaas.tasks.text_classification import TEXT_CLASSIFICATION, LabelScore
 from openmaas.tasks.token_classification import TOKEN_CLASSIFICATION
 from openmaas.tasks.translation import TRANSLATION
 
@@ -47,15 +50,20 @@ def _list(model: str, tokens: int, data: list[dict[str, object]]) -> dict[str, o
     }
 
 
-@router.post("/classify", response_model=ClassifyResponse)
 async def classify(
     body: ClassifyRequest, request: Request, engine: EngineDep, who: PrincipalDep
 ) -> Response:
-    texts = as_list(body.input)
-    await reserve_tokens(request, lambda: engine.token_bound(TEXT_CLASSIFICATION, texts, None))
-    served = await engine.infer(
-        TEXT_CLASSIFICATION, body.model, texts, caller=who, truncate=body.truncate
-    )
+    parts = body.images()
+    served: Served[list[LabelScore]]
+    if parts is not None:
+        images = await asyncio.to_thread(image_bytes, parts)
+        served = await engine.infer(IMAGE_CLASSIFICATION, body.model, images, caller=who)
+    else:
+        texts = body.texts()
+        await reserve_tokens(request, lambda: engine.token_bound(TEXT_CLASSIFICATION, texts, None))
+        served = await engine.infer(
+            TEXT_CLASSIFICATION, body.model, texts, caller=who, truncate=body.truncate
+        )
     mark_model(request, served.version)
     _meter(request, served)
     data: list[dict[str, object]] = []
@@ -70,6 +78,18 @@ async def classify(
             }
         )
     return json_response(_list(body.model, served.prompt_tokens, data), served.version)
+
+
+# Images come as content parts or multipart uploads (`images.py`), so the route is added with
+# its own route class and the multipart form documented beside the JSON body.
+router.add_api_route(
+    "/classify",
+    classify,
+    methods=["POST"],
+    response_model=ClassifyResponse,
+    route_class_override=ImageUploadRoute,
+    openapi_extra=MULTIPART_BODY,
+)
 
 
 @router.post("/ner", response_model=NerResponse)

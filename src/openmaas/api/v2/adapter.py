@@ -84,8 +84,11 @@ async def run_inference(
 ) -> list[Tensor]:
     """The task's output tensors for the request's input tensor, metered."""
     assert contract.v2_input is not None  # v2_contract checked it
-    tensor = _single_input(tensors, version, contract.v2_input)
-    inputs = contract.v2_inputs(list(tensor.array.ravel()))
+    tensor = _named_input(tensors, version, contract.v2_input)
+    inputs = contract.v2_tensor(tensor.datatype, tensor.array)
+    if inputs is None:
+        _check_batch(tensor, version, contract.v2_input)
+        inputs = contract.v2_inputs(list(tensor.array.ravel()))
     truncate = typed_param(parameters, "truncate", bool) or False
     params = contract.v2_params(parameters)
     await reserve_tokens(request, lambda: engine.token_bound(contract, inputs, params))
@@ -133,16 +136,24 @@ def _metadata(spec: TensorSpec) -> MetadataTensor:
     return MetadataTensor(name=spec.name, datatype=spec.datatype, shape=list(spec.shape))
 
 
-def _single_input(tensors: Sequence[Tensor], version: ModelVersion, spec: TensorSpec) -> Tensor:
+def _expected(version: ModelVersion, spec: TensorSpec) -> tuple[str, str]:
     label = f"'{version.model}' ({version.task})"
-    expected = spec.description or f"{spec.name} ({spec.datatype}, shape {list(spec.shape)})"
+    return label, spec.description or f"{spec.name} ({spec.datatype}, shape {list(spec.shape)})"
+
+
+def _named_input(tensors: Sequence[Tensor], version: ModelVersion, spec: TensorSpec) -> Tensor:
+    label, expected = _expected(version, spec)
     names = [t.name for t in tensors]
     if names != [spec.name]:
         got = ", ".join(names) or "none"
         raise InvalidRequest(
             f"model {label} takes one input, {expected}; got {got}", param="inputs"
         )
-    tensor = tensors[0]
+    return tensors[0]
+
+
+def _check_batch(tensor: Tensor, version: ModelVersion, spec: TensorSpec) -> None:
+    label, expected = _expected(version, spec)
     if tensor.datatype != spec.datatype:
         raise InvalidRequest(
             f"input {spec.name} has datatype {tensor.datatype}; model {label} expects {expected}",
@@ -158,4 +169,3 @@ def _single_input(tensors: Sequence[Tensor], version: ModelVersion, spec: Tensor
             f"input {spec.name} has shape {list(shape)}; model {label} expects {expected}",
             param="inputs",
         )
-    return tensor

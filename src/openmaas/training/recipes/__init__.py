@@ -23,6 +23,10 @@ Text generation (examples `{"text": ...}`; chat files arrive rendered as ChatML)
 small GPT-2 with its own byte-level BPE tokenizer, from scratch, served by the
 `transformers` runtime on `/v1/completions` and `/v1/chat/completions`.
 
+Image classification (examples `{"image": <base64>, "label": ...}`): `cnn`, a classic
+conv/pool/dropout/dense network, and `resnet`, ResNet-18 from scratch or fine-tuned from a
+registered one; both served by the `openmaas-vision` runtime.
+
 Example::
 
     recipe = RECIPES["textcnn"]
@@ -34,9 +38,11 @@ from __future__ import annotations
 from openmaas.training.recipe import Recipe
 from openmaas.training.recipes.bilstm import BiLSTMRecipe
 from openmaas.training.recipes.bilstm_tagger import BiLSTMTaggerRecipe
+from openmaas.training.recipes.cnn import CNNRecipe
 from openmaas.training.recipes.finetune_transformer import FinetuneTransformerRecipe
 from openmaas.training.recipes.frozen_encoder import FrozenEncoderRecipe
 from openmaas.training.recipes.gru import GRURecipe
+from openmaas.training.recipes.resnet import ResNetRecipe
 from openmaas.training.recipes.small_gpt import SmallGPTRecipe
 from openmaas.training.recipes.textcnn import TextCNNRecipe
 from openmaas.training.recipes.token_classification import FinetuneTransformerNERRecipe
@@ -56,5 +62,7 @@ RECIPES: dict[str, Recipe] = {
         FinetuneTransformerNERRecipe(),
         Word2VecRecipe(),
         SmallGPTRecipe(),
+        CNNRecipe(),
+        ResNetRecipe(),
     )
 }

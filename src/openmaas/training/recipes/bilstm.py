@@ -60,7 +60,7 @@ def train_recurrent(
             vocab_size=run.vocab_size,
             n_labels=len(run.labels),
             cell=cell,
-            embedding_dim=hp["embedding_dim"],
+            embedding_dim=run.embedding_width("embedding_dim"),
             hidden_size=hp["hidden_size"],
             n_layers=hp["n_layers"],
             bidirectional=hp["bidirectional"],
@@ -68,7 +68,13 @@ def train_recurrent(
             dropout=hp["dropout"],
         )
     )
-    return run.train_and_save(recipe, "rnn", network, max_input_tokens=LONGEST_INPUT_TOKENS)
+    return run.train_and_save(
+        recipe,
+        "rnn",
+        network,
+        max_input_tokens=LONGEST_INPUT_TOKENS,
+        embedding=network.embedding,
+    )
 
 
 class BiLSTMRecipe(ClassificationRecipe):

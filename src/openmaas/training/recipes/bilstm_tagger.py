@@ -85,8 +85,13 @@ class BiLSTMTaggerRecipe(TaggingRecipe):
         from openmaas.nn.saved import LONGEST_INPUT_TOKENS, RUNTIME, save_classifier
         from openmaas.nn.tagger import RNNTagger, RNNTaggerConfig, pad_pieces
         from openmaas.nn.vocab import vocabulary_size
+        from openmaas.training.pretrained_embeddings import (
+            dimension_for,
+            install,
+            load_pretrained,
+        )
         from openmaas.training.recipes.tagging import TASK, TaggedSplits, tagging_result
-        from openmaas.training.recipes.word_level import prepare_vocabulary
+        from openmaas.training.recipes.word_level import prepare_vocabulary, with_embeddings
         from openmaas.training.token_loop import evaluate_tagger, train_tagger
 
         hp = self.resolve(ctx.hyperparameters, len(ctx.train))
@@ -98,11 +103,18 @@ class BiLSTMTaggerRecipe(TaggingRecipe):
         continuation = data.continuation()
         max_length = int(hp["max_length"])
         device = torch.device(ctx.device)
+
+        def encode(split: TaggedSentences, limit: int) -> list[TaggedInput[Pieces]]:
+            return encode_sentences(tokenizer, split, continuation, max_length=limit)
+
+        train = encode(data.train, max_length)
+        train_ids = [sentence.inputs.ids for sentence in train]
+        pretrained = load_pretrained(ctx, hp, tokenizer, train_ids)
         network = RNNTagger(
             RNNTaggerConfig(
                 vocab_size=vocabulary_size(tokenizer),
                 n_labels=len(data.tags),
-                embedding_dim=hp["embedding_dim"],
+                embedding_dim=dimension_for(ctx, pretrained, hp, "embedding_dim"),
                 casing_dim=hp["casing_dim"],
                 hidden_size=hp["hidden_size"],
                 n_layers=hp["n_layers"],
@@ -110,10 +122,8 @@ class BiLSTMTaggerRecipe(TaggingRecipe):
                 dropout=hp["dropout"],
             )
         )
+        install(network.embedding, pretrained)
         network.to(device)
-
-        def encode(split: TaggedSentences, limit: int) -> list[TaggedInput[Pieces]]:
-            return encode_sentences(tokenizer, split, continuation, max_length=limit)
 
         def forward(rows: Sequence[Pieces]) -> torch.Tensor:
             ids, casing, lengths = pad_pieces(rows)
@@ -124,7 +134,7 @@ class BiLSTMTaggerRecipe(TaggingRecipe):
             ctx,
             network=network,
             forward=forward,
-            train=encode(data.train, max_length),
+            train=train,
             validation=encode(data.validation, max_length),
             tags=data.tags,
             settings=settings,
@@ -153,7 +163,7 @@ class BiLSTMTaggerRecipe(TaggingRecipe):
             extra={"recipe": self.name, "trained_max_length": max_length},
             task=TASK,
         )
-        return tagging_result(
+        result = tagging_result(
             ctx,
             recipe=self.name,
             runtime=RUNTIME,
@@ -164,6 +174,7 @@ class BiLSTMTaggerRecipe(TaggingRecipe):
             evaluated_on=evaluated[0] if evaluated is not None else None,
             params={"architecture": ARCHITECTURE},
         )
+        return with_embeddings(result, pretrained)
 
 
 def words_text(words: Sequence[str]) -> tuple[str, list[tuple[int, int]]]:

@@ -68,7 +68,7 @@ class TransformerEncoderRecipe(ClassificationRecipe):
                 vocab_size=run.vocab_size,
                 n_labels=len(run.labels),
                 max_length=run.max_length,
-                d_model=hp["d_model"],
+                d_model=run.embedding_width("d_model"),
                 n_heads=hp["n_heads"],
                 n_layers=hp["n_layers"],
                 ff_dim=hp["ff_dim"],
@@ -76,5 +76,9 @@ class TransformerEncoderRecipe(ClassificationRecipe):
             )
         )
         return run.train_and_save(
-            self.name, "transformer-encoder", network, max_input_tokens=run.max_length
+            self.name,
+            "transformer-encoder",
+            network,
+            max_input_tokens=run.max_length,
+            embedding=network.tokens,
         )

@@ -1,17 +1,21 @@
 """The pipeline of the networks trained from scratch over a word-level vocabulary (TextCNN,
-BiLSTM, GRU, the small Transformer encoder): seed, labels and vocabulary first, then the
-recipe builds its network, then the shared loop, the test metrics and the servable
-`openmaas-nn` directory.
+BiLSTM, GRU, the small Transformer encoder): seed, labels, vocabulary and the pretrained
+word vectors the job names (`embeddings`) first, then the recipe builds its network, then
+the shared loop, the test metrics and the servable `openmaas-nn` directory.
 
 Example::
 
     run = WordLevelRun.prepare(ctx, hp)
-    network = TextCNN(TextCNNConfig(vocab_size=run.vocab_size, n_labels=len(run.labels)))
-    return run.train_and_save("textcnn", "textcnn", network, max_input_tokens=4096)
+    width = run.embedding_width("embedding_dim")  # the vectors' when the job names some
+    network = TextCNN(TextCNNConfig(vocab_size=run.vocab_size, n_labels=len(run.labels),
+                                    embedding_dim=width))
+    return run.train_and_save("textcnn", "textcnn", network, max_input_tokens=4096,
+                              embedding=network.embedding)
 """
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -26,6 +30,12 @@ from openmaas.nn.saved import RUNTIME, TOKENIZER_FILE, min_length, save_classifi
 from openmaas.nn.vocab import build_vocabulary, pad_batch, token_ids, vocabulary_size
 from openmaas.training.hyperparameters import LoopSettings, positive_int
 from openmaas.training.loop import LabeledItems, augment_text, evaluate, train_classifier
+from openmaas.training.pretrained_embeddings import (
+    PretrainedEmbeddings,
+    dimension_for,
+    install,
+    load_pretrained,
+)
 from openmaas.training.recipe import TrainingContext, TrainingResult
 from openmaas.training.recipes.classification import LabeledSplits, classification_result
 
@@ -63,6 +73,8 @@ class WordLevelRun:
     tokenizer: Tokenizer
     tokenizer_file: Path  # copied into every checkpoint
     max_length: int
+    train_rows: list[list[int]]  # the training texts' ids, cut at max_length
+    pretrained: PretrainedEmbeddings | None  # the `embeddings` the job names
 
     @classmethod
     def prepare(cls, ctx: TrainingContext, hp: Mapping[str, Any]) -> WordLevelRun:
@@ -71,6 +83,8 @@ class WordLevelRun:
         torch.manual_seed(ctx.seed)
         data = LabeledSplits.from_context(ctx)
         tokenizer, tokenizer_file = prepare_vocabulary(ctx, data.train.texts, hp)
+        max_length = positive_int(hp, "max_length")
+        train_rows = token_ids(tokenizer, data.train.texts, max_length=max_length)
         return cls(
             ctx=ctx,
             hp=hp,
@@ -78,7 +92,9 @@ class WordLevelRun:
             data=data,
             tokenizer=tokenizer,
             tokenizer_file=tokenizer_file,
-            max_length=positive_int(hp, "max_length"),
+            max_length=max_length,
+            train_rows=train_rows,
+            pretrained=load_pretrained(ctx, hp, tokenizer, train_rows),
         )
 
     @property
@@ -89,11 +105,23 @@ class WordLevelRun:
     def vocab_size(self) -> int:
         return vocabulary_size(self.tokenizer)
 
+    def embedding_width(self, name: str) -> int:
+        """Hyperparameter `name` (the embedding width), or the pretrained vectors' width."""
+        return dimension_for(self.ctx, self.pretrained, self.hp, name)
+
     def train_and_save(
-        self, recipe: str, architecture: str, network: nn.Module, *, max_input_tokens: int
+        self,
+        recipe: str,
+        architecture: str,
+        network: nn.Module,
+        *,
+        max_input_tokens: int,
+        embedding: nn.Embedding,
     ) -> TrainingResult:
-        """Train `network` with the shared loop, evaluate it and write the servable model."""
+        """Start `embedding` (the network's word embeddings) from the pretrained vectors, if
+        any; train `network` with the shared loop, evaluate it and write the servable model."""
         ctx, data = self.ctx, self.data
+        install(embedding, self.pretrained)
         device = torch.device(ctx.device)
         network.to(device)
         padded_to = min_length(network)
@@ -107,7 +135,6 @@ class WordLevelRun:
 
             return forward
 
-        train_rows = token_ids(self.tokenizer, data.train.texts, max_length=self.max_length)
         outcome = train_classifier(
             ctx,
             network=network,
@@ -117,7 +144,7 @@ class WordLevelRun:
             labels=data.labels,
             settings=self.settings,
             augment=augment_text,
-            item_tokens=[len(row) for row in train_rows],
+            item_tokens=[len(row) for row in self.train_rows],
             checkpoint_files=[self.tokenizer_file],
         )
         # The registered metrics describe the model as served: texts cut where the server
@@ -143,7 +170,7 @@ class WordLevelRun:
             max_input_tokens=max_input_tokens,
             extra={"recipe": recipe, "trained_max_length": self.max_length},
         )
-        return classification_result(
+        result = classification_result(
             ctx,
             recipe=recipe,
             runtime=RUNTIME,
@@ -154,3 +181,17 @@ class WordLevelRun:
             evaluated_on=evaluated[0] if evaluated is not None else None,
             params={"architecture": architecture},
         )
+        return with_embeddings(result, self.pretrained)
+
+
+def with_embeddings(
+    result: TrainingResult, pretrained: PretrainedEmbeddings | None
+) -> TrainingResult:
+    """`result` with the starting vectors' coverage among its metrics and params."""
+    if pretrained is None:
+        return result
+    return dataclasses.replace(
+        result,
+        metrics={**result.metrics, **pretrained.metrics()},
+        params={**result.params, "embeddings": pretrained.describe()},
+    )

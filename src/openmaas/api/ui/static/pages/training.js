@@ -1,0 +1,213 @@
+// Training jobs: a form built from the recipe's hyperparameters and defaults; the jobs; one
+// job's live curves (its metrics events, polled while it runs), events, checkpoints, cancel,
+// and the model it registered.
+import { api, chart, fill, h, say, section, table, when } from "../console.js";
+
+const POLL_MS = 1000;
+const SHOWN = new Set(["loss", "train_loss", "val_loss", "val_accuracy", "val_macro_f1"]);
+const NOT_PLOTTED = new Set(["step", "epoch", "total_steps", "estimated_finish"]);
+const recipeSelect = document.getElementById("job-recipe");
+const form = document.getElementById("job-form");
+const cancel = document.getElementById("cancel-job");
+let recipes = [];
+let watching = null; // { id, after, series, timer }
+
+function fieldFor(name, value) {
+  const id = `hp-${name}`;
+  let input;
+  if (typeof value === "boolean") {
+    input = h("input", { id, name, type: "checkbox", checked: value, "data-kind": "boolean" });
+  } else if (typeof value === "number") {
+    input = h("input", { id, name, type: "number", step: "any", value, "data-kind": "number", size: 8 });
+  } else if (typeof value === "string") {
+    input = h("input", { id, name, value, "data-kind": "string" });
+  } else {
+    input = h("input", { id, name, value: JSON.stringify(value), "data-kind": "json" });
+  }
+  input.dataset.default = JSON.stringify(value);
+  return h("div", {}, h("label", { for: id }, name), input);
+}
+
+function showRecipe() {
+  const recipe = recipes.find((r) => r.name === recipeSelect.value);
+  if (!recipe) return;
+  document.getElementById("recipe-about").textContent = `${recipe.description} Tasks: ${recipe.tasks.join(", ")}.${recipe.needs_base_model ? " Needs a base model." : ""}`;
+  fill("hyperparameters", Object.entries(recipe.defaults).map(([name, value]) => fieldFor(name, value)));
+}
+
+function changedHyperparameters() {
+  const chosen = {};
+  for (const input of document.querySelectorAll("#hyperparameters input")) {
+    let value;
+    switch (input.dataset.kind) {
+      case "boolean": value = input.checked; break;
+      case "number": value = Number(input.value); break;
+      case "json": value = JSON.parse(input.value); break;
+      default: value = input.value;
+    }
+    if (JSON.stringify(value) !== input.dataset.default) chosen[input.name] = value;
+  }
+  return chosen;
+}
+
+async function listJobs() {
+  const { data } = await api("/v1/training/jobs", { query: { limit: 20 } });
+  return table(
+    "Training jobs, newest first",
+    ["Job", "Status", "Recipe", "Dataset", "Model", "Created"],
+    data.map((job) => [
+      h("button", { type: "button", class: "secondary", "aria-label": `Show job ${job.id}`, onclick: () => watch(job.id) }, job.id),
+      job.status,
+      job.recipe,
+      job.training_file,
+      job.fine_tuned_model ? h("a", { href: `/ui/models/${encodeURIComponent(job.model_name)}` }, job.fine_tuned_model) : job.model_name,
+      when(job.created_at),
+    ]),
+    "No training jobs yet.",
+  );
+}
+
+function describe(job) {
+  const parts = [
+    h("p", {}, `${job.id} · ${job.recipe} on ${job.training_file} · `, h("strong", { id: "job-status" }, job.status), job.cancel_requested ? " (cancel requested)" : ""),
+    h("p", { class: "hint" }, `hyperparameters: ${JSON.stringify(job.hyperparameters)}`),
+  ];
+  if (Object.keys(job.metrics).length) parts.push(h("p", {}, `metrics: ${Object.entries(job.metrics).map(([k, v]) => `${k} ${Number(v).toFixed(4)}`).join(", ")}`));
+  if (job.fine_tuned_model) parts.push(h("p", {}, "Registered: ", h("a", { href: `/ui/models/${encodeURIComponent(job.model_name)}`, id: "registered-model" }, job.fine_tuned_model)));
+  if (job.error) parts.push(h("p", { class: "error" }, `${job.error.code ?? "error"}: ${job.error.message ?? ""}`));
+  return parts;
+}
+
+function plot(series) {
+  const steps = [...new Set(Object.values(series).flatMap((points) => points.map((p) => p.x)))].sort((a, b) => a - b);
+  const count = series.loss?.length ?? 0;
+  const curve = document.getElementById("curve");
+  curve.dataset.points = String(count);
+  document.getElementById("curve-points").textContent = `Loss curve: ${count} points`;
+  const existing = window.Chart?.getChart?.(curve);
+  if (existing) {
+    // Keep what the reader switched on or off in the legend.
+    const hidden = new Map(existing.data.datasets.map((d, i) => [d.label, !existing.isDatasetVisible(i)]));
+    existing.data.labels = steps;
+    existing.data.datasets = datasetsOf(series, steps).map((d) => ({ ...d, hidden: hidden.get(d.label) ?? d.hidden }));
+    existing.update("none");
+    return;
+  }
+  chart("curve", {
+    type: "line",
+    data: { labels: steps, datasets: datasetsOf(series, steps) },
+    options: { spanGaps: true, scales: { x: { title: { display: true, text: "step" } } } },
+  });
+}
+
+function datasetsOf(series, steps) {
+  return Object.entries(series).map(([name, points]) => {
+    const at = new Map(points.map((p) => [p.x, p.y]));
+    // The rest are a click on the legend away.
+    return { label: name, data: steps.map((s) => at.get(s) ?? null), hidden: !SHOWN.has(name) };
+  });
+}
+
+async function poll() {
+  const state = watching;
+  if (!state) return;
+  try {
+    const job = await api(`/v1/training/jobs/${encodeURIComponent(state.id)}`);
+    const page = await api(`/v1/training/jobs/${encodeURIComponent(state.id)}/events`, { query: { after: state.after, limit: 100 } });
+    if (state !== watching) return;
+    for (const event of page.data) {
+      state.after = Math.max(state.after ?? 0, event.id);
+      state.events.push(event);
+      if (event.type === "metrics" && event.data) {
+        for (const [name, value] of Object.entries(event.data)) {
+          if (NOT_PLOTTED.has(name) || name === "learning_rate" || typeof value !== "number") continue;
+          (state.series[name] ??= []).push({ x: event.data.step, y: value });
+        }
+      }
+    }
+    fill("job", describe(job));
+    fill("events", table("Job events", ["When", "Level", "Message"], state.events.map((e) => [when(e.created_at), e.level, e.message]), "No events yet."));
+    plot(state.series);
+    cancel.hidden = !["queued", "running", "validating_files"].includes(job.status);
+    const finished = ["succeeded", "failed", "cancelled"].includes(job.status);
+    if (finished || page.data.length === 0) await section("checkpoints", checkpoints);
+    if (finished) {
+      await section("jobs", listJobs);
+      return;
+    }
+  } catch (error) {
+    say(error.message, "error");
+  }
+  state.timer = window.setTimeout(poll, POLL_MS);
+}
+
+async function checkpoints() {
+  const { data } = await api(`/v1/training/jobs/${encodeURIComponent(watching.id)}/checkpoints`);
+  return table("Checkpoints", ["Checkpoint", "Step", "Epoch", "Metrics"], data.map((c) => [c.id, c.step, c.epoch, JSON.stringify(c.metrics)]), "No checkpoints yet.");
+}
+
+function watch(id) {
+  if (watching?.timer) window.clearTimeout(watching.timer);
+  watching = { id, after: undefined, series: {}, events: [], timer: null };
+  const url = new URL(window.location);
+  url.searchParams.set("job", id);
+  window.history.replaceState(null, "", url);
+  document.getElementById("job-section").hidden = false;
+  const existing = window.Chart?.getChart?.(document.getElementById("curve"));
+  if (existing) existing.destroy();
+  fill("job", h("p", {}, `Loading ${id}…`));
+  fill("checkpoints");
+  poll();
+}
+
+recipeSelect.addEventListener("change", showRecipe);
+
+form.addEventListener("submit", async (event) => {
+  event.preventDefault();
+  const data = new FormData(form);
+  let hyperparameters;
+  try {
+    hyperparameters = changedHyperparameters();
+  } catch (error) {
+    say(`A hyperparameter is not valid JSON: ${error.message}`, "error");
+    return;
+  }
+  const body = { recipe: data.get("recipe"), training_file: data.get("training_file"), hyperparameters };
+  if (data.get("model_name")) body.model_name = data.get("model_name");
+  try {
+    const job = await api("/v1/training/jobs", { method: "POST", body });
+    say(`Job ${job.id} created.`, "ok");
+    await section("jobs", listJobs);
+    watch(job.id);
+  } catch (error) {
+    say(error.message, "error");
+  }
+});
+
+cancel.addEventListener("click", async () => {
+  if (!watching) return;
+  try {
+    await api(`/v1/training/jobs/${encodeURIComponent(watching.id)}/cancel`, { method: "POST" });
+    say(`Cancel requested for ${watching.id}.`, "ok");
+  } catch (error) {
+    say(error.message, "error");
+  }
+});
+
+(async () => {
+  try {
+    const [recipeList, datasets] = await Promise.all([api("/v1/training/recipes"), api("/v1/datasets")]);
+    recipes = recipeList.data;
+    fill("job-recipe", recipes.map((r) => h("option", { value: r.name }, r.name)));
+    const usable = datasets.data.filter((d) => d.status === "processed");
+    fill("job-dataset", usable.map((d) => h("option", { value: d.id }, `${d.filename} (${d.rows} rows, ${d.task})`)));
+    const wantedRecipe = new URLSearchParams(window.location.search).get("recipe");
+    if (wantedRecipe) recipeSelect.value = wantedRecipe;
+    showRecipe();
+  } catch (error) {
+    say(error.message, "error");
+  }
+  await section("jobs", listJobs);
+  const wanted = new URLSearchParams(window.location.search).get("job");
+  if (wanted) watch(wanted);
+})();
