@@ -3,6 +3,8 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+# The console's built third-party asset (see console-assets below).
+CONSOLE_ASSET := src/openmaas/api/ui/static/vendor/chart.umd.js
 # `make serve HOST=… PORT=…` binds there; otherwise the server reads OPENMAAS_HOST and
 # OPENMAAS_PORT (default 127.0.0.1:8000).
 HOST ?=
@@ -21,7 +23,7 @@ $(STAMP): pyproject.toml | $(BIN)/python
 	$(BIN)/pip install --quiet -e '.[models,dev]'
 	touch $(STAMP)
 
-install: $(STAMP) console-assets
+install: $(STAMP) $(CONSOLE_ASSET)
 
 # Debian packages the tests use: real speech clips with transcripts, Apertium for the
 # rule-based translation runtime, espeak-ng for speech synthesis, Fashion-MNIST for the image
@@ -46,14 +48,12 @@ system-deps:
 # console/package-lock.json and copied into the package (src/openmaas/api/ui/static/vendor,
 # not committed); again only when the lockfile is newer. Without them the console still
 # serves its pages, with a line saying how to build them.
-CONSOLE_ASSET := src/openmaas/api/ui/static/vendor/chart.umd.js
-console-assets:
-	@if [ -f console/package-lock.json ] && [ ! $(CONSOLE_ASSET) -nt console/package-lock.json ]; then \
-		if ! command -v npm >/dev/null; then \
-			echo "note: no npm: the console's charts are off until make system-deps console-assets"; \
-			exit 0; \
-		fi; \
+console-assets: $(CONSOLE_ASSET)
+$(CONSOLE_ASSET): console/package-lock.json console/build.mjs
+	@if command -v npm >/dev/null; then \
 		npm ci --prefix console --no-audit --no-fund --loglevel=error >/dev/null && node console/build.mjs; \
+	else \
+		echo "note: no npm: the console's charts are off until make system-deps console-assets"; \
 	fi
 
 # $(call optional,PACKAGES,WHAT THEY ENABLE): a line naming the Debian packages missing, if any.
@@ -81,8 +81,11 @@ lint: install
 tools:
 	$(PYTHON) deploy/tools/install_helm.py
 
+# Two processes, each taking whole test modules (their shared servers start once): the
+# integration tests spend much of their time waiting on servers and jobs.
+TEST_WORKERS ?= 2
 test: system-deps lint console-assets tools
-	$(BIN)/pytest
+	$(BIN)/pytest -n $(TEST_WORKERS) --dist loadfile
 
 unit: install
 	$(BIN)/pytest tests/unit

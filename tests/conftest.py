@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -13,6 +14,14 @@ from openmaas.registry.artifacts import ArtifactStore
 from openmaas.registry.composition import Registry
 from openmaas.registry.intake import ArchiveLimits
 from openmaas.store.database import Database
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    # The CLI's tables fit its terminal. The tests run it as subprocesses whose terminal is
+    # whatever runs the suite (80 columns in a pytest-xdist worker): give every one the same
+    # wide terminal, so no cell the tests read is cut.
+    os.environ["COLUMNS"] = "200"
+
 
 PG_ADMIN_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
 

@@ -63,6 +63,13 @@ def installed_checkout(root: Path, dpkg_exit: int) -> dict[str, str]:
         stub.chmod(0o755)
     (bin_dir / "python").symlink_to(bin_dir / "openmaas")
     (root / ".venv" / ".installed").touch()  # newer than pyproject.toml: nothing to install
+    # The console's assets, built after the lockfile and script they come from.
+    for name in ("console/package-lock.json", "console/build.mjs"):
+        (root / name).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy(ROOT / name, root / name)
+    asset = root / "src/openmaas/api/ui/static/vendor/chart.umd.js"
+    asset.parent.mkdir(parents=True)
+    asset.touch()
     return {"PATH": f"{tools}{os.pathsep}{os.environ['PATH']}", "HOME": str(root)}
 
 
