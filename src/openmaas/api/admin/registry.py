@@ -237,14 +237,7 @@ def upload_version(
         str, Form(description="JSON object with the fields of VersionMetadata.")
     ] = "{}",
 ) -> VersionOut:
-    try:
-        meta = VersionMetadata.model_validate(json.loads(metadata))
-    except json.JSONDecodeError as exc:
-        raise InvalidRequest(f"metadata is not valid JSON: {exc.msg}", param="metadata") from None
-    except ValidationError as exc:
-        first = exc.errors()[0]
-        where = ".".join(str(p) for p in first["loc"])
-        raise InvalidRequest(f"metadata.{where}: {first['msg']}", param="metadata") from None
+    meta = _upload_metadata(metadata)
     source = {"type": "upload", "filename": file.filename or ""}
     version = registry.registration.register_archive(
         name, file.file, _spec(meta), caller=who, source=source
