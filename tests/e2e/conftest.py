@@ -26,7 +26,7 @@ def console_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Running
             "OPENMAAS_USAGE_FLUSH_S": "0.2",
             # One training worker, which knows the slowed recipe the training page runs.
             "OPENMAAS_WORKERS": "1",
-            "OPENMAAS_EXTRA_RECIPES": "tests.e2e.slow_recipe:SlowTextCNN",
+            "OPENMAAS_EXTRA_RECIPES": "tests.integration.test_training_jobs:SlowTextCNN",
             "PYTHONPATH": os.pathsep.join([str(ROOT / "src"), str(ROOT)]),
         },
     )
