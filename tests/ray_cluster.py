@@ -1,0 +1,136 @@
+"""A real Ray cluster on this machine for the scale-out tests: a head node and a second node.
+
+Each node is a `ray start --block` process in its own process group, on free ports and a temp
+dir of its own, so a cluster never touches another one on the machine (no `ray stop`, which
+stops every cluster of the user). Stopping kills both groups, then any process that still names
+the cluster's temp dir (workers detach from their raylet's group).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager, suppress
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+
+_START_TIMEOUT_S = 90.0
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _ray_binary() -> str:
+    ray = Path(sys.executable).with_name("ray")
+    if not ray.exists():
+        pytest.skip("ray is not installed (pip install -e '.[ray]')")
+    return str(ray)
+
+
+@dataclass
+class RayCluster:
+    """A running cluster; `address` is what `ray.init` and OPENMAAS_RAY_ADDRESS take."""
+
+    address: str
+    temp_dir: Path
+    nodes: list[subprocess.Popen[bytes]] = field(default_factory=list)
+
+    def stop(self) -> None:
+        for node in self.nodes:
+            with suppress(ProcessLookupError):
+                os.killpg(node.pid, signal.SIGKILL)
+        for node in self.nodes:
+            node.wait(timeout=30)
+        # Workers and raylets that left their node's group still name the temp dir.
+        subprocess.run(["pkill", "-9", "-f", str(self.temp_dir)], check=False)
+        shutil.rmtree(self.temp_dir, ignore_errors=True)
+
+    def node_count(self) -> int:
+        """Alive nodes, as the cluster's GCS sees them (from a short-lived driver)."""
+        code = (
+            f"import ray; ray.init(address={self.address!r}, logging_level='ERROR');"
+            "print(sum(1 for n in ray.nodes() if n['Alive']))"
+        )
+        done = subprocess.run(
+            [sys.executable, "-c", code], capture_output=True, text=True, timeout=120
+        )
+        return int(done.stdout.strip().splitlines()[-1]) if done.returncode == 0 else 0
+
+
+def _start_node(args: list[str], log: Path) -> subprocess.Popen[bytes]:
+    env = dict(os.environ, RAY_USAGE_STATS_ENABLED="0")
+    with log.open("ab") as out:
+        return subprocess.Popen(
+            [_ray_binary(), "start", "--block", *args],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+            env=env,
+        )
+
+
+@contextmanager
+def ray_cluster(head_cpus: int = 1, worker_cpus: int = 1) -> Iterator[RayCluster]:
+    """A head node and a second node (`ray start --address`), each with `*_cpus` logical CPUs."""
+    # Unix socket paths under the temp dir must stay short (108 bytes), hence /tmp itself.
+    temp_dir = Path(tempfile.mkdtemp(prefix="omray-", dir="/tmp"))
+    port = _free_port()
+    cluster = RayCluster(address=f"127.0.0.1:{port}", temp_dir=temp_dir)
+    log = temp_dir / "nodes.log"
+    try:
+        cluster.nodes.append(
+            _start_node(
+                [
+                    "--head",
+                    "--port",
+                    str(port),
+                    "--num-cpus",
+                    str(head_cpus),
+                    "--temp-dir",
+                    str(temp_dir),
+                    "--include-dashboard=false",
+                    "--ray-client-server-port",
+                    str(_free_port()),
+                    "--node-manager-port",
+                    str(_free_port()),
+                    "--object-manager-port",
+                    str(_free_port()),
+                ],
+                log,
+            )
+        )
+        _wait_for_nodes(cluster, 1, log)
+        cluster.nodes.append(
+            _start_node(
+                ["--address", cluster.address, "--num-cpus", str(worker_cpus)],
+                log,
+            )
+        )
+        _wait_for_nodes(cluster, 2, log)
+        yield cluster
+    finally:
+        cluster.stop()
+
+
+def _wait_for_nodes(cluster: RayCluster, count: int, log: Path) -> None:
+    deadline = time.monotonic() + _START_TIMEOUT_S
+    while time.monotonic() < deadline:
+        for node in cluster.nodes:
+            if node.poll() is not None:
+                raise RuntimeError(f"a ray node exited: {log.read_text(errors='replace')[-2000:]}")
+        if cluster.node_count() >= count:
+            return
+        time.sleep(1.0)
+    raise RuntimeError(f"{count} ray node(s) not up in {_START_TIMEOUT_S:.0f} s")
