@@ -95,11 +95,13 @@ def top_labels(server: RunningServer, model: str, texts: list[str]) -> list[str]
     return [item["labels"][0]["label"] for item in answer.json()["data"]]
 
 
-def documented_command() -> str:
-    """The distill command of docs/optimization.md."""
+def documented_command(teacher: str = "teacher") -> str:
+    """The distill command of docs/optimization.md whose teacher is `teacher`."""
     docs = (ROOT / "docs" / "optimization.md").read_text(encoding="utf-8")
     commands = [
-        line for line in docs.splitlines() if line.startswith("openmaas optimize run teacher")
+        line
+        for line in docs.splitlines()
+        if line.startswith(f"openmaas optimize run {teacher} distill")
     ]
     assert len(commands) == 1, commands
     return commands[0]
@@ -190,6 +192,9 @@ def test_bad_requests_name_the_setting_or_the_missing_file(
         ({"temperature": -1}, "settings.temperature"),
         ({"alpha": 2}, "settings.alpha"),
         ({"epochs": 0}, "settings.epochs"),
+        ({"augment": 51}, "settings.augment"),
+        ({"mask_probability": 1.5}, "settings.mask_probability"),
+        ({"ngram_probability": -0.1}, "settings.ngram_probability"),
         ({"unlabeled_file": "file-x"}, "settings.unlabeled_file"),  # not a setting (yet)
     ]
     for settings, param in cases:
@@ -230,12 +235,20 @@ def test_a_rules_teacher_vader_is_distilled_into_a_network(
     """Any classifier can teach: VADER's shares of negative, neutral and positive wording
     become a TextCNN's three labels, in VADER's order."""
     vader = sdk.register_catalog_entry("vader")
-    job = sdk.create_optimization_job(
-        "vader", "distill", training_file=distill_file, settings={"epochs": 2}
-    )
-    done = finished(sdk, job.id)
+    words = documented_command("vader").replace("file-…", distill_file).split()
+    assert "augment=2" in words, words
+    ran = cli(server, *words[1:], "--json")
+    assert ran.returncode == 0, ran.stderr + ran.stdout
+    done = sdk.get_optimization_job(json.loads(ran.stdout)["id"])  # the CLI waits for it
     assert done.status == "succeeded", done.error
+    # Tang et al.'s transfer set: two masked or cut copies of each of the 900 texts the
+    # student learns from (a tenth of the 1,000 is held out), all labelled by the teacher.
+    messages = [event.message for event in sdk.optimization_job_events(done.id).data]
+    assert any(m.startswith("Augmented the 900 texts to learn from with ") for m in messages)
     version = sdk.resolve("vader-distilled")
+    augmented = version.metrics["distill_augmented_texts"]
+    assert 1500 <= augmented <= 1800, augmented  # short reviews give fewer distinct copies
+    assert version.metrics["distill_training_texts"] == 900 + augmented
     assert (version.runtime, version.lineage.source["parent"]) == (
         "openmaas-nn",
         f"vader:{vader.version}",

@@ -128,7 +128,9 @@ def test_a_textcnn_student_learns_the_teachers_probabilities_deterministically(
     texts = [example["text"] for example in reviews(300, seed=1)]
     probabilities = teacher_probabilities(texts)
     settings = {**DEFAULTS, "epochs": 8, "batch_size": 16}
-    data = distill_data(texts, probabilities, None, ("negative", "positive"), seed=0)
+    data = distill_data(
+        texts, probabilities, None, ("negative", "positive"), *held_out_split(len(texts), seed=0)
+    )
 
     first = train_network_student(context(tmp_path / "a", seed=0), "textcnn", data, settings)
     again = train_network_student(context(tmp_path / "b", seed=0), "textcnn", data, settings)
@@ -157,7 +159,9 @@ def test_the_other_network_students_save_what_openmaas_nn_serves(
     tmp_path: Path, student: str, architecture: str
 ) -> None:
     texts = [example["text"] for example in reviews(60, seed=1)]
-    data = distill_data(texts, teacher_probabilities(texts), None, ("neg", "pos"), seed=0)
+    data = distill_data(
+        texts, teacher_probabilities(texts), None, ("neg", "pos"), *held_out_split(60, seed=0)
+    )
     trained = train_network_student(
         context(tmp_path, seed=0), student, data, {**DEFAULTS, "epochs": 1}
     )

@@ -47,6 +47,7 @@ HELD_OUT_SHARE = 0.1  # of the training file, for agreement and early stopping
 FEWEST_EXAMPLES = 10  # so the held-out share holds at least one text
 TEACHER_BATCH = 64  # texts per call to the teacher
 PROGRESS_REPORTS = 10  # events while the teacher labels a file, at most
+MOST_COPIES = 50  # augmented copies per training text (Tang et al. draw 20)
 # Teacher rows must sum to 1 within this (VADER's shares are rounded to 3 decimals each); a
 # multi-label teacher's (a sigmoid per label) do not.
 PROBABILITY_SUM_TOLERANCE = 1e-2
@@ -60,6 +61,11 @@ DEFAULTS: dict[str, Any] = {
     "learning_rate": None,  # None: the student recipe's (textcnn 3e-3, bilstm 5e-3, ...)
     "patience": 3,  # epochs without better held-out agreement before stopping; 0: never
     "seed": 0,
+    # Tang et al. 2019's transfer set (`distill_augment`): copies per text, masked words,
+    # n-gram samples; all labelled by the teacher
+    "augment": 0,
+    "mask_probability": 0.1,
+    "ngram_probability": 0.25,
 }
 
 
@@ -71,13 +77,23 @@ def build_distilled(context: BuildContext) -> Built:
     settings = context.settings
     student = str(settings["student"])
     texts, file_labels = training_texts(context.read_examples("training"))
-    context.message(f"The teacher labels {len(texts)} training texts")
-    labels, probabilities = teacher_probabilities(context, texts)
-    hard = hard_labels(file_labels, labels) if float(settings["alpha"]) < 1.0 else None
-    data = distill_data(texts, probabilities, hard, labels, seed=int(settings["seed"]))
+    learn, held_out = held_out_split(len(texts), int(settings["seed"]))
+    extra = _augmented(context, [texts[i] for i in learn])
+    everything = texts + extra
+    context.message(f"The teacher labels {len(everything)} texts")
+    labels, probabilities = teacher_probabilities(context, everything)
+    hard = None
+    if float(settings["alpha"]) < 1.0:
+        # An augmented copy has no label of the file's: it takes the teacher's top label.
+        hard = hard_labels(file_labels, labels) + [
+            int(i) for i in probabilities[len(texts) :].argmax(axis=1)
+        ]
+    learn = learn + list(range(len(texts), len(everything)))
+    data = distill_data(everything, probabilities, hard, labels, learn, held_out)
     context.message(
-        f"Distilling into {settings['student']}: {len(data.train)} texts to learn from, "
-        f"{len(data.held_out)} held out to measure agreement with the teacher"
+        f"Distilling into {settings['student']}: {len(data.train)} texts to learn from "
+        f"({len(extra)} of them augmented copies), {len(data.held_out)} held out to measure "
+        "agreement with the teacher"
     )
     ctx = training_context(context)
     try:
@@ -91,7 +107,12 @@ def build_distilled(context: BuildContext) -> Built:
         f"Student agrees with the teacher on {trained.metrics['teacher_agreement_heldout']:.1%} "
         f"of the held-out texts after {trained.metrics['distill_epochs']:.0f} epochs"
     )
-    return Built(trained.runtime, trained.params, trained.metrics)
+    metrics = {
+        **trained.metrics,
+        "distill_training_texts": float(len(data.train)),
+        "distill_augmented_texts": float(len(extra)),
+    }
+    return Built(trained.runtime, trained.params, metrics)
 
 
 def training_texts(examples: Sequence[Example]) -> tuple[list[str], list[str | None]]:
@@ -164,8 +185,8 @@ def distill_data(
     probabilities: np.ndarray[Any, Any],
     hard: Sequence[int] | None,
     labels: tuple[str, ...],
-    *,
-    seed: int,
+    learn: Sequence[int],
+    held_out: Sequence[int],
 ) -> DistillData:
     import torch
 
@@ -181,8 +202,26 @@ def distill_data(
             ),
         )
 
-    train, held_out = held_out_split(len(texts), seed)
-    return DistillData(labels=labels, train=targets(train), held_out=targets(held_out))
+    return DistillData(labels=labels, train=targets(learn), held_out=targets(held_out))
+
+
+def _augmented(context: BuildContext, texts: list[str]) -> list[str]:
+    """Tang et al.'s transfer set over the texts the student learns from (none held out)."""
+    from openmaas.optimize.distill_augment import augmented
+
+    settings = context.settings
+    copies = int(settings["augment"])
+    if copies == 0:
+        return []
+    extra = augmented(
+        texts,
+        copies=copies,
+        mask_probability=float(settings["mask_probability"]),
+        ngram_probability=float(settings["ngram_probability"]),
+        seed=int(settings["seed"]),
+    )
+    context.message(f"Augmented the {len(texts)} texts to learn from with {len(extra)} copies")
+    return extra
 
 
 def training_context(context: BuildContext) -> TrainingContext:
@@ -275,6 +314,9 @@ CHECKS: tuple[Checker, ...] = (
     _optional_learning_rate,
     integer("patience", 0, 1000),
     integer("seed", 0, 2**31 - 1),
+    integer("augment", 0, MOST_COPIES),
+    number("mask_probability", 0, 1),
+    number("ngram_probability", 0, 1),
 )
 
 METHODS = (
