@@ -31,7 +31,7 @@ import openmaas
 from openmaas import Client
 from openmaas.protocol.registry import PathSource
 from tests.integration.conftest import RunningServer, start_server, stop_server
-from tests.integration.job_servers import JOB_WORKER_ENV
+from tests.integration.job_servers import JOB_WORKER_ENV, blocks, run_script
 from tests.integration.waiting import wait_for
 from tests.otlp_receiver import OtlpReceiver, ReceivedSpan
 from tests.runtimes.tiny_models import build_bert, build_gpt2
@@ -245,7 +245,7 @@ def test_a_training_job_continues_the_trace_of_the_request_that_created_it(
     created = named["POST /v1/fine_tuning/jobs"]
     assert created.parent_span_id == client_span
     run = named["openmaas.job"]
-    assert run.parent_span_id == created.span_id  # queued by that request
+    assert created.span_id in ancestors(run, spans)  # queued by that request's handler
     assert (run.service, created.service) == ("openmaas-worker", "openmaas-api")
     assert run.attributes["openmaas.job.id"] == job.id
     assert run.attributes["openmaas.job.kind"] == "training"
@@ -330,7 +330,7 @@ def test_metrics_count_tokens_queue_waits_and_batch_sizes_per_model(
     assert moved("openmaas_batch_size_bucket", model=EMBEDDER, le="+Inf") >= 1
 
 
-def test_metrics_have_process_metrics_and_the_build(server: RunningServer) -> None:
+def test_metrics_have_process_metrics_and_the_build(server: RunningServer, tmp_path: Path) -> None:
     samples = scrape(server)
     names = {name for name, _ in samples}
     assert value(samples, "process_resident_memory_bytes") > 10 * 1024 * 1024
@@ -347,6 +347,11 @@ def test_metrics_have_process_metrics_and_the_build(server: RunningServer) -> No
         "python": platform.python_version(),
         "torch": metadata.version("torch"),
     }
+    # The docs' example, as written.
+    example = blocks((ROOT / "docs" / "observability.md").read_text(), "bash")[0]
+    ran = run_script(server, example, cwd=tmp_path)
+    assert ran.returncode == 0, ran.stderr
+    assert f'git_sha="{commit}"' in ran.stdout
 
 
 def test_every_metric_the_grafana_dashboard_queries_is_on_metrics(

@@ -83,8 +83,7 @@ class TracingMiddleware:
         finally:
             _end(writing)
             if owned is not None:
-                _annotate(owned, scope)
-                _finish(owned, scope, method, status)
+                _finish(owned, scope, status)
             if token is not None:
                 otel_context.detach(token)
 
@@ -95,6 +94,12 @@ def _end(span: Span | None) -> None:
 
 
 def _annotate(span: Span, scope: Scope) -> None:
+    route = getattr(scope.get("route"), "path", None)
+    if route:
+        # A request refused before routing (auth) is named by the route it asked for, as
+        # its metrics are labelled.
+        span.update_name(f"{scope['method']} {route}")
+        span.set_attribute("http.route", route)
     state: dict[str, Any] = scope.get("state", {})
     if state.get("request_id"):
         span.set_attribute("openmaas.request_id", str(state["request_id"]))
@@ -102,11 +107,8 @@ def _annotate(span: Span, scope: Scope) -> None:
         span.set_attribute("openmaas.model", str(state["model"]))
 
 
-def _finish(span: Span, scope: Scope, method: str, status: int) -> None:
-    route = getattr(scope.get("route"), "path", None)
-    if route:
-        span.update_name(f"{method} {route}")
-        span.set_attribute("http.route", route)
+def _finish(span: Span, scope: Scope, status: int) -> None:
+    _annotate(span, scope)
     if status:
         span.set_attribute("http.response.status_code", status)
         if status >= 500:
