@@ -9,6 +9,7 @@ Example::
 
 from __future__ import annotations
 
+import functools
 import platform
 import subprocess
 from importlib import metadata
@@ -34,6 +35,7 @@ def package_version() -> str:
     return _installed("openmaas")
 
 
+@functools.cache  # once per process: every server built in it shares the checkout
 def checkout_commit(root: Path = CHECKOUT) -> str | None:
     """The commit of the source checkout this package runs from; None for an installed
     package (no checkout of ours around it) or without git."""
