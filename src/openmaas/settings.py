@@ -12,7 +12,7 @@ import ipaddress
 from pathlib import Path
 from typing import Annotated
 
-from pydantic import Field, SecretStr, field_validator, model_validator
+from pydantic import AliasChoices, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 from sqlalchemy.engine import make_url
 
@@ -62,6 +62,32 @@ class Settings(BaseSettings):
     )
     log_level: str = "info"
     log_format: str = Field(default="text", description="text | json (one JSON object a line).")
+    # Tracing (observability/tracing.py): off unless a collector is named. The standard
+    # OTEL_EXPORTER_OTLP_* variables name one too; the other OTEL_* ones (headers, sampler,
+    # service name, batch delays) are read by OpenTelemetry itself.
+    otel_endpoint: str | None = Field(
+        default=None,
+        validation_alias=AliasChoices(
+            "OPENMAAS_OTEL_ENDPOINT", "OTEL_EXPORTER_OTLP_ENDPOINT", "otel_endpoint"
+        ),
+        description="OTLP/HTTP collector to send trace spans to (its base URL: spans go to "
+        "<url>/v1/traces); also OTEL_EXPORTER_OTLP_ENDPOINT. Unset: no tracing.",
+    )
+    otel_traces_endpoint: str | None = Field(
+        default=None,
+        validation_alias=AliasChoices(
+            "OPENMAAS_OTEL_TRACES_ENDPOINT",
+            "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT",
+            "otel_traces_endpoint",
+        ),
+        description="The full URL spans are posted to (wins over OPENMAAS_OTEL_ENDPOINT); "
+        "also OTEL_EXPORTER_OTLP_TRACES_ENDPOINT.",
+    )
+    git_sha: str | None = Field(
+        default=None,
+        description="The commit this build was made from, for openmaas_build_info (an image "
+        "build sets it); default: read from the source checkout when there is one.",
+    )
 
     # -- serving --------------------------------------------------------------------------
     device: str = Field(default="cpu", description="Where models run: cpu, cuda, cuda:1, ...")
@@ -447,6 +473,15 @@ class Settings(BaseSettings):
     def artifact_cache_root(self) -> Path:
         assert self.artifact_cache_dir is not None  # filled by the validator
         return self.artifact_cache_dir
+
+    @property
+    def traces_endpoint(self) -> str | None:
+        """Where spans are posted (None: tracing is off)."""
+        if self.otel_traces_endpoint:
+            return self.otel_traces_endpoint
+        if self.otel_endpoint:
+            return f"{self.otel_endpoint.rstrip('/')}/v1/traces"
+        return None
 
     @property
     def max_upload_bytes(self) -> int:

@@ -44,6 +44,7 @@ from openmaas.images import ImageLimits
 from openmaas.jobs.service import JobService
 from openmaas.metering.audit import AuditLog
 from openmaas.metering.usage import UsageRecorder
+from openmaas.observability.build import build_labels
 from openmaas.observability.metrics import Metrics
 from openmaas.optimize.auto_onnx import AutoOnnx
 from openmaas.registry.artifacts import ArtifactStore
@@ -159,6 +160,7 @@ class Services:
         registry = build_registry(settings, db=db, artifacts=build_artifact_store(settings, keys))
         catalog = CatalogService(registry)
         metrics = Metrics()
+        metrics.describe_build(build_labels(settings))
         engine = InferenceEngine(registry, settings, metrics)
         # Uploads that could never load under the memory budget are refused at registration.
         registry.registration.load_check = functools.partial(

@@ -8,6 +8,7 @@ setting the server reads. No image is built and nothing is deployed by these tes
 
 from __future__ import annotations
 
+import json
 import re
 import shutil
 import subprocess
@@ -220,6 +221,7 @@ def test_every_rendered_manifest_validates_against_the_kubernetes_schemas(
         kubernetes_validate.validate(doc, version, strict=True)
         checked.append(doc["kind"])
     assert sorted(set(checked)) == [
+        "ConfigMap",
         "Deployment",
         "PersistentVolumeClaim",
         "Secret",
@@ -285,6 +287,38 @@ def test_the_service_monitor_scrapes_the_api_service(with_bucket: list[dict[str,
     credentials = endpoint["authorization"]["credentials"]
     assert credentials["name"] == secret["metadata"]["name"]
     assert credentials["key"] in secret["stringData"]
+
+
+def test_the_grafana_dashboard_ships_as_a_configmap_for_grafanas_sidecar(
+    with_bucket: list[dict[str, Any]],
+) -> None:
+    (configmap,) = by_kind(with_bucket, "ConfigMap")
+    assert configmap["metadata"]["labels"]["grafana_dashboard"] == "1"
+    shipped = json.loads(configmap["data"]["openmaas.json"])
+    assert shipped == json.loads((DEPLOY / "grafana" / "openmaas.json").read_text())
+    # The chart's copy (a chart reads only its own files) is the repository's dashboard.
+    assert (CHART / "dashboards" / "openmaas.json").read_bytes() == (
+        DEPLOY / "grafana" / "openmaas.json"
+    ).read_bytes()
+    assert shipped["uid"] == "openmaas"
+    assert {panel["type"] for panel in shipped["panels"]} >= {"timeseries", "stat", "row"}
+    datasources = {
+        target["datasource"]["uid"]
+        for panel in shipped["panels"]
+        for target in panel.get("targets", [])
+    }
+    assert datasources == {"${datasource}"}  # the dashboard's Prometheus variable
+
+
+def test_tracing_is_off_unless_the_chart_names_a_collector(
+    with_bucket: list[dict[str, Any]],
+) -> None:
+    for _, container in containers(with_bucket):
+        assert "OPENMAAS_OTEL_ENDPOINT" not in {item["name"] for item in container["env"]}
+    traced = render({**SECRETS, "tracing.otlpEndpoint": "http://otel-collector:4318"})
+    for _, container in containers(traced):
+        env = {item["name"]: item.get("value") for item in container["env"]}
+        assert env["OPENMAAS_OTEL_ENDPOINT"] == "http://otel-collector:4318"
 
 
 def test_without_a_bucket_a_shared_volume_holds_the_artifacts(

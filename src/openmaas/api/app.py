@@ -55,6 +55,7 @@ from openmaas.api.route_table import RouteTable
 from openmaas.api.tasks import explain
 from openmaas.api.tasks import routes as tasks
 from openmaas.api.tfserving import routes as tfserving
+from openmaas.api.tracing import TracingMiddleware
 from openmaas.api.ui.routes import install_console
 from openmaas.api.v2 import routes as v2
 from openmaas.auth.bootstrap import check_dev_no_auth, warn_dev_no_auth
@@ -168,6 +169,8 @@ def build_app(settings: Settings, services: Services | None = None) -> FastAPI:
     app.add_middleware(CancelOnDisconnectMiddleware)
     app.add_middleware(MetricsMiddleware, metrics=active.metrics)
     app.add_middleware(MeteringMiddleware, services=active)
+    if settings.traces_endpoint is not None:  # no tracing, no middleware: nothing to pay
+        app.add_middleware(TracingMiddleware)
     app.add_middleware(RequestIdMiddleware)
     for module, guard in guards.items():
         app.include_router(module.router, dependencies=[Depends(guard)] if guard else [])

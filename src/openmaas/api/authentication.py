@@ -32,6 +32,7 @@ from openmaas.api.deps import authenticate
 from openmaas.api.route_table import RouteTable
 from openmaas.auth.entities import Principal
 from openmaas.errors import OpenMaaSError
+from openmaas.observability.tracing import child_span
 from openmaas.wiring import Services
 
 # The ASGI scope's key for the caller of an in-process request.
@@ -62,24 +63,30 @@ class AuthenticationMiddleware:
             return
         headers = Headers(scope=scope)
         state = scope.setdefault("state", {})
-        try:
-            internal = scope.get(IN_PROCESS_CALLER) or scope.get(SESSION_CALLER)
-            if isinstance(internal, Principal):
-                who = internal
-                state["ratelimit"] = await self.services.limits.check(who)
-                state["principal"] = who
-            else:
-                peer = scope["client"][0] if scope.get("client") else ""
-                address = self.services.authenticator.clients.resolve(
-                    peer, headers.getlist("x-forwarded-for")
-                )
-                who = await authenticate(self.services, headers, address, state)
-            for guard in entry.needs.guards:
-                guard.check(who, scope["method"])
-        except OpenMaaSError as error:
+        refusal: OpenMaaSError | None = None
+        with child_span("openmaas.auth") as span:
+            try:
+                internal = scope.get(IN_PROCESS_CALLER) or scope.get(SESSION_CALLER)
+                if isinstance(internal, Principal):
+                    who = internal
+                    state["ratelimit"] = await self.services.limits.check(who)
+                    state["principal"] = who
+                else:
+                    peer = scope["client"][0] if scope.get("client") else ""
+                    address = self.services.authenticator.clients.resolve(
+                        peer, headers.getlist("x-forwarded-for")
+                    )
+                    who = await authenticate(self.services, headers, address, state)
+                for guard in entry.needs.guards:
+                    guard.check(who, scope["method"])
+                span.set_attribute("openmaas.project", who.project)
+            except OpenMaaSError as error:
+                refusal = error
+                span.set_attribute("openmaas.refused", error.code)
+        if refusal is not None:
             # The router never sees the request: label its metrics with the route as it would.
             scope["route"] = entry.route
-            await send_error(scope, send, error, body_pending=_has_body(headers))
+            await send_error(scope, send, refusal, body_pending=_has_body(headers))
             return
         await self.app(scope, receive, send)
 

@@ -50,6 +50,7 @@ class RequestUsage:
     output_tokens: int = 0
     items: int = 0
     audio_seconds: float = 0.0
+    generation: bool = False  # text generation: the input tokens are a prompt
 
     @property
     def tokens(self) -> int:
@@ -64,8 +65,10 @@ def meter(
     output_tokens: int = 0,
     items: int = 0,
     audio_seconds: float = 0.0,
+    generation: bool = False,
 ) -> None:
-    """Record what this request consumed (call again to update, e.g. at a stream's end)."""
+    """Record what this request consumed (call again to update, e.g. at a stream's end);
+    `generation`: a text generation, whose input tokens are its prompt."""
     request.state.usage = RequestUsage(
         model=version.model if version else "",
         version=version.version if version else None,
@@ -73,6 +76,7 @@ def meter(
         output_tokens=output_tokens,
         items=items,
         audio_seconds=audio_seconds,
+        generation=generation,
     )
 
 
@@ -160,6 +164,10 @@ class MeteringMiddleware:
         started: float,
     ) -> None:
         used = usage or RequestUsage()
+        if used.model and status < 400:  # what was charged (see `_settle`)
+            self.services.metrics.count_tokens(
+                used.model, used.input_tokens, used.output_tokens, generation=used.generation
+            )
         route = scope.get("route")
         self.services.usage.record(
             UsageRecord(

@@ -55,6 +55,7 @@ def serve(
     from openmaas.api.app import build_app
     from openmaas.errors import OpenMaaSError
     from openmaas.observability.logs import configure_logging
+    from openmaas.observability.tracing import configure_tracing
     from openmaas.settings import Settings
 
     overrides: dict[str, object] = {}
@@ -76,6 +77,7 @@ def serve(
     sys.setswitchinterval(settings.gil_switch_interval_ms / 1000)
     tls = tls_files(settings)
     configure_logging(settings.log_level, settings.log_format)
+    tracing = configure_tracing(settings, service="openmaas-api")  # None: off
     try:
         app = build_app(settings)
     except OpenMaaSError as exc:  # a malformed encryption key, an unusable key file, ...
@@ -100,6 +102,8 @@ def serve(
             ssl_certfile=str(tls[0]) if tls else None,
             ssl_keyfile=str(tls[1]) if tls else None,
         )
+    if tracing is not None:
+        tracing.shutdown()  # sends the spans still buffered
 
 
 def tls_files(settings: Settings) -> tuple[Path, Path] | None:

@@ -36,6 +36,7 @@ from openmaas.auth.entities import Principal
 from openmaas.auth.scopes import Scope
 from openmaas.jobs.entities import Job, JobCheckpoint
 from openmaas.jobs.queue import JobQueue, LeaseLost
+from openmaas.observability.tracing import add_span_event
 from openmaas.registry.artifacts import ArtifactStore
 from openmaas.registry.intake import walk_directory
 
@@ -150,6 +151,8 @@ class JobContext:
             if step > state.first_step:
                 rate = (step - state.first_step) / max(1e-6, time.monotonic() - state.started_at)
                 data["estimated_finish"] = int(time.time() + (total - step) / rate)
+        # The epoch's figures on the span of the training (observability/tracing.py).
+        add_span_event(f"step {step}", {"epoch": epoch, **values})
         shown = ", ".join(f"{name}={value:.4g}" for name, value in values.items())
         of_total = f"/{total}" if total is not None else ""
         self._queue.record_event(

@@ -37,6 +37,7 @@ from openmaas.jobs.records import (
     latest_progress,
     now,
 )
+from openmaas.observability.tracing import TRACE_CONTEXT_OPTION, inject_context
 from openmaas.store.database import Database
 from openmaas.store.tables import JobCheckpointRow, JobEventRow, JobRow
 
@@ -69,6 +70,10 @@ class JobQueue:
 
     def insert(self, new: NewJob, first_event: str) -> Job:
         """Record a prepared job, `validating_files` until `admit` (or `refuse`)."""
+        options = dict(new.options)
+        carried = inject_context()
+        if carried:  # the worker continues the trace of the request that queued the job
+            options[TRACE_CONTEXT_OPTION] = carried
         with self.db.transaction() as session:
             row = JobRow(
                 id=new.id,
@@ -82,7 +87,7 @@ class JobQueue:
                 training_file=new.training_file,
                 validation_file=new.validation_file,
                 hyperparameters=dict(new.hyperparameters),
-                options=dict(new.options),
+                options=options,
                 suffix=new.suffix,
                 seed=new.seed,
                 model_name=new.model_name,

@@ -39,6 +39,13 @@ from openmaas.jobs.failures import public_message
 from openmaas.jobs.kinds import JobKind, JobKinds
 from openmaas.jobs.publish import JobResult, publish
 from openmaas.jobs.queue import JobQueue, LeaseLost
+from openmaas.observability.tracing import (
+    TRACE_CONTEXT_OPTION,
+    child_span,
+    configure_tracing,
+    continued_span,
+    mark_failed,
+)
 from openmaas.registry.artifacts import ArtifactStore
 from openmaas.registry.composition import Registry
 from openmaas.settings import Settings
@@ -268,18 +275,25 @@ class Worker:
 
             torch.set_num_threads(self.threads)
         failure_code = "job_failed"
-        try:
-            kind = self._kind(job)
-            failure_code = kind.failure_code
-            self._run_and_publish(kind, job, state)
-        except LeaseLost:
-            logger.warning("job %s was taken from worker %s; dropping it", job.id, self.worker_id)
-        except Exception as exc:  # never let one job take the worker down
-            self._fail(job, failure_code, exc)
-        finally:
-            beat_stop.set()
-            beat.join()
-            self._state = None
+        attributes = {"openmaas.job.id": job.id, "openmaas.job.kind": job.kind}
+        carried = job.options.get(TRACE_CONTEXT_OPTION)
+        with continued_span(
+            "openmaas.job", carried if isinstance(carried, dict) else None, attributes
+        ):
+            try:
+                kind = self._kind(job)
+                failure_code = kind.failure_code
+                self._run_and_publish(kind, job, state)
+            except LeaseLost:
+                logger.warning(
+                    "job %s was taken from worker %s; dropping it", job.id, self.worker_id
+                )
+            except Exception as exc:  # never let one job take the worker down
+                self._fail(job, failure_code, exc)
+            finally:
+                beat_stop.set()
+                beat.join()
+                self._state = None
 
     def _kind(self, job: Job) -> JobKind:
         if job.kind not in self.kinds.names:
@@ -328,7 +342,8 @@ class Worker:
             shutil.rmtree(scratch, ignore_errors=True)
             return
         try:
-            name, note = publish(self.registry, job, output)
+            with child_span("openmaas.job.register"):
+                name, note = publish(self.registry, job, output)
         except Exception as exc:
             self._fail(job, "registration_failed", exc)
             return
@@ -369,6 +384,7 @@ class Worker:
         # The traceback goes to this worker's log only: the job's error and events are read
         # by the tenant, who gets one clear line without the server's paths.
         logger.error("job %s failed (%s)", job.id, code, exc_info=exc)
+        mark_failed(exc, code)
         message = public_message(exc)
         with contextlib.suppress(LeaseLost):
             self.queue.fail(job.id, self.worker_id, code=code, message=message)
@@ -448,6 +464,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     args = parser.parse_args(argv)
     settings = Settings()
     configure_logging(settings.log_level, settings.log_format)
+    tracing = configure_tracing(settings, service="openmaas-worker")
     worker = Worker.from_settings(
         settings, worker_id=worker_identity(os.getpid(), args.token), parent_pid=args.parent_pid
     )
@@ -456,6 +473,8 @@ def main(argv: Sequence[str] | None = None) -> None:
         worker.run()
     finally:
         worker.close()
+        if tracing is not None:
+            tracing.shutdown()  # sends the spans still buffered
 
 
 if __name__ == "__main__":

@@ -47,6 +47,11 @@ def worker_environment(settings: Settings, inherited: Mapping[str, str]) -> dict
     )
     if settings.artifacts_url is not None:
         env["OPENMAAS_ARTIFACTS_URL"] = settings.artifacts_url
+    # The workers send their spans where this process sends its own, whatever set it.
+    if settings.otel_endpoint:
+        env["OPENMAAS_OTEL_ENDPOINT"] = settings.otel_endpoint
+    if settings.otel_traces_endpoint:
+        env["OPENMAAS_OTEL_TRACES_ENDPOINT"] = settings.otel_traces_endpoint
     key_file = _encryption_key_file(settings)
     if key_file is not None:
         env["OPENMAAS_ENCRYPTION_KEY_FILE"] = str(key_file)

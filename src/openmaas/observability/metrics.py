@@ -9,9 +9,18 @@ Example::
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client import (
+    GC_COLLECTOR,
+    PLATFORM_COLLECTOR,
+    PROCESS_COLLECTOR,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    generate_latest,
+)
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
 LATENCY_BUCKETS_S = (
@@ -129,6 +138,59 @@ class Metrics:
             ["outcome"],
             registry=r,
         )
+
+        # Tokens by model: a text generation request's prompt and completion, every other
+        # task's input (embeddings, classification, ...), as metered (api/metering.py).
+        self.prompt_tokens = Counter(
+            "openmaas_prompt_tokens",
+            "Prompt tokens of answered text generation requests, by model.",
+            ["model"],
+            registry=r,
+        )
+        self.completion_tokens = Counter(
+            "openmaas_completion_tokens",
+            "Tokens generated for answered text generation requests, by model.",
+            ["model"],
+            registry=r,
+        )
+        self.input_tokens = Counter(
+            "openmaas_input_tokens",
+            "Input tokens of answered requests of every other task (embeddings, "
+            "classification, ...), by model.",
+            ["model"],
+            registry=r,
+        )
+        self._token_series: dict[str, tuple[Counter, Counter, Counter]] = {}
+        self.build_info = Gauge(
+            "openmaas_build_info",
+            "Always 1; what this server is built from, in its labels.",
+            ["version", "git_sha", "python", "torch"],
+            registry=r,
+        )
+        # The process's CPU, memory, file descriptors and start time, the interpreter's
+        # version and its garbage collector: what prometheus_client's default registry has.
+        for collector in (PROCESS_COLLECTOR, PLATFORM_COLLECTOR, GC_COLLECTOR):
+            r.register(collector)
+
+    def count_tokens(self, model: str, inputs: int, outputs: int, *, generation: bool) -> None:
+        """A request's metered tokens (`generation`: a text generation's prompt and
+        completion; otherwise input tokens)."""
+        # `labels()` validates and locks on every call: each model's series, looked up once.
+        series = self._token_series.get(model)
+        if series is None:
+            series = self._token_series[model] = (
+                self.prompt_tokens.labels(model=model),
+                self.completion_tokens.labels(model=model),
+                self.input_tokens.labels(model=model),
+            )
+        if generation:
+            series[0].inc(inputs)
+            series[1].inc(outputs)
+        elif inputs:
+            series[2].inc(inputs)
+
+    def describe_build(self, labels: Mapping[str, str]) -> None:
+        self.build_info.labels(**labels).set(1)
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

@@ -51,6 +51,7 @@ from dataclasses import dataclass
 from typing import Generic, Protocol, TypeVar
 
 from openmaas.errors import OpenMaaSError, Overloaded
+from openmaas.observability.tracing import record_span, recording
 
 In = TypeVar("In")
 Out = TypeVar("Out")
@@ -94,6 +95,17 @@ class _Quiet:
 
 
 @dataclass(slots=True)
+class _Run:
+    """One execution of a batch, for the spans of the traced requests it served."""
+
+    started: float
+    size: int
+    tokens: int
+    finished: float = 0.0
+    error: BaseException | None = None
+
+
+@dataclass(slots=True)
 class _Pending(Generic[In, Out]):
     item: In
     tokens: int
@@ -101,6 +113,7 @@ class _Pending(Generic[In, Out]):
     queued_at: float
     caller: int  # one per submit call: the items of one request share it
     background: bool = False
+    runs: list[_Run] | None = None  # the runs that computed it; None: its request is untraced
 
 
 @dataclass(frozen=True, slots=True)
@@ -190,10 +203,16 @@ class Batcher(Generic[In, Out]):
             self.start()
         loop = asyncio.get_running_loop()
         caller, now = next(self._callers), time.perf_counter()
+        traced = recording()
         futures: list[asyncio.Future[Out]] = []
+        pendings: list[_Pending[In, Out]] = []
         for item, count in zip(items, tokens, strict=True):
             future: asyncio.Future[Out] = loop.create_future()
-            lane.append(_Pending(item, max(1, count), future, now, caller, background))
+            pending = _Pending(item, max(1, count), future, now, caller, background)
+            if traced:
+                pending.runs = []
+                pendings.append(pending)
+            lane.append(pending)
             futures.append(future)
         self._observer.queue_depth(self.depth)
         self._arrived.set()
@@ -205,6 +224,31 @@ class Batcher(Generic[In, Out]):
             for future in futures:
                 future.cancel()
             raise
+        finally:
+            if traced:
+                self._record_spans(now, pendings)
+
+    def _record_spans(self, queued_at: float, pendings: list[_Pending[In, Out]]) -> None:
+        """The request's queue wait (to its first batch) and each batch run that computed
+        its items, as spans under the request's current span."""
+        runs = {id(run): run for p in pendings for run in p.runs or ()}
+        ordered = sorted(runs.values(), key=lambda run: run.started)
+        if not ordered:
+            return
+        attributes = {"openmaas.batcher": self.name, "openmaas.items": len(pendings)}
+        record_span("openmaas.queue_wait", queued_at, ordered[0].started, attributes)
+        for run in ordered:
+            record_span(
+                "openmaas.batch_run",
+                run.started,
+                run.finished or time.perf_counter(),
+                {
+                    **attributes,
+                    "openmaas.batch.size": run.size,
+                    "openmaas.batch.tokens": run.tokens,
+                },
+                error=run.error,
+            )
 
     async def _work(self) -> None:
         refill: _Refill | None = None
@@ -325,9 +369,10 @@ class Batcher(Generic[In, Out]):
     async def _call(self, batch: list[_Pending[In, Out]]) -> Sequence[Out]:
         """Run `batch` on the model's thread, reported to the observer; raises what it raised."""
         started = time.perf_counter()
-        self._observer.batch_started(
-            len(batch), sum(p.tokens for p in batch), [started - p.queued_at for p in batch]
-        )
+        tokens = sum(p.tokens for p in batch)
+        self._observer.batch_started(len(batch), tokens, [started - p.queued_at for p in batch])
+        traced = [p.runs for p in batch if p.runs is not None]
+        run = _Run(started, len(batch), tokens) if traced else None
         loop = asyncio.get_running_loop()
         try:
             results = await loop.run_in_executor(self._executor, self._run, [p.item for p in batch])
@@ -335,9 +380,16 @@ class Batcher(Generic[In, Out]):
                 raise BatchFailed(
                     f"{self.name} returned {len(results)} results for {len(batch)} inputs"
                 )
-        except Exception:
+        except Exception as exc:
             self._observer.batch_finished(time.perf_counter() - started, ok=False)
+            if run is not None:
+                run.error = exc
             raise
+        finally:
+            if run is not None:
+                run.finished = time.perf_counter()
+                for runs in traced:
+                    runs.append(run)
         self._observer.batch_finished(time.perf_counter() - started, ok=True)
         return results
 

@@ -31,6 +31,7 @@ from openmaas.auth.access import can_see, require_caller
 from openmaas.auth.entities import SYSTEM, Principal, project_member
 from openmaas.errors import InvalidRequest, ModelNotFound, Overloaded, WrongTask
 from openmaas.observability.metrics import Metrics
+from openmaas.observability.tracing import child_span
 from openmaas.registry.composition import Registry
 from openmaas.registry.entities import ModelVersion, RegisteredModel
 from openmaas.registry.names import qualified
@@ -42,6 +43,7 @@ from openmaas.serving.pool import ModelPool, PoolLimits, Resident, VersionKey, m
 from openmaas.serving.priority import background_generation_slots, background_work
 from openmaas.serving.rollout import Rollout
 from openmaas.serving.router import ModelRouter
+from openmaas.serving.sizes import input_chars, size_of
 from openmaas.serving.streaming import iterate_in_thread
 from openmaas.serving.variants import VariantChoice, serving_variant_id
 from openmaas.settings import MiB, Settings
@@ -158,19 +160,23 @@ class InferenceEngine:
         self, reference: str, task: str | None, *, caller: Principal
     ) -> tuple[ModelVersion, TrafficSplit | None]:
         """`resolve`, and the split that picked the version (None: no split applies)."""
-        who = require_caller(caller)
-        if not reference or not reference.strip():
-            raise InvalidRequest("model: give a model name", param="model")
-        reference = reference.strip()
-        version = await self.router.resolve(reference, caller=who)
-        if not can_see(version.project, version.public, who):
-            raise ModelNotFound(f"model {version.model!r} not found", param="model")
-        if task is not None and version.task not in get_task(task).servable_by():
-            # The API layer adds which route needs which model (it knows the routes).
-            raise WrongTask(
-                f"model '{reference}' is a {version.task} model", param="model", task=task
-            )
-        return await self.rollout.route(version, reference, task, self.router)
+        with child_span("openmaas.resolve") as span:
+            who = require_caller(caller)
+            if not reference or not reference.strip():
+                raise InvalidRequest("model: give a model name", param="model")
+            reference = reference.strip()
+            version = await self.router.resolve(reference, caller=who)
+            if not can_see(version.project, version.public, who):
+                raise ModelNotFound(f"model {version.model!r} not found", param="model")
+            if task is not None and version.task not in get_task(task).servable_by():
+                # The API layer adds which route needs which model (it knows the routes).
+                raise WrongTask(
+                    f"model '{reference}' is a {version.task} model", param="model", task=task
+                )
+            routed = await self.rollout.route(version, reference, task, self.router)
+            if span.is_recording():
+                span.set_attribute("openmaas.model", f"{routed[0].model}:{routed[0].version}")
+            return routed
 
     async def list_models(
         self, *, caller: Principal
@@ -348,7 +354,7 @@ class InferenceEngine:
         async with self.pool.lease(version_key(version), serving_variant_id(version)) as resident:
             model = resident.model
             contract.check_model(model, resident.label)  # once per lease, not per item
-            large = _input_chars(inputs) > self.settings.offload_input_chars
+            large = input_chars(inputs) > self.settings.offload_input_chars
             if large:
                 # Token-id inputs are decoded here: as large as the text they make.
                 plan = await asyncio.to_thread(
@@ -496,7 +502,7 @@ class InferenceEngine:
                 if isinstance(value, np.ndarray):
                     value = value.copy()  # own row, not a view that keeps the batch alive
                 results[i] = value
-                self.cache.put(keys[i], (value, raw[i]), size_bytes=_size_of(value))
+                self.cache.put(keys[i], (value, raw[i]), size_bytes=size_of(value))
         return results, tokens
 
     def _check_items(self, texts: Sequence[str]) -> None:
@@ -567,18 +573,6 @@ class InferenceEngine:
         )
 
 
-def _input_chars(inputs: Any) -> int:
-    """About how much text a request carries (characters, or token ids), counted to the
-    second level: texts, lists of texts or of ids, a rerank query's documents."""
-    if isinstance(inputs, str | bytes):
-        return len(inputs)
-    if hasattr(inputs, "documents"):
-        return _input_chars(getattr(inputs, "query", "")) + _input_chars(inputs.documents)
-    if isinstance(inputs, Sequence):
-        return sum(len(i) if isinstance(i, str | bytes | Sequence) else 1 for i in inputs)
-    return 0
-
-
 def _address(model: RegisteredModel, caller: Principal, own: set[str]) -> str:
     """The caller's name for `model`: the bare name when it means this model to the caller
     (its own, or a public one it has none of its own called), else `project/name`."""
@@ -590,11 +584,3 @@ def version_key(version: ModelVersion) -> VersionKey:
     """The pool's key of a version: its project's name for the model (names are each
     project's own), so two projects' `bert:1` are two residents."""
     return (qualified(version.project, version.model), version.version)
-
-
-def _size_of(value: object) -> int:
-    if isinstance(value, np.ndarray):
-        return int(value.nbytes)
-    if isinstance(value, list):
-        return 64 * max(1, len(value))
-    return 64

@@ -23,6 +23,7 @@ from openmaas.errors import InvalidRequest, NotFound, OpenMaaSError
 from openmaas.jobs.context import JobContext, JobStopped, finite, job_caller
 from openmaas.jobs.entities import Job
 from openmaas.jobs.publish import JobOutput
+from openmaas.observability.tracing import child_span
 from openmaas.registry.entities import VersionPin
 from openmaas.registry.files import OpenedVersion
 from openmaas.training.hyperparameters import BATCH_NAMES, EPOCH_NAMES
@@ -51,8 +52,10 @@ def run_training(kind: TrainingJobKind, context: JobContext) -> JobOutput:
     shutil.rmtree(output_dir, ignore_errors=True)
     output_dir.mkdir(parents=True)
     work_dir.mkdir(parents=True, exist_ok=True)
-    train, validation, test = split_examples(kind.datasets, job)
-    restored = context.restore_checkpoint(work_dir / "resume")
+    with child_span("openmaas.job.load_data") as span:
+        train, validation, test = split_examples(kind.datasets, job)
+        restored = context.restore_checkpoint(work_dir / "resume")
+        span.set_attribute("openmaas.examples.train", len(train))
     resume = (
         Checkpoint(
             directory=restored.directory,
@@ -155,7 +158,8 @@ def train_once(kind: TrainingJobKind, context: JobContext, run: TrainingRun) -> 
             should_stop=run.should_stop,
             on_plan=run.on_plan,
         )
-        return recipe.train(ctx)
+        with child_span("openmaas.job.train_epochs", {"openmaas.recipe": job.recipe}):
+            return recipe.train(ctx)
     finally:
         for opened in (base, vectors):
             if opened is not None:

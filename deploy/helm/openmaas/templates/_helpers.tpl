@@ -79,6 +79,10 @@ app.kubernetes.io/instance: {{ .Release.Name }}
 - name: OPENMAAS_ARTIFACTS_DIR
   value: /var/lib/openmaas-artifacts
 {{- end }}
+{{- if .Values.tracing.otlpEndpoint }}
+- name: OPENMAAS_OTEL_ENDPOINT
+  value: {{ .Values.tracing.otlpEndpoint | quote }}
+{{- end }}
 {{- range $name, $value := .Values.extraEnv }}
 - name: {{ $name }}
   value: {{ $value | quote }}

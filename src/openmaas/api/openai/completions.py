@@ -179,6 +179,7 @@ def _meter(request: Request, stream: Stream, last: GenerationDelta | None) -> No
         input_tokens=stream.prompt_tokens,
         output_tokens=completion,
         items=1,
+        generation=True,
     )
 
 
