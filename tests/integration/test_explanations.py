@@ -319,13 +319,12 @@ def test_the_docs_examples_run_as_written(
     server: RunningServer, trained: dict[str, str], vader: str, tmp_path: Path
 ) -> None:
     text = DOCS.read_text(encoding="utf-8")
-    [shell] = blocks(text, "bash")
+    shell = blocks(text, "bash")[0]  # the second is the image section's
     ran = run_script(server, shell, tmp_path)
     assert ran.returncode == 0, ran.stderr
     assert "awful" in ran.stdout
     assert ran.stdout.splitlines()[-1] == "occlusion negative awful"
-    [script] = blocks(text, "python")
-    [printed] = blocks(text, "text")
+    script, printed = blocks(text, "python")[0], blocks(text, "text")[0]
     done = subprocess.run(
         [sys.executable, "-c", script],
         cwd=tmp_path,

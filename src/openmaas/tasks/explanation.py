@@ -156,7 +156,7 @@ def target_choices(model: Any) -> list[str]:
     return list(dict.fromkeys(kind for tag in labels if (kind := tag_kind(tag)) is not None))
 
 
-def _listed(choices: Sequence[str]) -> str:
+def listed(choices: Sequence[str]) -> str:
     shown = ", ".join(choices[:LISTED_LABELS])
     more = len(choices) - LISTED_LABELS
     return f"{shown} and {more} more" if more > 0 else shown
@@ -210,7 +210,7 @@ class ExplanationTask(TaskContract[str, ExplainParams, Explanation]):
         if params.target is not None and params.target not in choices:
             raise InvalidRequest(
                 f"target '{params.target}' is not a label of model '{label}'; use one of "
-                f"{_listed(choices)}",
+                f"{listed(choices)}",
                 param="target",
             )
         tagger = is_tagger(model)
