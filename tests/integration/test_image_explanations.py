@@ -306,8 +306,8 @@ SMALL = image_part(encoded(solid(16, 12)))
     [
         ({"grid": {"rows": 9, "cols": 8}}, "grid", "OPENMAAS_EXPLAIN_MAX_REGIONS"),
         ({"grid": {"rows": 13, "cols": 2}}, "grid", "rows from 1 to 12"),
-        ({"grid": {"rows": 0, "cols": 2}}, "grid", "greater than or equal to 1"),
-        ({"target": "circle"}, "target", "use one of top-left, bottom-right"),
+        ({"grid": {"rows": 0, "cols": 2}}, "grid.rows", "greater than or equal to 1"),
+        ({"target": "circle"}, "target", "use one of bottom-right, top-left"),
         ({"method": "lime"}, "method", "'integrated-gradients' or 'occlusion'"),
         ({"span": {"start": 0, "end": 2}}, "span", "leave span out"),
         ({"input": {"type": "image_url"}}, "input", "image_url"),
