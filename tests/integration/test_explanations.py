@@ -265,7 +265,7 @@ def test_a_rule_model_is_explained_by_occlusion(server: RunningServer, vader: st
         ({"span": {"start": 3, "end": 1}}, "span", "must be past start"),
         ({"input": " ".join(["good"] * (MAX_WORDS + 1))}, "input", f"at most {MAX_WORDS}"),
         ({"input": "   "}, "input", "empty"),
-        ({"model": "textrank"}, "model", "/v1/explain needs a text-classification"),
+        ({"model": "textrank"}, "model", "/v1/explain with a text needs a text-classification"),
     ],
 )
 def test_bad_requests_name_the_field(

@@ -6,7 +6,7 @@ it: the server's image limits, the model's channels), optionally the label (`tar
 default the predicted one), the method and the grid (`rows` x `cols` regions over the image
 as sent; default `grid_side` a side, fewer where the image has fewer pixels). The answer
 scores every region (its box in the original image's pixels) toward the label, with the
-label's probability, and optionally a heatmap to lay over the image:
+label's probability:
 
 - `occlusion` for any image model: each region in turn is filled with black
   (`image_regions.FILL`) and the image scored again through the model's normal
@@ -84,7 +84,6 @@ class ImageExplainParams:
     grid_side: int = 8  # the default grid's regions a side (fewer for a smaller image)
     max_regions: int = 256  # most regions a grid may have (occlusion's passes)
     steps: int = 32  # integrated gradients: points on the path from the baseline
-    heatmap: bool = False  # draw the region scores as a PNG
 
 
 @dataclass(frozen=True, slots=True)
@@ -110,7 +109,6 @@ class ImageExplanation:
     regions: tuple[RegionScore, ...]  # row by row, left to right
     passes: int  # forward passes the explanation took
     delta: float | None  # integrated gradients: the approximation error
-    heatmap: bytes | None  # PNG (RGBA, the image's size), when asked for
 
 
 @dataclass(frozen=True, slots=True)
@@ -123,7 +121,6 @@ class ImageExplainItem:
     rows: int
     cols: int
     steps: int
-    heatmap: bool
 
 
 def _methods() -> str:
@@ -208,9 +205,7 @@ class ImageExplanationTask(
         [pixels] = model.decode_images(list(inputs))
         height, width = int(pixels.shape[0]), int(pixels.shape[1])
         rows, cols = self.grid(params, height=height, width=width)
-        return ImageExplainItem(
-            pixels, method, params.target, rows, cols, params.steps, params.heatmap
-        )
+        return ImageExplainItem(pixels, method, params.target, rows, cols, params.steps)
 
     @staticmethod
     def grid(params: ImageExplainParams, *, height: int, width: int) -> tuple[int, int]:

@@ -1,6 +1,5 @@
 """Running one image explanation on a loaded model, in the model's thread: the label as the
-model predicts it (or as named), then per region of the grid its score by the item's method,
-and the heatmap when asked for.
+model predicts it (or as named), then per region of the grid its score by the item's method.
 
 Example::
 
@@ -22,7 +21,7 @@ from openmaas.tasks.image_explanation import (
     ImageGradientExplainer,
     RegionScore,
 )
-from openmaas.tasks.image_regions import grid_regions, heatmap_png, occluded, pool
+from openmaas.tasks.image_regions import grid_regions, occluded, pool
 from openmaas.tasks.occlusion import CHUNK_INPUTS, occlusion
 
 # Perturbed images held at once by occlusion: a 25-megapixel RGB image is 300 MB as floats,
@@ -65,7 +64,6 @@ def explain_image(model: Any, item: ImageExplainItem) -> ImageExplanation:
             chunk_inputs=max(1, min(CHUNK_INPUTS, OCCLUSION_CHUNK_BYTES // max(1, pixels.nbytes))),
         )
         passes = len(regions) + 1
-    heatmap = heatmap_png(regions, scores, height=height, width=width) if item.heatmap else None
     return ImageExplanation(
         method=item.method,
         label=label,
@@ -80,7 +78,6 @@ def explain_image(model: Any, item: ImageExplainItem) -> ImageExplanation:
         ),
         passes=passes,
         delta=delta,
-        heatmap=heatmap,
     )
 
 

@@ -1,7 +1,7 @@
 """Regions of an image, for explanations: a grid of `rows` x `cols` boxes over the image as
 the caller sent it (pixel coordinates of the original, before any resizing a model does),
-an image with one region blacked out (what occlusion scores), per-pixel attributions summed
-into the regions, and the region scores drawn as a heatmap to lay over the image.
+an image with one region blacked out (what occlusion scores), and per-pixel attributions
+summed into the regions.
 
 Region boundaries fall on whole pixels: row i spans pixels [i * height // rows,
 (i + 1) * height // rows), so every region is at least one pixel when rows <= height; the
@@ -17,21 +17,13 @@ Example::
 
 from __future__ import annotations
 
-import io
-from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
 import numpy.typing as npt
-from PIL import Image
 
 # What an occluded region is filled with: black, the integrated-gradients baseline too.
 FILL = 0.0
-# Heatmap colours (RGB): regions that support the label, and regions that speak against it.
-SUPPORTS = (220, 30, 30)
-OPPOSES = (30, 80, 220)
-# The most opaque a region's colour gets (the strongest region's |score|), of 255.
-MAX_ALPHA = 160
 
 Floats = npt.NDArray[np.float32]
 
@@ -86,23 +78,3 @@ def pool(
     index = (row_of * cols + col_of).ravel()
     sums = np.bincount(index, weights=scores.ravel().astype(np.float64), minlength=rows * cols)
     return [float(s) for s in sums]
-
-
-def heatmap_png(
-    regions: Sequence[Region], scores: Sequence[float], *, height: int, width: int
-) -> bytes:
-    """An RGBA PNG of the image's size: each region red where it supports the label, blue
-    where it speaks against it, more opaque the stronger it is (the strongest at
-    `MAX_ALPHA`); transparent where the score is 0, so it lays over the image as sent."""
-    strongest = max((abs(s) for s in scores), default=0.0)
-    canvas = np.zeros((height, width, 4), dtype=np.uint8)
-    for region, score in zip(regions, scores, strict=True):
-        if strongest <= 0 or score == 0:
-            continue
-        colour = SUPPORTS if score > 0 else OPPOSES
-        alpha = round(MAX_ALPHA * abs(score) / strongest)
-        box = canvas[region.y : region.y + region.height, region.x : region.x + region.width]
-        box[...] = (*colour, alpha)
-    out = io.BytesIO()
-    Image.fromarray(canvas, mode="RGBA").save(out, format="PNG", optimize=False)
-    return out.getvalue()

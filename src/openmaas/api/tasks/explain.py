@@ -14,6 +14,7 @@ from openmaas.api.deps import EngineDep, PrincipalDep, caller
 from openmaas.api.json_body import StrictJSONRoute
 from openmaas.api.metering import meter, reserve_tokens
 from openmaas.api.responses import json_response, mark_model
+from openmaas.api.tasks.heatmaps import heatmap_png
 from openmaas.api.tasks.images import image_bytes
 from openmaas.errors import InvalidRequest
 from openmaas.protocol.explanations import ExplainRequest, ExplainResponse
@@ -92,14 +93,20 @@ async def _explain_image(
         grid_side=settings.explain_image_grid,
         max_regions=settings.explain_max_regions,
         steps=settings.explain_steps,
-        heatmap=body.heatmap,
     )
     images = await asyncio.to_thread(image_bytes, [image])
     served = await engine.infer(IMAGE_EXPLANATION, body.model, images, params, caller=who)
     mark_model(request, served.version)
     meter(request, served.version, items=1)
     explanation = served.results[0]
-    heatmap = explanation.heatmap
+    heatmap = None
+    if body.heatmap:
+        heatmap = await asyncio.to_thread(
+            heatmap_png,
+            explanation.regions,
+            height=explanation.height,
+            width=explanation.width,
+        )
     payload = {
         "object": "explanation",
         "model": body.model,
