@@ -13,6 +13,8 @@ import pytest
 import torch
 from benchmarks import explanation_faithfulness_images as bench
 
+from openmaas.errors import InvalidRequest
+from openmaas.images import ImageLimits
 from openmaas.nn.vision import (
     CNNConfig,
     SavedImageClassifier,
@@ -21,6 +23,7 @@ from openmaas.nn.vision import (
     save_image_classifier,
 )
 from openmaas.runtimes.base import LoadOptions, ModelSource, get_runtime
+from openmaas.runtimes.vision import ImageClassifierModel
 from openmaas.tasks.image_explanation import IMAGE_EXPLANATION, ImageExplainParams
 from openmaas.tasks.image_explanation_runner import explain_image
 from openmaas.tasks.image_regions import grid_regions, occluded, pool
@@ -111,3 +114,33 @@ def test_the_benchmark_curves_and_section(cnn: Any) -> None:
     section = bench.render_section(curves, bench.Plan.quick(), 4, 8, 0.1)
     assert section.startswith(bench.SECTION_HEADING)
     assert section.count("| occlusion |") == 1
+
+
+class _LogitsOnly(ImageClassifierModel):
+    """An image model written against `logits` alone: classified, and explained by occlusion
+    only (its preprocessing is not separable from its network)."""
+
+    labels = ("dark", "bright")
+    tasks = frozenset({"image-classification"})
+    image_channels = 1
+    image_limits = ImageLimits()
+
+    def logits(self, images: list[torch.Tensor]) -> torch.Tensor:
+        brightness = torch.stack([image.mean() for image in images]) - 0.2
+        return torch.stack([-brightness, brightness], dim=1) * 10
+
+
+def test_a_model_without_separable_gradients_is_explained_by_occlusion() -> None:
+    model = _LogitsOnly()
+    image, _ = square_at(16, 16, x=0, y=0, side=8, seed=2)
+    png = encoded(image)
+    assert not model.explains_with_gradients
+    with pytest.raises(InvalidRequest, match="use occlusion") as refused:
+        IMAGE_EXPLANATION.check(model, [png], ImageExplainParams("integrated-gradients"), "m")
+    assert refused.value.param == "method"
+    item = IMAGE_EXPLANATION.check(model, [png], ImageExplainParams(grid=(2, 2)), "m")
+    explained = explain_image(model, item)
+    assert (explained.method, explained.label) == ("occlusion", "bright")
+    # Blacking out the white square darkens the picture most: the region it fills leads.
+    best = max(explained.regions, key=lambda r: r.score)
+    assert (best.row, best.col, best.score > 0) == (0, 0, True)

@@ -45,8 +45,13 @@ class ImageClassifierModel(LoadedModel):
     image_channels: int  # 1 (grey) or 3 (RGB)
     image_limits: ImageLimits
     device: torch.device
-    # The network is torch: explanations may take its gradients (`attribute_pixels`).
-    explains_with_gradients = True
+
+    @property
+    def explains_with_gradients(self) -> bool:
+        """Explanations may take the network's gradients (`attribute_pixels`): true of a
+        subclass that splits its work into `network_inputs` and `network_logits`, not of
+        one that only overrides `logits`."""
+        return type(self).network_logits is not ImageClassifierModel.network_logits
 
     def decode_images(self, inputs: Sequence[ImageInput]) -> list[FloatImage]:
         return decode_inputs(inputs, self.image_limits, self.image_channels)

@@ -18,8 +18,8 @@ The default is integrated gradients where the model supports them, else occlusio
 is one item of the model's batcher, in the model's thread, bounded by the server's caps on
 words (`max_words`: occlusion's passes) and steps.
 
-The contract is open to other inputs: an image classifier would bring its parts (regions
-instead of words) and its ablation, and the occlusion core and the answer's shape stay.
+Image classifiers are explained by regions instead of words (`tasks.image_explanation`),
+through the same occlusion core and methods.
 
 Example::
 
