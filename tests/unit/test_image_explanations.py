@@ -6,12 +6,14 @@ The faithfulness benchmark's curves and section on the same model."""
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
 import torch
 from benchmarks import explanation_faithfulness_images as bench
+from pydantic import ValidationError
 
 from openmaas.errors import InvalidRequest
 from openmaas.images import ImageLimits
@@ -24,6 +26,7 @@ from openmaas.nn.vision import (
 )
 from openmaas.runtimes.base import LoadOptions, ModelSource, get_runtime
 from openmaas.runtimes.vision import ImageClassifierModel
+from openmaas.settings import Settings
 from openmaas.tasks.image_explanation import IMAGE_EXPLANATION, ImageExplainParams
 from openmaas.tasks.image_explanation_runner import explain_image
 from openmaas.tasks.image_regions import grid_regions, occluded, pool
@@ -144,3 +147,12 @@ def test_a_model_without_separable_gradients_is_explained_by_occlusion() -> None
     # Blacking out the white square darkens the picture most: the region it fills leads.
     best = max(explained.regions, key=lambda r: r.score)
     assert (best.row, best.col, best.score > 0) == (0, 0, True)
+
+
+def test_a_default_grid_past_the_region_cap_stops_the_server(tmp_path: Path) -> None:
+    with pytest.raises(ValidationError) as refused:
+        Settings(home=tmp_path, explain_image_grid=12, explain_max_regions=100)
+    message = str(refused.value)
+    assert "OPENMAAS_EXPLAIN_IMAGE_GRID=12" in message
+    assert "OPENMAAS_EXPLAIN_MAX_REGIONS=100" in message
+    assert Settings(home=tmp_path, explain_image_grid=10, explain_max_regions=100)
