@@ -332,6 +332,20 @@ class Settings(BaseSettings):
         description="Integrated gradients' points on the path from the baseline (forward and "
         "backward passes; the scores' error, reported as delta, shrinks with more).",
     )
+    explain_image_grid: int = Field(
+        default=8,
+        ge=1,
+        le=64,
+        description="Regions a side of the grid an image is explained in when a request names "
+        "none (8: 8 x 8 regions; fewer for an image of fewer pixels).",
+    )
+    explain_max_regions: int = Field(
+        default=256,
+        ge=1,
+        le=4096,
+        description="Most regions (rows x cols) an image explanation may ask for: occlusion "
+        "runs one forward pass per region. At least OPENMAAS_EXPLAIN_IMAGE_GRID squared.",
+    )
 
     # -- client addresses and the brute-force guard (issue 13: brute-force guard finding) --
     trusted_proxies: Annotated[list[str], NoDecode] = Field(
@@ -438,6 +452,17 @@ class Settings(BaseSettings):
                     f"OPENMAAS_TRUSTED_PROXIES: {network!r} is not an IP address or network (CIDR)"
                 ) from None
         return value
+
+    @model_validator(mode="after")
+    def _explain_grid_fits(self) -> Settings:
+        if self.explain_image_grid**2 > self.explain_max_regions:
+            raise ValueError(
+                f"OPENMAAS_EXPLAIN_IMAGE_GRID={self.explain_image_grid} makes "
+                f"{self.explain_image_grid**2} regions, past "
+                f"OPENMAAS_EXPLAIN_MAX_REGIONS={self.explain_max_regions}: lower the one or "
+                "raise the other"
+            )
+        return self
 
     @model_validator(mode="after")
     def _fill_defaults(self) -> Settings:

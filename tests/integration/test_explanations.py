@@ -265,7 +265,7 @@ def test_a_rule_model_is_explained_by_occlusion(server: RunningServer, vader: st
         ({"span": {"start": 3, "end": 1}}, "span", "must be past start"),
         ({"input": " ".join(["good"] * (MAX_WORDS + 1))}, "input", f"at most {MAX_WORDS}"),
         ({"input": "   "}, "input", "empty"),
-        ({"model": "textrank"}, "model", "/v1/explain needs a text-classification"),
+        ({"model": "textrank"}, "model", "/v1/explain with a text needs a text-classification"),
     ],
 )
 def test_bad_requests_name_the_field(
@@ -319,13 +319,12 @@ def test_the_docs_examples_run_as_written(
     server: RunningServer, trained: dict[str, str], vader: str, tmp_path: Path
 ) -> None:
     text = DOCS.read_text(encoding="utf-8")
-    [shell] = blocks(text, "bash")
+    shell = blocks(text, "bash")[0]  # the second is the image section's
     ran = run_script(server, shell, tmp_path)
     assert ran.returncode == 0, ran.stderr
     assert "awful" in ran.stdout
     assert ran.stdout.splitlines()[-1] == "occlusion negative awful"
-    [script] = blocks(text, "python")
-    [printed] = blocks(text, "text")
+    script, printed = blocks(text, "python")[0], blocks(text, "text")[0]
     done = subprocess.run(
         [sys.executable, "-c", script],
         cwd=tmp_path,

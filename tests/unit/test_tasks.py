@@ -22,6 +22,7 @@ from openmaas.tasks.catalogue import (
 )
 from openmaas.tasks.embedding import EMBEDDING, EmbeddingParams
 from openmaas.tasks.explanation import EXPLANATION
+from openmaas.tasks.image_explanation import IMAGE_EXPLANATION
 from openmaas.tasks.names import Task
 from openmaas.tasks.tensors import ModelFacts
 from openmaas.tasks.text_classification import TEXT_CLASSIFICATION, LabelScore
@@ -92,7 +93,7 @@ def test_api_protocol_packages_import_no_other_protocol_package() -> None:
 def test_the_built_in_tasks_are_registered_under_their_names() -> None:
     names = {contract.name for contract in registered_tasks()}
     # Explanations are served over the classifiers' and taggers' versions: no version's task.
-    assert names - {EXPLANATION.name} == {t.value for t in Task}
+    assert names - {EXPLANATION.name, IMAGE_EXPLANATION.name} == {t.value for t in Task}
     assert EXPLANATION.name in names
     assert get_task("embedding") is EMBEDDING
     with pytest.raises(InvalidRequest, match="no task 'painting'"):

@@ -65,7 +65,10 @@ _TASK_ROUTES: dict[str, str] = {
     "summarization": "/v1/summarize needs a summarization model",
     "speech-recognition": "/v1/audio/transcriptions and /v1/audio/translations need a "
     "speech-recognition model",
-    "explanation": "/v1/explain needs a text-classification or token-classification model",
+    "explanation": "/v1/explain with a text needs a text-classification or "
+    "token-classification model (an image-classification model takes an image)",
+    "image-explanation": "/v1/explain with an image (an image_url content part) needs an "
+    "image-classification model",
     "image-classification": "/v1/classify with images (image_url content parts or uploaded "
     "files) needs an image-classification model",
 }

@@ -1,6 +1,7 @@
-"""Wire models of `/v1/explain`: one text, the model, and optionally the label (`target`),
-the method and, for a tagger, the characters of the entity (`span`); the answer scores every
-word of the input, as written, toward the label.
+"""Wire models of `/v1/explain`: one text or one image, the model, and optionally the label
+(`target`), the method, for a tagger the characters of the entity (`span`), and for an image
+the grid of regions (`grid`) and a heatmap; the answer scores every word of a text, as
+written, or every region of an image (boxes in its pixels), toward the label.
 
 Example::
 
@@ -8,15 +9,28 @@ Example::
     # -> {"object": "explanation", "model": "sentiment", "method": "integrated-gradients",
     #     "target": {"label": "positive", "score": 0.97, "span": null},
     #     "words": [{"text": "a", "start": 0, "end": 1, "score": 0.01}, ...], ...}
+    ExplainRequest(model="shapes", input={"type": "image_url", "image_url": {"url": url}},
+                   grid=GridIn(rows=4, cols=4))
+    # -> {..., "grid": {"rows": 4, "cols": 4}, "image": {"width": 32, "height": 32},
+    #     "regions": [{"row": 0, "col": 0, "x": 0, "y": 0, "width": 8, "height": 8,
+    #                  "score": 0.41}, ...], ...}
 """
 
 from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from openmaas.protocol.common import Usage, check_texts
+from openmaas.protocol.tasks import ImagePart
 
 Method = Literal["integrated-gradients", "occlusion"]
 
@@ -36,11 +50,23 @@ class SpanIn(BaseModel):
         return self
 
 
+class GridIn(BaseModel):
+    """Regions of an image: `rows` x `cols` boxes of (nearly) equal size."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    rows: int = Field(ge=1)
+    cols: int = Field(ge=1)
+
+
 class ExplainRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     model: str
-    input: str = Field(description="One text to explain.")
+    input: str | ImagePart = Field(
+        description="One text, or one image as an OpenAI content part "
+        '({"type": "image_url", "image_url": {"url": "data:image/png;base64,..."}}).'
+    )
     target: str | None = Field(
         default=None,
         description="The label to explain (a tagger: an entity type); default the predicted one.",
@@ -54,12 +80,45 @@ class ExplainRequest(BaseModel):
         description="Token-classification models: the characters of the entity to explain; "
         "default its most confident entity (of `target`, when given).",
     )
+    grid: GridIn | None = Field(
+        default=None,
+        description="Images: the regions scored, rows x cols; default the server's "
+        "OPENMAAS_EXPLAIN_IMAGE_GRID a side (fewer for an image of fewer pixels).",
+    )
+    heatmap: bool = Field(
+        default=False,
+        description="Images: also answer the region scores as a PNG data URL of the image's "
+        "size (red supports the label, blue speaks against it) to lay over it.",
+    )
+
+    @field_validator("input", mode="before")
+    @classmethod
+    def _image_part(cls, value: object) -> object:
+        """An image part parsed on its own, so a malformed one is named as such."""
+        if not isinstance(value, dict):
+            return value
+        try:
+            return ImagePart.model_validate(value)
+        except ValidationError as exc:
+            first = exc.errors()[0]
+            where = ".".join(str(part) for part in first["loc"])
+            raise ValueError(
+                f"input{'.' + where if where else ''}: {first['msg']}; an image is "
+                '{"type": "image_url", "image_url": {"url": "data:image/png;base64,..."}}'
+            ) from None
 
     @field_validator("input")
     @classmethod
-    def _text(cls, value: str) -> str:
-        check_texts([value])
+    def _text(cls, value: str | ImagePart) -> str | ImagePart:
+        if isinstance(value, str):
+            check_texts([value])
         return value
+
+    def image(self) -> ImagePart | None:
+        return self.input if isinstance(self.input, ImagePart) else None
+
+    def text(self) -> str:
+        return self.input if isinstance(self.input, str) else ""
 
 
 class WordOut(BaseModel):
@@ -67,6 +126,26 @@ class WordOut(BaseModel):
     start: int  # character offsets into the input, end exclusive
     end: int
     score: float  # toward the target label: positive supports it
+
+
+class RegionOut(BaseModel):
+    row: int
+    col: int
+    x: int  # the region's box in the image as sent, in its pixels
+    y: int
+    width: int
+    height: int
+    score: float  # toward the target label: positive supports it
+
+
+class GridOut(BaseModel):
+    rows: int
+    cols: int
+
+
+class ImageSizeOut(BaseModel):
+    width: int
+    height: int
 
 
 class TargetOut(BaseModel):
@@ -80,7 +159,11 @@ class ExplainResponse(BaseModel):
     model: str
     method: Method
     target: TargetOut
-    words: list[WordOut]
+    words: list[WordOut] = Field(default_factory=list)  # texts
+    grid: GridOut | None = None  # images: the regions' grid
+    image: ImageSizeOut | None = None  # images: the size of the image as sent
+    regions: list[RegionOut] | None = None  # images: row by row, left to right
+    heatmap: str | None = None  # images, when asked for: a PNG data URL of the image's size
     passes: int  # forward passes the explanation took
     # integrated gradients: |sum of the scores - (probability at the input - at the baseline)|
     delta: float | None = None

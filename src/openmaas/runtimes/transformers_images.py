@@ -63,7 +63,7 @@ class TransformersImageClassifier(ImageClassifierModel):
         tensors = itertools.chain(module.parameters(), module.buffers())
         self.memory_bytes = sum(t.numel() * t.element_size() for t in tensors)
 
-    def logits(self, images: list[torch.Tensor]) -> torch.Tensor:
+    def network_inputs(self, images: list[torch.Tensor]) -> torch.Tensor:
         arrays = [image.permute(1, 2, 0).numpy() for image in images]
         inputs = self.processor(
             images=arrays,
@@ -71,7 +71,9 @@ class TransformersImageClassifier(ImageClassifierModel):
             do_rescale=False,  # already in [0, 1]
             input_data_format="channels_last",
         )
-        logits: torch.Tensor = self.network(
-            pixel_values=inputs["pixel_values"].to(self.device)
-        ).logits
+        pixel_values: torch.Tensor = inputs["pixel_values"].to(self.device)
+        return pixel_values
+
+    def network_logits(self, inputs: torch.Tensor) -> torch.Tensor:
+        logits: torch.Tensor = self.network(pixel_values=inputs).logits
         return logits

@@ -24,7 +24,9 @@ from openmaas.errors import ModelLoadFailed
 from openmaas.images import FloatImage, ImageLimits, decode_inputs
 from openmaas.nn.vision import load_image_classifier, to_batch
 from openmaas.runtimes.base import LoadedModel, LoadOptions, ModelSource, Runtime, softmax
+from openmaas.runtimes.image_gradients import integrated_gradients_pixels, sampled_coordinates
 from openmaas.tasks.image_classification import ImageInput
+from openmaas.tasks.image_explanation import PixelAttributions
 from openmaas.tasks.names import Task
 from openmaas.tasks.text_classification import LabelScore, ranked
 
@@ -34,23 +36,58 @@ IMAGES_PER_PASS = 64
 
 class ImageClassifierModel(LoadedModel):
     """What every image classifier shares: decoding under the server's limits into the
-    model's channels, and ranked labels computed a few images at a time. Subclasses set
-    `labels`, `image_channels` and `image_limits` and implement `logits`."""
+    model's channels, ranked labels computed a few images at a time, and integrated
+    gradients at the network's input (`image_gradients`). Subclasses set `labels`,
+    `image_channels`, `image_limits` and `device`, and implement `network_inputs` and
+    `network_logits`."""
 
     labels: tuple[str, ...]
     image_channels: int  # 1 (grey) or 3 (RGB)
     image_limits: ImageLimits
+    device: torch.device
+
+    @property
+    def explains_with_gradients(self) -> bool:
+        """Explanations may take the network's gradients (`attribute_pixels`): true of a
+        subclass that splits its work into `network_inputs` and `network_logits`, not of
+        one that only overrides `logits`."""
+        return type(self).network_logits is not ImageClassifierModel.network_logits
 
     def decode_images(self, inputs: Sequence[ImageInput]) -> list[FloatImage]:
         return decode_inputs(inputs, self.image_limits, self.image_channels)
 
+    def network_inputs(self, images: list[torch.Tensor]) -> torch.Tensor:
+        """C x H x W float tensors in [0, 1] as the network reads them (resized and
+        normalized): one N x C x h x w batch on the model's device."""
+        raise NotImplementedError
+
+    def network_logits(self, inputs: torch.Tensor) -> torch.Tensor:
+        """Logits for a batch of `network_inputs`, one row per image."""
+        raise NotImplementedError
+
     def logits(self, images: list[torch.Tensor]) -> torch.Tensor:
         """Logits for C x H x W float tensors in [0, 1], one row per image."""
-        raise NotImplementedError
+        return self.network_logits(self.network_inputs(images))
+
+    def attribute_pixels(self, pixels: FloatImage, index: int, steps: int) -> PixelAttributions:
+        """Integrated gradients toward output `index`'s probability, from black to the
+        image, at the network's input pixels (`tasks.image_explanation`)."""
+
+        def preprocess(image: FloatImage) -> torch.Tensor:
+            return self.network_inputs([_tensor(image)])
+
+        inputs = preprocess(pixels)
+        baseline = preprocess(np.zeros_like(pixels))
+        scores, delta = integrated_gradients_pixels(
+            self.network_logits, inputs, baseline, index, steps=steps
+        )
+        height, width, channels = pixels.shape
+        xs, ys = sampled_coordinates(preprocess, height=height, width=width, channels=channels)
+        return PixelAttributions(scores, xs, ys, delta)
 
     def classify_images(self, images: Sequence[FloatImage]) -> list[list[LabelScore]]:
         results: list[list[LabelScore]] = []
-        tensors = [torch.from_numpy(np.ascontiguousarray(i.transpose(2, 0, 1))) for i in images]
+        tensors = [_tensor(image) for image in images]
         for start in range(0, len(tensors), IMAGES_PER_PASS):
             with torch.inference_mode():
                 logits = self.logits(tensors[start : start + IMAGES_PER_PASS])
@@ -88,8 +125,15 @@ class VisionModel(ImageClassifierModel):
         tensors = itertools.chain(self.network.parameters(), self.network.buffers())
         self.memory_bytes = sum(t.numel() * t.element_size() for t in tensors)
 
-    def logits(self, images: list[torch.Tensor]) -> torch.Tensor:
+    def network_inputs(self, images: list[torch.Tensor]) -> torch.Tensor:
         saved = self.saved
-        inputs = to_batch(images, saved.height, saved.width, saved.mean, saved.std)
-        logits: torch.Tensor = self.network(inputs.to(self.device))
+        return to_batch(images, saved.height, saved.width, saved.mean, saved.std).to(self.device)
+
+    def network_logits(self, inputs: torch.Tensor) -> torch.Tensor:
+        logits: torch.Tensor = self.network(inputs)
         return logits
+
+
+def _tensor(image: FloatImage) -> torch.Tensor:
+    """H x W x C pixels as a C x H x W tensor."""
+    return torch.from_numpy(np.ascontiguousarray(image.transpose(2, 0, 1)))

@@ -17,6 +17,7 @@ from openmaas.tasks.contract import TaskContract
 from openmaas.tasks.embedding import EMBEDDING
 from openmaas.tasks.explanation import EXPLANATION
 from openmaas.tasks.image_classification import IMAGE_CLASSIFICATION
+from openmaas.tasks.image_explanation import IMAGE_EXPLANATION
 from openmaas.tasks.rerank import RERANK
 from openmaas.tasks.speech_recognition import SPEECH_RECOGNITION
 from openmaas.tasks.speech_synthesis import SPEECH_SYNTHESIS
@@ -43,6 +44,7 @@ _CONTRACTS: dict[str, AnyContract] = {
         EXPLANATION,
         SPEECH_SYNTHESIS,
         IMAGE_CLASSIFICATION,
+        IMAGE_EXPLANATION,
     )
 }
 

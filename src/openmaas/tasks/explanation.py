@@ -18,8 +18,8 @@ The default is integrated gradients where the model supports them, else occlusio
 is one item of the model's batcher, in the model's thread, bounded by the server's caps on
 words (`max_words`: occlusion's passes) and steps.
 
-The contract is open to other inputs: an image classifier would bring its parts (regions
-instead of words) and its ablation, and the occlusion core and the answer's shape stay.
+Image classifiers are explained by regions instead of words (`tasks.image_explanation`),
+through the same occlusion core and methods.
 
 Example::
 
@@ -156,7 +156,7 @@ def target_choices(model: Any) -> list[str]:
     return list(dict.fromkeys(kind for tag in labels if (kind := tag_kind(tag)) is not None))
 
 
-def _listed(choices: Sequence[str]) -> str:
+def listed(choices: Sequence[str]) -> str:
     shown = ", ".join(choices[:LISTED_LABELS])
     more = len(choices) - LISTED_LABELS
     return f"{shown} and {more} more" if more > 0 else shown
@@ -210,7 +210,7 @@ class ExplanationTask(TaskContract[str, ExplainParams, Explanation]):
         if params.target is not None and params.target not in choices:
             raise InvalidRequest(
                 f"target '{params.target}' is not a label of model '{label}'; use one of "
-                f"{_listed(choices)}",
+                f"{listed(choices)}",
                 param="target",
             )
         tagger = is_tagger(model)
