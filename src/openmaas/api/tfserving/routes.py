@@ -3,7 +3,9 @@
 - `POST /v1/models/{name}:predict` (also `/versions/{v}:predict`, `/labels/{alias}:predict`)
   takes `{"instances": [...]}` and answers `{"predictions": [...]}` (columnar: `inputs` →
   `outputs`): for a text classifier one string per instance and the class scores in label
-  order per prediction (`labels` names the columns); for an embedding model the vectors.
+  order per prediction (`labels` names the columns); for an image classifier one image per
+  instance (nested pixel arrays or `{"b64": ...}`) and its class scores; for an embedding
+  model the vectors.
 - `GET /v1/models/{name}/versions/{v}` and `/labels/{alias}` answer TF Serving's model status
   (`model_version_status`). `GET /v1/models/{name}` stays OpenAI's model card; it answers
   the status when asked with `?protocol=tfserving` (`?protocol=kserve`: KServe v1's
@@ -65,7 +67,7 @@ async def predict(
     version = await engine.resolve(reference(target), caller=who)
     adapter = predict_adapter(version)
     field = "inputs" if body.columnar else "instances"
-    inputs = adapter.decode(body.rows(), field)
+    inputs = adapter.decode(body.rows(), field, version.params)
     contract = adapter.contract
     await reserve_tokens(request, lambda: engine.token_bound(contract, inputs, None))
     exact = f"{qualified(version.project, version.model)}:{version.version}"  # as resolved
