@@ -9,6 +9,9 @@ Keras computes on the same pixels. Bad images, and models no image can be served
 from __future__ import annotations
 
 import base64
+import os
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -25,6 +28,8 @@ from openmaas import APIError, Client
 from tests.drawn_images import encoded, image_part
 from tests.integration import authed
 from tests.integration.conftest import RunningServer, assert_api_error
+from tests.integration.job_servers import blocks, cli_env, run_script
+from tests.integration.test_keras_models import DOCS, _json_documents
 from tests.integration.test_v2_protocol import BearerAuth
 from tests.runtimes.keras_image_models import (
     BuiltImageModel,
@@ -50,7 +55,11 @@ def colours(
     built = drawn_rgb_cnn(tmp_path_factory.mktemp("keras-images") / "colours")
     version = sdk.upload("keras-colours", built.directory)
     assert (version.task, version.runtime) == ("image-classification", "keras")
-    assert version.params == {"input_shape": [32, 32, 3], "pixel_max": 1.0}
+    assert version.params == {
+        "input_shape": [32, 32, 3],
+        "pixel_max": 1.0,
+        "labels": built.labels,  # from labels.txt
+    }
     return built
 
 
@@ -154,6 +163,29 @@ def test_predict_takes_pixels_in_the_models_range_and_b64_files(
     np.testing.assert_allclose(files.json()["predictions"], fashion.expected[:3], atol=ATOL)
 
 
+def test_metadata_gives_the_signature_with_the_input_shape(
+    fashion: BuiltImageModel, colours: BuiltImageModel, shared_server: RunningServer
+) -> None:
+    url = f"{shared_server.url}/v1/models"
+    for path, name, shape in [
+        ("keras-fashion/metadata", "keras-fashion", ["28", "28", "1"]),
+        ("keras-colours/versions/1/metadata", "keras-colours", ["32", "32", "3"]),
+    ]:
+        response = authed.get(f"{url}/{path}")
+        assert response.status_code == 200, response.text
+        body = response.json()
+        assert body["model_spec"] == {"name": name, "signature_name": "", "version": "1"}
+        signature = body["metadata"]["signature_def"]["signature_def"]["serving_default"]
+        assert signature["method_name"] == "tensorflow/serving/predict"
+        [image] = signature["inputs"].values()
+        assert image["dtype"] == "DT_FLOAT"
+        assert [d["size"] for d in image["tensor_shape"]["dim"]] == ["-1", *shape]
+        [scores] = signature["outputs"].values()
+        labels = fashion.labels if name == "keras-fashion" else colours.labels
+        assert [d["size"] for d in scores["tensor_shape"]["dim"]] == ["-1", str(len(labels))]
+    assert authed.get(f"{url}/keras-nope/metadata").status_code == 404
+
+
 def test_bad_images_are_400s_naming_the_input(
     fashion: BuiltImageModel, colours: BuiltImageModel, shared_server: RunningServer
 ) -> None:
@@ -204,3 +236,41 @@ def test_models_no_image_is_served_to_are_refused_at_registration(
         sdk.upload("keras-rgba", four_channel_model(tmp_path / "rgba"))
     assert_api_error(rgba_refused, 400, "unsupported_source")
     assert "rgba.keras takes 4 channels per pixel" in rgba_refused.value.message
+
+
+def test_the_docs_image_example_runs_as_written(
+    shared_server: RunningServer, tmp_path: Path
+) -> None:
+    if not fashion_mnist.available():
+        pytest.skip("apt-get install dataset-fashion-mnist")
+    # keras.datasets.fashion_mnist.load_data() finds the dataset in KERAS_HOME's cache
+    # (the same IDX files it would download), so the example runs as written, offline.
+    cache = tmp_path / "keras-home" / "datasets" / "fashion-mnist"
+    cache.mkdir(parents=True)
+    for pair in fashion_mnist.FILES.values():
+        for name in pair:
+            (cache / name).symlink_to(fashion_mnist.DIRECTORY / name)
+    text = DOCS.read_text(encoding="utf-8")
+    build, console = blocks(text, "python")[1], blocks(text, "console")[1]
+    env = {**cli_env(shared_server), "KERAS_HOME": str(tmp_path / "keras-home")}
+    built = subprocess.run(
+        [sys.executable, "-c", build],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert built.returncode == 0, built.stderr
+    assert os.path.getsize(tmp_path / "fashion" / "fashion.keras") > 0
+    ran = run_script(shared_server, console, tmp_path)
+    assert ran.returncode == 0, f"{console}\n---\n{ran.stdout}\n{ran.stderr}"
+    classified, pixels, encoded_file, metadata = _json_documents(ran.stdout)[-4:]
+    assert classified["data"][0]["label"] == "Ankle boot"
+    assert pixels["labels"][-1] == "Ankle boot"
+    assert [int(np.argmax(p)) for p in pixels["predictions"]] == [9, 2]  # boot, pullover
+    np.testing.assert_allclose(encoded_file["predictions"][0], pixels["predictions"][0], atol=ATOL)
+    signature = metadata["metadata"]["signature_def"]["signature_def"]["serving_default"]
+    [image] = signature["inputs"].values()
+    assert [d["size"] for d in image["tensor_shape"]["dim"]] == ["-1", "28", "28", "1"]

@@ -54,7 +54,7 @@ def detect(files: Mapping[str, Path], params: Mapping[str, Any] | None = None) -
     if keras_file_in(sorted(top)) is not None:
         # Refuses (400) a file that is no Keras 3 model, or whose loading would run code.
         keras_file = inspect_keras_model(files, params)
-        recorded = recorded_params(keras_file, params or {})
+        recorded = recorded_params(keras_file, files, params or {})
         return Detected(task=keras_file.task, runtime="keras", format="keras", params=recorded)
     if {"meta.json", "config.cfg"} <= top:
         meta = _read_json(files["meta.json"])

@@ -144,13 +144,17 @@ def text_encoder(
     )
 
 
-def recorded_params(keras_file: KerasFile, params: Mapping[str, Any]) -> dict[str, Any]:
-    """What registration records on the version, read from the file: an image classifier's
-    input shape and pixel scale (so `:predict` and its metadata know them unloaded)."""
-    if keras_file.task != Task.IMAGE_CLASSIFICATION.value:
+def recorded_params(
+    keras_file: KerasFile, files: Mapping[str, Path], params: Mapping[str, Any]
+) -> dict[str, Any]:
+    """What registration records on the version, read from the files: an image classifier's
+    input shape, pixel scale and labels (so `:predict`, v2 and their metadata know them while
+    the model is not loaded)."""
+    if keras_file.task != Task.IMAGE_CLASSIFICATION.value or keras_file.output_units is None:
         return {}
     spec = image_input(keras_file, params)
-    return {"input_shape": spec.shape, PIXEL_MAX_PARAM: spec.pixel_max}
+    names = list(labels(files, params, keras_file.output_units))
+    return {"input_shape": spec.shape, PIXEL_MAX_PARAM: spec.pixel_max, "labels": names}
 
 
 def image_input(keras_file: KerasFile, params: Mapping[str, Any]) -> ImageInputSpec:

@@ -21,6 +21,7 @@ from typing import Any
 import numpy as np
 
 from openmaas.errors import InvalidRequest, WrongTask
+from openmaas.protocol.predict import SignatureDef, TensorDim, TensorInfo, TensorShape
 from openmaas.registry.entities import ModelVersion
 from openmaas.tasks.contract import TaskContract
 from openmaas.tasks.embedding import EMBEDDING
@@ -169,6 +170,34 @@ ADAPTERS: dict[str, PredictAdapter] = {
         IMAGE_CLASSIFICATION, "an image", decode_images, encode_scores
     ),
 }
+
+
+def signature(version: ModelVersion, facts: ModelFacts) -> SignatureDef:
+    """The `serving_default` signature of a model `:predict` serves: one input (strings, or
+    float pixels of the recorded input shape) and one output (class scores or vectors)."""
+    task = predict_adapter(version).contract.name
+    if task == IMAGE_CLASSIFICATION.name:
+        shape = facts.params.get("input_shape")
+        dims = list(shape) if isinstance(shape, list) and len(shape) == 3 else [None] * 3
+        inputs = {"image": _tensor("DT_FLOAT", [None, *dims], "image")}
+    else:
+        inputs = {"text": _tensor("DT_STRING", [None], "text")}
+    if task == EMBEDDING.name:
+        width = getattr(facts.model, "embedding_dimensions", None)
+        outputs = {"embedding": _tensor("DT_FLOAT", [None, width], "embedding")}
+    else:
+        labels = known_labels(facts)
+        outputs = {"scores": _tensor("DT_FLOAT", [None, len(labels) if labels else None], "scores")}
+    return SignatureDef(inputs=inputs, outputs=outputs)
+
+
+def _tensor(dtype: str, shape: Sequence[Any], name: str) -> TensorInfo:
+    sizes = [str(size) if isinstance(size, int) else "-1" for size in shape]
+    return TensorInfo(
+        dtype=dtype,
+        tensor_shape=TensorShape(dim=[TensorDim(size=size) for size in sizes]),
+        name=f"serving_default_{name}:0",
+    )
 
 
 def predict_adapter(version: ModelVersion) -> PredictAdapter:
