@@ -280,6 +280,18 @@ def test_model_status_in_each_protocols_shape(
         "text-classification",
     )
     assert authed.get(f"{url}/versions/9").status_code == 404
+    # TF Serving's metadata: one string in, the class scores out.
+    metadata = authed.get(f"{url}/metadata")
+    assert metadata.status_code == 200, metadata.text
+    assert metadata.json()["model_spec"] == {
+        "name": "keras-gru",
+        "signature_name": "",
+        "version": "1",
+    }
+    signature = metadata.json()["metadata"]["signature_def"]["signature_def"]["serving_default"]
+    assert signature["inputs"]["text"]["dtype"] == "DT_STRING"
+    assert [d["size"] for d in signature["inputs"]["text"]["tensor_shape"]["dim"]] == ["-1"]
+    assert signature["outputs"]["scores"]["dtype"] == "DT_FLOAT"
 
 
 # -- docs/keras.md --------------------------------------------------------------------------------

@@ -14,7 +14,7 @@ from benchmarks import fashion_mnist
 from openmaas.errors import InvalidRequest, UnsupportedSource
 from openmaas.images import ImageLimits, decode_inputs
 from openmaas.runtimes.base import LoadOptions, ModelSource
-from openmaas.runtimes.keras import KerasRuntime
+from openmaas.runtimes.keras import KerasRuntime, import_keras
 from openmaas.runtimes.keras_files import read_keras_file
 from openmaas.runtimes.keras_intake import image_input, inspect_keras_model
 from tests.drawn_images import encoded
@@ -61,6 +61,17 @@ def test_rgb_model_scores_as_keras_does(colours: BuiltImageModel) -> None:
     np.testing.assert_allclose(_scores(model, files, colours.labels), colours.expected, atol=1e-5)
     floats = [p.astype(np.float32) / 255 for p in pixels]
     np.testing.assert_allclose(_scores(model, floats, colours.labels), colours.expected, atol=1e-5)
+    # logits (for gradients through the network) give the same probabilities.
+    tensors = [
+        torch.from_numpy(p.transpose(2, 0, 1).astype(np.float32) / 255).requires_grad_()
+        for p in pixels
+    ]
+    logits = model.logits(tensors)  # type: ignore[attr-defined]
+    probabilities = torch.softmax(logits.detach(), dim=1).numpy()
+    np.testing.assert_allclose(probabilities, colours.expected, atol=1e-5)
+    logits[0, int(colours.expected[0].argmax())].backward()
+    assert tensors[0].grad is not None
+    assert float(tensors[0].grad.abs().sum()) > 0
 
 
 def test_other_sizes_are_resized_bilinear_antialiased(colours: BuiltImageModel) -> None:
@@ -120,3 +131,24 @@ def _image(pixels: np.ndarray) -> object:
     from PIL import Image
 
     return Image.fromarray(pixels[:, :, 0] if pixels.shape[2] == 1 else pixels)
+
+
+def test_a_rescaling_layer_after_augmentation_means_raw_pixels(tmp_path: Path) -> None:
+    keras = import_keras()
+    model = keras.Sequential(
+        [
+            keras.Input(shape=(20, 20, 3)),
+            keras.layers.RandomFlip("horizontal"),
+            keras.layers.Rescaling(1.0 / 255),
+            keras.layers.Conv2D(4, 3, activation="relu"),
+            keras.layers.GlobalAveragePooling2D(),
+            keras.layers.Dense(2, activation="softmax"),
+        ]
+    )
+    model.save(tmp_path / "augmented.keras")
+    spec = image_input(read_keras_file(tmp_path / "augmented.keras"), {})
+    assert (spec.shape, spec.pixel_max) == ([20, 20, 3], 255.0)
+    # The registration param says otherwise when the user knows better.
+    assert (
+        image_input(read_keras_file(tmp_path / "augmented.keras"), {"pixel_max": 1}).pixel_max == 1
+    )

@@ -91,7 +91,7 @@ class KerasImageClassifier(ImageClassifierModel):
         tensors = [torch.from_numpy(np.ascontiguousarray(i.transpose(2, 0, 1))) for i in images]
         resized = to_batch(tensors, height, width, *_identity(self.input.channels))
         pixels = resized.permute(0, 2, 3, 1).numpy() * self.input.pixel_max
-        if np.dtype(self.input.dtype).kind in "iu":  # e.g. a uint8 input before Rescaling
+        if self.input.dtype.startswith(("int", "uint")):  # a uint8 input before Rescaling
             return np.rint(pixels).astype(self.input.dtype)
         out: npt.NDArray[np.float32] = pixels.astype(np.float32)
         return out

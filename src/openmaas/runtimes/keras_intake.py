@@ -14,8 +14,9 @@ Files beside the `.keras` file:
   `pad_sequences` does (params `padding`, `truncating`: "pre" by default, as Keras's);
 - for an image classifier (`Conv2D` layers, an input of height x width x channels), nothing:
   the input's shape comes from the file's config; the param `pixel_max` says what a white
-  pixel is in the model's input (255 when the model begins with a `Rescaling` layer, as
-  tutorials that feed raw pixels write it; else 1, for models trained on `x / 255`);
+  pixel is in the model's input (255 when a `Rescaling` layer comes before the first
+  convolution, as tutorials that feed raw pixels write it; else 1, for models trained on
+  `x / 255`);
 - `labels.txt` (one a line) or `labels.json` (a list, or {"labels": [...]}): the class names,
   in output order; else the version's `labels` param; else LABEL_0, LABEL_1, ...
 
@@ -35,7 +36,12 @@ from pathlib import Path, PurePosixPath
 from typing import Any
 
 from openmaas.errors import UnsupportedSource
-from openmaas.runtimes.keras_files import KerasFile, keras_file_in, read_keras_file
+from openmaas.runtimes.keras_files import (
+    IMAGE_LAYERS,
+    KerasFile,
+    keras_file_in,
+    read_keras_file,
+)
 from openmaas.runtimes.keras_text import (
     KerasTokenizer,
     TextEncoder,
@@ -207,8 +213,14 @@ def _pixel_max(keras_file: KerasFile, params: Mapping[str, Any]) -> float:
                 param=PIXEL_MAX_PARAM,
             )
         return float(given)
-    first = next((c for c in keras_file.layer_classes if c != "InputLayer"), None)
-    return RAW_PIXEL_MAX if first == "Rescaling" else 1.0
+    # A Rescaling layer before the network proper (after augmentation or Resizing layers, as
+    # Keras's image classification tutorial writes it) means the model takes raw pixels.
+    for class_name in keras_file.layer_classes:
+        if class_name == "Rescaling":
+            return RAW_PIXEL_MAX
+        if class_name in IMAGE_LAYERS or class_name in ("Dense", "Flatten"):
+            break
+    return 1.0
 
 
 def labels(files: Mapping[str, Path], params: Mapping[str, Any], units: int) -> tuple[str, ...]:
