@@ -280,6 +280,18 @@ def test_model_status_in_each_protocols_shape(
         "text-classification",
     )
     assert authed.get(f"{url}/versions/9").status_code == 404
+    # TF Serving's metadata: one string in, the class scores out.
+    metadata = authed.get(f"{url}/metadata")
+    assert metadata.status_code == 200, metadata.text
+    assert metadata.json()["model_spec"] == {
+        "name": "keras-gru",
+        "signature_name": "",
+        "version": "1",
+    }
+    signature = metadata.json()["metadata"]["signature_def"]["signature_def"]["serving_default"]
+    assert signature["inputs"]["text"]["dtype"] == "DT_STRING"
+    assert [d["size"] for d in signature["inputs"]["text"]["tensor_shape"]["dim"]] == ["-1"]
+    assert signature["outputs"]["scores"]["dtype"] == "DT_FLOAT"
 
 
 # -- docs/keras.md --------------------------------------------------------------------------------
@@ -301,8 +313,9 @@ def _json_documents(text: str) -> list[Any]:
 
 def test_the_docs_examples_run_as_written(shared_server: RunningServer, tmp_path: Path) -> None:
     text = DOCS.read_text(encoding="utf-8")
-    [build] = blocks(text, "python")
-    [console] = blocks(text, "console")
+    # The text classifier's blocks come first (the image ones: test_keras_image_models.py).
+    build = blocks(text, "python")[0]
+    console = blocks(text, "console")[0]
     built = subprocess.run(
         [sys.executable, "-c", build],
         cwd=tmp_path,

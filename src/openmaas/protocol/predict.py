@@ -1,5 +1,6 @@
-"""Wire models of the TensorFlow Serving / KServe v1 REST protocol: `:predict` and the model
-status that `GET /v1/models/{name}/versions/{v}` answers.
+"""Wire models of the TensorFlow Serving / KServe v1 REST protocol: `:predict`, the model
+status that `GET /v1/models/{name}/versions/{v}` answers and the signature that
+`GET /v1/models/{name}/metadata` answers.
 
 Example::
 
@@ -76,3 +77,47 @@ class KServeModelStatus(BaseModel):
 
     name: str
     ready: bool
+
+
+class TensorDim(BaseModel):
+    size: str  # an int64, which TF Serving's JSON writes as a string; "-1": any
+    name: str = ""
+
+
+class TensorShape(BaseModel):
+    dim: list[TensorDim]
+    unknown_rank: bool = False
+
+
+class TensorInfo(BaseModel):
+    dtype: str  # "DT_FLOAT", "DT_STRING", ...
+    tensor_shape: TensorShape
+    name: str
+
+
+class SignatureDef(BaseModel):
+    inputs: dict[str, TensorInfo]
+    outputs: dict[str, TensorInfo]
+    method_name: str = "tensorflow/serving/predict"
+
+
+class SignatureDefMap(BaseModel):
+    signature_def: dict[str, SignatureDef]
+
+
+class ModelMetadata(BaseModel):
+    signature_def: SignatureDefMap
+
+
+class ModelSpec(BaseModel):
+    name: str
+    signature_name: str = ""
+    version: str
+
+
+class ModelMetadataResponse(BaseModel):
+    """TF Serving's `GET /v1/models/{name}[/versions/{v}]/metadata`: the `serving_default`
+    signature, its inputs and outputs with dtype and shape."""
+
+    model_spec: ModelSpec
+    metadata: ModelMetadata

@@ -11,7 +11,7 @@ from typing import Any
 from openmaas.errors import TaskNotDetected, UnsupportedSource
 from openmaas.runtimes.base import NATIVE_SPEC
 from openmaas.runtimes.keras_files import keras_file_in
-from openmaas.runtimes.keras_intake import inspect_keras_model
+from openmaas.runtimes.keras_intake import inspect_keras_model, recorded_params
 from openmaas.runtimes.piper import find_piper_config, piper_params
 from openmaas.tasks.names import Task
 
@@ -54,7 +54,8 @@ def detect(files: Mapping[str, Path], params: Mapping[str, Any] | None = None) -
     if keras_file_in(sorted(top)) is not None:
         # Refuses (400) a file that is no Keras 3 model, or whose loading would run code.
         keras_file = inspect_keras_model(files, params)
-        return Detected(task=keras_file.task, runtime="keras", format="keras")
+        recorded = recorded_params(keras_file, files, params or {})
+        return Detected(task=keras_file.task, runtime="keras", format="keras", params=recorded)
     if {"meta.json", "config.cfg"} <= top:
         meta = _read_json(files["meta.json"])
         components = list(meta.get("pipeline") or []) + list(meta.get("components") or [])

@@ -4,9 +4,9 @@
 refused Lambda layers and custom objects already) and runs arrays through it; a task's model
 wraps it with that task's input and output. Text classifiers (`Embedding` + `LSTM`/`GRU`/
 `Conv1D` + `Dense`) are `KerasTextClassifier`: texts become token ids in Python
-(`keras_text`), then the network. An image task adds its own wrapper over the same network
-(images to a float array of the input's shape, `class_scores` for the output) and a branch
-in `KerasRuntime.load`.
+(`keras_text`), then the network. Image classifiers (`Conv2D` + pooling + `Dense`) are
+`keras_images.KerasImageClassifier`: decoded images resized to the input's shape, then the
+same network and the same `class_scores`.
 
 Keras picks its backend once, when it is first imported; `import_keras` is the only place
 that imports it, and it sets `KERAS_BACKEND=torch` for the process just before.
@@ -68,20 +68,26 @@ def import_keras() -> ModuleType:
 
 
 class KerasRuntime(Runtime):
-    """Keras 3 `.keras` files: text classifiers (and, through the same network, other
-    classifiers of arrays)."""
+    """Keras 3 `.keras` files: text and image classifiers."""
 
     name = "keras"
-    tasks = frozenset({Task.TEXT_CLASSIFICATION})
+    tasks = frozenset({Task.TEXT_CLASSIFICATION, Task.IMAGE_CLASSIFICATION})
 
     def estimate_memory_bytes(self, source: ModelSource) -> int:
-        keras_file = inspect_keras_model(_files(source), source.params)
+        keras_file = inspect_keras_model(model_files(source), source.params)
         return int(keras_file.unpacked_bytes * WEIGHTS_OVERHEAD_FACTOR)
 
     def load(self, source: ModelSource, options: LoadOptions) -> LoadedModel:
-        if Task(source.task) is not Task.TEXT_CLASSIFICATION:
+        task = Task(source.task)
+        if task is Task.IMAGE_CLASSIFICATION:
+            # Imported here: keras_images builds on this module's network and scores.
+            from openmaas.runtimes.keras_images import KerasImageClassifier
+
+            return KerasImageClassifier(source, options)
+        if task is not Task.TEXT_CLASSIFICATION:
             raise ModelLoadFailed(
-                f"{source.label}: the keras runtime serves text-classification, not {source.task}",
+                f"{source.label}: the keras runtime serves text-classification and "
+                f"image-classification, not {source.task}",
                 param="model",
             )
         return KerasTextClassifier(source, options)
@@ -142,7 +148,7 @@ class KerasTextClassifier(LoadedModel):
         self.tasks = frozenset({Task.TEXT_CLASSIFICATION.value})
         if options.threads:
             torch.set_num_threads(options.threads)
-        files = _files(source)
+        files = model_files(source)
         keras_file = inspect_keras_model(files, source.params)
         if keras_file.output_units is None or keras_file.output_activation is None:
             raise ModelLoadFailed(
@@ -195,7 +201,7 @@ def class_scores(output: FloatArray, activation: str) -> npt.NDArray[np.float64]
     return softmax(values)
 
 
-def _files(source: ModelSource) -> dict[str, Path]:
+def model_files(source: ModelSource) -> dict[str, Path]:
     return {
         path.relative_to(source.directory).as_posix(): path
         for path in sorted(source.directory.rglob("*"))

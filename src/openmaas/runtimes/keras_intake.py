@@ -1,4 +1,5 @@
-"""A Keras model directory: one `.keras` file, its text preprocessing and its label names.
+"""A Keras model directory: one `.keras` file, its text preprocessing (or, for an image
+classifier, what its input takes) and its label names.
 
 Registration calls `inspect_keras_model` on the files (detection: task, safety, the
 preprocessing a text model needs, label count); the runtime calls the same functions on the
@@ -11,6 +12,11 @@ Files beside the `.keras` file:
   set in the version's params);
 - `tokenizer.json`: a `keras.preprocessing.text.Tokenizer`'s `to_json()`, padded as
   `pad_sequences` does (params `padding`, `truncating`: "pre" by default, as Keras's);
+- for an image classifier (`Conv2D` layers, an input of height x width x channels), nothing:
+  the input's shape comes from the file's config; the param `pixel_max` says what a white
+  pixel is in the model's input (255 when a `Rescaling` layer comes before the first
+  convolution, as tutorials that feed raw pixels write it; else 1, for models trained on
+  `x / 255`);
 - `labels.txt` (one a line) or `labels.json` (a list, or {"labels": [...]}): the class names,
   in output order; else the version's `labels` param; else LABEL_0, LABEL_1, ...
 
@@ -25,11 +31,17 @@ from __future__ import annotations
 import json
 import zipfile
 from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Any
 
 from openmaas.errors import UnsupportedSource
-from openmaas.runtimes.keras_files import KerasFile, keras_file_in, read_keras_file
+from openmaas.runtimes.keras_files import (
+    IMAGE_LAYERS,
+    KerasFile,
+    keras_file_in,
+    read_keras_file,
+)
 from openmaas.runtimes.keras_text import (
     KerasTokenizer,
     TextEncoder,
@@ -43,8 +55,27 @@ VOCABULARY_FILE = "vocabulary.txt"
 TOKENIZER_FILE = "tokenizer.json"
 LABEL_FILES = ("labels.txt", "labels.json")
 MAX_SIDE_FILE_BYTES = 64 << 20  # a vocabulary or tokenizer of millions of words
-# The tasks the keras runtime serves (an image task adds itself here and in the runtime).
-SERVED_TASKS = frozenset({Task.TEXT_CLASSIFICATION.value})
+# The tasks the keras runtime serves.
+SERVED_TASKS = frozenset({Task.TEXT_CLASSIFICATION.value, Task.IMAGE_CLASSIFICATION.value})
+IMAGE_CHANNELS = (1, 3)  # grey or RGB: what an image converts to (`openmaas.images`)
+PIXEL_MAX_PARAM = "pixel_max"
+RAW_PIXEL_MAX = 255.0  # a model that rescales its input itself takes pixels as 0-255
+
+
+@dataclass(frozen=True, slots=True)
+class ImageInputSpec:
+    """What an image classifier's input takes: H x W x C (height or width None: any), in
+    `dtype`, a white pixel being `pixel_max`."""
+
+    height: int | None
+    width: int | None
+    channels: int
+    dtype: str
+    pixel_max: float
+
+    @property
+    def shape(self) -> list[int | None]:
+        return [self.height, self.width, self.channels]
 
 
 def inspect_keras_model(
@@ -60,12 +91,14 @@ def inspect_keras_model(
         layers = ", ".join(dict.fromkeys(keras_file.layer_classes)) or "none"
         raise UnsupportedSource(
             f"{name} is not a classifier this server serves from Keras (it serves "
-            f"{', '.join(sorted(SERVED_TASKS))}: Embedding + LSTM/GRU/Conv1D + Dense); its "
-            f"layers: {layers}",
+            f"{', '.join(sorted(SERVED_TASKS))}: Embedding + LSTM/GRU/Conv1D + Dense, or "
+            f"Conv2D + pooling + Dense); its layers: {layers}",
             param="source",
         )
     if keras_file.task == Task.TEXT_CLASSIFICATION.value:
         text_encoder(keras_file, files, params or {})
+    if keras_file.task == Task.IMAGE_CLASSIFICATION.value:
+        image_input(keras_file, params or {})
     if keras_file.output_units is not None:
         labels(files, params or {}, keras_file.output_units)
     return keras_file
@@ -115,6 +148,79 @@ def text_encoder(
         f"them) or {TOKENIZER_FILE} (a keras Tokenizer's to_json()), beside the .keras file",
         param="file",
     )
+
+
+def recorded_params(
+    keras_file: KerasFile, files: Mapping[str, Path], params: Mapping[str, Any]
+) -> dict[str, Any]:
+    """What registration records on the version, read from the files: an image classifier's
+    input shape, pixel scale and labels (so `:predict`, v2 and their metadata know them while
+    the model is not loaded)."""
+    if keras_file.task != Task.IMAGE_CLASSIFICATION.value or keras_file.output_units is None:
+        return {}
+    spec = image_input(keras_file, params)
+    names = list(labels(files, params, keras_file.output_units))
+    return {"input_shape": spec.shape, PIXEL_MAX_PARAM: spec.pixel_max, "labels": names}
+
+
+def image_input(keras_file: KerasFile, params: Mapping[str, Any]) -> ImageInputSpec:
+    """The image input of a Conv2D classifier, from its config; UnsupportedSource names what
+    cannot be served (several inputs, channels first, channels other than 1 or 3)."""
+    name = keras_file.path.name
+    if len(keras_file.inputs) != 1:
+        raise UnsupportedSource(
+            f"{name} has {len(keras_file.inputs)} inputs; an image classifier takes one "
+            "(height x width x channels pixels)",
+            param="file",
+        )
+    [spec] = keras_file.inputs
+    if len(spec.shape) != 3:
+        raise UnsupportedSource(
+            f"{name} takes inputs of shape {list(spec.shape)}; an image classifier's is "
+            "(height, width, channels)",
+            param="file",
+        )
+    first = [
+        layer.get("name") or (layer.get("config") or {}).get("name")
+        for layer in keras_file.layers
+        if (layer.get("config") or {}).get("data_format") == "channels_first"
+    ]
+    if first:
+        raise UnsupportedSource(
+            f"{name}: layer {first[0]!r} takes channels first; images are served to models "
+            "that take them last (height, width, channels: Keras's default), so build the "
+            "model with data_format='channels_last'",
+            param="file",
+        )
+    height, width, channels = spec.shape
+    if channels not in IMAGE_CHANNELS:
+        raise UnsupportedSource(
+            f"{name} takes {channels} channels per pixel; images are served to models of 1 "
+            "(grey) or 3 (RGB) channels",
+            param="file",
+        )
+    assert isinstance(channels, int)
+    return ImageInputSpec(height, width, channels, spec.dtype, _pixel_max(keras_file, params))
+
+
+def _pixel_max(keras_file: KerasFile, params: Mapping[str, Any]) -> float:
+    given = params.get(PIXEL_MAX_PARAM)
+    if given is not None:
+        if isinstance(given, bool) or not isinstance(given, int | float) or not given > 0:
+            raise UnsupportedSource(
+                f"{PIXEL_MAX_PARAM}={given!r}: give the value of a white pixel in the model's "
+                "input, a number above 0 (1 for pixels scaled to [0, 1], 255 for raw ones)",
+                param=PIXEL_MAX_PARAM,
+            )
+        return float(given)
+    # A Rescaling layer before the network proper (after augmentation or Resizing layers, as
+    # Keras's image classification tutorial writes it) means the model takes raw pixels.
+    for class_name in keras_file.layer_classes:
+        if class_name == "Rescaling":
+            return RAW_PIXEL_MAX
+        if class_name in IMAGE_LAYERS or class_name in ("Dense", "Flatten"):
+            break
+    return 1.0
 
 
 def labels(files: Mapping[str, Path], params: Mapping[str, Any], units: int) -> tuple[str, ...]:

@@ -3,7 +3,11 @@
 - `POST /v1/models/{name}:predict` (also `/versions/{v}:predict`, `/labels/{alias}:predict`)
   takes `{"instances": [...]}` and answers `{"predictions": [...]}` (columnar: `inputs` →
   `outputs`): for a text classifier one string per instance and the class scores in label
-  order per prediction (`labels` names the columns); for an embedding model the vectors.
+  order per prediction (`labels` names the columns); for an image classifier one image per
+  instance (nested pixel arrays or `{"b64": ...}`) and its class scores; for an embedding
+  model the vectors.
+- `GET /v1/models/{name}[/versions/{v}]/metadata` answers TF Serving's model metadata (the
+  `serving_default` signature: input and output dtypes and shapes).
 - `GET /v1/models/{name}/versions/{v}` and `/labels/{alias}` answer TF Serving's model status
   (`model_version_status`). `GET /v1/models/{name}` stays OpenAI's model card; it answers
   the status when asked with `?protocol=tfserving` (`?protocol=kserve`: KServe v1's
@@ -28,7 +32,7 @@ from openmaas.api.deps import EngineDep, PrincipalDep, requires
 from openmaas.api.json_body import StrictJSONRoute
 from openmaas.api.metering import meter, reserve_tokens
 from openmaas.api.responses import json_response, mark_model
-from openmaas.api.tfserving.adapter import predict_adapter
+from openmaas.api.tfserving.adapter import predict_adapter, signature
 from openmaas.api.v2.adapter import facts
 from openmaas.auth.entities import Principal
 from openmaas.auth.scopes import Scope
@@ -36,10 +40,14 @@ from openmaas.errors import InvalidRequest
 from openmaas.protocol.common import parse_decimal
 from openmaas.protocol.predict import (
     KServeModelStatus,
+    ModelMetadata,
+    ModelMetadataResponse,
+    ModelSpec,
     ModelStatusResponse,
     ModelVersionStatus,
     PredictRequest,
     PredictResponse,
+    SignatureDefMap,
     VersionStatus,
 )
 from openmaas.registry.names import qualified
@@ -65,7 +73,7 @@ async def predict(
     version = await engine.resolve(reference(target), caller=who)
     adapter = predict_adapter(version)
     field = "inputs" if body.columnar else "instances"
-    inputs = adapter.decode(body.rows(), field)
+    inputs = adapter.decode(body.rows(), field, version.params)
     contract = adapter.contract
     await reserve_tokens(request, lambda: engine.token_bound(contract, inputs, None))
     exact = f"{qualified(version.project, version.model)}:{version.version}"  # as resolved
@@ -80,6 +88,23 @@ async def predict(
         else PredictResponse(predictions=values, labels=labels)
     )
     return json_response(response.model_dump(exclude_none=True), served.version)
+
+
+@router.get("/v1/models/{target:path}/metadata", dependencies=_DESCRIBE)
+async def get_model_metadata(
+    target: str, engine: EngineDep, who: PrincipalDep
+) -> ModelMetadataResponse:
+    """TF Serving's model metadata: the one signature, `serving_default`, of a model that
+    `:predict` serves (its input's dtype and shape, e.g. a Keras image model's [-1, 28, 28,
+    1]; its output's)."""
+    version = await engine.resolve(reference(target), caller=who)
+    signatures = SignatureDefMap(
+        signature_def={SIGNATURE: signature(version, facts(engine, version))}
+    )
+    return ModelMetadataResponse(
+        model_spec=ModelSpec(name=version.model, version=str(version.version)),
+        metadata=ModelMetadata(signature_def=signatures),
+    )
 
 
 @router.get("/v1/models/{model_name:path}/versions/{which}", dependencies=_DESCRIBE)
