@@ -124,6 +124,16 @@ def build_registry(
     )
 
 
+def build_engine(registry: Registry, settings: Settings, metrics: Metrics) -> InferenceEngine:
+    """The embedded engine, or with OPENMAAS_RAY_ADDRESS the one whose models run on Ray
+    Serve. Ray is imported only then: embedded mode never loads it."""
+    if not settings.ray_address:
+        return InferenceEngine(registry, settings, metrics)
+    from openmaas.scaleout.serve_engine import RayServeEngine
+
+    return RayServeEngine(registry, settings, metrics)
+
+
 @dataclass(slots=True)
 class Services:
     """The long-lived services of one server process, built from settings and started once.
@@ -159,7 +169,7 @@ class Services:
         registry = build_registry(settings, db=db, artifacts=build_artifact_store(settings, keys))
         catalog = CatalogService(registry)
         metrics = Metrics()
-        engine = InferenceEngine(registry, settings, metrics)
+        engine = build_engine(registry, settings, metrics)
         # Uploads that could never load under the memory budget are refused at registration.
         registry.registration.load_check = functools.partial(
             check_fits_budget, budget_bytes=settings.memory_budget_mb * MiB

@@ -52,11 +52,13 @@ def start_server(
     *,
     admin_key: str | None = ADMIN_KEY,
     module: str = "openmaas.cli.main",
+    startup_timeout_s: float = STARTUP_TIMEOUT_S,
 ) -> RunningServer:
     """Start `openmaas serve`; with `admin_key=None` the key it generates on first start is read
     (from its home's secrets/admin-key; "" when it generated none).
     `module` is the entry point run with `python -m` (a test's launcher that registers a
-    task or runtime of its own before serving)."""
+    task or runtime of its own before serving). `startup_timeout_s`: longer for a server that
+    joins a Ray cluster first."""
     port = free_port()
     env = {
         **os.environ,
@@ -97,7 +99,7 @@ def start_server(
             stderr=subprocess.STDOUT,
         )
     url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + STARTUP_TIMEOUT_S
+    deadline = time.monotonic() + startup_timeout_s
     while time.monotonic() < deadline:
         if process.poll() is not None:
             raise RuntimeError(f"server exited with {process.returncode}; see {log_path}")
@@ -116,7 +118,8 @@ def start_server(
             pass
         time.sleep(0.1)
     process.kill()
-    raise RuntimeError(f"server did not become ready in {STARTUP_TIMEOUT_S} s")
+    process.wait()
+    raise RuntimeError(f"server did not become ready in {startup_timeout_s} s; see {log_path}")
 
 
 def generated_key(home: Path) -> str:

@@ -40,8 +40,10 @@ from openmaas.serving.batcher import Batcher, BatchLimits
 from openmaas.serving.cache import CacheKey, ResponseCache
 from openmaas.serving.pool import ModelPool, PoolLimits, Resident, VersionKey, model_label
 from openmaas.serving.priority import background_generation_slots, background_work
+from openmaas.serving.replicas import ReplicaSet
 from openmaas.serving.rollout import Rollout
 from openmaas.serving.router import ModelRouter
+from openmaas.serving.sizes import input_chars, size_of
 from openmaas.serving.streaming import iterate_in_thread
 from openmaas.serving.variants import VariantChoice, serving_variant_id
 from openmaas.settings import MiB, Settings
@@ -234,6 +236,10 @@ class InferenceEngine:
     def is_loaded(self, version: ModelVersion) -> bool:
         return self.pool.is_loaded(version_key(version))
 
+    async def replica_sets(self) -> dict[VersionKey, ReplicaSet]:
+        """Versions served by replicas elsewhere (Ray Serve), by pool key; none here."""
+        return {}
+
     def is_ready(self, version: ModelVersion) -> bool:
         """Servable: loaded, or loaded on its first request (every registered version is,
         unless it was unloaded on request and is held so)."""
@@ -348,7 +354,7 @@ class InferenceEngine:
         async with self.pool.lease(version_key(version), serving_variant_id(version)) as resident:
             model = resident.model
             contract.check_model(model, resident.label)  # once per lease, not per item
-            large = _input_chars(inputs) > self.settings.offload_input_chars
+            large = input_chars(inputs) > self.settings.offload_input_chars
             if large:
                 # Token-id inputs are decoded here: as large as the text they make.
                 plan = await asyncio.to_thread(
@@ -496,7 +502,7 @@ class InferenceEngine:
                 if isinstance(value, np.ndarray):
                     value = value.copy()  # own row, not a view that keeps the batch alive
                 results[i] = value
-                self.cache.put(keys[i], (value, raw[i]), size_bytes=_size_of(value))
+                self.cache.put(keys[i], (value, raw[i]), size_bytes=size_of(value))
         return results, tokens
 
     def _check_items(self, texts: Sequence[str]) -> None:
@@ -567,18 +573,6 @@ class InferenceEngine:
         )
 
 
-def _input_chars(inputs: Any) -> int:
-    """About how much text a request carries (characters, or token ids), counted to the
-    second level: texts, lists of texts or of ids, a rerank query's documents."""
-    if isinstance(inputs, str | bytes):
-        return len(inputs)
-    if hasattr(inputs, "documents"):
-        return _input_chars(getattr(inputs, "query", "")) + _input_chars(inputs.documents)
-    if isinstance(inputs, Sequence):
-        return sum(len(i) if isinstance(i, str | bytes | Sequence) else 1 for i in inputs)
-    return 0
-
-
 def _address(model: RegisteredModel, caller: Principal, own: set[str]) -> str:
     """The caller's name for `model`: the bare name when it means this model to the caller
     (its own, or a public one it has none of its own called), else `project/name`."""
@@ -590,11 +584,3 @@ def version_key(version: ModelVersion) -> VersionKey:
     """The pool's key of a version: its project's name for the model (names are each
     project's own), so two projects' `bert:1` are two residents."""
     return (qualified(version.project, version.model), version.version)
-
-
-def _size_of(value: object) -> int:
-    if isinstance(value, np.ndarray):
-        return int(value.nbytes)
-    if isinstance(value, list):
-        return 64 * max(1, len(value))
-    return 64
