@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -29,16 +30,21 @@ from tests.ray_cluster import RayCluster, ray_cluster
 pytestmark = pytest.mark.timeout(900)
 
 MINILM = "all-minilm-l6-v2"
-ZERO = "zero-vectors"  # scales to zero after IDLE_S
-IDLE_S = 2.0
+ZERO = "zero-vectors"  # scales to zero when idle (docs/scaling.md)
 WORDS = ("good", "bad", "film", "plot")
-# Quarter CPUs: 2 MiniLM replicas, a replacement and the scale-to-zero replica fit on the
-# cluster's 2 logical CPUs.
-DEPLOYMENTS = {
-    "*": {"num_cpus": 0.25},
-    MINILM: {"min_replicas": 2, "max_replicas": 2},
-    ZERO: {"min_replicas": 0, "max_replicas": 1, "idle_s": IDLE_S},
-}
+
+
+def documented_deployments() -> dict[str, dict[str, Any]]:
+    """The OPENMAAS_RAY_DEPLOYMENTS of docs/scaling.md: quarter CPUs, so that 2 MiniLM
+    replicas, a replacement and the scale-to-zero replica fit on the cluster's 2 CPUs."""
+    text = (Path(__file__).resolve().parents[2] / "docs" / "scaling.md").read_text()
+    found = re.search(r"OPENMAAS_RAY_DEPLOYMENTS='([^']+)'", text)
+    assert found, "docs/scaling.md shows no OPENMAAS_RAY_DEPLOYMENTS"
+    deployments: dict[str, dict[str, Any]] = json.loads(found.group(1))
+    return deployments
+
+
+DEPLOYMENTS = documented_deployments()
 
 
 @pytest.fixture(scope="module")
