@@ -39,6 +39,7 @@ from openmaas.catalog.service import CatalogService
 from openmaas.crypto import Keyring, key_from_settings
 from openmaas.datasets.images import ImageDatasetLimits
 from openmaas.datasets.service import DatasetLimits, DatasetService
+from openmaas.errors import InvalidRequest
 from openmaas.evaluation.gate import AliasGate
 from openmaas.images import ImageLimits
 from openmaas.jobs.service import JobService
@@ -129,8 +130,16 @@ def build_engine(registry: Registry, settings: Settings, metrics: Metrics) -> In
     Serve. Ray is imported only then: embedded mode never loads it."""
     if not settings.ray_address:
         return InferenceEngine(registry, settings, metrics)
-    from openmaas.scaleout.serve_engine import RayServeEngine
-
+    try:
+        from openmaas.scaleout.serve_engine import RayServeEngine
+    except ModuleNotFoundError as missing:
+        if missing.name is None or not missing.name.startswith("ray"):
+            raise
+        raise InvalidRequest(
+            "OPENMAAS_RAY_ADDRESS is set but Ray Serve is not installed: "
+            "pip install 'openmaas[ray]' (or unset it to serve in this process)",
+            param="ray_address",
+        ) from None
     return RayServeEngine(registry, settings, metrics)
 
 
