@@ -112,13 +112,22 @@ def ray_cluster(head_cpus: int = 1, worker_cpus: int = 1) -> Iterator[RayCluster
             )
         )
         _wait_for_nodes(cluster, 1, log)
-        cluster.nodes.append(
-            _start_node(
-                ["--address", cluster.address, "--num-cpus", str(worker_cpus)],
-                log,
+        for attempt in range(2):
+            worker = _start_node(
+                ["--address", cluster.address, "--num-cpus", str(worker_cpus)], log
             )
-        )
-        _wait_for_nodes(cluster, 2, log)
+            cluster.nodes.append(worker)
+            try:
+                _wait_for_nodes(cluster, 2, log)
+                break
+            except RuntimeError:
+                # On a busy machine the head's GCS can miss the new node's startup deadline
+                # ("The current node timed out during startup"): that node exits; once more.
+                if attempt or worker.poll() is None or cluster.nodes[0].poll() is not None:
+                    raise
+                with suppress(ProcessLookupError):  # what it started, in its group
+                    os.killpg(worker.pid, signal.SIGKILL)
+                cluster.nodes.remove(worker)
         yield cluster
     finally:
         cluster.stop()
