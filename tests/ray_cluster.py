@@ -9,6 +9,7 @@ the cluster's temp dir (workers detach from their raylet's group).
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import signal
 import socket
@@ -59,14 +60,17 @@ class RayCluster:
 
     def node_count(self) -> int:
         """Alive nodes, as the cluster's GCS sees them (from a short-lived driver)."""
+        # Marked: the driver's stdout also carries the workers' log lines (a raylet's, say).
         code = (
-            f"import ray; ray.init(address={self.address!r}, logging_level='ERROR');"
-            "print(sum(1 for n in ray.nodes() if n['Alive']))"
+            f"import ray; ray.init(address={self.address!r}, logging_level='ERROR', "
+            "log_to_driver=False);"
+            "print('alive-nodes=%d' % sum(1 for n in ray.nodes() if n['Alive']))"
         )
         done = subprocess.run(
             [sys.executable, "-c", code], capture_output=True, text=True, timeout=120
         )
-        return int(done.stdout.strip().splitlines()[-1]) if done.returncode == 0 else 0
+        found = re.search(r"^alive-nodes=(\d+)$", done.stdout, re.M)
+        return int(found.group(1)) if done.returncode == 0 and found else 0
 
 
 def _start_node(args: list[str], log: Path) -> subprocess.Popen[bytes]:
