@@ -94,47 +94,49 @@ def ray_cluster(head_cpus: int = 1, worker_cpus: int = 1) -> Iterator[RayCluster
     cluster = RayCluster(address=f"127.0.0.1:{port}", temp_dir=temp_dir)
     log = temp_dir / "nodes.log"
     try:
-        cluster.nodes.append(
-            _start_node(
-                [
-                    "--head",
-                    "--port",
-                    str(port),
-                    "--num-cpus",
-                    str(head_cpus),
-                    "--temp-dir",
-                    str(temp_dir),
-                    "--include-dashboard=false",
-                    "--ray-client-server-port",
-                    str(_free_port()),
-                    "--node-manager-port",
-                    str(_free_port()),
-                    "--object-manager-port",
-                    str(_free_port()),
-                ],
-                log,
-            )
-        )
-        _wait_for_nodes(cluster, 1, log)
-        for attempt in range(2):
-            worker = _start_node(
-                ["--address", cluster.address, "--num-cpus", str(worker_cpus)], log
-            )
-            cluster.nodes.append(worker)
-            try:
-                _wait_for_nodes(cluster, 2, log)
-                break
-            except RuntimeError:
-                # On a busy machine the head's GCS can miss the new node's startup deadline
-                # ("The current node timed out during startup"): that node exits; once more.
-                if attempt or worker.poll() is None or cluster.nodes[0].poll() is not None:
-                    raise
-                with suppress(ProcessLookupError):  # what it started, in its group
-                    os.killpg(worker.pid, signal.SIGKILL)
-                cluster.nodes.remove(worker)
+        head = [
+            "--head",
+            "--port",
+            str(port),
+            "--num-cpus",
+            str(head_cpus),
+            "--temp-dir",
+            str(temp_dir),
+            "--include-dashboard=false",
+            "--ray-client-server-port",
+            str(_free_port()),
+            "--node-manager-port",
+            str(_free_port()),
+            "--object-manager-port",
+            str(_free_port()),
+        ]
+        _add_node(cluster, head, log)
+        _add_node(cluster, ["--address", cluster.address, "--num-cpus", str(worker_cpus)], log)
         yield cluster
     finally:
         cluster.stop()
+
+
+def _add_node(cluster: RayCluster, args: list[str], log: Path, attempts: int = 3) -> None:
+    """Start a node and wait until the GCS counts it. On a busy machine a node can miss
+    Ray's fixed 30 s deadline for its raylet to register ("The current node timed out during
+    startup") and exit: then it is started again, up to `attempts` times."""
+    for attempt in range(1, attempts + 1):
+        node = _start_node(args, log)
+        cluster.nodes.append(node)
+        try:
+            _wait_for_nodes(cluster, len(cluster.nodes), log)
+            return
+        except RuntimeError:
+            others_alive = all(n.poll() is None for n in cluster.nodes[:-1])
+            if attempt == attempts or node.poll() is None or not others_alive:
+                raise
+            with suppress(ProcessLookupError):  # what it started, in its group
+                os.killpg(node.pid, signal.SIGKILL)
+            node.wait(timeout=30)
+            cluster.nodes.remove(node)
+            if not cluster.nodes:  # the head: its GCS may have left its group; free its ports
+                subprocess.run(["pkill", "-9", "-f", str(cluster.temp_dir)], check=False)
 
 
 def _wait_for_nodes(cluster: RayCluster, count: int, log: Path) -> None:
