@@ -42,3 +42,25 @@ def test_bad_entries_are_refused_by_name(raw: dict[str, dict[str, object]], name
     with pytest.raises(InvalidRequest, match="OPENMAAS_RAY_DEPLOYMENTS") as refused:
         DeploymentTable.parse(raw)
     assert named in refused.value.message
+
+
+def test_a_replica_error_crosses_back_as_the_same_error() -> None:
+    import pickle
+    import warnings
+
+    from openmaas.errors import ModelUnloaded, Overloaded
+
+    with warnings.catch_warnings():  # Ray's own pydantic v1-style fields, on import
+        warnings.simplefilter("ignore", DeprecationWarning)
+        from openmaas.scaleout.serve_replica import RemoteError
+
+    for raised in (
+        ModelUnloaded("model 'bert:1' is unloaded", reference="bert:1"),  # a required kwarg
+        Overloaded("queue full", retry_after_seconds=3),
+        InvalidRequest("input: too long", param="input"),
+    ):
+        rebuilt = pickle.loads(pickle.dumps(RemoteError.of(raised))).rebuild()
+        assert type(rebuilt) is type(raised)
+        assert rebuilt.to_dict() == raised.to_dict()
+        assert (rebuilt.headers, rebuilt.status_code) == (raised.headers, raised.status_code)
+        assert vars(rebuilt) == vars(raised)
