@@ -55,7 +55,11 @@ class ServeDeployments:
         self.settings = settings
         self.table = DeploymentTable.parse(settings.ray_deployments)  # bad entries stop start
         # Replicas run the embedded engine: no Ray of their own, nothing preloaded but theirs.
-        self.replica_settings = settings.model_copy(update={"ray_address": None, "preload": []})
+        # The settings travel through the cluster (Serve keeps them to restart replicas): no
+        # key secrets a replica does not use; the artifacts' encryption key it needs.
+        self.replica_settings = settings.model_copy(
+            update={"ray_address": None, "preload": [], "admin_key": None, "key_pepper": None}
+        )
         self._handles: dict[VersionKey, DeploymentHandle[Any]] = {}
         self._deploying: dict[VersionKey, asyncio.Lock] = {}
         self._answered: Counter[str] = Counter()  # replica id -> requests it answered
