@@ -9,6 +9,7 @@ the cluster's temp dir (workers detach from their raylet's group).
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import signal
 import socket
@@ -59,14 +60,17 @@ class RayCluster:
 
     def node_count(self) -> int:
         """Alive nodes, as the cluster's GCS sees them (from a short-lived driver)."""
+        # Marked: the driver's stdout also carries the workers' log lines (a raylet's, say).
         code = (
-            f"import ray; ray.init(address={self.address!r}, logging_level='ERROR');"
-            "print(sum(1 for n in ray.nodes() if n['Alive']))"
+            f"import ray; ray.init(address={self.address!r}, logging_level='ERROR', "
+            "log_to_driver=False);"
+            "print('alive-nodes=%d' % sum(1 for n in ray.nodes() if n['Alive']))"
         )
         done = subprocess.run(
             [sys.executable, "-c", code], capture_output=True, text=True, timeout=120
         )
-        return int(done.stdout.strip().splitlines()[-1]) if done.returncode == 0 else 0
+        found = re.search(r"^alive-nodes=(\d+)$", done.stdout, re.M)
+        return int(found.group(1)) if done.returncode == 0 and found else 0
 
 
 def _start_node(args: list[str], log: Path) -> subprocess.Popen[bytes]:
@@ -90,38 +94,49 @@ def ray_cluster(head_cpus: int = 1, worker_cpus: int = 1) -> Iterator[RayCluster
     cluster = RayCluster(address=f"127.0.0.1:{port}", temp_dir=temp_dir)
     log = temp_dir / "nodes.log"
     try:
-        cluster.nodes.append(
-            _start_node(
-                [
-                    "--head",
-                    "--port",
-                    str(port),
-                    "--num-cpus",
-                    str(head_cpus),
-                    "--temp-dir",
-                    str(temp_dir),
-                    "--include-dashboard=false",
-                    "--ray-client-server-port",
-                    str(_free_port()),
-                    "--node-manager-port",
-                    str(_free_port()),
-                    "--object-manager-port",
-                    str(_free_port()),
-                ],
-                log,
-            )
-        )
-        _wait_for_nodes(cluster, 1, log)
-        cluster.nodes.append(
-            _start_node(
-                ["--address", cluster.address, "--num-cpus", str(worker_cpus)],
-                log,
-            )
-        )
-        _wait_for_nodes(cluster, 2, log)
+        head = [
+            "--head",
+            "--port",
+            str(port),
+            "--num-cpus",
+            str(head_cpus),
+            "--temp-dir",
+            str(temp_dir),
+            "--include-dashboard=false",
+            "--ray-client-server-port",
+            str(_free_port()),
+            "--node-manager-port",
+            str(_free_port()),
+            "--object-manager-port",
+            str(_free_port()),
+        ]
+        _add_node(cluster, head, log)
+        _add_node(cluster, ["--address", cluster.address, "--num-cpus", str(worker_cpus)], log)
         yield cluster
     finally:
         cluster.stop()
+
+
+def _add_node(cluster: RayCluster, args: list[str], log: Path, attempts: int = 3) -> None:
+    """Start a node and wait until the GCS counts it. On a busy machine a node can miss
+    Ray's fixed 30 s deadline for its raylet to register ("The current node timed out during
+    startup") and exit: then it is started again, up to `attempts` times."""
+    for attempt in range(1, attempts + 1):
+        node = _start_node(args, log)
+        cluster.nodes.append(node)
+        try:
+            _wait_for_nodes(cluster, len(cluster.nodes), log)
+            return
+        except RuntimeError:
+            others_alive = all(n.poll() is None for n in cluster.nodes[:-1])
+            if attempt == attempts or node.poll() is None or not others_alive:
+                raise
+            with suppress(ProcessLookupError):  # what it started, in its group
+                os.killpg(node.pid, signal.SIGKILL)
+            node.wait(timeout=30)
+            cluster.nodes.remove(node)
+            if not cluster.nodes:  # the head: its GCS may have left its group; free its ports
+                subprocess.run(["pkill", "-9", "-f", str(cluster.temp_dir)], check=False)
 
 
 def _wait_for_nodes(cluster: RayCluster, count: int, log: Path) -> None:

@@ -195,6 +195,14 @@ class ModelLoadFailed(OpenMaaSError):
     code = "model_load_failed"
 
 
+class ReplicaLost(OpenMaaSError):
+    """A model's replicas (Ray Serve) died under a request twice over, or mid-stream."""
+
+    status_code = 503
+    error_type = "server_error"
+    code = "replica_lost"
+
+
 class OptimizationFailed(OpenMaaSError):
     """An optimization job's result does not serve like its parent (outside the tolerance),
     or the export or quantization itself failed: the job fails with this message."""

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import ipaddress
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 from pydantic import AliasChoices, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
@@ -411,6 +411,19 @@ class Settings(BaseSettings):
         description="How long a thread may hold the GIL while another waits for it "
         "(sys.setswitchinterval), in ms: shorter keeps the event loop and the probes "
         "answering while models run Python code.",
+    )
+
+    # Issue 15, scale-out on Ray (docs/scaling.md). Unset: one process, Ray never imported.
+    ray_address: str | None = Field(
+        default=None,
+        description="A Ray cluster to serve models on (Ray Serve): `auto` (the cluster this "
+        "node belongs to) or the head's HOST:PORT. Unset: models run in this process.",
+    )
+    ray_deployments: dict[str, dict[str, Any]] = Field(
+        default_factory=dict,
+        description='Per-model Ray Serve settings, JSON: {"MODEL" | "PROJECT/MODEL" | "*": '
+        '{"min_replicas", "max_replicas", "target_ongoing_requests", "idle_s", "num_cpus", '
+        '"num_gpus", "max_ongoing_requests"}} (docs/scaling.md).',
     )
 
     @field_validator(

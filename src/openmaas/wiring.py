@@ -39,6 +39,7 @@ from openmaas.catalog.service import CatalogService
 from openmaas.crypto import Keyring, key_from_settings
 from openmaas.datasets.images import ImageDatasetLimits
 from openmaas.datasets.service import DatasetLimits, DatasetService
+from openmaas.errors import InvalidRequest
 from openmaas.evaluation.gate import AliasGate
 from openmaas.images import ImageLimits
 from openmaas.jobs.service import JobService
@@ -125,6 +126,24 @@ def build_registry(
     )
 
 
+def build_engine(registry: Registry, settings: Settings, metrics: Metrics) -> InferenceEngine:
+    """The embedded engine, or with OPENMAAS_RAY_ADDRESS the one whose models run on Ray
+    Serve. Ray is imported only then: embedded mode never loads it."""
+    if not settings.ray_address:
+        return InferenceEngine(registry, settings, metrics)
+    try:
+        from openmaas.scaleout.serve_engine import RayServeEngine
+    except ModuleNotFoundError as missing:
+        if missing.name is None or not missing.name.startswith("ray"):
+            raise
+        raise InvalidRequest(
+            "OPENMAAS_RAY_ADDRESS is set but Ray Serve is not installed: "
+            "pip install 'openmaas[ray]' (or unset it to serve in this process)",
+            param="ray_address",
+        ) from None
+    return RayServeEngine(registry, settings, metrics)
+
+
 @dataclass(slots=True)
 class Services:
     """The long-lived services of one server process, built from settings and started once.
@@ -161,7 +180,7 @@ class Services:
         catalog = CatalogService(registry)
         metrics = Metrics()
         metrics.describe_build(build_labels(settings))
-        engine = InferenceEngine(registry, settings, metrics)
+        engine = build_engine(registry, settings, metrics)
         # Uploads that could never load under the memory budget are refused at registration.
         registry.registration.load_check = functools.partial(
             check_fits_budget, budget_bytes=settings.memory_budget_mb * MiB

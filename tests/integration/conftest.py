@@ -57,7 +57,8 @@ def start_server(
     """Start `openmaas serve`; with `admin_key=None` the key it generates on first start is read
     (from its home's secrets/admin-key; "" when it generated none).
     `module` is the entry point run with `python -m` (a test's launcher that registers a
-    task or runtime of its own before serving)."""
+    task or runtime of its own before serving). `startup_timeout_s`: longer for a server that
+    joins a Ray cluster first."""
     port = free_port()
     env = {
         **os.environ,
@@ -117,7 +118,8 @@ def start_server(
             pass
         time.sleep(0.1)
     process.kill()
-    raise RuntimeError(f"server did not become ready in {startup_timeout_s} s")
+    process.wait()
+    raise RuntimeError(f"server did not become ready in {startup_timeout_s} s; see {log_path}")
 
 
 def generated_key(home: Path) -> str:

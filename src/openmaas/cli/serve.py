@@ -47,6 +47,14 @@ def serve(
             show_default=False,
         ),
     ] = None,
+    ray: Annotated[
+        str | None,
+        typer.Option(
+            help="Serve models on Ray Serve: `auto` or the head's HOST:PORT "
+            "(OPENMAAS_RAY_ADDRESS; docs/scaling.md).",
+            show_default=False,
+        ),
+    ] = None,
 ) -> None:
     """Start the HTTP server with its embedded defaults (SQLite, local artifacts)."""
     # Imported here so the client commands start fast and never load the server stack.
@@ -73,6 +81,8 @@ def serve(
         overrides["ssl_keyfile"] = ssl_keyfile
     if workers is not None:
         overrides["workers"] = workers
+    if ray is not None:
+        overrides["ray_address"] = ray
     settings = Settings(**overrides)  # type: ignore[arg-type]
     sys.setswitchinterval(settings.gil_switch_interval_ms / 1000)
     tls = tls_files(settings)

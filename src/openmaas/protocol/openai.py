@@ -23,6 +23,22 @@ class _Request(BaseModel):
 # -- models -------------------------------------------------------------------------------------
 
 
+class ReplicaCard(BaseModel):
+    id: str
+    state: str = Field(description="Ray Serve's word: STARTING, RUNNING, STOPPING, ...")
+    pid: int | None = None
+    node: str | None = Field(default=None, description="The node's IP address.")
+    requests: int = Field(description="Requests of this API process the replica answered.")
+
+
+class ReplicaSetCard(BaseModel):
+    deployment: str = Field(description="The Ray Serve application serving this version.")
+    running: int
+    min_replicas: int
+    max_replicas: int
+    replicas: list[ReplicaCard]
+
+
 class ModelCard(BaseModel):
     id: str
     object: Literal["model"] = "model"
@@ -42,6 +58,10 @@ class ModelCard(BaseModel):
     )
     voices: list[str] | None = Field(
         default=None, description="Speech models: the voices /v1/audio/speech takes."
+    )
+    replicas: ReplicaSetCard | None = Field(
+        default=None,
+        description="On Ray Serve (OPENMAAS_RAY_ADDRESS): the version's replicas.",
     )
 
 

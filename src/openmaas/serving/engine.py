@@ -41,6 +41,7 @@ from openmaas.serving.batcher import Batcher, BatchLimits
 from openmaas.serving.cache import CacheKey, ResponseCache
 from openmaas.serving.pool import ModelPool, PoolLimits, Resident, VersionKey, model_label
 from openmaas.serving.priority import background_generation_slots, background_work
+from openmaas.serving.replicas import ReplicaSet
 from openmaas.serving.rollout import Rollout
 from openmaas.serving.router import ModelRouter
 from openmaas.serving.sizes import input_chars, size_of
@@ -239,6 +240,10 @@ class InferenceEngine:
 
     def is_loaded(self, version: ModelVersion) -> bool:
         return self.pool.is_loaded(version_key(version))
+
+    async def replica_sets(self) -> dict[VersionKey, ReplicaSet]:
+        """Versions served by replicas elsewhere (Ray Serve), by pool key; none here."""
+        return {}
 
     def is_ready(self, version: ModelVersion) -> bool:
         """Servable: loaded, or loaded on its first request (every registered version is,

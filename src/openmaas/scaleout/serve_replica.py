@@ -1,0 +1,154 @@
+"""One replica of a model version on Ray Serve: the embedded engine (pool, batcher, runtimes,
+response cache), in a Serve replica process, serving that one version.
+
+The API process (`serve_engine.RayServeEngine`) has already authenticated the caller,
+resolved the reference, applied traffic splits and reserved limits; a replica only computes.
+It loads its version while it starts, so Serve counts it ready (and routes to it) once the
+model is in memory: a request that waits for a cold start waits for a loaded model.
+
+Errors of the platform cross back as `RemoteError` values, rebuilt in the API process as the
+same class, so a 400 from a replica is the same 400 as an embedded one.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import AsyncIterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import ray
+from ray import serve
+
+from openmaas.auth.entities import Principal
+from openmaas.auth.scopes import Scope
+from openmaas.errors import OpenMaaSError
+from openmaas.observability.metrics import Metrics
+from openmaas.serving.engine import InferenceEngine
+from openmaas.serving.pool import VersionKey
+from openmaas.serving.priority import background_work
+from openmaas.settings import Settings
+from openmaas.tasks.text_generation import GenerationDelta, GenerationParams
+from openmaas.wiring import build_registry
+
+
+@dataclass(frozen=True, slots=True)
+class ReplicaTag:
+    id: str  # Serve's replica id
+    pid: int
+    node: str
+
+
+@dataclass(frozen=True, slots=True)
+class RemoteError:
+    """A platform error raised in a replica, as plain data (some classes take required
+    keyword arguments, which pickling an exception loses)."""
+
+    module: str
+    name: str
+    message: str
+    state: dict[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def of(cls, error: OpenMaaSError) -> RemoteError:
+        kind = type(error)
+        return cls(kind.__module__, kind.__qualname__, error.message, dict(vars(error)))
+
+    def rebuild(self) -> OpenMaaSError:
+        import importlib
+
+        kind = getattr(importlib.import_module(self.module), self.name)
+        error: OpenMaaSError = kind.__new__(kind)
+        Exception.__init__(error, self.message)
+        vars(error).update(self.state)
+        return error
+
+
+@dataclass(frozen=True, slots=True)
+class Answer:
+    tag: ReplicaTag
+    results: list[Any] = field(default_factory=list)
+    prompt_tokens: int = 0
+    error: RemoteError | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class StreamStart:
+    """A generation stream's first message: who serves it and the prompt's tokens."""
+
+    tag: ReplicaTag
+    prompt_tokens: int = 0
+    error: RemoteError | None = None
+
+
+def acting_for(project: str) -> Principal:
+    """The API process's caller, already authorized there, as the replica acts for it: its
+    project (the response cache is each project's own), with the reach to open the version
+    the API process resolved for it."""
+    return Principal(project=project, key_id=0, prefix="system", scopes=(Scope.ADMIN,))
+
+
+class ModelReplica:
+    """A Serve deployment class (`serve.deployment(ModelReplica)` in `serve_engine`)."""
+
+    async def __init__(self, settings: Settings, key: VersionKey) -> None:  # type: ignore[misc]
+        self.registry = build_registry(settings)
+        self.engine = InferenceEngine(self.registry, settings, Metrics())
+        await self.engine.start()
+        # Pinned: the replica exists to serve this version; Serve, not the pool, retires it.
+        await self.engine.pool.load(key, pinned=True)
+        self.reference = f"{key[0]}:{key[1]}"
+        context = serve.get_replica_context()
+        self.tag = ReplicaTag(
+            context.replica_id.unique_id,
+            os.getpid(),
+            ray.util.get_node_ip_address(),  # type: ignore[no-untyped-call]
+        )
+
+    async def infer(
+        self,
+        task: str,
+        project: str,
+        inputs: Any,
+        params: Any,
+        truncate: bool,
+        background: bool,
+    ) -> Answer:
+        token = background_work.set(background)
+        try:
+            served = await self.engine.infer(
+                task, self.reference, inputs, params, caller=acting_for(project), truncate=truncate
+            )
+        except OpenMaaSError as error:
+            return Answer(self.tag, error=RemoteError.of(error))
+        finally:
+            background_work.reset(token)
+        return Answer(self.tag, served.results, served.prompt_tokens)
+
+    async def generate(
+        self,
+        project: str,
+        params: GenerationParams,
+        prompt: str | None,
+        messages: Sequence[Mapping[str, str]] | None,
+        background: bool,
+    ) -> AsyncIterator[StreamStart | GenerationDelta]:
+        token = background_work.set(background)
+        try:
+            stream = await self.engine.generate(
+                self.reference, params, prompt=prompt, messages=messages, caller=acting_for(project)
+            )
+        except OpenMaaSError as error:
+            yield StreamStart(self.tag, error=RemoteError.of(error))
+            return
+        finally:
+            background_work.reset(token)
+        yield StreamStart(self.tag, stream.prompt_tokens)
+        try:
+            async for delta in stream.deltas:
+                yield delta
+        finally:
+            await stream.deltas.aclose()
+
+    def check_health(self) -> None:
+        """Serve's health check: the replica answers while its event loop does."""
