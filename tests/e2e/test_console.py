@@ -391,12 +391,12 @@ def test_a_fine_tuning_recipe_takes_a_registered_base_model(
     Select(browser.find_element(By.ID, "job-dataset")).select_by_value(training_set)
     browser.find_element(By.ID, "job-model").send_keys("over-minilm")
     wait(browser, "#job-form button[type=submit]").click()
-    WebDriverWait(browser, 180).until(
-        lambda b: b.find_element(By.ID, "job-status").text in ("succeeded", "failed")
-    )
-    assert browser.find_element(By.ID, "job-status").text == "succeeded", browser.find_element(
-        By.ID, "job"
-    ).text
+
+    def status(b: webdriver.Chrome) -> str:  # read in the page: the job's part is redrawn
+        return str(b.execute_script("return document.getElementById('job-status')?.textContent"))
+
+    WebDriverWait(browser, 180).until(lambda b: status(b) in ("succeeded", "failed"))
+    assert status(browser) == "succeeded", browser.find_element(By.ID, "job").text
     job_id = browser.current_url.split("job=")[1]
     job = httpx.get(
         f"{console_server.url}/v1/training/jobs/{job_id}", headers=console_server.headers

@@ -103,16 +103,29 @@ def stream_url(server: RunningServer, job_id: str) -> str:
     return f"{server.url}/v1/training/jobs/{job_id}/events/stream"
 
 
-def test_the_stream_follows_a_running_job_to_its_end(server: RunningServer, job_id: str) -> None:
+def follow(server: RunningServer, job_id: str) -> tuple[list[Frame], int]:
+    """Every frame until `end`, reconnecting as EventSource does when the server closes a
+    stream (after STREAM_MAX_S) with the last event id seen; and how many streams it took."""
+    frames: list[Frame] = []
+    streams = 0
     # The worker's first job waits for torch to import: minutes on a busy machine.
-    timeout = httpx.Timeout(30, read=180)
-    with httpx.stream(
-        "GET", stream_url(server, job_id), headers=server.headers, timeout=timeout
-    ) as r:
-        assert r.status_code == 200
-        assert r.headers["content-type"].startswith("text/event-stream")
-        assert r.headers["cache-control"] == "no-cache"
-        frames = list(read_stream(r))  # the server closes the stream after `end`
+    deadline = time.monotonic() + 300
+    while not frames or frames[-1].event != "end":
+        assert time.monotonic() < deadline, "the job did not finish"
+        seen = [f.id for f in frames if f.id is not None]
+        headers = {**server.headers, **({"Last-Event-ID": str(seen[-1])} if seen else {})}
+        with httpx.stream("GET", stream_url(server, job_id), headers=headers, timeout=60) as r:
+            assert r.status_code == 200
+            assert r.headers["content-type"].startswith("text/event-stream")
+            assert r.headers["cache-control"] == "no-cache"
+            frames.extend(read_stream(r))
+        streams += 1
+    return frames, streams
+
+
+def test_the_stream_follows_a_running_job_to_its_end(server: RunningServer, job_id: str) -> None:
+    frames, streams = follow(server, job_id)
+    print(f"{len(frames)} frames over {streams} streams")
     assert frames[-1].event == "end"
     assert frames[-1].data["status"] == "succeeded"
     events = [f for f in frames if f.event == "message"]

@@ -6,7 +6,9 @@ The stream sends, in order of the events' ids:
   route lists it), so a client that reconnects sends `Last-Event-ID` and misses nothing;
 - `event: job` with the job itself whenever its status, metrics or error change;
 - `event: end` with the finished job once it is finished and every event is sent; then closes.
-A comment line every KEEPALIVE_S keeps proxies from closing a quiet stream.
+A comment line every KEEPALIVE_S keeps proxies from closing a quiet stream. A stream lasts at
+most STREAM_MAX_S: then the server closes it and the client reconnects from the last id it saw
+(an `EventSource` does so by itself), so a stopping server waits for no stream longer than that.
 
 Example (in a route)::
 
@@ -37,6 +39,7 @@ from openmaas.wiring import Services
 # nothing: the stream looks twice a second (a step of a small recipe takes about that long).
 POLL_S = 0.5
 KEEPALIVE_S = 15.0
+STREAM_MAX_S = 30.0
 PAGE = 500
 # How long a browser waits before reconnecting a dropped stream (the SSE `retry:` field).
 RETRY_MS = 2000
@@ -83,7 +86,7 @@ async def job_event_stream(
     async def frames() -> AsyncIterator[bytes]:
         position = start
         shown: str | None = None
-        sent_at = time.monotonic()
+        opened_at = sent_at = time.monotonic()
         yield f"retry: {RETRY_MS}\n\n".encode()
         while True:
             # The job first: events written before it finished are then all in the page read
@@ -114,6 +117,8 @@ async def job_event_stream(
             if job.status in FINISHED:
                 yield _frame(state, event="end")
                 return
+            if time.monotonic() - opened_at >= STREAM_MAX_S:
+                return  # the client reconnects with Last-Event-ID
             if time.monotonic() - sent_at >= KEEPALIVE_S:
                 yield b": keep-alive\n\n"
                 sent_at = time.monotonic()
