@@ -48,7 +48,8 @@ def require_browser() -> tuple[str, str]:
 
 
 @contextmanager
-def open_browser() -> Iterator[webdriver.Chrome]:
+def open_browser(*extra_arguments: str) -> Iterator[webdriver.Chrome]:
+    """Headless Chromium; `extra_arguments` are more of its command-line switches."""
     chromium, driver_path = require_browser()
     options = webdriver.ChromeOptions()
     options.binary_location = chromium
@@ -61,6 +62,7 @@ def open_browser() -> Iterator[webdriver.Chrome]:
         "--no-first-run",
         "--disable-extensions",
         "--disable-background-networking",
+        *extra_arguments,
     ):
         options.add_argument(argument)
     options.set_capability("goog:loggingPrefs", {"browser": "ALL"})

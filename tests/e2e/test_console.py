@@ -326,6 +326,7 @@ def curve_points(browser: webdriver.Chrome) -> int:
 def test_a_training_job_from_the_form_grows_its_curve_and_is_cancelled(
     browser: webdriver.Chrome, console_server: RunningServer, training_set: str
 ) -> None:
+    sign_in(browser, console_server.url, console_server.key)  # whichever tests ran before
     browser.get(f"{console_server.url}/ui/training?recipe=slow_textcnn")
     wait_until_loaded(browser)
     wait(browser, "#hp-step_delay_s")  # the form is built from the recipe's defaults
@@ -358,11 +359,52 @@ def test_a_training_job_from_the_form_grows_its_curve_and_is_cancelled(
     )
     seen = curve_points(browser)
     WebDriverWait(browser, WAIT_S).until(lambda b: curve_points(b) > seen)  # while it runs
+    # Pushed by the server (server-sent events), not polled.
+    assert browser.find_element(By.ID, "curve").get_attribute("data-source") == "stream"
     wait(browser, "#cancel-job").click()
     wait_text(browser, "#job-status", "cancelled")
     wait_text(browser, "#events", "Step")
     browser.execute_script("document.getElementById('h-job').scrollIntoView()")
     check_page(browser, "training")
+
+
+def test_a_fine_tuning_recipe_takes_a_registered_base_model(
+    browser: webdriver.Chrome, console_server: RunningServer, training_set: str
+) -> None:
+    """frozen_encoder fits a head over a registered encoder's embeddings: the form offers the
+    registered models as its base; the job trains on the chosen one and registers a model."""
+    encoder = "all-minilm-l6-v2"
+    registered = httpx.post(
+        f"{console_server.url}/v1/catalog/{encoder}/register",
+        headers=console_server.headers,
+        timeout=120,
+    )
+    assert registered.status_code == 201, registered.text
+    sign_in(browser, console_server.url, console_server.key)
+    browser.get(f"{console_server.url}/ui/training?recipe=slow_textcnn")
+    wait_until_loaded(browser)
+    assert not browser.find_element(By.ID, "job-base-model").is_displayed()  # from scratch
+    Select(browser.find_element(By.ID, "job-recipe")).select_by_value("frozen_encoder")
+    base = Select(wait(browser, "#job-base-model"))
+    assert encoder in [option.get_attribute("value") for option in base.options]
+    base.select_by_value(encoder)
+    Select(browser.find_element(By.ID, "job-dataset")).select_by_value(training_set)
+    browser.find_element(By.ID, "job-model").send_keys("over-minilm")
+    wait(browser, "#job-form button[type=submit]").click()
+
+    def status(b: webdriver.Chrome) -> str:  # read in the page: the job's part is redrawn
+        return str(b.execute_script("return document.getElementById('job-status')?.textContent"))
+
+    WebDriverWait(browser, 180).until(lambda b: status(b) in ("succeeded", "failed"))
+    assert status(browser) == "succeeded", browser.find_element(By.ID, "job").text
+    job_id = browser.current_url.split("job=")[1]
+    job = httpx.get(
+        f"{console_server.url}/v1/training/jobs/{job_id}", headers=console_server.headers
+    ).json()
+    assert job["base_model"] == encoder
+    assert job["base_version"].startswith(f"{encoder}:")  # pinned when the job was created
+    assert wait(browser, "#registered-model").text == job["fine_tuned_model"]
+    assert console_errors(browser) == []
 
 
 def test_the_playground_highlights_entities_in_the_text(

@@ -4,13 +4,14 @@ they show, and list only the pages a key's scopes reach."""
 from __future__ import annotations
 
 import shutil
+import time
 from pathlib import Path
 
 from openmaas.api.ui import routes
 from openmaas.api.ui.pages import PAGE_BY_NAME, ConsolePages, may_open
 from openmaas.auth.entities import Principal
 from openmaas.auth.scopes import Scope
-from openmaas.auth.sessions import ConsoleSessions
+from openmaas.auth.sessions import ConsoleSession
 
 
 def pages_without_assets(tmp_path: Path) -> ConsolePages:
@@ -24,7 +25,7 @@ def test_without_the_built_assets_every_page_says_how_to_build_them(tmp_path: Pa
     assert not pages.assets_built()
     assert "make console-assets" in pages.render_sign_in()
     who = Principal("default", 1, "abc", (Scope.ADMIN,))
-    session = ConsoleSessions(ttl_s=60).create(who).session
+    session = ConsoleSession(who.key_id, who.project, "csrf", expires_at=time.time() + 60)
     html = pages.render(PAGE_BY_NAME["overview"], who, session, seconds_left=60)
     assert "make console-assets" in html
     assert "chart.umd.js" not in html
@@ -33,7 +34,7 @@ def test_without_the_built_assets_every_page_says_how_to_build_them(tmp_path: Pa
 def test_values_are_escaped_and_the_navigation_follows_the_scopes(tmp_path: Path) -> None:
     pages = pages_without_assets(tmp_path)
     reader = Principal("default", 2, "rdr", (Scope.INFERENCE, Scope.MODELS_READ))
-    session = ConsoleSessions(ttl_s=60).create(reader).session
+    session = ConsoleSession(reader.key_id, reader.project, "csrf", expires_at=time.time() + 60)
     model = PAGE_BY_NAME["model"]
     html = pages.render(
         model, reader, session, seconds_left=60, values={"name": "<script>x</script>"}

@@ -20,7 +20,7 @@ from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import delete, select
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.exc import IntegrityError
@@ -48,7 +48,7 @@ from openmaas.errors import (
     ProjectNotFound,
 )
 from openmaas.store.database import Database
-from openmaas.store.tables import ApiKeyRow, ProjectRow
+from openmaas.store.tables import ApiKeyRow, ConsoleSessionRow, ProjectRow
 
 # Same rule as model names, so a project name is safe in paths, URLs and headers; checked
 # with fullmatch (`$` would also match before a trailing newline).
@@ -214,6 +214,8 @@ class AuthService:
             if row.revoked_at is None:
                 row.revoked_at = _now()
                 row.revoked_by = actor
+            # Its console sessions end with it, in every server process on this database.
+            session.execute(delete(ConsoleSessionRow).where(ConsoleSessionRow.key_id == key_id))
             return self._key_entity(row, project_name)
 
     def bootstrap_admin_key(

@@ -241,6 +241,7 @@ class RecipeOut(Response):
     name: str
     tasks: list[str]
     needs_base_model: bool = False
+    accepts_base_model: bool = False  # a base model is optional (needed: needs_base_model)
     description: str = ""
     defaults: dict[str, Any] = Field(default_factory=dict)
     search_space: dict[str, Any] = Field(default_factory=dict)

@@ -224,6 +224,26 @@ class ApiKeyRow(Base):
     limits: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict, nullable=False)
 
 
+class ConsoleSessionRow(Base):
+    """A web console session (auth/sessions.py): only the SHA-256 of its cookie's token is
+    kept, so a copy of this table signs no one in. Every server process on the database
+    accepts it; deleting the row (sign-out, revocation, expiry) ends it in all of them."""
+
+    __tablename__ = "console_sessions"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    token_sha256: Mapped[str] = mapped_column(String(64), unique=True, nullable=False)  # hex
+    key_id: Mapped[int] = mapped_column(
+        ForeignKey("api_keys.id", ondelete="CASCADE"), nullable=False, index=True
+    )
+    project: Mapped[str] = mapped_column(String(128), nullable=False)
+    csrf_token: Mapped[str] = mapped_column(String(64), nullable=False)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), nullable=False)
+    expires_at: Mapped[datetime] = mapped_column(
+        DateTime(timezone=True), nullable=False, index=True
+    )
+
+
 class UsageRow(Base):
     """One metered request. Written in batches; never updated."""
 

@@ -10,7 +10,8 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Query, status
+from fastapi import APIRouter, Query, Request, status
+from starlette.responses import StreamingResponse
 
 from openmaas.api.auditor import AuditorDep
 from openmaas.api.convert.training import (
@@ -20,6 +21,7 @@ from openmaas.api.convert.training import (
     trials_out,
 )
 from openmaas.api.deps import PrincipalDep, ServicesDep
+from openmaas.api.job_event_stream import job_event_stream
 from openmaas.api.json_body import StrictJSONRoute
 from openmaas.api.training_jobs import (
     MAX_EVENTS_PAGE,
@@ -129,6 +131,32 @@ def list_training_job_events(
     """Oldest first by default: pass the last id you saw as `after` to follow a job."""
     return events_page(
         services, principal, job_id, TRAINING_KINDS, after=after, limit=limit, order=order
+    )
+
+
+@router.get(
+    "/jobs/{job_id}/events/stream",
+    response_class=StreamingResponse,
+    responses={200: {"content": {"text/event-stream": {}}}},
+)
+async def stream_training_job_events(
+    job_id: str,
+    request: Request,
+    services: ServicesDep,
+    principal: PrincipalDep,
+    after: AfterEvent = None,
+) -> StreamingResponse:
+    """The job's events as server-sent events while it runs (each with its id, so a client
+    that reconnects with `Last-Event-ID` misses none), `event: job` when the job changes and
+    `event: end` once it has finished. See `api/job_event_stream.py`."""
+    return await job_event_stream(
+        services,
+        principal,
+        job_id,
+        TRAINING_KINDS,
+        training_job_out,
+        after=after,
+        last_event_id=request.headers.get("last-event-id"),
     )
 
 

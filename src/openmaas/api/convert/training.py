@@ -112,6 +112,7 @@ def recipe_out(recipe: Recipe) -> RecipeOut:
         name=recipe.name,
         tasks=list(recipe.tasks),
         needs_base_model=recipe.needs_base_model,
+        accepts_base_model=recipe.accepts_base_model,
         description=recipe.description,
         defaults=recipe.defaults(),
         search_space={name: dict(value) for name, value in recipe.search_space.items()},

@@ -13,6 +13,7 @@ Example::
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated
@@ -95,8 +96,8 @@ async def sign_in(request: Request) -> Response:
     principal = await console.services.authenticator.authenticate(body.key, client_address(request))
     previous = session_token(request.headers)
     if previous is not None:
-        console.sessions.end(previous)
-    started = console.sessions.create(principal)
+        await asyncio.to_thread(console.sessions.end, previous)
+    started = await asyncio.to_thread(console.sessions.create, principal)
     seconds = console.sessions.seconds_left(started.session)
     response = JSONResponse(
         {
@@ -124,7 +125,7 @@ async def sign_out(request: Request) -> Response:
     cookie. Without a live session there is nothing to end: the cookie is dropped all the same."""
     token = request.scope.get("state", {}).get(TOKEN_STATE)
     if isinstance(token, str):
-        _console(request).sessions.end(token)
+        await asyncio.to_thread(_console(request).sessions.end, token)
     response = Response(status_code=204)
     response.delete_cookie(SESSION_COOKIE, path="/", httponly=True, samesite="strict")
     return response
@@ -171,7 +172,7 @@ def console_router(static_dir: Path) -> Router:
 def install_console(app: FastAPI, services: Services) -> None:
     """Serve the console at /ui and accept its session cookie. Call right after adding the
     authentication middleware: the session middleware must run before it."""
-    sessions = ConsoleSessions(ttl_s=services.settings.console_session_minutes * 60)
+    sessions = ConsoleSessions(services.db, ttl_s=services.settings.console_session_minutes * 60)
     pages = ConsolePages(ROOT)
     app.state.console = Console(services, sessions, pages)
     app.add_middleware(ConsoleSessionMiddleware, services=services, sessions=sessions)

@@ -64,7 +64,9 @@ class ConsoleSessionMiddleware:
         if token is None or "authorization" in headers or "x-api-key" in headers:
             await self.app(scope, receive, send)
             return
-        session = self.sessions.get(token)
+        # A store read (the sessions are shared by every process on the database): off the
+        # event loop.
+        session = await asyncio.to_thread(self.sessions.get, token)
         if session is None:
             await self.app(scope, receive, send)
             return
@@ -79,12 +81,12 @@ class ConsoleSessionMiddleware:
             await send_error(scope, send, refused, body_pending=True)
             return
         try:
-            # A store read: off the event loop.
             principal = await asyncio.to_thread(
                 self.services.auth.principal_of_key, session.key_id, caller=SYSTEM
             )
         except (AuthenticationFailed, ApiKeyNotFound):
-            self.sessions.end(token)  # the key was revoked, has expired or is gone
+            # The key was revoked, has expired or is gone.
+            await asyncio.to_thread(self.sessions.end, token)
             await self.app(scope, receive, send)
             return
         scope[SESSION_CALLER] = principal

@@ -1,19 +1,23 @@
 // The playground: call a model of each task through the public API, as the signed-in key,
 // and show the result as a picture (similarity matrix, score bars, highlighted entities,
-// streamed chat) with the same request as curl and as Python with the openai client.
+// streamed chat) with the same request as curl and as Python with the openai client. Speech
+// is uploaded from a file or recorded from the microphone (MediaRecorder) and sent to the same
+// /v1/audio/transcriptions route.
 import { ApiError, api, chart, fill, h, say } from "../console.js";
 
 const form = document.getElementById("playground-form");
 const select = document.getElementById("pg-model");
 const origin = window.location.origin;
+const modeSelect = document.getElementById("pg-mode");
 let cards = [];
+let recorded = null; // the last recording (a Blob), sent when no file is chosen
 
 // What each task sends: the route, the body, and how the openai client says it.
 const TASKS = {
   embedding: {
     path: "/v1/embeddings",
     body: (model, texts) => ({ model, input: texts }),
-    python: (body) => `client.embeddings.create(model=${py(body.model)}, input=${py(body.input)})`,
+    python: (body) => `response = client.embeddings.create(model=${py(body.model)}, input=${py(body.input)})\nfor item in response.data:\n    print(item.index, [round(x, 4) for x in item.embedding[:4]])`,
     show: similarity,
   },
   "text-classification": {
@@ -170,28 +174,80 @@ async function chat(body) {
       const data = event.replace(/^data: /, "").trim();
       if (!data || data === "[DONE]") continue;
       const delta = JSON.parse(data).choices?.[0]?.delta?.content;
-      if (delta) output.textContent += delta;
+      if (delta) {
+        output.textContent += delta;
+        output.dataset.chunks = String(Number(output.dataset.chunks ?? 0) + 1);
+      }
     }
   }
 }
 
 async function transcribe(body) {
   const file = document.getElementById("pg-audio").files[0];
-  if (!file) throw new Error("choose an audio file first");
+  if (!file && !recorded) throw new Error("choose an audio file or record one first");
   const upload = new FormData();
   upload.set("model", body.model);
-  upload.set("file", file);
+  if (file) upload.set("file", file);
+  else upload.set("file", recorded, `recording.${recorded.type.includes("ogg") ? "ogg" : "webm"}`);
   const answer = await api(TASKS["speech-recognition"].path, { method: "POST", body: upload });
-  fill("result", h("p", { class: "output" }, answer.text));
+  fill("result", h("p", { class: "output", id: "transcript" }, answer.text));
 }
 
+// Record from the microphone until Stop, then transcribe what was recorded.
+let recorder = null;
+const recordButton = document.getElementById("record");
+const stopButton = document.getElementById("record-stop");
+
+async function startRecording() {
+  let stream;
+  try {
+    stream = await navigator.mediaDevices.getUserMedia({ audio: true });
+  } catch (error) {
+    say(`The microphone is not available: ${error.message}`, "error");
+    return;
+  }
+  const chunks = [];
+  recorder = new MediaRecorder(stream);
+  recorder.addEventListener("dataavailable", (event) => chunks.push(event.data));
+  recorder.addEventListener("stop", () => {
+    for (const track of stream.getTracks()) track.stop();
+    recorded = new Blob(chunks, { type: recorder.mimeType });
+    recorder = null;
+    document.getElementById("pg-audio").value = "";
+    document.getElementById("recording").textContent = `Recorded ${Math.round(recorded.size / 1024)} KiB.`;
+    form.requestSubmit();
+  });
+  recorder.start();
+  recordButton.hidden = true;
+  stopButton.hidden = false;
+  stopButton.focus();
+  document.getElementById("recording").textContent = "Recording…";
+}
+
+recordButton.addEventListener("click", startRecording);
+// Browsers without recording (or a page not served over HTTPS or from localhost) upload only.
+if (!window.MediaRecorder || !navigator.mediaDevices?.getUserMedia) recordButton.hidden = true;
+stopButton.addEventListener("click", () => {
+  stopButton.hidden = true;
+  recordButton.hidden = false;
+  recorder?.stop();
+});
+document.getElementById("pg-audio").addEventListener("change", () => {
+  recorded = null;
+  document.getElementById("recording").textContent = "";
+});
+
+// An embedding model also ranks texts against a query (/v1/rerank): the reader picks which.
 function currentTask() {
-  return cards.find((card) => card.id === select.value)?.task;
+  const task = cards.find((card) => card.id === select.value)?.task;
+  return task === "embedding" && modeSelect.value === "rerank" ? "rerank" : task;
 }
 
 function adapt() {
   const task = currentTask();
   const spec = TASKS[task];
+  const card = cards.find((c) => c.id === select.value);
+  document.getElementById("pg-mode-field").hidden = card?.task !== "embedding";
   document.getElementById("pg-task").textContent = task ? `Task: ${task}${spec ? "" : " (no playground for this task yet)"}` : "";
   document.getElementById("pg-query-field").hidden = task !== "rerank";
   document.getElementById("pg-audio-field").hidden = task !== "speech-recognition";
@@ -227,6 +283,8 @@ form.addEventListener("submit", async (event) => {
 });
 
 select.addEventListener("change", adapt);
+modeSelect.addEventListener("change", adapt);
+document.getElementById("pg-query").addEventListener("input", adapt);
 document.getElementById("pg-texts").addEventListener("input", adapt);
 
 (async () => {

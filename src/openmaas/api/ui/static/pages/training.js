@@ -1,6 +1,7 @@
-// Training jobs: a form built from the recipe's hyperparameters and defaults; the jobs; one
-// job's live curves (its metrics events, polled while it runs), events, checkpoints, cancel,
-// and the model it registered.
+// Training jobs: a form built from the recipe's hyperparameters and defaults (and a base model,
+// for recipes that fine-tune one); the jobs; one job's live curves (its events pushed by the
+// server as server-sent events, or polled where a stream cannot be had), events, checkpoints,
+// cancel, and the model it registered.
 import { api, chart, fill, h, say, section, table, when } from "../console.js";
 
 const POLL_MS = 1000;
@@ -9,8 +10,10 @@ const NOT_PLOTTED = new Set(["step", "epoch", "total_steps", "estimated_finish"]
 const recipeSelect = document.getElementById("job-recipe");
 const form = document.getElementById("job-form");
 const cancel = document.getElementById("cancel-job");
+const baseSelect = document.getElementById("job-base-model");
 let recipes = [];
-let watching = null; // { id, after, series, timer }
+let models = [];
+let watching = null; // { id, after, series, events, timer, source, job, drawn }
 
 function fieldFor(name, value) {
   const id = `hp-${name}`;
@@ -31,7 +34,14 @@ function fieldFor(name, value) {
 function showRecipe() {
   const recipe = recipes.find((r) => r.name === recipeSelect.value);
   if (!recipe) return;
-  document.getElementById("recipe-about").textContent = `${recipe.description} Tasks: ${recipe.tasks.join(", ")}.${recipe.needs_base_model ? " Needs a base model." : ""}`;
+  const base = recipe.needs_base_model ? " Needs a base model." : recipe.accepts_base_model ? " A base model is optional." : "";
+  document.getElementById("recipe-about").textContent = `${recipe.description} Tasks: ${recipe.tasks.join(", ")}.${base}`;
+  const takesBase = recipe.needs_base_model || recipe.accepts_base_model;
+  document.getElementById("job-base-model-field").hidden = !takesBase;
+  baseSelect.required = recipe.needs_base_model;
+  baseSelect.disabled = !takesBase;
+  const options = models.map((m) => h("option", { value: m.id }, `${m.id} (${m.task})`));
+  fill("job-base-model", recipe.needs_base_model ? options : [h("option", { value: "" }, "none (from scratch)"), ...options]);
   fill("hyperparameters", Object.entries(recipe.defaults).map(([name, value]) => fieldFor(name, value)));
 }
 
@@ -108,33 +118,89 @@ function datasetsOf(series, steps) {
   });
 }
 
+// One event, in order: kept for the table, and its metrics added to the curves.
+function take(state, event) {
+  if (state.after !== undefined && event.id <= state.after) return;
+  state.after = event.id;
+  state.events.push(event);
+  if (event.type === "metrics" && event.data) {
+    for (const [name, value] of Object.entries(event.data)) {
+      if (NOT_PLOTTED.has(name) || name === "learning_rate" || typeof value !== "number") continue;
+      (state.series[name] ??= []).push({ x: event.data.step, y: value });
+    }
+  }
+}
+
+// Redraw at most once a frame however fast events arrive.
+function draw(state) {
+  if (state.drawn) return;
+  state.drawn = true;
+  window.requestAnimationFrame(() => {
+    state.drawn = false;
+    if (state !== watching) return;
+    if (state.job) {
+      fill("job", describe(state.job));
+      cancel.hidden = !["queued", "running", "validating_files"].includes(state.job.status);
+    }
+    fill("events", table("Job events", ["When", "Level", "Message"], state.events.map((e) => [when(e.created_at), e.level, e.message]), "No events yet."));
+    plot(state.series);
+  });
+}
+
+async function finished(state) {
+  draw(state);
+  await section("checkpoints", checkpoints);
+  await section("jobs", listJobs);
+}
+
+// The server pushes the job's events (api/job_event_stream.py); the browser reconnects a
+// dropped stream by itself, from the last event id it saw.
+function stream(state) {
+  const source = new EventSource(`/v1/training/jobs/${encodeURIComponent(state.id)}/events/stream`);
+  state.source = source;
+  document.getElementById("curve").dataset.source = "stream";
+  source.onmessage = (message) => {
+    if (state !== watching) return;
+    take(state, JSON.parse(message.data));
+    draw(state);
+  };
+  source.addEventListener("job", (message) => {
+    if (state !== watching) return;
+    state.job = JSON.parse(message.data);
+    draw(state);
+    section("checkpoints", checkpoints);
+  });
+  source.addEventListener("end", (message) => {
+    source.close();
+    if (state !== watching) return;
+    state.job = JSON.parse(message.data);
+    finished(state);
+  });
+  source.onerror = () => {
+    // Closed for good (refused, or no stream here): follow the job by polling instead.
+    if (source.readyState !== EventSource.CLOSED || state !== watching) return;
+    state.source = null;
+    poll();
+  };
+}
+
 async function poll() {
   const state = watching;
   if (!state) return;
+  document.getElementById("curve").dataset.source = "polling";
   try {
     const job = await api(`/v1/training/jobs/${encodeURIComponent(state.id)}`);
     const page = await api(`/v1/training/jobs/${encodeURIComponent(state.id)}/events`, { query: { after: state.after, limit: 100 } });
     if (state !== watching) return;
-    for (const event of page.data) {
-      state.after = Math.max(state.after ?? 0, event.id);
-      state.events.push(event);
-      if (event.type === "metrics" && event.data) {
-        for (const [name, value] of Object.entries(event.data)) {
-          if (NOT_PLOTTED.has(name) || name === "learning_rate" || typeof value !== "number") continue;
-          (state.series[name] ??= []).push({ x: event.data.step, y: value });
-        }
-      }
-    }
-    fill("job", describe(job));
-    fill("events", table("Job events", ["When", "Level", "Message"], state.events.map((e) => [when(e.created_at), e.level, e.message]), "No events yet."));
-    plot(state.series);
-    cancel.hidden = !["queued", "running", "validating_files"].includes(job.status);
-    const finished = ["succeeded", "failed", "cancelled"].includes(job.status);
-    if (finished || page.data.length === 0) await section("checkpoints", checkpoints);
-    if (finished) {
-      await section("jobs", listJobs);
+    for (const event of page.data) take(state, event);
+    state.job = job;
+    draw(state);
+    const done = ["succeeded", "failed", "cancelled"].includes(job.status);
+    if (done) {
+      await finished(state);
       return;
     }
+    if (page.data.length === 0) await section("checkpoints", checkpoints);
   } catch (error) {
     say(error.message, "error");
   }
@@ -148,7 +214,8 @@ async function checkpoints() {
 
 function watch(id) {
   if (watching?.timer) window.clearTimeout(watching.timer);
-  watching = { id, after: undefined, series: {}, events: [], timer: null };
+  if (watching?.source) watching.source.close();
+  watching = { id, after: undefined, series: {}, events: [], timer: null, source: null, job: null, drawn: false };
   const url = new URL(window.location);
   url.searchParams.set("job", id);
   window.history.replaceState(null, "", url);
@@ -157,7 +224,8 @@ function watch(id) {
   if (existing) existing.destroy();
   fill("job", h("p", {}, `Loading ${id}…`));
   fill("checkpoints");
-  poll();
+  if (window.EventSource) stream(watching);
+  else poll();
 }
 
 recipeSelect.addEventListener("change", showRecipe);
@@ -174,6 +242,7 @@ form.addEventListener("submit", async (event) => {
   }
   const body = { recipe: data.get("recipe"), training_file: data.get("training_file"), hyperparameters };
   if (data.get("model_name")) body.model_name = data.get("model_name");
+  if (!baseSelect.disabled && data.get("base_model")) body.base_model = data.get("base_model");
   try {
     const job = await api("/v1/training/jobs", { method: "POST", body });
     say(`Job ${job.id} created.`, "ok");
@@ -196,8 +265,9 @@ cancel.addEventListener("click", async () => {
 
 (async () => {
   try {
-    const [recipeList, datasets] = await Promise.all([api("/v1/training/recipes"), api("/v1/datasets")]);
+    const [recipeList, datasets, cards] = await Promise.all([api("/v1/training/recipes"), api("/v1/datasets"), api("/v1/models").catch(() => ({ data: [] }))]);
     recipes = recipeList.data;
+    models = cards.data;
     fill("job-recipe", recipes.map((r) => h("option", { value: r.name }, r.name)));
     const usable = datasets.data.filter((d) => d.status === "processed");
     fill("job-dataset", usable.map((d) => h("option", { value: d.id }, `${d.filename} (${d.rows} rows, ${d.task})`)));
