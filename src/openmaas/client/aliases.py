@@ -7,6 +7,7 @@ Example::
     client.set_traffic("sentiment", "production", {1: 90, 2: 10}, sticky="x-user-id",
                        rollback={"max_error_rate_delta": 0.02, "min_requests": 200})
     client.traffic("sentiment", "production").stats["2"].p99_ms
+    client.traffic_splits("sentiment")  # every alias's split
     client.end_traffic("sentiment", "production")
 """
 
@@ -91,6 +92,10 @@ class AliasesResource(Resource):
     def traffic(self, name: str, alias: str) -> TrafficOut:
         """ALIAS's split, with what each version did on the server that answers."""
         return self._one("GET", _alias_path(name, alias, "/traffic"), TrafficOut)
+
+    def traffic_splits(self, name: str) -> list[TrafficOut]:
+        """Every active split of the model's aliases, each with its figures."""
+        return self._list("GET", model_path(name, "/traffic"), TrafficOut)
 
     def end_traffic(self, name: str, alias: str, reason: str = "") -> TrafficOut:
         """End the split: every request for ALIAS goes to its own version again."""
