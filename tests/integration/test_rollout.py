@@ -151,6 +151,7 @@ def test_a_models_splits_are_listed_with_their_figures(
 ) -> None:
     _versions(sdk, tmp_path, "listed", ["negative", "positive", "positive"])
     assert sdk.traffic_splits("listed") == []  # no split yet: an empty list, not a 404
+    assert sdk.policies("listed") == []  # nor a gate
     sdk.set_alias("listed", "staging", 2)
     sdk.set_traffic("listed", "staging", {2: 50, 3: 50}, sticky="x-user-id")
     sdk.set_traffic("listed", "production", {1: 90, 2: 10}, shadow=3, shadow_share=0.5)
@@ -331,6 +332,8 @@ def test_a_gate_refuses_a_worse_candidate_and_accepts_a_better_one(
     _versions(sdk, tmp_path, "gated", ["negative", "positive", "negative"])
     policy = sdk.set_policy("gated", "production", mostly_positive, metric="accuracy")
     assert (policy.metric, policy.min_delta) == ("accuracy", 0.0)
+    listed = [(p.alias, p.metric, p.eval_file) for p in sdk.policies("gated")]
+    assert listed == [("production", "accuracy", mostly_positive)]
     better = sdk.set_alias("gated", "production", 2, reason="scores higher")
     assert better.event is not None
     assert better.event.gate is not None

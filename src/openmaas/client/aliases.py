@@ -121,6 +121,10 @@ class AliasesResource(Resource):
     def policy(self, name: str, alias: str) -> PolicyOut:
         return self._one("GET", _alias_path(name, alias, "/policy"), PolicyOut)
 
+    def policies(self, name: str) -> list[PolicyOut]:
+        """Every evaluation gate of the model's aliases."""
+        return self._list("GET", model_path(name, "/policies"), PolicyOut)
+
     def delete_policy(self, name: str, alias: str, reason: str = "") -> PolicyOut:
         query = {"reason": reason} if reason else {}
         return self._one("DELETE", _alias_path(name, alias, "/policy", **query), PolicyOut)

@@ -1,6 +1,6 @@
 """Rollout routes of the registry: an alias's traffic split (`…/aliases/{alias}/traffic`;
 `…/models/{name}/traffic` lists every split of a model) and its evaluation gate
-(`…/aliases/{alias}/policy`).
+(`…/aliases/{alias}/policy`; `…/models/{name}/policies` lists every gate of a model).
 
 `PUT` starts or replaces the split, `GET` shows it with what each version did (requests,
 errors, p50/p99, shadow agreement) on the server answering, `DELETE` ends it. Moving,
@@ -215,6 +215,14 @@ def set_policy(
         after={**_policy_state(after), "reason": body.reason},
     )
     return policy_out(after)
+
+
+@router.get("/models/{name}/policies")
+def list_policies(name: ModelPath, registry: RegistryDep, who: PrincipalDep) -> ListOut[PolicyOut]:
+    """Every evaluation gate of the model's aliases, by alias."""
+    return ListOut(
+        data=[policy_out(p) for p in registry.aliases.policies.of_model(name, caller=who)]
+    )
 
 
 @router.get("/models/{name}/aliases/{alias}/policy")
