@@ -42,8 +42,9 @@ from tests.runtimes.tiny_models import build_bert
 XSS = '<img src=x id=xss onerror="document.title=1">'
 MODEL = "canary"
 LABELS = ("negative", "positive")
-# A worker's first job waits for torch and the exporter to import.
-JOB_WAIT_S = 90
+# A worker's first job waits for torch and the exporter to import (a minute or two on a
+# busy 2-core machine).
+JOB_WAIT_S = 240
 
 
 @pytest.fixture(scope="module")
@@ -79,9 +80,10 @@ def canary(sdk: Client, tmp_path_factory: pytest.TempPathFactory) -> str:
 
 @pytest.fixture(scope="module")
 def dev_file(console_server: RunningServer) -> str:
-    """30 labelled reviews, 70% negative; one holds HTML (a worst example, shown as text)."""
-    rows = [{"text": f"film {i}", "label": LABELS[i % 10 >= 7]} for i in range(29)]
-    rows.append({"text": XSS, "label": "positive"})
+    """30 labelled reviews, 21 negative; the first holds HTML (a worst example of a version
+    that answers "positive", shown as text)."""
+    rows = [{"text": XSS, "label": "negative"}]
+    rows += [{"text": f"film {i}", "label": LABELS[i % 10 >= 7]} for i in range(1, 30)]
     response = httpx.post(
         f"{console_server.url}/v1/datasets",
         files={"file": ("dev.jsonl", "".join(json.dumps(r) + "\n" for r in rows).encode())},

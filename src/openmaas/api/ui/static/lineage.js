@@ -64,6 +64,14 @@ function columns(graph) {
     return value;
   };
   for (const id of graph.nodes.keys()) depth(id);
+  // A source (a dataset, a base model) sits just before the first node it feeds, not in the
+  // first column, so its edges stay short.
+  const outgoing = new Map();
+  for (const { from, to } of graph.edges.values()) outgoing.set(from, [...(outgoing.get(from) ?? []), to]);
+  for (const id of graph.nodes.keys()) {
+    const next = outgoing.get(id);
+    if (incoming.get(id).length === 0 && next) column.set(id, Math.max(0, Math.min(...next.map((n) => column.get(n))) - 1));
+  }
   return column;
 }
 
@@ -119,8 +127,8 @@ export function drawGraph(graph, caption) {
     const shape = [
       el("title", {}, label),
       el("rect", { x, y, width: NODE_W, height: NODE_H, rx: 8, fill: COLOURS[node.kind] ?? "#f3f5f8", stroke: node.kind === "version" ? "#1f5fbf" : "#9aa3af", "stroke-width": node.kind === "version" ? 2 : 1 }),
-      el("text", { x: x + 10, y: y + 17, "font-size": 11, fill: "#5a6472" }, node.detail ? `${node.kind} · ${clip(node.detail, 22)}` : node.kind),
-      el("text", { x: x + 10, y: y + 34, "font-size": 13, "font-weight": 600, fill: "#1d2430" }, clip(node.label)),
+      el("text", { x: x + 10, y: y + 17, "font-size": 11, fill: "#5a6472" }, clip(node.detail ? `${node.kind} · ${node.detail}` : node.kind, 30)),
+      el("text", { x: x + 10, y: y + 34, "font-size": 13, "font-weight": 600, fill: "#1d2430" }, clip(node.label, 22)),
     ];
     const group = node.href
       ? el("a", { href: node.href, "aria-label": label, class: "lineage-node", "data-kind": node.kind, "data-id": node.id }, ...shape)

@@ -122,20 +122,26 @@ async function lineageGraph(all) {
       graph.edge(origin, self);
     }
   }
-  // Versions of other models made from this one's, by optimization jobs.
-  for (const job of optimizations) {
-    const parent = parseRef(job.parent_version);
-    if (parent.model !== name || !parent.version) continue;
-    const parentNode = refNode(graph, job.parent_version);
+  // Versions of other models made from this one's, by optimization jobs: the version of
+  // `model_name` whose lineage names the job.
+  const children = optimizations.filter((job) => parseRef(job.parent_version).model === name && parseRef(job.parent_version).version);
+  const registered = new Map();
+  await Promise.all([...new Set(children.filter((job) => job.optimized_model && job.model_name !== name).map((job) => job.model_name))].map(async (model) => {
+    const found = await listed(`/v1/registry/models/${encodeURIComponent(model)}/versions`);
+    for (const v of found) if (v.lineage.job_id) registered.set(v.lineage.job_id, `${model}:${v.version}`);
+  }));
+  for (const job of children) {
     const jobId = jobNode(job.id, "optimization", `${job.method} · ${job.status}`);
-    graph.edge(parentNode, jobId);
-    if (job.optimized_model) graph.edge(jobId, refNode(graph, job.optimized_model));
+    graph.edge(refNode(graph, job.parent_version), jobId);
+    const made = registered.get(job.id) ?? job.optimized_model;
+    if (made) graph.edge(jobId, refNode(graph, made));
   }
   // Evaluations of this model's versions, and the files they scored on.
   for (const evaluation of evaluations) {
     if (parseRef(evaluation.model_version).model !== name) continue;
     const id = graph.node(`job:${evaluation.id}`, "evaluation", evaluation.id, `/ui/evaluations?id=${encodeURIComponent(evaluation.id)}`, evaluation.status);
     graph.edge(refNode(graph, evaluation.model_version), id);
+    if (evaluation.compare_to_version) graph.edge(refNode(graph, evaluation.compare_to_version), id);
     graph.edge(datasetNode(graph, evaluation.file), id);
   }
   if (graph.nodes.size === 0) return h("p", { class: "empty" }, "No lineage recorded.");

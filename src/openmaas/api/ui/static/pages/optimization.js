@@ -69,12 +69,24 @@ export function deltaRows(metrics) {
   return [...paired, ...alone];
 }
 
-function describe(job) {
+// The version the job registered ("name:version"): the one whose lineage names the job.
+async function registeredVersion(job) {
+  if (!job.optimized_model) return null;
+  try {
+    const { data } = await api(`/v1/registry/models/${encodeURIComponent(job.model_name)}/versions`);
+    const made = data.find((v) => v.lineage.job_id === job.id);
+    return made ? `${job.model_name}:${made.version}` : job.optimized_model;
+  } catch {
+    return job.optimized_model;
+  }
+}
+
+function describe(job, registered) {
   const parts = [
     h("p", {}, `${job.id} · ${job.method} of ${job.parent_version ?? job.model} · `, h("strong", { id: "job-status" }, job.status), job.cancel_requested ? " (cancel requested)" : ""),
     h("p", { class: "hint" }, `settings: ${JSON.stringify(job.settings)}${job.eval_file ? ` · evaluation file ${job.eval_file}` : ""}${job.training_file ? ` · training file ${job.training_file}` : ""}`),
   ];
-  if (job.optimized_model) parts.push(h("p", {}, "Registered: ", h("a", { id: "registered-version", href: `/ui/models/${encodeURIComponent(job.model_name)}` }, job.optimized_model)));
+  if (registered) parts.push(h("p", {}, "Registered: ", h("a", { id: "registered-version", href: `/ui/models/${encodeURIComponent(job.model_name)}` }, registered)));
   if (job.error) parts.push(h("p", { class: "error" }, `${job.error.code ?? "error"}: ${job.error.message ?? ""}`));
   return parts;
 }
@@ -100,7 +112,7 @@ function watch(id) {
         after = Math.max(after ?? 0, event.id);
         events.push(event);
       }
-      fill("job", describe(job));
+      fill("job", describe(job, FINISHED.has(job.status) ? await registeredVersion(job) : null));
       fill("events", table("Job events", ["When", "Level", "Message"], events.map((e) => [when(e.created_at), e.level, e.message]), "No events yet."));
       const rows = deltaRows(job.metrics);
       fill("deltas", rows.length
