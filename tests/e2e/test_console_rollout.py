@@ -311,10 +311,11 @@ def test_the_lineage_graph_links_datasets_jobs_and_versions(
     job = next(f for f, t in edges if t == children[0])
     assert (f"version:{canary}:1", job) in edges  # parent → job → child
     link = graph.find_element(By.CSS_SELECTOR, f"a[data-id='{children[0]}']")
-    assert link.get_attribute("href").endswith(f"/ui/models/{canary}-int8")
+    href = link.get_dom_attribute("href")  # an SVG link's attribute, as written
+    assert href == f"/ui/models/{canary}-int8"
     browser.execute_script("document.getElementById('h-lineage').scrollIntoView()")
     check_page(browser, "model-lineage")
-    browser.get(link.get_attribute("href"))
+    browser.get(f"{console_server.url}{href}")
     wait_until_loaded(browser)
     other = wait(browser, "#lineage-graph", visible=False)
     kinds = [n.get_attribute("data-kind") for n in other.find_elements(By.CSS_SELECTOR, "a")]
