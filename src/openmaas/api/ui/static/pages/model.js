@@ -214,7 +214,8 @@ async function refreshAliases() {
   try {
     model = await api(base);
   } catch (error) {
-    fill("aliases", failure(error));
+    // Every part says why it is empty (a model the key cannot see, say).
+    for (const id of ["aliases", "history", "versions", "lineage", "traffic", "gates"]) fill(id, failure(error));
     return;
   }
   currentAliases = model.aliases;
