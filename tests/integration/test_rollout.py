@@ -146,6 +146,47 @@ def test_a_sticky_split_keeps_each_user_on_one_version(server: RunningServer, sd
     assert set().union(*per_user.values()) == {"split:1", "split:2"}
 
 
+def test_a_models_splits_are_listed_with_their_figures(
+    server: RunningServer, sdk: Client, tmp_path: Path
+) -> None:
+    _versions(sdk, tmp_path, "listed", ["negative", "positive", "positive"])
+    assert sdk.traffic_splits("listed") == []  # no split yet: an empty list, not a 404
+    assert sdk.policies("listed") == []  # nor a gate
+    sdk.set_alias("listed", "staging", 2)
+    sdk.set_traffic("listed", "staging", {2: 50, 3: 50}, sticky="x-user-id")
+    sdk.set_traffic("listed", "production", {1: 90, 2: 10}, shadow=3, shadow_share=0.5)
+    for _ in range(20):
+        classify(server, "listed@staging")
+    splits = sdk.traffic_splits("listed")
+    assert [(s.alias, s.baseline, s.versions) for s in splits] == [
+        ("production", 1, {"1": 90, "2": 10}),
+        ("staging", 2, {"2": 50, "3": 50}),
+    ]
+    production, staging = splits
+    assert (production.shadow, production.shadow_share, staging.sticky) == (3, 0.5, "x-user-id")
+    assert sum(figures.requests for figures in staging.stats.values()) == 20
+    assert production.stats == {}  # nothing asked for listed@production yet
+    # Another project's key sees no model of that name.
+    other = httpx.post(
+        f"{server.url}/v1/projects", json={"name": "listers"}, headers=server.headers, timeout=30
+    )
+    assert other.status_code == 201, other.text
+    key = httpx.post(
+        f"{server.url}/v1/keys",
+        json={"name": "lister", "project": "listers", "scopes": ["models:read"]},
+        headers=server.headers,
+        timeout=30,
+    ).json()["key"]
+    hidden = httpx.get(
+        f"{server.url}/v1/registry/models/listed/traffic",
+        headers={"Authorization": f"Bearer {key}"},
+        timeout=30,
+    )
+    assert hidden.status_code == 404, hidden.text
+    sdk.end_traffic("listed", "staging")
+    assert [s.alias for s in sdk.traffic_splits("listed")] == ["production"]
+
+
 def test_promoting_ends_the_split_and_the_audit_says_so(server: RunningServer, sdk: Client) -> None:
     sdk.set_traffic("split", "production", {1: 50, 2: 50})
     sdk.set_alias("split", "production", 2, reason="the canary held")
@@ -291,6 +332,8 @@ def test_a_gate_refuses_a_worse_candidate_and_accepts_a_better_one(
     _versions(sdk, tmp_path, "gated", ["negative", "positive", "negative"])
     policy = sdk.set_policy("gated", "production", mostly_positive, metric="accuracy")
     assert (policy.metric, policy.min_delta) == ("accuracy", 0.0)
+    listed = [(p.alias, p.metric, p.eval_file) for p in sdk.policies("gated")]
+    assert listed == [("production", "accuracy", mostly_positive)]
     better = sdk.set_alias("gated", "production", 2, reason="scores higher")
     assert better.event is not None
     assert better.event.gate is not None

@@ -211,11 +211,30 @@ def set_traffic(
 
 @app.command("traffic-show")
 def show_traffic(
-    ctx: typer.Context, name: NameArg, alias: AliasArg, as_json: JsonFlag = False
+    ctx: typer.Context,
+    name: NameArg,
+    alias: Annotated[
+        str | None,
+        typer.Argument(
+            help="Only this alias's split; every split when omitted.", show_default=False
+        ),
+    ] = None,
+    as_json: JsonFlag = False,
 ) -> None:
-    """ALIAS's split and what each version did (on the server that answers)."""
+    """ALIAS's split (or every split of NAME) and what each version did (on the server that
+    answers)."""
     with client_from(ctx) as client:
-        _report_traffic(client.traffic(name, alias), as_json)
+        if alias is not None:
+            _report_traffic(client.traffic(name, alias), as_json)
+            return
+        splits = client.traffic_splits(name)
+    if as_json:
+        print_json(splits)
+        return
+    if not splits:
+        out.print(plain(f"{name}: no alias has a traffic split"))
+    for split in splits:
+        _report_traffic(split, as_json)
 
 
 @app.command("traffic-end")

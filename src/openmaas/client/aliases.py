@@ -7,6 +7,7 @@ Example::
     client.set_traffic("sentiment", "production", {1: 90, 2: 10}, sticky="x-user-id",
                        rollback={"max_error_rate_delta": 0.02, "min_requests": 200})
     client.traffic("sentiment", "production").stats["2"].p99_ms
+    client.traffic_splits("sentiment")  # every alias's split
     client.end_traffic("sentiment", "production")
 """
 
@@ -92,6 +93,10 @@ class AliasesResource(Resource):
         """ALIAS's split, with what each version did on the server that answers."""
         return self._one("GET", _alias_path(name, alias, "/traffic"), TrafficOut)
 
+    def traffic_splits(self, name: str) -> list[TrafficOut]:
+        """Every active split of the model's aliases, each with its figures."""
+        return self._list("GET", model_path(name, "/traffic"), TrafficOut)
+
     def end_traffic(self, name: str, alias: str, reason: str = "") -> TrafficOut:
         """End the split: every request for ALIAS goes to its own version again."""
         query = {"reason": reason} if reason else {}
@@ -115,6 +120,10 @@ class AliasesResource(Resource):
 
     def policy(self, name: str, alias: str) -> PolicyOut:
         return self._one("GET", _alias_path(name, alias, "/policy"), PolicyOut)
+
+    def policies(self, name: str) -> list[PolicyOut]:
+        """Every evaluation gate of the model's aliases."""
+        return self._list("GET", model_path(name, "/policies"), PolicyOut)
 
     def delete_policy(self, name: str, alias: str, reason: str = "") -> PolicyOut:
         query = {"reason": reason} if reason else {}

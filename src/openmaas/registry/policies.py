@@ -83,6 +83,18 @@ class PolicyService:
             row = _row(session, model, alias)
             return _entity(model, row) if row is not None else None
 
+    def of_model(self, name: str, *, caller: Principal) -> list[StoredPolicy]:
+        """Every gate of the model's aliases, by alias (none: an empty list)."""
+        who = require_caller(caller)
+        with self.store.db.transaction() as session:
+            model = self.store.find_model(session, name, who)
+            found = session.scalars(
+                select(AliasPolicyRow)
+                .where(AliasPolicyRow.model_id == model.id)
+                .order_by(AliasPolicyRow.alias)
+            ).all()
+            return [_entity(model, row) for row in found]
+
     def get(self, name: str, alias: str, *, caller: Principal) -> StoredPolicy:
         found = self.find(name, alias, caller=caller)
         if found is None:

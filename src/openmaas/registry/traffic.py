@@ -14,6 +14,7 @@ Example::
     traffic = TrafficService(store)
     traffic.set("bert", "production", TrafficSpec(weights={1: 90, 2: 10}, sticky="x-user-id"),
                 caller=principal)
+    traffic.of_model("bert", caller=principal)  # each of its aliases' splits
     traffic.active(caller=SYSTEM)  # every split, for the serving side
     traffic.end("bert", "production", caller=principal)
 """
@@ -155,6 +156,23 @@ class TrafficService:
             if row is None:
                 raise _no_split(model.name, alias)
             return _entity(model, row, baseline)
+
+    def of_model(self, name: str, *, caller: Principal) -> list[TrafficSplit]:
+        """Every split of the model's aliases, by alias (none: an empty list)."""
+        who = require_caller(caller)
+        with self.store.db.transaction() as session:
+            model = self.store.find_model(session, name, who)
+            found = session.execute(
+                select(TrafficSplitRow, AliasRow.version)
+                .join(
+                    AliasRow,
+                    (AliasRow.model_id == TrafficSplitRow.model_id)
+                    & (AliasRow.alias == TrafficSplitRow.alias),
+                )
+                .where(TrafficSplitRow.model_id == model.id)
+                .order_by(TrafficSplitRow.alias)
+            ).all()
+            return [_entity(model, row, baseline) for row, baseline in found]
 
     def end(self, name: str, alias: str, *, caller: Principal) -> TrafficSplit:
         """End the split: the alias's requests all go to its own target again."""

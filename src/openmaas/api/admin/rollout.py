@@ -1,5 +1,6 @@
-"""Rollout routes of the registry: an alias's traffic split (`…/aliases/{alias}/traffic`)
-and its evaluation gate (`…/aliases/{alias}/policy`).
+"""Rollout routes of the registry: an alias's traffic split (`…/aliases/{alias}/traffic`;
+`…/models/{name}/traffic` lists every split of a model) and its evaluation gate
+(`…/aliases/{alias}/policy`; `…/models/{name}/policies` lists every gate of a model).
 
 `PUT` starts or replaces the split, `GET` shows it with what each version did (requests,
 errors, p50/p99, shadow agreement) on the server answering, `DELETE` ends it. Moving,
@@ -24,6 +25,7 @@ from openmaas.api.params import ModelPath
 from openmaas.auth.entities import Principal
 from openmaas.errors import InvalidRequest, NotFound
 from openmaas.evaluation.registered import check_file
+from openmaas.protocol.common import ListOut
 from openmaas.protocol.rollout import (
     PolicyOut,
     PolicyRequest,
@@ -75,6 +77,15 @@ def set_traffic(
         after={**after.to_dict(), "reason": body.reason},
     )
     return traffic_out(after, engine)
+
+
+@router.get("/models/{name}/traffic")
+def list_traffic(
+    name: ModelPath, registry: RegistryDep, engine: EngineDep, who: PrincipalDep
+) -> ListOut[TrafficOut]:
+    """Every active split of the model (one per split alias, by alias), with its figures."""
+    splits = registry.traffic.of_model(name, caller=who)
+    return ListOut(data=[traffic_out(split, engine) for split in splits])
 
 
 @router.get("/models/{name}/aliases/{alias}/traffic")
@@ -204,6 +215,14 @@ def set_policy(
         after={**_policy_state(after), "reason": body.reason},
     )
     return policy_out(after)
+
+
+@router.get("/models/{name}/policies")
+def list_policies(name: ModelPath, registry: RegistryDep, who: PrincipalDep) -> ListOut[PolicyOut]:
+    """Every evaluation gate of the model's aliases, by alias."""
+    return ListOut(
+        data=[policy_out(p) for p in registry.aliases.policies.of_model(name, caller=who)]
+    )
 
 
 @router.get("/models/{name}/aliases/{alias}/policy")

@@ -55,6 +55,8 @@ PAGES: tuple[Page, ...] = (
     Page("playground", "Playground", "/ui/playground", Scope.INFERENCE),
     Page("datasets", "Datasets", "/ui/datasets", Scope.TRAINING),
     Page("training", "Training", "/ui/training", Scope.TRAINING),
+    Page("optimization", "Optimization", "/ui/optimization", Scope.TRAINING),
+    Page("evaluations", "Evaluations", "/ui/evaluations", Scope.TRAINING),
     Page("usage", "Usage", "/ui/usage", None),
     Page("keys", "Keys", "/ui/keys", Scope.ADMIN),
     Page("audit", "Audit log", "/ui/audit", Scope.ADMIN),

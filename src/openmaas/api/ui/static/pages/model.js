@@ -1,10 +1,14 @@
-// A model: its versions, lineage, a side-by-side comparison, aliases with history, set and
-// roll back (the API decides who may; the controls show for keys with models:write).
-import { api, fill, h, hasScope, megabytes, say, section, table, when } from "../console.js";
+// A model: its versions, lineage graph, a side-by-side comparison, aliases with history, set
+// and roll back, traffic splits and evaluation gates (model-rollout.js). The API decides who
+// may; the controls show for keys with models:write.
+import { api, failure, fill, h, hasScope, megabytes, say, section, table, when } from "../console.js";
+import { Graph, drawGraph } from "../lineage.js";
+import { fillSplitForm, moveAlias, refreshRollout, splitForm } from "./model-rollout.js";
 
 const { name } = JSON.parse(document.body.dataset.values || "{}");
 const base = `/v1/registry/models/${encodeURIComponent(name)}`;
 let versions = [];
+let currentAliases = {};
 
 function text(value) {
   if (value === null || value === undefined) return "";
@@ -36,7 +40,8 @@ async function listVersions() {
     document.getElementById("compare-b").value = latest;
     document.getElementById("alias-version").value = latest;
   }
-  fill("lineage", lineage(versions));
+  fillSplitForm(versions, currentAliases);
+  section("lineage", () => lineageGraph(versions));
   return table(
     `Versions of ${name}`,
     ["Version", "Task", "Runtime", "Format", "Status", "Size", "Files", "Metrics", "Tags", "Aliases", "Created"],
@@ -57,21 +62,90 @@ async function listVersions() {
   );
 }
 
-// One chain per version: dataset → job → version, base or parent → version.
-function lineage(all) {
-  const chains = all.map((v) => {
-    const steps = [];
+// The lineage graph: datasets and base models → jobs → versions of this model, the versions
+// of other models optimized from them, and the evaluations of each. Jobs the key may not list
+// (no training scope) leave only what the versions themselves record.
+function parseRef(ref) {
+  const bare = String(ref ?? "").split("@")[0];
+  const at = bare.lastIndexOf(":");
+  return at > 0 ? { model: bare.slice(0, at), version: Number(bare.slice(at + 1)) } : { model: bare, version: null };
+}
+
+function refNode(graph, ref) {
+  const { model, version } = parseRef(ref);
+  if (!model) return null;
+  const href = `/ui/models/${encodeURIComponent(model)}`;
+  return version
+    ? graph.node(`version:${model}:${version}`, "version", `${model} v${version}`, href)
+    : graph.node(`model:${model}`, "model", model, href);
+}
+
+function datasetNode(graph, id, detail = "") {
+  return id ? graph.node(`dataset:${id}`, "dataset", id, `/ui/datasets?id=${encodeURIComponent(id)}`, detail) : null;
+}
+
+async function listed(path) {
+  try {
+    return (await api(path, { query: { limit: 100 } })).data;
+  } catch {
+    return []; // not for this key (no training scope): the graph shows what versions record
+  }
+}
+
+async function lineageGraph(all) {
+  const [optimizations, evaluations] = await Promise.all([listed("/v1/optimization/jobs"), listed("/v1/evaluations")]);
+  const optimizationById = new Map(optimizations.map((job) => [job.id, job]));
+  const graph = new Graph();
+  const jobNode = (id, kind, detail) => graph.node(`job:${id}`, kind, id, kind === "optimization" ? `/ui/optimization?job=${encodeURIComponent(id)}` : `/ui/training?job=${encodeURIComponent(id)}`, detail);
+  for (const v of all) {
     const l = v.lineage;
-    if (l.dataset_id) steps.push(h("span", { class: "node" }, `dataset ${l.dataset_id}`));
-    if (l.parent_version) steps.push(h("span", { class: "node" }, `v${l.parent_version}`));
-    if (l.source && Object.keys(l.source).length) steps.push(h("span", { class: "node" }, `source ${text(l.source.type ?? l.source)}`));
-    if (l.job_id) steps.push(h("span", { class: "node" }, `job ${l.job_id}${l.transform ? ` (${l.transform})` : ""}`));
-    else if (l.transform) steps.push(h("span", { class: "node" }, l.transform));
-    steps.push(h("span", { class: "node version" }, `${name} v${v.version}`));
-    const linked = steps.flatMap((step, i) => (i === 0 ? [step] : [h("span", { class: "arrow", "aria-hidden": "true" }, "→"), step]));
-    return h("li", { class: "chain" }, linked);
-  });
-  return h("ul", { class: "lineage" }, chains);
+    const source = l.source ?? {};
+    const self = graph.node(`version:${name}:${v.version}`, "version", `${name} v${v.version}`, `/ui/models/${encodeURIComponent(name)}`, v.runtime);
+    let from = null;
+    if (l.job_id) {
+      const optimization = optimizationById.get(l.job_id);
+      const kind = optimization || source.type === "optimization-job" || source.method ? "optimization" : "training";
+      from = jobNode(l.job_id, kind, kind === "optimization" ? (optimization?.method ?? source.method ?? l.transform) : source.recipe ?? l.transform);
+      const parent = optimization?.parent_version ?? source.parent ?? source.base_model;
+      const parentNode = parent ? refNode(graph, parent) : null;
+      if (parentNode) graph.edge(parentNode, from);
+      const dataset = datasetNode(graph, l.dataset_id ?? source.training_file);
+      if (dataset) graph.edge(dataset, from);
+      graph.edge(from, self);
+    } else {
+      const dataset = datasetNode(graph, l.dataset_id);
+      if (dataset) graph.edge(dataset, self);
+    }
+    if (l.parent_version) graph.edge(graph.node(`version:${name}:${l.parent_version}`, "version", `${name} v${l.parent_version}`, `/ui/models/${encodeURIComponent(name)}`), from ?? self);
+    if (!l.job_id && source.type && source.type !== "path") {
+      const origin = graph.node(`source:${name}:${v.version}`, "source", String(source.type), null, source.package ?? "");
+      graph.edge(origin, self);
+    }
+  }
+  // Versions of other models made from this one's, by optimization jobs: the version of
+  // `model_name` whose lineage names the job.
+  const children = optimizations.filter((job) => parseRef(job.parent_version).model === name && parseRef(job.parent_version).version);
+  const registered = new Map();
+  await Promise.all([...new Set(children.filter((job) => job.optimized_model && job.model_name !== name).map((job) => job.model_name))].map(async (model) => {
+    const found = await listed(`/v1/registry/models/${encodeURIComponent(model)}/versions`);
+    for (const v of found) if (v.lineage.job_id) registered.set(v.lineage.job_id, `${model}:${v.version}`);
+  }));
+  for (const job of children) {
+    const jobId = jobNode(job.id, "optimization", `${job.method} · ${job.status}`);
+    graph.edge(refNode(graph, job.parent_version), jobId);
+    const made = registered.get(job.id) ?? job.optimized_model;
+    if (made) graph.edge(jobId, refNode(graph, made));
+  }
+  // Evaluations of this model's versions, and the files they scored on.
+  for (const evaluation of evaluations) {
+    if (parseRef(evaluation.model_version).model !== name) continue;
+    const id = graph.node(`job:${evaluation.id}`, "evaluation", evaluation.id, `/ui/evaluations?id=${encodeURIComponent(evaluation.id)}`, evaluation.status);
+    graph.edge(refNode(graph, evaluation.model_version), id);
+    if (evaluation.compare_to_version) graph.edge(refNode(graph, evaluation.compare_to_version), id);
+    graph.edge(datasetNode(graph, evaluation.file), id);
+  }
+  if (graph.nodes.size === 0) return h("p", { class: "empty" }, "No lineage recorded.");
+  return h("div", { class: "graph" }, drawGraph(graph, `Lineage of ${name}`));
 }
 
 function row(label, a, b) {
@@ -108,8 +182,7 @@ async function compare(a, b) {
   ];
 }
 
-async function aliases() {
-  const model = await api(base);
+function aliases(model) {
   const writable = hasScope("models:write");
   const entries = Object.entries(model.aliases);
   return table(
@@ -137,7 +210,21 @@ async function history() {
 }
 
 async function refreshAliases() {
-  await Promise.all([section("aliases", aliases), section("history", history), section("versions", listVersions)]);
+  let model;
+  try {
+    model = await api(base);
+  } catch (error) {
+    // Every part says why it is empty (a model the key cannot see, say).
+    for (const id of ["aliases", "history", "versions", "lineage", "traffic", "gates"]) fill(id, failure(error));
+    return;
+  }
+  currentAliases = model.aliases;
+  await Promise.all([
+    section("aliases", () => aliases(model)),
+    section("history", history),
+    section("versions", listVersions),
+    refreshRollout(base, currentAliases, { base, refresh: refreshAliases }),
+  ]);
 }
 
 async function rollback(alias) {
@@ -161,18 +248,10 @@ aliasForm.hidden = !hasScope("models:write");
 aliasForm.addEventListener("submit", async (event) => {
   event.preventDefault();
   const form = new FormData(event.target);
-  const alias = form.get("alias");
-  try {
-    await api(`${base}/aliases/${encodeURIComponent(alias)}`, {
-      method: "PUT",
-      body: { version: Number(form.get("version")), reason: form.get("reason") },
-    });
-    say(`${alias} now points at v${form.get("version")}.`, "ok");
-  } catch (error) {
-    say(error.message, "error");
-  }
+  await moveAlias(base, form.get("alias"), Number(form.get("version")), form.get("reason"));
   await refreshAliases();
 });
 
+splitForm(base, { refresh: refreshAliases });
 section("summary", summary);
 refreshAliases();
