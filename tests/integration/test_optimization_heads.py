@@ -188,7 +188,7 @@ def test_heads_pruned_and_distilled_from_the_cli_serve_with_smaller_tensors(
     assert set(infer_labels(server, version.model)) <= {"negative", "positive"}
 
 
-def test_heads_pruned_without_a_file_use_the_weight_proxy_and_export_to_onnx(
+def test_heads_pruned_without_a_file_use_the_weight_proxy_and_export_to_onnx_and_int8(
     server: RunningServer, sdk: Client, classifier: str
 ) -> None:
     job = finished(
@@ -215,6 +215,13 @@ def test_heads_pruned_without_a_file_use_the_weight_proxy_and_export_to_onnx(
     theirs = classify(server, "deep-classifier-one-head")
     for row, expected in zip(ours, theirs, strict=True):
         assert row == pytest.approx(expected, abs=1e-4)
+    # And that graph quantized to int8 in turn.
+    quantized = finished(sdk, sdk.create_optimization_job(onnx.model, "quantize").id)
+    assert quantized.status == "succeeded", quantized.error
+    assert 0 <= quantized.metrics["builtin_agreement_with_parent"] <= 1
+    assert [set(row) for row in classify(server, "deep-classifier-one-head-onnx-int8")] == [
+        {"negative", "positive"}
+    ] * len(TEXTS)
 
 
 def test_minilm_heads_pruned_on_an_eval_files_texts_stays_close_to_its_parent(

@@ -141,7 +141,9 @@ def from_pretrained(auto_class: Any, directory: Path | str, **kwargs: Any) -> An
     the checkpoint's config records kept heads."""
     if kept_heads_of(Path(directory)) is None:
         return auto_class.from_pretrained(directory, **kwargs)
-    config = AutoConfig.from_pretrained(directory, local_files_only=True)
+    config = kwargs.pop("config", None) or AutoConfig.from_pretrained(
+        directory, local_files_only=True
+    )
     return model_class(auto_class, config).from_pretrained(directory, config=config, **kwargs)
 
 
