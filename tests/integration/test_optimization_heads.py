@@ -161,6 +161,9 @@ def test_heads_pruned_and_distilled_from_the_cli_serve_with_smaller_tensors(
     assert metrics["head_importance_from_gradients"] == 1
     assert (metrics["distillation_temperature"], metrics["distillation_alpha"]) == (2, 0.5)
     assert metrics["parameter_ratio"] < 1
+    # Per head gone: its query, key and value rows (weights and biases) and output columns.
+    per_head = 3 * (HEAD_WIDTH * 32 + HEAD_WIDTH) + 32 * HEAD_WIDTH
+    assert metrics["parameters_removed"] == 8 * per_head
     assert metrics["size_ratio"] < 1
     assert metrics["latency_speedup_batch1"] > 0
     assert metrics["throughput_speedup_batch32"] > 0

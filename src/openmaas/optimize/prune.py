@@ -119,6 +119,7 @@ def build_pruned(context: BuildContext) -> Built:
     if pruned:
         metrics["achieved_sparsity"] = make_permanent(pruned)
     metrics["parameter_ratio"] = parameter_count(network) / max(parent_parameters, 1)
+    metrics["parameters_removed"] = float(parent_parameters - parameter_count(network))
     context.message(f"Achieved sparsity {metrics['achieved_sparsity']:.3f}")
     return Built("transformers", write_network(context, network), metrics)
 
