@@ -17,7 +17,10 @@ side by side:
   `fp32_graph` and `finish_graph`) and loaded as the job registers them (ONNX runtime, the
   parent's tokenizer, pooling and normalization);
 - **catalog int8**: the catalog's `all-minilm-l6-v2-int8` (weight-only int8: int8 weights
-  cast back to float, computed in fp32), for comparison.
+  cast back to float, computed in fp32), for comparison;
+- **prune heads**: the parent with half its attention heads removed by the `prune` method's
+  own `build` (`structure: "heads"`, gradient importance on generated sentences that are
+  none of the measured ones), served by the transformers runtime as its job registers it.
 
 The models are registered from the catalog into a throwaway registry, so the parent is
 exactly what the platform serves. Every engine runs on the same number of threads
@@ -53,6 +56,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import TYPE_CHECKING, cast
 
 from openmaas.auth.entities import SYSTEM
 from openmaas.catalog.service import CatalogService
@@ -76,6 +80,10 @@ from openmaas.settings import Settings
 from openmaas.tasks.embedding import Embedder
 from openmaas.wiring import build_registry
 
+if TYPE_CHECKING:
+    from openmaas.jobs.context import JobContext
+    from openmaas.registry.files import OpenedVersion
+
 try:  # imported as `benchmarks.optimization`
     from benchmarks import optimization_classifier as classifier
     from benchmarks.embeddings_serving import QuietGate, make_sentences, percentile
@@ -98,6 +106,10 @@ CATALOG_INT8 = "all-minilm-l6-v2-int8"
 THREADS = 2
 SECTION_HEADING = "## Optimization: all-MiniLM-L6-v2"
 QUALITY_SENTENCES = 256  # BUILTIN_TEXTS and generated everyday sentences
+# The heads prune's settings, and the sentences its importance is measured on: generated
+# ones far past those the run measures with.
+HEADS_SETTINGS = {"kind": "structured", "structure": "heads", "sparsity": 0.5}
+HEADS_IMPORTANCE_SENTENCES, HEADS_IMPORTANCE_START = 256, 50_000
 LATENCY_CALLS = 100  # one sentence per call, per engine and round
 THROUGHPUT_BATCH = 32
 THROUGHPUT_SENTENCES = 512  # per engine and round, in batches of 32
@@ -174,6 +186,11 @@ def engines(workdir: Path, threads: int) -> Iterator[list[Engine]]:
             finish_graph(QUANTIZE, fp32, quantized_dir, {})
             print(f"graphs built in {time.perf_counter() - started:.0f} s", flush=True)
 
+            def keep(model: LoadedModel) -> Embedder:
+                loaded.append(model)
+                assert isinstance(model, Embedder)
+                return model
+
             def load(source: ModelSource | Path) -> Embedder:
                 if isinstance(source, Path):
                     model = load_onnx(source, version, params, options)
@@ -212,6 +229,17 @@ def engines(workdir: Path, threads: int) -> Iterator[list[Engine]]:
                     quantized_dir / GRAPH,
                 ),
                 Engine(
+                    "prune-heads",
+                    "`prune` heads 50%",
+                    'the `prune` method\'s build with `structure: "heads"`, `sparsity` 0.5 '
+                    '(`scope: "global"`), head importance by gradients (Michel et al., 2019) '
+                    f"over {HEADS_IMPORTANCE_SENTENCES} generated sentences given as the job's "
+                    "eval file, no fine-tune; on the transformers runtime",
+                    keep(heads_pruned(parent, workdir, options)),
+                    workdir / "prune-heads",
+                    _weights(workdir / "prune-heads", "*.safetensors"),
+                ),
+                Engine(
                     "catalog-int8",
                     f"catalog `{CATALOG_INT8}`",
                     "the catalog's weight-only int8 ONNX (int8 weights cast back to float, "
@@ -225,6 +253,36 @@ def engines(workdir: Path, threads: int) -> Iterator[list[Engine]]:
         for model in loaded:
             model.unload()
         registry.db.close()
+
+
+def heads_pruned(parent: OpenedVersion, workdir: Path, options: LoadOptions) -> LoadedModel:
+    """The parent pruned by the `prune` method's own build (`HEADS_SETTINGS`), loaded as its
+    job loads it; the output in `workdir / "prune-heads"`."""
+    from openmaas.optimize.methods import BuildContext
+    from openmaas.optimize.registry import get_method
+    from openmaas.optimize.runner import load_built
+
+    method = get_method("prune")
+    settings = method.check(HEADS_SETTINGS)
+    assert method.check_parent is not None
+    method.check_parent(settings, parent)
+    output_dir, work_dir = workdir / "prune-heads", workdir / "prune-heads-work"
+    for directory in (output_dir, work_dir):
+        directory.mkdir()
+    texts = make_sentences(HEADS_IMPORTANCE_SENTENCES, HEADS_IMPORTANCE_START)
+    examples = [{"text": text} for text in texts]
+    context = BuildContext(
+        job=cast("JobContext", classifier.BenchJob("prune-heads", options.threads or 1)),
+        parent=parent,
+        settings=settings,
+        work_dir=work_dir,
+        output_dir=output_dir,
+        options=options,
+        read_examples=lambda which: examples if which == "eval" else (),
+    )
+    built = method.build(context)
+    shutil.rmtree(work_dir, ignore_errors=True)
+    return load_built(context, built)
 
 
 def _weights(directory: Path, pattern: str) -> Path:
@@ -396,8 +454,9 @@ def render_section(results: Results) -> str:
         "- The parent and the catalog int8 are registered from the catalog into a throwaway "
         "registry and loaded by their serving runtimes; `onnx` and `quantize` are built from "
         "that registered parent by the optimization job's own functions "
-        "(`openmaas.optimize.runner.fp32_graph`, `finish_graph`) and loaded as the job "
-        f"registers them. All on CPU with {results.threads} threads each.",
+        "(`openmaas.optimize.runner.fp32_graph`, `finish_graph`), the heads prune by the "
+        "`prune` method's `build`, each loaded as the job "
+        f"registers it. All on CPU with {results.threads} threads each.",
         f"- Speed, in {rounds} round{'s' if rounds > 1 else ''}: each round times every "
         f"engine once, one engine at a time: a {PAUSE_S:g} s pause and {WARMUP_CALLS} "
         f"single-sentence calls and one batch of {THROUGHPUT_BATCH} as warm-up, then "

@@ -252,7 +252,7 @@ def variants(plan: ClassifierPlan) -> list[Variant]:
         ),
         Variant(
             "prune-structured",
-            f"`prune` structured 50%, {plan.prune_fine_tune_epochs}-epoch fine-tune",
+            f"`prune` structured 50%, {plan.prune_fine_tune_epochs}-epoch distilled fine-tune",
             "prune",
             {
                 "kind": "structured",
@@ -261,6 +261,19 @@ def variants(plan: ClassifierPlan) -> list[Variant]:
                 "learning_rate": 3e-5,
             },
             training="short",
+        ),
+        Variant(
+            "prune-heads",
+            f"`prune` heads 50%, {plan.prune_fine_tune_epochs}-epoch distilled fine-tune",
+            "prune",
+            {
+                "kind": "structured",
+                "structure": "heads",
+                "sparsity": 0.5,
+                "fine_tune_epochs": plan.prune_fine_tune_epochs,
+                "learning_rate": 3e-5,
+            },
+            training="short",  # head importance (Michel et al.) and the fine-tune
         ),
         Variant(
             "truncate",
@@ -758,9 +771,12 @@ def render_section(results: ClassifierResults, environment: str, command: str) -
         "generator seeded before each, and "
         "loaded by its serving runtime as the job loads it (`optimize.runner.load_built`): "
         f"static int8 calibrated on the first 512 of a {plan.prune_fine_tune_examples:,}-phrase "
-        f"training file; the structured prune fine-tuned {plan.prune_fine_tune_epochs} "
-        f"epoch on those {plan.prune_fine_tune_examples:,} phrases (the method's AdamW at "
-        f"3e-5); `truncate_layers` keeps {plan.truncate_to} of 6 layers with no training; "
+        "training file; the structured prunes (feed-forward channels, attention heads) "
+        f"fine-tuned {plan.prune_fine_tune_epochs} epoch on those "
+        f"{plan.prune_fine_tune_examples:,} phrases (the method's AdamW at 3e-5, distilling "
+        "from the parent at its default temperature 2 and alpha 0.5), the heads chosen by "
+        "gradient importance (Michel et al., 2019) on the same phrases; `truncate_layers` "
+        f"keeps {plan.truncate_to} of 6 layers with no training; "
         f"the TextCNN student learns the teacher's soft labels on {plan.distill_examples:,} "
         "training phrases. Build times (s): "
         + ", ".join(f"{k} {v:.0f}" for k, v in results.build_seconds.items())

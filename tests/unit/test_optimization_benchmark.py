@@ -211,6 +211,7 @@ def test_targets_are_judged_on_the_median_ratio_and_accuracy_points(tmp_path: Pa
                 "int8-dynamic": pair(4, 250),
                 "int8-static": pair(5, 190),
                 "prune-structured": pair(7, 150),
+                "prune-heads": pair(9, 110),
                 "truncate": pair(5, 200),
             },
             {
@@ -218,6 +219,7 @@ def test_targets_are_judged_on_the_median_ratio_and_accuracy_points(tmp_path: Pa
                 "int8-dynamic": pair(4, 210),
                 "int8-static": pair(5, 230),
                 "prune-structured": pair(7, 130),
+                "prune-heads": pair(9, 115),
                 "truncate": pair(5, 200),
             },
             {
@@ -225,6 +227,7 @@ def test_targets_are_judged_on_the_median_ratio_and_accuracy_points(tmp_path: Pa
                 "int8-dynamic": pair(3, 90),
                 "int8-static": pair(5, 170),
                 "prune-structured": pair(7, 135),
+                "prune-heads": pair(9, 120),
                 "truncate": pair(5, 200),
             },
         ],
@@ -234,6 +237,7 @@ def test_targets_are_judged_on_the_median_ratio_and_accuracy_points(tmp_path: Pa
             "int8-dynamic": quality(0.895, 0.89),
             "int8-static": quality(0.87, 0.87),
             "prune-structured": quality(0.89, 0.89),
+            "prune-heads": quality(0.885, 0.88),
             "truncate": quality(0.80, 0.79),
         },
         sizes={
@@ -242,6 +246,7 @@ def test_targets_are_judged_on_the_median_ratio_and_accuracy_points(tmp_path: Pa
             "int8-dynamic": 30_000_000,
             "int8-static": 30_000_000,
             "prune-structured": 70_000_000,
+            "prune-heads": 84_000_000,
             "truncate": 60_000_000,
         },
         build_seconds={"onnx": 10.0},
@@ -264,6 +269,9 @@ def test_targets_are_judged_on_the_median_ratio_and_accuracy_points(tmp_path: Pa
     )
     assert "not measured" in classifier.verdict(results, targets["distill"], "distill-textcnn")
     table = classifier.render_table(results)
+    assert (
+        "| `prune` heads 50%, 1-epoch distilled fine-tune | 84.0 | 9.00 | 1.11x faster |" in table
+    )
     assert "| PyTorch fp32 (parent) | 90.0 | 10.00 |  | 100 |  | 0.9000 |  | 0.9000 |  |" in table
     assert (
         "| `truncate_layers` to 3 | 60.0 | 5.00 | 2.00x faster | 200 | 2.00x | 0.8000 | -10.0 |"

@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 
 from openmaas.errors import OptimizationFailed
 from openmaas.runtimes.base import ModelSource
+from openmaas.runtimes.kept_heads import KEPT_HEADS
 
 if TYPE_CHECKING:
     import torch
@@ -60,9 +61,11 @@ def open_network(context: BuildContext) -> PreTrainedModel:
     import torch
     from transformers import AutoModel, AutoModelForSequenceClassification
 
+    from openmaas.runtimes.transformers_heads import from_pretrained
+
     auto = AutoModel if context.version.task == "embedding" else AutoModelForSequenceClassification
-    network: PreTrainedModel = auto.from_pretrained(
-        checkpoint_directory(context.parent), local_files_only=True, dtype=torch.float32
+    network: PreTrainedModel = from_pretrained(
+        auto, checkpoint_directory(context.parent), local_files_only=True, dtype=torch.float32
     )
     module: torch.nn.Module = network  # through nn.Module: transformers overrides it untyped
     module.eval()
@@ -112,6 +115,9 @@ def keep_first_layers(network: PreTrainedModel, count: int) -> None:
     layer_types = getattr(config, "layer_types", None)
     if isinstance(layer_types, list):
         config.layer_types = layer_types[:count]
+    kept_heads = getattr(config, KEPT_HEADS, None)  # a head-pruned network's, per layer
+    if isinstance(kept_heads, list):
+        setattr(config, KEPT_HEADS, kept_heads[:count])
 
 
 def write_network(context: BuildContext, network: PreTrainedModel) -> dict[str, Any]:

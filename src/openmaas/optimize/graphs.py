@@ -74,8 +74,10 @@ def export_transformer(checkpoint: Path, task: str, target: Path) -> None:
         "token-classification": AutoModelForTokenClassification,  # logits per token
     }
     loader = loaders[task]
+    from openmaas.runtimes.transformers_heads import from_pretrained
+
     try:
-        network = loader.from_pretrained(str(checkpoint), attn_implementation="eager").eval()
+        network = from_pretrained(loader, checkpoint, attn_implementation="eager").eval()
         tokenizer = AutoTokenizer.from_pretrained(str(checkpoint))
     except (OSError, ValueError) as exc:
         raise OptimizationFailed(f"cannot load the parent's checkpoint: {exc}") from exc

@@ -15,10 +15,13 @@ magnitude, optionally followed by a short fine-tune of a classifier on the job's
   whose weights matter least: the product of the two L2 norms), and writes the smaller
   `intermediate_size` into the config, so the checkpoint loads with plain `from_pretrained`.
   The feed-forward block holds two thirds of a BERT layer's weights, so removing half its
-  channels removes a third of the layer's work. Attention heads stay: transformers 5 no
-  longer prunes heads (`prune_heads`, `config.pruned_heads`), and a BERT head's width is
-  hidden_size / num_attention_heads, so a checkpoint with fewer heads of the same width does
-  not load.
+  channels removes a third of the layer's work.
+- `kind: "structured"` with `structure: "heads"` removes attention heads of BERT-family
+  encoders instead, chosen by importance (`prune_heads.py`); the checkpoint records the kept
+  heads, and the transformers runtime loads it through its own attention module
+  (`runtimes.transformers_heads`).
+- The fine-tune distils from the parent by default (`distillation`, `temperature`, `alpha`;
+  `fine_tune.py`).
 
 Example::
 
@@ -44,7 +47,15 @@ from openmaas.optimize.checkpoints import (
     parameter_count,
     write_network,
 )
-from openmaas.optimize.methods import BuildContext, Built, Method, choice, integer, number
+from openmaas.optimize.methods import (
+    BuildContext,
+    Built,
+    Method,
+    boolean,
+    choice,
+    integer,
+    number,
+)
 
 if TYPE_CHECKING:
     import torch
@@ -56,8 +67,11 @@ if TYPE_CHECKING:
 
 PRUNE = "prune"
 KINDS = ("unstructured", "structured")
+STRUCTURES = ("ffn", "heads")  # what structured pruning removes: feed-forward channels, heads
 SCOPES = ("global", "layer")
 MAX_FINE_TUNE_EPOCHS = 20
+MAX_HEADS = 1024  # heads_per_layer's static bound; the parent's head count is the real one
+MAX_TEMPERATURE = 20.0  # the distillation's softening; 1-4 is the usual range
 # The feed-forward block of a BERT-style layer: up projection, down projection, the config's
 # width of the block.
 FFN_UP, FFN_DOWN, FFN_WIDTH = "intermediate.dense", "output.dense", "intermediate_size"
@@ -76,25 +90,36 @@ def build_pruned(context: BuildContext) -> Built:
     sparsity = float(settings["sparsity"])
     metrics: dict[str, float] = {}
     pruned: Pruned = []
+    epochs = int(settings["fine_tune_epochs"])
+    tokenizer_dir = checkpoint_directory(context.parent)
+    teacher = None
+    if epochs > 0 and settings["distillation"]:  # the parent's outputs, before it changes
+        from openmaas.optimize.fine_tune import Distillation, parent_logits
+
+        logits = parent_logits(context, network, tokenizer_dir)
+        teacher = Distillation(logits, float(settings["temperature"]), float(settings["alpha"]))
     if settings["kind"] == "unstructured":
         context.message(f"Zeroing {sparsity:.0%} of the encoder's Linear weights by magnitude")
         pruned = prune_unstructured(network, sparsity, str(settings["scope"]))
+    elif settings["structure"] == "heads":
+        from openmaas.optimize.prune_heads import prune_attention_heads
+
+        metrics.update(prune_attention_heads(context, network))
     else:
         width, kept = prune_ffn_channels(network, sparsity)
         context.message(f"Kept {kept} of {width} feed-forward channels in every layer")
         metrics["ffn_channels_kept"] = float(kept)
         metrics["achieved_sparsity"] = 1 - kept / width
     context.check_stop("after pruning")
-    epochs = int(settings["fine_tune_epochs"])
     if epochs > 0:
         from openmaas.optimize.fine_tune import FineTune, fine_tune_classifier
 
         plan = FineTune(epochs, float(settings["learning_rate"]))
-        tokenizer_dir = checkpoint_directory(context.parent)
-        metrics.update(fine_tune_classifier(context, network, tokenizer_dir, plan))
+        metrics.update(fine_tune_classifier(context, network, tokenizer_dir, plan, teacher))
     if pruned:
         metrics["achieved_sparsity"] = make_permanent(pruned)
     metrics["parameter_ratio"] = parameter_count(network) / max(parent_parameters, 1)
+    metrics["parameters_removed"] = float(parent_parameters - parameter_count(network))
     context.message(f"Achieved sparsity {metrics['achieved_sparsity']:.3f}")
     return Built("transformers", write_network(context, network), metrics)
 
@@ -217,6 +242,12 @@ def check_against_parent(settings: dict[str, Any], parent: OpenedVersion) -> Non
                 "'structured'); zeroing weights in place buys nothing on its dense kernels",
                 param="settings.kind",
             )
+        if settings["structure"] != "ffn" or settings["heads_per_layer"] is not None:
+            raise InvalidRequest(
+                f"settings.structure: {reference} is a TextCNN, which has no attention heads; "
+                "structured pruning removes its convolution filters (leave structure out)",
+                param="settings.structure",
+            )
         if settings["fine_tune_epochs"] > 0:
             raise InvalidRequest(
                 f"settings.fine_tune_epochs: the fine-tune after pruning trains transformers "
@@ -230,7 +261,23 @@ def check_against_parent(settings: dict[str, Any], parent: OpenedVersion) -> Non
             f"{reference} is a {version.task} model (set it to 0)",
             param="settings.fine_tune_epochs",
         )
-    if settings["kind"] == "structured":
+    if settings["structure"] != "ffn" and settings["kind"] != "structured":
+        raise InvalidRequest(
+            f"settings.structure {settings['structure']!r} is structured pruning: set kind "
+            "to 'structured' as well",
+            param="settings.structure",
+        )
+    if settings["heads_per_layer"] is not None and settings["structure"] != "heads":
+        raise InvalidRequest(
+            "settings.heads_per_layer applies to structured pruning of attention heads: set "
+            "structure to 'heads' (or leave heads_per_layer out)",
+            param="settings.heads_per_layer",
+        )
+    if settings["structure"] == "heads":
+        from openmaas.optimize.prune_heads import check_heads_settings
+
+        check_heads_settings(settings, checkpoint_directory(parent) / "config.json", reference)
+    elif settings["kind"] == "structured":
         config = checkpoint_directory(parent) / "config.json"
         try:
             width = json.loads(config.read_text(encoding="utf-8")).get(FFN_WIDTH)
@@ -262,14 +309,20 @@ METHODS = (
         name=PRUNE,
         summary=(
             "magnitude pruning: zero weights (unstructured: no speed-up on dense kernels) or "
-            "remove feed-forward channels (structured: smaller, faster), optional fine-tune"
+            "remove feed-forward channels or attention heads (structured: smaller, faster), "
+            "optional fine-tune distilled from the parent"
         ),
         defaults={
             "kind": "unstructured",
             "sparsity": 0.5,
             "scope": "global",
+            "structure": "ffn",
+            "heads_per_layer": None,
             "fine_tune_epochs": 0,
             "learning_rate": 3e-5,
+            "distillation": True,
+            "temperature": 2.0,
+            "alpha": 0.5,
         },
         runtimes=frozenset({"transformers", "openmaas-nn"}),
         tasks=TASKS,
@@ -284,8 +337,13 @@ METHODS = (
             choice("kind", KINDS),
             number("sparsity", 0, 0.99, low_open=True),
             choice("scope", SCOPES),
+            choice("structure", STRUCTURES),
+            integer("heads_per_layer", 1, MAX_HEADS, optional=True),
             integer("fine_tune_epochs", 0, MAX_FINE_TUNE_EPOCHS),
             number("learning_rate", 0, 0.01, low_open=True),
+            boolean("distillation"),
+            number("temperature", 0, MAX_TEMPERATURE, low_open=True),
+            number("alpha", 0, 1),
         ),
         needs_training_file=_needs_training_file,
         check_parent=check_against_parent,

@@ -31,6 +31,7 @@ from transformers import AutoTokenizer, BatchEncoding, PreTrainedModel, PreTrain
 from transformers.utils import logging as transformers_logging
 
 from openmaas.errors import InvalidRequest, WrongTask
+from openmaas.runtimes import transformers_heads
 from openmaas.runtimes.base import LoadedModel, LoadOptions, ModelSource, Runtime
 from openmaas.runtimes.transformers_memory import declared_bytes
 from openmaas.tasks.names import Task
@@ -96,8 +97,9 @@ def load_checkpoint(
         torch.set_num_threads(options.threads)
     # float32 on CPU: half-precision checkpoints are slow there and drift from reference outputs.
     dtype: torch.dtype | str = torch.float32 if device.type == "cpu" else "auto"
-    network: PreTrainedModel = auto_class.from_pretrained(
-        directory, local_files_only=True, dtype=dtype
+    # Through `transformers_heads`: a head-pruned checkpoint loads into its own attention.
+    network: PreTrainedModel = transformers_heads.from_pretrained(
+        auto_class, directory, local_files_only=True, dtype=dtype
     )
     # Through nn.Module: transformers overrides both without annotations.
     module: torch.nn.Module = network

@@ -27,6 +27,7 @@ import torch
 from transformers import AutoConfig
 
 from openmaas.errors import ModelTooLarge
+from openmaas.runtimes.transformers_heads import from_config
 
 log = logging.getLogger(__name__)
 
@@ -74,7 +75,7 @@ def declared_bytes(directory: Path, auto_class: Any) -> int | None:
     try:
         config = AutoConfig.from_pretrained(directory, local_files_only=True)
         with torch.device("meta"):
-            network = auto_class.from_config(config)
+            network = from_config(auto_class, config)
     # Any failure here is the load's to report (an unknown model type, custom code, a
     # malformed field): the estimate falls back to the weight files.
     except Exception as exc:
