@@ -181,3 +181,29 @@ def test_the_weight_proxy_ranks_a_silenced_head_last(classifier_dir: Path) -> No
     assert [len(row) for row in importance] == [4, 4, 4]
     assert int(importance[1].argmin()) == 2
     assert json.dumps(choose_heads(importance, 0.25, "layer", None)[1]) == "[0, 1, 3]"
+
+
+def test_a_head_pruned_version_is_a_base_the_fine_tuning_recipes_load(
+    classifier_dir: Path, tmp_path: Path
+) -> None:
+    """Training on top of a pruned version: the recipes' loaders take its layout and keep
+    its heads (the new head and labels are the recipe's)."""
+    from openmaas.training.recipes.sequence_classification import load_sequence_classifier
+    from openmaas.training.recipes.token_classification import load_token_classifier
+
+    encoder = AutoModel.from_pretrained(classifier_dir).eval()  # its encoder, without a head
+    prune_heads(encoder, KEEP)
+    encoder.save_pretrained(tmp_path / "pruned")
+    AutoTokenizer.from_pretrained(classifier_dir).save_pretrained(tmp_path / "pruned")
+
+    classifier, _ = load_sequence_classifier(tmp_path / "pruned", ("x", "y", "z"), dropout=0.1)
+    tagger, _ = load_token_classifier(tmp_path / "pruned", ("O", "B-PER", "I-PER"), dropout=0.1)
+    for trained in (classifier, tagger):
+        assert trained.config.to_dict()[KEPT_HEADS] == KEEP
+        widths = [
+            block.get_submodule("self").query.out_features
+            for block in transformers_heads.attention_blocks(trained)
+        ]
+        assert widths == [len(heads) * HEAD_WIDTH for heads in KEEP]
+    with torch.no_grad():
+        assert classifier(**inputs(tmp_path / "pruned")).logits.shape == (len(TEXTS), 3)

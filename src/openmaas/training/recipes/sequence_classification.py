@@ -28,6 +28,7 @@ from transformers import (
 )
 from transformers.utils import logging as transformers_logging
 
+from openmaas.runtimes.transformers_heads import from_pretrained as heads_from_pretrained
 from openmaas.training.recipe import TrainingContext
 
 # A job's event log is no place for per-file progress bars.
@@ -94,8 +95,13 @@ def load_sequence_classifier(
     for name in CLASSIFIER_DROPOUT_FIELDS:
         if hasattr(config, name):
             setattr(config, name, dropout)
-    network: PreTrainedModel = AutoModelForSequenceClassification.from_pretrained(
-        base, config=config, local_files_only=True, dtype=torch.float32
+    # A head-pruned base (the prune method's `structure: heads`) loads through its own layout.
+    network: PreTrainedModel = heads_from_pretrained(
+        AutoModelForSequenceClassification,
+        base,
+        config=config,
+        local_files_only=True,
+        dtype=torch.float32,
     )
     tokenizer: PreTrainedTokenizerBase = AutoTokenizer.from_pretrained(base, local_files_only=True)
     return network, tokenizer
@@ -134,8 +140,8 @@ def load_pooled_classifier(
 ) -> tuple[PooledClassifier, PreTrainedTokenizerBase]:
     """The base encoder (without any head it had) under a new linear layer for `labels`
     (initialized from the torch RNG: seed first)."""
-    encoder: PreTrainedModel = AutoModel.from_pretrained(
-        base, local_files_only=True, dtype=torch.float32
+    encoder: PreTrainedModel = heads_from_pretrained(
+        AutoModel, base, local_files_only=True, dtype=torch.float32
     )
     tokenizer: PreTrainedTokenizerBase = AutoTokenizer.from_pretrained(base, local_files_only=True)
     return PooledClassifier(encoder, len(labels), dropout), tokenizer

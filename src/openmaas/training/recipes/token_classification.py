@@ -27,6 +27,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from openmaas.runtimes.transformers_heads import from_pretrained as heads_from_pretrained
 from openmaas.training.hyperparameters import boolean
 from openmaas.training.recipe import TrainingContext, TrainingResult
 from openmaas.training.recipes.tagging import TAGGING_DEFAULTS, TaggedSentences, TaggingRecipe
@@ -164,8 +165,13 @@ def load_token_classifier(
     for name in CLASSIFIER_DROPOUT_FIELDS:
         if hasattr(config, name):
             setattr(config, name, dropout)
-    network: PreTrainedModel = AutoModelForTokenClassification.from_pretrained(
-        base, config=config, local_files_only=True, dtype=torch.float32
+    # A head-pruned base (the prune method's `structure: heads`) loads through its own layout.
+    network: PreTrainedModel = heads_from_pretrained(
+        AutoModelForTokenClassification,
+        base,
+        config=config,
+        local_files_only=True,
+        dtype=torch.float32,
     )
     return network, tokenizer
 
