@@ -44,6 +44,12 @@ class Settings(BaseSettings):
         description="Local cache of the object store's files (with OPENMAAS_ARTIFACTS_URL); "
         "default $OPENMAAS_HOME/artifact-cache.",
     )
+    ray_address: str | None = Field(
+        default=None,
+        description="A Ray cluster to scale out on (host:port, ray://host:port or auto): "
+        "training jobs that ask for `resources` run on Ray Train, search trials on Ray Tune "
+        "(docs/scaling-training.md). Unset: everything runs on this machine.",
+    )
     host: str = "127.0.0.1"
     port: int = 8000
 
