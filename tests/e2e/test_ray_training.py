@@ -17,6 +17,7 @@ from typing import Any
 import httpx
 import pytest
 
+import tests.integration.conftest as server_module
 import tests.ray_cluster as ray_cluster_module
 from openmaas import Client
 from openmaas.protocol.training import TrainingJobOut
@@ -65,14 +66,19 @@ def cluster() -> Iterator[RayCluster]:
 def server(
     tmp_path_factory: pytest.TempPathFactory, cluster: RayCluster
 ) -> Iterator[RunningServer]:
-    running = start_job_server(
-        tmp_path_factory,
-        "ray",
-        {
-            "OPENMAAS_RAY_ADDRESS": cluster.address,
-            "OPENMAAS_EXTRA_RECIPES": f"{__name__}:SerialTextCNN",
-        },
-    )
+    timeout_s = server_module.STARTUP_TIMEOUT_S
+    server_module.STARTUP_TIMEOUT_S = max(timeout_s, 180.0)  # beside a busy Ray cluster
+    try:
+        running = start_job_server(
+            tmp_path_factory,
+            "ray",
+            {
+                "OPENMAAS_RAY_ADDRESS": cluster.address,
+                "OPENMAAS_EXTRA_RECIPES": f"{__name__}:SerialTextCNN",
+            },
+        )
+    finally:
+        server_module.STARTUP_TIMEOUT_S = timeout_s
     yield running
     stop_server(running)
 
@@ -107,10 +113,11 @@ def post_job(server: RunningServer, body: dict[str, Any]) -> httpx.Response:
 def test_two_ray_train_workers_train_as_well_as_one_and_the_model_serves(
     server: RunningServer, sdk: Client, file_id: str
 ) -> None:
-    one = sdk.create_training_job("textcnn", file_id, hyperparameters=TINY, seed=SEED)
-    two = sdk.create_training_job(
-        "textcnn", file_id, hyperparameters=TINY, seed=SEED, resources={"num_workers": 2}
-    )
+    # Without dropout the two runs differ only in the order of floating-point sums: the
+    # same initial weights, batches, augmentation and (averaged) gradients.
+    same = {"hyperparameters": {**TINY, "dropout": 0.0}, "seed": SEED, "test_split": 0.2}
+    one = sdk.create_training_job("textcnn", file_id, **same)
+    two = sdk.create_training_job("textcnn", file_id, resources={"num_workers": 2}, **same)
     assert two.resources == {"num_workers": 2, "cpus_per_worker": 1.0, "gpus_per_worker": 0.0}
     assert one.resources is None
     local, distributed = finished(sdk, one.id), finished(sdk, two.id)
@@ -124,16 +131,16 @@ def test_two_ray_train_workers_train_as_well_as_one_and_the_model_serves(
     assert abs(local.metrics["accuracy"] - distributed.metrics["accuracy"]) <= 0.01
     assert distributed.metrics["accuracy"] >= 0.8
 
-    events = sdk.training_job_events(distributed.id)
+    events = sdk.training_job_events(distributed.id, limit=1000).data
     messages = [event.message for event in events]
-    assert any(m.startswith("Training on Ray Train: 2 workers") for m in messages), messages
+    assert "Training on Ray Train: 2 workers x 1 CPU" in messages, messages
     epochs = {
         event.data["epoch"]
         for event in events
         if event.type == "metrics" and event.data and "val_accuracy" in event.data
     }
     assert epochs == set(range(1, TINY["n_epochs"] + 1))  # relayed from rank 0, per epoch
-    assert sdk.training_job_checkpoints(distributed.id), "no checkpoint in the artifact store"
+    assert sdk.training_job_checkpoints(distributed.id).data, "no checkpoint stored"
 
     assert distributed.fine_tuned_model is not None
     version = sdk.resolve(distributed.fine_tuned_model)
@@ -211,7 +218,7 @@ def test_a_search_runs_its_trials_on_ray_tune_workers(
     )
     done = finished(sdk, job.id)
     assert done.status == "succeeded", done.error
-    messages = [event.message for event in sdk.training_job_events(done.id)]
+    messages = [event.message for event in sdk.training_job_events(done.id, limit=1000).data]
     assert any(m.startswith("Running 4 trials on Ray Tune, 2 at a time") for m in messages)
 
     trials = sdk.training_job_trials(done.id)

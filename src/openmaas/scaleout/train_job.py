@@ -127,9 +127,8 @@ def run_on_ray_train(kind: TrainingJobKind, context: JobContext) -> JobOutput:
             failure_config=FailureConfig(max_failures=0),
         ),
     )
-    context.message(
-        f"Training on Ray Train: {workers} workers x {per_worker} (cluster {kind.ray_address})"
-    )
+    each = f"{float(resources['cpus_per_worker']):g} CPU" + (f", {gpus:g} GPU" if gpus else "")
+    context.message(f"Training on Ray Train: {workers} workers x {each}")
     outcome: dict[str, Any] = {}
 
     def fit() -> None:

@@ -21,6 +21,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import shutil
 import tempfile
 import time
 from collections.abc import Mapping, Sequence
@@ -181,6 +182,10 @@ class StudySearcher(OptunaSearch):
         self._completed_trials.add(trial_id)
         ot_trial = self._ot_trials[trial_id]
         last = result or {}
+        if self.search.context.should_stop() and not last.get(FINAL):
+            # Cut off by a cancel or a stopping worker: left running in the study, which
+            # fails it and queues its hyperparameters again when the job resumes.
+            return
         ot_trial.set_user_attr(
             "duration_s", round(time.monotonic() - self.started.get(trial_id, time.monotonic()), 3)
         )
@@ -325,6 +330,7 @@ def run_search_on_tune(kind: TrainingJobKind, context: JobContext) -> JobOutput:
             ).fit()
     finally:
         ray.kill(outputs)
+        shutil.rmtree(storage, ignore_errors=True)
     if context.should_stop():
         search.save_study()
         raise JobStopped("the search stopped")
