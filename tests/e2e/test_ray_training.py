@@ -11,6 +11,7 @@ Ray node and process it ran in (not the server's); bad resources are 400s naming
 from __future__ import annotations
 
 import os
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -21,6 +22,7 @@ import tests.integration.conftest as server_module
 import tests.ray_cluster as ray_cluster_module
 from openmaas import Client
 from openmaas.protocol.training import TrainingJobOut
+from openmaas.training.recipe import TrainingContext, TrainingResult
 from openmaas.training.recipes.textcnn import TextCNNRecipe
 from tests.integration.conftest import RunningServer, stop_server
 from tests.integration.job_servers import PYTHONPATH, start_job_server
@@ -34,6 +36,26 @@ class SerialTextCNN(TextCNNRecipe):
 
     name = "serial_textcnn"
     data_parallel = False
+
+
+class SlowRayTextCNN(TextCNNRecipe):
+    """textcnn with every step delayed by `step_delay_s`: time to cancel it midway."""
+
+    name = "slow_ray_textcnn"
+
+    def defaults(self) -> dict[str, Any]:
+        return {**super().defaults(), "step_delay_s": 0.0}
+
+    def train(self, ctx: TrainingContext) -> TrainingResult:
+        delay = float(ctx.hyperparameters.get("step_delay_s", 0.0))
+        should_stop = ctx.should_stop
+
+        def slowed() -> bool:  # the loop asks before every step
+            time.sleep(delay)
+            return should_stop()
+
+        ctx.should_stop = slowed
+        return super().train(ctx)
 
 
 # A small TextCNN that learns the reviews in a few epochs.
@@ -74,7 +96,7 @@ def server(
             "ray",
             {
                 "OPENMAAS_RAY_ADDRESS": cluster.address,
-                "OPENMAAS_EXTRA_RECIPES": f"{__name__}:SerialTextCNN",
+                "OPENMAAS_EXTRA_RECIPES": f"{__name__}:SerialTextCNN,{__name__}:SlowRayTextCNN",
             },
         )
     finally:
@@ -157,6 +179,30 @@ def test_two_ray_train_workers_train_as_well_as_one_and_the_model_serves(
         "positive",
         "negative",
     ]
+
+
+def test_a_cancel_reaches_the_ray_train_workers_and_keeps_their_checkpoint(
+    sdk: Client, file_id: str
+) -> None:
+    slow = {**TINY, "n_epochs": 40, "step_delay_s": 0.05, "checkpoint_every_steps": 10}
+    job = sdk.create_training_job(
+        "slow_ray_textcnn", file_id, hyperparameters=slow, resources={"num_workers": 2}
+    )
+    wait_for(
+        "a first checkpoint from rank 0",
+        lambda: sdk.training_job_checkpoints(job.id).data or None,
+        180,
+    )
+    asked_at = time.monotonic()
+    sdk.cancel_training_job(job.id)
+    done = finished(sdk, job.id, timeout_s=60)
+    stop_s = time.monotonic() - asked_at
+    print(f"cancel to cancelled on 2 Ray Train workers: {stop_s:.1f} s")
+    assert done.status == "cancelled"
+    assert stop_s < 30
+    checkpoints = sdk.training_job_checkpoints(job.id).data
+    assert checkpoints
+    assert checkpoints[0].step < 40 * 30  # stopped well before its last step
 
 
 @pytest.mark.parametrize(

@@ -135,7 +135,19 @@ def run_trial(config: dict[str, Any], payload: TrialPayload, outputs: Any) -> No
         report({FINAL: 1, "result": json.dumps(_result_dict(result)), payload.metric: best})
 
 
-class StudySearcher(OptunaSearch):
+class NotForTunerRestore:
+    """Tune pickles its configuration (searcher, scheduler, stopper) for `Tuner.restore`,
+    which a job never uses: it resumes from its own study journal. The live job objects
+    these hold (its database queue, its study's file lock) stay out of that pickle."""
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+
+
+class StudySearcher(NotForTunerRestore, OptunaSearch):
     """Tune's Optuna searcher over the job's study, telling it what a local search tells."""
 
     def __init__(self, search: Search, outputs: Any, **options: Any) -> None:
@@ -171,6 +183,10 @@ class StudySearcher(OptunaSearch):
 
     def on_trial_result(self, trial_id: str, result: dict[str, Any]) -> None:
         """Reported by the scheduler already."""
+
+    def save(self, checkpoint_path: str) -> None:
+        """Nothing for Tune's experiment checkpoint: the journal, stored with the job's
+        checkpoints after every trial, is the study's."""
 
     def on_trial_complete(
         self, trial_id: str, result: dict[str, Any] | None = None, error: bool = False
@@ -218,7 +234,7 @@ class StudySearcher(OptunaSearch):
         self.search.save_study()
 
 
-class MedianPruning(FIFOScheduler):
+class MedianPruning(NotForTunerRestore, FIFOScheduler):
     """Optuna's median pruner as a Tune scheduler: each epoch's metric goes to the study,
     and a trial the pruner prunes is stopped; the job's per-epoch metrics are relayed."""
 
@@ -245,7 +261,7 @@ class MedianPruning(FIFOScheduler):
         return str(TrialScheduler.CONTINUE)
 
 
-class JobStopper(tune.Stopper):
+class JobStopper(NotForTunerRestore, tune.Stopper):
     """Stops every trial when the job is cancelled or its worker stops."""
 
     def __init__(self, context: JobContext) -> None:
