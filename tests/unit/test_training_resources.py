@@ -75,10 +75,13 @@ def test_other_recipes_are_refused_naming_those_that_work(recipe: str) -> None:
 
 
 def test_a_search_takes_one_worker_per_trial() -> None:
-    assert checked({"cpus_per_worker": 2}, "frozen_encoder", search=True) is not None
+    assert checked({"cpus_per_worker": 2}, "textcnn", search=True) is not None
     with pytest.raises(InvalidRequest) as raised:
         checked({"num_workers": 2}, search=True)
     assert raised.value.param == "resources.num_workers"
+    with pytest.raises(InvalidRequest) as raised:
+        checked({}, "frozen_encoder", search=True, base_model="minilm")
+    assert raised.value.param == "resources"
 
 
 def test_cross_validation_and_pretrained_embeddings_stay_local() -> None:

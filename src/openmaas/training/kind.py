@@ -192,6 +192,7 @@ class TrainingJobKind:
             hyperparameters=given,
             cross_validation=request.cross_validation,
             search=request.search is not None,
+            base_model=request.base_model,
         )
         seed = request.seed if request.seed is not None else secrets.randbelow(SEED_LIMIT)
         if not 0 <= seed <= SEED_LIMIT:

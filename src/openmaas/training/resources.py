@@ -35,6 +35,7 @@ def check_resources(
     hyperparameters: Mapping[str, Any],
     cross_validation: int | None = None,
     search: bool = False,
+    base_model: str | None = None,
 ) -> dict[str, Any] | None:
     """The checked resources (defaults filled in), or None when none are asked for; 400
     naming the field that is wrong."""
@@ -68,6 +69,12 @@ def check_resources(
             code="no_ray_cluster",
         )
     if search:
+        if base_model is not None:
+            raise InvalidRequest(
+                "a search over a base model runs its trials on the job's worker (the base "
+                "model's files are not shipped to Ray): leave out resources",
+                param=PARAM,
+            )
         if workers != 1:
             raise InvalidRequest(
                 "a search job runs each trial on one Ray Tune worker: resources.num_workers "
