@@ -66,8 +66,13 @@ SEED = 11
 @pytest.fixture(scope="module")
 def cluster() -> Iterator[RayCluster]:
     # The nodes' worker processes import openmaas (and these tests' recipes) from this tree.
-    # A loaded machine starts a raylet slowly: give it longer than Ray's 30 s to register.
-    wanted = {"PYTHONPATH": PYTHONPATH, "RAY_raylet_start_wait_time_s": "120"}
+    # A loaded machine starts a node slowly: give its raylet, and the agents the raylet
+    # waits for, longer than Ray's defaults (30 s and about 15 s).
+    wanted = {
+        "PYTHONPATH": PYTHONPATH,
+        "RAY_raylet_start_wait_time_s": "120",
+        "RAY_agent_register_timeout_ms": "120000",
+    }
     saved = {name: os.environ.get(name) for name in wanted}
     os.environ.update(wanted)
     timeout_s = ray_cluster_module._START_TIMEOUT_S
