@@ -416,8 +416,10 @@ class Settings(BaseSettings):
     # Issue 15, scale-out on Ray (docs/scaling.md). Unset: one process, Ray never imported.
     ray_address: str | None = Field(
         default=None,
-        description="A Ray cluster to serve models on (Ray Serve): `auto` (the cluster this "
-        "node belongs to) or the head's HOST:PORT. Unset: models run in this process.",
+        description="A Ray cluster to scale out on: `auto` (the cluster this node belongs to) "
+        "or the head's HOST:PORT. Models are served by Ray Serve replicas (docs/scaling.md), "
+        "training jobs that ask for `resources` run on Ray Train and search trials on Ray Tune "
+        "(docs/scaling-training.md). Unset: everything runs on this machine, Ray never imported.",
     )
     ray_deployments: dict[str, dict[str, Any]] = Field(
         default_factory=dict,

@@ -19,6 +19,7 @@ from openmaas.protocol.training import (
     EarlyStoppingIn,
     PageOut,
     RecipeOut,
+    ResourcesIn,
     SearchIn,
     TrainingCheckpointOut,
     TrainingEventOut,
@@ -56,11 +57,13 @@ class JobsResource(Resource):
         cross_validation: int | None = None,
         cross_validation_final: str = "all",
         search: SearchIn | Mapping[str, Any] | None = None,
+        resources: ResourcesIn | Mapping[str, Any] | None = None,
     ) -> TrainingJobOut:
         """Queue a training job; on success it registers `model_name` (default
         `<suffix or recipe>-<short id>`) with test-split metrics and moves `alias`.
         `cross_validation=k` trains k folds first (their means and deviations are the job's
-        metrics); `search` makes it a search job (see `create_search_job`)."""
+        metrics); `search` makes it a search job (see `create_search_job`); `resources`
+        (`{"num_workers": 2}`) trains on Ray Train workers when the server has a Ray cluster."""
         body = TrainingJobCreate.model_validate(
             {
                 "recipe": recipe,
@@ -80,6 +83,7 @@ class JobsResource(Resource):
                 "cross_validation": cross_validation,
                 "cross_validation_final": cross_validation_final,
                 "search": search,
+                "resources": resources,
             }
         )
         payload = body.model_dump(mode="json", exclude_none=True)

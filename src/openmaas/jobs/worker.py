@@ -175,7 +175,11 @@ class Worker:
             threads=settings.training_threads,
         )
         training = TrainingJobKind(
-            db, registry=registry, datasets=datasets, recipes=load_recipes(settings.extra_recipes)
+            db,
+            registry=registry,
+            datasets=datasets,
+            recipes=load_recipes(settings.extra_recipes),
+            ray_address=settings.ray_address,
         )
         evaluation = EvaluationJobKind(
             registry=registry, datasets=datasets, max_examples=settings.max_eval_examples

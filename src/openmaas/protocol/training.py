@@ -209,6 +209,15 @@ class SearchIn(_Strict):
     warmup_epochs: int = Field(default=0, ge=0, le=10_000, description="Never pruned before.")
 
 
+class ResourcesIn(_Strict):
+    """Data-parallel training on a Ray cluster (OPENMAAS_RAY_ADDRESS): `num_workers` Ray
+    Train workers, each with these CPUs and GPUs (docs/scaling-training.md)."""
+
+    num_workers: int = Field(default=1, ge=1, le=256, description="Ray Train workers.")
+    cpus_per_worker: float = Field(default=1.0, gt=0, le=1024, description="CPUs per worker.")
+    gpus_per_worker: float = Field(default=0.0, ge=0, le=64, description="GPUs per worker.")
+
+
 class TrainingJobCreate(_Strict):
     recipe: str = Field(min_length=1, max_length=64)
     training_file: str = Field(min_length=1, max_length=64)
@@ -234,6 +243,9 @@ class TrainingJobCreate(_Strict):
     )
     cross_validation_final: Literal["all", "best_fold"] = Field(
         default="all", description="Register a model trained on all folds, or the best fold's."
+    )
+    resources: ResourcesIn | None = Field(
+        default=None, description="Train on Ray Train workers (needs a Ray cluster)."
     )
 
 
@@ -288,6 +300,7 @@ class TrainingJobOut(Response):
     search: dict[str, Any] | None = None  # a search job's checked spec
     cross_validation: int | None = None
     cross_validation_final: str | None = None
+    resources: dict[str, Any] | None = None  # the Ray Train workers asked for
 
     @property
     def finished(self) -> bool:
@@ -306,6 +319,7 @@ class TrialOut(Response):
     metrics: dict[str, float] = Field(default_factory=dict)  # on the test split, when complete
     duration_s: float | None = None
     error: str | None = None
+    worker: dict[str, Any] | None = None  # where it ran: Ray node id and pid (Ray Tune trials)
 
 
 class TrainingEventOut(Response):

@@ -45,6 +45,7 @@ from openmaas.training.requests import (
     param_name,
     split_examples,
 )
+from openmaas.training.resources import check_resources
 from openmaas.word_vectors.saved import RUNTIME as WORD_VECTORS_RUNTIME
 
 if TYPE_CHECKING:
@@ -95,7 +96,11 @@ def build_job_service(
 
     datasets = DatasetService(db, registry.artifacts)
     training = TrainingJobKind(
-        db, registry=registry, datasets=datasets, recipes=load_recipes(settings.extra_recipes)
+        db,
+        registry=registry,
+        datasets=datasets,
+        recipes=load_recipes(settings.extra_recipes),
+        ray_address=settings.ray_address,
     )
     optimization = OptimizationJobKind(registry=registry, db=db, datasets=datasets)
     evaluation = EvaluationJobKind(
@@ -122,11 +127,14 @@ class TrainingJobKind:
         registry: Registry,
         datasets: DatasetSource,
         recipes: Mapping[str, Recipe],
+        ray_address: str | None = None,
     ) -> None:
         self.db = db
         self.registry = registry
         self.datasets = datasets
         self.recipes = dict(recipes)
+        # The Ray cluster jobs with `resources` (and search trials) run on; None: none.
+        self.ray_address = ray_address
 
     # -- preparing -------------------------------------------------------------------------------
 
@@ -177,6 +185,15 @@ class TrainingJobKind:
         if request.alias is not None:
             check_alias(request.alias)
         folds = _cross_validation(request)
+        resources = check_resources(
+            request.resources,
+            recipe,
+            ray_address=self.ray_address,
+            hyperparameters=given,
+            cross_validation=request.cross_validation,
+            search=request.search is not None,
+            base_model=request.base_model,
+        )
         seed = request.seed if request.seed is not None else secrets.randbelow(SEED_LIMIT)
         if not 0 <= seed <= SEED_LIMIT:
             raise InvalidRequest(f"seed must be 0..{SEED_LIMIT}", param="seed")
@@ -206,6 +223,7 @@ class TrainingJobKind:
                 "explicit_model_name": request.model_name is not None,
                 "learning_rate_multiplier": _learning_rate_multiplier(recipe, given),
                 **folds,
+                **({"resources": resources} if resources is not None else {}),
             },
             suffix=suffix,
             seed=seed,
@@ -267,6 +285,11 @@ class TrainingJobKind:
         )
 
     def run(self, context: JobContext) -> JobOutput:
+        if context.job.options.get("resources"):
+            # The only seam to the cluster package, imported when a job asks for it.
+            from openmaas.scaleout.train_job import run_on_ray_train
+
+            return run_on_ray_train(self, context)
         from openmaas.training.runner import run_training
 
         return run_training(self, context)

@@ -306,7 +306,10 @@ class ClassifierTrainer(Generic[T]):
         for group in self.optimizer.param_groups:
             group["lr"] = learning_rate
         self.network.train()
-        loss = self.batch_loss(items, batch)
+        # Data-parallel (ctx.world_size ranks): this rank's part of the batch; the
+        # gradients DistributedDataParallel averages are then the whole batch's.
+        part = data_parallel_part(len(batch), self.ctx.rank, self.ctx.world_size)
+        loss = self.batch_loss(items[part], batch[part])
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()  # type: ignore[no-untyped-call]
         if self.settings.max_grad_norm > 0:
@@ -517,6 +520,16 @@ def build_optimizer(network: nn.Module, settings: LoopSettings) -> torch.optim.O
             groups, lr=settings.learning_rate, momentum=settings.momentum, fused=fused
         )
     return torch.optim.AdamW(groups, lr=settings.learning_rate, fused=fused)
+
+
+def data_parallel_part(n_items: int, rank: int, world_size: int) -> slice:
+    """Rank `rank`'s contiguous, near-equal part of a batch of `n_items`; the whole batch for
+    every rank when it holds fewer items than ranks (the averaged gradient is the batch's)."""
+    if world_size <= 1 or n_items < world_size:
+        return slice(0, n_items)
+    size, extra = divmod(n_items, world_size)
+    start = rank * size + min(rank, extra)
+    return slice(start, start + size + (1 if rank < extra else 0))
 
 
 def class_weights(labels: Sequence[int], n_labels: int) -> torch.Tensor:

@@ -77,6 +77,12 @@ class TrainingContext:
     )
     should_stop: Callable[[], bool] = lambda: False  # cancel requested: stop soon, cleanly
     on_plan: Callable[[int], None] = lambda total_steps: None
+    # A data-parallel run (Ray Train, `scaleout.train_worker`): this worker's rank among
+    # `world_size`, each training batch split between them, and how the network is wrapped
+    # for it (DistributedDataParallel); every rank reports, rank 0's reports are kept.
+    rank: int = 0
+    world_size: int = 1
+    wrap_network: Callable[[Any], Any] = lambda network: network
 
     def message(self, text: str, level: str = "info") -> None:
         self.on_message(level, text)
@@ -141,6 +147,9 @@ class Recipe(abc.ABC):
     # The hyperparameter search a job gets when it names no space (`training.search_space`
     # reads it): {name: {"type": "float" | "int" | "categorical", ...}}; empty: none.
     search_space: ClassVar[Mapping[str, Mapping[str, Any]]] = {}
+    # True: `train` splits its batches across `ctx.world_size` data-parallel workers (the
+    # word-level networks of the shared loop); a job may then ask for Ray Train `resources`.
+    data_parallel: ClassVar[bool] = False
 
     @abc.abstractmethod
     def defaults(self) -> dict[str, Any]:

@@ -77,6 +77,8 @@ class JobRequest:
     # k-fold cross-validation (`training.cross_validation`): k, and which model is registered.
     cross_validation: int | None = None
     cross_validation_final: str = "all"  # all | best_fold
+    # Ray Train workers (`scaleout.train_job`): num_workers, cpus_per_worker, gpus_per_worker.
+    resources: Mapping[str, Any] | None = None
 
 
 def split_examples(

@@ -66,7 +66,7 @@ def run_training(kind: TrainingJobKind, context: JobContext) -> JobOutput:
         if restored is not None
         else None
     )
-    context.plan_steps(_estimate_total_steps(job.hyperparameters, len(train)))
+    context.plan_steps(estimate_total_steps(job.hyperparameters, len(train)))
     try:
         result = train_once(
             kind,
@@ -263,7 +263,7 @@ def _checkpoint(
     context.save_checkpoint(directory, step, epoch, metrics)
 
 
-def _estimate_total_steps(hyperparameters: Mapping[str, Any], n_train: int) -> int | None:
+def estimate_total_steps(hyperparameters: Mapping[str, Any], n_train: int) -> int | None:
     epochs = next((hyperparameters[n] for n in EPOCH_NAMES if n in hyperparameters), None)
     batch = next((hyperparameters[n] for n in BATCH_NAMES if n in hyperparameters), None)
     if not isinstance(epochs, int) or not isinstance(batch, int) or epochs < 1 or batch < 1:

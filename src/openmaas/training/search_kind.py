@@ -76,6 +76,14 @@ class SearchJobKind:
         return self.training.check_inputs(job)
 
     def run(self, context: JobContext) -> JobOutput:
+        options = context.job.options
+        # Trials need only the job's examples on a Ray worker: a base model's or word
+        # vectors' files are not shipped there, so such searches stay on this worker.
+        pinned = options.get("base_version") or options.get("embeddings_version_pin")
+        if self.training.ray_address is not None and not pinned:
+            from openmaas.scaleout.tune_search import run_search_on_tune
+
+            return run_search_on_tune(self.training, context)
         from openmaas.training.search_runner import run_search
 
         return run_search(self.training, context)

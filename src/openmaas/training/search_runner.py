@@ -88,6 +88,7 @@ def trial_record(trial: FrozenTrial) -> dict[str, Any]:
         "metrics": attrs.get("metrics", {}),
         "duration_s": attrs.get("duration_s"),
         "error": attrs.get("error"),
+        "worker": attrs.get("worker"),  # where a Ray Tune trial ran: node id, pid
     }
 
 
@@ -164,7 +165,7 @@ class Search:
             self.study.enqueue_trial(dict(trial.params), skip_if_exists=False)
             self._event(self.study.trials[trial.number], f"Trial {trial.number} {message}")
 
-    def _counted(self) -> list[FrozenTrial]:
+    def counted(self) -> list[FrozenTrial]:
         """The trials that count against n_trials: finished, not cut off by a lost worker."""
         return [
             t
@@ -172,7 +173,7 @@ class Search:
             if t.state.is_finished() and not t.user_attrs.get("interrupted")
         ]
 
-    def _seconds_used(self) -> float:
+    def seconds_used(self) -> float:
         return sum(
             float(t.user_attrs.get("duration_s", 0.0))
             for t in self.study.get_trials(deepcopy=False)
@@ -182,18 +183,18 @@ class Search:
 
     def run(self) -> None:
         spec = self.spec
-        while len(self._counted()) < spec.n_trials:
-            if spec.timeout_s is not None and self._seconds_used() >= spec.timeout_s:
+        while len(self.counted()) < spec.n_trials:
+            if spec.timeout_s is not None and self.seconds_used() >= spec.timeout_s:
                 self.context.message(
                     f"Search timeout ({spec.timeout_s:g} s of trials) reached after "
-                    f"{len(self._counted())} trials"
+                    f"{len(self.counted())} trials"
                 )
                 break
             if self.context.should_stop():
-                self._save_study()
+                self.save_study()
                 raise JobStopped("the search stopped between trials")
             self._run_trial(self.study.ask())
-            self._save_study()
+            self.save_study()
 
     def _run_trial(self, trial: optuna.Trial) -> None:
         from optuna.trial import TrialState
@@ -201,7 +202,7 @@ class Search:
         number = trial.number
         params = self.spec.suggest(trial)
         trial.set_user_attr("params", params)
-        self._event(self.study.trials[number], f"Trial {number} started: {_shown(params)}")
+        self.trial_started(number, params)
         started = time.monotonic()
         directory = self.root / f"trial-{number}"
         pruned = False
@@ -222,7 +223,7 @@ class Search:
             result = self._train(params, directory, on_metrics, lambda: pruned)
         except TrainingStopped:
             if not pruned:  # the job is stopping: the study resumes with this trial again
-                self._save_study()
+                self.save_study()
                 raise JobStopped(f"the search stopped during trial {number}") from None
             self._finish(trial, TrialState.PRUNED, started)
             shutil.rmtree(directory, ignore_errors=True)
@@ -254,8 +255,11 @@ class Search:
         trial.set_user_attr("metrics", finite(result.metrics))
         self._finish(trial, TrialState.COMPLETE, started, value=best)
         if self.study.best_trial.number == number:
-            self._keep_best(number, params, result, directory / "output")
+            self.keep_best(number, params, result, directory / "output")
         shutil.rmtree(directory, ignore_errors=True)
+
+    def trial_started(self, number: int, params: Mapping[str, Any]) -> None:
+        self._event(self.study.trials[number], f"Trial {number} started: {_shown(params)}")
 
     def _train(
         self,
@@ -301,11 +305,16 @@ class Search:
         value: float | None = None,
         error: str | None = None,
     ) -> None:
-        duration = round(time.monotonic() - started, 3)
-        trial.set_user_attr("duration_s", duration)
+        trial.set_user_attr("duration_s", round(time.monotonic() - started, 3))
+        self.finish_trial(trial, state, value=value, error=error)
+
+    def finish_trial(
+        self, trial: optuna.Trial, state: Any, *, value: float | None, error: str | None
+    ) -> None:
+        """Tell the study how the trial ended (its `duration_s` set) and say so in an event."""
         if error is not None:
             trial.set_user_attr("error", error)
-        self.study.tell(trial, value, state=state)
+        self.study.tell(trial.number, value, state=state)
         frozen = self.study.trials[trial.number]
         record = trial_record(frozen)
         shown = f"{self.spec.metric}={record['value']:.4f}" if record["value"] is not None else ""
@@ -313,24 +322,24 @@ class Search:
         self._event(
             frozen,
             f"Trial {trial.number} {record['state']} after {record['epochs']} epochs "
-            f"in {duration:.1f} s{detail}",
+            f"in {float(record['duration_s'] or 0.0):.1f} s{detail}",
         )
 
     def _event(self, trial: FrozenTrial, message: str) -> None:
         self.context.event(message, type=TRIAL_EVENT, data={"trial": trial_record(trial)})
 
-    def _save_study(self) -> None:
+    def save_study(self) -> None:
         """The journal into the job's checkpoints: another machine resumes from it."""
         state = self.root / "state"
         shutil.rmtree(state, ignore_errors=True)
         state.mkdir()
         shutil.copy(self.root / STUDY_FILE, state / STUDY_FILE)
-        counted = self._counted()
+        counted = self.counted()
         self.context.save_checkpoint(state, len(counted), 0, {"trials": float(len(counted))})
 
     # -- the best trial ------------------------------------------------------------------------
 
-    def _keep_best(
+    def keep_best(
         self, number: int, params: Mapping[str, Any], result: TrainingResult, output: Path
     ) -> None:
         best = self.root / BEST_DIRECTORY

@@ -87,6 +87,7 @@ async def create_training_job(
         search=body.search.model_dump(exclude_none=True) if body.search is not None else None,
         cross_validation=body.cross_validation,
         cross_validation_final=body.cross_validation_final,
+        resources=body.resources.model_dump() if body.resources is not None else None,
     )
     kind = SEARCH if body.search is not None else TRAINING
     job = await create_job(services, principal, auditor, request, kind=kind)

@@ -133,6 +133,7 @@ def training_job_out(job: Job) -> TrainingJobOut:
     base_version = job.options.get("base_version")
     search = job.options.get("search")
     folds = job.options.get("cross_validation")
+    resources = job.options.get("resources")
     return TrainingJobOut(
         id=job.id,
         project=job.project,
@@ -167,6 +168,7 @@ def training_job_out(job: Job) -> TrainingJobOut:
         cross_validation_final=(
             str(job.options.get("cross_validation_final")) if isinstance(folds, int) else None
         ),
+        resources=dict(resources) if isinstance(resources, Mapping) else None,
     )
 
 

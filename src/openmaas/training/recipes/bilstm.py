@@ -79,6 +79,7 @@ def train_recurrent(
 
 class BiLSTMRecipe(ClassificationRecipe):
     name = "bilstm"
+    data_parallel = True  # the shared loop over a word-level vocabulary
     batch_size_scales_with_data = True
     description = "bidirectional LSTM from scratch with max pooling over time"
     search_space = {

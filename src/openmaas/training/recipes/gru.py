@@ -19,6 +19,7 @@ DEFAULTS: dict[str, Any] = {**LSTM_DEFAULTS}
 
 class GRURecipe(ClassificationRecipe):
     name = "gru"
+    data_parallel = True  # the shared loop over a word-level vocabulary
     batch_size_scales_with_data = True
     description = "GRU (bidirectional by default) from scratch with max pooling over time"
     search_space = {

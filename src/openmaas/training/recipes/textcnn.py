@@ -66,6 +66,7 @@ DEFAULTS: dict[str, Any] = {
 
 class TextCNNRecipe(ClassificationRecipe):
     name = "textcnn"
+    data_parallel = True  # the shared loop over a word-level vocabulary
     batch_size_scales_with_data = True
     description = "TextCNN (Kim 2014) from scratch: the fastest recipe, strong on short texts"
     # Kim (2014)'s knobs around his values: rate, dropout, feature maps, embedding width.

@@ -36,6 +36,7 @@ DEFAULTS: dict[str, Any] = {
 
 class TransformerEncoderRecipe(ClassificationRecipe):
     name = "transformer_encoder"
+    data_parallel = True  # the shared loop over a word-level vocabulary
     batch_size_scales_with_data = True
     description = "a small Transformer encoder from scratch with learned positions"
     search_space = {

@@ -125,12 +125,15 @@ class WordLevelRun:
         device = torch.device(ctx.device)
         network.to(device)
         padded_to = min_length(network)
+        # DistributedDataParallel on a data-parallel run (its gradients averaged across
+        # ranks); the network itself otherwise. The loop steps and saves `network`.
+        model = ctx.wrap_network(network)
 
         def forward_at(max_length: int) -> Callable[[Sequence[str]], torch.Tensor]:
             def forward(texts: Sequence[str]) -> torch.Tensor:
                 rows = token_ids(self.tokenizer, texts, max_length=max_length)
                 ids, lengths = pad_batch(rows, min_length=padded_to)
-                logits: torch.Tensor = network(ids.to(device), lengths)
+                logits: torch.Tensor = model(ids.to(device), lengths)
                 return logits
 
             return forward
