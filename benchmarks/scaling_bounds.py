@@ -275,16 +275,16 @@ def measure_usage(url: str, sizes: Sizes, figures: Figures) -> None:
 
 def limits_worker(
     namespace: str, requests: int, concurrency: int = 1
-) -> tuple[float, float, int, int, list[float]]:
+) -> tuple[float, float, int, int, list[float], float]:
     """One API process's limiter doing each request's work with FULL_POLICY set, for
     `concurrency` requests in flight at a time; returns (start, end, requests, Redis
-    commands, check_request latencies in ms)."""
+    commands, check_request latencies in ms, the process's CPU seconds)."""
     return asyncio.run(_limits(namespace, requests, concurrency))
 
 
 async def _limits(
     namespace: str, requests: int, concurrency: int
-) -> tuple[float, float, int, int, list[float]]:
+) -> tuple[float, float, int, int, list[float], float]:
     # A longer timeout than the shipped 2 s: on a loaded machine 16 connections opening at
     # once can take longer, and a refusal here would measure the machine, not Redis.
     limiter = RateLimiter(REDIS_URL, namespace=namespace, timeout_s=30.0)
@@ -314,25 +314,28 @@ async def _limits(
     await asyncio.gather(*warm_up)  # every connection of the pool opened before timing
     commands[0] = 0
     each = requests // concurrency
-    start = time.time()
+    start, cpu = time.time(), time.process_time()
     await asyncio.gather(*(client(each) for _ in range(concurrency)))
-    end = time.time()
+    end, cpu = time.time(), time.process_time() - cpu
     await limiter.close()
-    return start, end, each * concurrency, commands[0], latencies
+    return start, end, each * concurrency, commands[0], latencies, cpu
 
 
 def measure_limits(sizes: Sizes, figures: Figures) -> None:
     namespace = f"openmaas-scaling-{uuid.uuid4().hex[:8]}"
+    client = redis.Redis.from_url(REDIS_URL)
     try:
         one = limits_worker(namespace, sizes.limit_requests)
+        server_cpu = _redis_cpu_s(client)
         many = parallel(
             limits_worker, sizes.processes, namespace, sizes.limit_requests, CONCURRENCY
         )
+        server_cpu = _redis_cpu_s(client) - server_cpu
     finally:
-        client = redis.Redis.from_url(REDIS_URL)
         for key in client.scan_iter(match=f"{namespace}*", count=1000):
             client.delete(key)
         client.close()
+    served_n = sum(r[2] for r in many)
     per_request = one[3] / one[2]
     figures.limits = {
         "requests_per_s_1": aggregate_rate([one]),
@@ -345,7 +348,16 @@ def measure_limits(sizes: Sizes, figures: Figures) -> None:
         "check_p50_ms_n": statistics.median(b for r in many for b in r[4]),
         "processes": sizes.processes,
         "concurrency": CONCURRENCY,
+        # CPU per request in the N-process run: the API processes' limiter work, and the
+        # Redis server's (all its clients: others using this Redis count too)
+        "client_cpu_ms": sum(r[5] for r in many) / served_n * 1000,
+        "server_cpu_ms": server_cpu / served_n * 1000,
     }
+
+
+def _redis_cpu_s(client: redis.Redis) -> float:
+    info: dict[str, Any] = client.info("cpu")  # type: ignore[assignment]  # sync client
+    return float(info["used_cpu_user"]) + float(info["used_cpu_sys"])
 
 
 # -- store reads per request, and object storage ------------------------------------------
@@ -502,7 +514,9 @@ def markdown(figures: Figures, sizes: Sizes, minutes: float) -> str:
         f"{lim['commands_per_s_1']:,.0f} | {lim['commands_per_s_n']:,.0f} |\n"
         f"| `check_request` latency p50 (ms) | `RateLimiter.check_request` | "
         f"{lim['check_p50_ms']:.2f} | {lim['check_p50_ms_n']:.2f} |\n"
-        f"| `check_request` latency p99 (ms) | | {lim['check_p99_ms']:.2f} |  |\n\n"
+        f"| `check_request` latency p99 (ms) | | {lim['check_p99_ms']:.2f} |  |\n"
+        f"| CPU ms per request: limiter client / Redis server | the same |  | "
+        f"{lim['client_cpu_ms']:.2f} / {lim['server_cpu_ms']:.2f} |\n\n"
         "How it is measured:\n\n"
         f"- Usage: each process builds a `UsageRecorder` (flush every 1 s, as shipped) on a "
         f"fresh database, hands it {sizes.usage_rows:,} one-sentence embedding records as fast "
@@ -518,7 +532,9 @@ def markdown(figures: Figures, sizes: Sizes, minutes: float) -> str:
         f"{CONCURRENCY} in flight per process (asyncio tasks sharing its connection pool, "
         "as an API process's requests do) in the N-process run; commands "
         "counted at the `limits` storage (each is one Redis round trip; an `incr` is one "
-        "pipelined INCRBY+EXPIRE).\n"
+        "pipelined INCRBY+EXPIRE). CPU per request in the N-process run: the API processes' "
+        "own CPU time, and the Redis server's (`INFO cpu`; any other client of this Redis at "
+        "the time counts too).\n"
         f"- Store reads per request: `Authenticator` (key cache {AUTH_TTL_S:g} s, "
         f"`OPENMAAS_AUTH_CACHE_TTL_S`'s default) then `ModelRouter.resolve` (resolution "
         f"cache {RESOLVE_TTL_S:g} s, `OPENMAAS_RESOLVE_TTL_S`'s default), statements counted "

@@ -33,6 +33,7 @@ def test_a_tiny_run_measures_every_service_and_reports_it() -> None:
     # the 2 per-minute request counters; reserving and settling tokens touch the 6 token ones.
     assert figures.limits["commands_per_request"] == 8 + 2 + 6 + 6
     assert figures.limits["check_p50_ms"] > 0
+    assert figures.limits["client_cpu_ms"] > 0
     # A cold burst shares one key verification and one resolution; a stream within both
     # caches' lifetimes reads the store at most once per expiry of each.
     reads = figures.reads
