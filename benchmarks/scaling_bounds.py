@@ -19,7 +19,7 @@ Measures, on the PostgreSQL, Redis and S3 API server this machine runs:
 
 Scratch state only: a fresh PostgreSQL database (dropped at the end), a Redis namespace of
 its own (its keys deleted), a temporary directory. It prints the figures and rewrites the
-"Scaling bounds" section of `docs/benchmarks.md`; `docs/scaling-estimate.md` builds on them.
+"Scaling bounds" section of `docs/benchmarks.md`; `docs/scaling.md` (its estimate section) builds on them.
 
 Usage::
 
@@ -501,7 +501,7 @@ def markdown(figures: Figures, sizes: Sizes, minutes: float) -> str:
         f"average {load} (the highest of the 1, 5 and 15 minute averages at the start and the "
         "end) on its CPUs, so these are floors for what the services absorb, not their "
         "ceilings. What they rest on, and what bounds a fleet, is in "
-        "[scaling-estimate.md](scaling-estimate.md).\n\n"
+        "[scaling.md](scaling.md#estimate-throughput-per-node-and-what-bounds-10-and-100-nodes).\n\n"
         "| What | Code path | 1 process (limits: 1 request at a time) | "
         f"{n} processes at once (limits: {CONCURRENCY} in flight each) |\n|---|---|---:|---:|\n"
         f"| usage rows/s into PostgreSQL | `UsageRecorder` (COPY, batches of up to 500) | "
