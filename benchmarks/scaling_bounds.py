@@ -19,7 +19,8 @@ Measures, on the PostgreSQL, Redis and S3 API server this machine runs:
 
 Scratch state only: a fresh PostgreSQL database (dropped at the end), a Redis namespace of
 its own (its keys deleted), a temporary directory. It prints the figures and rewrites the
-"Scaling bounds" section of `docs/benchmarks.md`; `docs/scaling.md` (its estimate section) builds on them.
+"Scaling bounds" section of `docs/benchmarks.md`; the estimate in `docs/scaling.md` builds
+on them.
 
 Usage::
 
