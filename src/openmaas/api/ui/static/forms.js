@@ -1,5 +1,6 @@
-// Forms built from a list of settings and their defaults (optimization methods): one labelled
-// field per setting, typed by its default, and back to the values the reader changed.
+// Forms built from a list of settings and their defaults (training recipes' hyperparameters,
+// optimization methods' settings): one labelled field per setting, typed by its default, and
+// back to the values the reader changed.
 import { h } from "./console.js";
 
 export function settingField(prefix, name, value) {

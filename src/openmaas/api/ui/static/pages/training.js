@@ -3,6 +3,7 @@
 // server as server-sent events, or polled where a stream cannot be had), events, checkpoints,
 // cancel, and the model it registered.
 import { api, chart, fill, h, say, section, table, when } from "../console.js";
+import { changedSettings, settingField } from "../forms.js";
 
 const POLL_MS = 1000;
 const SHOWN = new Set(["loss", "train_loss", "val_loss", "val_accuracy", "val_macro_f1"]);
@@ -15,22 +16,6 @@ let recipes = [];
 let models = [];
 let watching = null; // { id, after, series, events, timer, source, job, drawn }
 
-function fieldFor(name, value) {
-  const id = `hp-${name}`;
-  let input;
-  if (typeof value === "boolean") {
-    input = h("input", { id, name, type: "checkbox", checked: value, "data-kind": "boolean" });
-  } else if (typeof value === "number") {
-    input = h("input", { id, name, type: "number", step: "any", value, "data-kind": "number", size: 8 });
-  } else if (typeof value === "string") {
-    input = h("input", { id, name, value, "data-kind": "string" });
-  } else {
-    input = h("input", { id, name, value: JSON.stringify(value), "data-kind": "json" });
-  }
-  input.dataset.default = JSON.stringify(value);
-  return h("div", {}, h("label", { for: id }, name), input);
-}
-
 function showRecipe() {
   const recipe = recipes.find((r) => r.name === recipeSelect.value);
   if (!recipe) return;
@@ -42,22 +27,11 @@ function showRecipe() {
   baseSelect.disabled = !takesBase;
   const options = models.map((m) => h("option", { value: m.id }, `${m.id} (${m.task})`));
   fill("job-base-model", recipe.needs_base_model ? options : [h("option", { value: "" }, "none (from scratch)"), ...options]);
-  fill("hyperparameters", Object.entries(recipe.defaults).map(([name, value]) => fieldFor(name, value)));
+  fill("hyperparameters", Object.entries(recipe.defaults).map(([name, value]) => settingField("hp", name, value)));
 }
 
 function changedHyperparameters() {
-  const chosen = {};
-  for (const input of document.querySelectorAll("#hyperparameters input")) {
-    let value;
-    switch (input.dataset.kind) {
-      case "boolean": value = input.checked; break;
-      case "number": value = Number(input.value); break;
-      case "json": value = JSON.parse(input.value); break;
-      default: value = input.value;
-    }
-    if (JSON.stringify(value) !== input.dataset.default) chosen[input.name] = value;
-  }
-  return chosen;
+  return changedSettings(document.getElementById("hyperparameters"));
 }
 
 async function listJobs() {
