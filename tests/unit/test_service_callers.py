@@ -48,12 +48,14 @@ NO_CALLER: dict[str, set[str]] = {
     "UsageRecorder": {"close", "flush", "knows_project", "record", "start"},
     "AuditLog": {"record"},
     "JobService": {"kind"},
-    # token_bound/generation_bound: upper bounds of a request's tokens from its inputs alone
+    # token_bound/generation_bound: upper bounds of a request's tokens from its inputs alone;
+    # replica_sets: where loaded versions run (the model list filters by caller itself)
     "InferenceEngine": {
         "close",
         "generation_bound",
         "is_loaded",
         "is_ready",
+        "replica_sets",
         "start",
         "token_bound",
     },

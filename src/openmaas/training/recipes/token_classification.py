@@ -27,7 +27,6 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from openmaas.runtimes.transformers_heads import from_pretrained as heads_from_pretrained
 from openmaas.training.hyperparameters import boolean
 from openmaas.training.recipe import TrainingContext, TrainingResult
 from openmaas.training.recipes.tagging import TAGGING_DEFAULTS, TaggedSentences, TaggingRecipe
@@ -147,6 +146,7 @@ def load_token_classifier(
     import torch
     from transformers import AutoConfig, AutoModelForTokenClassification, AutoTokenizer
 
+    from openmaas.runtimes.transformers_heads import from_pretrained as heads_from_pretrained
     from openmaas.training.recipes.sequence_classification import CLASSIFIER_DROPOUT_FIELDS
 
     tokenizer: PreTrainedTokenizerBase = AutoTokenizer.from_pretrained(base, local_files_only=True)
