@@ -78,7 +78,9 @@ def cluster() -> Iterator[RayCluster]:
     timeout_s = ray_cluster_module._START_TIMEOUT_S
     ray_cluster_module._START_TIMEOUT_S = max(timeout_s, 240.0)  # the shared machine is busy
     try:
-        with ray_cluster(head_cpus=1, worker_cpus=1) as started:
+        # Two logical CPUs a node: a job's Ray Train workers may still hold theirs for a
+        # while after it ends, and the next job's two workers must not wait on them.
+        with ray_cluster(head_cpus=2, worker_cpus=2) as started:
             yield started
     finally:
         ray_cluster_module._START_TIMEOUT_S = timeout_s
@@ -244,12 +246,12 @@ def test_more_workers_than_the_cluster_holds_fails_the_job_naming_resources(
     sdk: Client, file_id: str
 ) -> None:
     job = sdk.create_training_job(
-        "textcnn", file_id, hyperparameters=TINY, resources={"num_workers": 3}
+        "textcnn", file_id, hyperparameters=TINY, resources={"num_workers": 5}
     )
     done = finished(sdk, job.id, timeout_s=120)
     assert done.status == "failed"
     assert done.error is not None
-    assert "3 workers x 1 CPUs and the Ray cluster has 2 CPUs" in done.error["message"]
+    assert "5 workers x 1 CPUs and the Ray cluster has 4 CPUs" in done.error["message"]
 
 
 def test_a_search_runs_its_trials_on_ray_tune_workers(
@@ -270,7 +272,7 @@ def test_a_search_runs_its_trials_on_ray_tune_workers(
     done = finished(sdk, job.id)
     assert done.status == "succeeded", done.error
     messages = [event.message for event in sdk.training_job_events(done.id, limit=1000).data]
-    assert any(m.startswith("Running 4 trials on Ray Tune, 2 at a time") for m in messages)
+    assert any(m.startswith("Running 4 trials on Ray Tune, 4 at a time") for m in messages)
 
     trials = sdk.training_job_trials(done.id)
     assert [t.number for t in trials] == [0, 1, 2, 3]
