@@ -146,19 +146,10 @@ class KerasTextClassifier(LoadedModel):
     def __init__(self, source: ModelSource, options: LoadOptions) -> None:
         self.source = source
         self.tasks = frozenset({Task.TEXT_CLASSIFICATION.value})
-        if options.threads:
-            torch.set_num_threads(options.threads)
-        files = model_files(source)
-        keras_file = inspect_keras_model(files, source.params)
-        if keras_file.output_units is None or keras_file.output_activation is None:
-            raise ModelLoadFailed(
-                f"{source.label}: the model's output is not a Dense layer, so it is no "
-                "classifier this runtime can serve",
-                param="model",
-            )
+        files, keras_file, units, activation = open_classifier(source, options)
         self.encoder: TextEncoder = text_encoder(keras_file, files, source.params)
-        self.labels = labels(files, source.params, keras_file.output_units)
-        self.activation = keras_file.output_activation
+        self.labels = labels(files, source.params, units)
+        self.activation = activation
         self.network = KerasNetwork(
             keras_file, device=options.device, drop_vectorizer=keras_file.vectorizer is not None
         )
@@ -199,6 +190,25 @@ def class_scores(output: FloatArray, activation: str) -> npt.NDArray[np.float64]
     if activation in ("softmax", "sigmoid"):
         return values
     return softmax(values)
+
+
+def open_classifier(
+    source: ModelSource, options: LoadOptions
+) -> tuple[dict[str, Path], KerasFile, int, str]:
+    """The version's files, its `.keras` file (read, not loaded), and its output Dense
+    layer's units and activation (refused when it has none); torch's threads set as the
+    options ask."""
+    if options.threads:
+        torch.set_num_threads(options.threads)
+    files = model_files(source)
+    keras_file = inspect_keras_model(files, source.params)
+    if keras_file.output_units is None or keras_file.output_activation is None:
+        raise ModelLoadFailed(
+            f"{source.label}: the model's output is not a Dense layer, so it is no "
+            "classifier this runtime can serve",
+            param="model",
+        )
+    return files, keras_file, keras_file.output_units, keras_file.output_activation
 
 
 def model_files(source: ModelSource) -> dict[str, Path]:

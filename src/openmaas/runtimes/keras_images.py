@@ -24,12 +24,11 @@ import numpy as np
 import numpy.typing as npt
 import torch
 
-from openmaas.errors import ModelLoadFailed
 from openmaas.images import FloatImage
 from openmaas.nn.vision import to_batch
 from openmaas.runtimes.base import LoadOptions, ModelSource
-from openmaas.runtimes.keras import KerasNetwork, class_scores, model_files
-from openmaas.runtimes.keras_intake import image_input, inspect_keras_model, labels
+from openmaas.runtimes.keras import KerasNetwork, class_scores, open_classifier
+from openmaas.runtimes.keras_intake import image_input, labels
 from openmaas.runtimes.vision import IMAGES_PER_PASS, ImageClassifierModel
 from openmaas.tasks.names import Task
 from openmaas.tasks.text_classification import LabelScore, ranked
@@ -41,19 +40,10 @@ class KerasImageClassifier(ImageClassifierModel):
     def __init__(self, source: ModelSource, options: LoadOptions) -> None:
         self.source = source
         self.tasks = frozenset({Task.IMAGE_CLASSIFICATION.value})
-        if options.threads:
-            torch.set_num_threads(options.threads)
-        files = model_files(source)
-        keras_file = inspect_keras_model(files, source.params)
-        if keras_file.output_units is None or keras_file.output_activation is None:
-            raise ModelLoadFailed(
-                f"{source.label}: the model's output is not a Dense layer, so it is no "
-                "classifier this runtime can serve",
-                param="model",
-            )
+        files, keras_file, units, activation = open_classifier(source, options)
         self.input = image_input(keras_file, source.params)
-        self.labels = labels(files, source.params, keras_file.output_units)
-        self.activation = keras_file.output_activation
+        self.labels = labels(files, source.params, units)
+        self.activation = activation
         self.image_channels = self.input.channels
         self.image_limits = options.image_limits
         self.network = KerasNetwork(keras_file, device=options.device)
