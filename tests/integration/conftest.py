@@ -7,7 +7,8 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -134,6 +135,23 @@ def stop_server(server: RunningServer) -> None:
     except subprocess.TimeoutExpired:
         server.process.kill()
         server.process.wait()
+
+
+@contextmanager
+def running_servers(
+    homes: Sequence[Path], extra_env: Mapping[str, str | None]
+) -> Iterator[list[RunningServer]]:
+    """One `openmaas serve` per home, all with `extra_env`, as replicas behind a balancer.
+    Started one after the other (the first migrates a shared database); every one started is
+    stopped on the way out, also when a later one fails to start."""
+    started: list[RunningServer] = []
+    try:
+        for home in homes:
+            started.append(start_server(home, extra_env))
+        yield started
+    finally:
+        for running in reversed(started):
+            stop_server(running)
 
 
 @pytest.fixture

@@ -17,7 +17,7 @@ from sqlalchemy.engine import Engine
 
 from openmaas.store.tables import ConsoleSessionRow
 from tests.conftest import _reset_postgres
-from tests.integration.conftest import RunningServer, start_server, stop_server
+from tests.integration.conftest import RunningServer, running_servers
 
 pytestmark = [pytest.mark.integration, pytest.mark.postgres]
 
@@ -31,16 +31,9 @@ def two_servers(
     """Two processes on one database and one home (so one key pepper), as behind a balancer."""
     _reset_postgres(pg_database_url)
     home = tmp_path_factory.mktemp("two-servers") / "home"
-    env = {"OPENMAAS_DATABASE_URL": pg_database_url}
-    first = start_server(home, env)
-    try:
-        second = start_server(home, env)
-    except BaseException:
-        stop_server(first)
-        raise
-    yield first, second
-    stop_server(second)
-    stop_server(first)
+    with running_servers([home, home], {"OPENMAAS_DATABASE_URL": pg_database_url}) as servers:
+        first, second = servers
+        yield first, second
 
 
 @pytest.fixture(scope="module")
