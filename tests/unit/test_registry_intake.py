@@ -110,6 +110,25 @@ def test_verify_and_open_detect_tampering_naming_the_file(
         registry.files.open_stored("m:1", caller=SYSTEM)
 
 
+def test_a_store_without_any_of_a_versions_files_is_named_as_the_wrong_store(
+    registry: Registry, tmp_path: Path
+) -> None:
+    """A replica whose artifacts dir is not the one its database's versions were written to
+    finds none of their files: the error names the setting, not a damaged file."""
+    version = registry.registration.register_plan(
+        "m", plan_directory(write_hf_model(tmp_path / "m")), VersionSpec(), caller=SYSTEM
+    )
+    _, root = registry.files.open_stored("m:1", caller=SYSTEM)
+    for path in root.iterdir():
+        path.chmod(0o644)
+        path.unlink()
+    with pytest.raises(ArtifactCorrupted) as caught:
+        registry.files.open_stored("m:1", caller=SYSTEM)
+    expected = f"m:1: none of its {len(version.files)} files is in this server's artifact store"
+    assert expected in caught.value.message
+    assert "OPENMAAS_ARTIFACTS_URL" in caught.value.message
+
+
 def test_in_place_registration_is_verified_against_the_source(
     registry: Registry, tmp_path: Path
 ) -> None:

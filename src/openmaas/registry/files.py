@@ -214,6 +214,19 @@ class ModelFiles:
 
 
 def _require_intact(entity: ModelVersion, problems: Sequence[VerifyProblem]) -> None:
+    missing = {p.path for p in problems if p.problem == "missing"}
+    if (
+        entity.storage == Storage.STORE.value
+        and missing
+        and missing >= {f.path for f in entity.files}
+    ):
+        # Not one file there: a server whose store is not the one the database's other
+        # servers write to (a replica with its own artifacts dir), rather than damage.
+        raise ArtifactCorrupted(
+            f"{entity.model}:{entity.version}: none of its {len(entity.files)} files is in this "
+            "server's artifact store; every server on one database must use the same store "
+            "(one OPENMAAS_ARTIFACTS_URL, or one OPENMAAS_ARTIFACTS_DIR they all reach)"
+        )
     if problems:
         first = problems[0]
         raise ArtifactCorrupted(
