@@ -150,6 +150,8 @@ def running_servers(
             started.append(start_server(home, extra_env))
         yield started
     finally:
+        for running in started:  # all asked at once: their graceful shutdowns overlap
+            running.process.terminate()
         for running in reversed(started):
             stop_server(running)
 
