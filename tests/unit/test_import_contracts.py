@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+import tomllib
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -21,3 +22,17 @@ def test_every_import_contract_is_kept() -> None:
     )
     assert done.returncode == 0, done.stdout + done.stderr
     assert "0 broken" in done.stdout, done.stdout
+
+
+def test_the_ray_contract_names_every_package_but_scaleout() -> None:
+    """A forbidden contract checks only the packages it lists: a new package must join it."""
+    config = tomllib.loads((ROOT / "pyproject.toml").read_text())
+    contracts = config["tool"]["importlinter"]["contracts"]
+    (ray,) = [c for c in contracts if c["forbidden_modules"] == ["ray"]]
+    package = ROOT / "src" / "openmaas"
+    every = {
+        f"openmaas.{path.stem}"
+        for path in package.iterdir()
+        if (path.suffix == ".py" and path.stem != "__init__") or (path / "__init__.py").exists()
+    }
+    assert set(ray["source_modules"]) == every - {"openmaas.scaleout"}
