@@ -81,11 +81,12 @@ lint: install
 tools:
 	$(PYTHON) deploy/tools/install_helm.py
 
-# Two processes, each taking whole test modules (their shared servers start once): the
-# integration tests spend much of their time waiting on servers and jobs.
+# Two processes, each taking whole test modules (their shared servers start once), the
+# longest modules first (tests/module_seconds.json, read by tests/conftest.py), so no long
+# module starts last while the other process idles.
 TEST_WORKERS ?= 2
 test: system-deps lint console-assets tools
-	$(BIN)/pytest -n $(TEST_WORKERS) --dist loadfile
+	$(BIN)/pytest -n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder
 
 unit: install
 	$(BIN)/pytest tests/unit

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import uuid
 from collections.abc import Iterator
@@ -21,6 +22,24 @@ def pytest_configure(config: pytest.Config) -> None:
     # whatever runs the suite (80 columns in a pytest-xdist worker): give every one the same
     # wide terminal, so no cell the tests read is cut.
     os.environ["COLUMNS"] = "200"
+
+
+# Seconds each slow test module took in a full run (`tests/module_seconds.json`; modules under
+# 5 s are left out). `make test` runs pytest-xdist with whole modules per process and
+# `--no-loadscope-reorder`, so modules start in collection order: longest first, so that no
+# long module starts last while the other process idles (longest-processing-time-first
+# scheduling). Regenerate it from a run's JUnit XML with `python tests/module_seconds.py`.
+MODULE_SECONDS_FILE = Path(__file__).with_name("module_seconds.json")
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    seconds: dict[str, float] = json.loads(MODULE_SECONDS_FILE.read_text())
+    root = config.rootpath
+
+    def weight(item: pytest.Item) -> float:
+        return -seconds.get(item.path.relative_to(root).as_posix(), 0.0)
+
+    items.sort(key=weight)  # stable: a module's tests keep their order
 
 
 PG_ADMIN_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"

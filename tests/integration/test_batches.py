@@ -325,7 +325,7 @@ def test_a_batch_resumes_after_a_restart_without_running_a_line_twice(tmp_path: 
     home = tmp_path / "home"
     extra = {"OPENMAAS_BATCH_CONCURRENCY": "2"}
     server = start_server(home, extra)
-    total = 120
+    total = 60
     try:
         model = build_gpt2(tmp_path / "gpt2")
         with Client(server.url, api_key=server.key) as sdk:
@@ -335,7 +335,7 @@ def test_a_batch_resumes_after_a_restart_without_running_a_line_twice(tmp_path: 
             f"r{i}": {
                 "model": "restart-gpt2",
                 "messages": [{"role": "user", "content": f"Number {i}"}],
-                "max_tokens": 24,
+                "max_tokens": 8,
             }
             for i in range(total)
         }
@@ -381,7 +381,7 @@ def test_a_batch_survives_its_server_being_killed(tmp_path: Path) -> None:
         "OPENMAAS_JOB_HEARTBEAT_TIMEOUT_S": "2",
     }
     server = start_server(home, extra)
-    total = 120
+    total = 60
     try:
         model = build_gpt2(tmp_path / "gpt2")
         with Client(server.url, api_key=server.key) as sdk:
@@ -390,7 +390,7 @@ def test_a_batch_survives_its_server_being_killed(tmp_path: Path) -> None:
             f"k{i}": {
                 "model": "crash-gpt2",
                 "messages": [{"role": "user", "content": f"Number {i}"}],
-                "max_tokens": 24,
+                "max_tokens": 8,
             }
             for i in range(total)
         }
