@@ -30,6 +30,7 @@ from openmaas.registry.composition import Registry
 from openmaas.registry.intake import ArchiveLimits
 from openmaas.registry.registration import VersionSpec
 from openmaas.registry.sources import plan_directory
+from openmaas.registry.variants import VariantSpec
 from openmaas.runtimes import base
 from openmaas.runtimes.base import LoadedModel, LoadOptions, ModelSource, Runtime
 from openmaas.serving.pool import ModelPool, PoolLimits
@@ -432,3 +433,46 @@ def test_services_refuse_a_malformed_key(tmp_path: Path) -> None:
     settings = Settings(home=tmp_path, encryption_key="c2hvcnQ=")  # type: ignore[arg-type]
     with pytest.raises(EncryptionKeyError, match="decodes to 5 bytes"):
         Services.build(settings)
+
+
+def test_rotation_rekeys_a_versions_variant_against_its_own_manifest(
+    home: Home, key: EncryptionKey, tmp_path: Path
+) -> None:
+    """A version's ONNX variant moves to the new key with the version, each file checked
+    against the variant's manifest; a tampered variant file is named, and left as it was."""
+    registry = home.registry(key)
+    registry.registration.register_plan(
+        "m", plan_directory(write_hf_model(tmp_path / "m")), VersionSpec(), caller=SYSTEM
+    )
+    export = tmp_path / "export"
+    export.mkdir()
+    (export / "model.onnx").write_bytes(os.urandom(4096))
+    (export / "config.json").write_text('{"exported": true}')
+    pin = registry.store.pin("m", 1, caller=SYSTEM)
+    spec = VariantSpec(kind="onnx", runtime="onnx", job_id="optjob-1")
+    variant = registry.variants.add(pin, spec, export, caller=SYSTEM)
+
+    new = EncryptionKey.generate()
+    rotated = rekey_store(home.registry(new), Keyring(new, previous=(key,)))
+    assert (rotated.rekeyed, rotated.problems) == (6, [])  # the version's 4 and the variant's 2
+    after = home.registry(new)
+    version = after.get_version("m", 1, caller=SYSTEM)
+    opened = after.files.open_variant(version, version.variants[0], caller=SYSTEM)
+    try:
+        assert opened.decrypted
+        served = (opened.directory / "model.onnx").read_bytes()
+        assert served == (export / "model.onnx").read_bytes()
+    finally:
+        opened.close()
+
+    ((_, _, root),) = after.files.stored_variants(caller=SYSTEM)
+    config = root / "config.json"
+    config.chmod(0o644)
+    config.write_bytes(b"tampered")
+    newer = EncryptionKey.generate()
+    report = rekey_store(home.registry(newer), Keyring(newer, previous=(new,)))
+    assert report.rekeyed == 5
+    assert [(label, "manifest" in problem) for label, problem in report.problems] == [
+        ("m:1 onnx variant/config.json", True)
+    ]
+    assert version.variants[0].id == variant.id

@@ -111,6 +111,13 @@ def _files_to_rekey(registry: Registry) -> list[_StoredFile]:
             files.append(
                 _StoredFile(f"{version.model}:{version.version}/{entry.path}", path, entry)
             )
+    # A version's variants (its ONNX export) are checked against their own manifests.
+    for version, variant, root in registry.files.stored_variants(caller=SYSTEM):
+        for entry in variant.files:
+            path = root / entry.path
+            owned.add(path)
+            label = f"{version.model}:{version.version} {variant.kind} variant/{entry.path}"
+            files.append(_StoredFile(label, path, entry))
     # Files no version owns (left by an interrupted registration; swept later by the
     # server) are rewritten too: nothing under the old key may stay behind.
     store = registry.artifacts

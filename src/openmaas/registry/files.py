@@ -177,6 +177,19 @@ class ModelFiles:
             for version, location in self.store.stored_version_rows()
         ]
 
+    def stored_variants(
+        self, *, caller: Principal
+    ) -> list[tuple[ModelVersion, VersionVariant, Path]]:
+        """Every version variant (its ONNX export) with its directory in the artifact store,
+        for maintenance such as key rotation; admins only."""
+        who = require_caller(caller)
+        require_admin(who, "listing every stored version variant")
+        return [
+            (version, variant, self.artifacts.path_of(self.store.variant_location(variant.id)))
+            for version, _ in self.store.stored_version_rows()
+            for variant in version.variants
+        ]
+
     def _verify(
         self, entity: ModelVersion, root: Path, progress: Progress | None = None
     ) -> VerifyReport:
