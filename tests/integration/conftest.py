@@ -72,6 +72,10 @@ def start_server(
         # they would export every transformers model a test registers, and they show in
         # the projects' job lists. tests/integration/test_variants.py runs the default.
         "OPENMAAS_AUTO_ONNX": "false",
+        # One inference and one training thread (tests/conftest.py: OMP_NUM_THREADS): the
+        # suite's processes already fill every core.
+        "OPENMAAS_THREADS": "1",
+        "OPENMAAS_TRAINING_THREADS": "1",
         **{name: value for name, value in (extra_env or {}).items() if value is not None},
     }
     # A None in `extra_env` leaves the variable unset: the server's default applies.
