@@ -24,7 +24,7 @@ DEFAULTS: dict[str, Any] = {
     "weight_decay": 1e-4,
     "crop_padding": 0.08,  # 2 pixels of a 28-pixel side
     "filters": [32, 64],  # output channels of each convolution block
-    "convs_per_block": 2,  # two 3x3 convolutions before each pooling (VGG-style)
+    "convs_per_block": 1,
     "dense_units": 256,
     "conv_dropout": 0.25,  # after each block's pooling
     "dropout": 0.5,  # after the dense hidden layer
