@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import secrets
 import signal
 import subprocess
 import sys
@@ -24,6 +25,7 @@ import pytest
 
 from openmaas import Client
 from tests.integration.conftest import RunningServer, start_server, stop_server
+from tests.otlp_receiver import OtlpReceiver
 from tests.ray_cluster import RayCluster, ray_cluster
 
 # A cluster, a server that joins it and replicas that import torch: minutes on a busy machine.
@@ -54,12 +56,20 @@ def cluster() -> Iterator[RayCluster]:
 
 
 @pytest.fixture(scope="module")
+def receiver() -> Iterator[OtlpReceiver]:
+    with OtlpReceiver() as running:
+        yield running
+
+
+@pytest.fixture(scope="module")
 def ray_server(
-    cluster: RayCluster, tmp_path_factory: pytest.TempPathFactory
+    cluster: RayCluster, tmp_path_factory: pytest.TempPathFactory, receiver: OtlpReceiver
 ) -> Iterator[RunningServer]:
     running = start_server(
         tmp_path_factory.mktemp("ray") / "home",
         {
+            "OPENMAAS_OTEL_ENDPOINT": receiver.url,
+            "OTEL_BSP_SCHEDULE_DELAY": "100",
             "OPENMAAS_RAY_ADDRESS": cluster.address,
             "OPENMAAS_RAY_DEPLOYMENTS": json.dumps(DEPLOYMENTS),
             "OPENMAAS_THREADS": "1",
@@ -138,6 +148,39 @@ def test_two_replicas_answer(ray_server: RunningServer) -> None:
     assert len(answered) == 2, replicas
     assert sum(r["requests"] for r in answered) == 33
     assert card(ray_server, MINILM)["loaded"] is True
+
+
+def test_a_replica_continues_the_callers_trace(
+    ray_server: RunningServer, receiver: OtlpReceiver
+) -> None:
+    """W3C trace context crosses into the replica: its span (and the batch it ran) are in
+    the client's trace, under the API process's request span, sent by the replica process."""
+    trace_id, client_span = secrets.token_hex(16), secrets.token_hex(8)
+    response = httpx.post(
+        f"{ray_server.url}/v1/embeddings",
+        json={"model": MINILM, "input": ["a traced sentence"]},
+        headers={**ray_server.headers, "traceparent": f"00-{trace_id}-{client_span}-01"},
+        timeout=180,
+    )
+    assert response.status_code == 200, response.text
+    spans = receiver.wait_for(
+        lambda found: (
+            {"openmaas.replica.infer", "openmaas.batch_run"}
+            <= {span.name for span in found if span.service == "openmaas-replica"}
+        ),
+        trace_id,
+        timeout_s=60,
+    )
+    by_id = {span.span_id: span for span in spans}
+    (replica,) = [span for span in spans if span.name == "openmaas.replica.infer"]
+    assert str(replica.attributes["openmaas.model"]).endswith(f"{MINILM}:1")
+    # Its parent is a span of the API process, itself under the client's span.
+    parent = by_id[replica.parent_span_id]
+    assert parent.service != "openmaas-replica"
+    chain = [parent]
+    while chain[-1].parent_span_id in by_id:
+        chain.append(by_id[chain[-1].parent_span_id])
+    assert chain[-1].parent_span_id == client_span
 
 
 def test_killed_replica_costs_no_request_and_is_replaced(ray_server: RunningServer) -> None:

@@ -171,10 +171,17 @@ class ServeDeployments:
         params: Any,
         truncate: bool,
         background: bool,
+        trace: Mapping[str, str] | None = None,
     ) -> Answer:
+        """`trace`: the caller's W3C trace context (`tracing.inject_context`), which the
+        replica's spans continue."""
         handle = await self.ensure(key)
+        carried = dict(trace or {})
         answer: Answer = await _once_more_on_death(
-            key, lambda: handle.infer.remote(task, project, inputs, params, truncate, background)
+            key,
+            lambda: handle.infer.remote(
+                task, project, inputs, params, truncate, background, carried
+            ),
         )
         self._answered[answer.tag.id] += 1
         if answer.error is not None:
@@ -189,6 +196,7 @@ class ServeDeployments:
         prompt: str | None,
         messages: Sequence[Mapping[str, str]] | None,
         background: bool,
+        trace: Mapping[str, str] | None = None,
     ) -> tuple[ReplicaTag, int, AsyncIterator[GenerationDelta]]:
         """Start a generation: (the replica, the prompt's tokens, the deltas with the first
         already computed). Sent once more if the replica dies before the first token; after
@@ -197,7 +205,9 @@ class ServeDeployments:
         streaming = handle.options(stream=True)
 
         async def start() -> tuple[StreamStart, GenerationDelta | None, Any]:
-            stream = streaming.generate.remote(project, params, prompt, messages, background)
+            stream = streaming.generate.remote(
+                project, params, prompt, messages, background, dict(trace or {})
+            )
             head: StreamStart = await stream.__anext__()  # type: ignore[union-attr]
             if head.error is not None:
                 return head, None, stream

@@ -23,6 +23,7 @@ from typing import Any
 from openmaas.auth.entities import SYSTEM, Principal
 from openmaas.errors import ModelNotLoaded
 from openmaas.observability.metrics import Metrics
+from openmaas.observability.tracing import inject_context
 from openmaas.registry.composition import Registry
 from openmaas.registry.entities import ModelVersion
 from openmaas.scaleout.serve_deployments import ServeDeployments
@@ -86,6 +87,7 @@ class RayServeEngine(InferenceEngine):
             params,
             truncate,
             background_work.get(),
+            inject_context(),
         )
         return Served(version, answer.results, answer.prompt_tokens)
 
@@ -123,5 +125,6 @@ class RayServeEngine(InferenceEngine):
             prompt,
             messages,
             background_work.get(),
+            inject_context(),
         )
         return Stream(version, prompt_tokens, deltas)  # type: ignore[arg-type]

@@ -14,16 +14,19 @@ from __future__ import annotations
 
 import os
 from collections.abc import AsyncIterator, Mapping, Sequence
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
 from typing import Any
 
 import ray
+from opentelemetry.trace import SpanKind
 from ray import serve
 
 from openmaas.auth.entities import Principal
 from openmaas.auth.scopes import Scope
 from openmaas.errors import OpenMaaSError
 from openmaas.observability.metrics import Metrics
+from openmaas.observability.tracing import configure_tracing, continued_span
 from openmaas.serving.engine import InferenceEngine
 from openmaas.serving.pool import VersionKey
 from openmaas.serving.priority import background_work
@@ -92,6 +95,9 @@ class ModelReplica:
     """A Serve deployment class (`serve.deployment(ModelReplica)` in `serve_engine`)."""
 
     async def __init__(self, settings: Settings, key: VersionKey) -> None:  # type: ignore[misc]
+        # The replica's spans (queue wait, batch run) go to the API process's collector, in
+        # the trace of the request each call carries.
+        self.tracing = configure_tracing(settings, service="openmaas-replica")
         self.registry = build_registry(settings)
         self.engine = InferenceEngine(self.registry, settings, Metrics())
         await self.engine.start()
@@ -113,12 +119,19 @@ class ModelReplica:
         params: Any,
         truncate: bool,
         background: bool,
+        trace: Mapping[str, str] | None = None,
     ) -> Answer:
         token = background_work.set(background)
         try:
-            served = await self.engine.infer(
-                task, self.reference, inputs, params, caller=acting_for(project), truncate=truncate
-            )
+            with self._span("openmaas.replica.infer", trace, task=task):
+                served = await self.engine.infer(
+                    task,
+                    self.reference,
+                    inputs,
+                    params,
+                    caller=acting_for(project),
+                    truncate=truncate,
+                )
         except OpenMaaSError as error:
             return Answer(self.tag, error=RemoteError.of(error))
         finally:
@@ -132,12 +145,18 @@ class ModelReplica:
         prompt: str | None,
         messages: Sequence[Mapping[str, str]] | None,
         background: bool,
+        trace: Mapping[str, str] | None = None,
     ) -> AsyncIterator[StreamStart | GenerationDelta]:
         token = background_work.set(background)
         try:
-            stream = await self.engine.generate(
-                self.reference, params, prompt=prompt, messages=messages, caller=acting_for(project)
-            )
+            with self._span("openmaas.replica.generate", trace, task="text-generation"):
+                stream = await self.engine.generate(
+                    self.reference,
+                    params,
+                    prompt=prompt,
+                    messages=messages,
+                    caller=acting_for(project),
+                )
         except OpenMaaSError as error:
             yield StreamStart(self.tag, error=RemoteError.of(error))
             return
@@ -149,6 +168,17 @@ class ModelReplica:
                 yield delta
         finally:
             await stream.deltas.aclose()
+
+    def _span(
+        self, name: str, trace: Mapping[str, str] | None, *, task: str
+    ) -> AbstractContextManager[object]:
+        """A span continuing the caller's trace (its `traceparent`), when this replica
+        exports spans and the caller's trace records; else nothing."""
+        if self.tracing is None or not trace:
+            return nullcontext()
+        attributes = {"openmaas.model": self.reference, "openmaas.task": task}
+        attributes["openmaas.replica"] = self.tag.id
+        return continued_span(name, trace, attributes, kind=SpanKind.SERVER)
 
     def check_health(self) -> None:
         """Serve's health check: the replica answers while its event loop does."""
