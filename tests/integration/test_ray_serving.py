@@ -22,11 +22,14 @@ from typing import Any
 import httpx
 import numpy as np
 import pytest
+from openai import OpenAI
 
 from openmaas import Client
+from openmaas.protocol.registry import PathSource
 from tests.integration.conftest import RunningServer, start_server, stop_server
 from tests.otlp_receiver import OtlpReceiver
 from tests.ray_cluster import RayCluster, ray_cluster
+from tests.runtimes.tiny_models import build_gpt2
 
 # A cluster, a server that joins it and replicas that import torch: minutes on a busy machine.
 pytestmark = pytest.mark.timeout(900)
@@ -181,6 +184,41 @@ def test_a_replica_continues_the_callers_trace(
     while chain[-1].parent_span_id in by_id:
         chain.append(by_id[chain[-1].parent_span_id])
     assert chain[-1].parent_span_id == client_span
+
+
+def test_a_chat_streams_through_its_replica(ray_server: RunningServer, tmp_path: Path) -> None:
+    """Generation runs in the version's replica and streams back through the API process:
+    the openai client's stream is the same text as the whole answer, token by token."""
+    with Client(ray_server.url, api_key=ray_server.key) as sdk:
+        sdk.register("ray-gpt2", PathSource(path=str(build_gpt2(tmp_path / "gpt2"))))
+    messages = [{"role": "user", "content": "Say something."}]
+    with OpenAI(base_url=f"{ray_server.url}/v1", api_key=ray_server.key) as client:
+        whole = client.chat.completions.create(
+            model="ray-gpt2",
+            messages=messages,  # type: ignore[arg-type]
+            max_tokens=8,
+            temperature=0,
+        )
+        chunks = list(
+            client.chat.completions.create(
+                model="ray-gpt2",
+                messages=messages,  # type: ignore[arg-type]
+                max_tokens=8,
+                temperature=0,
+                stream=True,
+                stream_options={"include_usage": True},
+            )
+        )
+    assert whole.usage is not None
+    assert 1 <= whole.usage.completion_tokens <= 8
+    deltas = [c.choices[0].delta.content for c in chunks if c.choices]
+    assert len([d for d in deltas if d]) >= 2  # more than one chunk: it streamed
+    assert "".join(d or "" for d in deltas) == whole.choices[0].message.content
+    assert chunks[-1].usage is not None
+    assert chunks[-1].usage.completion_tokens == whole.usage.completion_tokens
+    replicas = card(ray_server, "ray-gpt2")["replicas"]
+    assert replicas["running"] == 1
+    assert sum(r["requests"] for r in replicas["replicas"]) == 2
 
 
 def test_killed_replica_costs_no_request_and_is_replaced(ray_server: RunningServer) -> None:
