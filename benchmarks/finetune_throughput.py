@@ -31,13 +31,15 @@ from __future__ import annotations
 import argparse
 import csv
 import gc
+import json
 import os
 import random
 import statistics
+import sys
 import tempfile
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -122,29 +124,40 @@ class Run:
     accuracy: float  # on the dev sentences
     precision: str  # what the steps computed in
     threads: int
+    # CPU seconds this process spent in the epoch, all threads: what other processes on a
+    # shared machine move far less than wall time (None: not measured).
+    epoch_cpu_s: float | None = None
 
     @property
     def samples_per_s(self) -> float:
         return self.examples / self.epoch_s
 
+    @property
+    def samples_per_cpu_s(self) -> float | None:
+        return None if self.epoch_cpu_s is None else self.examples / self.epoch_cpu_s
+
 
 class EpochClock:
-    """When the first step began and the last one ended."""
+    """When the first step began and the last one ended, in wall and process CPU time."""
 
     def __init__(self) -> None:
         self.began: float | None = None
         self.ended: float | None = None
+        self.cpu_began = self.cpu_ended = 0.0
         self.threads: int | None = None
 
     def begin(self) -> None:
         if self.began is None:
             import torch
 
-            self.began = time.perf_counter()
+            self.began, self.cpu_began = time.perf_counter(), time.process_time()
             self.threads = torch.get_num_threads()
 
     def end(self) -> None:
-        self.ended = time.perf_counter()
+        self.ended, self.cpu_ended = time.perf_counter(), time.process_time()
+
+    def cpu_seconds(self) -> float:
+        return self.cpu_ended - self.cpu_began
 
     def seconds(self, system: str) -> float:
         if self.began is None or self.ended is None:
@@ -252,6 +265,7 @@ def run_ours(
         accuracy=dev_accuracy(network, tokenizer, dev),
         precision=str(result.params["training_precision"]),
         threads=clock.threads or 0,
+        epoch_cpu_s=clock.cpu_seconds(),
     )
 
 
@@ -331,6 +345,7 @@ def run_trainer(
         accuracy=dev_accuracy(trainer.model, tokenizer, dev),
         precision="fp32",
         threads=clock.threads or 0,
+        epoch_cpu_s=clock.cpu_seconds(),
     )
 
 
@@ -342,13 +357,12 @@ def measure(
     root: Path,
     after_each: Callable[[Mapping[str, Sequence[Run]]], None] = lambda runs: None,
 ) -> dict[str, list[Run]]:
-    """Each chosen system once per round, in the order of SYSTEMS; `after_each` sees the
-    runs so far after every run."""
+    """Each chosen system once per round, in the order `workload.systems` names them;
+    `after_each` sees the runs so far after every run."""
     runs: dict[str, list[Run]] = {key: [] for key in workload.systems}
+    by_key = {system.key: system for system in SYSTEMS}
     for index in range(workload.rounds):
-        for system in SYSTEMS:
-            if system.key not in workload.systems:
-                continue
+        for system in (by_key[key] for key in workload.systems):
             run = run_trainer if system.key == TRAINER else run_ours
             result = run(system, train, dev, workload, base, root / f"{system.key}-{index}")
             runs[system.key].append(result)
@@ -371,12 +385,28 @@ def median_accuracy(runs: Sequence[Run]) -> float:
     return statistics.median(run.accuracy for run in runs)
 
 
+def median_cpu_rate(runs: Sequence[Run]) -> float | None:
+    rates = [rate for run in runs if (rate := run.samples_per_cpu_s) is not None]
+    return statistics.median(rates) if rates else None
+
+
+def save_runs(path: Path, runs: Mapping[str, Sequence[Run]]) -> None:
+    rows = [asdict(run) for done in runs.values() for run in done]
+    path.write_text(json.dumps(rows, indent=1) + "\n", encoding="utf-8")
+
+
+def load_runs(path: Path) -> list[Run]:
+    """Runs an earlier invocation saved (`--save-runs`), to count as more rounds."""
+    return [Run(**row) for row in json.loads(path.read_text(encoding="utf-8"))]
+
+
 def render_section(
     runs: Mapping[str, Sequence[Run]],
     workload: Workload,
     dev_size: int,
     minutes: float,
     load: tuple[float, float],
+    command: str = "python benchmarks/finetune_throughput.py",
 ) -> str:
     runs = {key: done for key, done in runs.items() if done}  # a run still to come: no row
     trainer_rate = median_rate(runs[TRAINER])
@@ -384,6 +414,13 @@ def render_section(
     ratio = median_rate(runs[OURS]) / trainer_rate
     points = (median_accuracy(runs[OURS]) - trainer_accuracy) * 100
     fast = "✅" if ratio >= TARGET_RATIO else "❌"
+    ours_cpu, trainer_cpu_rate = median_cpu_rate(runs[OURS]), median_cpu_rate(runs[TRAINER])
+    cpu_sentence = (
+        f" By CPU time (the process's, all threads; what other processes on a shared machine "
+        f"move far less than wall time): **{ours_cpu / trainer_cpu_rate:.2f}x**."
+        if ours_cpu is not None and trainer_cpu_rate is not None
+        else ""
+    )
     equal = "✅" if abs(points) <= TARGET_POINTS else "❌"
     threads = sorted({run.threads for system in runs.values() for run in system})
     environment = describe_environment(("torch", "transformers", "accelerate"), THREADS)
@@ -393,7 +430,7 @@ def render_section(
         SECTION_HEADING,
         "",
         f"Measured {datetime.now(UTC):%Y-%m-%d %H:%M} UTC with "
-        f"`python benchmarks/finetune_throughput.py` ({minutes:.1f} minutes) on {environment}. "
+        f"`{command}` ({minutes:.1f} minutes) on {environment}. "
         f"1-minute load average {load[0]:.1f} before the run and {load[1]:.1f} after it (this "
         "run included; the machine is shared, so rates are lower bounds).",
         "",
@@ -407,13 +444,15 @@ def render_section(
         f"(`group_by_length: true`, `precision: auto`, which chose {ours_precision} here) "
         "and with each switched off. Samples/s are over the training epoch, from the first "
         "step's start to the last one's end (the recipe's checkpoints every 100 steps "
-        f"included); torch threads {', '.join(map(str, threads))}. {workload.rounds} "
-        "round(s), the systems alternating in the table's order; medians over rounds.",
+        f"included); torch threads {', '.join(map(str, threads))}. "
+        f"{max(len(done) for done in runs.values())} run(s) of each system, alternating "
+        "between systems; medians over runs.",
         "",
         "| System | Precision | Batches | Epoch (s) | Samples/s | Over Trainer "
-        "| Dev accuracy | Whole run (s) |",
-        "|---|---|---|---:|---:|---:|---:|---:|",
+        "| Samples per CPU s | Over Trainer, CPU | Dev accuracy | Whole run (s) |",
+        "|---|---|---|---:|---:|---:|---:|---:|---:|---:|",
     ]
+    trainer_cpu = median_cpu_rate(runs[TRAINER])
     for system in SYSTEMS:
         if system.key not in runs:
             continue
@@ -424,17 +463,24 @@ def render_section(
             if not system.group_by_length
             else "grouped by length, padded to the longest"
         )
+        cpu = median_cpu_rate(done)
+        cpu_cells = (
+            f"{cpu:.1f} | {cpu / trainer_cpu:.2f}x"
+            if cpu is not None and trainer_cpu is not None
+            else "- | -"
+        )
         lines.append(
             f"| {system.label} | {done[0].precision} | {order} "
             f"| {statistics.median(r.epoch_s for r in done):.1f} | {rate:.1f} "
-            f"| {rate / trainer_rate:.2f}x | {median_accuracy(done):.4f} "
+            f"| {rate / trainer_rate:.2f}x | {cpu_cells} | {median_accuracy(done):.4f} "
             f"| {statistics.median(r.total_s for r in done):.1f} |"
         )
     lines += [
         "",
         f"The recipe's defaults over Trainer's: **{ratio:.2f}x** the training samples/s "
         f"(target ≥ {TARGET_RATIO:.1f}x {fast}), dev accuracy {points:+.1f} points (target "
-        f"within ±{TARGET_POINTS:.1f} {equal}). Whole run: from the training call to its "
+        f"within ±{TARGET_POINTS:.1f} {equal}).{cpu_sentence} Whole run: from the training "
+        "call to its "
         "return, model loading and tokenizing included; the recipe also writes a checkpoint "
         "at the epoch's end and the model, Trainer writes nothing.",
     ]
@@ -451,10 +497,18 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--data", type=Path, default=DATASET_DIR, help="the folder of SST-2's train.tsv, dev.tsv"
     )
+    parser.add_argument("--save-runs", type=Path, help="write this invocation's runs here as JSON")
+    parser.add_argument(
+        "--add-runs",
+        type=Path,
+        action="append",
+        default=[],
+        help="runs an earlier invocation saved, counted as more rounds (repeatable)",
+    )
     parser.add_argument(
         "--systems",
         default=",".join(DEFAULT_SYSTEMS),
-        help=f"comma-separated, of {', '.join(s.key for s in SYSTEMS)}",
+        help=f"comma-separated, run in this order, of {', '.join(s.key for s in SYSTEMS)}",
     )
     return parser
 
@@ -483,14 +537,26 @@ def main() -> None:
     train = draw(read_split(args.data, "train.tsv"), workload.train_examples)
     dev = draw(read_split(args.data, "dev.tsv"), workload.dev_examples)
 
+    earlier = [run for path in args.add_runs for run in load_runs(path)]
+    command = " ".join(["python benchmarks/finetune_throughput.py", *sys.argv[1:]])
+
+    def with_earlier(runs: Mapping[str, Sequence[Run]]) -> dict[str, list[Run]]:
+        merged = {key: list(done) for key, done in runs.items()}
+        for run in earlier:
+            merged.setdefault(run.system, []).insert(0, run)
+        return merged
+
     def section_of(runs: Mapping[str, Sequence[Run]]) -> str:
         minutes = (time.perf_counter() - started) / 60
         load = (load_before, os.getloadavg()[0])
-        return render_section(runs, workload, len(dev), minutes, load)
+        return render_section(with_earlier(runs), workload, len(dev), minutes, load, command)
 
     def write_so_far(runs: Mapping[str, Sequence[Run]]) -> None:
+        if args.save_runs:
+            save_runs(args.save_runs, runs)
         # The headline is written as soon as it is known, the variants' rows as they come.
-        if not args.quick and runs[OURS] and runs[TRAINER]:
+        merged = with_earlier(runs)
+        if not args.quick and merged.get(OURS) and merged.get(TRAINER):
             write_section(DOCS_PATH, section_of(runs))
 
     with tempfile.TemporaryDirectory(prefix="openmaas-throughput-bench-") as root:

@@ -206,7 +206,13 @@ def test_quality_section_names_the_dataset_and_its_caveat() -> None:
 # -- finetune_throughput.py ---------------------------------------------------------------------
 
 
-def _run(system: str, epoch_s: float, accuracy: float, precision: str = "fp32") -> throughput.Run:
+def _run(
+    system: str,
+    epoch_s: float,
+    accuracy: float,
+    precision: str = "fp32",
+    cpu_s: float | None = None,
+) -> throughput.Run:
     return throughput.Run(
         system=system,
         examples=8000,
@@ -216,14 +222,15 @@ def _run(system: str, epoch_s: float, accuracy: float, precision: str = "fp32") 
         accuracy=accuracy,
         precision=precision,
         threads=2,
+        epoch_cpu_s=cpu_s,
     )
 
 
 def test_throughput_section_shows_each_system_against_trainer() -> None:
     runs = {
-        throughput.OURS: [_run(throughput.OURS, 100.0, 0.8700, "bf16")],
-        throughput.TRAINER: [_run(throughput.TRAINER, 200.0, 0.8680)],
-        "fp32-grouped": [_run("fp32-grouped", 125.0, 0.8690)],
+        throughput.OURS: [_run(throughput.OURS, 100.0, 0.8700, "bf16", cpu_s=160.0)],
+        throughput.TRAINER: [_run(throughput.TRAINER, 200.0, 0.8680, cpu_s=400.0)],
+        "fp32-grouped": [_run("fp32-grouped", 125.0, 0.8690)],  # CPU time not measured
         "bf16-shuffled": [],  # still to come: no row yet
     }
     section = throughput.render_section(runs, throughput.Workload(), 872, 20.0, (0.5, 2.5))
@@ -231,10 +238,11 @@ def test_throughput_section_shows_each_system_against_trainer() -> None:
     assert "`precision: auto`, which chose bf16 here" in section
     assert (
         "| OpenMaaS `finetune_transformer`, defaults | bf16 | grouped by length, padded to the "
-        "longest | 100.0 | 80.0 | 2.00x | 0.8700 | 110.0 |"
+        "longest | 100.0 | 80.0 | 2.00x | 50.0 | 2.50x | 0.8700 | 110.0 |"
     ) in section
-    assert "| 200.0 | 40.0 | 1.00x | 0.8680 | 210.0 |" in section
-    assert "| 125.0 | 64.0 | 1.60x | 0.8690 |" in section
+    assert "| 200.0 | 40.0 | 1.00x | 20.0 | 1.00x | 0.8680 | 210.0 |" in section
+    assert "| 125.0 | 64.0 | 1.60x | - | - | 0.8690 |" in section
+    assert "far less than wall time): **2.50x**." in section
     assert "bf16, shuffled" not in section
     assert "**2.00x** the training samples/s (target ≥ 1.5x ✅), dev accuracy +0.2 points" in (
         section
@@ -252,6 +260,13 @@ def test_throughput_misses_are_marked() -> None:
         section
     )
     assert "(target within ±0.5 ❌)" in section
+    assert "By CPU time" not in section  # not measured
+
+
+def test_runs_saved_by_one_invocation_load_in_another(tmp_path: Path) -> None:
+    runs = {throughput.OURS: [_run(throughput.OURS, 100.0, 0.87, "bf16", cpu_s=150.0)]}
+    throughput.save_runs(tmp_path / "runs.json", runs)
+    assert throughput.load_runs(tmp_path / "runs.json") == runs[throughput.OURS]
 
 
 def test_throughput_workload_and_arguments_are_checked() -> None:
