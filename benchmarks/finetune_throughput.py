@@ -538,7 +538,9 @@ def main() -> None:
     dev = draw(read_split(args.data, "dev.tsv"), workload.dev_examples)
 
     earlier = [run for path in args.add_runs for run in load_runs(path)]
-    command = " ".join(["python benchmarks/finetune_throughput.py", *sys.argv[1:]])
+    # Paths by their last part: the docs name no machine's directories.
+    shown = [Path(arg).name if os.path.isabs(arg) else arg for arg in sys.argv[1:]]
+    command = " ".join(["python benchmarks/finetune_throughput.py", *shown])
 
     def with_earlier(runs: Mapping[str, Sequence[Run]]) -> dict[str, list[Run]]:
         merged = {key: list(done) for key, done in runs.items()}
