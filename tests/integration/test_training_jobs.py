@@ -28,6 +28,7 @@ import pytest
 
 from openmaas import APIError, Client
 from openmaas.protocol.training import TrainingEventOut, TrainingJobOut
+from openmaas.training.precision import supports_bf16
 from openmaas.training.recipe import TrainingContext, TrainingResult
 from openmaas.training.recipes.textcnn import TextCNNRecipe
 from tests.conftest import SHARED_DATASETS, _reset_postgres
@@ -301,6 +302,46 @@ def test_a_finetune_over_an_embedding_model_registers_and_serves_its_own_encoder
     assert "encoder" not in version.params  # served from its own files
     assert {f.path for f in version.files} >= {"openmaas.json", "encoder/config.json"}
     assert_classifies_sentiment(server, "sentiment-tuned")
+    # The defaults: batches grouped by length, bf16 where this CPU has it in hardware.
+    expected = "bf16" if supports_bf16("cpu") else "fp32"
+    assert version.params["training_precision"] == expected
+    said = [e.message for e in events(sdk, job.id) if e.message.startswith("precision: ")]
+    assert len(said) == 1
+    assert said[0].startswith(f"precision: {expected}")
+    assert said[0].endswith("; batches grouped by length")
+
+
+def test_a_finetune_runs_in_the_precision_asked_for_and_refuses_an_unknown_one(
+    sdk: Client, file_id: str, tmp_path: Path
+) -> None:
+    sdk.upload("tiny-bert", build_bert(tmp_path / "encoder"), task="embedding")
+    job = sdk.create_training_job(
+        "finetune_transformer",
+        file_id,
+        base_model="tiny-bert",
+        hyperparameters={
+            "n_epochs": 1,
+            "max_length": 32,
+            "precision": "fp32",
+            "group_by_length": False,
+        },
+        model_name="sentiment-fp32",
+    )
+    done = finished(sdk, job.id)
+    assert done.status == "succeeded", done.error
+    assert sdk.resolve("sentiment-fp32").params["training_precision"] == "fp32"
+    said = [e.message for e in events(sdk, job.id) if e.message.startswith("precision: ")]
+    assert said == []  # both off: the loop runs as every other recipe's
+
+    with pytest.raises(APIError) as refused:
+        sdk.create_training_job(
+            "finetune_transformer",
+            file_id,
+            base_model="tiny-bert",
+            hyperparameters={"precision": "fp16"},
+        )
+    assert refused.value.status_code == 400
+    assert "'precision' must be one of auto, bf16, fp32, got 'fp16'" in str(refused.value)
 
 
 # -- crash recovery and cancel ---------------------------------------------------------------

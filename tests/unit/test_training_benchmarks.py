@@ -206,68 +206,90 @@ def test_quality_section_names_the_dataset_and_its_caveat() -> None:
 # -- finetune_throughput.py ---------------------------------------------------------------------
 
 
-def _run(system: str, steps: tuple[float, ...]) -> throughput.Run:
-    return throughput.Run(system=system, batch_size=16, step_seconds=steps, threads=2)
+def _run(
+    system: str,
+    epoch_s: float,
+    accuracy: float,
+    precision: str = "fp32",
+    cpu_s: float | None = None,
+) -> throughput.Run:
+    return throughput.Run(
+        system=system,
+        examples=8000,
+        steps=250,
+        epoch_s=epoch_s,
+        total_s=epoch_s + 10,
+        accuracy=accuracy,
+        precision=precision,
+        threads=2,
+        epoch_cpu_s=cpu_s,
+    )
 
 
-def test_throughput_summary_pools_steps_and_renders_the_ratio() -> None:
+def test_throughput_section_shows_each_system_against_trainer() -> None:
     runs = {
-        throughput.OURS: [_run(throughput.OURS, (1.0, 1.0, 4.0)), _run(throughput.OURS, (1.0,))],
-        throughput.TRAINER: [
-            _run(throughput.TRAINER, (2.0, 2.0)),
-            _run(throughput.TRAINER, (2.0, 0.5)),
-        ],
+        throughput.OURS: [_run(throughput.OURS, 100.0, 0.8700, "bf16", cpu_s=160.0)],
+        throughput.TRAINER: [_run(throughput.TRAINER, 200.0, 0.8680, cpu_s=400.0)],
+        "fp32-grouped": [_run("fp32-grouped", 125.0, 0.8690)],  # CPU time not measured
+        "bf16-shuffled": [],  # still to come: no row yet
     }
-    ours = throughput.Summary(runs[throughput.OURS])
-    assert (ours.median_step_s, ours.fastest_step_s, ours.samples_per_s) == (1.0, 1.0, 16.0)
-    assert runs[throughput.OURS][0].samples_per_s == pytest.approx(8.0)  # 48 samples in 6 s
-    section = throughput.render_section(runs, throughput.Workload(), 3.0, (0.5, 1.5), 0.02)
+    section = throughput.render_section(runs, throughput.Workload(), 872, 20.0, (0.5, 2.5))
     assert section.startswith("## Fine-tuning throughput\n")
-    assert "Ours over Trainer: **2.000x** at the median step (target ≥ 1.0x ✅)" in section
-    assert "0.500x at the fastest step" in section
-    assert "runs differ by up to 100.0%" in section  # ours: 16 against 8 samples/s
-    assert "20 ms a batch, measured alone after the runs: 2.0% of its median step" in section
-    assert "| `transformers.Trainer` | 8.00, 12.80 | 2.000 | 0.500 | 8.00 |" in section
+    assert "`precision: auto`, which chose bf16 here" in section
+    assert (
+        "| OpenMaaS `finetune_transformer`, defaults | bf16 | grouped by length, padded to the "
+        "longest | 100.0 | 80.0 | 2.00x | 50.0 | 2.50x | 0.8700 | 110.0 |"
+    ) in section
+    assert "| 200.0 | 40.0 | 1.00x | 20.0 | 1.00x | 0.8680 | 210.0 |" in section
+    assert "| 125.0 | 64.0 | 1.60x | - | - | 0.8690 |" in section
+    assert "far less than wall time): **2.50x**." in section
+    assert "bf16, shuffled" not in section
+    assert "**2.00x** the training samples/s (target ≥ 1.5x ✅), dev accuracy +0.2 points" in (
+        section
+    )
+    assert "(target within ±0.5 ✅)" in section
 
 
-def test_a_miss_within_the_noise_says_so() -> None:
+def test_throughput_misses_are_marked() -> None:
     runs = {
-        throughput.OURS: [_run(throughput.OURS, (1.0,)), _run(throughput.OURS, (1.04,))],
-        throughput.TRAINER: [_run(throughput.TRAINER, (1.0,)), _run(throughput.TRAINER, (1.0,))],
+        throughput.OURS: [_run(throughput.OURS, 150.0, 0.8500)],
+        throughput.TRAINER: [_run(throughput.TRAINER, 200.0, 0.8680)],
     }
-    section = throughput.render_section(runs, throughput.Workload(), 3.0, (0.5, 1.5), 0.01)
-    assert "**0.980x** at the median step (target ≥ 1.0x ❌ by 2.0%, within the spread" in section
-    runs[throughput.OURS] = [_run(throughput.OURS, (1.5,))]
-    section = throughput.render_section(runs, throughput.Workload(), 3.0, (0.5, 1.5), 0.01)
-    assert "**0.667x** at the median step (target ≥ 1.0x ❌);" in section
+    section = throughput.render_section(runs, throughput.Workload(), 872, 20.0, (0.5, 2.5))
+    assert "**1.33x** the training samples/s (target ≥ 1.5x ❌), dev accuracy -1.8 points" in (
+        section
+    )
+    assert "(target within ±0.5 ❌)" in section
+    assert "By CPU time" not in section  # not measured
 
 
-def test_step_clock_times_each_step_from_its_start_to_the_next() -> None:
-    clock = throughput.StepClock(skipped_steps=1, steps=3)
-    ticks = iter([0.0, 10.0, 12.0, 13.5])
-    for step in (1, 2, 3):
-        clock.began[step] = next(ticks)
-    clock.ended, clock.threads = next(ticks), 2
-    assert clock.run("x", 16).step_seconds == (2.0, 1.5)
-    with pytest.raises(RuntimeError, match="not seen"):
-        throughput.StepClock(skipped_steps=1, steps=4).run("x", 16)
+def test_runs_saved_by_one_invocation_load_in_another(tmp_path: Path) -> None:
+    runs = {throughput.OURS: [_run(throughput.OURS, 100.0, 0.87, "bf16", cpu_s=150.0)]}
+    throughput.save_runs(tmp_path / "runs.json", runs)
+    assert throughput.load_runs(tmp_path / "runs.json") == runs[throughput.OURS]
 
 
 def test_throughput_workload_and_arguments_are_checked() -> None:
-    with pytest.raises(ValueError, match="none to time"):
-        throughput.Workload(steps=2, skipped_steps=2)
-    args = throughput.build_parser().parse_args(["--steps", "20", "--rounds", "3"])
-    assert (args.steps, args.rounds, args.quick) == (20, 3, False)
+    with pytest.raises(ValueError, match="make no batch"):
+        throughput.Workload(train_examples=10)
+    with pytest.raises(ValueError, match="unknown systems"):
+        throughput.Workload(systems=("ours", "trainer", "fp8"))
+    with pytest.raises(ValueError, match="the headline needs"):
+        throughput.Workload(systems=("ours",))
+    args = throughput.build_parser().parse_args(["--rounds", "2", "--systems", "ours,trainer"])
+    assert (args.rounds, args.systems, args.quick) == (2, "ours,trainer", False)
 
 
-def test_only_texts_that_fill_the_length_are_drawn() -> None:
-    examples = [{"text": f"text {i}", "label": "a"} for i in range(5)]
-    lengths = [2, 5, 5, 3, 5]  # tokens, cut at 5
-    drawn = throughput.full_length_examples(examples, lengths, 3, 5)
-    assert sorted(e["text"] for e in drawn) == ["text 1", "text 2", "text 4"]
-    assert throughput.full_length_examples(examples, lengths, 3, 5) == drawn
-    with pytest.raises(ValueError, match="only 3 texts fill 5 tokens"):
-        throughput.full_length_examples(examples, lengths, 4, 5)
+def test_sst2_draws_are_seeded(tmp_path: Path) -> None:
+    rows = "".join(f"phrase {i} \t{i % 2}\n" for i in range(50))
+    (tmp_path / "train.tsv").write_text("sentence\tlabel\n" + rows, encoding="utf-8")
+    examples = throughput.read_split(tmp_path, "train.tsv")
+    assert examples[1] == {"text": "phrase 1", "label": "positive"}
+    drawn = throughput.draw(examples, 10)
+    assert drawn == throughput.draw(examples, 10)
+    assert len(drawn) == 10
+    assert drawn != examples[:10]
+    assert len(throughput.draw(examples, None)) == 50
 
 
 # -- the docs -----------------------------------------------------------------------------------

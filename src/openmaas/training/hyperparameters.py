@@ -70,6 +70,7 @@ VOCABULARY_DEFAULTS: dict[str, Any] = {
 }
 EMBEDDINGS_MODES = ("static", "non-static")
 MAX_REFERENCE_CHARS = 256
+PRECISIONS = ("auto", "bf16", "fp32")  # as training.precision reads them
 
 
 @dataclass(frozen=True, slots=True)
@@ -89,6 +90,11 @@ class LoopSettings:
     class_weighting: str
     augment: bool
     checkpoint_every_steps: int
+    # Declared only by the recipes whose defaults name them (the transformer fine-tune):
+    # batches of near-equal lengths (`training.batch_order`) and the number format
+    # (`training.precision`: auto, bf16 or fp32).
+    group_by_length: bool = False
+    precision: str = "fp32"
 
     @classmethod
     def from_hyperparameters(
@@ -113,6 +119,8 @@ class LoopSettings:
             class_weighting=choice(hp, "class_weighting", CLASS_WEIGHTINGS),
             augment=boolean(hp, "augment"),
             checkpoint_every_steps=positive_int(hp, "checkpoint_every_steps"),
+            group_by_length=boolean(hp, "group_by_length") if "group_by_length" in hp else False,
+            precision=choice(hp, "precision", PRECISIONS) if "precision" in hp else "fp32",
         )
 
 

@@ -4,12 +4,13 @@ A recipe hands over a network, a `forward` that turns a batch of its items (text
 precomputed features) into logits, the labeled splits and the `LoopSettings`; the loop runs
 the epochs: shuffled (or class-balanced, oversampled) batches, optional text augmentation,
 cross-entropy (optionally class-weighted), AdamW, SGD with momentum or Adadelta (then the
-network's own weight constraints, TextCNN's max-norm), warmup then linear or
-cosine decay, gradient clipping, evaluation on the validation split after each epoch, early
-stopping on a chosen metric with patience, TensorBoard scalars and progress reports through
-the context. At the end the best validation weights are back in the network. A subclass
-trains another objective by overriding `batch_loss` and `validate` (the `gpt` recipe's
-next-token loss, in `recipes/causal_lm.py`).
+network's own weight constraints, TextCNN's max-norm), warmup then linear or cosine decay,
+optionally batches of near-equal lengths (`group_by_length`, see `training.batch_order`) and
+bf16 autocast (`precision`, see `training.precision`), gradient clipping, evaluation on the
+validation split after each epoch, early stopping on a chosen metric with patience,
+TensorBoard scalars and progress reports through the context. At the end the best validation
+weights are back in the network. A subclass trains another objective by overriding
+`batch_loss` and `validate` (the `gpt` recipe's next-token loss, in `recipes/causal_lm.py`).
 
 Checkpoints (`ctx.work_dir/checkpoint`, handed to `ctx.save_checkpoint`) hold the weights,
 the optimizer's state, the torch RNG and the position in safetensors + JSON, no pickle. They
@@ -49,8 +50,10 @@ import torch.nn.functional as F
 from safetensors.torch import load_file, load_model, save_file, save_model
 from torch import nn
 
+from openmaas.training.batch_order import length_grouped
 from openmaas.training.hyperparameters import LoopSettings
 from openmaas.training.metrics import ClassificationMetrics, classification_metrics
+from openmaas.training.precision import Precision, autocast, resolve_precision, supports_bf16
 from openmaas.training.recipe import TrainingContext, TrainingStopped
 
 T = TypeVar("T")
@@ -112,6 +115,7 @@ class LoopOutcome:
     stopped_early: bool
     trained_examples: int
     trained_tokens: int
+    precision: Precision = "fp32"  # what the training steps computed in
 
 
 @dataclass(frozen=True, slots=True)
@@ -208,6 +212,11 @@ class ClassifierTrainer(Generic[T]):
         self.item_tokens = item_tokens
         self.checkpoint_files = tuple(checkpoint_files)
         self.parameters = [p for p in network.parameters() if p.requires_grad]
+        self.device_type = self.parameters[0].device.type if self.parameters else "cpu"
+        self.precision = resolve_precision(
+            settings.precision,
+            bf16_supported=settings.precision == "auto" and supports_bf16(self.device_type),
+        )
         self.optimizer = build_optimizer(network, settings)
         self.loss_weights = (
             class_weights(train.labels, len(self.labels))
@@ -230,6 +239,8 @@ class ClassifierTrainer(Generic[T]):
 
     def run(self) -> LoopOutcome:
         self.ctx.plan_steps(self.total_steps)
+        if self.settings.precision != "fp32" or self.settings.group_by_length:
+            self.ctx.message(self.describe_speedups())
         resumed = self.ctx.resume_from is not None
         if self.ctx.resume_from is not None:
             self.restore(self.ctx.resume_from.directory)
@@ -258,11 +269,26 @@ class ClassifierTrainer(Generic[T]):
             stopped_early=p.stopped_early,
             trained_examples=p.trained_examples,
             trained_tokens=p.trained_tokens,
+            precision=self.precision,
         )
+
+    def describe_speedups(self) -> str:
+        """What the job's events say about its batch order and number format."""
+        if self.precision == "bf16":
+            why = "asked for" if self.settings.precision == "bf16" else "the device has it"
+            number_format = f"bf16 autocast ({why}; weights, optimizer and loss in fp32)"
+        elif self.settings.precision == "auto":
+            number_format = f"fp32 (this {self.device_type} has no bf16 arithmetic)"
+        else:
+            number_format = "fp32"
+        grouping = self.settings.group_by_length and self.item_tokens is not None
+        order = "grouped by length" if grouping else "shuffled"
+        return f"precision: {number_format}; batches {order}"
 
     def epoch_order(self, epoch: int) -> list[int]:
         """Training item indices for `epoch`, a function of (seed, epoch) only. Oversampling
-        draws minority-class items again until every class has as many as the largest."""
+        draws minority-class items again until every class has as many as the largest;
+        `group_by_length` then arranges them into batches of near-equal token counts."""
         rng = np.random.default_rng([self.ctx.seed, epoch])
         indices = np.arange(len(self.train))
         if self.settings.class_weighting == "oversample":
@@ -275,6 +301,8 @@ class ClassifierTrainer(Generic[T]):
             ]
             indices = np.concatenate([indices, *extra])
         order: list[int] = rng.permutation(indices).tolist()
+        if self.settings.group_by_length and self.item_tokens is not None:
+            order = length_grouped(order, self.item_tokens, self.settings.batch_size, rng)
         return order
 
     def run_epoch(self) -> None:
@@ -330,8 +358,11 @@ class ClassifierTrainer(Generic[T]):
 
     def batch_loss(self, items: Sequence[T], batch: Sequence[int]) -> torch.Tensor:
         """The loss of one training batch: `items` are the (augmented) training items at
-        indices `batch`. A loop for another objective (next-token prediction) overrides it."""
-        logits = self.forward(items)
+        indices `batch`. A loop for another objective (next-token prediction) overrides it.
+        The forward pass runs under the run's autocast; the loss is computed in fp32."""
+        with autocast(self.device_type, self.precision):
+            logits = self.forward(items)
+        logits = logits.float()
         targets = torch.tensor([self.train.labels[i] for i in batch], device=logits.device)
         weights = None if self.loss_weights is None else self.loss_weights.to(logits.device)
         return F.cross_entropy(logits, targets, weight=weights)
