@@ -302,13 +302,10 @@ def test_a_finetune_over_an_embedding_model_registers_and_serves_its_own_encoder
     assert "encoder" not in version.params  # served from its own files
     assert {f.path for f in version.files} >= {"openmaas.json", "encoder/config.json"}
     assert_classifies_sentiment(server, "sentiment-tuned")
-    # The defaults: batches grouped by length, bf16 where this CPU has it in hardware.
-    expected = "bf16" if supports_bf16("cpu") else "fp32"
-    assert version.params["training_precision"] == expected
+    # The defaults: batches grouped by length, fp32 (bf16 is asked for with "bf16-if-supported").
+    assert version.params["training_precision"] == "fp32"
     said = [e.message for e in events(sdk, job.id) if e.message.startswith("precision: ")]
-    assert len(said) == 1
-    assert said[0].startswith(f"precision: {expected}")
-    assert said[0].endswith("; batches grouped by length")
+    assert said == ["precision: fp32; batches grouped by length"]
 
 
 def test_a_finetune_runs_in_the_precision_asked_for_and_refuses_an_unknown_one(
@@ -322,16 +319,20 @@ def test_a_finetune_runs_in_the_precision_asked_for_and_refuses_an_unknown_one(
         hyperparameters={
             "n_epochs": 1,
             "max_length": 32,
-            "precision": "fp32",
+            "precision": "bf16-if-supported",
             "group_by_length": False,
         },
-        model_name="sentiment-fp32",
+        model_name="sentiment-auto",
     )
     done = finished(sdk, job.id)
     assert done.status == "succeeded", done.error
-    assert sdk.resolve("sentiment-fp32").params["training_precision"] == "fp32"
+    # bf16 where this CPU has it in hardware, else fp32, and the job says which.
+    expected = "bf16" if supports_bf16("cpu") else "fp32"
+    assert sdk.resolve("sentiment-auto").params["training_precision"] == expected
     said = [e.message for e in events(sdk, job.id) if e.message.startswith("precision: ")]
-    assert said == []  # both off: the loop runs as every other recipe's
+    assert len(said) == 1
+    assert said[0].startswith(f"precision: {expected}")
+    assert said[0].endswith("; batches shuffled")
 
     with pytest.raises(APIError) as refused:
         sdk.create_training_job(
@@ -341,7 +342,9 @@ def test_a_finetune_runs_in_the_precision_asked_for_and_refuses_an_unknown_one(
             hyperparameters={"precision": "fp16"},
         )
     assert refused.value.status_code == 400
-    assert "'precision' must be one of auto, bf16, fp32, got 'fp16'" in str(refused.value)
+    assert "'precision' must be one of bf16-if-supported, bf16, fp32, got 'fp16'" in str(
+        refused.value
+    )
 
 
 # -- crash recovery and cancel ---------------------------------------------------------------

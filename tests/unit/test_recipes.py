@@ -759,7 +759,11 @@ def test_recipes_declare_their_hyperparameters() -> None:
         ("frozen_encoder", {"augment": True}, "unknown hyperparameters"),
         ("finetune_transformer", {"class_weighting": "balanced"}, "none, weighted, oversample"),
         ("finetune_transformer", {"n_epochs": True}, "'n_epochs' must be an integer"),
-        ("finetune_transformer", {"precision": "fp16"}, "'precision' must be one of auto, bf16"),
+        (
+            "finetune_transformer",
+            {"precision": "fp16"},
+            "'precision' must be one of bf16-if-supported, bf16",
+        ),
         ("finetune_transformer", {"group_by_length": "yes"}, "'group_by_length' must be true"),
         ("textcnn", {"precision": "bf16"}, "unknown hyperparameters"),  # the fine-tune's only
     ],

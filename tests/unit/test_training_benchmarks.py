@@ -230,15 +230,15 @@ def test_throughput_section_shows_each_system_against_trainer() -> None:
     runs = {
         throughput.OURS: [_run(throughput.OURS, 100.0, 0.8700, "bf16", cpu_s=160.0)],
         throughput.TRAINER: [_run(throughput.TRAINER, 200.0, 0.8680, cpu_s=400.0)],
-        "fp32-grouped": [_run("fp32-grouped", 125.0, 0.8690)],  # CPU time not measured
+        "bf16-grouped": [_run("bf16-grouped", 125.0, 0.8690)],  # CPU time not measured
         "bf16-shuffled": [],  # still to come: no row yet
     }
     section = throughput.render_section(runs, throughput.Workload(), 872, 20.0, (0.5, 2.5))
     assert section.startswith("## Fine-tuning throughput\n")
-    assert "`precision: auto`, which chose bf16 here" in section
+    assert "`precision: fp32`; it ran in bf16)" in section
     assert (
-        "| OpenMaaS `finetune_transformer`, defaults | bf16 | grouped by length, padded to the "
-        "longest | 100.0 | 80.0 | 2.00x | 50.0 | 2.50x | 0.8700 | 110.0 |"
+        "| OpenMaaS `finetune_transformer`, defaults (fp32, grouped) | bf16 | grouped by length, "
+        "padded to the longest | 100.0 | 80.0 | 2.00x | 50.0 | 2.50x | 0.8700 | 110.0 |"
     ) in section
     assert "| 200.0 | 40.0 | 1.00x | 20.0 | 1.00x | 0.8680 | 210.0 |" in section
     assert "| 125.0 | 64.0 | 1.60x | - | - | 0.8690 |" in section

@@ -17,8 +17,8 @@ SKYLAKE = "fpu vme sse sse2 avx2 avx512f avx512bw avx512cd arat"
 @pytest.mark.parametrize(
     ("requested", "bf16_supported", "expected"),
     [
-        ("auto", True, "bf16"),
-        ("auto", False, "fp32"),  # the fallback: no bf16 arithmetic in hardware
+        ("bf16-if-supported", True, "bf16"),
+        ("bf16-if-supported", False, "fp32"),  # the fallback: no bf16 arithmetic in hardware
         ("fp32", True, "fp32"),
         ("fp32", False, "fp32"),
         ("bf16", True, "bf16"),
@@ -34,18 +34,20 @@ def test_cpu_support_is_read_from_the_flags() -> None:
     assert not cpu_flags_have_bf16(SKYLAKE)
     assert cpu_flags_have_bf16("flags\t: fpu amx_bf16 amx_tile")  # Sapphire Rapids
     assert not cpu_flags_have_bf16("flags\t: fpu avx512_bf16x")  # whole flags only
-    auto = resolve_precision("auto", bf16_supported=cpu_flags_have_bf16(SKYLAKE))
+    auto = resolve_precision("bf16-if-supported", bf16_supported=cpu_flags_have_bf16(SKYLAKE))
     assert auto == "fp32"
 
 
 def test_a_bad_precision_names_the_hyperparameter() -> None:
-    with pytest.raises(ValueError, match="'precision' must be one of auto, bf16, fp32"):
+    with pytest.raises(
+        ValueError, match="'precision' must be one of bf16-if-supported, bf16, fp32"
+    ):
         resolve_precision("fp16", bf16_supported=True)
 
 
-def test_only_the_transformer_fine_tune_defaults_to_grouping_and_auto_precision() -> None:
+def test_only_the_transformer_fine_tune_defaults_to_grouping() -> None:
     tuned = RECIPES["finetune_transformer"].resolve({}, 100)
     settings = LoopSettings.from_hyperparameters(tuned)
-    assert (settings.group_by_length, settings.precision) == (True, "auto")
+    assert (settings.group_by_length, settings.precision) == (True, "fp32")  # bf16: opt-in
     textcnn = LoopSettings.from_hyperparameters(RECIPES["textcnn"].resolve({}, 100))
     assert (textcnn.group_by_length, textcnn.precision) == (False, "fp32")

@@ -70,7 +70,7 @@ VOCABULARY_DEFAULTS: dict[str, Any] = {
 }
 EMBEDDINGS_MODES = ("static", "non-static")
 MAX_REFERENCE_CHARS = 256
-PRECISIONS = ("auto", "bf16", "fp32")  # as training.precision reads them
+PRECISIONS = ("bf16-if-supported", "bf16", "fp32")  # as training.precision reads them
 
 
 @dataclass(frozen=True, slots=True)
@@ -92,7 +92,7 @@ class LoopSettings:
     checkpoint_every_steps: int
     # Declared only by the recipes whose defaults name them (the transformer fine-tune):
     # batches of near-equal lengths (`training.batch_order`) and the number format
-    # (`training.precision`: auto, bf16 or fp32).
+    # (`training.precision`: bf16-if-supported, bf16 or fp32).
     group_by_length: bool = False
     precision: str = "fp32"
 

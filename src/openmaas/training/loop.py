@@ -215,7 +215,8 @@ class ClassifierTrainer(Generic[T]):
         self.device_type = self.parameters[0].device.type if self.parameters else "cpu"
         self.precision = resolve_precision(
             settings.precision,
-            bf16_supported=settings.precision == "auto" and supports_bf16(self.device_type),
+            bf16_supported=settings.precision == "bf16-if-supported"
+            and supports_bf16(self.device_type),
         )
         self.optimizer = build_optimizer(network, settings)
         self.loss_weights = (
@@ -277,7 +278,7 @@ class ClassifierTrainer(Generic[T]):
         if self.precision == "bf16":
             why = "asked for" if self.settings.precision == "bf16" else "the device has it"
             number_format = f"bf16 autocast ({why}; weights, optimizer and loss in fp32)"
-        elif self.settings.precision == "auto":
+        elif self.settings.precision == "bf16-if-supported":
             number_format = f"fp32 (this {self.device_type} has no bf16 arithmetic)"
         else:
             number_format = "fp32"

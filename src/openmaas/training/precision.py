@@ -2,16 +2,16 @@
 bf16 arithmetic, fp32 otherwise.
 
 `precision` is a hyperparameter: `fp32`, `bf16` (autocast even where the device only emulates
-bf16) or `auto` (bf16 where the device has it in hardware, else fp32). Under autocast the
-matrix products run in bf16 while the master weights, the optimizer's state and the loss stay
-fp32, so no loss scaling is needed (bf16 keeps fp32's exponent range). On CPU, support means
-the `avx512_bf16` or `amx_bf16` instructions (Intel Cooper Lake, Sapphire Rapids and later,
-AMD Zen 4 and later); without them torch emulates bf16 and runs slower than fp32. Torch-free
-except `supports_bf16` and `autocast`, so validating a job costs nothing.
+bf16) or `bf16-if-supported` (bf16 where the device has it in hardware, else fp32). Under
+autocast the matrix products run in bf16 while the master weights, the optimizer's state and
+the loss stay fp32, so no loss scaling is needed (bf16 keeps fp32's exponent range). On CPU,
+support means the `avx512_bf16` or `amx_bf16` instructions (Intel Cooper Lake, Sapphire Rapids
+and later, AMD Zen 4 and later); without them torch emulates bf16 and runs slower than fp32.
+Torch-free except `supports_bf16` and `autocast`, so validating a job costs nothing.
 
 Example::
 
-    precision = resolve_precision("auto", bf16_supported=supports_bf16("cpu"))
+    precision = resolve_precision("bf16-if-supported", bf16_supported=supports_bf16("cpu"))
     with autocast("cpu", precision):
         logits = network(**inputs)
     loss = F.cross_entropy(logits.float(), targets)
@@ -39,7 +39,7 @@ def resolve_precision(requested: str, *, bf16_supported: bool) -> Precision:
         raise ValueError(
             f"hyperparameter 'precision' must be one of {', '.join(PRECISIONS)}, got {requested!r}"
         )
-    if requested == "auto":
+    if requested == "bf16-if-supported":
         return "bf16" if bf16_supported else "fp32"
     return "bf16" if requested == "bf16" else "fp32"
 

@@ -16,15 +16,16 @@ The slowest recipe and usually the most accurate: on 2 CPU cores a three-epoch j
 5,472 AG News examples at 96 tokens, evaluation included, took 11 minutes (see
 docs/benchmarks.md; measured before the two speed-ups below were on by default).
 
-For speed, batches group texts of near-equal token counts (`group_by_length`, see
-`training.batch_order`) and the forward pass runs under bf16 autocast where the device
-computes bf16 in hardware (`precision: auto`, see `training.precision`); weights, AdamW's
-state and the loss stay fp32. What they buy is not settled: `benchmarks/finetune_throughput.py`
-(one epoch over 8,000 SST-2 phrases, batch 32, against `transformers.Trainer`'s fp32
-defaults) measured, on the shared 2-core development machine (avx512_bf16) under load
-averages of 3 to 16, 0.50x and 1.05x Trainer's wall-clock samples/s in two runs and 0.97x
-by CPU time, with 0.831 dev accuracy against Trainer's 0.843 (seed 0); its 10-step smoke run
-had the defaults 2.6x faster. A quiet machine and several seeds should decide.
+For speed, batches group texts of near-equal token counts (`group_by_length`, on by default,
+see `training.batch_order`). bf16 autocast of the forward pass (`precision: bf16-if-supported`,
+bf16 where the device computes it in hardware, or `bf16`; see `training.precision`) is opt-in:
+weights, AdamW's state and the loss stay fp32, but the one comparison so far,
+`benchmarks/finetune_throughput.py` (one epoch over 8,000 SST-2 phrases, batch 32, against
+`transformers.Trainer`'s fp32 defaults, on the shared 2-core development machine with
+avx512_bf16 under load averages of 3 to 16), had grouping plus bf16 at 0.831 dev accuracy
+against Trainer's 0.843 (seed 0), at 0.50x and 1.05x Trainer's wall-clock samples/s in two runs
+and 0.97x by CPU time; its 10-step smoke run had them 2.6x faster. Until a quiet machine and
+several seeds show bf16 within half a point, the default stays fp32.
 """
 
 from __future__ import annotations
@@ -55,7 +56,7 @@ DEFAULTS: dict[str, Any] = {
     # Speed at equal accuracy (see the module docstring): batches of near-equal token counts,
     # and bf16 autocast where the device computes bf16 in hardware (auto | bf16 | fp32).
     "group_by_length": True,
-    "precision": "auto",
+    "precision": "fp32",  # "bf16-if-supported": bf16 where the device has it (opt-in, see above)
 }
 FEATURES = ("auto", "embedding", "classifier")
 
