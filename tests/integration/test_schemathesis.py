@@ -49,9 +49,11 @@ MODEL_PARAMETERS = ("path.name", "path.model_name", "path.model_id", "query.mode
 def fuzzed_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningServer]:
     root = tmp_path_factory.mktemp("schemathesis")
     running = start_server(root / "home", {"OPENMAAS_THREADS": "2"})
-    _register_models(running, root / "models")
-    yield running
-    stop_server(running)
+    try:  # also when a registration fails: the server would outlive the run
+        _register_models(running, root / "models")
+        yield running
+    finally:
+        stop_server(running)
 
 
 def _register_models(server: RunningServer, root: Path) -> None:
