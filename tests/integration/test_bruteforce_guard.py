@@ -50,6 +50,18 @@ def models(server: RunningServer, key: str, forwarded_for: str | None = None) ->
     return httpx.get(f"{server.url}/v1/models", headers=bearer(key, forwarded_for))
 
 
+@pytest.fixture(scope="module")
+def trusting(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningServer]:
+    """A server with the default guard that trusts 127.0.0.1 as a proxy: each test attacks
+    from fresh addresses of its own, so the tests that use it do not meet each other's
+    blocks."""
+    server = start_server(
+        tmp_path_factory.mktemp("trusting") / "home", {"OPENMAAS_TRUSTED_PROXIES": "127.0.0.1"}
+    )
+    yield server
+    stop_server(server)
+
+
 @pytest.fixture
 def redis_keys() -> Iterator[list[str]]:
     """Addresses whose guard counters are removed from the shared Redis afterwards."""
@@ -64,14 +76,15 @@ def redis_keys() -> Iterator[list[str]]:
 
 @pytest.mark.parametrize("storage", ["memory", "redis"])
 def test_concurrent_wrong_keys_are_verified_at_most_threshold_times(
-    tmp_path: Path, storage: str, redis_keys: list[str]
+    tmp_path: Path, storage: str, redis_keys: list[str], request: pytest.FixtureRequest
 ) -> None:
     """The audit's finding: 200 concurrent wrong keys from a fresh address were all verified
     (threshold 20): the block was checked before any failure was counted."""
-    env = {"OPENMAAS_TRUSTED_PROXIES": "127.0.0.1"}
     if storage == "redis":
-        env["OPENMAAS_REDIS_URL"] = REDIS_URL
-    server = start_server(tmp_path / "home", env)
+        env = {"OPENMAAS_TRUSTED_PROXIES": "127.0.0.1", "OPENMAAS_REDIS_URL": REDIS_URL}
+        server = start_server(tmp_path / "home", env)
+    else:
+        server = request.getfixturevalue("trusting")
     attacker = fresh_address()
     redis_keys.append(attacker)
     try:
@@ -102,40 +115,38 @@ def test_concurrent_wrong_keys_are_verified_at_most_threshold_times(
         assert models(server, generate_key().plaintext, attacker).status_code == 429
         assert models(server, server.key).status_code == 200
     finally:
-        stop_server(server)
+        if storage == "redis":
+            stop_server(server)
 
 
-def test_a_burst_with_one_key_is_one_attempt(tmp_path: Path) -> None:
+def test_a_burst_with_one_key_is_one_attempt(trusting: RunningServer) -> None:
     """Concurrent requests with one key share its verification and count as one attempt: a
     client opening 200 connections with its new (not yet cached) key is served, not blocked
     as a guesser (found by the embeddings benchmark: 64 clients sharing a good key answered
     429 for 300 s), and 200 requests with one wrong key are checked a few times, not 200."""
-    server = start_server(tmp_path / "home", {"OPENMAAS_TRUSTED_PROXIES": "127.0.0.1"})
+    server = trusting
     client_address, guesser = fresh_address(), fresh_address()
-    try:
-        good = _new_key(server)
-        wrong = generate_key().plaintext
-        invalid_before = attempts(server, "invalid")
+    good = _new_key(server)
+    wrong = generate_key().plaintext
+    invalid_before = attempts(server, "invalid")
 
-        async def burst(key: str, address: str) -> list[int]:
-            limits = httpx.Limits(max_connections=ATTACKERS)
-            async with httpx.AsyncClient(limits=limits, timeout=60) as client:
-                answers = await asyncio.gather(
-                    *(
-                        client.get(f"{server.url}/v1/models", headers=bearer(key, address))
-                        for _ in range(ATTACKERS)
-                    )
+    async def burst(key: str, address: str) -> list[int]:
+        limits = httpx.Limits(max_connections=ATTACKERS)
+        async with httpx.AsyncClient(limits=limits, timeout=60) as client:
+            answers = await asyncio.gather(
+                *(
+                    client.get(f"{server.url}/v1/models", headers=bearer(key, address))
+                    for _ in range(ATTACKERS)
                 )
-            return [answer.status_code for answer in answers]
+            )
+        return [answer.status_code for answer in answers]
 
-        assert asyncio.run(burst(good, client_address)) == [200] * ATTACKERS
-        # Not blocked (under THRESHOLD checks): requests that arrive while the key is being
-        # checked share that check; a failure is not cached, so a later wave checks again.
-        assert asyncio.run(burst(wrong, guesser)) == [401] * ATTACKERS
-        assert 1 <= attempts(server, "invalid") - invalid_before < THRESHOLD
-        assert models(server, good, client_address).status_code == 200
-    finally:
-        stop_server(server)
+    assert asyncio.run(burst(good, client_address)) == [200] * ATTACKERS
+    # Not blocked (under THRESHOLD checks): requests that arrive while the key is being
+    # checked share that check; a failure is not cached, so a later wave checks again.
+    assert asyncio.run(burst(wrong, guesser)) == [401] * ATTACKERS
+    assert 1 <= attempts(server, "invalid") - invalid_before < THRESHOLD
+    assert models(server, good, client_address).status_code == 200
 
 
 def _blocking_server(tmp_path: Path, **env: str) -> RunningServer:
@@ -173,43 +184,56 @@ def test_forwarded_for_from_an_untrusted_peer_is_ignored(tmp_path: Path) -> None
         stop_server(server)
 
 
-def test_forwarded_for_from_a_trusted_proxy_is_honoured(tmp_path: Path) -> None:
-    server = _blocking_server(tmp_path, OPENMAAS_TRUSTED_PROXIES="127.0.0.1,10.0.0.0/8")
-    try:
-        fresh = _new_key(server)
-        guesser, neighbour = fresh_address(), fresh_address()
-        answers = [models(server, generate_key().plaintext, guesser) for _ in range(3)]
-        assert [answer.status_code for answer in answers] == [401, 401, 401]
-        assert models(server, generate_key().plaintext, guesser).status_code == 429
-        # Hops left of the first untrusted one are the client's own words: prepending a fresh
-        # address does not help; a trusted hop to its right (10.0.0.7) is skipped.
-        chain = f"{fresh_address()}, {guesser}, 10.0.0.7"
-        assert models(server, generate_key().plaintext, chain).status_code == 429
-        # Another client behind the same proxy is not affected.
-        assert models(server, generate_key().plaintext, neighbour).status_code == 401
-        assert models(server, fresh, neighbour).status_code == 200
-    finally:
-        stop_server(server)
+@pytest.fixture(scope="module")
+def blocking(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningServer]:
+    """A quick-blocking server behind trusted proxies (valid keys from a blocked address
+    refused, the default); the tests that use it block fresh addresses of their own."""
+    server = _blocking_server(
+        tmp_path_factory.mktemp("blocking"), OPENMAAS_TRUSTED_PROXIES="127.0.0.1,10.0.0.0/8"
+    )
+    yield server
+    stop_server(server)
 
 
-def test_a_valid_key_from_a_blocked_address_by_default_and_when_admitted(tmp_path: Path) -> None:
-    for admit, expected in (("false", 429), ("true", 200)):
-        server = _blocking_server(
-            tmp_path / admit,
-            OPENMAAS_TRUSTED_PROXIES="127.0.0.1",
-            OPENMAAS_AUTH_ADMIT_VALID_KEYS_WHEN_BLOCKED=admit,
-        )
+def test_forwarded_for_from_a_trusted_proxy_is_honoured(blocking: RunningServer) -> None:
+    server = blocking
+    fresh = _new_key(server)
+    guesser, neighbour = fresh_address(), fresh_address()
+    answers = [models(server, generate_key().plaintext, guesser) for _ in range(3)]
+    assert [answer.status_code for answer in answers] == [401, 401, 401]
+    assert models(server, generate_key().plaintext, guesser).status_code == 429
+    # Hops left of the first untrusted one are the client's own words: prepending a fresh
+    # address does not help; a trusted hop to its right (10.0.0.7) is skipped.
+    chain = f"{fresh_address()}, {guesser}, 10.0.0.7"
+    assert models(server, generate_key().plaintext, chain).status_code == 429
+    # Another client behind the same proxy is not affected.
+    assert models(server, generate_key().plaintext, neighbour).status_code == 401
+    assert models(server, fresh, neighbour).status_code == 200
+
+
+def test_a_valid_key_from_a_blocked_address_by_default_and_when_admitted(
+    tmp_path: Path, blocking: RunningServer
+) -> None:
+    admitting = _blocking_server(
+        tmp_path,
+        OPENMAAS_TRUSTED_PROXIES="127.0.0.1",
+        OPENMAAS_AUTH_ADMIT_VALID_KEYS_WHEN_BLOCKED="true",
+    )
+    for server, expected in ((blocking, 429), (admitting, 200)):
         try:
             fresh = _new_key(server)  # not yet used: not in the key cache
             blocked = fresh_address()
             for _ in range(3):
                 models(server, generate_key().plaintext, blocked)
             assert models(server, generate_key().plaintext, blocked).status_code == 429
-            assert models(server, fresh, blocked).status_code == expected, admit
+            assert models(server, fresh, blocked).status_code == expected, server.env.get(
+                "OPENMAAS_AUTH_ADMIT_VALID_KEYS_WHEN_BLOCKED"
+            )
             # A wrong key from the blocked address stays refused either way.
             assert models(server, generate_key().plaintext, blocked).status_code == 429
         finally:
-            stop_server(server)
+            if server is admitting:
+                stop_server(server)
 
 
 def test_a_malformed_trusted_proxy_stops_the_server(tmp_path: Path) -> None:

@@ -63,6 +63,17 @@ def chat_jsonl(count: int) -> bytes:
 
 
 @pytest.fixture(scope="module")
+def shared_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningServer]:
+    """The module's one server; its 1 MB dataset limit (every other upload here is far
+    smaller) is the one test_an_oversized_upload_is_a_413 goes over."""
+    running = start_server(
+        tmp_path_factory.mktemp("shared") / "home", {"OPENMAAS_MAX_DATASET_MB": "1"}
+    )
+    yield running
+    stop_server(running)
+
+
+@pytest.fixture(scope="module")
 def openai_admin(shared_server: RunningServer) -> Iterator[openai.OpenAI]:
     with openai.OpenAI(
         base_url=f"{shared_server.url}/v1", api_key=shared_server.key, max_retries=0
@@ -152,32 +163,29 @@ def test_unreadable_files_and_other_purposes_are_a_400(openai_admin: openai.Open
     assert exc.value.param == "purpose"
 
 
-def test_an_oversized_upload_is_a_413(tmp_path: Path) -> None:
-    server = start_server(tmp_path / "home", {"OPENMAAS_MAX_DATASET_MB": "1"})
+def test_an_oversized_upload_is_a_413(shared_server: RunningServer) -> None:
+    server = shared_server
     line = json.dumps({"text": "x" * 1000, "label": "a"}).encode() + b"\n"
-    try:
-        # Just over the setting: the service refuses it, naming the setting.
-        over = httpx.post(
-            f"{server.url}/v1/files",
-            headers=bearer(server.key),
-            files={"file": ("big.jsonl", line * 1100, "application/jsonl")},
-            data={"purpose": "fine-tune"},
-            timeout=60,
-        )
-        assert over.status_code == 413, over.text[:300]
-        assert "OPENMAAS_MAX_DATASET_MB" in over.json()["error"]["message"]
-        # Far over: the body limit stops it before it is read.
-        far = httpx.post(
-            f"{server.url}/v1/files",
-            headers=bearer(server.key),
-            files={"file": ("big.jsonl", line * 3 * 1024, "application/jsonl")},
-            data={"purpose": "fine-tune"},
-            timeout=60,
-        )
-        assert far.status_code == 413
-        assert far.json()["error"]["code"] == "payload_too_large"
-    finally:
-        stop_server(server)
+    # Just over the setting: the service refuses it, naming the setting.
+    over = httpx.post(
+        f"{server.url}/v1/files",
+        headers=bearer(server.key),
+        files={"file": ("big.jsonl", line * 1100, "application/jsonl")},
+        data={"purpose": "fine-tune"},
+        timeout=60,
+    )
+    assert over.status_code == 413, over.text[:300]
+    assert "OPENMAAS_MAX_DATASET_MB" in over.json()["error"]["message"]
+    # Far over: the body limit stops it before it is read.
+    far = httpx.post(
+        f"{server.url}/v1/files",
+        headers=bearer(server.key),
+        files={"file": ("big.jsonl", line * 3 * 1024, "application/jsonl")},
+        data={"purpose": "fine-tune"},
+        timeout=60,
+    )
+    assert far.status_code == 413
+    assert far.json()["error"]["code"] == "payload_too_large"
 
 
 # -- /v1/datasets ---------------------------------------------------------------------------

@@ -156,9 +156,13 @@ def test_limits_are_validated(limited: RunningServer) -> None:
 # -- two processes, one Redis -----------------------------------------------------------------
 
 
-@pytest.fixture
-def redis_pair(tmp_path: Path) -> Iterator[tuple[RunningServer, RunningServer]]:
-    """Two servers on one database and one Redis, as two nodes behind a load balancer."""
+@pytest.fixture(scope="module")
+def redis_pair(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[tuple[RunningServer, RunningServer]]:
+    """Two servers on one database and one Redis, as two nodes behind a load balancer; the
+    tests that share them each limit a fresh project of their own."""
+    tmp_path = tmp_path_factory.mktemp("redis-pair")
     client: Any = redis.Redis.from_url(REDIS_URL)
     try:
         client.ping()
