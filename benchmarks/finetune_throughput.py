@@ -29,7 +29,6 @@ Usage::
 from __future__ import annotations
 
 import argparse
-import csv
 import gc
 import json
 import os
@@ -46,12 +45,14 @@ from typing import Any
 
 try:  # imported as `benchmarks.finetune_throughput` (the tests)
     from benchmarks.markdown_sections import DOCS_PATH, describe_environment, write_section
+    from benchmarks.sst2_quality import LABELS, read_split
 except ModuleNotFoundError:  # run as a script: its own directory is on the path
     from markdown_sections import (  # type: ignore[import-not-found,no-redef]
         DOCS_PATH,
         describe_environment,
         write_section,
     )
+    from sst2_quality import LABELS, read_split  # type: ignore[import-not-found,no-redef]
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 DATASET_DIR = REPO_ROOT.parent / "shared" / "datasets" / "sst2"
@@ -63,7 +64,6 @@ TRAIN_EXAMPLES = 8000  # a seeded draw of the 67,349 training phrases
 BATCH_SIZE = 32
 EPOCHS = 1
 EVAL_BATCH_SIZE = 64
-LABELS = {"0": "negative", "1": "positive"}
 TARGET_RATIO = 1.5  # the recipe's defaults over Trainer's, in training samples/s
 TARGET_POINTS = 0.5  # the most dev accuracy may differ, in percentage points
 
@@ -168,17 +168,6 @@ class EpochClock:
         if self.began is None or self.ended is None:
             raise RuntimeError(f"{system}: the epoch's start or end was not seen")
         return self.ended - self.began
-
-
-def read_split(directory: Path, name: str) -> list[dict[str, str]]:
-    """A GLUE `sentence<TAB>label` file (no quoting) as examples."""
-    path = directory / name
-    if not path.is_file():
-        raise SystemExit(f"no {path}: SST-2 is expected in ../shared/datasets/sst2")
-    with path.open(encoding="utf-8", newline="") as handle:
-        rows = csv.reader(handle, delimiter="\t", quoting=csv.QUOTE_NONE)
-        next(rows)
-        return [{"text": row[0].strip(), "label": LABELS[row[1]]} for row in rows]
 
 
 def draw(examples: Sequence[dict[str, str]], count: int | None) -> list[dict[str, str]]:

@@ -22,6 +22,7 @@ from typing import Any
 
 import boto3
 import httpx
+import pytest
 
 from tests.integration.conftest import free_port
 
@@ -101,3 +102,20 @@ def running_s3_server(log_dir: Path) -> Iterator[S3Server]:
     finally:
         process.terminate()
         process.wait(timeout=10)
+
+
+def bucket_fixture(bucket: str) -> Any:
+    """A module-scoped pytest fixture: a moto server holding the empty bucket `bucket`.
+
+    Example::
+
+        s3 = bucket_fixture("artifacts")  # at a test module's top level
+    """
+
+    @pytest.fixture(scope="module")
+    def s3(tmp_path_factory: pytest.TempPathFactory) -> Iterator[S3Server]:
+        with running_s3_server(tmp_path_factory.mktemp("moto")) as server:
+            server.create_bucket(bucket)
+            yield server
+
+    return s3

@@ -25,7 +25,7 @@ from openmaas import Client
 from openmaas.crypto import MAGIC, EncryptionKey
 from tests.conftest import _reset_postgres
 from tests.integration.conftest import RunningServer, running_servers, start_server, stop_server
-from tests.integration.s3_server import S3Server, running_s3_server
+from tests.integration.s3_server import S3Server, bucket_fixture
 from tests.runtimes.tiny_models import build_bert
 
 pytestmark = [pytest.mark.integration, pytest.mark.postgres]
@@ -38,11 +38,7 @@ MODEL = "tiny"
 VERSION_HEADER = "OpenMaaS-Model-Version"
 
 
-@pytest.fixture(scope="module")
-def s3(tmp_path_factory: pytest.TempPathFactory) -> Iterator[S3Server]:
-    with running_s3_server(tmp_path_factory.mktemp("moto")) as server:
-        server.create_bucket(BUCKET)
-        yield server
+s3 = bucket_fixture(BUCKET)
 
 
 @pytest.fixture(scope="module")

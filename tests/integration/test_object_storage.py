@@ -19,7 +19,7 @@ from openmaas.crypto import EncryptionKey, encrypted_size
 from openmaas.protocol.registry import VersionOut
 from tests.integration.conftest import RunningServer, stop_server
 from tests.integration.job_servers import start_job_server
-from tests.integration.s3_server import S3Server, running_s3_server
+from tests.integration.s3_server import S3Server, bucket_fixture
 from tests.integration.waiting import wait_for
 from tests.runtimes.tiny_models import build_bert
 
@@ -30,11 +30,7 @@ PREFIX = "prod"
 LOCAL_STATE = ("artifact-cache/", "openmaas.db", "secrets/")
 
 
-@pytest.fixture(scope="module")
-def s3(tmp_path_factory: pytest.TempPathFactory) -> Iterator[S3Server]:
-    with running_s3_server(tmp_path_factory.mktemp("moto")) as server:
-        server.create_bucket(BUCKET)
-        yield server
+s3 = bucket_fixture(BUCKET)
 
 
 @pytest.fixture(scope="module")

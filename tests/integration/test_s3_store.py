@@ -8,7 +8,6 @@ from __future__ import annotations
 import io
 import os
 import uuid
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -26,7 +25,7 @@ from openmaas.registry.registration import VersionSpec
 from openmaas.registry.sources import plan_directory
 from openmaas.store.database import Database
 from tests.factories import write_hf_model
-from tests.integration.s3_server import S3Server, running_s3_server
+from tests.integration.s3_server import S3Server, bucket_fixture
 
 # The local store's blob suite, collected here again over the `store` fixture below.
 from tests.unit.test_artifact_blobs import (  # noqa: F401
@@ -41,11 +40,7 @@ BUCKET = "conformance"
 MiB = 1024 * 1024
 
 
-@pytest.fixture(scope="module")
-def s3(tmp_path_factory: pytest.TempPathFactory) -> Iterator[S3Server]:
-    with running_s3_server(tmp_path_factory.mktemp("moto")) as server:
-        server.create_bucket(BUCKET)
-        yield server
+s3 = bucket_fixture(BUCKET)
 
 
 @pytest.fixture(scope="module")
