@@ -44,7 +44,10 @@ NER_TEXT = "Nelson Mandela met Barack Obama in Buenos Aires."
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningServer]:
     running = start_job_server(
-        tmp_path_factory, "explanations", {"OPENMAAS_EXPLAIN_MAX_WORDS": str(MAX_WORDS)}
+        tmp_path_factory,
+        "explanations",
+        # One inference thread per model: a second one mostly spins on a busy machine.
+        {"OPENMAAS_EXPLAIN_MAX_WORDS": str(MAX_WORDS), "OPENMAAS_THREADS": "1"},
     )
     yield running
     stop_server(running)

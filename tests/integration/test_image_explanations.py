@@ -35,6 +35,7 @@ MAX_REGIONS = 64  # the server's OPENMAAS_EXPLAIN_MAX_REGIONS here
 TINY_CNN = {
     "n_epochs": 12,
     "filters": [8, 16],
+    "convs_per_block": 1,  # the recipe's default is 2 (VGG-style); one is enough here
     "dense_units": 32,
     "batch_size": 16,
     "learning_rate": 3e-3,

@@ -50,7 +50,11 @@ TINY_TAGGER = {
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningServer]:
-    running = start_server(tmp_path_factory.mktemp("ner") / "home", {"OPENMAAS_WORKERS": "1"})
+    running = start_server(
+        tmp_path_factory.mktemp("ner") / "home",
+        # One torch thread per job: on a busy machine a second one only spins.
+        {"OPENMAAS_WORKERS": "1", "OPENMAAS_TRAINING_THREADS": "1"},
+    )
     yield running
     stop_server(running)
 

@@ -36,7 +36,9 @@ SPEED_METRICS = (
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningServer]:
-    running = start_job_server(tmp_path_factory, "optimization")
+    # One inference thread per served model: a second one (torch's or onnxruntime's) mostly
+    # spins on a busy machine. The jobs' own measurements use OPENMAAS_TRAINING_THREADS.
+    running = start_job_server(tmp_path_factory, "optimization", {"OPENMAAS_THREADS": "1"})
     yield running
     stop_server(running)
 

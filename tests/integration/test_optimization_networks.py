@@ -59,7 +59,9 @@ Network = Callable[[int], nn.Module]
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningServer]:
-    running = start_job_server(tmp_path_factory, "optimization-networks")
+    # One inference thread per model: a second one (torch's or onnxruntime's) mostly spins
+    # on a busy machine.
+    running = start_job_server(tmp_path_factory, "optimization-networks", {"OPENMAAS_THREADS": "1"})
     yield running
     stop_server(running)
 

@@ -63,6 +63,7 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningServer]:
         tmp_path_factory.mktemp("sse") / "home",
         {
             "OPENMAAS_WORKERS": "1",
+            "OPENMAAS_TRAINING_THREADS": "1",  # a second thread only spins on a busy machine
             "OPENMAAS_EXTRA_RECIPES": "tests.integration.test_training_jobs:SlowTextCNN",
             "PYTHONPATH": os.pathsep.join([str(ROOT / "src"), str(ROOT)]),
         },

@@ -386,6 +386,19 @@ def char_spans(tokens: Sequence[str], tags: Sequence[str]) -> set[tuple[str, int
     return spans
 
 
+@pytest.fixture
+def one_thread() -> Iterator[None]:
+    """A tiny network gains nothing from a second torch thread, which only spins (CPU time,
+    no speed) while another process holds the other core."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.mark.usefixtures("one_thread")
 def test_a_trained_bilstm_tagger_scores_as_its_own_entities_say(tmp_path: Path) -> None:
     """The tagger's answers, compared with the true entities in character offsets (no tag
     mapping involved), give the same entity precision, recall and F1 as the report."""

@@ -594,20 +594,35 @@ def evaluate(
     *,
     batch_size: int = EVAL_BATCH_SIZE,
     should_stop: Callable[[], bool] = lambda: False,
+    lengths: Sequence[int] | None = None,
 ) -> Evaluation:
     """Predictions, metrics and mean loss over `data`; `should_stop` is polled before each
-    batch (raising `TrainingStopped`), since a large split takes a while."""
+    batch (raising `TrainingStopped`), since a large split takes a while. Given the items'
+    `lengths` (tokens), batches take items of similar length, longest first, so a padded
+    batch wastes little (as the serving runtimes batch); predictions keep `data`'s order."""
     network.eval()
     total_loss = 0.0
-    predictions: list[int] = []
+    order = list(range(len(data)))
+    if lengths is not None:
+        order.sort(key=lambda i: -lengths[i])
+    predictions = [0] * len(data)
     with torch.no_grad():
         for start in range(0, len(data), batch_size):
             if should_stop():
                 raise TrainingStopped("stopped while evaluating")
-            logits = forward(data.items[start : start + batch_size])
-            targets = torch.tensor(data.labels[start : start + batch_size], device=logits.device)
+            batch = order[start : start + batch_size]
+            if lengths is None:  # items such as feature rows may be one tensor: slice it
+                items, targets_of = (
+                    data.items[start : start + batch_size],
+                    data.labels[start : start + batch_size],
+                )
+            else:
+                items, targets_of = [data.items[i] for i in batch], [data.labels[i] for i in batch]
+            logits = forward(items)
+            targets = torch.tensor(targets_of, device=logits.device)
             total_loss += float(F.cross_entropy(logits, targets, reduction="sum"))
-            predictions.extend(int(i) for i in logits.argmax(dim=1).tolist())
+            for i, predicted in zip(batch, logits.argmax(dim=1).tolist(), strict=True):
+                predictions[i] = int(predicted)
     metrics = classification_metrics(list(data.labels), predictions, labels)
     return Evaluation(metrics=metrics, loss=total_loss / max(1, len(data)), predictions=predictions)
 

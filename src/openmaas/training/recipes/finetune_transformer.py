@@ -143,13 +143,14 @@ class FinetuneTransformerRecipe(ClassificationRecipe):
         evaluation = None
         if evaluated is not None:
             split = evaluated[1]
-            served = forward_at(served_max_length(encoder, tokenizer))
+            limit = served_max_length(encoder, tokenizer)
             evaluation = evaluate(
                 network,
-                served,
+                forward_at(limit),
                 LabeledItems(split.texts, split.labels),
                 data.labels,
                 should_stop=ctx.should_stop,
+                lengths=token_counts(tokenizer, split.texts, max_length=limit),
             )
         if isinstance(network, PooledClassifier):
             save_pooled_classifier(ctx.output_dir, network, tokenizer, data.labels)
