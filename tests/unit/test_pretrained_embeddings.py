@@ -13,7 +13,7 @@ from openmaas.errors import InvalidRequest, PayloadTooLarge
 from openmaas.nn.textcnn import TextCNN, TextCNNConfig
 from openmaas.nn.vocab import PAD_ID, UNKNOWN_ID, build_vocabulary
 from openmaas.training.hyperparameters import COMMON_DEFAULTS, LoopSettings
-from openmaas.training.loop import build_optimizer
+from openmaas.training.optimizers import build_optimizer
 from openmaas.training.pretrained_embeddings import (
     RANDOM_VECTOR_RANGE,
     PretrainedEmbeddings,
