@@ -3,8 +3,9 @@
 in 2x2 max pooling and dropout; then a dense hidden layer with dropout and the output layer.
 Flips and crops augment the training images; served by the `openmaas-vision` runtime.
 
-On Fashion-MNIST (60,000 training images, 28 x 28) see docs/benchmarks.md for its test
-accuracy and wall time on the defaults below.
+On Fashion-MNIST (55,000 training images, 28 x 28) the defaults below score 0.922 test
+accuracy in about 10 minutes on 2 CPU cores (docs/benchmarks.md); one convolution a block
+(`convs_per_block: 1`, a quarter of the compute) scored 0.906, underfit.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ DEFAULTS: dict[str, Any] = {
     "weight_decay": 1e-4,
     "crop_padding": 0.08,  # 2 pixels of a 28-pixel side
     "filters": [32, 64],  # output channels of each convolution block
-    "convs_per_block": 1,
+    "convs_per_block": 2,  # two 3x3 convolutions before each pooling (VGG-style)
     "dense_units": 256,
     "conv_dropout": 0.25,  # after each block's pooling
     "dropout": 0.5,  # after the dense hidden layer
