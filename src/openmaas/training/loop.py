@@ -215,10 +215,10 @@ class ClassifierTrainer(Generic[T]):
         self.parameters = [p for p in network.parameters() if p.requires_grad]
         self.device_type = self.parameters[0].device.type if self.parameters else "cpu"
         self.precision = resolve_precision(
-            settings.precision,
-            bf16_supported=settings.precision == "bf16-if-supported"
-            and supports_bf16(self.device_type),
+            settings.precision, bf16_supported=supports_bf16(self.device_type)
         )
+        # Batches of near-equal token counts, where the recipe counted its items' tokens.
+        self.grouped = settings.group_by_length and item_tokens is not None
         self.optimizer = build_optimizer(network, settings)
         self.loss_weights = (
             class_weights(train.labels, len(self.labels))
@@ -283,8 +283,7 @@ class ClassifierTrainer(Generic[T]):
             number_format = f"fp32 (this {self.device_type} has no bf16 arithmetic)"
         else:
             number_format = "fp32"
-        grouping = self.settings.group_by_length and self.item_tokens is not None
-        order = "grouped by length" if grouping else "shuffled"
+        order = "grouped by length" if self.grouped else "shuffled"
         return f"precision: {number_format}; batches {order}"
 
     def epoch_order(self, epoch: int) -> list[int]:
@@ -303,7 +302,8 @@ class ClassifierTrainer(Generic[T]):
             ]
             indices = np.concatenate([indices, *extra])
         order: list[int] = rng.permutation(indices).tolist()
-        if self.settings.group_by_length and self.item_tokens is not None:
+        if self.grouped:
+            assert self.item_tokens is not None
             order = length_grouped(order, self.item_tokens, self.settings.batch_size, rng)
         return order
 
