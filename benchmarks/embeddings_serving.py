@@ -566,12 +566,14 @@ class Request:
     sentences: int
 
 
-def make_requests(sentences: Sequence[str], per_request: int) -> list[Request]:
+def make_requests(
+    sentences: Sequence[str], per_request: int, model: str = MODEL_NAME
+) -> list[Request]:
     """One-sentence requests send `input` as a string, as most clients do; others a list."""
     requests = []
     for start in range(0, len(sentences), per_request):
         chunk = list(sentences[start : start + per_request])
-        payload = {"model": MODEL_NAME, "input": chunk[0] if per_request == 1 else chunk}
+        payload = {"model": model, "input": chunk[0] if per_request == 1 else chunk}
         requests.append(Request(orjson.dumps(payload), len(chunk)))
     return requests
 
