@@ -252,6 +252,22 @@ class ApiKeyNotFound(NotFound):
     code = "api_key_not_found"
 
 
+class CountersUnavailable(OpenMaaSError):
+    """The shared store of rate-limit, quota and brute-force counters (OPENMAAS_REDIS_URL)
+    did not answer in time: a retryable 503, not an answer the caller can act on."""
+
+    status_code = 503
+    error_type = "server_error"
+    code = "limits_unavailable"
+
+    def __init__(self, *, retry_after_seconds: int = 1) -> None:
+        super().__init__(
+            "the server could not reach its rate-limit store (OPENMAAS_REDIS_URL) in time; "
+            "retry shortly",
+            headers={"Retry-After": str(retry_after_seconds)},
+        )
+
+
 class RateLimited(OpenMaaSError):
     """A requests- or tokens-per-minute limit is reached: retry after the given seconds."""
 

@@ -17,6 +17,8 @@ import redis
 from openmaas import Client
 from openmaas.auth.keys import generate_key
 from tests.integration.conftest import RunningServer, start_server, stop_server
+from tests.integration.waiting import wait_for
+from tests.tcp_proxy import StallingProxy
 
 REDIS_URL = "redis://127.0.0.1:6379/0"
 
@@ -151,6 +153,43 @@ def test_limits_are_validated(limited: RunningServer) -> None:
             assert response.status_code == 400, limits
             assert "limits" in (response.json()["error"]["param"] or "")
         assert all(not p.name.startswith("bad-") for p in admin.list_projects())
+
+
+def test_a_stalled_redis_is_a_retryable_503_and_service_comes_back_with_it(
+    tmp_path: Path,
+) -> None:
+    """Redis that stops answering (a hung node, a partition) costs a request its 2 s timeout
+    and a 503 with Retry-After naming the setting, never a 500; once it answers again, so
+    does the server."""
+    with StallingProxy(("127.0.0.1", 6379)) as proxy:
+        server = start_server(
+            tmp_path / "home",
+            {
+                "OPENMAAS_REDIS_URL": f"redis://127.0.0.1:{proxy.port}/0",
+                "OPENMAAS_CATALOG_AUTOREGISTER": "true",
+            },
+        )
+        try:
+            key = project_key(server, {"requests_per_minute": 100})
+            assert classify(server, key).status_code == 200
+            proxy.stalled.set()
+            asked_at = time.monotonic()
+            refused = classify(server, key)
+            waited_s = time.monotonic() - asked_at
+            assert refused.status_code == 503, refused.text
+            error = refused.json()["error"]
+            assert error["code"] == "limits_unavailable"
+            assert "OPENMAAS_REDIS_URL" in error["message"]
+            assert refused.headers["retry-after"] == "1"
+            assert waited_s < 10  # the store's timeout, not a hang
+            proxy.stalled.clear()
+            wait_for(
+                "the server to answer again",
+                lambda: True if classify(server, key).status_code == 200 else None,
+                30,
+            )
+        finally:
+            stop_server(server)
 
 
 # -- two processes, one Redis -----------------------------------------------------------------

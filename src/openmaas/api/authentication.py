@@ -24,16 +24,20 @@ Example::
 from __future__ import annotations
 
 import json
+import logging
 
+from limits.errors import StorageError
 from starlette.datastructures import Headers
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from openmaas.api.deps import authenticate
 from openmaas.api.route_table import RouteTable
 from openmaas.auth.entities import Principal
-from openmaas.errors import OpenMaaSError
+from openmaas.errors import CountersUnavailable, OpenMaaSError
 from openmaas.observability.tracing import child_span
 from openmaas.wiring import Services
+
+logger = logging.getLogger(__name__)
 
 # The ASGI scope's key for the caller of an in-process request.
 IN_PROCESS_CALLER = "openmaas.in_process_caller"
@@ -82,7 +86,11 @@ class AuthenticationMiddleware:
                 span.set_attribute("openmaas.project", who.project)
             except OpenMaaSError as error:
                 refusal = error
-                span.set_attribute("openmaas.refused", error.code)
+            except StorageError as error:  # Redis did not answer within its timeout
+                logger.warning("rate-limit store unavailable: %s", error)
+                refusal = CountersUnavailable()
+            if refusal is not None:
+                span.set_attribute("openmaas.refused", refusal.code)
         if refusal is not None:
             # The router never sees the request: label its metrics with the route as it would.
             scope["route"] = entry.route

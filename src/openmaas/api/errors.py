@@ -11,9 +11,10 @@ import logging
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from limits.errors import StorageError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from openmaas.errors import ModelUnloaded, OpenMaaSError, WrongTask
+from openmaas.errors import CountersUnavailable, ModelUnloaded, OpenMaaSError, WrongTask
 
 logger = logging.getLogger("openmaas.api")
 
@@ -153,8 +154,16 @@ async def handle_unexpected_error(request: Request, exc: Exception) -> JSONRespo
     )
 
 
+async def handle_storage_error(request: Request, exc: Exception) -> JSONResponse:
+    """The rate-limit store failed after the request was admitted (its token count, a
+    quota's charge): a retryable 503, as a refusal at the door is."""
+    logger.warning("rate-limit store unavailable: %s", exc)
+    return await handle_openmaas_error(request, CountersUnavailable())
+
+
 def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(OpenMaaSError, handle_openmaas_error)
+    app.add_exception_handler(StorageError, handle_storage_error)
     app.add_exception_handler(RequestValidationError, handle_validation_error)
     app.add_exception_handler(StarletteHTTPException, handle_http_error)
     app.add_exception_handler(Exception, handle_unexpected_error)
