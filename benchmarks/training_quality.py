@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import sys
 import tempfile
 import time
 from collections import Counter
@@ -260,6 +261,21 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--only", nargs="*", default=None, help="recipes to run (the baseline always runs)"
     )
+    parser.add_argument(
+        "--sst2-branches",
+        default="rand,vectors,recurrent,finetune",
+        help="with --dataset sst2: which branches run (comma-separated)",
+    )
+    parser.add_argument(
+        "--save-runs", type=Path, help="with --dataset sst2: keep the table's rows in this file"
+    )
+    parser.add_argument(
+        "--add-runs",
+        type=Path,
+        action="append",
+        default=[],
+        help="with --dataset sst2: rows an earlier --save-runs kept (repeatable)",
+    )
     finetune = parser.add_mutually_exclusive_group()
     finetune.add_argument(
         "--with-finetune",
@@ -278,7 +294,16 @@ def build_parser() -> argparse.ArgumentParser:
 def main() -> None:
     args = build_parser().parse_args()
     if args.dataset == SST2:
-        main_sst2(args.quick, args.sst2_dir)
+        # Paths by their last part: the docs name no machine's directories.
+        shown = [Path(a).name if os.path.isabs(a) else a for a in sys.argv[1:]]
+        main_sst2(
+            args.quick,
+            args.sst2_dir,
+            [b for b in args.sst2_branches.split(",") if b],
+            args.save_runs,
+            args.add_runs,
+            " ".join(["python benchmarks/training_quality.py", *shown]),
+        )
         return
     dataset = DATASETS[args.dataset]
 

@@ -5,6 +5,7 @@ tests marked for them, skipped when the extra is not installed; nothing here tra
 from __future__ import annotations
 
 import importlib.util
+import math
 import subprocess
 import sys
 from collections import Counter
@@ -327,11 +328,39 @@ def test_sst2_mode_reads_glue_files_and_renders_the_papers_figures(tmp_path: Pat
     assert sst2.splits(tmp_path, quick=False)[1] == validation  # seeded
     assert quality.build_parser().parse_args(["--dataset", "sst2"]).dataset == "sst2"
     runs = [
-        sst2.Sst2Run("tfidf_logreg", "TF-IDF", 0.8, 0.8, 1.0, "n"),
+        sst2.Sst2Run("tfidf_logreg", "TF-IDF", 0.8, 0.8, 1.0, "n", measured="2026-12-07 10:00"),
         sst2.Sst2Run("word2vec", "word2vec", float("nan"), float("nan"), 2.0, "w"),
         sst2.Sst2Run("cnn_rand", "CNN-rand", 0.83, 0.83, 3.0, "e", "82.7%"),
     ]
     section = sst2.render(runs, (18, 2, 1), 1.0, (0.5, 1.5))
     assert section.startswith(sst2.HEADING)
-    assert "| CNN-rand | 0.830 | 0.830 | 82.7% | 3 | e |" in section
-    assert "| word2vec |  |  |  | 2 | w |" in section
+    assert "| CNN-rand | 0.830 | 0.830 | 82.7% | 3 |  | e |" in section
+    assert "| word2vec |  |  |  | 2 |  | w |" in section
+    assert "| TF-IDF | 0.800 | 0.800 |  | 1 | 2026-12-07 10:00 | n |" in section
+
+
+def test_sst2_rows_are_kept_between_invocations_and_a_new_row_wins(tmp_path: Path) -> None:
+    from benchmarks import sst2_quality as sst2
+
+    earlier = [
+        sst2.Sst2Run("gru", "GRU", 0.80, 0.80, 9.0, "old"),
+        sst2.Sst2Run("word2vec", "word2vec", float("nan"), float("nan"), 2.0, "w"),
+        sst2.Sst2Run("cnn_rand", "CNN-rand", 0.83, 0.83, 3.0, "e", "82.7%"),
+    ]
+    saved = tmp_path / "runs.json"
+    sst2.save_runs(saved, earlier)
+    assert sst2.load_runs(saved)[0] == earlier[0]
+    assert math.isnan(sst2.load_runs(saved)[1].accuracy)  # JSON has no NaN: kept as null
+    new = [
+        sst2.Sst2Run("gru", "GRU", 0.85, 0.85, 8.0, "new"),
+        sst2.Sst2Run("tfidf_logreg", "T", 0.8, 0.8, 1.0, ""),
+    ]
+    rows = sst2.merged(sst2.load_runs(saved), new)
+    assert [r.name for r in rows] == ["tfidf_logreg", "cnn_rand", "word2vec", "gru"]
+    assert rows[-1].notes == "new"
+    with pytest.raises(SystemExit, match="unknown \\['nope'\\]"):
+        sst2.main_sst2(True, tmp_path, ["nope"])
+    args = quality.build_parser().parse_args(
+        ["--dataset", "sst2", "--sst2-branches", "recurrent", "--add-runs", "a.json"]
+    )
+    assert (args.sst2_branches, args.add_runs) == ("recurrent", [Path("a.json")])
