@@ -252,6 +252,21 @@ class ApiKeyNotFound(NotFound):
     code = "api_key_not_found"
 
 
+class PepperMismatch(OpenMaaSError):
+    """A server's key pepper is not the one its database's keys were made with: every key
+    would be refused. Raised at start, never answered to a client."""
+
+    code = "pepper_mismatch"
+
+    def __init__(self) -> None:
+        super().__init__(
+            "this server's key pepper (OPENMAAS_KEY_PEPPER, else $OPENMAAS_HOME/secrets/pepper) "
+            "is not the one the API keys in its database were made with, so it would refuse "
+            "every key: give every server on one database the same OPENMAAS_KEY_PEPPER "
+            "(docs/scaling.md, Several API replicas)"
+        )
+
+
 class CountersUnavailable(OpenMaaSError):
     """The shared store of rate-limit, quota and brute-force counters (OPENMAAS_REDIS_URL)
     did not answer in time: a retryable 503, not an answer the caller can act on."""

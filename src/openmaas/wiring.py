@@ -261,6 +261,7 @@ class Services:
         self.usage.start()
         self.registry.start()
         self.datasets.start()
+        self.auth.check_pepper()  # before any key is made or imported under it
         admin_key = self.settings.admin_key
         created = self.auth.bootstrap_admin_key(
             admin_key.get_secret_value() if admin_key is not None else None, caller=SYSTEM

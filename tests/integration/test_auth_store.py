@@ -13,7 +13,7 @@ from sqlalchemy import select
 
 from openmaas.auth import DEFAULT_PROJECT, Principal, Scope
 from openmaas.auth.entities import SYSTEM
-from openmaas.auth.keys import format_key, generate_key, parse_key
+from openmaas.auth.keys import format_key, generate_key, parse_key, pepper_fingerprint
 from openmaas.auth.service import AuthService
 from openmaas.errors import (
     ApiKeyNotFound,
@@ -21,10 +21,11 @@ from openmaas.errors import (
     Conflict,
     InvalidName,
     InvalidRequest,
+    PepperMismatch,
     ProjectNotFound,
 )
 from openmaas.store.database import Database
-from openmaas.store.tables import ApiKeyRow
+from openmaas.store.tables import ApiKeyRow, ServerCheckRow
 
 pytestmark = pytest.mark.postgres
 
@@ -236,6 +237,47 @@ def test_servers_starting_together_bootstrap_one_key(database_url: str) -> None:
     assert len(created) == 1
     assert len(services[0].list_keys(caller=SYSTEM)) == 1
     for service in services:
+        service.db.close()
+
+
+def test_servers_starting_together_agree_on_one_pepper_and_refuse_another(
+    database_url: str,
+) -> None:
+    """The first server's pepper fingerprint is recorded; a server with another pepper is
+    refused at start, whichever of them started first, before or after."""
+    first = Database(database_url)
+    first.migrate()
+    first.close()
+    other = b"another-pepper-0123456789"
+    peppers = [PEPPER, PEPPER, other, PEPPER]
+    services = [AuthService(Database(database_url), pepper) for pepper in peppers]
+    start = threading.Barrier(len(services))
+
+    def check(service: AuthService) -> str:
+        start.wait()
+        try:
+            service.check_pepper()
+        except PepperMismatch as exc:
+            return exc.message
+        return "passed"
+
+    with ThreadPoolExecutor(len(services)) as pool:
+        answers = list(pool.map(check, services))
+    passed = [answer == "passed" for answer in answers]
+    assert passed in ([True, True, False, True], [False, False, True, False])
+    assert all("OPENMAAS_KEY_PEPPER" in a for a in answers if a != "passed")
+    recorded = PEPPER if passed[0] else other
+    with services[0].db.transaction() as session:
+        (row,) = session.scalars(select(ServerCheckRow)).all()
+    assert row.value == pepper_fingerprint(recorded)
+    assert PEPPER.hex() not in row.value  # not the pepper itself
+    assert other.hex() not in row.value
+    for service, pepper in zip(services, peppers, strict=True):
+        if pepper == recorded:
+            service.check_pepper()  # a restart
+        else:
+            with pytest.raises(PepperMismatch):
+                service.check_pepper()
         service.db.close()
 
 

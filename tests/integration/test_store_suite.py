@@ -51,6 +51,7 @@ def test_migrations_create_the_schema_and_are_idempotent(database_url: str) -> N
         "alias_traffic",
         "alias_policies",
         "version_variants",
+        "server_checks",
         "alembic_version",
     } <= tables
     db.close()

@@ -36,6 +36,7 @@ MAX_SECRET_CHARS = 128
 MAX_KEY_CHARS = len(KEY_MARKER) + PREFIX_LENGTH + 1 + MAX_SECRET_CHARS
 SALT_BYTES = 16
 MIN_PEPPER_BYTES = 16
+PEPPER_CHECK_LABEL = b"openmaas key pepper check v1"  # what `pepper_fingerprint` signs
 
 _KEY_RE = re.compile(
     rf"{KEY_MARKER}([a-z0-9]{{{PREFIX_LENGTH}}})_"
@@ -114,6 +115,12 @@ def check_pepper(pepper: bytes) -> bytes:
         # A configuration mistake, caught at start-up, never a client's fault.
         raise ValueError(f"the key pepper must be at least {MIN_PEPPER_BYTES} bytes")
     return pepper
+
+
+def pepper_fingerprint(pepper: bytes) -> str:
+    """HMAC-SHA256 keyed by the pepper over a fixed label (hex): what servers sharing a
+    database compare, to find one with another pepper, without storing the pepper."""
+    return hmac.new(pepper, PEPPER_CHECK_LABEL, hashlib.sha256).hexdigest()
 
 
 def hash_secret(pepper: bytes, salt: bytes, secret: str) -> bytes:

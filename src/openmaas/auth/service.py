@@ -15,6 +15,7 @@ caller comes to be, so it takes none.
 
 from __future__ import annotations
 
+import hmac
 import re
 from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime, timedelta
@@ -36,6 +37,7 @@ from openmaas.auth.keys import (
     hash_secret,
     new_salt,
     parse_key,
+    pepper_fingerprint,
     verify_secret,
 )
 from openmaas.auth.scopes import Scope, parse_scopes
@@ -45,15 +47,17 @@ from openmaas.errors import (
     Conflict,
     InvalidName,
     InvalidRequest,
+    PepperMismatch,
     ProjectNotFound,
 )
 from openmaas.store.database import Database
-from openmaas.store.tables import ApiKeyRow, ConsoleSessionRow, ProjectRow
+from openmaas.store.tables import ApiKeyRow, ConsoleSessionRow, ProjectRow, ServerCheckRow
 
 # Same rule as model names, so a project name is safe in paths, URLs and headers; checked
 # with fullmatch (`$` would also match before a trailing newline).
 PROJECT_NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
 MAX_KEY_NAME_CHARS = 128
+PEPPER_CHECK = "key_pepper"  # its row in `server_checks`
 # last_used_at is informational; writing it on every request would make each request a write.
 LAST_USED_RESOLUTION = timedelta(minutes=1)
 # A new prefix colliding with an existing one is a one-in-10^12 event; retrying a few times
@@ -249,6 +253,23 @@ class AuthService:
                 session, project_row, BOOTSTRAP_KEY_NAME, key, (Scope.ADMIN,), None, "bootstrap"
             )
             return key.plaintext
+
+    def check_pepper(self) -> None:
+        """At start: this server's pepper against the one the database's first server
+        recorded (its fingerprint, `keys.pepper_fingerprint`); recorded now when none is.
+        Another pepper raises `PepperMismatch`: every stored key's hash would be foreign."""
+        mine = pepper_fingerprint(self._pepper)
+        with self.db.transaction() as session:
+            # Locking the default project serializes servers starting together, so the first
+            # one's fingerprint is the one recorded.
+            self._lock_or_create_default_project(session)
+            stored = session.get(ServerCheckRow, PEPPER_CHECK)
+            if stored is None:
+                session.add(ServerCheckRow(name=PEPPER_CHECK, value=mine, created_at=_now()))
+                return
+            recorded = stored.value
+        if not hmac.compare_digest(recorded, mine):
+            raise PepperMismatch()
 
     # -- limits -------------------------------------------------------------------------
 

@@ -224,6 +224,17 @@ class ApiKeyRow(Base):
     limits: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict, nullable=False)
 
 
+class ServerCheckRow(Base):
+    """What every server on this database must agree on, as a fingerprint it can compare
+    with its own at start (the key pepper's: HMAC of a fixed label, never the pepper)."""
+
+    __tablename__ = "server_checks"
+
+    name: Mapped[str] = mapped_column(String(64), primary_key=True)
+    value: Mapped[str] = mapped_column(String(128), nullable=False)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), nullable=False)
+
+
 class ConsoleSessionRow(Base):
     """A web console session (auth/sessions.py): only the SHA-256 of its cookie's token is
     kept, so a copy of this table signs no one in. Every server process on the database
