@@ -64,9 +64,10 @@ from benchmarks.embeddings_serving import (  # noqa: E402
     running,
 )
 from benchmarks.markdown_sections import (  # noqa: E402
-    DOCS_PATH,
+    add_run_arguments,
+    chosen_rounds,
     describe_environment,
-    write_section,
+    publish,
 )
 from benchmarks.optimization import engines  # noqa: E402
 from openmaas import Client  # noqa: E402
@@ -423,25 +424,14 @@ def render_section(results: Results, threads: int) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="a smoke run; writes no docs")
-    parser.add_argument("--rounds", type=int, default=None, help="default 3; 1 with --quick")
+    add_run_arguments(parser)
     parser.add_argument("--threads", type=int, default=THREADS)
-    parser.add_argument("--output", type=Path, default=DOCS_PATH, help="Markdown to update")
     args = parser.parse_args()
-    rounds = args.rounds if args.rounds is not None else (1 if args.quick else 3)
-    if rounds < 1:
-        parser.error("--rounds must be at least 1")
+    rounds = chosen_rounds(parser, args)
     load = QUICK if args.quick else FULL
     with tempfile.TemporaryDirectory(prefix="openmaas-default-path-") as tmp:
         results = run(load, rounds, args.threads, QuietGate(120.0), Path(tmp))
-    section = render_section(results, args.threads)
-    print()
-    print(section)
-    if args.quick:
-        print("--quick: docs not written")
-    else:
-        write_section(args.output, section)
-        print(f"wrote {args.output}")
+    publish(render_section(results, args.threads), args)
 
 
 if __name__ == "__main__":

@@ -66,8 +66,10 @@ from openmaas.tasks.embedding import Embedder
 
 try:  # imported as `benchmarks.embeddings_serving` (the tests)
     from benchmarks.http_load import HttpLoadClient
+    from benchmarks.markdown_sections import publish
 except ModuleNotFoundError:  # run as a script: its own directory is on the path
     from http_load import HttpLoadClient  # type: ignore[import-not-found,no-redef]
+    from markdown_sections import publish  # type: ignore[import-not-found,no-redef]
 
 # -- settings ---------------------------------------------------------------------------------
 
@@ -1122,14 +1124,7 @@ def main() -> None:
             f"{setup.gate.waited_s:.0f} s)."
         ],
     )
-    section = render_section(results)
-    print()
-    print(section)
-    if args.quick:
-        print("--quick: docs not written")
-    else:
-        write_section(args.output, section)
-        print(f"wrote {args.output}")
+    publish(render_section(results), args)
 
 
 if __name__ == "__main__":

@@ -8,6 +8,7 @@ Example::
 
 from __future__ import annotations
 
+import argparse
 import os
 import platform
 from collections.abc import Sequence
@@ -56,3 +57,31 @@ def _version(package: str) -> str:
         return metadata.version(package)
     except metadata.PackageNotFoundError:
         return "missing"
+
+
+def add_run_arguments(parser: argparse.ArgumentParser, *, rounds: bool = True) -> None:
+    """The options every benchmark script takes: `--quick` (a smoke run that writes nothing),
+    `--output` (the Markdown to update) and, with `rounds`, `--rounds` (default 3; 1 with
+    `--quick`: read it with `chosen_rounds`)."""
+    parser.add_argument("--quick", action="store_true", help="a smoke run; writes no docs")
+    if rounds:
+        parser.add_argument("--rounds", type=int, default=None, help="default 3; 1 with --quick")
+    parser.add_argument("--output", type=Path, default=DOCS_PATH, help="Markdown to update")
+
+
+def chosen_rounds(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
+    rounds: int = args.rounds if args.rounds is not None else (1 if args.quick else 3)
+    if rounds < 1:
+        parser.error("--rounds must be at least 1")
+    return rounds
+
+
+def publish(section: str, args: argparse.Namespace) -> None:
+    """Print a script's section, and write it into `args.output` unless `args.quick`."""
+    print()
+    print(section)
+    if args.quick:
+        print("--quick: docs not written")
+    else:
+        write_section(args.output, section)
+        print(f"wrote {args.output}")

@@ -87,7 +87,12 @@ if TYPE_CHECKING:
 try:  # imported as `benchmarks.optimization`
     from benchmarks import optimization_classifier as classifier
     from benchmarks.embeddings_serving import QuietGate, make_sentences, percentile
-    from benchmarks.markdown_sections import DOCS_PATH, describe_environment, write_section
+    from benchmarks.markdown_sections import (
+        add_run_arguments,
+        chosen_rounds,
+        describe_environment,
+        publish,
+    )
 except ModuleNotFoundError:  # run as a script: its own directory is on the path
     import optimization_classifier as classifier  # type: ignore[import-not-found,no-redef]
     from embeddings_serving import (  # type: ignore[import-not-found,no-redef]
@@ -96,9 +101,10 @@ except ModuleNotFoundError:  # run as a script: its own directory is on the path
         percentile,
     )
     from markdown_sections import (  # type: ignore[import-not-found,no-redef]
-        DOCS_PATH,
+        add_run_arguments,
+        chosen_rounds,
         describe_environment,
-        write_section,
+        publish,
     )
 
 PARENT = "all-minilm-l6-v2"  # the catalog's names
@@ -494,10 +500,8 @@ def render_section(results: Results) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="a smoke run; writes no docs")
-    parser.add_argument("--rounds", type=int, default=None, help="default 3; 1 with --quick")
+    add_run_arguments(parser)
     parser.add_argument("--threads", type=int, default=THREADS)
-    parser.add_argument("--output", type=Path, default=DOCS_PATH, help="Markdown to update")
     parser.add_argument("--part", choices=PARTS, default="all", help="default: both parts")
     parser.add_argument(
         "--dataset", type=Path, default=classifier.DATASET_DIR, help="the SST-2 folder"
@@ -509,25 +513,13 @@ def main() -> None:
         help="where the fine-tuned classifier is kept between runs",
     )
     args = parser.parse_args()
-    rounds = args.rounds if args.rounds is not None else (1 if args.quick else 3)
-    if rounds < 1:
-        parser.error("--rounds must be at least 1")
+    rounds = chosen_rounds(parser, args)
     started = time.perf_counter()
     if args.part in ("all", "embeddings"):
-        finish(args, run_embeddings(args, rounds))
+        publish(run_embeddings(args, rounds), args)
     if args.part in ("all", "classifier"):
-        finish(args, run_classifier_part(args, rounds))
+        publish(run_classifier_part(args, rounds), args)
     print(f"whole run: {(time.perf_counter() - started) / 60:.1f} minutes", flush=True)
-
-
-def finish(args: argparse.Namespace, section: str) -> None:
-    print()
-    print(section)
-    if args.quick:
-        print("--quick: docs not written")
-    else:
-        write_section(args.output, section)
-        print(f"wrote {args.output}")
 
 
 def run_classifier_part(args: argparse.Namespace, rounds: int) -> str:

@@ -69,12 +69,12 @@ from openmaas.serving.router import ModelRouter
 from openmaas.store.database import Database
 
 try:  # imported as `benchmarks.scaling_bounds`
-    from benchmarks.markdown_sections import DOCS_PATH, describe_environment, write_section
+    from benchmarks.markdown_sections import add_run_arguments, describe_environment, publish
 except ModuleNotFoundError:  # run as a script: its own directory is on the path
     from markdown_sections import (  # type: ignore[import-not-found,no-redef]
-        DOCS_PATH,
+        add_run_arguments,
         describe_environment,
-        write_section,
+        publish,
     )
 
 SECTION = "Scaling bounds"
@@ -556,20 +556,12 @@ def markdown(figures: Figures, sizes: Sizes, minutes: float) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="small sizes; writes no docs")
-    parser.add_argument("--output", type=Path, default=DOCS_PATH, help="Markdown to update")
+    add_run_arguments(parser, rounds=False)
     args = parser.parse_args()
     sizes = Sizes.quick() if args.quick else Sizes()
     started = time.perf_counter()
     figures = run(sizes)
-    section = markdown(figures, sizes, (time.perf_counter() - started) / 60)
-    print()
-    print(section)
-    if args.quick:
-        print("--quick: docs not written")
-    else:
-        write_section(args.output, section)
-        print(f"wrote {args.output}")
+    publish(markdown(figures, sizes, (time.perf_counter() - started) / 60), args)
 
 
 if __name__ == "__main__":
