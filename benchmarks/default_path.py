@@ -79,6 +79,7 @@ SECTION_HEADING = "## Fast by default: all-MiniLM-L6-v2"
 INT8_NAME = "minilm-int8"  # what the quantize job registers
 CONCURRENCY = 64
 ARRIVAL_BATCH = 32
+SERVER_BATCH = 64  # OPENMAAS_MAX_BATCH_SIZE's default: what the server hands the engine at most
 SORTED_BATCHES = (16, 32, 64)
 TARGET_VS_PYTORCH = 2.0
 TARGET_VS_ORT = 0.85
@@ -105,7 +106,8 @@ QUICK = Load(concurrent=256, warmup=128)
 class RoundFigures:
     pytorch_arrival: float  # sentences/s, batch 32, arrival order
     ort_arrival: float
-    ort_sorted: dict[int, float]  # by batch size
+    ort_server_batches: float  # batches of 64 in arrival order (the runtime sorts each)
+    ort_sorted: dict[int, float]  # by batch size, the whole round's sentences sorted first
     default_path: Measurement
     int8: Measurement
 
@@ -118,6 +120,7 @@ class RoundFigures:
         return {
             "vs_pytorch": rate / self.pytorch_arrival,
             "vs_ort": rate / self.ort_best,
+            "vs_ort_online": rate / max(self.ort_arrival, self.ort_server_batches),
             "int8": self.int8.sentences_per_s / rate,
         }
 
@@ -252,6 +255,7 @@ def measure_round(
     gate.wait()
     pytorch_arrival = rate(pytorch, cut(texts, ARRIVAL_BATCH))
     ort_arrival = rate(ort, cut(texts, ARRIVAL_BATCH))
+    ort_server_batches = rate(ort, cut(texts, SERVER_BATCH))
     ordered = by_length(ort, texts)
     ort_sorted = {size: rate(ort, cut(ordered, size)) for size in SORTED_BATCHES}
     time.sleep(PAUSE_S)
@@ -272,6 +276,7 @@ def measure_round(
     figures = RoundFigures(
         pytorch_arrival,
         ort_arrival,
+        ort_server_batches,
         ort_sorted,
         measured[MODEL_NAME],
         measured[setup.int8_reference],
@@ -279,7 +284,8 @@ def measure_round(
     sorted_rates = ", ".join(f"batch {s} {r:.0f}/s" for s, r in ort_sorted.items())
     print(
         f"round {index + 1}: PyTorch arrival@32 {pytorch_arrival:.0f}/s; ORT arrival@32 "
-        f"{ort_arrival:.0f}/s, sorted {sorted_rates}; server default path "
+        f"{ort_arrival:.0f}/s, arrival@64 {ort_server_batches:.0f}/s, sorted {sorted_rates}; "
+        "server default path "
         f"{figures.default_path.sentences_per_s:.0f}/s (p50 {figures.default_path.p50_ms:.0f} "
         f"ms), int8 {figures.int8.sentences_per_s:.0f}/s (p50 {figures.int8.p50_ms:.0f} ms); "
         + ", ".join(f"{k} {v:.2f}" for k, v in figures.ratios().items()),
@@ -339,8 +345,13 @@ def render_section(results: Results, threads: int) -> str:
     rows = [
         ("In-process PyTorch, batch 32, arrival order", m(lambda r: r.pytorch_arrival), ""),
         ("In-process ONNX Runtime fp32, batch 32, arrival order", m(lambda r: r.ort_arrival), ""),
+        (
+            "In-process ONNX Runtime fp32, batch 64, arrival order",
+            m(lambda r: r.ort_server_batches),
+            "what the server hands the engine at 64 clients",
+        ),
         *(
-            (f"In-process ONNX Runtime fp32, batch {s}, sorted by length", v, "")
+            (f"In-process ONNX Runtime fp32, batch {s}, whole round sorted by length", v, "")
             for s, v in ort_sorted.items()
         ),
         (
@@ -388,7 +399,11 @@ def render_section(results: Results, threads: int) -> str:
         "- default path at 64 clients >= 2x in-process PyTorch at batch 32 in arrival order: "
         + verdict(results.median_ratio("vs_pytorch"), TARGET_VS_PYTORCH),
         "- default path at 64 clients >= 85% of the best in-process fp32 engine (ONNX Runtime, "
-        "sorted by length): " + verdict(results.median_ratio("vs_ort"), TARGET_VS_ORT, "%"),
+        "the whole round sorted by length before it is cut into batches): "
+        + verdict(results.median_ratio("vs_ort"), TARGET_VS_ORT, "%")
+        + "; against the same engine given the sentences in arrival order, 32 or 64 at a "
+        "time, each batch sorted by length (as the runtime does; all a server can sort is "
+        "what has arrived): " + verdict(results.median_ratio("vs_ort_online"), TARGET_VS_ORT, "%"),
         "- the int8 version at 64 clients >= 2x the default path: "
         + verdict(results.median_ratio("int8"), TARGET_INT8)
         + f", at mean cosine {setup.cosine_mean:.4f} to the default path's vectors (min "
