@@ -157,6 +157,7 @@ def run(load: Load, rounds: int, workdir: Path) -> Results:
     ray: list[Figures] = []
     for index in range(rounds):
         here = workdir / f"round-{index + 1}"
+        here.mkdir()
         modes = ["embedded", "ray-serve"] if index % 2 == 0 else ["ray-serve", "embedded"]
         for mode in modes:
             print(f"round {index + 1}: {mode}", flush=True)
