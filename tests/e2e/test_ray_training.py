@@ -6,11 +6,15 @@ OPENMAAS_RAY_ADDRESS. A TextCNN job with `num_workers: 2` trains on two Ray Trai
 job does, and its model serves, scoring within a point of the one-worker job on the same
 reviews and seed; a search job runs its trials as Ray Tune trials, each recorded with the
 Ray node and process it ran in (not the server's); bad resources are 400s naming the field.
+Each rank and each trial sends its span, in the job's trace, to the collector the server
+names (a real OTLP receiver here). A job whose worker is SIGKILLed resumes on Ray from its
+newest checkpoint (training) or its stored study (search).
 """
 
 from __future__ import annotations
 
 import os
+import signal
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -27,6 +31,7 @@ from openmaas.training.recipes.textcnn import TextCNNRecipe
 from tests.integration.conftest import RunningServer, stop_server
 from tests.integration.job_servers import PYTHONPATH, start_job_server
 from tests.integration.waiting import wait_for
+from tests.otlp_receiver import OtlpReceiver, ReceivedSpan
 from tests.ray_cluster import RayCluster, ray_cluster
 from tests.sentiment_data import jsonl, reviews
 
@@ -92,8 +97,14 @@ def cluster() -> Iterator[RayCluster]:
 
 
 @pytest.fixture(scope="module")
+def receiver() -> Iterator[OtlpReceiver]:
+    with OtlpReceiver() as running:
+        yield running
+
+
+@pytest.fixture(scope="module")
 def server(
-    tmp_path_factory: pytest.TempPathFactory, cluster: RayCluster
+    tmp_path_factory: pytest.TempPathFactory, cluster: RayCluster, receiver: OtlpReceiver
 ) -> Iterator[RunningServer]:
     timeout_s = server_module.STARTUP_TIMEOUT_S
     server_module.STARTUP_TIMEOUT_S = max(timeout_s, 180.0)  # beside a busy Ray cluster
@@ -104,6 +115,8 @@ def server(
             {
                 "OPENMAAS_RAY_ADDRESS": cluster.address,
                 "OPENMAAS_EXTRA_RECIPES": f"{__name__}:SerialTextCNN,{__name__}:SlowRayTextCNN",
+                "OPENMAAS_OTEL_ENDPOINT": receiver.url,
+                "OTEL_BSP_SCHEDULE_DELAY": "100",
             },
         )
     finally:
@@ -133,6 +146,35 @@ def finished(sdk: Client, job_id: str, timeout_s: float = 240.0) -> TrainingJobO
     )
 
 
+def events(sdk: Client, job_id: str) -> list[Any]:
+    return list(sdk.training_job_events(job_id, limit=1000).data)
+
+
+def job_spans(receiver: OtlpReceiver, job_id: str, name: str, count: int) -> list[ReceivedSpan]:
+    """The `count` spans called `name` in the trace of job `job_id`'s run (the job worker's
+    `openmaas.job` span), once the collector has them all."""
+
+    def run_span() -> ReceivedSpan | None:
+        with receiver._lock:
+            found = list(receiver.spans)
+        runs = [s for s in found if s.name == "openmaas.job"]
+        return next((s for s in runs if s.attributes.get("openmaas.job.id") == job_id), None)
+
+    run = wait_for(f"job {job_id}'s span", run_span, 60)
+    spans = receiver.wait_for(
+        lambda found: len([s for s in found if s.name == name]) >= count, run.trace_id, 60
+    )
+    by_id = {span.span_id: span for span in spans}
+    named = [span for span in spans if span.name == name]
+    for span in named:  # under the job's run, sent by a Ray worker process
+        assert span.service == "openmaas-train-worker", span
+        chain = [span]
+        while chain[-1].parent_span_id in by_id and chain[-1] is not run:
+            chain.append(by_id[chain[-1].parent_span_id])
+        assert run in chain, (span, run)
+    return named
+
+
 def post_job(server: RunningServer, body: dict[str, Any]) -> httpx.Response:
     return httpx.post(
         f"{server.url}/v1/training/jobs", headers=server.headers, json=body, timeout=60
@@ -140,7 +182,7 @@ def post_job(server: RunningServer, body: dict[str, Any]) -> httpx.Response:
 
 
 def test_two_ray_train_workers_train_as_well_as_one_and_the_model_serves(
-    server: RunningServer, sdk: Client, file_id: str
+    server: RunningServer, sdk: Client, file_id: str, receiver: OtlpReceiver
 ) -> None:
     # Without dropout the two runs differ only in the order of floating-point sums: the
     # same initial weights, batches, augmentation and (averaged) gradients.
@@ -170,6 +212,14 @@ def test_two_ray_train_workers_train_as_well_as_one_and_the_model_serves(
     }
     assert epochs == set(range(1, TINY["n_epochs"] + 1))  # relayed from rank 0, per epoch
     assert sdk.training_job_checkpoints(distributed.id).data, "no checkpoint stored"
+    # Each rank's span continues the job's trace, with an event per epoch.
+    ranks = job_spans(receiver, distributed.id, "openmaas.train.rank", 2)
+    assert sorted(int(str(span.attributes["openmaas.rank"])) for span in ranks) == [0, 1]
+    for span in ranks:
+        assert span.attributes["openmaas.world_size"] == 2
+        assert [e for e in span.events if e.startswith("epoch ")] == [
+            f"epoch {n}" for n in range(1, TINY["n_epochs"] + 1)
+        ]
 
     assert distributed.fine_tuned_model is not None
     version = sdk.resolve(distributed.fine_tuned_model)
@@ -255,7 +305,7 @@ def test_more_workers_than_the_cluster_holds_fails_the_job_naming_resources(
 
 
 def test_a_search_runs_its_trials_on_ray_tune_workers(
-    server: RunningServer, sdk: Client, file_id: str
+    server: RunningServer, sdk: Client, file_id: str, receiver: OtlpReceiver
 ) -> None:
     job = sdk.create_search_job(
         "textcnn",
@@ -292,3 +342,102 @@ def test_a_search_runs_its_trials_on_ray_tune_workers(
     assert len(search["trials"]) == 4
     best = max((t for t in trials if t.state == "complete"), key=lambda t: t.value or 0.0)
     assert search["best_trial"] == best.number
+    # Each trial's span continues the job's trace, from the process the trial ran in.
+    spans = job_spans(receiver, done.id, "openmaas.search.trial", 4)
+    assert sorted(int(str(span.attributes["openmaas.trial"])) for span in spans) == [0, 1, 2, 3]
+    pids = {trial.number: trial.worker["pid"] for trial in trials if trial.worker}
+    for span in spans:
+        assert span.attributes["pid"] == pids[int(str(span.attributes["openmaas.trial"]))]
+
+
+# -- a worker killed mid-job ------------------------------------------------------------------
+
+
+def kill_the_jobs_worker(sdk: Client, job_id: str) -> str:
+    """SIGKILL the job worker process running the job (Ray's driver for it); its id."""
+    running = sdk.get_training_job(job_id)
+    assert running.status == "running", running
+    assert running.worker_id is not None
+    os.kill(int(running.worker_id.split(":")[-2]), signal.SIGKILL)  # host:pid:token
+    return running.worker_id
+
+
+def test_a_ray_train_job_whose_worker_is_killed_resumes_from_its_checkpoint(
+    server: RunningServer, sdk: Client, file_id: str
+) -> None:
+    slow = {**TINY, "n_epochs": 6, "step_delay_s": 0.05, "checkpoint_every_steps": 10}
+    job = sdk.create_training_job(
+        "slow_ray_textcnn", file_id, hyperparameters=slow, resources={"num_workers": 2}, seed=SEED
+    )
+    first = wait_for(
+        "a first checkpoint from rank 0",
+        lambda: next(iter(sdk.training_job_checkpoints(job.id).data), None),
+        180,
+    )
+    killed = kill_the_jobs_worker(sdk, job.id)
+    resumed = wait_for(
+        "the job to resume on Ray",
+        lambda: next((e for e in events(sdk, job.id) if e.message.startswith("Resuming")), None),
+        180,
+    )
+    done = finished(sdk, job.id, timeout_s=300)
+    assert done.status == "succeeded", done.error
+    assert done.attempts == 1  # one lost run
+    assert done.worker_id not in (None, killed)
+    history = events(sdk, job.id)
+    messages = [e.message for e in history]
+    assert any(f"worker {killed} was killed by SIGKILL" in m for m in messages), messages
+    # Both runs trained on two Ray Train workers; the second from the newest checkpoint.
+    assert messages.count("Training on Ray Train: 2 workers x 1 CPU") == 2, messages
+    assert resumed.data is not None
+    resumed_step = int(resumed.data["step"])
+    assert resumed_step >= first.step
+    after = [
+        int(e.data["step"]) for e in history if e.type == "metrics" and e.id > resumed.id and e.data
+    ]
+    assert after
+    assert after[0] > resumed_step  # steps continue from the checkpoint
+    assert after == sorted(after)
+    assert done.fine_tuned_model is not None
+    answer = httpx.post(
+        f"{server.url}/v1/classify",
+        headers=server.headers,
+        json={"model": done.fine_tuned_model, "input": ["a superb film"]},
+        timeout=60,
+    )
+    assert answer.status_code == 200, answer.text
+
+
+def test_a_tune_search_whose_worker_is_killed_resumes_from_its_stored_study(
+    sdk: Client, file_id: str
+) -> None:
+    job = sdk.create_search_job(
+        "slow_ray_textcnn",
+        file_id,
+        n_trials=6,
+        pruning=False,
+        space={"learning_rate": {"type": "float", "low": 1e-3, "high": 1.5, "log": True}},
+        hyperparameters={**TINY, "step_delay_s": 0.02},
+        seed=SEED,
+    )
+
+    def two_complete() -> list[Any] | None:
+        trials = sdk.training_job_trials(job.id)
+        complete = [t for t in trials if t.state == "complete"]
+        return complete if len(complete) >= 2 else None
+
+    before = wait_for("two complete trials", two_complete, 240)
+    killed = kill_the_jobs_worker(sdk, job.id)
+    done = finished(sdk, job.id, timeout_s=300)
+    assert done.status == "succeeded", done.error
+    assert done.worker_id not in (None, killed)
+    messages = [e.message for e in events(sdk, job.id)]
+    resumed = [m for m in messages if m.startswith("Resuming the search from its stored study")]
+    assert resumed, messages
+    trials = {t.number: t for t in sdk.training_job_trials(done.id)}
+    # The trials finished before the kill are kept as they were, not run again.
+    for trial in before:
+        assert trials[trial.number].state == "complete"
+        assert trials[trial.number].value == trial.value
+        assert trials[trial.number].params == trial.params
+    assert len([t for t in trials.values() if t.state == "complete"]) >= 6

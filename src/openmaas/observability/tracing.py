@@ -46,6 +46,7 @@ TRACE_CONTEXT_OPTION = "trace_context"
 tracer = trace.get_tracer(TRACER_NAME)
 
 _NO_SPAN: AbstractContextManager[Span] = nullcontext(INVALID_SPAN)
+_installed: TracingHandle | None = None  # what `export_spans` set up in this process
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,8 +68,16 @@ def configure_tracing(settings: Settings, *, service: str) -> TracingHandle | No
     batched; None, and nothing installed, when the settings name none. The service name
     is `service` unless OTEL_SERVICE_NAME says otherwise."""
     endpoint = settings.traces_endpoint
-    if endpoint is None:
-        return None
+    return None if endpoint is None else export_spans(endpoint, service=service)
+
+
+def export_spans(endpoint: str, *, service: str) -> TracingHandle:
+    """`configure_tracing` for a process that has no settings of its own (a Ray Train
+    worker), given the collector its driver exports to (`exporting_to`). Once a process:
+    a second call for the same collector gives the first call's handle."""
+    global _installed
+    if _installed is not None and _installed.endpoint == endpoint:
+        return _installed
     # Imported here: a process without a collector never loads the SDK or the exporter.
     from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
     from opentelemetry.sdk.resources import SERVICE_NAME, SERVICE_VERSION, Resource
@@ -84,7 +93,13 @@ def configure_tracing(settings: Settings, *, service: str) -> TracingHandle | No
     provider = TracerProvider(resource=resource)
     provider.add_span_processor(BatchSpanProcessor(OTLPSpanExporter(endpoint=endpoint)))
     trace.set_tracer_provider(provider)
-    return TracingHandle(provider, endpoint)
+    _installed = TracingHandle(provider, endpoint)
+    return _installed
+
+
+def exporting_to() -> str | None:
+    """The collector this process exports its spans to; None when it exports none."""
+    return None if _installed is None else _installed.endpoint
 
 
 def recording() -> bool:
@@ -144,6 +159,29 @@ def continued_span(
         name, context=extract_context(carrier), kind=kind, attributes=attributes
     ) as span:
         yield span
+
+
+@contextmanager
+def remote_span(
+    name: str,
+    endpoint: str | None,
+    carrier: Mapping[str, str] | None,
+    attributes: Mapping[str, Any],
+    *,
+    service: str,
+) -> Iterator[Span]:
+    """A span in a Ray worker (a training rank, a search trial) continuing the trace its
+    driver carried over, exported to the driver's collector and flushed at the end, since
+    the worker may end with its work; a no-op when the driver traces nothing."""
+    if endpoint is None or not carrier:
+        yield INVALID_SPAN
+        return
+    handle = export_spans(endpoint, service=service)
+    try:
+        with continued_span(name, carrier, attributes) as span:
+            yield span
+    finally:
+        handle.force_flush()
 
 
 def record_span(

@@ -29,6 +29,7 @@ import ray
 from openmaas.errors import InvalidRequest, OpenMaaSError
 from openmaas.jobs.context import JobContext, JobStopped
 from openmaas.jobs.publish import JobOutput
+from openmaas.observability.tracing import exporting_to, inject_context
 from openmaas.scaleout.train_worker import (
     JobLink,
     TrainPayload,
@@ -108,6 +109,8 @@ def run_on_ray_train(kind: TrainingJobKind, context: JobContext) -> JobOutput:
         resume_step=restored.checkpoint.step if restored is not None else 0,
         resume_epoch=restored.checkpoint.epoch if restored is not None else 0,
         resume_metrics=dict(restored.checkpoint.metrics) if restored is not None else {},
+        traces_endpoint=exporting_to(),
+        trace=inject_context(),  # the job's span: each rank's continues its trace
     )
     gpus = float(resources["gpus_per_worker"])
     per_worker = {"CPU": float(resources["cpus_per_worker"]), **({"GPU": gpus} if gpus else {})}

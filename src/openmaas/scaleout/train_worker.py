@@ -23,13 +23,16 @@ from __future__ import annotations
 import os
 import tempfile
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import ray
+from opentelemetry.trace import Span
 
+from openmaas.observability.tracing import remote_span
 from openmaas.training.recipe import (
     Checkpoint,
     Example,
@@ -40,8 +43,10 @@ from openmaas.training.recipe import (
 )
 
 STOP_POLL_S = 0.5  # rank 0 asks the link whether to stop at most this often
+SERVICE = "openmaas-train-worker"  # the ranks' spans' service name
 
 Files = dict[str, bytes]  # a directory's files by relative path
+MetricsCallback = Callable[[int, int, Mapping[str, float]], None]
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,6 +66,9 @@ class TrainPayload:
     resume_step: int = 0
     resume_epoch: int = 0
     resume_metrics: Mapping[str, float] = field(default_factory=dict)
+    # The job's trace: each rank's span continues it, exported to the driver's collector.
+    traces_endpoint: str | None = None
+    trace: Mapping[str, str] = field(default_factory=dict)
 
 
 @ray.remote(num_cpus=0)
@@ -160,7 +168,10 @@ def train_worker_loop(config: Mapping[str, Any]) -> None:
         if leader:
             relay("checkpoint", (read_files(directory), step, epoch, dict(metrics)))
 
-    with tempfile.TemporaryDirectory(prefix="openmaas-train-") as tmp:
+    with (
+        _rank_span(payload, rank, world_size) as span,
+        tempfile.TemporaryDirectory(prefix="openmaas-train-") as tmp,
+    ):
         root = Path(tmp)
         output, work = root / "output", root / "work"
         output.mkdir()
@@ -187,7 +198,9 @@ def train_worker_loop(config: Mapping[str, Any]) -> None:
             device=str(device),
             resume_from=resume,
             on_message=lambda level, text: relay("message", (level, text)),
-            on_metrics=lambda step, epoch, m: relay("metrics", (step, epoch, dict(m))),
+            on_metrics=_marking_epochs(
+                span, lambda step, epoch, m: relay("metrics", (step, epoch, dict(m)))
+            ),
             on_checkpoint=checkpoint,
             should_stop=AgreedStop(link, rank, world_size, device),
             on_plan=lambda total: relay("plan", total),
@@ -198,6 +211,7 @@ def train_worker_loop(config: Mapping[str, Any]) -> None:
         try:
             result: TrainingResult = payload.recipe.train(ctx)
         except TrainingStopped as exc:
+            span.add_event("stopped", {"reason": str(exc)})
             if leader:
                 ray.get(link.push.remote("stopped", str(exc)))
             return
@@ -209,3 +223,33 @@ def train_worker_loop(config: Mapping[str, Any]) -> None:
             }
             # Waited for: the model's files are in the link before the run counts as done.
             ray.get(link.push.remote("result", (result, read_files(output), where)))
+
+
+def _rank_span(payload: TrainPayload, rank: int, world_size: int) -> AbstractContextManager[Span]:
+    """This rank's span (`openmaas.train.rank`) in the job's trace."""
+    attributes = {
+        "openmaas.job.id": payload.job_id,
+        "openmaas.rank": rank,
+        "openmaas.world_size": world_size,
+        "openmaas.node": ray.get_runtime_context().get_node_id(),
+    }
+    return remote_span(
+        "openmaas.train.rank",
+        payload.traces_endpoint,
+        payload.trace,
+        attributes,
+        service=SERVICE,
+    )
+
+
+def _marking_epochs(span: Span, on_metrics: MetricsCallback) -> MetricsCallback:
+    """`on_metrics`, marking each epoch's validation metrics as an event on the rank's span."""
+    if not span.is_recording():
+        return on_metrics
+
+    def marked(step: int, epoch: int, metrics: Mapping[str, float]) -> None:
+        if any(name.startswith("val_") for name in metrics):
+            span.add_event(f"epoch {epoch}", {"step": step, **dict(metrics)})
+        on_metrics(step, epoch, metrics)
+
+    return marked

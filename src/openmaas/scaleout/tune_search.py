@@ -25,7 +25,7 @@ import shutil
 import tempfile
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -38,8 +38,14 @@ from ray.tune.search.optuna import OptunaSearch
 from openmaas.jobs.context import JobContext, JobStopped, finite
 from openmaas.jobs.failures import public_message
 from openmaas.jobs.publish import JobOutput
+from openmaas.observability.tracing import (
+    exporting_to,
+    inject_context,
+    mark_failed,
+    remote_span,
+)
 from openmaas.scaleout.train_job import connect
-from openmaas.scaleout.train_worker import read_files, write_files
+from openmaas.scaleout.train_worker import SERVICE, read_files, write_files
 from openmaas.training.recipe import Example, Recipe, TrainingContext, TrainingResult
 from openmaas.training.requests import split_examples
 from openmaas.training.search_runner import Search
@@ -69,6 +75,9 @@ class TrialPayload:
     metric: str
     maximize: bool
     cpus: float
+    # The job's trace: each trial's span continues it, exported to the driver's collector.
+    traces_endpoint: str | None = None
+    trace: Mapping[str, str] = field(default_factory=dict)
 
 
 @ray.remote(num_cpus=0)
@@ -105,7 +114,17 @@ def run_trial(config: dict[str, Any], payload: TrialPayload, outputs: Any) -> No
         reported.append(float(value))
         report({**finite(metrics), payload.metric: float(value), "epoch": epoch, "step": step})
 
-    with tempfile.TemporaryDirectory(prefix="openmaas-trial-") as tmp:
+    attributes = {"openmaas.job.id": payload.job_id, "openmaas.trial": number, **where}
+    with (
+        remote_span(
+            "openmaas.search.trial",
+            payload.traces_endpoint,
+            payload.trace,
+            attributes,
+            service=SERVICE,
+        ) as span,
+        tempfile.TemporaryDirectory(prefix="openmaas-trial-") as tmp,
+    ):
         output, work = Path(tmp) / "output", Path(tmp) / "work"
         output.mkdir()
         work.mkdir()
@@ -128,9 +147,11 @@ def run_trial(config: dict[str, Any], payload: TrialPayload, outputs: Any) -> No
                 )
             )
         except Exception as exc:  # one bad combination fails its trial, not the search
+            mark_failed(exc)
             report({FINAL: 1, "error": public_message(exc), payload.metric: math.nan})
             return
         best = (max if payload.maximize else min)(reported) if reported else math.nan
+        span.set_attribute(f"openmaas.trial.{payload.metric}", best)
         ray.get(outputs.put.remote(number, read_files(output)))
         report({FINAL: 1, "result": json.dumps(_result_dict(result)), payload.metric: best})
 
@@ -315,6 +336,8 @@ def run_search_on_tune(kind: TrainingJobKind, context: JobContext) -> JobOutput:
         metric=spec.metric,
         maximize=spec.maximize,
         cpus=cpus,
+        traces_endpoint=exporting_to(),
+        trace=inject_context(),
     )
     trainable = tune.with_resources(
         tune.with_parameters(run_trial, payload=payload, outputs=outputs),
