@@ -76,6 +76,7 @@ class ClassifierPlan:
     prune_fine_tune_epochs: int
     distill_examples: int  # the distillation's training file (teacher-labelled)
     truncate_to: int  # truncate_layers' `layers`
+    distill_augment: int = 0  # Tang et al.'s masked / n-gram copies per text (`augment`)
     dev_examples: int | None = None  # None: all 872
 
     @classmethod
@@ -85,9 +86,10 @@ class ClassifierPlan:
             validation_examples=1_000,
             epochs=2,
             max_length=64,
-            prune_fine_tune_examples=4_000,
+            prune_fine_tune_examples=12_000,  # the parent's own subset
             prune_fine_tune_epochs=1,
-            distill_examples=30_000,
+            distill_examples=67_349,  # every training phrase
+            distill_augment=1,
             truncate_to=3,
         )
 
@@ -102,6 +104,7 @@ class ClassifierPlan:
             prune_fine_tune_examples=300,
             prune_fine_tune_epochs=1,
             distill_examples=1_000,
+            distill_augment=1,
             truncate_to=3,
             dev_examples=200,
         )
@@ -285,7 +288,7 @@ def variants(plan: ClassifierPlan) -> list[Variant]:
             "distill-textcnn",
             "`distill` into TextCNN",
             "distill",
-            {"student": "textcnn"},
+            {"student": "textcnn", "augment": plan.distill_augment},
             training="distill",
         ),
     ]
@@ -778,7 +781,9 @@ def render_section(results: ClassifierResults, environment: str, command: str) -
         "gradient importance (Michel et al., 2019) on the same phrases; `truncate_layers` "
         f"keeps {plan.truncate_to} of 6 layers with no training; "
         f"the TextCNN student learns the teacher's soft labels on {plan.distill_examples:,} "
-        "training phrases. Build times (s): "
+        f"training phrases plus {plan.distill_augment} augmented cop"
+        f"{'y' if plan.distill_augment == 1 else 'ies'} of each (`augment`: masked words and "
+        "n-gram samples, Tang et al., 2019). Build times (s): "
         + ", ".join(f"{k} {v:.0f}" for k, v in results.build_seconds.items())
         + ".",
         f"- **Quality**: accuracy and macro F1 of each model on the {results.dev_count} SST-2 "
