@@ -25,6 +25,7 @@ from pathlib import Path
 import pytest
 
 _START_TIMEOUT_S = 90.0
+AUTH_MODE = "RAY_AUTH_MODE"
 
 
 def _free_port() -> int:
@@ -90,6 +91,12 @@ def ray_cluster(head_cpus: int = 1, worker_cpus: int = 1) -> Iterator[RayCluster
     """A head node and a second node (`ray start --address`), each with `*_cpus` logical CPUs."""
     # Unix socket paths under the temp dir must stay short (108 bytes), hence /tmp itself.
     temp_dir = Path(tempfile.mkdtemp(prefix="omray-", dir="/tmp"))
+    # Ray turns token authentication on when a token sits in ~/.ray/auth_token (written by
+    # any local `ray.init()` on the machine), and then this cluster's nodes never counted as
+    # up. A test cluster on loopback runs without it, for its nodes and for every driver this
+    # process starts meanwhile (servers, their job workers).
+    saved_mode = os.environ.get(AUTH_MODE)
+    os.environ[AUTH_MODE] = "disabled"
     port = _free_port()
     cluster = RayCluster(address=f"127.0.0.1:{port}", temp_dir=temp_dir)
     log = temp_dir / "nodes.log"
@@ -109,12 +116,35 @@ def ray_cluster(head_cpus: int = 1, worker_cpus: int = 1) -> Iterator[RayCluster
             str(_free_port()),
             "--object-manager-port",
             str(_free_port()),
+            *_agent_ports(),
         ]
         _add_node(cluster, head, log)
-        _add_node(cluster, ["--address", cluster.address, "--num-cpus", str(worker_cpus)], log)
+        second = ["--address", cluster.address, "--num-cpus", str(worker_cpus), *_agent_ports()]
+        _add_node(cluster, second, log)
         yield cluster
     finally:
         cluster.stop()
+        if saved_mode is None:
+            os.environ.pop(AUTH_MODE, None)
+        else:
+            os.environ[AUTH_MODE] = saved_mode
+
+
+def _agent_ports() -> list[str]:
+    """Free ports for what every node runs beside its raylet: the dashboard agent (52365 and
+    a random gRPC port by default), the metrics exporter and the runtime-env agent. With
+    Ray's fixed defaults the second cluster started on a machine (tests on two xdist
+    workers) waits for an agent that cannot bind, and its node never comes up."""
+    return [
+        "--dashboard-agent-listen-port",
+        str(_free_port()),
+        "--dashboard-agent-grpc-port",
+        str(_free_port()),
+        "--metrics-export-port",
+        str(_free_port()),
+        "--runtime-env-agent-port",
+        str(_free_port()),
+    ]
 
 
 def _add_node(cluster: RayCluster, args: list[str], log: Path, attempts: int = 3) -> None:
