@@ -42,8 +42,9 @@ NO_CALLER: dict[str, set[str]] = {
     "ModelFiles": {"root_of", "start"},
     "Registry": {"add_listener", "start"},
     "DatasetService": {"start"},
-    # `authenticate` is how a caller comes to exist
-    "AuthService": {"authenticate"},
+    # `authenticate` is how a caller comes to exist; `check_pepper` is start-up's own check
+    # of the server's configuration against its database, before any caller exists
+    "AuthService": {"authenticate", "check_pepper"},
     # writing usage and audit records is the server's own work; reading them needs a caller
     "UsageRecorder": {"close", "flush", "knows_project", "record", "start"},
     "AuditLog": {"record"},
