@@ -116,6 +116,11 @@ class OtlpReceiver:
             self.requests += 1
             self.spans.extend(found)
 
+    def received(self) -> list[ReceivedSpan]:
+        """Every span so far, of every trace."""
+        with self._lock:
+            return list(self.spans)
+
     def trace(self, trace_id: str) -> list[ReceivedSpan]:
         with self._lock:
             return [span for span in self.spans if span.trace_id == trace_id]

@@ -155,9 +155,7 @@ def job_spans(receiver: OtlpReceiver, job_id: str, name: str, count: int) -> lis
     `openmaas.job` span), once the collector has them all."""
 
     def run_span() -> ReceivedSpan | None:
-        with receiver._lock:
-            found = list(receiver.spans)
-        runs = [s for s in found if s.name == "openmaas.job"]
+        runs = [s for s in receiver.received() if s.name == "openmaas.job"]
         return next((s for s in runs if s.attributes.get("openmaas.job.id") == job_id), None)
 
     run = wait_for(f"job {job_id}'s span", run_span, 60)
