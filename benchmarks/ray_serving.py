@@ -1,19 +1,21 @@
 """Embedding serving through Ray Serve beside the embedded mode, in one run.
 
-Two `openmaas serve` processes, one after the other, each fresh (catalog registered,
+Three `openmaas serve` processes, one after the other, each fresh (catalog registered,
 all-MiniLM-L6-v2 preloaded, authentication on):
 
 - **embedded**: the model runs in the server process (no Ray address);
 - **Ray Serve**: the server joins a two-node Ray cluster started on this machine
   (`tests/ray_cluster.py`) and serves the model through one replica of its Serve deployment
   (1 CPU, the same threads); the server stays the front door and calls the replica through a
-  deployment handle.
+  deployment handle, coalescing requests as shipped (`scaleout/serve_coalesce.py`);
+- **Ray Serve, a call per request**: the same with `"coalesce": false`, to show what
+  coalescing buys.
 
 Both take the load of `benchmarks/embeddings_serving.py` (its sentences, load generator and
 statistics): one client sending one sentence per request, then 64 clients. Targets: the Ray
 path keeps at least 85% of the embedded throughput at 64 clients, and adds at most 3 ms to
-the p50 latency at one client. Each round measures both (each server fresh, the cluster
-started for the Ray mode only), the first alternating; the targets are judged on the medians
+the p50 latency at one client. Each round measures every mode (each server fresh, the
+cluster started for a Ray mode only), the order rotating; the targets are judged on the medians
 of the per-round figures. It prints the figures and rewrites the "Serving through Ray Serve"
 section of `docs/benchmarks.md`.
 
@@ -32,7 +34,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -67,6 +69,8 @@ TARGET_EXTRA_P50_MS = 3.0  # Ray p50 at one client minus embedded p50 at one cli
 CONCURRENCY = 64
 # One replica holding the whole node's CPU, with the embedded server's threads.
 DEPLOYMENTS = {MODEL_NAME: {"min_replicas": 1, "max_replicas": 1, "num_cpus": 1}}
+# The Ray modes: as shipped (calls coalesced), and one Ray call per request, for comparison.
+RAY_MODES = {"ray-serve": True, "ray-serve-uncoalesced": False}
 
 
 @dataclass(frozen=True, slots=True)
@@ -116,13 +120,15 @@ def measure(name: str, env_extra: dict[str, str], load: Load, workdir: Path) -> 
     return figures
 
 
-def ray_mode(load: Load, workdir: Path) -> Figures:
+def ray_mode(name: str, load: Load, workdir: Path) -> Figures:
+    coalesce = RAY_MODES[name]
+    deployments = {model: {**entry, "coalesce": coalesce} for model, entry in DEPLOYMENTS.items()}
     with ray_cluster(head_cpus=1, worker_cpus=1) as cluster:
         return measure(
-            "ray-serve",
+            name,
             {
                 "OPENMAAS_RAY_ADDRESS": cluster.address,
-                "OPENMAAS_RAY_DEPLOYMENTS": json.dumps(DEPLOYMENTS),
+                "OPENMAAS_RAY_DEPLOYMENTS": json.dumps(deployments),
             },
             load,
             workdir,
@@ -135,6 +141,7 @@ class Results:
     ray: list[Figures]
     seconds: float
     measured_at: datetime
+    uncoalesced: list[Figures] = field(default_factory=list)  # one Ray call per request
 
     def shares(self) -> list[float]:
         """Per round: Ray's throughput at 64 clients over the embedded mode's."""
@@ -151,21 +158,27 @@ class Results:
 
 
 def run(load: Load, rounds: int, workdir: Path) -> Results:
-    """Both modes in every round, each server fresh; which goes first alternates."""
+    """Every mode in every round, each server fresh; the order rotates between rounds."""
     started = time.perf_counter()
-    embedded: list[Figures] = []
-    ray: list[Figures] = []
+    figures: dict[str, list[Figures]] = {"embedded": [], **{name: [] for name in RAY_MODES}}
+    names = list(figures)
     for index in range(rounds):
         here = workdir / f"round-{index + 1}"
         here.mkdir()
-        modes = ["embedded", "ray-serve"] if index % 2 == 0 else ["ray-serve", "embedded"]
-        for mode in modes:
+        shift = index % len(names)
+        for mode in names[shift:] + names[:shift]:
             print(f"round {index + 1}: {mode}", flush=True)
             if mode == "embedded":
-                embedded.append(measure("embedded", {}, load, here))
+                figures[mode].append(measure("embedded", {}, load, here))
             else:
-                ray.append(ray_mode(load, here))
-    return Results(embedded, ray, time.perf_counter() - started, datetime.now(UTC))
+                figures[mode].append(ray_mode(mode, load, here))
+    return Results(
+        figures["embedded"],
+        figures["ray-serve"],
+        time.perf_counter() - started,
+        datetime.now(UTC),
+        figures["ray-serve-uncoalesced"],
+    )
 
 
 def render_section(results: Results, load: Load) -> str:
@@ -180,7 +193,10 @@ def render_section(results: Results, load: Load) -> str:
         "| 64 clients p50 (ms) |",
         "|---|---:|---:|---:|---:|",
     ]
-    for name, figures in (("embedded", results.embedded), ("Ray Serve", results.ray)):
+    modes = [("embedded", results.embedded), ("Ray Serve", results.ray)]
+    if results.uncoalesced:
+        modes.append(("Ray Serve, a call per request", results.uncoalesced))
+    for name, figures in modes:
         rows.append(
             f"| {name} | {med(figures, lambda f: f.single.p50_ms):.2f} | "
             f"{med(figures, lambda f: f.single.p99_ms):.2f} | "
@@ -200,7 +216,9 @@ def render_section(results: Results, load: Load) -> str:
         "fresh `openmaas serve` in two modes: **embedded** (the model in the server process) "
         "and **Ray Serve** (the server joins a two-node Ray cluster started on this machine, "
         "one CPU a node, and calls the model's one replica, 1 CPU, through a deployment "
-        f"handle). Medians over {len(results.embedded)} rounds:",
+        "handle, coalescing the requests that arrive while two calls are out into one call, "
+        'as shipped; the third row sends one call per request, `"coalesce": false`). '
+        f"Medians over {len(results.embedded)} rounds:",
         "",
         *rows,
         "",
@@ -230,8 +248,8 @@ def render_section(results: Results, load: Load) -> str:
         "The load generator is `benchmarks/http_load.py` (the one of "
         "`benchmarks/embeddings_serving.py`) on the same machine.",
         "- Each round starts both servers fresh, one after the other, the Ray cluster only "
-        "for the Ray mode (its processes are part of what that mode costs); which mode goes "
-        "first alternates between rounds.",
+        "for a Ray mode (its processes are part of what that mode costs); the order of the "
+        "modes rotates between rounds. The targets compare the shipped Ray mode.",
     ]
     return "\n".join(lines) + "\n"
 

@@ -88,13 +88,19 @@ def test_ray_serving_judges_the_median_round_and_writes_its_section(tmp_path: Pa
         ray_serving.Figures("ray-serve", measurement(80, 13.0), measurement(150)),  # 75%, +4
         ray_serving.Figures("ray-serve", measurement(80, 11.0), measurement(216)),  # 90%, +2.5
     ]
-    results = ray_serving.Results(embedded, ray, 300.0, datetime(2026, 12, 7, tzinfo=UTC))
+    uncoalesced = [
+        ray_serving.Figures("ray-serve-uncoalesced", measurement(80, 12.0), measurement(150))
+    ] * 3
+    results = ray_serving.Results(
+        embedded, ray, 300.0, datetime(2026, 12, 7, tzinfo=UTC), uncoalesced
+    )
     assert [round(s, 2) for s in results.shares()] == [0.9, 0.75, 0.9]
     assert results.extra_ms() == [2.0, 4.0, 2.5]
     section = ray_serving.render_section(results, ray_serving.FULL)
     assert "embedded throughput: 90% **met** (per round: 90%, 75%, 90%)" in section
     assert "p50 latency: +2.50 ms **met**" in section
     assert "| embedded | 8.50 | 8.50 | 240 | 10 |" in section
+    assert "| Ray Serve, a call per request | 12.00 | 12.00 | 150 | 10 |" in section
     document = replace_section("# Benchmarks\n\n## Other\n\ntext\n", section)
     assert "## Other\n\ntext" in document
     assert ray_serving.HEADING in document

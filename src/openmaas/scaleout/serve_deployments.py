@@ -29,7 +29,14 @@ from ray.exceptions import RayActorError
 from ray.serve.handle import DeploymentHandle
 
 from openmaas.errors import ModelLoadFailed, ReplicaLost
-from openmaas.scaleout.serve_replica import Answer, ModelReplica, ReplicaTag, StreamStart
+from openmaas.scaleout.serve_coalesce import Coalescer
+from openmaas.scaleout.serve_replica import (
+    Answer,
+    InferCall,
+    ModelReplica,
+    ReplicaTag,
+    StreamStart,
+)
 from openmaas.scaleout.serve_settings import DeploymentTable
 from openmaas.serving.pool import VersionKey
 from openmaas.serving.replicas import Replica, ReplicaSet
@@ -61,6 +68,7 @@ class ServeDeployments:
             update={"ray_address": None, "preload": [], "admin_key": None, "key_pepper": None}
         )
         self._handles: dict[VersionKey, DeploymentHandle[Any]] = {}
+        self._coalescers: dict[VersionKey, Coalescer[InferCall, Answer]] = {}
         self._deploying: dict[VersionKey, asyncio.Lock] = {}
         self._answered: Counter[str] = Counter()  # replica id -> requests it answered
 
@@ -79,6 +87,7 @@ class ServeDeployments:
         # The applications stay: other API processes may serve through them, and a restart
         # finds them running. `remove` (unload) deletes one.
         self._handles.clear()
+        self._coalescers.clear()
         if ray.is_initialized():
             ray.shutdown()
 
@@ -123,6 +132,7 @@ class ServeDeployments:
     async def remove(self, key: VersionKey) -> bool:
         """Delete the version's application; False when it ran nowhere."""
         self._handles.pop(key, None)
+        self._coalescers.pop(key, None)
         name = app_name(key)
         status = await asyncio.to_thread(serve.status)
         if name not in status.applications:
@@ -176,17 +186,47 @@ class ServeDeployments:
         """`trace`: the caller's W3C trace context (`tracing.inject_context`), which the
         replica's spans continue."""
         handle = await self.ensure(key)
-        carried = dict(trace or {})
-        answer: Answer = await _once_more_on_death(
-            key,
-            lambda: handle.infer.remote(
-                task, project, inputs, params, truncate, background, carried
-            ),
-        )
+        call = InferCall(task, project, inputs, params, truncate, background, dict(trace or {}))
+        coalescer = self._coalescer(key, handle)
+        if coalescer is None:
+            answer: Answer = await _once_more_on_death(
+                key, lambda: handle.infer.remote(*_args(call))
+            )
+        else:
+            answer = await coalescer.submit(call)
         self._answered[answer.tag.id] += 1
         if answer.error is not None:
             raise answer.error.rebuild()
         return answer
+
+    def _coalescer(
+        self, key: VersionKey, handle: DeploymentHandle[Any]
+    ) -> Coalescer[InferCall, Answer] | None:
+        """The version's coalescer (`serve_coalesce`), when its deployment has a fixed number
+        of replicas and `coalesce` on. An autoscaled one gets a call per request: Serve scales
+        on the calls a replica holds, which coalescing would hide."""
+        coalescer = self._coalescers.get(key)
+        if coalescer is not None:
+            return coalescer
+        wanted = self.table.for_model(key[0])
+        if not wanted.coalesce or wanted.min_replicas != wanted.max_replicas:
+            return None
+
+        async def send(group: list[InferCall]) -> list[Answer]:
+            answers: list[Answer] = await _once_more_on_death(
+                key, lambda: handle.infer_many.remote(group)
+            )
+            return answers
+
+        # Two calls a replica: one running, the next one waiting on it, none held back here
+        # longer than a call takes. A call no larger than half of what a replica may hold.
+        coalescer = Coalescer(
+            send,
+            limit=2 * wanted.max_replicas,
+            max_group=max(1, wanted.max_ongoing_requests // 2),
+        )
+        self._coalescers[key] = coalescer
+        return coalescer
 
     async def generate(
         self,
@@ -247,6 +287,19 @@ async def _once_more_on_death(key: VersionKey, call: Callable[[], Any]) -> Any:
         raise ReplicaLost(
             f"model '{key[0]}:{key[1]}': two replicas died under this request; retry shortly"
         ) from error
+
+
+def _args(call: InferCall) -> tuple[Any, ...]:
+    """`ModelReplica.infer`'s arguments, in order."""
+    return (
+        call.task,
+        call.project,
+        call.inputs,
+        call.params,
+        call.truncate,
+        call.background,
+        call.trace,
+    )
 
 
 def _word(state: Any) -> str:

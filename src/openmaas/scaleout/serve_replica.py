@@ -12,6 +12,8 @@ same class, so a 400 from a replica is the same 400 as an embedded one.
 
 from __future__ import annotations
 
+import asyncio
+import logging
 import os
 from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import AbstractContextManager, nullcontext
@@ -33,6 +35,21 @@ from openmaas.serving.priority import background_work
 from openmaas.settings import Settings
 from openmaas.tasks.text_generation import GenerationDelta, GenerationParams
 from openmaas.wiring import build_registry
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class InferCall:
+    """One request's `ModelReplica.infer` arguments, as `infer_many` takes a group of them."""
+
+    task: str
+    project: str
+    inputs: Any
+    params: Any
+    truncate: bool
+    background: bool
+    trace: Mapping[str, str] | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -137,6 +154,27 @@ class ModelReplica:
         finally:
             background_work.reset(token)
         return Answer(self.tag, served.results, served.prompt_tokens)
+
+    async def infer_many(self, calls: Sequence[InferCall]) -> list[Answer]:
+        """Several requests in one Ray call (`serve_coalesce`), each run as `infer` runs it,
+        all at once, so the engine's batcher batches them together; each its own answer."""
+        outcomes = await asyncio.gather(
+            *(
+                self.infer(c.task, c.project, c.inputs, c.params, c.truncate, c.background, c.trace)
+                for c in calls
+            ),
+            return_exceptions=True,
+        )
+        return [self._answer(outcome) for outcome in outcomes]
+
+    def _answer(self, outcome: Answer | BaseException) -> Answer:
+        if isinstance(outcome, Answer):
+            return outcome
+        # Not a platform error (those are answers already): one request's fault must not
+        # fail the others of its call; logged here, a 500 where the request came from.
+        log.error("a request to %s failed", self.reference, exc_info=outcome)
+        failed = OpenMaaSError(f"model '{self.reference}': the replica failed this request")
+        return Answer(self.tag, error=RemoteError.of(failed))
 
     async def generate(
         self,

@@ -38,6 +38,13 @@ class ReplicaSettings(BaseModel):
     idle_s: float = Field(
         default=300.0, gt=0, description="Below target (or idle, to zero) this long: scale down."
     )
+    coalesce: bool = Field(
+        default=True,
+        description=(
+            "With a fixed number of replicas (min = max), requests that arrive while two calls"
+            " a replica are in flight go to a replica together, as one call."
+        ),
+    )
     num_cpus: float = Field(default=1.0, ge=0)
     num_gpus: float = Field(default=0.0, ge=0)
 
