@@ -104,3 +104,37 @@ def test_ray_serving_judges_the_median_round_and_writes_its_section(tmp_path: Pa
     document = replace_section("# Benchmarks\n\n## Other\n\ntext\n", section)
     assert "## Other\n\ntext" in document
     assert ray_serving.HEADING in document
+
+
+def test_ray_latency_takes_the_hop_as_the_callers_span_less_the_replicas() -> None:
+    from benchmarks import ray_latency
+
+    from tests.otlp_receiver import ReceivedSpan
+
+    def span(name: str, span_id: str, parent: str, start_ms: float, end_ms: float) -> ReceivedSpan:
+        service = "openmaas-replica" if name.startswith("openmaas.replica") else "openmaas"
+        return ReceivedSpan(
+            service,
+            name,
+            "t" * 32,
+            span_id,
+            parent,
+            int(start_ms * 1e6),
+            int(end_ms * 1e6),
+            {},
+            [],
+            0,
+        )
+
+    spans = [
+        span("POST /v1/embeddings", "a", "client", 0.0, 20.0),
+        span("openmaas.infer", "b", "a", 2.0, 18.0),
+        span("openmaas.replica.infer", "c", "b", 5.0, 14.0),
+        span("openmaas.queue_wait", "d", "c", 5.0, 6.0),
+        span("openmaas.batch_run", "e", "c", 6.0, 13.0),
+    ]
+    figures = ray_latency.decompose(spans, "client")
+    assert figures["server"] == 20.0
+    assert figures["replica call"] == 9.0
+    assert figures["hop"] == 7.0  # 16 ms around the call, 9 in the replica
+    assert (figures["queue wait"], figures["batch run"]) == (1.0, 7.0)
