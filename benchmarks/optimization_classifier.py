@@ -94,7 +94,7 @@ class ClassifierPlan:
             # Soft labels alone (alpha 1): 1 copy and 10 epochs -3.7 points (2026-12-07),
             # 2 copies and up to 20 epochs -3.6 (best agreement at epoch 10 of 13; 2026-12-08).
             # The teacher learned from 12,000 phrases; the file's labels cover all 67,349.
-            # With them at alpha 0.5 (1 copy, 20 epochs, best agreement at epoch 20): -3.6
+            # With them at alpha 0.5 (1 copy, 20 epochs, best agreement at epoch 17): -3.6
             # again (0.8211): the student's dev accuracy has sat at 0.820-0.821 in all three.
             distill_augment=1,
             distill_epochs=20,

@@ -196,6 +196,10 @@ def test_bad_requests_name_the_setting_or_the_missing_file(
         ({"mask_probability": 1.5}, "settings.mask_probability"),
         ({"ngram_probability": -0.1}, "settings.ngram_probability"),
         ({"unlabeled_file": "file-x"}, "settings.unlabeled_file"),  # not a setting (yet)
+        ({"embeddings": "no-such-vectors"}, "settings.embeddings"),
+        ({"embeddings": teacher}, "settings.embeddings"),  # a classifier, not word vectors
+        ({"embeddings": ""}, "settings.embeddings"),
+        ({"embeddings_mode": "frozen"}, "settings.embeddings_mode"),
     ]
     for settings, param in cases:
         with pytest.raises(APIError) as caught:
@@ -203,6 +207,55 @@ def test_bad_requests_name_the_setting_or_the_missing_file(
                 teacher, "distill", training_file=distill_file, settings=settings
             )
         assert (caught.value.status_code, caught.value.param) == (400, param), settings
+
+
+STUDENT = "review-student-vectors"
+
+
+def test_a_student_starts_from_word_vectors_trained_here(
+    server: RunningServer, sdk: Client, teacher: str, distill_file: str, tmp_path: Path
+) -> None:
+    """`settings.embeddings`: the student's word embeddings start from a word2vec model a
+    training job made of the same texts (Tang et al. start theirs from word2vec); the
+    version records the vectors and their coverage of the student's vocabulary."""
+    texts = upload(
+        sdk, tmp_path, "texts.jsonl", [{"text": e["text"]} for e in reviews(1000, seed=1)]
+    )
+    vectors_job = sdk.create_training_job(
+        "word2vec",
+        texts,
+        hyperparameters={"vector_size": 24, "min_count": 1, "n_epochs": 2},
+        validation_split=0.0,
+        seed=3,
+        model_name="review-vectors",
+    )
+    vectors = sdk.wait_for_training_job(vectors_job.id, timeout_s=300)
+    assert vectors.status == "succeeded", vectors.error
+
+    # The command docs/optimization.md shows, with this teacher, file and vectors.
+    words = (
+        documented_command("sst2-teacher")
+        .replace("file-…", distill_file)
+        .replace("sst2-word2vec", "review-vectors")
+        .split()
+    )
+    assert "embeddings=review-vectors" in words, words
+    more = ["--set", "embeddings_mode=static", "--set", "epochs=2"]
+    ran = cli(server, *words[1:3], teacher, *words[4:], *more, "--model-name", STUDENT, "--json")
+    assert ran.returncode == 0, ran.stderr + ran.stdout
+    job = json.loads(ran.stdout)
+    assert job["status"] == "succeeded", job
+    messages = [event.message for event in sdk.optimization_job_events(job["id"]).data]
+    assert any(
+        m.startswith("embeddings review-vectors:1 (static, 24 dimensions)") for m in messages
+    )
+    version = sdk.resolve(STUDENT)
+    assert version.params["embeddings"]["model"] == "review-vectors:1"
+    assert version.params["embeddings"]["dimensions"] == 24
+    # The generated reviews' words are all in the texts word2vec read (min_count 1).
+    assert version.metrics["embeddings_coverage"] == 1.0
+    learned = top_labels(server, STUDENT, UNSEEN[:20])
+    assert set(learned) <= set(LABELS)
 
 
 def test_a_cancel_stops_the_student_between_steps_and_registers_nothing(

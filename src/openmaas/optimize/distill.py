@@ -66,6 +66,10 @@ DEFAULTS: dict[str, Any] = {
     "augment": 0,
     "mask_probability": 0.1,
     "ngram_probability": 0.25,
+    # A registered word-vector model the student's embedding layer starts from (as a
+    # recipe's `embeddings`; Tang et al. start theirs from word2vec), trained on or frozen.
+    "embeddings": None,
+    "embeddings_mode": "non-static",
 }
 
 
@@ -237,6 +241,7 @@ def training_context(context: BuildContext) -> TrainingContext:
     from openmaas.training.recipe import TrainingContext
 
     job = context.job
+    vectors = context.embeddings
     return TrainingContext(
         job_id=job.job.id,
         task=context.version.task,
@@ -252,6 +257,10 @@ def training_context(context: BuildContext) -> TrainingContext:
         on_metrics=job.report_metrics,
         should_stop=job.should_stop,
         on_plan=job.plan_steps,
+        embeddings=vectors.directory if vectors is not None else None,
+        embeddings_reference=(
+            f"{vectors.version.model}:{vectors.version.version}" if vectors else None
+        ),
     )
 
 
@@ -306,6 +315,30 @@ def _student(settings: dict[str, Any]) -> None:
         )
 
 
+def _embeddings(settings: dict[str, Any]) -> None:
+    """`embeddings`: a model reference (a network student's), pinned when the job is made."""
+    value = settings.get("embeddings")
+    if value is not None:
+        if not isinstance(value, str) or not value.strip():
+            raise InvalidRequest(
+                "settings.embeddings names a registered word-vector model (a word2vec "
+                f"recipe's output or imported vectors), got {value!r}",
+                param="settings.embeddings",
+            )
+        if settings.get("student") not in NETWORK_STUDENTS:
+            raise InvalidRequest(
+                f"settings.embeddings starts a {', '.join(NETWORK_STUDENTS)} student's word "
+                f"embeddings; student {settings.get('student')!r} keeps the teacher's",
+                param="settings.embeddings",
+            )
+    mode = settings.get("embeddings_mode")
+    if mode not in ("static", "non-static"):
+        raise InvalidRequest(
+            f"settings.embeddings_mode must be static (frozen) or non-static, got {mode!r}",
+            param="settings.embeddings_mode",
+        )
+
+
 def _optional_learning_rate(settings: dict[str, Any]) -> None:
     if settings.get("learning_rate") is not None:
         number("learning_rate", 0, 1, low_open=True)(settings)
@@ -313,6 +346,7 @@ def _optional_learning_rate(settings: dict[str, Any]) -> None:
 
 CHECKS: tuple[Checker, ...] = (
     _student,
+    _embeddings,
     number("temperature", 0, 100, low_open=True),
     number("alpha", 0, 1),
     integer("epochs", 1, 1000),

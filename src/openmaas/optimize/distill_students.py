@@ -84,15 +84,26 @@ def train_network_student(
     """A `textcnn`, `bilstm` or `transformer_encoder` student, served by `openmaas-nn`."""
     from openmaas.nn.saved import RUNTIME, min_length, save_classifier
     from openmaas.nn.vocab import pad_batch, token_ids
+    from openmaas.training.pretrained_embeddings import dimension_for, install, load_pretrained
     from openmaas.training.recipes.word_level import prepare_vocabulary
 
     defaults = _recipe_defaults(student)
     loop = loop_settings(defaults, settings)
     torch.manual_seed(ctx.seed)
     tokenizer, _ = prepare_vocabulary(ctx, data.train.texts, defaults)
-    network, architecture, served_tokens = _network(
-        student, defaults, int(tokenizer.get_vocab_size(with_added_tokens=True)), len(data.labels)
+    # The job's word vectors (`embeddings`), if any: they set the embedding width.
+    pretrained = load_pretrained(
+        ctx,
+        {"embeddings_mode": settings["embeddings_mode"]},
+        tokenizer,
+        token_ids(tokenizer, data.train.texts, max_length=int(defaults["max_length"])),
     )
+    width_name = "d_model" if student == "transformer_encoder" else "embedding_dim"
+    sizes = {**defaults, width_name: dimension_for(ctx, pretrained, defaults, width_name)}
+    network, architecture, served_tokens = _network(
+        student, sizes, int(tokenizer.get_vocab_size(with_added_tokens=True)), len(data.labels)
+    )
+    install(_embedding_layer(network), pretrained)
     device = torch.device(ctx.device)
     network.to(device)
     padded_to = min_length(network)
@@ -120,11 +131,16 @@ def train_network_student(
         max_input_tokens=served_tokens,
         extra={"recipe": student, "trained_max_length": trained_tokens, "distilled": True},
     )
-    return Student(
-        runtime=RUNTIME,
-        params={"labels": list(data.labels), "architecture": architecture, "recipe": student},
-        metrics=_metrics(agreement, outcome),
-    )
+    params: dict[str, Any] = {
+        "labels": list(data.labels),
+        "architecture": architecture,
+        "recipe": student,
+    }
+    metrics = _metrics(agreement, outcome)
+    if pretrained is not None:
+        params["embeddings"] = pretrained.describe()
+        metrics.update(pretrained.metrics())
+    return Student(runtime=RUNTIME, params=params, metrics=metrics)
 
 
 def train_fewer_layers(
@@ -241,6 +257,15 @@ def _recipe_defaults(student: str) -> dict[str, Any]:
 
     modules = {"textcnn": textcnn, "bilstm": bilstm, "transformer_encoder": transformer_encoder}
     return {**modules[student].DEFAULTS, **STUDENT_TRAINING.get(student, {})}
+
+
+def _embedding_layer(network: nn.Module) -> nn.Embedding:
+    """The student's word embeddings (each network names its layer)."""
+    for name in ("embedding", "tokens"):
+        layer = getattr(network, name, None)
+        if isinstance(layer, nn.Embedding):
+            return layer
+    raise TypeError(f"{type(network).__name__} has no word-embedding layer")
 
 
 def _network(

@@ -32,6 +32,7 @@ from openmaas.registry.composition import Registry
 from openmaas.registry.entities import ModelVersion
 from openmaas.registry.names import check_alias, qualified
 from openmaas.store.database import Database
+from openmaas.training.kind import pin_word_vectors
 from openmaas.training.requests import DatasetSource
 
 if TYPE_CHECKING:
@@ -73,6 +74,12 @@ class OptimizationJobKind:
                 code="method_not_applicable",
             )
         settings = method.check(request.settings)
+        vectors = settings.get("embeddings")
+        vectors_pin = (
+            pin_word_vectors(self.registry, vectors, caller, param="settings.embeddings")
+            if isinstance(vectors, str)
+            else None
+        )
         if method.check_parent is not None:
             exact = f"{qualified(parent.project, parent.model)}:{parent.version}"
             with self.registry.open_files(exact, caller=SYSTEM, verify=False) as opened:
@@ -115,6 +122,7 @@ class OptimizationJobKind:
                 "method": request.method,
                 "base_version": reference,
                 "base_version_pin": pin.to_dict(),
+                "embeddings_version_pin": vectors_pin.to_dict() if vectors_pin else None,
                 "parent_runtime": parent.runtime,
                 CREATED_BY_ADMIN: is_admin(caller),
                 "explicit_model_name": request.model_name is not None,

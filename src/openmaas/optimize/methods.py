@@ -62,6 +62,8 @@ class BuildContext:
     read_examples: Callable[[str], Sequence[Example]] = lambda which: ()
     # What loading the parent added to the worker's resident memory, once it is loaded.
     parent_resident: int | None = None
+    # The word vectors a `distill` job's `settings.embeddings` pinned, opened for the run.
+    embeddings: OpenedVersion | None = None
 
     @property
     def version(self) -> ModelVersion:

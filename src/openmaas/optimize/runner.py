@@ -51,6 +51,7 @@ def run_optimization(kind: OptimizationJobKind, context: JobContext) -> JobOutpu
         shutil.rmtree(directory, ignore_errors=True)
         directory.mkdir(parents=True)
     parent = _open_parent(kind, context)
+    vectors = _open_embeddings(kind, context)
     threads = _measuring_threads(context, parent.version.runtime)
     build = BuildContext(
         job=context,
@@ -60,6 +61,7 @@ def run_optimization(kind: OptimizationJobKind, context: JobContext) -> JobOutpu
         output_dir=output_dir,
         options=LoadOptions(device="cpu", threads=threads),
         read_examples=lambda which: _examples(kind, context, which),
+        embeddings=vectors,
     )
     try:
         built = method.build(build)
@@ -69,6 +71,8 @@ def run_optimization(kind: OptimizationJobKind, context: JobContext) -> JobOutpu
         if "parent_model" in build.__dict__:
             build.parent_model.unload()
         parent.close()
+        if vectors is not None:
+            vectors.close()
     version = parent.version
     reference = f"{version.model}:{version.version}"
     return JobOutput(
@@ -200,4 +204,21 @@ def _open_parent(kind: OptimizationJobKind, context: JobContext) -> OpenedVersio
             f"or no longer visible to project {job.project!r}; create a new job",
             param="model",
             code="base_model_gone",
+        ) from None
+
+
+def _open_embeddings(kind: OptimizationJobKind, context: JobContext) -> OpenedVersion | None:
+    """The word vectors `settings.embeddings` pinned when the job was created, if any."""
+    job = context.job
+    pin = job.options.get("embeddings_version_pin")
+    if not isinstance(pin, dict):
+        return None
+    try:
+        return kind.registry.open_pinned(VersionPin.from_dict(dict(pin)), caller=job_caller(job))
+    except NotFound:
+        raise InvalidRequest(
+            f"the embeddings {job.hyperparameters.get('embeddings')} this job was created with "
+            f"are gone or no longer visible to project {job.project!r}; create a new job",
+            param="settings.embeddings",
+            code="embeddings_gone",
         ) from None

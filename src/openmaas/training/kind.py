@@ -361,37 +361,13 @@ class TrainingJobKind:
         return self.registry.store.pin(exact, version.version, caller=SYSTEM)
 
     def _embeddings(self, given: Mapping[str, Any], caller: Principal) -> VersionPin | None:
-        """The word vectors hyperparameter `embeddings` names, resolved as the caller resolves
-        any model and pinned; 400 naming `embeddings` unless it is a word-vector model the
-        caller may use."""
+        """The word vectors hyperparameter `embeddings` names, pinned (`pin_word_vectors`)."""
         reference = given.get("embeddings")
         if not isinstance(reference, str) or reference == "auto":
             return None  # none asked for (the recipe checked the value's type)
-        param = "hyperparameters.embeddings"
-        try:
-            version = self.registry.resolve(reference, caller=caller)
-        except (NotFound, InvalidRequest) as exc:
-            raise InvalidRequest(
-                f"embeddings {reference!r}: no word-vector model of that name is registered "
-                f"here ({exc.message}); train one with the word2vec recipe or import a "
-                "word2vec/GloVe text file",
-                param=param,
-                code="model_not_found",
-            ) from None
-        if not can_see(version.project, version.public, caller):
-            raise InvalidRequest(
-                f"embeddings {reference!r}: model not found", param=param, code="model_not_found"
-            )
-        if version.runtime != WORD_VECTORS_RUNTIME:
-            raise InvalidRequest(
-                f"embeddings {reference!r} is a {version.runtime} {version.task} model, not "
-                f"word vectors (runtime {WORD_VECTORS_RUNTIME}: the word2vec recipe's output "
-                "or an imported word2vec/GloVe text file)",
-                param=param,
-                code="wrong_model_type",
-            )
-        exact = qualified(version.project, version.model)
-        return self.registry.store.pin(exact, version.version, caller=SYSTEM)
+        return pin_word_vectors(
+            self.registry, reference, caller, param="hyperparameters.embeddings"
+        )
 
     def _dataset(self, file_id: str, param: str, caller: Principal) -> DatasetRow:
         return ready_dataset(self.db, file_id, param, caller)
@@ -517,3 +493,34 @@ def ready_dataset(db: Database, file_id: str, param: str, caller: Principal) -> 
             code="invalid_file",
         )
     return row
+
+
+def pin_word_vectors(
+    registry: Registry, reference: str, caller: Principal, *, param: str
+) -> VersionPin:
+    """The word-vector model `reference` names, resolved as the caller resolves any model
+    and pinned; 400 naming `param` unless it is a word-vector model the caller may use."""
+    try:
+        version = registry.resolve(reference, caller=caller)
+    except (NotFound, InvalidRequest) as exc:
+        raise InvalidRequest(
+            f"embeddings {reference!r}: no word-vector model of that name is registered "
+            f"here ({exc.message}); train one with the word2vec recipe or import a "
+            "word2vec/GloVe text file",
+            param=param,
+            code="model_not_found",
+        ) from None
+    if not can_see(version.project, version.public, caller):
+        raise InvalidRequest(
+            f"embeddings {reference!r}: model not found", param=param, code="model_not_found"
+        )
+    if version.runtime != WORD_VECTORS_RUNTIME:
+        raise InvalidRequest(
+            f"embeddings {reference!r} is a {version.runtime} {version.task} model, not "
+            f"word vectors (runtime {WORD_VECTORS_RUNTIME}: the word2vec recipe's output "
+            "or an imported word2vec/GloVe text file)",
+            param=param,
+            code="wrong_model_type",
+        )
+    exact = qualified(version.project, version.model)
+    return registry.store.pin(exact, version.version, caller=SYSTEM)
