@@ -11,6 +11,7 @@ import pytest
 
 from openmaas.errors import Overloaded
 from openmaas.serving.batcher import Batcher, BatchLimits
+from tests.loop_turns import until
 
 LONG_WAIT_MS = 60_000.0  # a wait no test reaches: batches must close for another reason
 
@@ -29,15 +30,6 @@ class Recorder:
             assert self.gate.wait(10), "test gate never opened"
         self.batches.append(list(items))
         return [item.upper() for item in items]
-
-
-async def _until(predicate: object, *, steps: int = 10_000) -> None:
-    """Yield to the loop until `predicate()` holds (event-driven code needs a few turns)."""
-    for _ in range(steps):
-        if predicate():  # type: ignore[operator]
-            return
-        await asyncio.sleep(0)
-    raise AssertionError("condition never became true")
 
 
 async def _wait_thread_event(event: threading.Event) -> None:
@@ -86,7 +78,7 @@ async def test_max_wait_counts_from_first_item(executor: ThreadPoolExecutor) -> 
     loop = asyncio.get_running_loop()
     started = loop.time()
     first = asyncio.ensure_future(batcher.submit("a"))
-    await _until(lambda: batcher.depth == 1)
+    await until(lambda: batcher.depth == 1)
     second = asyncio.ensure_future(batcher.submit("b"))
     assert list(await asyncio.gather(first, second)) == ["A", "B"]
     # Both went in one batch that closed on the wait, not on size.
@@ -105,7 +97,7 @@ async def test_zero_wait_runs_at_once_and_batches_form_while_busy(
     first = asyncio.ensure_future(batcher.submit("a"))
     await _wait_thread_event(run.entered)  # the first item runs alone, without waiting
     rest = [asyncio.ensure_future(batcher.submit(x)) for x in "bcd"]
-    await _until(lambda: batcher.depth == 3)
+    await until(lambda: batcher.depth == 3)
     gate.set()
     assert await first == "A"
     assert await asyncio.gather(*rest) == ["B", "C", "D"]
@@ -124,7 +116,7 @@ async def test_cancelled_callers_are_dropped_before_execution(
     await _wait_thread_event(run.entered)
     keep = asyncio.ensure_future(batcher.submit("keep"))
     gone = asyncio.ensure_future(batcher.submit("gone"))
-    await _until(lambda: batcher.depth == 2)
+    await until(lambda: batcher.depth == 2)
     gone.cancel()  # the client disconnected
     gate.set()
     assert await busy == "BUSY"
@@ -234,14 +226,14 @@ async def test_a_poisoned_callers_queued_items_are_dropped(executor: ThreadPoolE
     limits = BatchLimits(max_batch_size=2, max_wait_ms=LONG_WAIT_MS)
     batcher = Batcher(run, limits, executor=executor, observer=run)
     innocent = asyncio.ensure_future(batcher.submit("y"))
-    await _until(lambda: batcher.depth == 1)
+    await until(lambda: batcher.depth == 1)
     # [y, poison] fills a batch; "x2" waits behind it.
     poisoned = asyncio.ensure_future(batcher.submit_many(["poison", "x2"], [1, 1]))
     assert await innocent == "Y"
     with pytest.raises(ValueError, match="poison"):
         await poisoned
     assert run.calls == [["y", "poison"], ["y"], ["poison"]]  # "x2" was never computed
-    await _until(lambda: batcher.depth == 0)  # dropped from the queue
+    await until(lambda: batcher.depth == 0)  # dropped from the queue
     await batcher.close()
 
 
@@ -255,7 +247,7 @@ async def test_full_queue_answers_overloaded_with_retry_after(
     running = asyncio.ensure_future(batcher.submit("running"))
     await _wait_thread_event(run.entered)
     queued = [asyncio.ensure_future(batcher.submit(x)) for x in ("q1", "q2")]
-    await _until(lambda: batcher.depth == 2)
+    await until(lambda: batcher.depth == 2)
     with pytest.raises(Overloaded) as refused:
         await batcher.submit("one too many")
     assert refused.value.status_code == 429
@@ -276,7 +268,7 @@ async def test_close_fails_queued_callers_instead_of_hanging(
     running = asyncio.ensure_future(batcher.submit("running"))
     await _wait_thread_event(run.entered)
     queued = asyncio.ensure_future(batcher.submit("queued"))
-    await _until(lambda: batcher.depth == 1)
+    await until(lambda: batcher.depth == 1)
     closing = asyncio.ensure_future(batcher.close())
     for caller in (queued, running):  # queued, and in the batch that was executing
         with pytest.raises(Overloaded):
@@ -300,7 +292,7 @@ async def test_refill_waits_for_every_answered_caller(executor: ThreadPoolExecut
     assert await asyncio.gather(batcher.submit("a1"), batcher.submit("b1")) == ["A1", "B1"]
     # Caller a is back first: without the refill wait its item would run alone.
     a2 = asyncio.ensure_future(batcher.submit("a2"))
-    await _until(lambda: batcher.depth == 1)
+    await until(lambda: batcher.depth == 1)
     for _ in range(100):
         await asyncio.sleep(0)
     assert batcher.depth == 1
@@ -403,9 +395,9 @@ async def test_online_items_queued_behind_background_ones_run_first(
     running = asyncio.ensure_future(batcher.submit("busy"))
     await _wait_thread_event(run.entered)
     background = asyncio.ensure_future(batcher.submit_many(["b1", "b2"], [1, 1], background=True))
-    await _until(lambda: batcher.depth == 2)
+    await until(lambda: batcher.depth == 2)
     online = asyncio.ensure_future(batcher.submit("o1"))
-    await _until(lambda: batcher.depth == 3)
+    await until(lambda: batcher.depth == 3)
     gate.set()
     assert await running == "BUSY"
     assert await online == "O1"
@@ -435,12 +427,12 @@ async def test_the_background_lane_is_bounded_on_its_own(executor: ThreadPoolExe
     running = asyncio.ensure_future(batcher.submit("running"))
     await _wait_thread_event(run.entered)
     queued = asyncio.ensure_future(batcher.submit_many(["b1", "b2"], [1, 1], background=True))
-    await _until(lambda: batcher.depth == 2)
+    await until(lambda: batcher.depth == 2)
     with pytest.raises(Overloaded):
         await batcher.submit_many(["b3"], [1], background=True)
     # A full background lane leaves online callers their own room.
     online = asyncio.ensure_future(batcher.submit("o1"))
-    await _until(lambda: batcher.depth == 3)
+    await until(lambda: batcher.depth == 3)
     gate.set()
     assert await running == "RUNNING"
     assert await online == "O1"
@@ -456,7 +448,7 @@ async def test_close_fails_queued_background_callers(executor: ThreadPoolExecuto
     running = asyncio.ensure_future(batcher.submit("running"))
     await _wait_thread_event(run.entered)
     queued = asyncio.ensure_future(batcher.submit_many(["b1"], [1], background=True))
-    await _until(lambda: batcher.depth == 1)
+    await until(lambda: batcher.depth == 1)
     closing = asyncio.ensure_future(batcher.close())
     for caller in (queued, running):
         with pytest.raises(Overloaded):

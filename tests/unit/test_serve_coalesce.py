@@ -9,6 +9,7 @@ import asyncio
 import pytest
 
 from openmaas.scaleout.serve_coalesce import Coalescer
+from tests.loop_turns import until
 
 
 class Deployment:
@@ -29,20 +30,12 @@ class Deployment:
         return [request.upper() for request in group]
 
 
-async def _until(predicate: object, *, steps: int = 10_000) -> None:
-    for _ in range(steps):
-        if predicate():  # type: ignore[operator]
-            return
-        await asyncio.sleep(0)
-    raise AssertionError("condition never became true")
-
-
 @pytest.mark.asyncio
 async def test_a_lone_request_goes_at_once_and_gets_its_own_reply() -> None:
     deployment = Deployment()
     calls = Coalescer(deployment.send, limit=2, max_group=8)
     reply = asyncio.create_task(calls.submit("a"))
-    await _until(lambda: deployment.groups == [["a"]])
+    await until(lambda: deployment.groups == [["a"]])
     deployment.gates[0].set()
     assert await reply == "A"
     assert (calls.calls, calls.requests, calls.in_flight) == (1, 1, 0)
@@ -53,17 +46,17 @@ async def test_requests_that_arrive_while_every_slot_is_busy_go_together_when_on
     deployment = Deployment()
     calls = Coalescer(deployment.send, limit=2, max_group=3)
     first = [asyncio.create_task(calls.submit(r)) for r in ("a", "b")]
-    await _until(lambda: len(deployment.groups) == 2)
+    await until(lambda: len(deployment.groups) == 2)
     later = [asyncio.create_task(calls.submit(r)) for r in ("c", "d", "e", "f")]
-    await _until(lambda: calls.waiting == 4)
+    await until(lambda: calls.waiting == 4)
     assert deployment.groups == [["a"], ["b"]]  # both slots out; the rest wait
 
     deployment.gates[1].set()  # "b" returns: one slot frees for up to three waiting
-    await _until(lambda: len(deployment.groups) == 3)
+    await until(lambda: len(deployment.groups) == 3)
     assert deployment.groups[2] == ["c", "d", "e"]
     assert await first[1] == "B"
     deployment.gates[0].set()
-    await _until(lambda: len(deployment.groups) == 4)
+    await until(lambda: len(deployment.groups) == 4)
     assert deployment.groups[3] == ["f"]
     for gate in deployment.gates[2:]:
         gate.set()
@@ -76,12 +69,12 @@ async def test_a_failed_call_fails_every_request_it_carried_and_no_other() -> No
     deployment = Deployment()
     calls = Coalescer(deployment.send, limit=1, max_group=8)
     alone = asyncio.create_task(calls.submit("a"))
-    await _until(lambda: len(deployment.groups) == 1)
+    await until(lambda: len(deployment.groups) == 1)
     together = [asyncio.create_task(calls.submit(r)) for r in ("b", "c")]
-    await _until(lambda: calls.waiting == 2)
+    await until(lambda: calls.waiting == 2)
     deployment.gates[0].set()
     assert await alone == "A"
-    await _until(lambda: len(deployment.groups) == 2)
+    await until(lambda: len(deployment.groups) == 2)
     deployment.fail = RuntimeError("two replicas died")
     deployment.gates[1].set()
     for request in together:
@@ -89,7 +82,7 @@ async def test_a_failed_call_fails_every_request_it_carried_and_no_other() -> No
             await request
     deployment.fail = None
     after = asyncio.create_task(calls.submit("d"))  # the slot came back
-    await _until(lambda: len(deployment.groups) == 3)
+    await until(lambda: len(deployment.groups) == 3)
     deployment.gates[2].set()
     assert await after == "D"
 
@@ -99,13 +92,13 @@ async def test_a_request_whose_caller_went_away_while_waiting_is_not_sent() -> N
     deployment = Deployment()
     calls = Coalescer(deployment.send, limit=1, max_group=8)
     busy = asyncio.create_task(calls.submit("a"))
-    await _until(lambda: len(deployment.groups) == 1)
+    await until(lambda: len(deployment.groups) == 1)
     gone = asyncio.create_task(calls.submit("b"))
     kept = asyncio.create_task(calls.submit("c"))
-    await _until(lambda: calls.waiting == 2)
+    await until(lambda: calls.waiting == 2)
     gone.cancel()
     deployment.gates[0].set()
-    await _until(lambda: len(deployment.groups) == 2)
+    await until(lambda: len(deployment.groups) == 2)
     assert deployment.groups[1] == ["c"]
     deployment.gates[1].set()
     assert (await busy, await kept) == ("A", "C")
