@@ -22,13 +22,14 @@ seconds. The recipes run through `RECIPES[name].train`, as a job runs them.
 
 A run's figures can be kept (`--save-runs FILE`, rewritten as each branch ends) and added
 to a later invocation's (`--add-runs FILE`, repeatable; a row measured again replaces the
-older one), so the table can be built over several sittings of a quiet machine.
+older one), so the table can be built over several sittings of a quiet machine. The
+repository keeps the runs so far in `benchmarks/sst2-runs.json`.
 
 Usage::
 
     .venv/bin/python benchmarks/training_quality.py --dataset sst2
-    .venv/bin/python benchmarks/training_quality.py --dataset sst2 --sst2-branches recurrent \
-        --add-runs sst2-runs.json --save-runs sst2-runs.json
+    .venv/bin/python benchmarks/training_quality.py --dataset sst2 --sst2-branches vectors \
+        --add-runs benchmarks/sst2-runs.json --save-runs benchmarks/sst2-runs.json
     .venv/bin/python benchmarks/training_quality.py --dataset sst2 --quick  # smoke, no write
 """
 
