@@ -19,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import re
+import sys
 from collections import Counter
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from typing import Any, TypeVar
@@ -187,13 +188,7 @@ class ServeDeployments:
         replica's spans continue."""
         handle = await self.ensure(key)
         call = InferCall(task, project, inputs, params, truncate, background, dict(trace or {}))
-        coalescer = self._coalescer(key, handle)
-        if coalescer is None:
-            answer: Answer = await _once_more_on_death(
-                key, lambda: handle.infer.remote(*_args(call))
-            )
-        else:
-            answer = await coalescer.submit(call)
+        answer = await self._coalescer(key, handle).submit(call)
         self._answered[answer.tag.id] += 1
         if answer.error is not None:
             raise answer.error.rebuild()
@@ -201,16 +196,15 @@ class ServeDeployments:
 
     def _coalescer(
         self, key: VersionKey, handle: DeploymentHandle[Any]
-    ) -> Coalescer[InferCall, Answer] | None:
-        """The version's coalescer (`serve_coalesce`), when its deployment has a fixed number
-        of replicas and `coalesce` on. An autoscaled one gets a call per request: Serve scales
-        on the calls a replica holds, which coalescing would hide."""
+    ) -> Coalescer[InferCall, Answer]:
+        """The version's calls (`serve_coalesce`): coalesced when its deployment has a fixed
+        number of replicas and `coalesce` on, else one call per request, none held back (an
+        autoscaled deployment: Serve scales on the calls a replica holds, which coalescing
+        would hide)."""
         coalescer = self._coalescers.get(key)
         if coalescer is not None:
             return coalescer
         wanted = self.table.for_model(key[0])
-        if not wanted.coalesce or wanted.min_replicas != wanted.max_replicas:
-            return None
 
         async def send(group: list[InferCall]) -> list[Answer]:
             answers: list[Answer] = await _once_more_on_death(
@@ -218,13 +212,14 @@ class ServeDeployments:
             )
             return answers
 
-        # Two calls a replica: one running, the next one waiting on it, none held back here
-        # longer than a call takes. A call no larger than half of what a replica may hold.
-        coalescer = Coalescer(
-            send,
-            limit=2 * wanted.max_replicas,
-            max_group=max(1, wanted.max_ongoing_requests // 2),
-        )
+        if wanted.coalesce and wanted.min_replicas == wanted.max_replicas:
+            # Two calls a replica: one running, the next one waiting on it, none held back
+            # here longer than a call takes. A call no larger than half of what a replica
+            # may hold.
+            limit, group = 2 * wanted.max_replicas, max(1, wanted.max_ongoing_requests // 2)
+        else:
+            limit, group = sys.maxsize, 1
+        coalescer = Coalescer(send, limit=limit, max_group=group)
         self._coalescers[key] = coalescer
         return coalescer
 
@@ -287,19 +282,6 @@ async def _once_more_on_death(key: VersionKey, call: Callable[[], Any]) -> Any:
         raise ReplicaLost(
             f"model '{key[0]}:{key[1]}': two replicas died under this request; retry shortly"
         ) from error
-
-
-def _args(call: InferCall) -> tuple[Any, ...]:
-    """`ModelReplica.infer`'s arguments, in order."""
-    return (
-        call.task,
-        call.project,
-        call.inputs,
-        call.params,
-        call.truncate,
-        call.background,
-        call.trace,
-    )
 
 
 def _word(state: Any) -> str:
